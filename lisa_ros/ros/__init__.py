@@ -1,0 +1,1 @@
+"""The ROS 2 layer: conversions, message building and (later) the node. Imports rclpy/messages."""

@@ -1,0 +1,418 @@
+"""sensor_msgs/Image and CompressedImage <-> numpy: the one place that knows image encodings.
+
+Every decoding function validates the message first (encoding, size, step, data length,
+endianness) and raises :class:`ImageConversionError`, and only that, for anything inconsistent:
+callers turn it into a ``success=false`` answer. No function here returns a silently wrong image.
+
+Conventions
+-----------
+* ``image_to_numpy`` returns the pixels as stored: ``(H, W)`` for one channel, ``(H, W, C)``
+  otherwise, in native byte order, as a fresh array that does not alias the message buffer.
+  Packed YUV 4:2:2 comes back as ``(H, W, 2)`` uint8 (the raw byte pairs).
+* ``image_to_rgb8`` returns ``(H, W, 3)`` uint8 RGB for any colour, mono, YUV or Bayer encoding:
+  what the model consumes.
+* ``depth_to_meters`` returns ``(H, W)`` float32 metres with NaN for "no measurement".
+* When a ROS 2 ``cv_bridge`` is importable (a system ROS 2 install) it decodes raw images after
+  our validation; our own decoder is used otherwise, or when cv_bridge fails on an encoding
+  (e.g. ``8UC1`` vs ``mono8``, vision_opencv#175).
+"""
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+__all__ = [
+    "ImageConversionError",
+    "ImageFormat",
+    "image_format",
+    "supported_encodings",
+    "is_empty_image",
+    "image_to_numpy",
+    "image_to_rgb8",
+    "depth_to_meters",
+    "numpy_to_image",
+    "mask_to_image",
+    "compressed_to_numpy",
+    "compressed_to_rgb8",
+    "numpy_to_compressed",
+]
+
+
+class ImageConversionError(ValueError):
+    """An image message that cannot be converted: the message says what is wrong with it."""
+
+
+@dataclass(frozen=True)
+class ImageFormat:
+    """How one ``sensor_msgs/Image`` encoding lays out its pixels.
+
+    ``layout`` is one of: ``rgb``, ``bgr``, ``rgba``, ``bgra``, ``mono``, ``uyvy``, ``yuyv``,
+    ``bayer_rggb``, ``bayer_bggr``, ``bayer_gbrg``, ``bayer_grbg``, ``raw`` (2-channel data
+    with no colour meaning).
+    """
+
+    dtype: np.dtype
+    channels: int
+    layout: str
+
+    @property
+    def bytes_per_pixel(self) -> int:
+        return self.dtype.itemsize * self.channels
+
+
+_U8, _U16 = np.dtype(np.uint8), np.dtype(np.uint16)
+
+# Named encodings of sensor_msgs/image_encodings.hpp. "yuv422" is UYVY byte order; "yuv422_yuy2"
+# and "yuyv" are YUYV (what usb_cam publishes).
+_NAMED: dict[str, ImageFormat] = {
+    "rgb8": ImageFormat(_U8, 3, "rgb"),
+    "bgr8": ImageFormat(_U8, 3, "bgr"),
+    "rgba8": ImageFormat(_U8, 4, "rgba"),
+    "bgra8": ImageFormat(_U8, 4, "bgra"),
+    "rgb16": ImageFormat(_U16, 3, "rgb"),
+    "bgr16": ImageFormat(_U16, 3, "bgr"),
+    "rgba16": ImageFormat(_U16, 4, "rgba"),
+    "bgra16": ImageFormat(_U16, 4, "bgra"),
+    "mono8": ImageFormat(_U8, 1, "mono"),
+    "mono16": ImageFormat(_U16, 1, "mono"),
+    "yuv422": ImageFormat(_U8, 2, "uyvy"),
+    "uyvy": ImageFormat(_U8, 2, "uyvy"),
+    "yuv422_yuy2": ImageFormat(_U8, 2, "yuyv"),
+    "yuyv": ImageFormat(_U8, 2, "yuyv"),
+}
+for _pattern in ("rggb", "bggr", "gbrg", "grbg"):
+    _NAMED[f"bayer_{_pattern}8"] = ImageFormat(_U8, 1, f"bayer_{_pattern}")
+    _NAMED[f"bayer_{_pattern}16"] = ImageFormat(_U16, 1, f"bayer_{_pattern}")
+
+# OpenCV-style "<bits><U|S|F>C<n>" encodings. Three channels are BGR, four BGRA (OpenCV order).
+_CV_TYPE = re.compile(r"^(8|16|32|64)([USF])C([1-4])$")
+_CV_DTYPES = {
+    ("8", "U"): np.uint8,
+    ("8", "S"): np.int8,
+    ("16", "U"): np.uint16,
+    ("16", "S"): np.int16,
+    ("32", "S"): np.int32,
+    ("32", "F"): np.float32,
+    ("64", "F"): np.float64,
+}
+_CV_LAYOUTS = {1: "mono", 2: "raw", 3: "bgr", 4: "bgra"}
+
+# ROS Bayer names -> OpenCV demosaicing codes (OpenCV names the pattern by its second row/column).
+_BAYER_TO_RGB = {
+    "bayer_rggb": cv2.COLOR_BayerBG2RGB,
+    "bayer_bggr": cv2.COLOR_BayerRG2RGB,
+    "bayer_gbrg": cv2.COLOR_BayerGR2RGB,
+    "bayer_grbg": cv2.COLOR_BayerGB2RGB,
+}
+
+
+def supported_encodings() -> list[str]:
+    """The named encodings plus every OpenCV-style ``<bits><U|S|F>C<n>`` type we accept."""
+    cv_types = [f"{bits}{kind}C{n}" for (bits, kind) in _CV_DTYPES for n in range(1, 5)]
+    return sorted(_NAMED) + cv_types
+
+
+def image_format(encoding: str) -> ImageFormat:
+    """The pixel layout of ``encoding``; raises ImageConversionError when unsupported."""
+    fmt = _NAMED.get(encoding)
+    if fmt is not None:
+        return fmt
+    match = _CV_TYPE.match(encoding or "")
+    if match:
+        bits, kind, channels = match.group(1), match.group(2), int(match.group(3))
+        dtype = _CV_DTYPES.get((bits, kind))
+        if dtype is not None:
+            return ImageFormat(np.dtype(dtype), channels, _CV_LAYOUTS[channels])
+    if not encoding:
+        raise ImageConversionError("image has an empty encoding")
+    raise ImageConversionError(
+        f"unsupported image encoding {encoding!r} (supported: {', '.join(sorted(_NAMED))}, "
+        "and OpenCV types such as 8UC3, 16UC1, 32FC1)"
+    )
+
+
+def is_empty_image(msg: Image) -> bool:
+    """True for a default-constructed Image (no size, no data): "no image given" in requests."""
+    return msg.height == 0 and msg.width == 0 and len(msg.data) == 0
+
+
+def _validate(msg: Image, max_pixels: int | None) -> ImageFormat:
+    fmt = image_format(msg.encoding)
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:
+        raise ImageConversionError(f"image has zero size ({width}x{height})")
+    if max_pixels is not None and height * width > max_pixels:
+        raise ImageConversionError(
+            f"image of {width}x{height} exceeds the limit of {max_pixels} pixels"
+        )
+    if msg.is_bigendian not in (0, 1):
+        raise ImageConversionError(f"is_bigendian must be 0 or 1, got {msg.is_bigendian}")
+    if fmt.layout in ("uyvy", "yuyv") and width % 2:
+        raise ImageConversionError(
+            f"{msg.encoding} packs pixel pairs: width must be even, got {width}"
+        )
+    row_bytes = width * fmt.bytes_per_pixel
+    if step < row_bytes:
+        raise ImageConversionError(
+            f"step {step} is smaller than width x bytes per pixel = {width} x "
+            f"{fmt.bytes_per_pixel} = {row_bytes} for {msg.encoding}"
+        )
+    if len(msg.data) != step * height:
+        raise ImageConversionError(
+            f"data holds {len(msg.data)} bytes but step x height = {step} x {height} = "
+            f"{step * height}"
+        )
+    return fmt
+
+
+def _decode_ours(msg: Image, fmt: ImageFormat) -> np.ndarray:
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    buffer = np.frombuffer(msg.data, dtype=np.uint8)
+    # Drop row padding, then reinterpret the bytes with the message's byte order.
+    rows = buffer.reshape(height, step)[:, : width * fmt.bytes_per_pixel]
+    wire_dtype = fmt.dtype.newbyteorder(">" if msg.is_bigendian else "<")
+    pixels = np.ascontiguousarray(rows).view(wire_dtype)
+    pixels = pixels.astype(fmt.dtype.newbyteorder("="), copy=True)
+    if fmt.channels == 1:
+        return pixels.reshape(height, width)
+    return pixels.reshape(height, width, fmt.channels)
+
+
+_cv_bridge_instance: Any = None
+_cv_bridge_checked = False
+
+
+def _cv_bridge() -> Any:
+    """A ROS 2 ``cv_bridge.CvBridge`` when one is importable, else None (cached)."""
+    global _cv_bridge_instance, _cv_bridge_checked
+    if not _cv_bridge_checked:
+        _cv_bridge_checked = True
+        try:
+            from cv_bridge import CvBridge  # system ROS 2 only; PyPI's cv-bridge is ROS 1
+
+            _cv_bridge_instance = CvBridge()
+        except Exception:
+            _cv_bridge_instance = None
+    return _cv_bridge_instance
+
+
+def _decode_with_cv_bridge(msg: Image, fmt: ImageFormat) -> np.ndarray | None:
+    bridge = _cv_bridge()
+    if bridge is None:
+        return None
+    try:
+        array = np.array(bridge.imgmsg_to_cv2(msg, desired_encoding="passthrough"), copy=True)
+    except Exception:
+        return None
+    expected = (int(msg.height), int(msg.width)) + ((fmt.channels,) if fmt.channels > 1 else ())
+    if array.shape != expected or array.dtype.kind != fmt.dtype.kind:
+        return None  # cv_bridge disagrees with the declared layout: trust the checked decoder
+    return array.astype(fmt.dtype.newbyteorder("="), copy=False)
+
+
+def image_to_numpy(msg: Image, max_pixels: int | None = None) -> np.ndarray:
+    """Validate ``msg`` and return its pixels as stored (see the module docstring for shapes).
+
+    Raises ImageConversionError for an unsupported encoding, zero size, more than ``max_pixels``
+    pixels, a step shorter than a row, a data length other than step x height, an odd width for
+    packed YUV, or an is_bigendian other than 0/1.
+    """
+    fmt = _validate(msg, max_pixels)
+    decoded = _decode_with_cv_bridge(msg, fmt)
+    return decoded if decoded is not None else _decode_ours(msg, fmt)
+
+
+def _to_uint8(pixels: np.ndarray) -> np.ndarray:
+    if pixels.dtype == np.uint8:
+        return pixels
+    if pixels.dtype == np.uint16:
+        return (pixels >> 8).astype(np.uint8)  # full 16-bit range -> 8 bits, as cv_bridge scales
+    raise ImageConversionError(
+        f"{pixels.dtype} pixels are not a colour image (depth or float data cannot be segmented "
+        "as colour)"
+    )
+
+
+def image_to_rgb8(msg: Image, max_pixels: int | None = None) -> np.ndarray:
+    """Decode any colour, mono, YUV 4:2:2 or Bayer image to ``(H, W, 3)`` uint8 RGB."""
+    fmt = image_format(msg.encoding)
+    pixels = image_to_numpy(msg, max_pixels)
+    layout = fmt.layout
+    if layout in ("uyvy", "yuyv"):
+        code = cv2.COLOR_YUV2RGB_UYVY if layout == "uyvy" else cv2.COLOR_YUV2RGB_YUYV
+        return cv2.cvtColor(pixels, code)
+    if layout.startswith("bayer_"):
+        if pixels.shape[0] < 2 or pixels.shape[1] < 2:
+            raise ImageConversionError("a Bayer image needs at least 2x2 pixels to demosaic")
+        return cv2.cvtColor(_to_uint8(pixels), _BAYER_TO_RGB[layout])
+    if layout == "raw":
+        raise ImageConversionError(f"{msg.encoding} has 2 channels with no colour meaning")
+    if fmt.dtype.kind == "f" or fmt.dtype not in (_U8, _U16):
+        raise ImageConversionError(
+            f"{msg.encoding} is not a colour image (float or signed data, e.g. depth)"
+        )
+    pixels = _to_uint8(pixels)
+    if layout == "mono":
+        return np.repeat(pixels[:, :, None], 3, axis=2)
+    if layout == "rgb":
+        return pixels
+    if layout == "rgba":
+        return np.ascontiguousarray(pixels[:, :, :3])
+    if layout in ("bgr", "bgra"):
+        return np.ascontiguousarray(pixels[:, :, 2::-1])
+    raise ImageConversionError(f"cannot convert {msg.encoding} to RGB")  # pragma: no cover
+
+
+def depth_to_meters(msg: Image, max_pixels: int | None = None) -> np.ndarray:
+    """Decode a depth image to ``(H, W)`` float32 metres; NaN where there is no measurement.
+
+    ``16UC1``/``mono16`` are millimetres (REP 118) with 0 = no return; ``32FC1`` is metres with
+    0, negative, NaN and inf = no return.
+    """
+    if msg.encoding in ("16UC1", "mono16"):
+        depth = image_to_numpy(msg, max_pixels).astype(np.float32) * np.float32(0.001)
+    elif msg.encoding == "32FC1":
+        depth = image_to_numpy(msg, max_pixels).astype(np.float32, copy=False)
+    else:
+        raise ImageConversionError(
+            f"unsupported depth encoding {msg.encoding!r} (expected 16UC1 in mm or 32FC1 in m)"
+        )
+    depth[~np.isfinite(depth) | (depth <= 0)] = np.nan
+    return depth
+
+
+def _header_copy(header: Header | None) -> Header:
+    out = Header()
+    if header is not None:
+        out.stamp.sec = header.stamp.sec
+        out.stamp.nanosec = header.stamp.nanosec
+        out.frame_id = header.frame_id
+    return out
+
+
+def numpy_to_image(array: np.ndarray, encoding: str, header: Header | None = None) -> Image:
+    """Build an Image from ``(H, W)`` or ``(H, W, C)`` pixels in ``encoding`` (no padding).
+
+    The array's dtype and channel count must match the encoding; multi-byte data is written in
+    this machine's byte order and is_bigendian is set accordingly.
+    """
+    fmt = image_format(encoding)
+    array = np.asarray(array)
+    if array.ndim == 2:
+        channels = 1
+    elif array.ndim == 3:
+        channels = array.shape[2]
+    else:
+        raise ImageConversionError(f"expected a 2-D or 3-D array, got shape {array.shape}")
+    if channels != fmt.channels:
+        raise ImageConversionError(
+            f"{encoding} has {fmt.channels} channel(s), the array has {channels}"
+        )
+    if array.dtype.newbyteorder("=") != fmt.dtype:
+        raise ImageConversionError(f"{encoding} needs {fmt.dtype} pixels, got {array.dtype}")
+    height, width = array.shape[:2]
+    if height == 0 or width == 0:
+        raise ImageConversionError(f"cannot build an image of zero size ({width}x{height})")
+    if fmt.layout in ("uyvy", "yuyv") and width % 2:
+        raise ImageConversionError(f"{encoding} needs an even width, got {width}")
+    native = np.ascontiguousarray(array, dtype=fmt.dtype.newbyteorder("="))
+    msg = Image()
+    msg.header = _header_copy(header)
+    msg.height, msg.width = int(height), int(width)
+    msg.encoding = encoding
+    msg.is_bigendian = int(sys.byteorder == "big" and fmt.dtype.itemsize > 1)
+    msg.step = int(width * fmt.bytes_per_pixel)
+    msg.data = native.tobytes()
+    return msg
+
+
+def mask_to_image(mask: np.ndarray, header: Header | None = None) -> Image:
+    """A ``(H, W)`` mask (bool, or numbers with nonzero = object) as a mono8 0/255 Image."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ImageConversionError(f"a mask must be 2-D, got shape {mask.shape}")
+    return numpy_to_image(np.where(mask != 0, 255, 0).astype(np.uint8), "mono8", header)
+
+
+def _compressed_kind(fmt: str) -> str:
+    text = (fmt or "").lower()
+    if "compresseddepth" in text:
+        raise ImageConversionError(
+            "compressedDepth images are not supported; subscribe to the raw depth topic"
+        )
+    if "png" in text:
+        return "png"
+    if "jpeg" in text or "jpg" in text:
+        return "jpeg"
+    raise ImageConversionError(f"unsupported CompressedImage format {fmt!r} (expected jpeg or png)")
+
+
+def compressed_to_numpy(msg: CompressedImage, max_pixels: int | None = None) -> np.ndarray:
+    """Decode a jpeg/png CompressedImage as OpenCV does: BGR(A), grey, 8 or 16 bit."""
+    _compressed_kind(msg.format)
+    if len(msg.data) == 0:
+        raise ImageConversionError("compressed image has no data")
+    buffer = np.frombuffer(msg.data, dtype=np.uint8)
+    try:
+        decoded = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise ImageConversionError(f"cannot decode {msg.format} data: {exc}") from exc
+    if decoded is None or decoded.size == 0:
+        raise ImageConversionError(f"cannot decode {msg.format!r} data ({len(msg.data)} bytes)")
+    if max_pixels is not None and decoded.shape[0] * decoded.shape[1] > max_pixels:
+        raise ImageConversionError(
+            f"image of {decoded.shape[1]}x{decoded.shape[0]} exceeds the limit of "
+            f"{max_pixels} pixels"
+        )
+    return decoded
+
+
+def compressed_to_rgb8(msg: CompressedImage, max_pixels: int | None = None) -> np.ndarray:
+    """Decode a jpeg/png CompressedImage to ``(H, W, 3)`` uint8 RGB."""
+    decoded = _to_uint8(compressed_to_numpy(msg, max_pixels))
+    if decoded.ndim == 2:
+        return np.repeat(decoded[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(decoded[:, :, 2::-1])  # BGR(A) -> RGB
+
+
+def numpy_to_compressed(
+    array: np.ndarray,
+    encoding: str = "bgr8",
+    fmt: str = "jpeg",
+    header: Header | None = None,
+    jpeg_quality: int = 90,
+) -> CompressedImage:
+    """Compress pixels given in ``encoding`` (bgr8, rgb8, mono8, mono16...) to jpeg or png.
+
+    The format string follows compressed_image_transport: ``"<encoding>; <fmt> compressed bgr8"``
+    (or ``mono8``/``mono16`` for one channel), so image_transport subscribers can read it.
+    """
+    kind = _compressed_kind(fmt)
+    image_format(encoding)  # validates the name
+    array = np.asarray(array)
+    if encoding in ("rgb8", "rgb16"):
+        array = np.ascontiguousarray(array[:, :, ::-1])
+    elif encoding in ("rgba8", "rgba16"):
+        array = cv2.cvtColor(array, cv2.COLOR_RGBA2BGRA)
+    if kind == "jpeg" and array.dtype != np.uint8:
+        raise ImageConversionError("jpeg holds 8-bit images only; use png for 16-bit data")
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if kind == "jpeg" else []
+    ok, encoded = cv2.imencode(".jpg" if kind == "jpeg" else ".png", array, params)
+    if not ok:
+        raise ImageConversionError(f"OpenCV could not encode a {array.shape} image as {kind}")
+    if array.ndim == 2:
+        stored = "mono16" if array.dtype == np.uint16 else "mono8"
+    else:
+        stored = "bgr16" if array.dtype == np.uint16 else "bgr8"
+    msg = CompressedImage()
+    msg.header = _header_copy(header)
+    msg.format = f"{encoding}; {kind} compressed {stored}"
+    msg.data = encoded.tobytes()
+    return msg

@@ -1,0 +1,102 @@
+"""Test isolation for ROS 2: every test that starts participants gets its own DDS domain.
+
+The machine is shared with other processes, so each ROS test claims a ROS_DOMAIN_ID that no
+other lisa_ros test run holds (an flock on a file per id), discovery stays on localhost, and the
+shipped localhost Fast DDS profile (64 MiB shared memory, loopback UDP) is used.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+SUPPORT = Path(__file__).parent / "support"
+_LOCK_DIR = Path(os.environ.get("LISA_ROS_TEST_LOCK_DIR", "/tmp"))
+# Linux domain ids whose port ranges are valid are 0..101 and 215..232; 0 is everyone's default.
+_CANDIDATE_IDS = list(range(1, 102)) + list(range(215, 233))
+
+
+def _claim_domain_id() -> tuple[int, int]:
+    ids = _CANDIDATE_IDS[:]
+    random.shuffle(ids)
+    for domain_id in ids:
+        fd = os.open(_LOCK_DIR / f"lisa_ros_test_domain_{domain_id}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return domain_id, fd
+        except BlockingIOError:
+            os.close(fd)
+    raise RuntimeError("no free ROS_DOMAIN_ID for the test")
+
+
+def _localhost_profile() -> str:
+    from lisa_ros.resources import config_path
+
+    return str(config_path("fastdds_localhost.xml"))
+
+
+class RosDomain:
+    """A private DDS domain: ``env`` for child processes, ``context()`` for this process."""
+
+    def __init__(self, domain_id: int, profile: str | None, monkeypatch):
+        self.domain_id = domain_id
+        self._monkeypatch = monkeypatch  # restores this process's environment after the test
+        self.env = dict(os.environ)  # keeps the LD_LIBRARY_PATH the ROS wheels' bootstrap set
+        self.env["ROS_DOMAIN_ID"] = str(domain_id)
+        self.env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+        self.env["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
+        self.env["PYTHONUNBUFFERED"] = "1"
+        if profile:
+            self.env["FASTDDS_DEFAULT_PROFILES_FILE"] = profile
+        else:
+            self.env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
+        self._contexts = []
+
+    def context(self):
+        """An initialised rclpy context on this domain (shut down when the test ends).
+
+        The DDS settings are read from this process's environment when the participant is
+        created, so the environment is switched to this domain's for the test's duration.
+        """
+        import rclpy
+
+        for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "RMW_IMPLEMENTATION", "FASTDDS_DEFAULT_PROFILES_FILE"):
+            if key in self.env:
+                self._monkeypatch.setenv(key, self.env[key])
+            else:
+                self._monkeypatch.delenv(key, raising=False)
+        ctx = rclpy.Context()
+        rclpy.init(context=ctx, domain_id=self.domain_id)
+        self._contexts.append(ctx)
+        return ctx
+
+    def python(self, script: str, *args: str) -> list[str]:
+        """Command line running a support script with this interpreter."""
+        return [sys.executable, str(SUPPORT / script), *args]
+
+    def shutdown(self):
+        for ctx in self._contexts:
+            try:
+                ctx.try_shutdown()
+            except Exception:
+                pass
+
+
+@pytest.fixture
+def ros_domain(monkeypatch):
+    """A private ROS domain with the shipped localhost Fast DDS profile."""
+    yield from _domain(monkeypatch, _localhost_profile())
+
+
+def _domain(monkeypatch, profile):
+    domain_id, fd = _claim_domain_id()
+    domain = RosDomain(domain_id, profile, monkeypatch)
+    try:
+        yield domain
+    finally:
+        domain.shutdown()
+        os.close(fd)

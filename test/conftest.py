@@ -7,6 +7,9 @@ shipped localhost Fast DDS profile (64 MiB shared memory, loopback UDP) is used.
 from __future__ import annotations
 
 import fcntl
+import signal
+import subprocess
+import threading
 import os
 import random
 import sys
@@ -100,3 +103,57 @@ def _domain(monkeypatch, profile):
     finally:
         domain.shutdown()
         os.close(fd)
+
+
+class ChildProcess:
+    """A support script running in its own process on a test's domain."""
+
+    def __init__(self, domain: RosDomain, script: str, *args: str, ready_timeout: float = 30.0):
+        self.proc = subprocess.Popen(domain.python(script, *args), env=domain.env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.output: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._ready = threading.Event()
+        self._reader.start()
+        if not self._ready.wait(ready_timeout):
+            self.stop()
+            raise RuntimeError(f"{script} did not get ready:\n" + "".join(self.output))
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.output.append(line)
+            if line.strip() == "ready":
+                self._ready.set()
+
+    def lines(self) -> list[str]:
+        return [line.strip() for line in self.output]
+
+    def wait(self, timeout: float) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._reader.join(5)
+
+
+@pytest.fixture
+def spawn():
+    """spawn(domain, script, *args) starts a support script and waits for its "ready" line."""
+    children: list[ChildProcess] = []
+
+    def _spawn(domain: RosDomain, script: str, *args: str, **kwargs) -> ChildProcess:
+        child = ChildProcess(domain, script, *args, **kwargs)
+        children.append(child)
+        return child
+
+    yield _spawn
+    for child in children:
+        child.stop()

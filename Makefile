@@ -1,0 +1,51 @@
+# Set-up, build and tests. Everything lives in .venv; nothing is installed system-wide.
+#   make demo    the main job (see README)
+#   make test    the test suite (what .ci/run calls)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEPS_STAMP := $(VENV)/.deps-installed
+PKG_STAMP := $(VENV)/.lisa_ros-installed
+PACKAGE_SOURCES := pyproject.toml CMakeLists.txt package.xml README.md \
+	$(shell find lisa_ros msg srv action config launch scripts -type f -not -name '*.pyc' 2>/dev/null)
+PYTEST_ARGS ?=
+
+.PHONY: venv install test test-fast demo bench clean
+
+venv: $(PKG_STAMP)
+
+# Pinned dependencies: ROS 2 Kilted wheels, the model stack (torch==2.13.0 = the local CPU wheel;
+# never torchvision), the ament/rosidl/colcon build chain for the colcon test, and test tools.
+$(DEPS_STAMP): requirements/ros.txt requirements/ml.txt requirements/build.txt requirements/test.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -r requirements/ros.txt -r requirements/ml.txt \
+		-r requirements/build.txt -r requirements/test.txt
+	@if $(BIN)/python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('torchvision') is None)"; then \
+		echo "torchvision is installed in $(VENV): it breaks imports on CPU machines"; exit 1; fi
+	touch $@
+
+# `pip install .`: scikit-build-core runs CMakeLists.txt (rosidl C + Python type support) and
+# installs the Python package, console scripts, config/ and launch/ into the venv prefix.
+$(PKG_STAMP): $(DEPS_STAMP) $(PACKAGE_SOURCES)
+	$(BIN)/python -m pip install .
+	touch $@
+
+install: $(PKG_STAMP)
+
+# -P: do not put the working directory on sys.path, so the tests import the installed package
+# (the one with the generated lisa_ros.msg/srv/action), not the source tree.
+test: $(PKG_STAMP)
+	$(BIN)/python -P -m pytest test $(PYTEST_ARGS)
+
+test-fast: $(PKG_STAMP)
+	$(BIN)/python -P -m pytest test -m "not slow" $(PYTEST_ARGS)
+
+# The main job. Until the node lands (issue 4) this is the foundation's end-to-end check: 1080p
+# camera frames between two processes over the sensor-data QoS, without and with our DDS profile.
+demo: $(PKG_STAMP)
+	$(BIN)/python bench/transport.py --frames 90 --cases default:best_effort localhost:best_effort robot:best_effort localhost:reliable
+
+bench: demo
+
+clean:
+	rm -rf $(VENV) build install log .pytest_cache .hypothesis

@@ -1,0 +1,195 @@
+"""The package as users get it: interfaces, metadata, data files, and the colcon workspace build."""
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_interfaces_have_the_documented_fields():
+    from lisa_ros.action import ReasonSegment as Action
+    from lisa_ros.msg import SegmentationResult, StageTimings
+    from lisa_ros.srv import ReasonSegment
+
+    request = {"command": "string", "image": "sensor_msgs/Image", "camera": "string",
+               "explain": "boolean", "session_id": "string"}
+    response = {"success": "boolean", "message": "string", "result": "lisa_ros/SegmentationResult"}
+    assert ReasonSegment.Request.get_fields_and_field_types() == request
+    assert ReasonSegment.Response.get_fields_and_field_types() == response
+    assert Action.Goal.get_fields_and_field_types() == request
+    assert Action.Result.get_fields_and_field_types() == response
+    result = SegmentationResult.get_fields_and_field_types()
+    assert result["header"] == "std_msgs/Header"
+    assert result["masks"] == "sequence<sensor_msgs/Image>"
+    assert result["scores"] == "sequence<float>"
+    assert result["boxes"] == "sequence<sensor_msgs/RegionOfInterest>"
+    assert result["centroids"] == "sequence<geometry_msgs/Point>"
+    assert result["timings"] == "lisa_ros/StageTimings"
+    assert {"command", "answer", "explanation", "session_id", "generated_tokens"} <= set(result)
+    assert set(StageTimings.get_fields_and_field_types()) == {
+        "total", "queue_wait", "preprocess", "image_encoding", "generation", "mask_decoding", "postprocess"}
+    feedback = Action.Feedback.get_fields_and_field_types()
+    assert {"stage", "partial_answer", "mask_index", "mask", "score", "box", "centroid"} <= set(feedback)
+    assert Action.Feedback().mask_index == 0 and Action.Feedback.STAGE_GENERATING == "generating"
+
+
+def test_messages_serialize_through_the_generated_type_support():
+    from rclpy.serialization import deserialize_message, serialize_message
+
+    from lisa_ros.msg import SegmentationResult
+
+    msg = SegmentationResult(answer="Sure, [SEG].", scores=[0.75])
+    msg.header.frame_id = "cam_optical"
+    msg.timings.total = 1.25
+    msg.centroids = [_nan_point()]
+    back = deserialize_message(serialize_message(msg), SegmentationResult)
+    assert back.answer == "Sure, [SEG]." and back.header.frame_id == "cam_optical"
+    assert back.timings.total == 1.25 and list(back.scores) == [0.75]
+    assert math.isnan(back.centroids[0].x)
+
+
+def _nan_point():
+    from geometry_msgs.msg import Point
+
+    return Point(x=math.nan, y=math.nan, z=math.nan)
+
+
+_FIELD = re.compile(r"^[A-Za-z][\w/]*(\[\d*\])?\s+\w+")
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(ROOT)) for d in ("msg", "srv", "action")
+                                        for p in (ROOT / d).iterdir()))
+def test_every_interface_field_is_documented(path):
+    undocumented = []
+    lines = (ROOT / path).read_text().splitlines()
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if not _FIELD.match(stripped) or "=" in stripped.split("#")[0]:
+            continue  # not a field (comments, separators, constants)
+        previous = lines[index - 1].strip() if index else ""
+        if "#" not in stripped and not previous.startswith("#"):
+            undocumented.append(stripped)
+    assert not undocumented, f"fields without a comment in {path}: {undocumented}"
+
+
+def test_versions_and_names_agree_across_build_files():
+    from catkin_pkg.package import parse_package
+
+    import lisa_ros
+
+    package = parse_package(str(ROOT / "package.xml"))
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert package.package_format == 3
+    assert package.name == "lisa_ros" == pyproject["project"]["name"]
+    assert package.version == pyproject["project"]["version"] == lisa_ros.__version__
+    assert package.get_build_type() == "ament_cmake"
+    depends = {d.name for d in package.build_depends + package.exec_depends}
+    assert {"std_msgs", "sensor_msgs", "geometry_msgs", "builtin_interfaces", "rclpy"} <= depends
+    cmake = (ROOT / "CMakeLists.txt").read_text()
+    assert "project(lisa_ros)" in cmake
+
+
+def test_build_requirements_file_matches_pyproject_build_requires():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    build_requires = set(pyproject["build-system"]["requires"])
+    listed = {line.split("#")[0].strip() for line in (ROOT / "requirements/build.txt").read_text().splitlines()}
+    listed.discard("")
+    assert build_requires <= listed, build_requires - listed
+
+
+def test_runtime_pins_match_between_requirements_and_pyproject():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    declared = {d for d in pyproject["project"]["dependencies"] if d.startswith("ros-")}
+    pinned = {line.strip() for line in (ROOT / "requirements/ros.txt").read_text().splitlines()
+              if line.startswith("ros-")}
+    assert declared == pinned
+
+
+def test_torchvision_is_not_installed():
+    # The only torchvision build on PyPI needs CUDA; installed on these machines it breaks imports.
+    assert importlib.util.find_spec("torchvision") is None
+
+
+def test_data_files_are_found_through_the_installed_package():
+    from lisa_ros.resources import config_path
+
+    for name in ("fastdds.xml", "fastdds_localhost.xml"):
+        path = config_path(name)
+        assert path.is_file() and "segment_size" in path.read_text()
+
+
+def test_console_script_runs():
+    script = Path(sys.executable).parent / "lisa-ros"
+    run = subprocess.run([str(script), "info"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "interfaces: lisa_ros.msg/srv/action importable" in run.stdout
+
+
+def _source_tree_copy(destination: Path) -> None:
+    """The files git tracks (what a user clones), or the tree minus build products."""
+    try:
+        files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+        names = [n for n in files.decode().split("\0") if n]
+    except (OSError, subprocess.CalledProcessError):
+        names = []
+    if names:
+        for name in names:
+            if (ROOT / name).is_file():
+                (destination / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / name, destination / name)
+    else:
+        shutil.copytree(ROOT, destination, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns(".venv", "build", "install", "log", ".git", "__pycache__"))
+
+
+@pytest.mark.slow
+def test_colcon_workspace_build_installs_interfaces_executables_and_data(tmp_path):
+    """`colcon build` with this package in src/, against the ament/rosidl wheels in the venv."""
+    bin_dir = Path(sys.executable).parent
+    colcon = bin_dir / "colcon"
+    assert colcon.exists(), "colcon missing: `make venv` installs requirements/build.txt"
+    _source_tree_copy(tmp_path / "src" / "lisa_ros")
+    env = dict(os.environ)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("PYTHONPATH", None)
+    build = subprocess.run([str(colcon), "build", "--event-handlers", "console_cohesion+"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert build.returncode == 0, build.stdout[-5000:] + build.stderr[-5000:]
+
+    prefix = tmp_path / "install" / "lisa_ros"
+    assert (prefix / "share/ament_index/resource_index/packages/lisa_ros").is_file()
+    assert (prefix / "share/lisa_ros/package.xml").is_file()
+    assert (prefix / "share/lisa_ros/config/fastdds.xml").is_file()
+    assert (prefix / "share/lisa_ros/launch").is_dir()
+    executable = prefix / "lib/lisa_ros/lisa-ros"  # where `ros2 run lisa_ros lisa-ros` looks
+    assert executable.is_file() and os.access(executable, os.X_OK)
+
+    # Use the workspace the way a ROS user does: source its setup script, then run things.
+    check = (
+        "import lisa_ros.srv, lisa_ros.msg, lisa_ros.action\n"
+        "from rclpy.serialization import serialize_message, deserialize_message\n"
+        "from ament_index_python.packages import get_package_prefix\n"
+        "from lisa_ros.msg import SegmentationResult\n"
+        "m = SegmentationResult(answer='ok')\n"
+        "assert deserialize_message(serialize_message(m), SegmentationResult).answer == 'ok'\n"
+        "print(lisa_ros.srv.__file__)\n"
+        "print(get_package_prefix('lisa_ros'))\n"
+    )
+    shell = f". {tmp_path}/install/setup.sh && {sys.executable} -c \"$CHECK\" && {executable} info"
+    run = subprocess.run(["bash", "-c", shell], env={**env, "CHECK": check}, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith(str(prefix)), lines[0]  # the workspace's build, not the venv's
+    assert lines[1] == str(prefix)
+    assert "interfaces: lisa_ros.msg/srv/action importable" in run.stdout

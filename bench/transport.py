@@ -111,12 +111,22 @@ def _config_dir() -> Path:
         return Path(__file__).resolve().parent.parent / "config"
 
 
+def _die_with_parent() -> None:
+    """preexec_fn: the benchmark's children get SIGTERM when the benchmark dies."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def run_case(profile: str, qos: str, args) -> dict:
     env = dict(os.environ)  # keeps the LD_LIBRARY_PATH set by the ROS wheels' bootstrap
     env["ROS_DOMAIN_ID"] = str(args.domain_id)
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     env["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
-    env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
+    for key in ("FASTDDS_DEFAULT_PROFILES_FILE", "ROS_DISCOVERY_SERVER", "ROS_STATIC_PEERS",
+                "FASTDDS_BUILTIN_TRANSPORTS", "FASTDDS_ENVIRONMENT_FILE"):
+        env.pop(key, None)  # measure exactly the profile asked for
     if PROFILES[profile]:
         env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(_config_dir() / PROFILES[profile])
     topic = f"/transport_bench_{os.getpid()}_{profile}_{qos}"
@@ -124,13 +134,15 @@ def run_case(profile: str, qos: str, args) -> dict:
               "--size", args.size, "--timeout", str(args.timeout)]
     me = [sys.executable, str(Path(__file__).resolve())]
     subscriber = subprocess.Popen(me + ["--role", "subscribe"] + common, env=env, stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  preexec_fn=_die_with_parent)
     output = [subscriber.stdout.readline()]
     if output[0].strip() != "ready":
         subscriber.kill()
         raise RuntimeError("subscriber failed: " + "".join(output) + subscriber.stdout.read())
     publisher = subprocess.Popen(me + ["--role", "publish"] + common, env=env,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                 preexec_fn=_die_with_parent)
     publisher.wait(timeout=args.timeout + 60)
     rest, _ = subscriber.communicate("publisher done\n", timeout=args.timeout + 60)
     output.append(rest)

@@ -10,6 +10,7 @@ import fcntl
 import signal
 import subprocess
 import threading
+import time
 import os
 import random
 import sys
@@ -27,11 +28,14 @@ def _claim_domain_id() -> tuple[int, int]:
     ids = _CANDIDATE_IDS[:]
     random.shuffle(ids)
     for domain_id in ids:
-        fd = os.open(_LOCK_DIR / f"lisa_ros_test_domain_{domain_id}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fd = os.open(_LOCK_DIR / f"lisa_ros_test_domain_{domain_id}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+        except OSError:  # e.g. a lock file another user owns
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return domain_id, fd
-        except BlockingIOError:
+        except OSError:
             os.close(fd)
     raise RuntimeError("no free ROS_DOMAIN_ID for the test")
 
@@ -42,6 +46,23 @@ def _localhost_profile() -> str:
     return str(config_path("fastdds_localhost.xml"))
 
 
+# Environment variables that would point a test's participants at other DDS set-ups.
+_FOREIGN_DDS_SETTINGS = (
+    "ROS_DISCOVERY_SERVER", "ROS_STATIC_PEERS", "ROS_LOCALHOST_ONLY", "ROS_SECURITY_ENABLE",
+    "ROS_SECURITY_STRATEGY", "ROS_SECURITY_KEYSTORE", "ROS_SECURITY_ENCLAVE_OVERRIDE",
+    "FASTDDS_ENVIRONMENT_FILE", "FASTDDS_BUILTIN_TRANSPORTS", "FASTRTPS_DEFAULT_PROFILES_FILE",
+    "RMW_FASTRTPS_USE_QOS_FROM_XML", "CYCLONEDDS_URI",
+)
+
+
+def die_with_parent() -> None:
+    """preexec_fn for children: SIGTERM them when the test process dies, however it dies."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class RosDomain:
     """A private DDS domain: ``env`` for child processes, ``context()`` for this process."""
 
@@ -49,6 +70,8 @@ class RosDomain:
         self.domain_id = domain_id
         self._monkeypatch = monkeypatch  # restores this process's environment after the test
         self.env = dict(os.environ)  # keeps the LD_LIBRARY_PATH the ROS wheels' bootstrap set
+        for key in _FOREIGN_DDS_SETTINGS:  # a developer's own DDS set-up must not leak in
+            self.env.pop(key, None)
         self.env["ROS_DOMAIN_ID"] = str(domain_id)
         self.env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
         self.env["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
@@ -67,7 +90,8 @@ class RosDomain:
         """
         import rclpy
 
-        for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "RMW_IMPLEMENTATION", "FASTDDS_DEFAULT_PROFILES_FILE"):
+        for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "RMW_IMPLEMENTATION",
+                    "FASTDDS_DEFAULT_PROFILES_FILE") + _FOREIGN_DDS_SETTINGS:
             if key in self.env:
                 self._monkeypatch.setenv(key, self.env[key])
             else:
@@ -110,12 +134,17 @@ class ChildProcess:
 
     def __init__(self, domain: RosDomain, script: str, *args: str, ready_timeout: float = 30.0):
         self.proc = subprocess.Popen(domain.python(script, *args), env=domain.env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     preexec_fn=die_with_parent)
         self.output: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._ready = threading.Event()
         self._reader.start()
-        if not self._ready.wait(ready_timeout):
+        deadline = time.monotonic() + ready_timeout
+        while not self._ready.wait(0.1):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                break
+        if not self._ready.is_set():
             self.stop()
             raise RuntimeError(f"{script} did not get ready:\n" + "".join(self.output))
 

@@ -193,7 +193,7 @@ def test_bayer_mosaic_of_a_uniform_colour_demosaics_to_that_colour(pattern):
     np.testing.assert_array_equal(rgb[2:-2, 2:-2], np.broadcast_to([200, 90, 20], (4, 6, 3)))
 
 
-@pytest.mark.parametrize("encoding", ["32FC1", "16SC1", "64FC1", "8UC2"])
+@pytest.mark.parametrize("encoding", ["32FC1", "16SC1", "64FC1", "8UC2", "16UC1"])
 def test_non_colour_encodings_are_refused_as_colour(encoding):
     msg = raw_message(random_pixels(encoding, 3, 4, seed=0), encoding)
     with pytest.raises(ImageConversionError):
@@ -284,6 +284,30 @@ def test_bad_compressed_images_raise_conversion_error(fmt, data):
         compressed_to_rgb8(CompressedImage(format=fmt, data=data))
 
 
+def test_size_limit_is_checked_from_the_header_before_decoding():
+    # A "decompression bomb": a small PNG whose header claims 100000 x 100000 pixels.
+    data = bytearray(numpy_to_compressed(np.zeros((8, 8), np.uint8), "mono8", "png").data)
+    data[16:24] = (100_000).to_bytes(4, "big") * 2
+    with pytest.raises(ImageConversionError, match="100000x100000 exceeds"):
+        compressed_to_numpy(CompressedImage(format="png", data=bytes(data)), max_pixels=4_000_000)
+
+
+@pytest.mark.parametrize("height,width", [(1, 1), (37, 53), (480, 640)])
+def test_jpeg_and_png_sizes_are_read_from_the_header(height, width):
+    pixels = random_pixels("bgr8", height, width, seed=5)
+    for fmt in ("jpeg", "png"):
+        msg = numpy_to_compressed(pixels, "bgr8", fmt)
+        assert conversions._compressed_size(bytes(msg.data), fmt) == (height, width)
+
+
+def test_other_formats_labelled_jpeg_or_png_are_refused():
+    ok, bmp = cv2.imencode(".bmp", np.zeros((4, 4, 3), np.uint8))
+    assert ok
+    for fmt in ("jpeg", "png"):
+        with pytest.raises(ImageConversionError, match="not a"):
+            compressed_to_numpy(CompressedImage(format=fmt, data=bmp.tobytes()))
+
+
 def test_compressed_size_limit():
     msg = numpy_to_compressed(np.zeros((100, 100, 3), np.uint8), "bgr8", "png")
     assert compressed_to_numpy(msg, max_pixels=10_000).shape == (100, 100, 3)
@@ -321,7 +345,8 @@ def test_step_shorter_than_a_row_is_refused(case, shortfall):
         image_to_numpy(msg)
 
 
-@pytest.mark.parametrize("encoding", ["", "rgb9", "RGB8", "jpeg", "nv21", "32UC1", "8UC5", "bayer_xyzw8"])
+@pytest.mark.parametrize("encoding", ["", "rgb9", "RGB8", "jpeg", "nv21", "32UC1", "8UC5", "bayer_xyzw8",
+                                      "8UC1\n", " rgb8"])
 def test_unknown_encodings_are_refused(encoding):
     msg = Image(height=2, width=2, encoding=encoding, step=6, data=bytes(12))
     with pytest.raises(ImageConversionError, match="encoding"):
@@ -379,6 +404,16 @@ def test_arbitrary_messages_decode_consistently_or_raise_conversion_error(
         assert len(data) == step * height
 
 
+@given(fmt=st.sampled_from(["jpeg", "png"]), prefix=st.sampled_from([b"", b"\xff\xd8", b"\x89PNG\r\n\x1a\n"]),
+       data=st.binary(max_size=300))
+def test_arbitrary_compressed_data_decodes_or_raises_conversion_error(fmt, prefix, data):
+    try:
+        decoded = compressed_to_rgb8(CompressedImage(format=fmt, data=prefix + data), max_pixels=10**6)
+    except ImageConversionError:
+        return
+    assert decoded.ndim == 3 and decoded.shape[2] == 3
+
+
 @pytest.mark.parametrize("encoding,array", [
     ("rgb8", np.zeros((2, 2), np.uint8)),            # channels
     ("rgb8", np.zeros((2, 2, 3), np.uint16)),        # dtype
@@ -392,6 +427,27 @@ def test_arbitrary_messages_decode_consistently_or_raise_conversion_error(
 def test_numpy_to_image_refuses_arrays_that_do_not_match_the_encoding(encoding, array):
     with pytest.raises(ImageConversionError):
         numpy_to_image(array, encoding)
+
+
+@pytest.mark.parametrize("array,encoding,kwargs", [
+    (np.zeros((4, 4), np.uint8), "rgb8", {}),               # 2-D array for a colour encoding
+    (np.zeros((0, 4, 3), np.uint8), "bgr8", {}),            # empty
+    (np.zeros((4, 4, 2), np.uint8), "yuv422", {}),          # not compressible
+    (np.zeros((4, 4), np.uint8), "bayer_rggb8", {}),
+    (np.zeros((4, 4, 3), np.float64), "bgr8", {}),          # wrong dtype
+    (np.zeros((4, 4, 3), np.uint16), "bgr8", {}),
+    (np.zeros((4, 4, 3), np.uint8), "bgr8", {"jpeg_quality": 10**12}),
+])
+def test_numpy_to_compressed_refuses_bad_input(array, encoding, kwargs):
+    with pytest.raises(ImageConversionError):
+        numpy_to_compressed(array, encoding, "jpeg", **kwargs)
+
+
+def test_png_keeps_alpha_and_says_so():
+    rgba = random_pixels("rgba8", 5, 7, seed=9)
+    msg = numpy_to_compressed(rgba, "rgba8", "png")
+    assert msg.format == "rgba8; png compressed bgra8"
+    np.testing.assert_array_equal(compressed_to_numpy(msg), rgba[:, :, [2, 1, 0, 3]])
 
 
 def test_jpeg_refuses_16_bit():
@@ -413,8 +469,13 @@ class _StandInRos2CvBridge:
         type(self).calls += 1
         if msg.encoding == "8UC1":  # vision_opencv#175: cv_bridge fails on some encodings
             raise RuntimeError("cv_bridge stand-in: unsupported")
+        # Like cv_bridge: the row stride is taken as a whole number of pixels (step / bpp).
         fmt = image_format(msg.encoding)
-        return conversions._decode_ours(msg, fmt)
+        stride = msg.step // fmt.bytes_per_pixel
+        flat = np.frombuffer(msg.data, fmt.dtype.newbyteorder(">" if msg.is_bigendian else "<"))
+        rows = flat.reshape(msg.height, stride * fmt.channels)[:, : msg.width * fmt.channels]
+        shape = (msg.height, msg.width) + ((fmt.channels,) if fmt.channels > 1 else ())
+        return rows.reshape(shape)
 
 
 @pytest.fixture
@@ -427,8 +488,15 @@ def stand_in_cv_bridge(monkeypatch):
 
 def test_cv_bridge_is_used_when_present(stand_in_cv_bridge):
     pixels = random_pixels("bgr8", 5, 6, seed=2)
-    np.testing.assert_array_equal(image_to_numpy(raw_message(pixels, "bgr8", padding=4)), pixels)
+    np.testing.assert_array_equal(image_to_numpy(raw_message(pixels, "bgr8", padding=6)), pixels)
     assert stand_in_cv_bridge.calls == 1
+
+
+def test_padding_that_is_not_whole_pixels_bypasses_cv_bridge(stand_in_cv_bridge):
+    # cv_bridge would shift every row of this image (step 10 for 3 rgb8 pixels).
+    pixels = random_pixels("rgb8", 2, 3, seed=6)
+    np.testing.assert_array_equal(image_to_numpy(raw_message(pixels, "rgb8", padding=1)), pixels)
+    assert stand_in_cv_bridge.calls == 0
 
 
 def test_cv_bridge_failure_falls_back_to_our_decoder(stand_in_cv_bridge):

@@ -12,6 +12,7 @@ import uuid
 import numpy as np
 import pytest
 import rclpy
+from action_msgs.msg import GoalStatus
 from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
 from std_msgs.msg import Header
@@ -46,7 +47,10 @@ def responder(ros_domain, spawn):
     node = rclpy.create_node("test_client", context=ctx)
     executor = SingleThreadedExecutor(context=ctx)
     executor.add_node(node)
+    node.action_clients_to_destroy = []
     yield name, node, executor
+    for client in node.action_clients_to_destroy:
+        client.destroy()
     executor.shutdown()
     node.destroy_node()
 
@@ -63,6 +67,7 @@ def test_service_returns_the_mask_and_the_source_header(responder):
     print(f"\nservice round trip with a 640x480 image: {(time.monotonic() - started) * 1e3:.1f} ms")
 
     assert response.success, response.message
+    assert response.error_code == ReasonSegment.Response.OK
     result = response.result
     assert result.header.frame_id == "camera_color_optical_frame"
     assert (result.header.stamp.sec, result.header.stamp.nanosec) == (1763800000, 987654321)
@@ -87,6 +92,7 @@ def test_service_answers_a_malformed_image_with_a_reason(responder):
     image.data = bytes(image.data)[:-10]  # truncated frame
     response = wait_for(executor, client.call_async(ReasonSegment.Request(command="x", image=image)))
     assert not response.success
+    assert response.error_code == ReasonSegment.Response.INVALID_IMAGE
     assert "data holds" in response.message
     # ...and the responder is still serving.
     good, _ = vga_image_with_red_box()
@@ -94,18 +100,32 @@ def test_service_answers_a_malformed_image_with_a_reason(responder):
     assert response.success
 
 
-def test_action_streams_the_mask_as_feedback_before_the_result(responder):
+def send_goal(responder, command, **fields):
+    """Send a goal with the red-box image; returns (goal handle, feedback list, expected mask)."""
     name, node, executor = responder
     client = ActionClient(node, ReasonSegmentAction, f"{name}_action")
     assert client.wait_for_server(timeout_sec=30.0)
     image, expected_mask = vga_image_with_red_box()
     feedback = []
-    goal = ReasonSegmentAction.Goal(command="segment the red box", image=image, session_id="s1")
-    handle = wait_for(executor, client.send_goal_async(goal, feedback_callback=lambda f: feedback.append(f.feedback)))
+    goal = ReasonSegmentAction.Goal(command=command, image=image, **fields)
+    future = client.send_goal_async(goal, feedback_callback=lambda f: feedback.append(f.feedback))
+    handle = wait_for(executor, future)
+    node.action_clients_to_destroy.append(client)
+    return handle, feedback, expected_mask
+
+
+def test_action_streams_the_mask_as_feedback_before_the_result(responder):
+    handle, feedback, expected_mask = send_goal(responder, "segment the red box", session_id="s1")
+    _, _, executor = responder
     assert handle.accepted
     outcome = wait_for(executor, handle.get_result_async())
     assert outcome.result.success
     assert outcome.result.result.session_id == "s1"
+    # Feedback (a topic) and the result (a service reply) travel separately: the mask feedback was
+    # sent first but may be delivered after the result.
+    deadline = time.monotonic() + 10
+    while not any(f.mask_index == 0 for f in feedback) and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.1)
     mask_feedback = [f for f in feedback if f.mask_index == 0]
     assert len(mask_feedback) == 1
     assert mask_feedback[0].stage == ReasonSegmentAction.Feedback.STAGE_DECODING_MASK
@@ -114,13 +134,8 @@ def test_action_streams_the_mask_as_feedback_before_the_result(responder):
 
 
 def test_action_can_be_cancelled_while_running(responder):
-    name, node, executor = responder
-    client = ActionClient(node, ReasonSegmentAction, f"{name}_action")
-    assert client.wait_for_server(timeout_sec=30.0)
-    image, _ = vga_image_with_red_box()
-    feedback = []
-    goal = ReasonSegmentAction.Goal(command="wait for cancel", image=image)
-    handle = wait_for(executor, client.send_goal_async(goal, feedback_callback=lambda f: feedback.append(f.feedback)))
+    handle, feedback, _ = send_goal(responder, "wait for cancel")
+    _, _, executor = responder
     deadline = time.monotonic() + 20
     while len(feedback) < 3 and time.monotonic() < deadline:  # it is streaming partial text
         executor.spin_once(timeout_sec=0.1)
@@ -129,6 +144,6 @@ def test_action_can_be_cancelled_while_running(responder):
     cancel = wait_for(executor, handle.cancel_goal_async())
     assert len(cancel.goals_canceling) == 1
     outcome = wait_for(executor, handle.get_result_async())
-    from action_msgs.msg import GoalStatus
     assert outcome.status == GoalStatus.STATUS_CANCELED
     assert not outcome.result.success
+    assert outcome.result.error_code == ReasonSegmentAction.Result.CANCELLED

@@ -22,8 +22,10 @@ def test_interfaces_have_the_documented_fields():
     from lisa_ros.srv import ReasonSegment
 
     request = {"command": "string", "image": "sensor_msgs/Image", "camera": "string",
-               "explain": "boolean", "session_id": "string"}
-    response = {"success": "boolean", "message": "string", "result": "lisa_ros/SegmentationResult"}
+               "explain": "boolean", "session_id": "string", "depth": "sensor_msgs/Image",
+               "camera_info": "sensor_msgs/CameraInfo"}
+    response = {"success": "boolean", "error_code": "uint8", "message": "string",
+                "result": "lisa_ros/SegmentationResult"}
     assert ReasonSegment.Request.get_fields_and_field_types() == request
     assert ReasonSegment.Response.get_fields_and_field_types() == response
     assert Action.Goal.get_fields_and_field_types() == request
@@ -41,6 +43,10 @@ def test_interfaces_have_the_documented_fields():
     feedback = Action.Feedback.get_fields_and_field_types()
     assert {"stage", "partial_answer", "mask_index", "mask", "score", "box", "centroid"} <= set(feedback)
     assert Action.Feedback().mask_index == 0 and Action.Feedback.STAGE_GENERATING == "generating"
+    codes = ("OK", "INVALID_COMMAND", "INVALID_IMAGE", "NO_FRAME", "STALE_FRAME", "UNKNOWN_CAMERA",
+             "UNKNOWN_SESSION", "BUSY", "NOT_READY", "MODEL_ERROR", "CANCELLED")
+    for index, code in enumerate(codes):  # the service and the action share one numbering
+        assert getattr(ReasonSegment.Response, code) == getattr(Action.Result, code) == index
 
 
 def test_messages_serialize_through_the_generated_type_support():

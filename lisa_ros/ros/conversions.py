@@ -124,7 +124,7 @@ def image_format(encoding: str) -> ImageFormat:
     fmt = _NAMED.get(encoding)
     if fmt is not None:
         return fmt
-    match = _CV_TYPE.match(encoding or "")
+    match = _CV_TYPE.fullmatch(encoding or "")
     if match:
         bits, kind, channels = match.group(1), match.group(2), int(match.group(3))
         dtype = _CV_DTYPES.get((bits, kind))
@@ -205,7 +205,9 @@ def _cv_bridge() -> Any:
 
 def _decode_with_cv_bridge(msg: Image, fmt: ImageFormat) -> np.ndarray | None:
     bridge = _cv_bridge()
-    if bridge is None:
+    if bridge is None or int(msg.step) % fmt.bytes_per_pixel:
+        # cv_bridge derives the row stride as step / bytes-per-pixel: padding that is not a whole
+        # number of pixels would shift every row, so such messages use our decoder.
         return None
     try:
         array = np.array(bridge.imgmsg_to_cv2(msg, desired_encoding="passthrough"), copy=True)
@@ -243,6 +245,8 @@ def _to_uint8(pixels: np.ndarray) -> np.ndarray:
 def image_to_rgb8(msg: Image, max_pixels: int | None = None) -> np.ndarray:
     """Decode any colour, mono, YUV 4:2:2 or Bayer image to ``(H, W, 3)`` uint8 RGB."""
     fmt = image_format(msg.encoding)
+    if msg.encoding == "16UC1":
+        raise ImageConversionError("16UC1 is a depth image (millimetres), not a colour image")
     pixels = image_to_numpy(msg, max_pixels)
     layout = fmt.layout
     if layout in ("uyvy", "yuyv"):
@@ -297,14 +301,9 @@ def _header_copy(header: Header | None) -> Header:
     return out
 
 
-def numpy_to_image(array: np.ndarray, encoding: str, header: Header | None = None) -> Image:
-    """Build an Image from ``(H, W)`` or ``(H, W, C)`` pixels in ``encoding`` (no padding).
-
-    The array's dtype and channel count must match the encoding; multi-byte data is written in
-    this machine's byte order and is_bigendian is set accordingly.
-    """
+def _check_array(array: np.ndarray, encoding: str) -> ImageFormat:
+    """Raise ImageConversionError unless ``array`` has the shape and dtype ``encoding`` needs."""
     fmt = image_format(encoding)
-    array = np.asarray(array)
     if array.ndim == 2:
         channels = 1
     elif array.ndim == 3:
@@ -322,6 +321,18 @@ def numpy_to_image(array: np.ndarray, encoding: str, header: Header | None = Non
         raise ImageConversionError(f"cannot build an image of zero size ({width}x{height})")
     if fmt.layout in ("uyvy", "yuyv") and width % 2:
         raise ImageConversionError(f"{encoding} needs an even width, got {width}")
+    return fmt
+
+
+def numpy_to_image(array: np.ndarray, encoding: str, header: Header | None = None) -> Image:
+    """Build an Image from ``(H, W)`` or ``(H, W, C)`` pixels in ``encoding`` (no padding).
+
+    The array's dtype and channel count must match the encoding; multi-byte data is written in
+    this machine's byte order and is_bigendian is set accordingly.
+    """
+    array = np.asarray(array)
+    fmt = _check_array(array, encoding)
+    height, width = array.shape[:2]
     native = np.ascontiguousarray(array, dtype=fmt.dtype.newbyteorder("="))
     msg = Image()
     msg.header = _header_copy(header)
@@ -354,23 +365,69 @@ def _compressed_kind(fmt: str) -> str:
     raise ImageConversionError(f"unsupported CompressedImage format {fmt!r} (expected jpeg or png)")
 
 
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (SOF0..SOF15 except DHT C4, JPG C8 and DAC CC) carry the size.
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _compressed_size(data: bytes, kind: str) -> tuple[int, int]:
+    """(height, width) read from the PNG/JPEG header, without decoding any pixels.
+
+    Checking the size first keeps a small "decompression bomb" (a few hundred KB of PNG that
+    decodes to gigabytes) from exhausting memory, and checking the magic bytes keeps other
+    formats that OpenCV would happily parse (BMP, TIFF, WebP...) out.
+    """
+    if kind == "png":
+        if data[:8] != _PNG_MAGIC or data[12:16] != b"IHDR" or len(data) < 24:
+            raise ImageConversionError("data is not a PNG image (bad signature or header)")
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        return height, width
+    if data[:2] != b"\xff\xd8":
+        raise ImageConversionError("data is not a JPEG image (no start-of-image marker)")
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            raise ImageConversionError("corrupt JPEG header (marker expected)")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            pos += 2
+            continue
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if marker in _JPEG_SOF:
+            if pos + 9 > len(data):
+                break
+            height = int.from_bytes(data[pos + 5:pos + 7], "big")
+            width = int.from_bytes(data[pos + 7:pos + 9], "big")
+            return height, width
+        if length < 2:
+            break
+        pos += 2 + length
+    raise ImageConversionError("corrupt JPEG: no frame header with the image size")
+
+
 def compressed_to_numpy(msg: CompressedImage, max_pixels: int | None = None) -> np.ndarray:
     """Decode a jpeg/png CompressedImage as OpenCV does: BGR(A), grey, 8 or 16 bit."""
-    _compressed_kind(msg.format)
+    kind = _compressed_kind(msg.format)
     if len(msg.data) == 0:
         raise ImageConversionError("compressed image has no data")
-    buffer = np.frombuffer(msg.data, dtype=np.uint8)
+    data = bytes(msg.data)
+    height, width = _compressed_size(data, kind)
+    if height == 0 or width == 0:
+        raise ImageConversionError(f"compressed image has zero size ({width}x{height})")
+    if max_pixels is not None and height * width > max_pixels:
+        raise ImageConversionError(
+            f"image of {width}x{height} exceeds the limit of {max_pixels} pixels"
+        )
+    buffer = np.frombuffer(data, dtype=np.uint8)
     try:
         decoded = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
         raise ImageConversionError(f"cannot decode {msg.format} data: {exc}") from exc
     if decoded is None or decoded.size == 0:
         raise ImageConversionError(f"cannot decode {msg.format!r} data ({len(msg.data)} bytes)")
-    if max_pixels is not None and decoded.shape[0] * decoded.shape[1] > max_pixels:
-        raise ImageConversionError(
-            f"image of {decoded.shape[1]}x{decoded.shape[0]} exceeds the limit of "
-            f"{max_pixels} pixels"
-        )
     return decoded
 
 
@@ -380,6 +437,11 @@ def compressed_to_rgb8(msg: CompressedImage, max_pixels: int | None = None) -> n
     if decoded.ndim == 2:
         return np.repeat(decoded[:, :, None], 3, axis=2)
     return np.ascontiguousarray(decoded[:, :, 2::-1])  # BGR(A) -> RGB
+
+
+# Encodings OpenCV can write to jpeg/png (colour, alpha, grey; 8 or 16 bit).
+_COMPRESSIBLE = {"rgb8", "bgr8", "rgba8", "bgra8", "mono8", "rgb16", "bgr16", "rgba16", "bgra16",
+                 "mono16", "8UC1", "8UC3", "8UC4", "16UC1", "16UC3", "16UC4"}
 
 
 def numpy_to_compressed(
@@ -395,22 +457,29 @@ def numpy_to_compressed(
     (or ``mono8``/``mono16`` for one channel), so image_transport subscribers can read it.
     """
     kind = _compressed_kind(fmt)
-    image_format(encoding)  # validates the name
+    if encoding not in _COMPRESSIBLE:
+        raise ImageConversionError(
+            f"cannot compress {encoding!r} (use one of {', '.join(sorted(_COMPRESSIBLE))})"
+        )
+    if not 0 <= int(jpeg_quality) <= 100:
+        raise ImageConversionError(f"jpeg_quality must be 0..100, got {jpeg_quality}")
     array = np.asarray(array)
+    _check_array(array, encoding)
     if encoding in ("rgb8", "rgb16"):
         array = np.ascontiguousarray(array[:, :, ::-1])
     elif encoding in ("rgba8", "rgba16"):
-        array = cv2.cvtColor(array, cv2.COLOR_RGBA2BGRA)
+        array = np.ascontiguousarray(array[:, :, [2, 1, 0, 3]])
     if kind == "jpeg" and array.dtype != np.uint8:
         raise ImageConversionError("jpeg holds 8-bit images only; use png for 16-bit data")
     params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if kind == "jpeg" else []
-    ok, encoded = cv2.imencode(".jpg" if kind == "jpeg" else ".png", array, params)
+    try:
+        ok, encoded = cv2.imencode(".jpg" if kind == "jpeg" else ".png", array, params)
+    except cv2.error as exc:
+        raise ImageConversionError(f"OpenCV could not encode the image as {kind}: {exc}") from exc
     if not ok:
         raise ImageConversionError(f"OpenCV could not encode a {array.shape} image as {kind}")
-    if array.ndim == 2:
-        stored = "mono16" if array.dtype == np.uint16 else "mono8"
-    else:
-        stored = "bgr16" if array.dtype == np.uint16 else "bgr8"
+    channels = 1 if array.ndim == 2 else array.shape[2]
+    stored = {1: "mono", 3: "bgr", 4: "bgra"}[channels] + ("16" if array.dtype == np.uint16 else "8")
     msg = CompressedImage()
     msg.header = _header_copy(header)
     msg.format = f"{encoding}; {kind} compressed {stored}"

@@ -25,7 +25,7 @@ from lisa_ros.ros.conversions import ImageConversionError, image_to_rgb8, mask_t
 from lisa_ros.srv import ReasonSegment
 
 
-def segment_red(request) -> tuple[bool, str, SegmentationResult]:
+def segment_red(request) -> tuple[bool, int, str, SegmentationResult]:
     result = SegmentationResult()
     result.header = request.image.header
     result.command = request.command
@@ -33,7 +33,7 @@ def segment_red(request) -> tuple[bool, str, SegmentationResult]:
     try:
         rgb = image_to_rgb8(request.image)
     except ImageConversionError as exc:
-        return False, f"bad image: {exc}", result
+        return False, ReasonSegment.Response.INVALID_IMAGE, f"bad image: {exc}", result
     mask = rgb[:, :, 0] > 127
     ys, xs = np.nonzero(mask)
     box = RegionOfInterest()
@@ -46,7 +46,7 @@ def segment_red(request) -> tuple[bool, str, SegmentationResult]:
     result.boxes = [box]
     result.centroids = [Point(x=math.nan, y=math.nan, z=math.nan)]
     result.generated_tokens = 4
-    return True, "", result
+    return True, ReasonSegment.Response.OK, "", result
 
 
 class TrivialResponder(Node):
@@ -62,7 +62,7 @@ class TrivialResponder(Node):
         )
 
     def on_service(self, request, response):
-        response.success, response.message, response.result = segment_red(request)
+        response.success, response.error_code, response.message, response.result = segment_red(request)
         return response
 
     def on_goal(self, handle):
@@ -74,14 +74,15 @@ class TrivialResponder(Node):
         while goal.command.startswith("wait"):
             if handle.is_cancel_requested:
                 handle.canceled()
-                return ReasonSegmentAction.Result(success=False, message="cancelled")
+                return ReasonSegmentAction.Result(success=False, message="cancelled",
+                                                  error_code=ReasonSegmentAction.Result.CANCELLED)
             if time.monotonic() - started > 30:
                 break
             feedback.partial_answer += "."
             feedback.elapsed = time.monotonic() - started
             handle.publish_feedback(feedback)
             time.sleep(0.05)
-        ok, message, result = segment_red(goal)
+        ok, code, message, result = segment_red(goal)
         if ok:  # the mask goes out as feedback before the result, as the node will do
             feedback.stage = ReasonSegmentAction.Feedback.STAGE_DECODING_MASK
             feedback.partial_answer = result.answer
@@ -91,7 +92,7 @@ class TrivialResponder(Node):
             feedback.elapsed = time.monotonic() - started
             handle.publish_feedback(feedback)
         handle.succeed()
-        return ReasonSegmentAction.Result(success=ok, message=message, result=result)
+        return ReasonSegmentAction.Result(success=ok, error_code=code, message=message, result=result)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""The ROS-free LISA core: configuration, modules, loading, preprocessing. Never imports rclpy."""

@@ -1,0 +1,95 @@
+"""Image preprocessing for the two branches and mask postprocessing (LISA spec §3.1, §3.2, §1.7).
+
+* SAM branch: longest side resized to 1024 (PIL bilinear), normalised with SAM's pixel mean/std
+  on the 0-255 scale, zero-padded bottom/right to 1024x1024 *after* normalisation.
+* CLIP branch: shortest side to 224 (PIL bicubic), centre crop 224x224, /255, CLIP mean/std.
+* Masks: low-resolution logits -> 1024x1024 -> crop the unpadded region -> original size, all
+  bilinear without corner alignment; a pixel belongs to the mask when its logit is > 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
+SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def _check_rgb(image: np.ndarray) -> None:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError("empty image")
+
+
+def resized_longest_side(height: int, width: int, target: int = 1024) -> tuple[int, int]:
+    """The size SAM resizes (height, width) to: longest side = target, rounded half up."""
+    scale = target / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+@dataclass
+class SamInput:
+    """One image prepared for the SAM encoder.
+
+    ``pixels``: ``[1, 3, S, S]`` float32 (S = 1024 normally); ``resized_size``: the (h', w') of the
+    unpadded region; ``original_size``: (H, W) of the source image.
+    """
+
+    pixels: torch.Tensor
+    resized_size: tuple[int, int]
+    original_size: tuple[int, int]
+
+
+def sam_preprocess(image: np.ndarray, image_size: int = 1024) -> SamInput:
+    """Prepare an ``(H, W, 3)`` uint8 RGB image for the SAM image encoder (spec §3.2)."""
+    _check_rgb(image)
+    height, width = image.shape[:2]
+    new_h, new_w = resized_longest_side(height, width, image_size)
+    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+    pixels = torch.from_numpy(resized.astype(np.float32)).permute(2, 0, 1)
+    mean = torch.tensor(SAM_PIXEL_MEAN).view(3, 1, 1)
+    std = torch.tensor(SAM_PIXEL_STD).view(3, 1, 1)
+    pixels = (pixels - mean) / std
+    # Zero in normalised space: padding comes after normalisation, as LISA was trained.
+    pixels = F.pad(pixels, (0, image_size - new_w, 0, image_size - new_h))
+    return SamInput(pixels.unsqueeze(0), (new_h, new_w), (height, width))
+
+
+def clip_preprocess(image: np.ndarray, size: int = 224, mean=CLIP_MEAN, std=CLIP_STD) -> torch.Tensor:
+    """Prepare an ``(H, W, 3)`` uint8 RGB image for the CLIP vision tower: ``[1, 3, size, size]``.
+
+    Matches transformers' ``CLIPImageProcessor`` for openai/clip-vit-large-patch14 (shortest
+    edge ``size``, bicubic, centre crop, rescale, normalise); a test checks it against it.
+    """
+    _check_rgb(image)
+    height, width = image.shape[:2]
+    if height <= width:
+        new_h, new_w = size, int(size * width / height)
+    else:
+        new_h, new_w = int(size * height / width), size
+    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BICUBIC))
+    top = (new_h - size) // 2
+    left = (new_w - size) // 2
+    crop = resized[top:top + size, left:left + size].astype(np.float32) / 255.0
+    crop = (crop - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return torch.from_numpy(crop).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def postprocess_masks(low_res_logits: torch.Tensor, resized_size: tuple[int, int],
+                      original_size: tuple[int, int], image_size: int = 1024) -> torch.Tensor:
+    """Mask-decoder logits ``[N, 1, h, w]`` -> ``[N, H, W]`` float32 logits at the source size.
+
+    Threshold the result at 0 for the binary mask.
+    """
+    logits = low_res_logits.float()
+    logits = F.interpolate(logits, (image_size, image_size), mode="bilinear", align_corners=False)
+    logits = logits[..., : resized_size[0], : resized_size[1]]
+    logits = F.interpolate(logits, tuple(original_size), mode="bilinear", align_corners=False)
+    return logits[:, 0]

@@ -1,0 +1,145 @@
+"""Segment Anything, built from the installed ``segment_anything.modeling`` classes.
+
+LISA keeps SAM's parameter names (``image_encoder.*``, ``prompt_encoder.*``, ``mask_decoder.*``
+under ``model.visual_model.``), so we build segment-anything's own ``Sam`` module tree rather
+than transformers' ``SamModel`` (whose names differ). segment-anything's package ``__init__``
+imports torchvision (predictor, transforms) without declaring it, and torchvision cannot be
+installed on CPU-only machines here, so :func:`sam_modeling` imports the modeling subpackage on its
+own when the normal import fails.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+from types import ModuleType
+
+_ALIAS = "_lisa_ros_segment_anything_modeling"
+
+
+def sam_modeling() -> ModuleType:
+    """The ``segment_anything.modeling`` module (Sam, ImageEncoderViT, PromptEncoder, ...).
+
+    With torchvision present this is the normal import. Without it, the modeling subpackage
+    (which needs only torch and numpy) is loaded from segment-anything's files under a private
+    name, so the package ``__init__`` and its torchvision imports never run.
+    """
+    try:
+        return importlib.import_module("segment_anything.modeling")
+    except ImportError as exc:
+        if "torchvision" not in str(exc):
+            raise
+    if _ALIAS in sys.modules:
+        return sys.modules[_ALIAS]
+    package = importlib.util.find_spec("segment_anything")
+    if package is None or not package.submodule_search_locations:
+        raise ImportError("segment-anything is not installed (pip install segment-anything)")
+    directory = f"{list(package.submodule_search_locations)[0]}/modeling"
+    spec = importlib.util.spec_from_file_location(
+        _ALIAS, f"{directory}/__init__.py", submodule_search_locations=[directory]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[_ALIAS] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception:
+        del sys.modules[_ALIAS]
+        raise
+    return module
+
+
+@dataclass
+class SamConfig:
+    """SAM hyper-parameters. Defaults are ViT-H, the encoder every released LISA uses.
+
+    ``image_size`` is the padded input side; the image embedding is
+    ``image_size / patch_size`` squared with ``prompt_dim`` channels.
+    """
+
+    encoder_embed_dim: int = 1280
+    encoder_depth: int = 32
+    encoder_num_heads: int = 16
+    encoder_global_attn_indexes: list[int] = field(default_factory=lambda: [7, 15, 23, 31])
+    window_size: int = 14
+    patch_size: int = 16
+    image_size: int = 1024
+    prompt_dim: int = 256
+    mlp_ratio: float = 4.0
+    decoder_transformer_depth: int = 2
+    decoder_num_heads: int = 8
+    decoder_mlp_dim: int = 2048
+    num_multimask_outputs: int = 3
+    iou_head_depth: int = 3
+    iou_head_hidden_dim: int = 256
+
+    @classmethod
+    def vit_h(cls) -> "SamConfig":
+        return cls()
+
+    @classmethod
+    def vit_l(cls) -> "SamConfig":
+        return cls(encoder_embed_dim=1024, encoder_depth=24, encoder_num_heads=16,
+                   encoder_global_attn_indexes=[5, 11, 17, 23])
+
+    @classmethod
+    def vit_b(cls) -> "SamConfig":
+        return cls(encoder_embed_dim=768, encoder_depth=12, encoder_num_heads=12,
+                   encoder_global_attn_indexes=[2, 5, 8, 11])
+
+    @property
+    def embedding_size(self) -> int:
+        """Side of the image embedding grid (64 for the standard 1024 / 16)."""
+        return self.image_size // self.patch_size
+
+
+def build_sam(config: SamConfig | None = None):
+    """An (uninitialised-weights) ``segment_anything.modeling.Sam`` with ``config``'s shapes.
+
+    The module's state-dict keys are those of the official SAM checkpoints, which is what LISA
+    checkpoints store under ``model.visual_model.``.
+    """
+    import torch
+
+    modeling = sam_modeling()
+    config = config or SamConfig()
+    grid = config.embedding_size
+    image_encoder = modeling.ImageEncoderViT(
+        depth=config.encoder_depth,
+        embed_dim=config.encoder_embed_dim,
+        img_size=config.image_size,
+        mlp_ratio=config.mlp_ratio,
+        norm_layer=lambda dim: torch.nn.LayerNorm(dim, eps=1e-6),
+        num_heads=config.encoder_num_heads,
+        patch_size=config.patch_size,
+        qkv_bias=True,
+        use_rel_pos=True,
+        global_attn_indexes=config.encoder_global_attn_indexes,
+        window_size=config.window_size,
+        out_chans=config.prompt_dim,
+    )
+    prompt_encoder = modeling.PromptEncoder(
+        embed_dim=config.prompt_dim,
+        image_embedding_size=(grid, grid),
+        input_image_size=(config.image_size, config.image_size),
+        mask_in_chans=16,
+    )
+    mask_decoder = modeling.MaskDecoder(
+        num_multimask_outputs=config.num_multimask_outputs,
+        transformer=modeling.TwoWayTransformer(
+            depth=config.decoder_transformer_depth,
+            embedding_dim=config.prompt_dim,
+            mlp_dim=config.decoder_mlp_dim,
+            num_heads=config.decoder_num_heads,
+        ),
+        transformer_dim=config.prompt_dim,
+        iou_head_depth=config.iou_head_depth,
+        iou_head_hidden_dim=config.iou_head_hidden_dim,
+    )
+    return modeling.Sam(
+        image_encoder=image_encoder,
+        prompt_encoder=prompt_encoder,
+        mask_decoder=mask_decoder,
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )

@@ -1,0 +1,204 @@
+"""Loading a released (or released-layout) LISA checkpoint: folder or hub id, strictly.
+
+Spec §2.5 and §4. The LISA weights load through transformers' ``from_pretrained`` (sharded .bin
+or safetensors, dtype, bitsandbytes, progress bars) into :class:`LisaForCausalLM`, whose keys are
+the released ones, and loading is strict: any missing, unexpected or mis-shaped key is an error.
+The CLIP vision tower comes from ``config.vision_tower`` (or an override): a hub id or a folder
+holding a full ``CLIPModel`` as ``openai/clip-vit-large-patch14`` does.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lisa_ros.model.configuration import LisaConfig
+from lisa_ros.model.modeling import LisaForCausalLM
+from lisa_ros.model.tokenization import LisaTokenizer
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+QUANTIZATIONS = ("none", "4bit", "8bit")
+# Kept in 16-bit by default under quantization: SAM always (as the official code does), and the
+# small but sensitive heads (the official code quantizes these; ``quantize_heads=True`` does too).
+UNQUANTIZED_ALWAYS = ["model.visual_model"]
+UNQUANTIZED_HEADS = ["lm_head", "model.mm_projector", "model.text_hidden_fcs"]
+
+
+class CheckpointError(RuntimeError):
+    """A model folder or hub id that cannot be loaded as LISA; the message says why."""
+
+
+@dataclass
+class LoadOptions:
+    """How to load: precision, quantization, device and the CLIP tower.
+
+    precision: ``fp32``/``bf16``/``fp16`` (compute dtype; 16-bit is the usual choice on a GPU).
+    quantization: ``none``/``4bit`` (NF4, double quantization, 16-bit compute)/``8bit`` (LLM.int8).
+    device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+    vision_tower: override of config.json's CLIP tower (hub id or folder).
+    quantize_heads: also quantize lm_head, mm_projector and text_hidden_fcs (official behaviour).
+    """
+
+    precision: str = "bf16"
+    quantization: str = "none"
+    device: str = "auto"
+    vision_tower: str | None = None
+    quantize_heads: bool = False
+
+    def validate(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
+        if self.quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {self.quantization!r}")
+        if self.quantization != "none" and self.precision == "fp32":
+            raise ValueError("quantized models compute in 16 bit: use precision bf16 or fp16")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; an unavailable CUDA device is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError(f"device {device!r} requested but CUDA is not available")
+    return resolved
+
+
+def resolve_folder(source: str | Path, what: str = "model") -> Path:
+    """A local folder, or a hub id downloaded (or found in the local cache) with huggingface_hub."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise CheckpointError(f"{what} {source} is a file, not a checkpoint folder")
+    text = str(source)
+    if text.startswith((".", "/", "~")) or text.count("/") != 1:
+        raise CheckpointError(f"{what} folder {source} does not exist (and is not a hub id like owner/name)")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(text))
+    except Exception as exc:  # offline, unknown repo, no permission...
+        raise CheckpointError(f"cannot get {what} {text!r} from the Hugging Face hub: "
+                              f"{type(exc).__name__}: {exc}") from exc
+
+
+def read_config(folder: Path) -> LisaConfig:
+    """The LisaConfig of a released folder; refuses folders that are not LISA checkpoints."""
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"{folder} has no config.json")
+    try:
+        fields = json.loads(config_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{config_file} is not valid JSON: {exc}") from exc
+    if "train_mask_decoder" not in fields:
+        raise CheckpointError(
+            f"{folder} is not a LISA checkpoint (config.json has no train_mask_decoder: "
+            "a base LLaVA must be converted by training first)")
+    return LisaConfig.from_pretrained(folder)
+
+
+def quantization_config(options: LoadOptions):
+    """The BitsAndBytesConfig for ``options`` (None when not quantizing)."""
+    if options.quantization == "none":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    # Full module prefixes: a bare leaf name such as "visual_model" does not match here.
+    skip = UNQUANTIZED_ALWAYS + ([] if options.quantize_heads else UNQUANTIZED_HEADS)
+    compute = PRECISIONS[options.precision]
+    if options.quantization == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                  bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute,
+                                  llm_int8_skip_modules=skip)
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+
+
+@dataclass
+class LoadedLisa:
+    """Everything inference needs, on one device."""
+
+    model: LisaForCausalLM
+    vision_tower: torch.nn.Module  # transformers CLIPVisionModel
+    tokenizer: LisaTokenizer
+    clip_image_size: int
+    clip_mean: tuple[float, float, float]
+    clip_std: tuple[float, float, float]
+    device: torch.device
+    dtype: torch.dtype
+    options: LoadOptions
+    folder: Path
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Bytes of parameters and buffers: LISA (quantized weights count as stored) and CLIP."""
+        def size(module: torch.nn.Module) -> int:
+            tensors = list(module.parameters()) + list(module.buffers())
+            return sum(t.numel() * t.element_size() for t in tensors)
+
+        lisa, clip = size(self.model), size(self.vision_tower)
+        return {"lisa": lisa, "clip": clip, "total": lisa + clip}
+
+
+def load_lisa(source: str | Path, options: LoadOptions | None = None) -> LoadedLisa:
+    """Load a LISA checkpoint (folder or hub id) with its tokenizer and CLIP tower."""
+    from transformers import CLIPVisionModel
+
+    options = options or LoadOptions()
+    options.validate()
+    device = resolve_device(options.device)
+    dtype = PRECISIONS[options.precision]
+    folder = resolve_folder(source)
+    config = read_config(folder)
+    tokenizer = LisaTokenizer.from_pretrained(folder)
+    if len(tokenizer) != config.vocab_size:
+        raise CheckpointError(f"tokenizer has {len(tokenizer)} tokens but the model's vocabulary is "
+                              f"{config.vocab_size}: tokenizer and weights do not belong together")
+
+    log.info("loading LISA weights from %s (%s, quantization %s, %s)", folder, options.precision,
+             options.quantization, device)
+    kwargs = {"dtype": dtype, "output_loading_info": True}
+    quant = quantization_config(options)
+    if quant is not None:
+        kwargs.update(quantization_config=quant, device_map={"": device.index or 0} if device.type == "cuda" else {"": "cpu"})
+    try:
+        model, info = LisaForCausalLM.from_pretrained(folder, config=config, **kwargs)
+    except Exception as exc:
+        raise CheckpointError(f"cannot load the weights in {folder}: {type(exc).__name__}: {exc}") from exc
+    problems = {k: sorted(v) for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    if problems:
+        summary = "; ".join(f"{k}: {len(v)} (e.g. {', '.join(map(str, v[:3]))})" for k, v in problems.items())
+        raise CheckpointError(f"{folder} does not match the LISA architecture: {summary}")
+    if quant is None:
+        model = model.to(device)
+    model.eval()
+
+    tower_source = options.vision_tower or config.vision_tower
+    tower_folder = resolve_folder(tower_source, "vision tower")
+    log.info("loading the CLIP vision tower from %s", tower_folder)
+    try:
+        vision_tower = CLIPVisionModel.from_pretrained(tower_folder, dtype=dtype).to(device).eval()
+    except Exception as exc:
+        raise CheckpointError(f"cannot load the CLIP vision tower from {tower_folder}: {exc}") from exc
+    if vision_tower.config.hidden_size != config.mm_hidden_size:
+        raise CheckpointError(f"CLIP width {vision_tower.config.hidden_size} does not match the "
+                              f"projector's input {config.mm_hidden_size}: wrong vision tower")
+    mean, std, size = _clip_preprocessing(tower_folder, vision_tower.config.image_size)
+    return LoadedLisa(model, vision_tower, tokenizer, size, mean, std, device, dtype, options, folder)
+
+
+def _clip_preprocessing(folder: Path, default_size: int):
+    from lisa_ros.model.preprocess import CLIP_MEAN, CLIP_STD
+
+    path = folder / "preprocessor_config.json"
+    if not path.is_file():
+        return CLIP_MEAN, CLIP_STD, default_size
+    fields = json.loads(path.read_text())
+    crop = fields.get("crop_size", default_size)
+    size = crop.get("height", default_size) if isinstance(crop, dict) else int(crop)
+    return tuple(fields.get("image_mean", CLIP_MEAN)), tuple(fields.get("image_std", CLIP_STD)), size

@@ -1,0 +1,99 @@
+"""Prompts: the ``llava_v1`` conversation template, segmentation suffixes, answer cleaning.
+
+Spec §3.3-3.6. The template must match byte for byte what the released models were trained on::
+
+    "<system> USER: <im_start><image><im_end>\\n<text> ASSISTANT:"                  (one turn)
+    "<system> USER: <u1> ASSISTANT: <a1></s>USER: <u2> ASSISTANT:"                  (history)
+
+The image goes in the first user turn only. Unlike the official chat.py, plain commands get a
+segmentation suffix (configurable), since the model was trained on questions that end with one.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from lisa_ros.model.tokenization import IM_END_TOKEN, IM_START_TOKEN, IMAGE_PLACEHOLDER, SEG_TOKEN
+
+SYSTEM_PROMPT = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+)
+USER, ASSISTANT = "USER", "ASSISTANT"
+END_OF_TURN = "</s>"
+
+DEFAULT_SEGMENT_SUFFIX = "Please output segmentation mask."
+DEFAULT_EXPLAIN_SUFFIX = "Please output segmentation mask and explain why."
+# A command that already asks for a mask is left alone (phrasings of the training templates).
+_ASKS_FOR_MASK = re.compile(r"segment|segmentation mask", re.IGNORECASE)
+
+
+def with_suffix(command: str, explain: bool, segment_suffix: str = DEFAULT_SEGMENT_SUFFIX,
+                explain_suffix: str = DEFAULT_EXPLAIN_SUFFIX) -> str:
+    """``command`` with the segmentation (or explanatory) suffix the model was trained with.
+
+    With ``explain`` the explanatory suffix is always added unless the command already asks to
+    explain; otherwise the segmentation suffix is added unless the command already asks for a
+    segmentation. An empty suffix disables that addition.
+    """
+    command = command.strip()
+    if explain:
+        if explain_suffix and "explain" not in command.lower():
+            return f"{command} {explain_suffix}"
+        return command
+    if segment_suffix and not _ASKS_FOR_MASK.search(command):
+        return f"{command} {segment_suffix}"
+    return command
+
+
+@dataclass
+class Conversation:
+    """A multi-turn conversation about one image position (the first user turn holds it).
+
+    ``turns`` are (user text, assistant answer) pairs; the pending turn has answer None.
+    """
+
+    turns: list[tuple[str, str | None]] = field(default_factory=list)
+
+    def ask(self, user_text: str) -> None:
+        if self.turns and self.turns[-1][1] is None:
+            raise ValueError("the previous question has no answer yet")
+        self.turns.append((user_text, None))
+
+    def answer(self, text: str) -> None:
+        if not self.turns or self.turns[-1][1] is not None:
+            raise ValueError("no pending question to answer")
+        self.turns[-1] = (self.turns[-1][0], text)
+
+    def prompt(self) -> str:
+        """The rendered conversation, image in the first user turn, ending with "ASSISTANT:"."""
+        if not self.turns or self.turns[-1][1] is not None:
+            raise ValueError("render a conversation that ends with a question")
+        text = SYSTEM_PROMPT + " "
+        for index, (user_text, answer) in enumerate(self.turns):
+            if index == 0:
+                user_text = f"{IM_START_TOKEN}{IMAGE_PLACEHOLDER}{IM_END_TOKEN}\n{user_text}"
+            text += f"{USER}: {user_text} "
+            text += f"{ASSISTANT}:" if answer is None else f"{ASSISTANT}: {answer}{END_OF_TURN}"
+        return text
+
+
+def clean_answer(text: str) -> str:
+    """Remove newlines and double spaces, as the official demo does (spec §3.6)."""
+    text = text.replace("\n", "")
+    while "  " in text:
+        text = text.replace("  ", " ")
+    return text.strip()
+
+
+_SENTENCE = re.compile(r"[^.!?]*(?:[.!?]+|$)")
+
+
+def split_explanation(answer: str) -> str:
+    """The explanation part of an answer: its sentences that hold no ``[SEG]``.
+
+    Answers look like "Sure, it is [SEG]. The ladder is tall enough to reach the shelf.": the
+    template sentence carrying the mask token goes, the reasoning stays. "" when nothing is left.
+    """
+    sentences = [s.strip() for s in _SENTENCE.findall(answer) if s.strip()]
+    return " ".join(s for s in sentences if SEG_TOKEN not in s)

@@ -1,0 +1,302 @@
+"""LISA model core on checkpoints written by the tests in the released layout.
+
+Covers strict loading (7B and 13B-llama2 tokenizer layouts), the tokenization the released models
+were trained with, the [SEG] gather (KV-cached == official full-sequence indexing), several [SEG]
+-> several masks at the source size, prompts, and 4-bit / 8-bit bitsandbytes loading on CPU.
+"""
+from __future__ import annotations
+
+import collections
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lisa_ros.engine import GenerationOptions, LisaEngine
+from lisa_ros.model.loading import CheckpointError, LoadOptions, load_lisa
+from lisa_ros.model.prompts import Conversation, split_explanation, with_suffix
+from lisa_ros.model.tiny import write_tiny_lisa_checkpoint
+from lisa_ros.model.tokenization import IMAGE_TOKEN_INDEX, LisaTokenizer
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return write_tiny_lisa_checkpoint(tmp_path_factory.mktemp("ckpt") / "lisa-7b-tiny", layout="7b")
+
+
+@pytest.fixture(scope="module")
+def loaded(checkpoint):
+    return load_lisa(checkpoint, LoadOptions(precision="fp32", device="cpu"))
+
+
+def force_seg(loaded, engine, frame, command):
+    """Make the random model emit [SEG]: its most frequent generated token now scores as [SEG]
+    (x1.5), so greedy decoding produces [SEG] where it produced that token."""
+    answer, _ = engine.answer(frame, command)
+    counts = collections.Counter(t for t in answer.token_ids if t != loaded.tokenizer.eos_token_id)
+    with torch.no_grad():
+        weight = loaded.model.lm_head.weight
+        weight[loaded.tokenizer.seg_token_id] = weight[counts.most_common(1)[0][0]] * 1.5
+
+
+@pytest.fixture(scope="module")
+def seg_engine(checkpoint):
+    fresh = load_lisa(checkpoint, LoadOptions(precision="fp32", device="cpu"))
+    engine = LisaEngine(fresh, GenerationOptions(max_new_tokens=24, stop_after_seg=False))
+    rgb = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    frame = engine.encode_frame(rgb)
+    force_seg(fresh, engine, frame, "what should I use to reach the shelf?")
+    return engine, frame
+
+
+# ------------------------------------------------------------------------------------ loading
+
+
+def test_released_layout_loads_strictly_with_the_right_pieces(checkpoint, loaded):
+    files = {p.name for p in checkpoint.iterdir()}
+    assert {"config.json", "pytorch_model.bin.index.json", "pytorch_model-00001-of-00002.bin",
+            "tokenizer.model", "added_tokens.json", "tokenizer_config.json"} <= files
+    config = json.loads((checkpoint / "config.json").read_text())
+    assert config["architectures"] == ["LISAForCausalLM"] and config["model_type"] == "llava"
+    index = json.loads((checkpoint / "pytorch_model.bin.index.json").read_text())
+    keys = set(index["weight_map"])
+    assert not any("vision_tower" in k for k in keys)
+    assert {"lm_head.weight", "model.embed_tokens.weight", "model.mm_projector.weight",
+            "model.text_hidden_fcs.0.0.weight", "model.text_hidden_fcs.0.2.bias",
+            "model.visual_model.mask_decoder.iou_token.weight"} <= keys
+    assert set(loaded.model.state_dict()) == keys  # every key loaded, none left over
+    for key, value in torch.load(checkpoint / index["weight_map"]["model.text_hidden_fcs.0.2.weight"]).items():
+        torch.testing.assert_close(loaded.model.state_dict()[key], value)
+    assert loaded.memory_bytes()["total"] > 0
+
+
+@pytest.mark.parametrize("layout,seg_offset", [("7b", 3), ("13b", 0)])
+def test_seg_id_is_looked_up_from_the_tokenizer(tmp_path, layout, seg_offset):
+    folder = write_tiny_lisa_checkpoint(tmp_path / f"lisa-{layout}", layout=layout, shards=1)
+    tokenizer = LisaTokenizer.from_pretrained(folder)
+    assert tokenizer.seg_token_id == tokenizer.sp.get_piece_size() + seg_offset
+    assert tokenizer.encode("[SEG]") == [tokenizer.seg_token_id]  # one id, not "▁" + id (issue #55)
+    assert load_lisa(folder, LoadOptions(precision="fp32")).model.config.vocab_size == len(tokenizer)
+
+
+def _rewrite_shard(checkpoint, tmp_path, edit):
+    import shutil
+
+    copy = tmp_path / "edited"
+    shutil.copytree(checkpoint, copy)
+    shard = copy / "pytorch_model-00002-of-00002.bin"
+    state = torch.load(shard)
+    edit(state)
+    torch.save(state, shard)
+    index = json.loads((copy / "pytorch_model.bin.index.json").read_text())
+    index["weight_map"] = {k: v for k, v in index["weight_map"].items() if k in state or v != shard.name}
+    index["weight_map"].update({k: shard.name for k in state})
+    (copy / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    return copy
+
+
+def test_an_unexpected_key_is_refused(checkpoint, tmp_path):
+    folder = _rewrite_shard(checkpoint, tmp_path, lambda s: s.__setitem__("model.extra.weight", torch.zeros(2)))
+    with pytest.raises(CheckpointError, match="unexpected_keys"):
+        load_lisa(folder, LoadOptions(precision="fp32"))
+
+
+def test_a_missing_key_is_refused(checkpoint, tmp_path):
+    folder = _rewrite_shard(checkpoint, tmp_path, lambda s: s.pop("lm_head.weight" if "lm_head.weight" in s else next(iter(s))))
+    with pytest.raises(CheckpointError, match="missing_keys"):
+        load_lisa(folder, LoadOptions(precision="fp32"))
+
+
+def test_folders_that_are_not_lisa_checkpoints_get_a_clear_error(checkpoint, tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_lisa(tmp_path / "nowhere", LoadOptions(precision="fp32"))
+    base = tmp_path / "llava"
+    base.mkdir()
+    config = json.loads((checkpoint / "config.json").read_text())
+    config.pop("train_mask_decoder")
+    (base / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="not a LISA checkpoint"):
+        load_lisa(base, LoadOptions(precision="fp32"))
+
+
+def test_a_hub_id_that_cannot_be_fetched_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network here: the hub path must fail cleanly
+    with pytest.raises(CheckpointError, match="xinlai/LISA-7B-v1"):
+        load_lisa("xinlai/LISA-7B-v1", LoadOptions(precision="fp32"))
+
+
+def test_vision_tower_comes_from_a_full_clip_model_folder_or_an_override(checkpoint, loaded):
+    clip_folder = checkpoint.parent / f"{checkpoint.name}-clip"
+    saved = json.loads((clip_folder / "config.json").read_text())
+    assert saved["model_type"] == "clip" and "text_config" in saved  # the hub layout: both towers
+    assert loaded.vision_tower.config.hidden_size == loaded.model.config.mm_hidden_size
+    with pytest.raises(CheckpointError, match="vision tower"):
+        load_lisa(checkpoint, LoadOptions(precision="fp32", vision_tower=str(checkpoint / "missing")))
+
+
+# ------------------------------------------------------------------------------------ tokenizer
+
+
+def test_tokenization_matches_the_training_tokenizer(loaded):
+    tokenizer = loaded.tokenizer
+    sp = tokenizer.sp
+    seg = tokenizer.seg_token_id
+    # "ASSISTANT: [SEG].</s>": the space before [SEG] vanishes, "." gets its own dummy prefix.
+    ids = tokenizer.encode("ASSISTANT: [SEG].</s>")
+    assert ids == sp.encode("ASSISTANT:") + [seg] + sp.encode(".") + [tokenizer.eos_token_id]
+    assert sp.id_to_piece(ids[ids.index(seg) - 1]).endswith(":")
+    # The newline after <im_end> vanishes; the text after it is encoded on its own.
+    prompt_ids = tokenizer.encode_with_image("USER: <im_start><image><im_end>\nWhat is x ASSISTANT:")
+    start, end = tokenizer.token_id("<im_start>"), tokenizer.token_id("<im_end>")
+    assert prompt_ids[0] == tokenizer.bos_token_id and prompt_ids.count(tokenizer.bos_token_id) == 1
+    at = prompt_ids.index(IMAGE_TOKEN_INDEX)
+    assert prompt_ids[at - 1] == start and prompt_ids[at + 1] == end
+    assert prompt_ids[1:at - 1] == sp.encode("USER:")
+    assert prompt_ids[at + 2:] == sp.encode("What is x ASSISTANT:")
+
+
+def test_decoding_keeps_seg_markers_readable(loaded):
+    tokenizer = loaded.tokenizer
+    for text in ("Sure, [SEG].", "Sure, it is [SEG]. The ladder is tall.", "[SEG] and [SEG]."):
+        assert tokenizer.decode(tokenizer.encode(text)) == text
+
+
+# ------------------------------------------------------------------------------------ prompts
+
+
+def test_llava_v1_prompt_byte_for_byte():
+    conversation = Conversation()
+    conversation.ask("What is x? Please output segmentation mask.")
+    assert conversation.prompt() == (
+        "A chat between a curious human and an artificial intelligence assistant. The assistant gives "
+        "helpful, detailed, and polite answers to the human's questions. USER: <im_start><image><im_end>\n"
+        "What is x? Please output segmentation mask. ASSISTANT:")
+    conversation.answer("Sure, [SEG].")
+    conversation.ask("And the cup?")
+    assert conversation.prompt().endswith(
+        "ASSISTANT: Sure, [SEG].</s>USER: And the cup? ASSISTANT:")
+    assert conversation.prompt().count("<image>") == 1
+
+
+def test_suffixes_and_explanations():
+    assert with_suffix("what should I use to reach the shelf?", False) == \
+        "what should I use to reach the shelf? Please output segmentation mask."
+    assert with_suffix("Please segment the cup.", False) == "Please segment the cup."
+    assert with_suffix("where is the cup", True) == \
+        "where is the cup Please output segmentation mask and explain why."
+    assert with_suffix("where is the cup", False, segment_suffix="") == "where is the cup"
+    assert split_explanation("Sure, it is [SEG]. The ladder is tall enough. Use it.") == \
+        "The ladder is tall enough. Use it."
+    assert split_explanation("Sure, [SEG].") == ""
+
+
+# ------------------------------------------------------------------------------------ gather and masks
+
+
+def test_cached_gather_equals_the_official_full_sequence_indexing(seg_engine):
+    engine, frame = seg_engine
+    answer, _ = engine.answer(frame, "what should I use to reach the shelf?")
+    seg_count = answer.token_ids.count(engine.seg_token_id)
+    assert seg_count >= 2, answer.token_ids
+    ids = engine.tokenizer.encode_with_image(answer.prompt) + answer.token_ids
+    reference = engine.teacher_forced_seg_states(frame, ids)
+    assert reference.shape == answer.seg_hidden_states.shape == (seg_count, engine.model.config.hidden_size)
+    torch.testing.assert_close(answer.seg_hidden_states, reference, atol=1e-4, rtol=1e-4)
+    reference_logits, _ = engine.decode_masks(reference, frame)
+    for decoded, logits in zip(answer.masks, reference_logits):
+        np.testing.assert_array_equal(decoded.mask, (logits > 0).numpy())
+
+
+def test_official_indexing_takes_the_state_before_each_seg_after_the_image(seg_engine):
+    engine, frame = seg_engine
+    seg = engine.seg_token_id
+    ids = [1, 50, IMAGE_TOKEN_INDEX, 60, 70, seg, 80, seg, 2]
+    patches = frame.clip_features.shape[1]
+    states = engine.teacher_forced_seg_states(frame, ids)
+    embeds = engine.input_embeddings(ids, frame.clip_features)
+    full = engine.model.model(inputs_embeds=embeds, use_cache=False).last_hidden_state[0]
+    for state, p in zip(states, [5, 7]):  # [SEG] at token p -> expanded index p - 1 + (P - 1)
+        torch.testing.assert_close(state, full[p - 1 + patches - 1])
+
+
+def test_every_seg_yields_a_source_size_mask_as_soon_as_it_is_generated(seg_engine):
+    engine, frame = seg_engine
+    streamed, tokens_when_streamed = [], []
+    progress = []
+    answer, conversation = engine.answer(
+        frame, "what should I use to reach the shelf?",
+        on_mask=lambda m: (streamed.append(m), tokens_when_streamed.append(len(progress))),
+        on_token=lambda text, n: progress.append(n))
+    assert len(answer.masks) == answer.token_ids.count(engine.seg_token_id) == len(streamed) >= 2
+    for decoded in answer.masks:
+        assert decoded.mask.shape == (480, 640) and decoded.mask.dtype == bool
+        assert 0.0 <= decoded.score <= 1.0
+        x, y, w, h = decoded.box
+        if decoded.mask.any():
+            assert decoded.mask[y:y + h, x:x + w].sum() == decoded.mask.sum()
+    # The first mask was delivered before generation finished.
+    assert tokens_when_streamed[0] < len(answer.token_ids)
+    assert answer.timings["time_to_first_mask"] <= answer.timings["total"]
+    assert conversation.turns[-1][1] == answer.text
+
+
+def test_stop_after_seg_ends_generation_at_the_sentence_end(seg_engine):
+    engine, frame = seg_engine
+    engine.options.stop_after_seg = True
+    try:
+        answer, _ = engine.answer(frame, "what should I use to reach the shelf?")
+    finally:
+        engine.options.stop_after_seg = False
+    ended = engine.tokenizer.decode(answer.token_ids[-1:]).rstrip()
+    assert answer.masks
+    assert ended.endswith((".", "!", "?")) or answer.token_ids[-1] in (engine.seg_token_id, 2) \
+        or len(answer.token_ids) == engine.options.max_new_tokens
+
+
+def test_should_stop_cancels_generation(seg_engine):
+    engine, frame = seg_engine
+    answer, _ = engine.answer(frame, "anything", should_stop=lambda: True)
+    assert answer.token_ids == [] and answer.masks == []
+
+
+def test_no_seg_gives_no_mask(loaded):
+    engine = LisaEngine(loaded, GenerationOptions(max_new_tokens=6, stop_after_seg=False))
+    rgb = np.zeros((64, 48, 3), np.uint8)
+    answer, _ = engine.answer(rgb, "hello")
+    assert engine.seg_token_id not in answer.token_ids  # this random model never says [SEG]
+    assert answer.masks == [] and answer.seg_hidden_states is None
+
+
+# ------------------------------------------------------------------------------------ quantization
+
+
+@pytest.mark.parametrize("quantization,layer_type", [("4bit", "Linear4bit"), ("8bit", "Linear8bitLt")])
+def test_bitsandbytes_quantization_keeps_sam_and_heads_in_16_bit(checkpoint, quantization, layer_type):
+    loaded_q = load_lisa(checkpoint, LoadOptions(precision="bf16", quantization=quantization, device="cpu"))
+    model = loaded_q.model
+    assert type(model.model.layers[0].self_attn.q_proj).__name__ == layer_type
+    assert type(model.model.layers[1].mlp.down_proj).__name__ == layer_type
+    for name, module in model.named_modules():
+        if name.startswith(("lm_head", "model.mm_projector", "model.text_hidden_fcs", "model.visual_model")):
+            assert type(module).__name__ not in ("Linear4bit", "Linear8bitLt"), name
+    full = load_lisa(checkpoint, LoadOptions(precision="bf16", device="cpu")).memory_bytes()["lisa"]
+    assert loaded_q.memory_bytes()["lisa"] < full
+    answer, _ = LisaEngine(loaded_q, GenerationOptions(max_new_tokens=4)).answer(
+        np.zeros((40, 50, 3), np.uint8), "where is the cup?")
+    assert len(answer.token_ids) >= 1
+
+
+def test_official_quantization_also_quantizes_the_heads(checkpoint):
+    loaded_q = load_lisa(checkpoint, LoadOptions(precision="bf16", quantization="4bit", quantize_heads=True))
+    assert type(loaded_q.model.lm_head).__name__ == "Linear4bit"
+    assert type(loaded_q.model.model.text_hidden_fcs[0][0]).__name__ == "Linear4bit"
+    for name, module in loaded_q.model.model.visual_model.named_modules():
+        assert type(module).__name__ != "Linear4bit", name
+
+
+@pytest.mark.parametrize("options", [LoadOptions(precision="fp64"), LoadOptions(quantization="2bit"),
+                                     LoadOptions(precision="fp32", quantization="4bit")])
+def test_invalid_load_options_are_refused(checkpoint, options):
+    with pytest.raises(ValueError):
+        load_lisa(checkpoint, options)

@@ -1,8 +1,24 @@
-"""The `lisa-ros` command line tool."""
+"""The `lisa-ros` command line tool: thin wrappers over the engine.
+
+    lisa-ros segment --model M --image PATH --prompt TEXT --out DIR   (one question, files out)
+    lisa-ros chat    --model M [--image PATH] [--out DIR]             (interactive, multi-turn)
+    lisa-ros info                                                      (versions and locations)
+
+Errors (missing file, unreadable image, bad model folder, bad option) print one line on stderr and
+exit with status 2.
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import math
 import sys
+from pathlib import Path
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -11,12 +27,18 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     print(f"lisa_ros {__version__}")
     print(f"python {sys.version.split()[0]}")
-    for module in ("rclpy", "numpy", "cv2", "torch", "transformers"):
+    for module in ("rclpy", "numpy", "cv2", "torch", "transformers", "bitsandbytes"):
         try:
             mod = __import__(module)
             print(f"{module} {getattr(mod, '__version__', 'installed')}")
         except Exception as exc:  # report, never fail: this is a diagnostic command
             print(f"{module} unavailable ({type(exc).__name__}: {exc})")
+    try:
+        import torch
+
+        print(f"cuda available: {torch.cuda.is_available()}")
+    except Exception:
+        pass
     try:
         from lisa_ros.srv import ReasonSegment  # noqa: F401
 
@@ -28,17 +50,187 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# model commands
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="LISA checkpoint: a folder or a hub id (xinlai/LISA-7B-v1)")
+    parser.add_argument("--vision-tower", help="CLIP tower folder or hub id (default: from config.json)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                        help="auto = bf16 on CUDA, fp32 on CPU (bf16 when quantizing)")
+    parser.add_argument("--quantization", choices=("none", "4bit", "8bit"), default="none")
+    parser.add_argument("--quantize-heads", action="store_true",
+                        help="also quantize lm_head, mm_projector, text_hidden_fcs (official behaviour)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--max-new-tokens", type=int, default=512)
+    parser.add_argument("--no-stop-after-seg", action="store_true",
+                        help="keep generating after the [SEG] sentence when no explanation is asked")
+
+
+def _load_engine(args: argparse.Namespace):
+    import torch
+
+    from lisa_ros.engine import GenerationOptions, LisaEngine
+    from lisa_ros.model.loading import CheckpointError, LoadOptions, load_lisa
+    from lisa_ros.model.tokenization import TokenizerError
+
+    precision = args.precision
+    if precision == "auto":
+        cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+        precision = "bf16" if cuda or args.quantization != "none" else "fp32"
+    if args.max_new_tokens < 1:
+        raise CliError("--max-new-tokens must be at least 1")
+    options = LoadOptions(precision=precision, quantization=args.quantization, device=args.device,
+                          vision_tower=args.vision_tower, quantize_heads=args.quantize_heads)
+    try:
+        loaded = load_lisa(args.model, options)
+    except (CheckpointError, TokenizerError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    return LisaEngine(loaded, GenerationOptions(max_new_tokens=args.max_new_tokens,
+                                                stop_after_seg=not args.no_stop_after_seg))
+
+
+def read_rgb(path: str | Path):
+    """An image file as (H, W, 3) uint8 RGB (alpha dropped, grey replicated, as LISA reads it)."""
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise CliError(f"image {path} does not exist")
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise CliError(f"cannot read {path} as an image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _json_number(value: float):
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else round(value, 6)
+
+
+def write_outputs(answer, rgb, out: Path, prefix: str = "") -> dict:
+    """Write masks, overlay and result.json for one answer; returns the JSON object."""
+    import cv2
+
+    from lisa_ros.visualization import draw_overlay
+
+    out.mkdir(parents=True, exist_ok=True)
+    names = []
+    for decoded in answer.masks:
+        name = f"{prefix}mask_{decoded.index}.png"
+        cv2.imwrite(str(out / name), decoded.mask.astype("uint8") * 255)
+        names.append(name)
+    overlay = draw_overlay(rgb, [m.mask for m in answer.masks], [m.box for m in answer.masks],
+                           [m.score for m in answer.masks], answer.text)
+    cv2.imwrite(str(out / f"{prefix}overlay.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+    result = {
+        "command": answer.command,
+        "answer": answer.text,
+        "explanation": answer.explanation,
+        "masks": names,
+        "scores": [round(m.score, 6) for m in answer.masks],
+        "boxes": [list(m.box) for m in answer.masks],
+        "generated_tokens": answer.generated_tokens,
+        "image_size": [int(rgb.shape[0]), int(rgb.shape[1])],
+        "timings": {k: _json_number(v) for k, v in answer.timings.items()},
+    }
+    (out / f"{prefix}result.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    if not args.prompt.strip():
+        raise CliError("--prompt is empty")
+    rgb = read_rgb(args.image)  # before the (slow) model load: fail fast on a bad path
+    engine = _load_engine(args)
+    answer, _ = engine.answer(rgb, args.prompt, explain=args.explain)
+    result = write_outputs(answer, rgb, Path(args.out))
+    print(json.dumps({k: result[k] for k in ("answer", "explanation", "masks", "scores", "boxes")}))
+    return 0
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    engine = _load_engine(args)
+    out = Path(args.out)
+    interactive = sys.stdin.isatty()
+    rgb = read_rgb(args.image) if args.image else None
+    frame, conversation, turn = None, None, 0
+    print("commands: :image PATH (new image, new conversation), :reset, :explain on|off, :quit", flush=True)
+    explain = args.explain
+    while True:
+        try:
+            line = input("lisa> " if interactive else "")
+        except EOFError:
+            break
+        line = line.strip()
+        if not line:
+            continue
+        if line in (":quit", ":q", ":exit"):
+            break
+        if line == ":reset":
+            conversation = None
+            print("conversation reset", flush=True)
+            continue
+        if line.startswith(":explain"):
+            explain = line.split()[-1] == "on"
+            print(f"explain {'on' if explain else 'off'}", flush=True)
+            continue
+        if line.startswith(":image"):
+            try:
+                rgb = read_rgb(line[len(":image"):].strip())
+            except CliError as exc:
+                print(f"error: {exc}", flush=True)
+                continue
+            frame, conversation = None, None
+            print(f"image {rgb.shape[1]}x{rgb.shape[0]} loaded", flush=True)
+            continue
+        if rgb is None:
+            print("error: no image yet: use :image PATH", flush=True)
+            continue
+        if frame is None:
+            frame = engine.encode_frame(rgb)  # once per image, reused for every question
+        answer, conversation = engine.answer(frame, line, explain=explain, history=conversation)
+        write_outputs(answer, rgb, out, prefix=f"turn{turn}_")
+        masks = ", ".join(f"turn{turn}_mask_{m.index}.png ({m.score:.2f})" for m in answer.masks) or "none"
+        print(f"{answer.text}\n  masks: {masks}", flush=True)
+        turn += 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lisa-ros", description=__doc__)
+    parser = argparse.ArgumentParser(prog="lisa-ros", description="Reasoning segmentation (LISA) tools.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
+
     info = sub.add_parser("info", help="print versions, interface and DDS profile locations")
     info.set_defaults(func=_cmd_info)
+
+    segment = sub.add_parser("segment", help="answer one command about one image; write masks")
+    _add_model_arguments(segment)
+    segment.add_argument("--image", required=True, help="image file (jpg, png, ...)")
+    segment.add_argument("--prompt", required=True, help='e.g. "what should I use to reach the shelf?"')
+    segment.add_argument("--explain", action="store_true", help="ask for an explanation too")
+    segment.add_argument("--out", required=True, help="output folder: result.json, mask_<i>.png, overlay.png")
+    segment.set_defaults(func=_cmd_segment)
+
+    chat = sub.add_parser("chat", help="interactive multi-turn segmentation")
+    _add_model_arguments(chat)
+    chat.add_argument("--image", help="first image (or :image PATH later)")
+    chat.add_argument("--explain", action="store_true")
+    chat.add_argument("--out", default="lisa_chat_out", help="where each turn's masks and overlay go")
+    chat.set_defaults(func=_cmd_chat)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args) or 0)
+    except CliError as exc:
+        print(f"lisa-ros: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

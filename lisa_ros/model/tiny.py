@@ -118,11 +118,14 @@ def write_tiny_lisa_checkpoint(
     shards: int = 2,
     seed: int = 0,
     vocab_size: int = 384,
+    emit_seg: bool = False,
 ) -> Path:
     """Write a random LISA checkpoint folder in the released layout; returns the folder.
 
     ``vision_tower``: the CLIP folder to record in config.json; by default a tiny one is written
-    to ``<folder>/../<name>-clip``.
+    to ``<folder>/../<name>-clip``. ``emit_seg``: edit ``lm_head`` so that greedy decoding says
+    ``[SEG]`` where the random model would say its most frequent word (see
+    :func:`make_seg_frequent`), so masks come out of every question.
     """
     from lisa_ros.model.modeling import LisaForCausalLM
 
@@ -171,4 +174,36 @@ def write_tiny_lisa_checkpoint(
         "torch_dtype": "float32", "sam_config": asdict(sam),
     })
     (folder / "config.json").write_text(json.dumps(fields, indent=2, default=str))
+    if emit_seg:
+        make_seg_frequent(folder, weight_map["lm_head.weight"])
     return folder
+
+
+def make_seg_frequent(folder: Path, shard_name: str) -> None:
+    """Give ``[SEG]`` the ``lm_head`` row of the random model's favourite tokens, scaled up.
+
+    A random LISA never chooses ``[SEG]``; after this, greedy decoding says ``[SEG]`` wherever it
+    would have said one of the two tokens it generates most often across a few questions and
+    images. The folder stays a valid released-layout checkpoint.
+    """
+    import collections
+
+    import numpy as np
+
+    from lisa_ros.engine import GenerationOptions, LisaEngine
+    from lisa_ros.model.loading import LoadOptions, load_lisa
+
+    loaded = load_lisa(folder, LoadOptions(precision="fp32", device="cpu"))
+    engine = LisaEngine(loaded, GenerationOptions(max_new_tokens=16, stop_after_seg=False))
+    counts: collections.Counter = collections.Counter()
+    rng = np.random.default_rng(0)
+    for command in ("where is the cup?", "what should I use to reach the shelf?", "segment the door"):
+        image = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+        answer, _ = engine.answer(image, command)
+        counts.update(t for t in answer.token_ids if t != loaded.tokenizer.eos_token_id)
+    favourites = [token for token, _ in counts.most_common(2)]
+    shard = folder / shard_name
+    state = torch.load(shard)
+    weight = state["lm_head.weight"]
+    weight[loaded.tokenizer.seg_token_id] = weight[favourites].sum(dim=0) * 1.5
+    torch.save(state, shard)

@@ -1,0 +1,103 @@
+"""`lisa-ros segment` and `lisa-ros chat` end to end on a released-layout checkpoint made here."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from lisa_ros.cli import main
+from lisa_ros.model.tiny import write_tiny_lisa_checkpoint
+
+LISA_ROS = str(Path(sys.executable).parent / "lisa-ros")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    # emit_seg: the random model says [SEG] where it would say its favourite words.
+    return write_tiny_lisa_checkpoint(tmp_path_factory.mktemp("cli") / "lisa", emit_seg=True)
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    path = tmp_path_factory.mktemp("img") / "kitchen.png"
+    rgb = np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    cv2.imwrite(str(path), rgb)
+    return path
+
+
+def test_segment_writes_masks_overlay_and_result(checkpoint, image, tmp_path):
+    out = tmp_path / "out"
+    run = subprocess.run([LISA_ROS, "segment", "--model", str(checkpoint), "--image", str(image),
+                          "--prompt", "what should I use to reach the shelf?", "--out", str(out),
+                          "--max-new-tokens", "12", "--explain"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    assert set(result) >= {"answer", "explanation", "masks", "scores", "boxes", "timings"}
+    assert result["masks"] and len(result["masks"]) == len(result["scores"]) == len(result["boxes"])
+    assert result["answer"].count("[SEG]") == len(result["masks"])
+    for name, box in zip(result["masks"], result["boxes"]):
+        mask = cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == (120, 160) and set(np.unique(mask)) <= {0, 255}
+        assert len(box) == 4
+    overlay = cv2.imread(str(out / "overlay.png"))
+    assert overlay.shape == (120, 160, 3)
+    assert {"preprocess", "clip", "sam_encoder", "prefill", "decode", "mask_decode", "total"} <= set(result["timings"])
+    assert json.loads(run.stdout.strip().splitlines()[-1])["masks"] == result["masks"]
+
+
+@pytest.mark.parametrize("case,expected", [
+    ("missing_image", "does not exist"),
+    ("not_an_image", "cannot read"),
+    ("bad_model", "does not exist"),
+    ("not_lisa", "no config.json"),
+    ("empty_prompt", "empty"),
+])
+def test_segment_errors_are_one_clear_line(checkpoint, image, tmp_path, capsys, case, expected):
+    args = {"--model": str(checkpoint), "--image": str(image), "--prompt": "where?", "--out": str(tmp_path / "o")}
+    if case == "missing_image":
+        args["--image"] = str(tmp_path / "nope.png")
+    elif case == "not_an_image":
+        (tmp_path / "fake.png").write_text("this is text")
+        args["--image"] = str(tmp_path / "fake.png")
+    elif case == "bad_model":
+        args["--model"] = str(tmp_path / "no-model")
+    elif case == "not_lisa":
+        (tmp_path / "empty-model").mkdir()
+        args["--model"] = str(tmp_path / "empty-model")
+    elif case == "empty_prompt":
+        args["--prompt"] = "  "
+    code = main(["segment"] + [item for pair in args.items() for item in pair])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("lisa-ros: error:") and expected in err[-1]
+
+
+def test_chat_keeps_the_conversation_and_writes_each_turn(checkpoint, image, tmp_path):
+    out = tmp_path / "chat"
+    script = f":image {image}\nwhere is the cup?\nand the one next to it?\n:reset\nwhat about the door?\n:quit\n"
+    run = subprocess.run([LISA_ROS, "chat", "--model", str(checkpoint), "--out", str(out),
+                          "--max-new-tokens", "8"], input=script, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "image 160x120 loaded" in run.stdout and "conversation reset" in run.stdout
+    assert run.stdout.count("masks:") == 3
+    for turn in range(3):
+        result = json.loads((out / f"turn{turn}_result.json").read_text())
+        assert len(result["masks"]) == result["answer"].count("[SEG]")
+
+
+def test_chat_history_reaches_the_prompt(checkpoint, image):
+    from lisa_ros.cli import read_rgb
+    from lisa_ros.engine import GenerationOptions, LisaEngine
+    from lisa_ros.model.loading import LoadOptions, load_lisa
+
+    engine = LisaEngine(load_lisa(checkpoint, LoadOptions(precision="fp32")), GenerationOptions(max_new_tokens=4))
+    frame = engine.encode_frame(read_rgb(image))
+    first, conversation = engine.answer(frame, "where is the cup?")
+    second, _ = engine.answer(frame, "and the plate?", history=conversation)
+    assert f"ASSISTANT: {first.text}</s>USER: and the plate?" in second.prompt

@@ -1,0 +1,89 @@
+"""Session store (expiry, bounds, copies) and frame cache (LRU, encode once)."""
+from __future__ import annotations
+
+import threading
+
+from lisa_ros.model.prompts import Conversation
+from lisa_ros.sessions import FrameCache, SessionStore
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def answered(*pairs):
+    conversation = Conversation()
+    for question, answer in pairs:
+        conversation.ask(question)
+        conversation.answer(answer)
+    return conversation
+
+
+def test_sessions_expire_after_the_timeout():
+    clock = FakeClock()
+    store = SessionStore(timeout_s=10, clock=clock)
+    store.save("a", answered(("q1", "a1")))
+    clock.now = 9.9
+    assert store.get("a").turns == [("q1", "a1")]
+    store.save("a", answered(("q1", "a1"), ("q2", "a2")))  # activity renews the session
+    clock.now = 19.0
+    assert len(store.get("a").turns) == 2
+    clock.now = 30.0
+    assert store.get("a") is None and len(store) == 0
+
+
+def test_oldest_sessions_go_first_and_turns_are_bounded():
+    store = SessionStore(max_sessions=2, max_turns=2)
+    store.save("a", answered(("1", "x")))
+    store.save("b", answered(("1", "x")))
+    store.save("c", answered(("1", "x"), ("2", "y"), ("3", "z")))
+    assert store.get("a") is None and store.get("b") is not None
+    assert [q for q, _ in store.get("c").turns] == ["2", "3"]
+
+
+def test_get_returns_a_copy_and_pending_questions_are_not_stored():
+    store = SessionStore()
+    conversation = answered(("q", "a"))
+    conversation.ask("pending")
+    store.save("s", conversation)
+    copy = store.get("s")
+    assert copy.turns == [("q", "a")]
+    copy.ask("more")
+    assert store.get("s").turns == [("q", "a")]
+    assert store.new_id() != store.new_id()
+
+
+def test_frame_cache_encodes_once_and_evicts_the_least_recently_used():
+    cache = FrameCache(capacity=2)
+    calls = []
+
+    def encoder(name):
+        return lambda: calls.append(name) or f"frame-{name}"
+
+    assert cache.get_or_encode("a", encoder("a")) == ("frame-a", False)
+    assert cache.get_or_encode("a", encoder("a")) == ("frame-a", True)
+    cache.get_or_encode("b", encoder("b"))
+    cache.get_or_encode("a", encoder("a"))  # a is now the most recent
+    cache.get_or_encode("c", encoder("c"))  # evicts b
+    assert cache.get_or_encode("b", encoder("b"))[1] is False
+    assert calls == ["a", "b", "c", "b"] and (cache.hits, cache.misses) == (2, 4) and len(cache) == 2
+
+
+def test_session_store_is_safe_under_concurrent_use():
+    store = SessionStore(max_sessions=1000)
+
+    def worker(index):
+        for turn in range(50):
+            store.save(f"s{index}", answered(*[(str(t), "a") for t in range(turn % 5 + 1)]))
+            store.get(f"s{index}")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(store) == 8

@@ -246,11 +246,14 @@ class LisaEngine:
         on_mask: Callable[[DecodedMask], None] | None = None,
         on_token: Callable[[str, int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        forced_ids: list[int] | None = None,
     ) -> tuple[Answer, Conversation]:
         """Answer ``command`` about ``frame``; returns the answer and the updated conversation.
 
         ``on_mask(mask)`` runs as soon as each mask is decoded, ``on_token(partial_text, n)``
         after each generated token, and generation ends early when ``should_stop()`` is true.
+        ``forced_ids``: teacher forcing on the cached path: emit these tokens instead of the
+        argmax (same compute as generation; benchmarks use it for a realistic answer shape).
         """
         from transformers import DynamicCache
 
@@ -274,10 +277,13 @@ class LisaEngine:
         seg_states: list[torch.Tensor] = []
         decode_time = mask_time = 0.0
         stop_at_sentence_end = self.options.stop_after_seg and not explain
-        for _ in range(self.options.max_new_tokens):
+        limit = self.options.max_new_tokens if forced_ids is None else len(forced_ids)
+        for step in range(limit):
             if should_stop is not None and should_stop():
                 break
             next_id = int(self.model.lm_head(hidden).float().argmax(dim=-1)[0])
+            if forced_ids is not None:
+                next_id = forced_ids[step]
             generated.append(next_id)
             if next_id == self.seg_token_id:
                 mask_start = time.perf_counter()
@@ -319,12 +325,21 @@ class LisaEngine:
     @torch.inference_mode()
     def teacher_forced_seg_states(self, frame: EncodedFrame, ids: list[int]) -> torch.Tensor:
         """The official computation: one full-sequence forward over ``ids`` (prompt and answer,
-        one -200 placeholder), then the [SEG] states with the official indexing: mask
-        ``ids[1:] == seg`` (the state *before* each [SEG]), shifted right by the image expansion
-        (P - 1 positions; 255 for ViT-L/14). Returns ``[N, H]``."""
+        one -200 placeholder), then :func:`gather_seg_states`. Returns ``[N, H]``."""
         embeds = self.input_embeddings(ids, frame.clip_features)
         hidden = self.model.model(inputs_embeds=embeds, use_cache=False).last_hidden_state[0]
-        offset = frame.clip_features.shape[1] - 1
-        seg_mask = torch.tensor([token == self.seg_token_id for token in ids[1:]], device=hidden.device)
-        seg_mask = torch.cat([torch.zeros(offset, dtype=torch.bool, device=hidden.device), seg_mask])
-        return hidden[: seg_mask.shape[0]][seg_mask]
+        return gather_seg_states(hidden, ids, self.seg_token_id, frame.clip_features.shape[1])
+
+
+def gather_seg_states(hidden: torch.Tensor, ids: list[int], seg_token_id: int, num_patches: int) -> torch.Tensor:
+    """[SEG] states with the official indexing (spec §1.5 items 1-2).
+
+    ``hidden``: ``[T, H]`` final post-norm states over the expanded sequence (T may stop short of
+    the last token, as the last step of uncached generation does). The mask ``ids[1:] == seg``
+    selects the state *before* each [SEG]; ``num_patches - 1`` False entries are prepended for the
+    image expansion (255 for CLIP ViT-L/14 at 224 px).
+    """
+    seg_mask = torch.tensor([token == seg_token_id for token in ids[1:]], device=hidden.device)
+    seg_mask = torch.cat([torch.zeros(num_patches - 1, dtype=torch.bool, device=hidden.device), seg_mask])
+    length = min(hidden.shape[0], seg_mask.shape[0])
+    return hidden[:length][seg_mask[:length]]

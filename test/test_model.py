@@ -300,3 +300,31 @@ def test_official_quantization_also_quantizes_the_heads(checkpoint):
 def test_invalid_load_options_are_refused(checkpoint, options):
     with pytest.raises(ValueError):
         load_lisa(checkpoint, options)
+
+
+@pytest.mark.parametrize("precision,dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_16_bit_precisions_run_end_to_end(checkpoint, precision, dtype):
+    loaded16 = load_lisa(checkpoint, LoadOptions(precision=precision, device="cpu"))
+    assert next(loaded16.model.parameters()).dtype == dtype
+    assert next(loaded16.vision_tower.parameters()).dtype == dtype
+    engine = LisaEngine(loaded16, GenerationOptions(max_new_tokens=3))
+    frame = engine.encode_frame(np.zeros((30, 40, 3), np.uint8))
+    assert frame.image_embedding.dtype == dtype and torch.isfinite(frame.image_embedding).all()
+    logits, scores = engine.decode_masks(torch.zeros(2, loaded16.model.config.hidden_size, dtype=dtype), frame)
+    assert logits.shape == (2, 30, 40) and logits.dtype == torch.float32 and torch.isfinite(logits).all()
+
+
+def test_model_benchmark_runs_and_reports_the_ratio(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parent.parent / "bench" / "model.py"
+    out = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, str(bench), "--preset", "tiny", "--tokens", "8", "--image", "60x80",
+                          "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "speed-up, whole request" in run.stdout
+    report = json.loads(out.read_text())
+    assert report["tokens"] == 8 and report["masks"] == 1 and report["same_tokens"]
+    assert report["ours"]["total"] > 0 and report["official"]["total"] > 0

@@ -189,7 +189,11 @@ def load_lisa(source: str | Path, options: LoadOptions | None = None) -> LoadedL
         raise CheckpointError(f"CLIP width {vision_tower.config.hidden_size} does not match the "
                               f"projector's input {config.mm_hidden_size}: wrong vision tower")
     mean, std, size = _clip_preprocessing(tower_folder, vision_tower.config.image_size)
-    return LoadedLisa(model, vision_tower, tokenizer, size, mean, std, device, dtype, options, folder)
+    loaded = LoadedLisa(model, vision_tower, tokenizer, size, mean, std, device, dtype, options, folder)
+    memory = loaded.memory_bytes()
+    log.info("LISA ready on %s: %.1f MB of weights (LISA %.1f MB, CLIP %.1f MB)", device,
+             memory["total"] / 2**20, memory["lisa"] / 2**20, memory["clip"] / 2**20)
+    return loaded
 
 
 def _clip_preprocessing(folder: Path, default_size: int):

@@ -115,6 +115,8 @@ def write_tiny_lisa_checkpoint(
     num_heads: int = 4,
     sam: SamConfig = TINY_SAM,
     clip_hidden_size: int = 32,
+    clip_image_size: int = 56,
+    clip_patch_size: int = 14,
     shards: int = 2,
     seed: int = 0,
     vocab_size: int = 384,
@@ -132,8 +134,8 @@ def write_tiny_lisa_checkpoint(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if vision_tower is None:
-        vision_tower = write_tiny_clip_folder(folder.parent / f"{folder.name}-clip",
-                                              hidden_size=clip_hidden_size, seed=seed)
+        vision_tower = write_tiny_clip_folder(folder.parent / f"{folder.name}-clip", image_size=clip_image_size,
+                                              patch_size=clip_patch_size, hidden_size=clip_hidden_size, seed=seed)
     added = write_tokenizer_files(folder, layout, vocab_size)
     total_vocab = max(added.values()) + 1
     config = LisaConfig(

@@ -58,7 +58,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="LISA checkpoint: a folder or a hub id (xinlai/LISA-7B-v1)")
     parser.add_argument("--vision-tower", help="CLIP tower folder or hub id (default: from config.json)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
-                        help="auto = bf16 on CUDA, fp32 on CPU (bf16 when quantizing)")
+                        help="auto: CUDA bf16 (fp16 when quantizing, as the official code); CPU fp32 (bf16 when quantizing)")
     parser.add_argument("--quantization", choices=("none", "4bit", "8bit"), default="none")
     parser.add_argument("--quantize-heads", action="store_true",
                         help="also quantize lm_head, mm_projector, text_hidden_fcs (official behaviour)")
@@ -77,8 +77,13 @@ def _load_engine(args: argparse.Namespace):
 
     precision = args.precision
     if precision == "auto":
+        # As the official tools: bf16 unquantized and fp16 compute when quantized, on CUDA; on the
+        # CPU fp32, or bf16 when quantizing (quantized layers compute in 16 bit).
         cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
-        precision = "bf16" if cuda or args.quantization != "none" else "fp32"
+        if cuda:
+            precision = "fp16" if args.quantization != "none" else "bf16"
+        else:
+            precision = "bf16" if args.quantization != "none" else "fp32"
     if args.max_new_tokens < 1:
         raise CliError("--max-new-tokens must be at least 1")
     options = LoadOptions(precision=precision, quantization=args.quantization, device=args.device,

@@ -304,6 +304,8 @@ class LisaEngine:
             if stop_at_sentence_end and masks and next_id != self.seg_token_id:
                 if self.tokenizer.decode([next_id]).rstrip().endswith((".", "!", "?")):
                     break
+            if step == limit - 1:
+                break  # no forward pass for a token that will never be generated
             step_start = time.perf_counter()
             outputs = self.model.model(input_ids=torch.tensor([[next_id]], device=self.device),
                                        past_key_values=outputs.past_key_values, use_cache=True)

@@ -126,6 +126,40 @@ def test_a_hub_id_that_cannot_be_fetched_is_a_clear_error(monkeypatch):
         load_lisa("xinlai/LISA-7B-v1", LoadOptions(precision="fp32"))
 
 
+def test_an_incomplete_clip_tower_is_refused(checkpoint, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    clip = tmp_path / "clip"
+    shutil.copytree(checkpoint.parent / f"{checkpoint.name}-clip", clip)
+    state = load_file(clip / "model.safetensors")
+    state.pop("vision_model.post_layernorm.weight")
+    save_file(state, clip / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="incomplete"):
+        load_lisa(checkpoint, LoadOptions(precision="fp32", vision_tower=str(clip)))
+
+
+def test_clip_towers_that_do_not_fit_the_released_models_are_refused():
+    from transformers import CLIPVisionConfig
+
+    from lisa_ros.model.configuration import LisaConfig
+    from lisa_ros.model.loading import check_vision_tower
+
+    lisa_7b = LisaConfig(hidden_size=4096, mm_hidden_size=1024)
+    check_vision_tower(lisa_7b, CLIPVisionConfig(hidden_size=1024, num_attention_heads=16, image_size=224, patch_size=14))
+    with pytest.raises(CheckpointError, match="576 patches"):  # clip-vit-large-patch14-336
+        check_vision_tower(lisa_7b, CLIPVisionConfig(hidden_size=1024, num_attention_heads=16, image_size=336, patch_size=14))
+    with pytest.raises(CheckpointError, match="width"):
+        check_vision_tower(lisa_7b, CLIPVisionConfig(hidden_size=768, image_size=224, patch_size=14))
+
+
+def test_sam_pixel_buffers_hold_the_constants_after_loading(loaded):
+    sam = loaded.model.model.visual_model
+    torch.testing.assert_close(sam.pixel_mean.flatten(), torch.tensor([123.675, 116.28, 103.53]))
+    torch.testing.assert_close(sam.pixel_std.flatten(), torch.tensor([58.395, 57.12, 57.375]))
+
+
 def test_vision_tower_comes_from_a_full_clip_model_folder_or_an_override(checkpoint, loaded):
     clip_folder = checkpoint.parent / f"{checkpoint.name}-clip"
     saved = json.loads((clip_folder / "config.json").read_text())
@@ -189,6 +223,10 @@ def test_suffixes_and_explanations():
     assert split_explanation("Sure, it is [SEG]. The ladder is tall enough. Use it.") == \
         "The ladder is tall enough. Use it."
     assert split_explanation("Sure, [SEG].") == ""
+    assert split_explanation("It is [SEG]. The sign says 3.5 m.") == "The sign says 3.5 m."
+    assert split_explanation("Sure, [SEG] is the ladder because it is tall.") == \
+        "is the ladder because it is tall."
+    assert with_suffix("explain where the cup is", True) == "explain where the cup is Please output segmentation mask."
 
 
 # ------------------------------------------------------------------------------------ gather and masks

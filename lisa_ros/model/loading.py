@@ -29,6 +29,11 @@ UNQUANTIZED_ALWAYS = ["model.visual_model"]
 UNQUANTIZED_HEADS = ["lm_head", "model.mm_projector", "model.text_hidden_fcs"]
 
 
+# LLaMA widths of the released 7B and 13B models, and the CLIP patch count they were trained on.
+RELEASED_HIDDEN_SIZES = (4096, 5120)
+RELEASED_PATCHES = 256
+
+
 class CheckpointError(RuntimeError):
     """A model folder or hub id that cannot be loaded as LISA; the message says why."""
 
@@ -182,18 +187,49 @@ def load_lisa(source: str | Path, options: LoadOptions | None = None) -> LoadedL
     tower_folder = resolve_folder(tower_source, "vision tower")
     log.info("loading the CLIP vision tower from %s", tower_folder)
     try:
-        vision_tower = CLIPVisionModel.from_pretrained(tower_folder, dtype=dtype).to(device).eval()
+        vision_tower, tower_info = CLIPVisionModel.from_pretrained(tower_folder, dtype=dtype, output_loading_info=True)
     except Exception as exc:
         raise CheckpointError(f"cannot load the CLIP vision tower from {tower_folder}: {exc}") from exc
-    if vision_tower.config.hidden_size != config.mm_hidden_size:
-        raise CheckpointError(f"CLIP width {vision_tower.config.hidden_size} does not match the "
-                              f"projector's input {config.mm_hidden_size}: wrong vision tower")
+    # A full CLIPModel folder has text-tower keys (unexpected here, fine); missing or mis-shaped
+    # vision keys would be silently random-initialised by transformers: refuse them.
+    tower_problems = {k: sorted(v) for k, v in tower_info.items() if v and k in ("missing_keys", "mismatched_keys")}
+    if tower_problems:
+        summary = "; ".join(f"{k}: {len(v)} (e.g. {', '.join(map(str, v[:3]))})" for k, v in tower_problems.items())
+        raise CheckpointError(f"the CLIP vision tower in {tower_folder} is incomplete: {summary}")
+    vision_tower = vision_tower.to(device).eval()
+    check_vision_tower(config, vision_tower.config)
+    _restore_sam_pixel_buffers(model)
     mean, std, size = _clip_preprocessing(tower_folder, vision_tower.config.image_size)
     loaded = LoadedLisa(model, vision_tower, tokenizer, size, mean, std, device, dtype, options, folder)
     memory = loaded.memory_bytes()
     log.info("LISA ready on %s: %.1f MB of weights (LISA %.1f MB, CLIP %.1f MB)", device,
              memory["total"] / 2**20, memory["lisa"] / 2**20, memory["clip"] / 2**20)
     return loaded
+
+
+def check_vision_tower(config: LisaConfig, tower_config) -> None:
+    """Refuse a CLIP tower that does not fit the checkpoint: width, and for the released model
+    sizes the 256 patches (ViT-L/14 at 224 px) they were trained on (a 336 px tower has 576)."""
+    if tower_config.hidden_size != config.mm_hidden_size:
+        raise CheckpointError(f"CLIP width {tower_config.hidden_size} does not match the "
+                              f"projector's input {config.mm_hidden_size}: wrong vision tower")
+    patches = (tower_config.image_size // tower_config.patch_size) ** 2
+    if config.hidden_size in RELEASED_HIDDEN_SIZES and patches != RELEASED_PATCHES:
+        raise CheckpointError(
+            f"the vision tower gives {patches} patches; released LISA models were trained on "
+            f"{RELEASED_PATCHES} (CLIP ViT-L/14 at 224 px, e.g. openai/clip-vit-large-patch14)")
+
+
+def _restore_sam_pixel_buffers(model: LisaForCausalLM) -> None:
+    """SAM's pixel_mean/pixel_std are non-persistent buffers (not in checkpoints): from_pretrained
+    leaves them uninitialised. The engine normalises with the constants itself, but the Sam
+    module must not carry garbage for anyone calling its own preprocess."""
+    from lisa_ros.model.preprocess import SAM_PIXEL_MEAN, SAM_PIXEL_STD
+
+    sam = model.model.visual_model
+    with torch.no_grad():
+        sam.pixel_mean.copy_(torch.tensor(SAM_PIXEL_MEAN).view(-1, 1, 1))
+        sam.pixel_std.copy_(torch.tensor(SAM_PIXEL_STD).view(-1, 1, 1))
 
 
 def _clip_preprocessing(folder: Path, default_size: int):

@@ -37,11 +37,10 @@ def with_suffix(command: str, explain: bool, segment_suffix: str = DEFAULT_SEGME
     segmentation. An empty suffix disables that addition.
     """
     command = command.strip()
-    if explain:
-        if explain_suffix and "explain" not in command.lower():
-            return f"{command} {explain_suffix}"
-        return command
-    if segment_suffix and not _ASKS_FOR_MASK.search(command):
+    asks_for_mask = bool(_ASKS_FOR_MASK.search(command))
+    if explain and "explain" not in command.lower():
+        return f"{command} {explain_suffix}" if explain_suffix else command
+    if segment_suffix and not asks_for_mask:
         return f"{command} {segment_suffix}"
     return command
 
@@ -86,14 +85,25 @@ def clean_answer(text: str) -> str:
     return text.strip()
 
 
-_SENTENCE = re.compile(r"[^.!?]*(?:[.!?]+|$)")
+# Sentence ends: . ! ? followed by white space or the end ("3.5 m" is not split).
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_LEAD = re.compile(r"^[\s,.;:!?-]+")
 
 
 def split_explanation(answer: str) -> str:
-    """The explanation part of an answer: its sentences that hold no ``[SEG]``.
+    """The explanation part of an answer: the text around the ``[SEG]`` template.
 
     Answers look like "Sure, it is [SEG]. The ladder is tall enough to reach the shelf.": the
-    template sentence carrying the mask token goes, the reasoning stays. "" when nothing is left.
+    template sentence carrying the mask token goes, the reasoning stays. In a sentence that goes
+    on after its last [SEG] ("Sure, [SEG] is the ladder because it is tall."), what follows the
+    [SEG] is kept. "" when nothing is left.
     """
-    sentences = [s.strip() for s in _SENTENCE.findall(answer) if s.strip()]
-    return " ".join(s for s in sentences if SEG_TOKEN not in s)
+    kept = []
+    for sentence in _SENTENCE_END.split(answer.strip()):
+        if SEG_TOKEN in sentence:
+            sentence = _LEAD.sub("", sentence.rsplit(SEG_TOKEN, 1)[1])
+            if len(sentence.split()) < 2:  # only "." or a stray word left: the template itself
+                continue
+        if sentence.strip():
+            kept.append(sentence.strip())
+    return " ".join(kept)

@@ -1,0 +1,105 @@
+"""Camera inputs: the latest frame per camera, depth paired with colour by stamp.
+
+Image callbacks only call ``on_color``/``on_depth``/``on_camera_info``: they store a reference and
+return (no conversion, no model work), so they keep up at camera rate while inference runs on
+the worker. Only the newest colour frame is kept (never a growing queue); depth keeps a short
+history so that the depth frame with the colour frame's stamp can be found when a request comes
+(message_filters is not installable from PyPI; this is the small equivalent the node needs).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+def stamp_seconds(header) -> float:
+    return header.stamp.sec + header.stamp.nanosec * 1e-9
+
+
+@dataclass
+class CameraFrame:
+    """A colour frame (Image or CompressedImage) with the depth and camera_info paired to it."""
+
+    camera: str
+    color: Any
+    depth: Any | None
+    camera_info: Any | None
+    received_at: float  # monotonic clock of this process
+    depth_offset_s: float | None  # depth stamp - colour stamp, None without depth
+
+
+class RateMeter:
+    """Messages per second over the last ``window`` arrivals."""
+
+    def __init__(self, window: int = 30):
+        self._times: deque[float] = deque(maxlen=window)
+
+    def tick(self, now: float) -> None:
+        self._times.append(now)
+
+    def rate_hz(self, now: float, stale_after_s: float = 5.0) -> float:
+        if len(self._times) < 2 or now - self._times[-1] > stale_after_s:
+            return 0.0
+        span = self._times[-1] - self._times[0]
+        return (len(self._times) - 1) / span if span > 0 else 0.0
+
+
+class CameraInput:
+    """One named camera: latest colour frame, recent depth frames, latest camera_info."""
+
+    def __init__(self, name: str, depth_slop_s: float = 0.02, depth_history: int = 10,
+                 clock: Callable[[], float] = time.monotonic):
+        self.name = name
+        self.depth_slop_s = depth_slop_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._color: tuple[Any, float] | None = None
+        self._depth: deque[Any] = deque(maxlen=depth_history)
+        self._camera_info: Any | None = None
+        self.color_rate = RateMeter()
+        self.depth_rate = RateMeter()
+        self.frames_received = 0
+
+    def on_color(self, msg: Any) -> None:
+        now = self._clock()
+        with self._lock:
+            self._color = (msg, now)
+            self.frames_received += 1
+            self.color_rate.tick(now)
+
+    def on_depth(self, msg: Any) -> None:
+        with self._lock:
+            self._depth.append(msg)
+            self.depth_rate.tick(self._clock())
+
+    def on_camera_info(self, msg: Any) -> None:
+        with self._lock:
+            self._camera_info = msg
+
+    def latest(self) -> CameraFrame | None:
+        """The newest colour frame with the depth frame nearest its stamp (within the slop)."""
+        with self._lock:
+            if self._color is None:
+                return None
+            color, received_at = self._color
+            depths = list(self._depth)
+            info = self._camera_info
+        target = stamp_seconds(color.header)
+        best, best_offset = None, None
+        for depth in depths:
+            offset = stamp_seconds(depth.header) - target
+            if abs(offset) <= self.depth_slop_s and (best is None or abs(offset) < abs(best_offset)):
+                best, best_offset = depth, offset
+        return CameraFrame(self.name, color, best, info, received_at, best_offset)
+
+    def age_s(self) -> float | None:
+        """Seconds since the latest colour frame arrived (None before the first one)."""
+        with self._lock:
+            return None if self._color is None else self._clock() - self._color[1]
+
+    def has_depth_stream(self) -> bool:
+        with self._lock:
+            return bool(self._depth)

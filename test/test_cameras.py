@@ -1,0 +1,73 @@
+"""Latest-frame store and depth pairing by stamp (no DDS needed: plain message objects)."""
+from __future__ import annotations
+
+from sensor_msgs.msg import CameraInfo, Image
+
+from lisa_ros.ros.cameras import CameraInput, RateMeter
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def image(sec, nanosec=0, frame="cam"):
+    msg = Image()
+    msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id = sec, nanosec, frame
+    return msg
+
+
+def test_only_the_latest_colour_frame_is_kept():
+    camera = CameraInput("front")
+    assert camera.latest() is None and camera.age_s() is None
+    for sec in range(50):
+        camera.on_color(image(sec))
+    assert camera.latest().color.header.stamp.sec == 49 and camera.frames_received == 50
+
+
+def test_depth_is_paired_by_nearest_stamp_within_the_slop():
+    camera = CameraInput("front", depth_slop_s=0.02)
+    camera.on_color(image(10, 500_000_000))
+    camera.on_depth(image(10, 470_000_000))  # 30 ms early: outside the slop
+    assert camera.latest().depth is None
+    camera.on_depth(image(10, 515_000_000))  # 15 ms late
+    camera.on_depth(image(10, 495_000_000))  # 5 ms early: nearest
+    frame = camera.latest()
+    assert frame.depth.header.stamp.nanosec == 495_000_000
+    assert abs(frame.depth_offset_s + 0.005) < 1e-9
+    camera.on_camera_info(CameraInfo(width=640, height=480))
+    assert camera.latest().camera_info.width == 640
+
+
+def test_depth_arriving_after_colour_is_found_at_request_time():
+    camera = CameraInput("front")
+    camera.on_color(image(5))
+    assert camera.latest().depth is None
+    camera.on_depth(image(5))
+    assert camera.latest().depth is not None
+
+
+def test_depth_history_is_bounded():
+    camera = CameraInput("front", depth_history=3)
+    for sec in range(10):
+        camera.on_depth(image(sec))
+    camera.on_color(image(2))
+    assert camera.latest().depth is None  # stamp 2 fell out of the history
+    camera.on_color(image(8))
+    assert camera.latest().depth.header.stamp.sec == 8
+
+
+def test_age_and_rate():
+    clock = Clock()
+    camera = CameraInput("front", clock=clock)
+    for index in range(31):
+        clock.now = 100.0 + index / 30
+        camera.on_color(image(index))
+    clock.now += 0.5
+    assert abs(camera.age_s() - 0.5) < 1e-9
+    assert abs(camera.color_rate.rate_hz(clock.now) - 30.0) < 1e-6
+    assert camera.color_rate.rate_hz(clock.now + 10) == 0.0  # stale stream
+    assert RateMeter().rate_hz(0.0) == 0.0

@@ -1,0 +1,78 @@
+"""Request statistics and the node's /diagnostics message (diagnostic_updater is not on PyPI)."""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+STAGES = ("total", "queue_wait", "preprocess", "image_encoding", "generation", "mask_decoding", "postprocess")
+
+
+class RequestStats:
+    """Counters per outcome and last/mean seconds per stage (thread-safe)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.outcomes: Counter[str] = Counter()
+        self.served = self.rejected = self.failed = 0
+        self._sums = dict.fromkeys(STAGES, 0.0)
+        self.last = dict.fromkeys(STAGES, 0.0)
+        self._timed = 0
+
+    def record(self, outcome: str, kind: str, timings: dict[str, float] | None = None) -> None:
+        """kind: "served", "rejected" (bad input, busy, not ready) or "failed" (model error)."""
+        with self._lock:
+            self.outcomes[outcome] += 1
+            setattr(self, kind, getattr(self, kind) + 1)
+            if timings:
+                self._timed += 1
+                for stage in STAGES:
+                    self.last[stage] = timings.get(stage, 0.0)
+                    self._sums[stage] += timings.get(stage, 0.0)
+
+    def means(self) -> dict[str, float]:
+        with self._lock:
+            return {k: (v / self._timed if self._timed else 0.0) for k, v in self._sums.items()}
+
+
+def _kv(key: str, value) -> KeyValue:
+    if isinstance(value, float):
+        value = f"{value:.4f}"
+    return KeyValue(key=key, value=str(value))
+
+
+def build(node_name: str, stamp, state: str, model_info: dict, stats: RequestStats,
+          cameras: list[dict], memory: dict) -> DiagnosticArray:
+    """One array: the model status, then one status per camera input."""
+    array = DiagnosticArray()
+    array.header.stamp = stamp
+    model = DiagnosticStatus(name=f"{node_name}: model", hardware_id=str(model_info.get("device", "")))
+    if state == "error":
+        model.level, model.message = DiagnosticStatus.ERROR, model_info.get("error", "model failed to load")
+    elif state != "active":
+        model.level, model.message = DiagnosticStatus.WARN, f"node is {state}"
+    else:
+        model.level, model.message = DiagnosticStatus.OK, "serving"
+    values = [_kv("state", state)] + [_kv(k, v) for k, v in model_info.items()]
+    values += [_kv(f"memory_{k}_mb", v / 2**20) for k, v in memory.items()]
+    values += [_kv("requests_served", stats.served), _kv("requests_rejected", stats.rejected),
+               _kv("requests_failed", stats.failed)]
+    values += [_kv(f"outcome_{k}", v) for k, v in sorted(stats.outcomes.items())]
+    means = stats.means()
+    for stage in STAGES:
+        values += [_kv(f"last_{stage}_s", stats.last[stage]), _kv(f"mean_{stage}_s", means[stage])]
+    model.values = values
+    array.status.append(model)
+    for camera in cameras:
+        status = DiagnosticStatus(name=f"{node_name}: camera {camera['name']}", hardware_id=camera["name"])
+        age = camera["age_s"]
+        if age is None:
+            status.level, status.message = DiagnosticStatus.WARN, "no frame received yet"
+        elif camera["max_age_s"] and age > camera["max_age_s"]:
+            status.level, status.message = DiagnosticStatus.WARN, f"latest frame is {age:.1f} s old"
+        else:
+            status.level, status.message = DiagnosticStatus.OK, "receiving"
+        status.values = [_kv(k, v if v is not None else "none") for k, v in camera.items() if k != "name"]
+        array.status.append(status)
+    return array

@@ -1,0 +1,150 @@
+"""The node's parameters: one table, declared with descriptors, validated in one place.
+
+Read-only parameters (model, precision, quantization, device, cameras) need a reload to change:
+set them in the YAML file or on the command line. The others can be changed at run time with
+``ros2 param set``; invalid values are rejected with a reason.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.parameter import Parameter
+
+CHOICES = {
+    "precision": ("auto", "fp32", "bf16", "fp16"),
+    "quantization": ("none", "4bit", "8bit"),
+}
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    default: object
+    description: str
+    read_only: bool = False
+    low: float | None = None
+    high: float | None = None
+
+
+SPECS = [
+    Spec("model", "", "LISA checkpoint: folder or hub id (xinlai/LISA-7B-v1, xinlai/LISA-13B-llama2-v1, ...)", True),
+    Spec("vision_tower", "", "CLIP tower folder or hub id; empty = the one in the checkpoint's config.json", True),
+    Spec("precision", "auto", "fp32 | bf16 | fp16 | auto (CUDA: bf16, fp16 when quantized; CPU: fp32, bf16 when quantized)", True),
+    Spec("quantization", "none", "none | 4bit (NF4) | 8bit (LLM.int8); SAM always stays 16-bit", True),
+    Spec("quantize_heads", False, "also quantize lm_head, mm_projector, text_hidden_fcs (official behaviour)", True),
+    Spec("device", "auto", "auto | cpu | cuda | cuda:N", True),
+    Spec("max_new_tokens", 512, "generation limit per answer (tokens)", low=1, high=4096),
+    Spec("stop_after_seg", True, "without explain: stop generating once the sentence holding [SEG] ends"),
+    Spec("segment_suffix", "Please output segmentation mask.", "appended to commands that do not ask for a mask ('' = never)"),
+    Spec("explain_suffix", "Please output segmentation mask and explain why.", "appended when explain is requested"),
+    Spec("cameras", ["camera"], "names of the camera inputs; each has <name>.image_topic etc.", True),
+    Spec("default_camera", "", "camera used when a request names none; empty = the first of `cameras`", True),
+    Spec("queue_depth", 2, "requests waiting for the model; more are rejected at once with BUSY", True, 1, 64),
+    Spec("max_command_length", 1000, "longest accepted command (characters)", low=1, high=100000),
+    Spec("max_image_pixels", 4096 * 4096, "largest accepted image (width x height)", low=1, high=2**31 - 1),
+    Spec("max_frame_age", 1.0, "seconds; an older latest frame is refused as STALE_FRAME (0 = no limit)", low=0.0, high=3600.0),
+    Spec("session_timeout", 600.0, "seconds of inactivity after which a conversation is forgotten", low=1.0, high=86400.0),
+    Spec("max_sessions", 64, "conversations kept at most (oldest dropped first)", low=1, high=10000),
+    Spec("frame_cache_size", 4, "encoded frames kept to answer several commands on one frame", low=0, high=64),
+    Spec("publish_debug_image", True, "publish ~/debug_image (masks, boxes and answer drawn on the frame)"),
+    Spec("publish_markers", True, "publish ~/markers (3D centroid and extent per mask)"),
+    Spec("autostart", True, "configure and activate at start (no lifecycle manager needed)", True),
+]
+
+CAMERA_SPECS = [
+    Spec("image_topic", "image_raw", "colour image topic (sensor_msgs/Image, or CompressedImage with compressed)", True),
+    Spec("compressed", False, "subscribe to sensor_msgs/CompressedImage (jpeg/png) instead of Image", True),
+    Spec("depth_topic", "", "registered depth topic (16UC1 mm or 32FC1 m); empty = no 3D", True),
+    Spec("camera_info_topic", "", "CameraInfo of the colour camera; empty = no 3D", True),
+    Spec("depth_slop", 0.02, "seconds: largest colour/depth stamp difference accepted as a pair", True, 0.0, 1.0),
+]
+
+
+def _descriptor(spec: Spec) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
+    if spec.low is not None:
+        if isinstance(spec.default, int) and not isinstance(spec.default, bool):
+            descriptor.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high), step=1)]
+        else:
+            descriptor.floating_point_range = [FloatingPointRange(from_value=float(spec.low), to_value=float(spec.high))]
+    return descriptor
+
+
+@dataclass
+class CameraConfig:
+    name: str
+    image_topic: str
+    compressed: bool
+    depth_topic: str
+    camera_info_topic: str
+    depth_slop: float
+
+
+@dataclass
+class NodeConfig:
+    """Typed snapshot of the parameters."""
+
+    values: dict
+    cameras: list[CameraConfig] = field(default_factory=list)
+
+    def __getattr__(self, name):
+        try:
+            return self.values[name]
+        except KeyError as exc:
+            raise AttributeError(name) from exc
+
+    @property
+    def default_camera_name(self) -> str:
+        return self.values["default_camera"] or self.cameras[0].name
+
+
+def declare(node) -> None:
+    """Declare every parameter (with per-camera ones for the names in ``cameras``)."""
+    for spec in SPECS:
+        node.declare_parameter(spec.name, spec.default, _descriptor(spec))
+    for camera in node.get_parameter("cameras").value:
+        for spec in CAMERA_SPECS:
+            node.declare_parameter(f"{camera}.{spec.name}", spec.default, _descriptor(spec))
+
+
+def validate_value(name: str, value) -> str | None:
+    """Reason why ``value`` is invalid for ``name``, or None. (Ranges are enforced by rclpy.)"""
+    if name in CHOICES and value not in CHOICES[name]:
+        return f"{name} must be one of {', '.join(CHOICES[name])}, got {value!r}"
+    if name == "device" and not (value in ("auto", "cpu", "cuda") or str(value).startswith("cuda:")):
+        return f"device must be auto, cpu, cuda or cuda:N, got {value!r}"
+    if name == "cameras":
+        names = list(value)
+        if not names or any(not n or "." in n or "/" in n for n in names) or len(set(names)) != len(names):
+            return "cameras must be a non-empty list of distinct names without '.' or '/'"
+    if name.endswith(".image_topic") and not value:
+        return f"{name} must not be empty"
+    return None
+
+
+def read(node) -> NodeConfig:
+    """The current parameters; raises ValueError with every problem found."""
+    values = {spec.name: node.get_parameter(spec.name).value for spec in SPECS}
+    problems = [p for p in (validate_value(k, v) for k, v in values.items()) if p]
+    cameras = []
+    for name in values["cameras"] or []:
+        fields = {spec.name: node.get_parameter(f"{name}.{spec.name}").value for spec in CAMERA_SPECS}
+        problems += [p for p in (validate_value(f"{name}.{k}", v) for k, v in fields.items()) if p]
+        cameras.append(CameraConfig(name=name, **fields))
+    if values["default_camera"] and values["default_camera"] not in (values["cameras"] or []):
+        problems.append(f"default_camera {values['default_camera']!r} is not one of cameras {values['cameras']}")
+    if not values["model"]:
+        problems.append("model is empty: give a LISA checkpoint folder or hub id")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return NodeConfig(values, cameras)
+
+
+def on_set(parameters: list[Parameter]) -> SetParametersResult:
+    """Reject invalid run-time changes with a reason."""
+    for parameter in parameters:
+        reason = validate_value(parameter.name, parameter.value)
+        if reason:
+            return SetParametersResult(successful=False, reason=reason)
+    return SetParametersResult(successful=True)

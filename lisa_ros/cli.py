@@ -2,6 +2,7 @@
 
     lisa-ros segment --model M --image PATH --prompt TEXT --out DIR   (one question, files out)
     lisa-ros chat    --model M [--image PATH] [--out DIR]             (interactive, multi-turn)
+    lisa-ros ask "COMMAND" [--camera NAME] [--image PATH] [--out DIR] (client of a running node)
     lisa-ros info                                                      (versions and locations)
 
 Errors (missing file, unreadable image, bad model folder, bad option) print one line on stderr and
@@ -202,6 +203,89 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ask(args: argparse.Namespace) -> int:
+    """Call a running node's ReasonSegment service (or action) and print/save the result."""
+    import cv2
+    import numpy as np
+    import rclpy
+    from rclpy.action import ActionClient
+
+    from lisa_ros.action import ReasonSegment as ReasonSegmentAction
+    from lisa_ros.ros.conversions import ImageConversionError, image_to_numpy, numpy_to_image
+    from lisa_ros.srv import ReasonSegment
+
+    if not args.command_text.strip():
+        raise CliError("the command is empty")
+    fields = dict(command=args.command_text, camera=args.camera or "", explain=args.explain,
+                  session_id=args.session or "")
+    if args.image:
+        fields["image"] = numpy_to_image(read_rgb(args.image), "rgb8")
+        fields["image"].header.frame_id = args.frame_id
+    name = args.service.rstrip("/")
+    rclpy.init(args=None)
+    node = rclpy.create_node("lisa_ros_ask")
+    try:
+        if args.action:
+            client = ActionClient(node, ReasonSegmentAction, name)
+            if not client.wait_for_server(timeout_sec=args.wait):
+                raise CliError(f"no ReasonSegment action server at {name} (is lisa_ros_node running, same ROS_DOMAIN_ID?)")
+
+            def show(message):
+                f = message.feedback
+                extra = f" mask #{f.mask_index} ({f.score:.2f})" if f.mask_index >= 0 else ""
+                print(f"[{f.elapsed:6.2f} s] {f.stage}{extra} {f.partial_answer}", file=sys.stderr, flush=True)
+
+            goal_future = client.send_goal_async(ReasonSegmentAction.Goal(**fields), feedback_callback=show)
+            rclpy.spin_until_future_complete(node, goal_future, timeout_sec=args.timeout)
+            handle = goal_future.result()
+            if handle is None or not handle.accepted:
+                raise CliError("the goal was not accepted")
+            result_future = handle.get_result_async()
+            rclpy.spin_until_future_complete(node, result_future, timeout_sec=args.timeout)
+            if result_future.result() is None:
+                raise CliError(f"no result within {args.timeout:g} s")
+            response = result_future.result().result
+        else:
+            client = node.create_client(ReasonSegment, name)
+            if not client.wait_for_service(timeout_sec=args.wait):
+                raise CliError(f"no ReasonSegment service at {name} (is lisa_ros_node running, same ROS_DOMAIN_ID?)")
+            future = client.call_async(ReasonSegment.Request(**fields))
+            rclpy.spin_until_future_complete(node, future, timeout_sec=args.timeout)
+            if future.result() is None:
+                raise CliError(f"no answer within {args.timeout:g} s")
+            response = future.result()
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+    result = response.result
+    summary = {
+        "success": response.success, "error_code": response.error_code, "message": response.message,
+        "answer": result.answer, "explanation": result.explanation, "session_id": result.session_id,
+        "frame_id": result.header.frame_id, "stamp": result.header.stamp.sec + result.header.stamp.nanosec * 1e-9,
+        "scores": [round(float(v), 4) for v in result.scores],
+        "boxes": [[b.x_offset, b.y_offset, b.width, b.height] for b in result.boxes],
+        "centroids": [[_json_number(c.x), _json_number(c.y), _json_number(c.z)] for c in result.centroids],
+        "timings": {name: round(getattr(result.timings, name), 4) for name in
+                    ("total", "queue_wait", "preprocess", "image_encoding", "generation", "mask_decoding", "postprocess")},
+    }
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        names = []
+        for index, mask in enumerate(result.masks):
+            try:
+                pixels = image_to_numpy(mask)
+            except ImageConversionError as exc:
+                raise CliError(f"mask {index} in the answer is malformed: {exc}") from exc
+            names.append(f"mask_{index}.png")
+            cv2.imwrite(str(out / names[-1]), np.asarray(pixels, np.uint8))
+        summary["masks"] = names
+        (out / "result.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary))
+    return 0 if response.success else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lisa-ros", description="Reasoning segmentation (LISA) tools.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -224,6 +308,20 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--explain", action="store_true")
     chat.add_argument("--out", default="lisa_chat_out", help="where each turn's masks and overlay go")
     chat.set_defaults(func=_cmd_chat)
+
+    ask = sub.add_parser("ask", help="ask a running lisa_ros node (no ros2 CLI needed); exit 1 when refused")
+    ask.add_argument("command_text", metavar="COMMAND", help='e.g. "what should I use to reach the shelf?"')
+    ask.add_argument("--camera", help="configured camera name (default: the node's default camera)")
+    ask.add_argument("--image", help="send this image file instead of using the camera's latest frame")
+    ask.add_argument("--frame-id", default="camera_color_optical_frame", help="frame_id for --image")
+    ask.add_argument("--explain", action="store_true")
+    ask.add_argument("--session", help="continue this conversation (session_id of an earlier answer)")
+    ask.add_argument("--action", action="store_true", help="use the action: progress and early masks on stderr")
+    ask.add_argument("--service", default="/lisa_ros/reason_segment", help="service/action name")
+    ask.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the node")
+    ask.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the answer")
+    ask.add_argument("--out", help="folder for result.json and mask_<i>.png")
+    ask.set_defaults(func=_cmd_ask)
     return parser
 
 

@@ -144,7 +144,7 @@ def test_console_script_runs():
 def _source_tree_copy(destination: Path) -> None:
     """The files git tracks (what a user clones), or the tree minus build products."""
     try:
-        files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+        files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True).stdout
         names = [n for n in files.decode().split("\0") if n]
     except (OSError, subprocess.CalledProcessError):
         names = []

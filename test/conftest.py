@@ -173,9 +173,7 @@ class ChildProcess:
         self._reader.join(5)
 
 
-@pytest.fixture
-def spawn():
-    """spawn(domain, script, *args) starts a support script and waits for its "ready" line."""
+def _spawner():
     children: list[ChildProcess] = []
 
     def _spawn(domain: RosDomain, script: str, *args: str, **kwargs) -> ChildProcess:
@@ -186,3 +184,21 @@ def spawn():
     yield _spawn
     for child in children:
         child.stop()
+
+
+@pytest.fixture
+def spawn():
+    """spawn(domain, script, *args) starts a support script and waits for its "ready" line."""
+    yield from _spawner()
+
+@pytest.fixture(scope="module")
+def module_ros_domain():
+    """A private ROS domain shared by the tests of one module (e.g. one node process for all)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield from _domain(monkeypatch, _localhost_profile())
+
+
+@pytest.fixture(scope="module")
+def module_spawn():
+    """Like `spawn`, for processes that live as long as a test module."""
+    yield from _spawner()

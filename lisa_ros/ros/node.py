@@ -328,9 +328,17 @@ class LisaNode(LifecycleNode):
         self._finish(job, Codes.MODEL_ERROR, message)
 
     # ------------------------------------------------------------------ one request
+    def _live(self, name: str):
+        """A parameter that may change at run time: read per request, not at configure."""
+        return self.get_parameter(name).value
+
     def _process(self, job: Job) -> None:
-        config = self.config
         request = job.request
+        options = self.engine.options
+        options.max_new_tokens = self._live("max_new_tokens")
+        options.stop_after_seg = self._live("stop_after_seg")
+        options.segment_suffix = self._live("segment_suffix")
+        options.explain_suffix = self._live("explain_suffix")
         started = time.monotonic()
         timings = {"queue_wait": started - job.received_at}
         job.result.command = request.command
@@ -340,9 +348,10 @@ class LisaNode(LifecycleNode):
         command = request.command.strip()
         if not command:
             raise RequestError(Codes.INVALID_COMMAND, "command is empty")
-        if len(command) > config.max_command_length:
+        max_length = self._live("max_command_length")
+        if len(command) > max_length:
             raise RequestError(Codes.INVALID_COMMAND, f"command has {len(command)} characters; the limit "
-                               f"(max_command_length) is {config.max_command_length}")
+                               f"(max_command_length) is {max_length}")
 
         self._feedback(job, Stage.STAGE_PREPROCESSING)
         source = self._source(request)
@@ -356,7 +365,7 @@ class LisaNode(LifecycleNode):
             history = self._sessions.get(session_id)
             if history is None:
                 raise RequestError(Codes.UNKNOWN_SESSION, f"session {session_id!r} is unknown or expired "
-                                   f"(sessions expire after {config.session_timeout:g} s); send an empty "
+                                   f"(sessions expire after {self.config.session_timeout:g} s); send an empty "
                                    "session_id to start a new one")
         else:
             session_id = self._sessions.new_id()
@@ -429,9 +438,10 @@ class LisaNode(LifecycleNode):
             raise RequestError(Codes.NO_FRAME, f"no frame received yet from camera {name!r}; check the topic "
                                f"and QoS (the node subscribes with sensor-data QoS, best effort)")
         age = time.monotonic() - frame.received_at
-        if self.config.max_frame_age > 0 and age > self.config.max_frame_age:
+        max_age = self._live("max_frame_age")
+        if max_age > 0 and age > max_age:
             raise RequestError(Codes.STALE_FRAME, f"latest frame of camera {name!r} is {age:.2f} s old "
-                               f"(max_frame_age {self.config.max_frame_age:g} s)")
+                               f"(max_frame_age {max_age:g} s)")
         stamp = frame.color.header.stamp
         return {"header": frame.color.header, "color": frame.color, "depth": frame.depth,
                 "camera_info": frame.camera_info,
@@ -440,7 +450,7 @@ class LisaNode(LifecycleNode):
     def _decode_source(self, source: dict):
         from lisa_ros.geometry import Intrinsics
 
-        limit = self.config.max_image_pixels
+        limit = self._live("max_image_pixels")
         try:
             color = source["color"]
             rgb = compressed_to_rgb8(color, limit) if isinstance(color, CompressedImage) else image_to_rgb8(color, limit)
@@ -511,7 +521,7 @@ class LisaNode(LifecycleNode):
             model_info["queue"] = f"{self._queue.qsize()}/{self._queue.maxsize}"
             cameras = [{"name": name, "age_s": c.age_s(), "rate_hz": c.color_rate.rate_hz(now),
                         "depth_rate_hz": c.depth_rate.rate_hz(now), "frames": c.frames_received,
-                        "max_age_s": self.config.max_frame_age if self.config else 0.0}
+                        "max_age_s": self._live("max_frame_age")}
                        for name, c in self.cameras.items()]
             self._diagnostics_pub.publish(diagnostics.build(
                 self.get_name(), self.get_clock().now().to_msg(), self.state_name, model_info, self.stats,
@@ -520,9 +530,9 @@ class LisaNode(LifecycleNode):
             self.get_logger().warning(f"diagnostics failed: {exc}", throttle_duration_sec=30.0)
 
 
-def main(args: list[str] | None = None) -> int:
+def main(args: list[str] | None = None, node_class: type[LisaNode] = LisaNode) -> int:
     rclpy.init(args=args if args is not None else sys.argv)
-    node = LisaNode()
+    node = node_class()
     threads = max(4, node.get_parameter("queue_depth").value + 4)
     executor = MultiThreadedExecutor(num_threads=threads)
     executor.add_node(node)

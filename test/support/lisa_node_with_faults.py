@@ -1,0 +1,36 @@
+"""The real lisa_ros node with fault injection for failures that cannot happen on demand here
+(not part of the package). A command containing SIMULATE_OOM makes the model raise
+torch.cuda.OutOfMemoryError (no GPU here); SIMULATE_FAILURE raises a RuntimeError. Everything
+else is the unmodified node. Prints "ready" once the node object exists."""
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from lisa_ros.ros import node as node_module
+
+
+class NodeWithFaults(node_module.LisaNode):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        print("ready", flush=True)
+
+    def on_configure(self, state):
+        outcome = super().on_configure(state)
+        if self.engine is not None:
+            real_answer = self.engine.answer
+
+            def answer(frame, command, **kwargs):
+                if "SIMULATE_OOM" in command:
+                    raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+                if "SIMULATE_FAILURE" in command:
+                    raise RuntimeError("simulated model failure")
+                return real_answer(frame, command, **kwargs)
+
+            self.engine.answer = answer
+        return outcome
+
+
+if __name__ == "__main__":
+    sys.exit(node_module.main(sys.argv, node_class=NodeWithFaults))

@@ -1,0 +1,416 @@
+"""The lisa_ros node across real processes over DDS.
+
+Processes: the node (test/support/lisa_node_with_faults.py: the real node, plus fault injection
+for failures that cannot happen on demand here), a camera publisher (test/support/camera_publisher.py)
+and this test process as the client. The model is a released-layout checkpoint written by the
+tests whose random weights say [SEG] often (lisa_ros.model.tiny, emit_seg=True).
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from action_msgs.msg import GoalStatus
+from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import State, Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.msg import ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.action import ActionClient
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import String
+from visualization_msgs.msg import MarkerArray
+
+from lisa_ros.action import ReasonSegment as ReasonSegmentAction
+from lisa_ros.model.tiny import write_tiny_lisa_checkpoint
+from lisa_ros.msg import SegmentationResult
+from lisa_ros.ros.conversions import image_to_numpy, numpy_to_image
+from lisa_ros.srv import ReasonSegment
+
+pytestmark = pytest.mark.ros
+Codes = ReasonSegment.Response
+K = [525.0, 0.0, 319.5, 0.0, 520.0, 239.5, 0.0, 0.0, 1.0]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return write_tiny_lisa_checkpoint(tmp_path_factory.mktemp("node") / "lisa", emit_seg=True)
+
+
+def node_arguments(checkpoint, **overrides):
+    params = {
+        "model": str(checkpoint),
+        "cameras": "['front','wrist','still','idle']",
+        "front.image_topic": "/front/color/image_raw",
+        "front.depth_topic": "/front/depth/image_raw",
+        "front.camera_info_topic": "/front/color/camera_info",
+        "wrist.image_topic": "/wrist/color/image_raw/compressed",
+        "wrist.compressed": "true",
+        "still.image_topic": "/still/color/image_raw",
+        "idle.image_topic": "/idle/color/image_raw",
+        "queue_depth": "1",
+        "max_frame_age": "1.0",
+        "max_new_tokens": "16",
+        "max_command_length": "200",
+    }
+    params.update(overrides)
+    args = ["--ros-args"]
+    for key, value in params.items():
+        args += ["-p", f"{key}:={value}"]
+    return args
+
+
+class Client:
+    """This process's side: service/action/lifecycle/parameter clients and output recorders."""
+
+    def __init__(self, ctx, node_name="/lisa_ros"):
+        self.node = rclpy.create_node("test_node_client", context=ctx)
+        self.executor = MultiThreadedExecutor(num_threads=4, context=ctx)
+        self.executor.add_node(self.node)
+        self.service = self.node.create_client(ReasonSegment, f"{node_name}/reason_segment")
+        self.action = ActionClient(self.node, ReasonSegmentAction, f"{node_name}/reason_segment")
+        self.get_state = self.node.create_client(GetState, f"{node_name}/get_state")
+        self.change_state = self.node.create_client(ChangeState, f"{node_name}/change_state")
+        self.set_parameters = self.node.create_client(SetParameters, f"{node_name}/set_parameters")
+        self.received: dict[str, list] = {k: [] for k in ("result", "mask", "explanation", "debug_image", "markers", "diagnostics")}
+        record = lambda key: (lambda msg: self.received[key].append(msg))  # noqa: E731
+        self.node.create_subscription(SegmentationResult, f"{node_name}/result", record("result"), 10)
+        self.node.create_subscription(Image, f"{node_name}/mask", record("mask"), 10)
+        self.node.create_subscription(String, f"{node_name}/explanation", record("explanation"), 10)
+        self.node.create_subscription(Image, f"{node_name}/debug_image", record("debug_image"), qos_profile_sensor_data)
+        self.node.create_subscription(MarkerArray, f"{node_name}/markers", record("markers"), 10)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", record("diagnostics"), 10)
+        self._spinner = threading.Thread(target=self.executor.spin, daemon=True)
+        self._spinner.start()
+
+    def wait(self, future, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert future.done(), "no answer in time"
+        return future.result()
+
+    def ask(self, timeout=60.0, **fields):
+        assert self.service.wait_for_service(timeout_sec=30.0)
+        return self.wait(self.service.call_async(ReasonSegment.Request(**fields)), timeout)
+
+    def state(self) -> int:
+        assert self.get_state.wait_for_service(timeout_sec=30.0)
+        return self.wait(self.get_state.call_async(GetState.Request())).current_state.id
+
+    def wait_for_state(self, state_id: int, timeout=60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.state() == state_id:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"node never reached state {state_id} (now {self.state()})")
+
+    def transition(self, transition_id: int) -> bool:
+        assert self.change_state.wait_for_service(timeout_sec=30.0)
+        request = ChangeState.Request()
+        request.transition.id = transition_id
+        return self.wait(self.change_state.call_async(request), 120).success
+
+    def set_parameter(self, name: str, value) -> tuple[bool, str]:
+        assert self.set_parameters.wait_for_service(timeout_sec=30.0)
+        if isinstance(value, bool):
+            pv = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
+        elif isinstance(value, int):
+            pv = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
+        elif isinstance(value, float):
+            pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+        else:
+            pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+        response = self.wait(self.set_parameters.call_async(SetParameters.Request(
+            parameters=[ParameterMsg(name=name, value=pv)])))
+        return response.results[0].successful, response.results[0].reason
+
+    def wait_for(self, predicate, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def close(self):
+        self.action.destroy()
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+@pytest.fixture(scope="module")
+def running(module_ros_domain, module_spawn, checkpoint):
+    """A node serving four cameras, and a camera publisher; autostarted and active."""
+    module_spawn(module_ros_domain, "camera_publisher.py", "front:rgbd", "wrist:jpeg", "still:mono:once")
+    module_spawn(module_ros_domain, "lisa_node_with_faults.py", *node_arguments(checkpoint), ready_timeout=90)
+    client = Client(module_ros_domain.context())
+    client.wait_for_state(State.PRIMARY_STATE_ACTIVE)
+    assert client.wait_for(lambda: client.ask(command="ping", camera="front").error_code != Codes.NO_FRAME, 30)
+    yield client
+    client.close()
+
+
+def explicit_image(width=160, height=120, encoding="rgb8", stamp=(1763800000, 123456789), frame="explicit_optical"):
+    pixels = np.random.default_rng(3).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    msg = numpy_to_image(pixels, encoding)
+    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
+    msg.header.frame_id = frame
+    return msg
+
+
+# ------------------------------------------------------------------------------------ serving
+
+
+def test_latest_frame_request_carries_the_camera_header_and_source_size_masks(running):
+    response = running.ask(command="where is the cup?", camera="front")
+    assert response.success, response.message
+    result = response.result
+    assert result.header.frame_id == "front_color_optical_frame"
+    assert result.header.stamp.sec > 0
+    assert len(result.masks) == len(result.scores) == len(result.boxes) == len(result.centroids) >= 1
+    assert result.answer.count("[SEG]") == len(result.masks)
+    for mask in result.masks:
+        assert (mask.encoding, mask.width, mask.height) == ("mono8", 640, 480)
+        assert mask.header == result.header
+        assert set(np.unique(image_to_numpy(mask))) <= {0, 255}
+    assert result.session_id and result.timings.total > 0 and result.timings.generation > 0
+
+
+def test_explicit_image_request_keeps_its_header(running):
+    response = running.ask(command="where is the cup?", image=explicit_image())
+    assert response.success, response.message
+    assert response.result.header.frame_id == "explicit_optical"
+    assert (response.result.header.stamp.sec, response.result.header.stamp.nanosec) == (1763800000, 123456789)
+    assert (response.result.masks[0].width, response.result.masks[0].height) == (160, 120)
+    assert all(math.isnan(c.z) for c in response.result.centroids)  # no depth given
+
+
+def test_two_cameras_one_model(running):
+    front = running.ask(command="find the handle", camera="front")
+    wrist = running.ask(command="find the handle", camera="wrist")  # jpeg CompressedImage input
+    assert front.success and wrist.success, (front.message, wrist.message)
+    assert wrist.result.header.frame_id == "wrist_color_optical_frame"
+    assert (wrist.result.masks[0].width, wrist.result.masks[0].height) == (320, 240)
+
+
+def test_centroid_matches_the_synthetic_depth_geometry(running):
+    # The publisher's registered depth is a plane at 2.0 m with a NaN hole at rows 200-259,
+    # columns 300-359; intrinsics fx 525, fy 520, cx 319.5, cy 239.5.
+    response = running.ask(command="where is the cup?", camera="front")
+    assert response.success, response.message
+    checked = 0
+    for mask_msg, centroid in zip(response.result.masks, response.result.centroids):
+        mask = image_to_numpy(mask_msg) > 0
+        mask[200:260, 300:360] = False  # no depth there
+        rows, cols = np.nonzero(mask)
+        if rows.size < 10:
+            assert math.isnan(centroid.z)
+            continue
+        assert centroid.z == pytest.approx(2.0, abs=1e-6)
+        assert centroid.x == pytest.approx((np.median(cols) - 319.5) * 2.0 / 525.0, abs=1e-4)
+        assert centroid.y == pytest.approx((np.median(rows) - 239.5) * 2.0 / 520.0, abs=1e-4)
+        checked += 1
+    assert checked >= 1
+
+
+def test_explicit_depth_and_camera_info_give_3d(running):
+    image = explicit_image(640, 480)
+    depth = numpy_to_image(np.full((480, 640), 1.5, np.float32), "32FC1")
+    info = CameraInfo(width=640, height=480, k=K)
+    response = running.ask(command="where is the cup?", image=image, depth=depth, camera_info=info)
+    assert response.success, response.message
+    assert any(c.z == pytest.approx(1.5) for c in response.result.centroids)
+
+
+def test_outputs_are_published_with_the_source_header(running):
+    before = {k: len(v) for k, v in running.received.items()}
+    response = running.ask(command="where is the cup?", camera="front")
+    assert response.success
+    stamp = response.result.header.stamp
+    assert running.wait_for(lambda: all(len(running.received[k]) > before[k] for k in
+                                        ("result", "mask", "explanation", "markers")))
+    assert running.received["result"][-1].header.stamp == stamp
+    mask = running.received["mask"][-1]
+    assert mask.header.stamp == stamp and mask.encoding == "mono8"
+    markers = running.received["markers"][-1].markers
+    assert markers[0].action == markers[0].DELETEALL
+    assert all(m.header.stamp == stamp and m.header.frame_id == "front_color_optical_frame" for m in markers)
+    assert running.wait_for(lambda: len(running.received["debug_image"]) > before["debug_image"])
+    assert running.received["debug_image"][-1].header.frame_id == "front_color_optical_frame"
+
+
+def test_sessions_continue_or_are_refused(running):
+    first = running.ask(command="where is the cup?", image=explicit_image())
+    second = running.ask(command="and the plate?", image=explicit_image(), session_id=first.result.session_id)
+    assert second.success and second.result.session_id == first.result.session_id
+    unknown = running.ask(command="and the plate?", image=explicit_image(), session_id="no-such-session")
+    assert not unknown.success and unknown.error_code == Codes.UNKNOWN_SESSION
+
+
+# ------------------------------------------------------------------------------------ bad input
+
+
+def _bad_images():
+    truncated = explicit_image()
+    truncated.data = bytes(truncated.data)[:-7]
+    unsupported = explicit_image()
+    unsupported.encoding = "nv21"
+    zero = Image(height=0, width=5, encoding="rgb8", step=15)
+    return {"truncated": truncated, "unsupported": unsupported, "zero-sized": zero}
+
+
+@pytest.mark.parametrize("case", ["empty", "too long", "truncated", "unsupported", "zero-sized",
+                                  "no frame", "stale", "unknown camera", "depth size", "OOM", "failure"])
+def test_bad_input_gets_a_reason_and_the_node_keeps_serving(running, case):
+    fields = {"command": "where is the cup?", "image": explicit_image()}
+    expected = {"empty": Codes.INVALID_COMMAND, "too long": Codes.INVALID_COMMAND, "truncated": Codes.INVALID_IMAGE,
+                "unsupported": Codes.INVALID_IMAGE, "zero-sized": Codes.INVALID_IMAGE, "no frame": Codes.NO_FRAME,
+                "stale": Codes.STALE_FRAME, "unknown camera": Codes.UNKNOWN_CAMERA, "depth size": Codes.INVALID_IMAGE,
+                "OOM": Codes.MODEL_ERROR, "failure": Codes.MODEL_ERROR}[case]
+    if case == "empty":
+        fields["command"] = "   "
+    elif case == "too long":
+        fields["command"] = "x" * 201
+    elif case in _bad_images():
+        fields["image"] = _bad_images()[case]
+    elif case in ("no frame", "stale", "unknown camera"):
+        del fields["image"]
+        fields["camera"] = {"no frame": "idle", "stale": "still", "unknown camera": "nope"}[case]
+        if case == "stale":
+            # "still" sent 5 frames when the node subscribed, then stopped; max_frame_age is 1 s.
+            assert running.wait_for(lambda: running.ask(command="x", camera="still").error_code != Codes.NO_FRAME, 10)
+            time.sleep(1.2)
+    elif case == "depth size":
+        fields["depth"] = numpy_to_image(np.ones((60, 80), np.float32), "32FC1")
+    elif case == "OOM":
+        fields["command"] = "SIMULATE_OOM where is the cup?"
+    elif case == "failure":
+        fields["command"] = "SIMULATE_FAILURE where is the cup?"
+    response = running.ask(**fields)
+    assert not response.success and response.error_code == expected, response.message
+    assert response.message
+    if case == "OOM":
+        assert "out of GPU memory" in response.message
+    # ...and the next good request is served.
+    assert running.ask(command="where is the cup?", image=explicit_image()).success
+
+
+def test_nan_only_depth_still_segments_with_nan_centroids(running):
+    image = explicit_image(640, 480)
+    depth = numpy_to_image(np.full((480, 640), np.nan, np.float32), "32FC1")
+    response = running.ask(command="where is the cup?", image=image, depth=depth,
+                           camera_info=CameraInfo(width=640, height=480, k=K))
+    assert response.success and "no valid values" in response.message
+    assert all(math.isnan(c.x) and math.isnan(c.z) for c in response.result.centroids)
+
+
+def test_busy_requests_are_refused_at_once(running):
+    assert running.set_parameter("max_new_tokens", 300)[0]
+    try:
+        futures = [running.service.call_async(ReasonSegment.Request(command="where?", image=explicit_image(), explain=True))
+                   for _ in range(4)]
+        responses = [running.wait(f, 120) for f in futures]
+    finally:
+        assert running.set_parameter("max_new_tokens", 16)[0]
+    codes = [r.error_code for r in responses]
+    assert codes.count(Codes.BUSY) >= 1 and codes.count(Codes.OK) >= 1, codes
+    busy = [r for r in responses if r.error_code == Codes.BUSY][0]
+    assert "busy" in busy.message
+
+
+def test_action_streams_feedback_and_masks_and_can_be_cancelled(running):
+    assert running.action.wait_for_server(timeout_sec=30)
+    feedback = []
+    goal = ReasonSegmentAction.Goal(command="where is the cup?", camera="front")
+    handle = running.wait(running.action.send_goal_async(goal, feedback_callback=lambda f: feedback.append(f.feedback)))
+    outcome = running.wait(handle.get_result_async())
+    assert outcome.status == GoalStatus.STATUS_SUCCEEDED and outcome.result.success
+    running.wait_for(lambda: any(f.mask_index == 0 for f in feedback), 10)
+    stages = [f.stage for f in feedback]
+    assert "generating" in stages and "decoding_mask" in stages
+    first_mask = next(f for f in feedback if f.mask_index == 0)
+    assert first_mask.mask.width == 640 and first_mask.mask.header.frame_id == "front_color_optical_frame"
+    assert first_mask.centroid.z == pytest.approx(2.0) or math.isnan(first_mask.centroid.z)
+
+    assert running.set_parameter("max_new_tokens", 2000)[0]
+    try:
+        feedback.clear()
+        goal = ReasonSegmentAction.Goal(command="where is the cup?", image=explicit_image(), explain=True)
+        handle = running.wait(running.action.send_goal_async(goal, feedback_callback=lambda f: feedback.append(f.feedback)))
+        assert running.wait_for(lambda: any(f.partial_answer for f in feedback), 30)
+        running.wait(handle.cancel_goal_async())
+        outcome = running.wait(handle.get_result_async(), 60)
+    finally:
+        assert running.set_parameter("max_new_tokens", 16)[0]
+    assert outcome.status == GoalStatus.STATUS_CANCELED
+    assert outcome.result.error_code == ReasonSegmentAction.Result.CANCELLED
+    assert running.ask(command="where is the cup?", image=explicit_image()).success
+
+
+def test_parameters_are_validated(running):
+    assert running.set_parameter("max_new_tokens", 0)[0] is False       # out of range
+    assert running.set_parameter("quantization", "4bit")[0] is False    # read-only: needs a reload
+    assert running.set_parameter("segment_suffix", "Please segment it.")[0] is True
+    assert running.set_parameter("segment_suffix", "Please output segmentation mask.")[0] is True
+
+
+def test_diagnostics_report_model_requests_and_cameras(running):
+    running.ask(command="where is the cup?", camera="front")
+    count = len(running.received["diagnostics"])
+    assert running.wait_for(lambda: len(running.received["diagnostics"]) > count + 1, 10)
+    statuses = {s.name: s for s in running.received["diagnostics"][-1].status}
+    model = statuses["lisa_ros: model"]
+    values = {kv.key: kv.value for kv in model.values}
+    assert values["state"] == "active" and values["device"] == "cpu"
+    assert int(values["requests_served"]) >= 1 and float(values["mean_total_s"]) > 0
+    front = {kv.key: kv.value for kv in statuses["lisa_ros: camera front"].values}
+    assert float(front["rate_hz"]) > 5
+    assert statuses["lisa_ros: camera idle"].message == "no frame received yet"
+
+
+# ------------------------------------------------------------------------------------ lifecycle
+
+
+def test_lifecycle_transitions_and_requests_in_each_state(ros_domain, spawn, checkpoint):
+    spawn(ros_domain, "lisa_node_with_faults.py", *node_arguments(checkpoint, autostart="false"), ready_timeout=90)
+    client = Client(ros_domain.context())
+    try:
+        assert client.state() == State.PRIMARY_STATE_UNCONFIGURED
+        refused = client.ask(command="where?", image=explicit_image())
+        assert refused.error_code == Codes.NOT_READY and "unconfigured" in refused.message
+        assert client.transition(Transition.TRANSITION_CONFIGURE)
+        assert client.ask(command="where?", image=explicit_image()).error_code == Codes.NOT_READY
+        assert client.transition(Transition.TRANSITION_ACTIVATE)
+        assert client.ask(command="where?", image=explicit_image()).success
+        assert client.transition(Transition.TRANSITION_DEACTIVATE)
+        assert client.ask(command="where?", image=explicit_image()).error_code == Codes.NOT_READY
+        assert client.transition(Transition.TRANSITION_CLEANUP)
+        assert client.state() == State.PRIMARY_STATE_UNCONFIGURED
+        assert client.transition(Transition.TRANSITION_CONFIGURE)
+        assert client.transition(Transition.TRANSITION_ACTIVATE)
+        assert client.ask(command="where?", image=explicit_image()).success
+    finally:
+        client.close()
+
+
+def test_a_failed_load_leaves_the_node_alive_and_says_why(ros_domain, spawn, tmp_path):
+    spawn(ros_domain, "lisa_node_with_faults.py", "--ros-args", "-p", f"model:={tmp_path / 'missing-model'}",
+          ready_timeout=90)
+    client = Client(ros_domain.context())
+    try:
+        assert client.wait_for(lambda: client.ask(command="where?", image=explicit_image()).message.count("missing-model"), 30)
+        response = client.ask(command="where?", image=explicit_image())
+        assert response.error_code == Codes.NOT_READY and "does not exist" in response.message
+        assert client.state() == State.PRIMARY_STATE_UNCONFIGURED
+        assert client.wait_for(lambda: any(s.level == s.ERROR for d in client.received["diagnostics"] for s in d.status), 10)
+    finally:
+        client.close()

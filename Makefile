@@ -40,12 +40,15 @@ test: $(PKG_STAMP)
 test-fast: $(PKG_STAMP)
 	$(BIN)/python -P -m pytest test -m "not slow" $(PYTEST_ARGS)
 
-# The main job. Until the node lands (issue 4) this is the foundation's end-to-end check: 1080p
-# camera frames between two processes over the sensor-data QoS, without and with our DDS profile.
+# The main job: the node end to end (synthetic RGB-D camera -> node -> client), on a small
+# test-made model until the embedded default model lands.
 demo: $(PKG_STAMP)
-	$(BIN)/python bench/transport.py --frames 90 --cases default:best_effort localhost:best_effort robot:best_effort localhost:reliable
+	$(BIN)/python examples/demo.py
 
-bench: demo
+bench: $(PKG_STAMP)
+	$(BIN)/python bench/transport.py --frames 90
+	$(BIN)/python bench/model.py
+	$(BIN)/python bench/node.py
 
 clean:
 	rm -rf $(VENV) build install log .pytest_cache .hypothesis

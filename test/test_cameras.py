@@ -71,3 +71,15 @@ def test_age_and_rate():
     assert abs(camera.color_rate.rate_hz(clock.now) - 30.0) < 1e-6
     assert camera.color_rate.rate_hz(clock.now + 10) == 0.0  # stale stream
     assert RateMeter().rate_hz(0.0) == 0.0
+
+
+def test_callback_latency_is_measured_against_the_stamp():
+    wall = {"now": 1000.25}
+    camera = CameraInput("front", wall_clock=lambda: wall["now"])
+    assert camera.callback_latency.summary_ms() == {"mean": 0.0, "p99": 0.0, "max": 0.0}
+    for delay_ms in (10, 20, 30):
+        frame = image(1000, 0)
+        wall["now"] = 1000.0 + delay_ms / 1000
+        camera.on_color(frame)
+    summary = camera.callback_latency.summary_ms()
+    assert abs(summary["mean"] - 20.0) < 1e-6 and abs(summary["max"] - 30.0) < 1e-6

@@ -47,12 +47,32 @@ class RateMeter:
         return (len(self._times) - 1) / span if span > 0 else 0.0
 
 
+class LatencyMeter:
+    """Delay between a frame's stamp and its callback (wall clock: stamps from a live camera),
+    over the last ``window`` frames: how late image callbacks run, e.g. during inference."""
+
+    def __init__(self, window: int = 300):
+        self._values: deque[float] = deque(maxlen=window)
+
+    def add(self, seconds: float) -> None:
+        self._values.append(seconds)
+
+    def summary_ms(self) -> dict[str, float]:
+        values = sorted(self._values)
+        if not values:
+            return {"mean": 0.0, "p99": 0.0, "max": 0.0}
+        return {"mean": 1e3 * sum(values) / len(values),
+                "p99": 1e3 * values[min(len(values) - 1, int(0.99 * len(values)))], "max": 1e3 * values[-1]}
+
+
 class CameraInput:
     """One named camera: latest colour frame, recent depth frames, latest camera_info."""
 
     def __init__(self, name: str, depth_slop_s: float = 0.02, depth_history: int = 10,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time):
         self.name = name
+        self._wall_clock = wall_clock
+        self.callback_latency = LatencyMeter()
         self.depth_slop_s = depth_slop_s
         self._clock = clock
         self._lock = threading.Lock()
@@ -65,10 +85,12 @@ class CameraInput:
 
     def on_color(self, msg: Any) -> None:
         now = self._clock()
+        latency = self._wall_clock() - stamp_seconds(msg.header)
         with self._lock:
             self._color = (msg, now)
             self.frames_received += 1
             self.color_rate.tick(now)
+            self.callback_latency.add(latency)
 
     def on_depth(self, msg: Any) -> None:
         with self._lock:

@@ -519,10 +519,13 @@ class LisaNode(LifecycleNode):
             if self.load_error:
                 model_info["error"] = self.load_error
             model_info["queue"] = f"{self._queue.qsize()}/{self._queue.maxsize}"
-            cameras = [{"name": name, "age_s": c.age_s(), "rate_hz": c.color_rate.rate_hz(now),
-                        "depth_rate_hz": c.depth_rate.rate_hz(now), "frames": c.frames_received,
-                        "max_age_s": self._live("max_frame_age")}
-                       for name, c in self.cameras.items()]
+            cameras = []
+            for name, camera in self.cameras.items():
+                latency = camera.callback_latency.summary_ms()
+                cameras.append({"name": name, "age_s": camera.age_s(), "rate_hz": camera.color_rate.rate_hz(now),
+                                "depth_rate_hz": camera.depth_rate.rate_hz(now), "frames": camera.frames_received,
+                                "callback_latency_mean_ms": latency["mean"], "callback_latency_p99_ms": latency["p99"],
+                                "callback_latency_max_ms": latency["max"], "max_age_s": self._live("max_frame_age")})
             self._diagnostics_pub.publish(diagnostics.build(
                 self.get_name(), self.get_clock().now().to_msg(), self.state_name, model_info, self.stats,
                 cameras, memory))

@@ -10,7 +10,7 @@ or:   lisa-ros ask "what should I use to reach the shelf?" --action
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.substitutions import FindPackageShare
 
@@ -23,13 +23,17 @@ def generate_launch_description():
                               description="LISA checkpoint folder or hub id"),
         DeclareLaunchArgument("vision_tower", default_value="",
                               description="CLIP tower folder or hub id ('' = from the checkpoint's config.json)"),
-        DeclareLaunchArgument("quantization", default_value="4bit", choices=["none", "4bit", "8bit"],
-                              description="bitsandbytes quantization of the language model (SAM stays 16-bit)"),
+        DeclareLaunchArgument("quantization", default_value="none", choices=["none", "4bit", "8bit"],
+                              description="bitsandbytes quantization of the language model (SAM stays 16-bit); "
+                                          "4bit runs LISA-7B in about 5 GB of GPU memory"),
         DeclareLaunchArgument("precision", default_value="auto", choices=["auto", "fp32", "bf16", "fp16"],
                               description="compute precision (auto: fp16 when quantized on CUDA)"),
         DeclareLaunchArgument("device", default_value="auto", description="auto, cpu, cuda or cuda:N"),
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([CONFIG, "lisa_ros.yaml"]),
-                              description="YAML parameters file; the arguments here override it"),
+                              description="YAML parameters file (cameras, limits, ...); the model, precision, "
+                                          "device, topic and debug arguments of this launch file override it"),
+        DeclareLaunchArgument("autostart", default_value="true", choices=["true", "false"],
+                              description="configure and activate at start; false = wait for a lifecycle manager"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
         DeclareLaunchArgument("image_topic", default_value="/camera/color/image_raw",
                               description="colour image topic of the default camera"),
@@ -41,8 +45,11 @@ def generate_launch_description():
                               description="publish ~/debug_image and ~/markers"),
         DeclareLaunchArgument("rviz", default_value="false", choices=["true", "false"],
                               description="start rviz2 with config/lisa_ros.rviz"),
-        DeclareLaunchArgument("dds_profile", default_value=PathJoinSubstitution([CONFIG, "fastdds.xml"]),
-                              description="Fast DDS profile (large shared-memory segment for camera images)"),
+        DeclareLaunchArgument("dds_profile",
+                              default_value=EnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE",
+                                                                default_value=PathJoinSubstitution([CONFIG, "fastdds.xml"])),
+                              description="Fast DDS profile: yours if FASTDDS_DEFAULT_PROFILES_FILE is set, else "
+                                          "config/fastdds.xml (large shared-memory segment for camera images)"),
     ]
     node = LifecycleNode(
         package="lisa_ros",
@@ -63,6 +70,7 @@ def generate_launch_description():
                 "camera.camera_info_topic": LaunchConfiguration("camera_info_topic"),
                 "publish_debug_image": LaunchConfiguration("debug"),
                 "publish_markers": LaunchConfiguration("debug"),
+                "autostart": LaunchConfiguration("autostart"),
             },
         ],
     )

@@ -243,7 +243,9 @@ def _cmd_ask(args: argparse.Namespace) -> int:
             result_future = handle.get_result_async()
             rclpy.spin_until_future_complete(node, result_future, timeout_sec=args.timeout)
             if result_future.result() is None:
-                raise CliError(f"no result within {args.timeout:g} s")
+                # Free the node's model for others instead of leaving the goal running.
+                rclpy.spin_until_future_complete(node, handle.cancel_goal_async(), timeout_sec=10)
+                raise CliError(f"no result within {args.timeout:g} s (goal cancelled)")
             response = result_future.result().result
         else:
             client = node.create_client(ReasonSegment, name)

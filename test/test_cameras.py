@@ -83,3 +83,23 @@ def test_callback_latency_is_measured_against_the_stamp():
         camera.on_color(frame)
     summary = camera.callback_latency.summary_ms()
     assert abs(summary["mean"] - 20.0) < 1e-6 and abs(summary["max"] - 30.0) < 1e-6
+
+
+def test_repeated_stamps_still_give_distinct_frames():
+    camera = CameraInput("front")
+    camera.on_color(image(0))  # a driver that stamps 0
+    first = camera.latest()
+    camera.on_color(image(0))
+    second = camera.latest()
+    assert first.sequence != second.sequence and second.color is not first.color
+
+
+def test_the_newest_colour_frame_with_matching_depth_is_chosen():
+    camera = CameraInput("front", depth_slop_s=0.01)
+    for sec in (1, 2, 3):
+        camera.on_color(image(sec))
+    camera.on_depth(image(2))  # depth of frame 3 has not arrived yet
+    frame = camera.latest()
+    assert frame.color.header.stamp.sec == 2 and frame.depth is not None
+    camera.on_depth(image(3))
+    assert camera.latest().color.header.stamp.sec == 3

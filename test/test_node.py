@@ -358,7 +358,9 @@ def test_action_streams_feedback_and_masks_and_can_be_cancelled(running):
 
 def test_parameters_are_validated(running):
     assert running.set_parameter("max_new_tokens", 0)[0] is False       # out of range
-    assert running.set_parameter("quantization", "4bit")[0] is False    # read-only: needs a reload
+    ok, reason = running.set_parameter("quantization", "4bit")          # needs a reload
+    assert ok is False and "unconfigured" in reason
+    assert running.set_parameter("queue_depth", 3)[0] is False          # read-only
     assert running.set_parameter("segment_suffix", "Please segment it.")[0] is True
     assert running.set_parameter("segment_suffix", "Please output segmentation mask.")[0] is True
 
@@ -395,9 +397,34 @@ def test_lifecycle_transitions_and_requests_in_each_state(ros_domain, spawn, che
         assert client.ask(command="where?", image=explicit_image()).error_code == Codes.NOT_READY
         assert client.transition(Transition.TRANSITION_CLEANUP)
         assert client.state() == State.PRIMARY_STATE_UNCONFIGURED
+        # A reload: model parameters change while unconfigured, then configure loads them.
+        assert client.set_parameter("precision", "bf16")[0]
         assert client.transition(Transition.TRANSITION_CONFIGURE)
         assert client.transition(Transition.TRANSITION_ACTIVATE)
         assert client.ask(command="where?", image=explicit_image()).success
+
+        # Deactivating during a long generation stops it and answers it, without waiting for it.
+        assert client.set_parameter("max_new_tokens", 4000)[0]
+        long_request = client.service.call_async(ReasonSegment.Request(command="where?", image=explicit_image(),
+                                                                       explain=True))
+        time.sleep(1.0)
+        started = time.monotonic()
+        assert client.transition(Transition.TRANSITION_DEACTIVATE)
+        response = client.wait(long_request, 60)
+        assert time.monotonic() - started < 30
+        assert response.error_code == Codes.NOT_READY and "deactivated" in response.message
+    finally:
+        client.close()
+
+
+def test_an_invalid_parameter_at_start_keeps_the_node_alive_and_says_why(ros_domain, spawn, checkpoint):
+    spawn(ros_domain, "lisa_node_with_faults.py", *node_arguments(checkpoint, max_frame_age="2"), ready_timeout=90)
+    client = Client(ros_domain.context())
+    try:
+        assert client.wait_for(lambda: "max_frame_age" in client.ask(command="where?", image=explicit_image()).message, 30)
+        response = client.ask(command="where?", image=explicit_image())
+        assert response.error_code == Codes.NOT_READY and "2.0 not 2" in response.message
+        assert client.state() == State.PRIMARY_STATE_UNCONFIGURED
     finally:
         client.close()
 

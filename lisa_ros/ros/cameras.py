@@ -29,6 +29,7 @@ class CameraFrame:
     camera_info: Any | None
     received_at: float  # monotonic clock of this process
     depth_offset_s: float | None  # depth stamp - colour stamp, None without depth
+    sequence: int = 0  # arrival number of the colour frame (unique even when stamps repeat)
 
 
 class RateMeter:
@@ -68,7 +69,7 @@ class LatencyMeter:
 class CameraInput:
     """One named camera: latest colour frame, recent depth frames, latest camera_info."""
 
-    def __init__(self, name: str, depth_slop_s: float = 0.02, depth_history: int = 10,
+    def __init__(self, name: str, depth_slop_s: float = 0.02, depth_history: int = 10, color_history: int = 3,
                  clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time):
         self.name = name
         self._wall_clock = wall_clock
@@ -76,7 +77,9 @@ class CameraInput:
         self.depth_slop_s = depth_slop_s
         self._clock = clock
         self._lock = threading.Lock()
-        self._color: tuple[Any, float] | None = None
+        # The newest few colour frames: the newest that has a matching depth frame is used, so
+        # depth arriving a little after colour still pairs.
+        self._colors: deque[tuple[Any, float, int]] = deque(maxlen=color_history)
         self._depth: deque[Any] = deque(maxlen=depth_history)
         self._camera_info: Any | None = None
         self.color_rate = RateMeter()
@@ -87,8 +90,8 @@ class CameraInput:
         now = self._clock()
         latency = self._wall_clock() - stamp_seconds(msg.header)
         with self._lock:
-            self._color = (msg, now)
             self.frames_received += 1
+            self._colors.append((msg, now, self.frames_received))
             self.color_rate.tick(now)
             self.callback_latency.add(latency)
 
@@ -101,26 +104,35 @@ class CameraInput:
         with self._lock:
             self._camera_info = msg
 
-    def latest(self) -> CameraFrame | None:
-        """The newest colour frame with the depth frame nearest its stamp (within the slop)."""
-        with self._lock:
-            if self._color is None:
-                return None
-            color, received_at = self._color
-            depths = list(self._depth)
-            info = self._camera_info
+    def _nearest_depth(self, color: Any, depths: list[Any]) -> tuple[Any | None, float | None]:
         target = stamp_seconds(color.header)
         best, best_offset = None, None
         for depth in depths:
             offset = stamp_seconds(depth.header) - target
             if abs(offset) <= self.depth_slop_s and (best is None or abs(offset) < abs(best_offset)):
                 best, best_offset = depth, offset
-        return CameraFrame(self.name, color, best, info, received_at, best_offset)
+        return best, best_offset
+
+    def latest(self) -> CameraFrame | None:
+        """The newest colour frame that has a depth frame within the slop, else the newest colour
+        frame without depth; None before the first frame."""
+        with self._lock:
+            if not self._colors:
+                return None
+            colors = list(self._colors)
+            depths = list(self._depth)
+            info = self._camera_info
+        for color, received_at, sequence in reversed(colors):
+            depth, offset = self._nearest_depth(color, depths)
+            if depth is not None:
+                return CameraFrame(self.name, color, depth, info, received_at, offset, sequence)
+        color, received_at, sequence = colors[-1]
+        return CameraFrame(self.name, color, None, info, received_at, None, sequence)
 
     def age_s(self) -> float | None:
         """Seconds since the latest colour frame arrived (None before the first one)."""
         with self._lock:
-            return None if self._color is None else self._clock() - self._color[1]
+            return None if not self._colors else self._clock() - self._colors[-1][1]
 
     def has_depth_stream(self) -> bool:
         with self._lock:

@@ -26,8 +26,9 @@ import rclpy
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.lifecycle import LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -50,7 +51,12 @@ from lisa_ros.srv import ReasonSegment
 
 Codes = ReasonSegment.Response
 Stage = ReasonSegmentAction.Feedback
+JOB_TIMEOUT_S = 3600.0
 FEEDBACK_PERIOD_S = 0.2  # partial-text feedback at most this often (masks are sent at once)
+# Sensor-data QoS (best effort) with depth 1: only the newest frame matters, and a busy executor
+# should not turn a backlog of stale 1080p frames into Python objects. Overridable per topic.
+INPUT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
+                       history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.VOLATILE)
 
 
 @dataclass
@@ -81,13 +87,17 @@ _REJECTION_CODES = {Codes.INVALID_COMMAND, Codes.INVALID_IMAGE, Codes.NO_FRAME, 
 _CODE_NAMES = {getattr(Codes, n): n for n in dir(Codes) if n.isupper() and isinstance(getattr(Codes, n), int)}
 
 
-class LisaNode(LifecycleNode):
+class LisaNode(LifecycleNodeMixin, Node):
     """See the module docstring. Node name ``lisa_ros``; everything is under ``~/``."""
 
     def __init__(self, **kwargs):
-        super().__init__("lisa_ros", **kwargs)
-        parameters.declare(self)
-        self.add_on_set_parameters_callback(parameters.on_set)
+        Node.__init__(self, "lisa_ros", **kwargs)
+        # Lifecycle services in their own group: a long configure (model loading) must not block
+        # parameter services, and transitions stay mutually exclusive with each other.
+        self._lifecycle_group = MutuallyExclusiveCallbackGroup()
+        LifecycleNodeMixin.__init__(self, enable_communication_interface=True, callback_group=self._lifecycle_group)
+        self.parameter_problems = parameters.declare(self)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self.config: parameters.NodeConfig | None = None
         self.engine = None
         self.cameras: dict[str, CameraInput] = {}
@@ -97,9 +107,12 @@ class LisaNode(LifecycleNode):
         self._active = False
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=self.get_parameter("queue_depth").value)
         self._worker: threading.Thread | None = None
+        self._serve_lock = threading.Lock()  # _active and queue puts change together
+        self._stopping = threading.Event()  # makes a running generation stop on deactivate
         self._subscriptions = []
         self._sessions = None
         self._frame_cache = None
+        self._weights_bytes = 0
 
         self._serving_group = ReentrantCallbackGroup()
         self._input_group = ReentrantCallbackGroup()
@@ -120,7 +133,19 @@ class LisaNode(LifecycleNode):
         self.create_timer(1.0, self._publish_diagnostics, callback_group=self._timer_group)
 
         if self.get_parameter("autostart").value:
-            self._autostart_timer = self.create_timer(0.0, self._autostart, callback_group=self._timer_group)
+            # Own group: /diagnostics keeps flowing while the model loads.
+            self._autostart_timer = self.create_timer(0.0, self._autostart,
+                                                      callback_group=MutuallyExclusiveCallbackGroup())
+
+    def _on_set_parameters(self, changes):
+        result = parameters.on_set(changes)
+        if result.successful and self.state_name not in ("unconfigured", "error"):
+            reload = [c.name for c in changes if c.name in parameters.RELOAD_PARAMETERS]
+            if reload:
+                result.successful = False
+                result.reason = (f"{', '.join(reload)} can only change while the node is unconfigured "
+                                 "(deactivate, cleanup, set, configure)")
+        return result
 
     # ------------------------------------------------------------------ lifecycle
     def _autostart(self) -> None:
@@ -130,12 +155,14 @@ class LisaNode(LifecycleNode):
             self.trigger_activate()
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        from lisa_ros.engine import GenerationOptions, LisaEngine
-        from lisa_ros.model.loading import load_lisa
-        from lisa_ros.sessions import FrameCache, SessionStore
-
         self.state_name = "configuring"
         try:
+            from lisa_ros.engine import GenerationOptions, LisaEngine
+            from lisa_ros.model.loading import load_lisa
+            from lisa_ros.sessions import FrameCache, SessionStore
+
+            if self.parameter_problems:
+                raise ValueError("invalid parameters: " + "; ".join(self.parameter_problems))
             self.config = parameters.read(self)
             options = self._load_options(self.config)
             self.get_logger().info(f"loading {self.config.model} ({options.precision}, quantization "
@@ -149,9 +176,10 @@ class LisaNode(LifecycleNode):
             self.load_error = f"{type(exc).__name__}: {exc}"
             self.state_name = "error"
             self.get_logger().error(f"configure failed: {self.load_error}")
-            self.engine = None
+            self._free_model()
             return TransitionCallbackReturn.FAILURE
-        memory = loaded.memory_bytes()["total"] / 2**20
+        self._weights_bytes = loaded.memory_bytes()["total"]
+        memory = self._weights_bytes / 2**20
         self.get_logger().info(f"model ready on {loaded.device} in {time.monotonic() - started:.1f} s "
                                f"({memory:.0f} MB of weights)")
         self._sessions = SessionStore(self.config.session_timeout, self.config.max_sessions)
@@ -176,11 +204,18 @@ class LisaNode(LifecycleNode):
                            vision_tower=config.vision_tower or None, quantize_heads=config.quantize_heads)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        for camera in self.config.cameras:
-            self._subscribe(camera)
+        try:
+            for camera in self.config.cameras:
+                self._subscribe(camera)
+        except Exception as exc:  # e.g. an invalid topic name: say so, stay inactive
+            self.get_logger().error(f"activate failed: {type(exc).__name__}: {exc}")
+            self._unsubscribe()
+            return TransitionCallbackReturn.FAILURE
+        self._stopping.clear()
         self._worker = threading.Thread(target=self._work, name="lisa_ros_worker", daemon=True)
         self._worker.start()
-        self._active = True
+        with self._serve_lock:
+            self._active = True
         self.state_name = "active"
         names = ", ".join(f"{c.name} <- {self.resolve_topic_name(c.image_topic)}" for c in self.config.cameras)
         self.get_logger().info(f"active: serving {self.resolve_service_name('~/reason_segment')}; cameras: {names}")
@@ -192,24 +227,30 @@ class LisaNode(LifecycleNode):
                    callback_group=self._input_group)
         colour_type = CompressedImage if camera.compressed else Image
         self._subscriptions.append(self.create_subscription(
-            colour_type, camera.image_topic, inputs.on_color, qos_profile_sensor_data, **qos))
+            colour_type, camera.image_topic, inputs.on_color, INPUT_QOS, **qos))
         if camera.depth_topic:
+            # A few depth frames so the one matching a colour stamp can be found.
             self._subscriptions.append(self.create_subscription(
                 Image, camera.depth_topic, inputs.on_depth, qos_profile_sensor_data, **qos))
         if camera.camera_info_topic:
             self._subscriptions.append(self.create_subscription(
-                CameraInfo, camera.camera_info_topic, inputs.on_camera_info, qos_profile_sensor_data, **qos))
+                CameraInfo, camera.camera_info_topic, inputs.on_camera_info, INPUT_QOS, **qos))
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_serving()
         self.state_name = "inactive"
         return super().on_deactivate(state)
 
-    def _stop_serving(self) -> None:
-        self._active = False
+    def _unsubscribe(self) -> None:
         for subscription in self._subscriptions:
             self.destroy_subscription(subscription)
         self._subscriptions = []
+
+    def _stop_serving(self) -> None:
+        with self._serve_lock:
+            self._active = False  # no new job is queued after this
+        self._stopping.set()  # a running generation stops at its next token
+        self._unsubscribe()
         if self._worker is not None:
             self._queue.put(None)  # after the queued jobs: they are answered NOT_READY
             self._worker.join()
@@ -249,21 +290,33 @@ class LisaNode(LifecycleNode):
 
     # ------------------------------------------------------------------ serving
     def _submit(self, job: Job) -> bool:
-        if not self._active or self.engine is None:
+        with self._serve_lock:
+            ready = self._active and self.engine is not None and self._worker is not None and self._worker.is_alive()
+            if ready:
+                try:
+                    self._queue.put_nowait(job)
+                    return True
+                except queue.Full:
+                    busy = True
+            else:
+                busy = False
+        if busy:
+            self._finish(job, Codes.BUSY, f"busy: {self._queue.maxsize} request(s) already waiting; try again")
+        else:
             self._finish(job, Codes.NOT_READY, f"node is {self.state_name}, not active"
                          + (f" ({self.load_error})" if self.load_error else ""))
-            return False
-        try:
-            self._queue.put_nowait(job)
-            return True
-        except queue.Full:
-            self._finish(job, Codes.BUSY, f"busy: {self._queue.maxsize} request(s) already waiting; try again")
-            return False
+        return False
+
+    def _wait(self, job: Job) -> None:
+        # The worker always answers; the timeout is a backstop against a bug leaving a caller
+        # blocked forever on an executor thread.
+        if not job.done.wait(timeout=JOB_TIMEOUT_S):
+            job.success, job.code, job.message = False, Codes.MODEL_ERROR, "internal error: no answer from the worker"
 
     def _on_service(self, request, response):
         job = Job(request)
         if self._submit(job):
-            job.done.wait()
+            self._wait(job)
         response.success, response.error_code, response.message = job.success, job.code, job.message
         response.result = job.result
         return response
@@ -271,7 +324,7 @@ class LisaNode(LifecycleNode):
     def _on_goal_execute(self, goal_handle):
         job = Job(goal_handle.request, goal_handle=goal_handle)
         if self._submit(job):
-            job.done.wait()
+            self._wait(job)
         result = ReasonSegmentAction.Result(success=job.success, error_code=job.code, message=job.message,
                                             result=job.result)
         if job.code == Codes.CANCELLED and goal_handle.is_cancel_requested:
@@ -283,28 +336,38 @@ class LisaNode(LifecycleNode):
         return result
 
     def _finish(self, job: Job, code: int, message: str = "", timings: dict | None = None) -> None:
-        job.success, job.code, job.message = code == Codes.OK, code, message
-        kind = "served" if code == Codes.OK else ("rejected" if code in _REJECTION_CODES else "failed")
-        self.stats.record(_CODE_NAMES.get(code, str(code)), kind, timings)
-        if code != Codes.OK:
-            self.get_logger().warning(f"request refused ({_CODE_NAMES.get(code, code)}): {message}")
-        job.done.set()
+        try:
+            job.success, job.code, job.message = code == Codes.OK, code, message
+            kind = "served" if code == Codes.OK else ("rejected" if code in _REJECTION_CODES else "failed")
+            self.stats.record(_CODE_NAMES.get(code, str(code)), kind, timings)
+            if code != Codes.OK:
+                self.get_logger().warning(f"request refused ({_CODE_NAMES.get(code, code)}): {message}")
+        finally:
+            job.done.set()  # whatever happens above, the caller gets its answer
 
     def _work(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                break
-            try:
-                if not self._active:
-                    self._finish(job, Codes.NOT_READY, "node was deactivated before the request ran")
-                else:
-                    self._process(job)
-            except RequestError as exc:
-                self._finish(job, exc.code, str(exc))
-            except Exception as exc:  # the worker never dies: any failure is an answer
-                self._model_failure(job, exc)
-        # Anything still queued when we stopped gets an answer too.
+        try:
+            while True:
+                job = self._queue.get()
+                if job is None:
+                    break
+                try:
+                    if not self._active:
+                        self._finish(job, Codes.NOT_READY, "node was deactivated before the request ran")
+                    else:
+                        self._process(job)
+                except RequestError as exc:
+                    self._finish(job, exc.code, str(exc))
+                except Exception as exc:  # the worker never dies: any failure is an answer
+                    self._model_failure(job, exc)
+                finally:
+                    if not job.done.is_set():
+                        self._finish(job, Codes.MODEL_ERROR, "internal error: request ended without an answer")
+        finally:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Answer anything still queued when the worker stops."""
         while True:
             try:
                 job = self._queue.get_nowait()
@@ -334,7 +397,10 @@ class LisaNode(LifecycleNode):
 
     def _process(self, job: Job) -> None:
         request = job.request
-        options = self.engine.options
+        engine = self.engine  # one reference for the whole request (cleanup may drop self.engine)
+        if engine is None:
+            raise RequestError(Codes.NOT_READY, "the model is not loaded")
+        options = engine.options
         options.max_new_tokens = self._live("max_new_tokens")
         options.stop_after_seg = self._live("stop_after_seg")
         options.segment_suffix = self._live("segment_suffix")
@@ -374,7 +440,7 @@ class LisaNode(LifecycleNode):
 
         self._feedback(job, Stage.STAGE_ENCODING)
         encode_start = time.monotonic()
-        frame, cached = self._frame_cache.get_or_encode(source["cache_key"], lambda: self.engine.encode_frame(rgb))
+        frame, cached = self._frame_cache.get_or_encode(source["cache_key"], lambda: engine.encode_frame(rgb))
         timings["image_encoding"] = 0.0 if cached else time.monotonic() - encode_start
 
         self._feedback(job, Stage.STAGE_GENERATING)
@@ -398,10 +464,14 @@ class LisaNode(LifecycleNode):
                 feedback.partial_answer, feedback.generated_tokens = text, count
                 job.goal_handle.publish_feedback(feedback)
 
-        cancelled = (lambda: job.goal_handle.is_cancel_requested) if job.goal_handle is not None else None
-        answer, conversation = self.engine.answer(frame, command, explain=request.explain, history=history,
-                                                  on_mask=on_mask, on_token=on_token, should_stop=cancelled)
-        if cancelled is not None and cancelled():
+        def should_stop() -> bool:
+            return self._stopping.is_set() or (job.goal_handle is not None and job.goal_handle.is_cancel_requested)
+
+        answer, conversation = engine.answer(frame, command, explain=request.explain, history=history,
+                                             on_mask=on_mask, on_token=on_token, should_stop=should_stop)
+        if self._stopping.is_set():
+            raise RequestError(Codes.NOT_READY, "the node was deactivated while this request ran")
+        if job.goal_handle is not None and job.goal_handle.is_cancel_requested:
             raise RequestError(Codes.CANCELLED, "cancelled")
         timings["generation"] = answer.timings.get("prefill", 0.0) + answer.timings.get("decode", 0.0)
         timings["mask_decoding"] = answer.timings.get("mask_decode", 0.0)
@@ -442,10 +512,11 @@ class LisaNode(LifecycleNode):
         if max_age > 0 and age > max_age:
             raise RequestError(Codes.STALE_FRAME, f"latest frame of camera {name!r} is {age:.2f} s old "
                                f"(max_frame_age {max_age:g} s)")
-        stamp = frame.color.header.stamp
         return {"header": frame.color.header, "color": frame.color, "depth": frame.depth,
-                "camera_info": frame.camera_info,
-                "cache_key": (name, stamp.sec, stamp.nanosec, frame.color.header.frame_id)}
+                "camera_info": frame.camera_info, "depth_expected": bool(camera.has_depth_stream()),
+                # The arrival number, not the stamp: drivers that stamp 0 or a looping bag
+                # repeat stamps, and a cache keyed on them would answer about an older image.
+                "cache_key": (name, frame.sequence)}
 
     def _decode_source(self, source: dict):
         from lisa_ros.geometry import Intrinsics
@@ -475,6 +546,8 @@ class LisaNode(LifecycleNode):
                 notes.append(f"camera_info ignored: {exc}")
         if depth_m is not None and intrinsics is None:
             notes.append("depth without camera_info: centroids are NaN")
+        if source["depth"] is None and source.get("depth_expected"):
+            notes.append("no depth frame within depth_slop of the colour frame: centroids are NaN")
         return rgb, depth_m, intrinsics, notes
 
     def _feedback_msg(self, job: Job, stage: str):
@@ -506,11 +579,12 @@ class LisaNode(LifecycleNode):
             now = time.monotonic()
             model_info = {"model": self.get_parameter("model").value}
             memory = {}
-            if self.engine is not None:
-                loaded = self.engine.loaded
+            engine = self.engine
+            if engine is not None:
+                loaded = engine.loaded
                 model_info.update(device=str(loaded.device), precision=str(loaded.dtype).replace("torch.", ""),
                                   quantization=loaded.options.quantization)
-                memory = {"weights": loaded.memory_bytes()["total"]}
+                memory = {"weights": self._weights_bytes}
                 if loaded.device.type == "cuda":
                     import torch
 
@@ -527,7 +601,7 @@ class LisaNode(LifecycleNode):
                                 "callback_latency_mean_ms": latency["mean"], "callback_latency_p99_ms": latency["p99"],
                                 "callback_latency_max_ms": latency["max"], "max_age_s": self._live("max_frame_age")})
             self._diagnostics_pub.publish(diagnostics.build(
-                self.get_name(), self.get_clock().now().to_msg(), self.state_name, model_info, self.stats,
+                self.get_fully_qualified_name().lstrip("/"), self.get_clock().now().to_msg(), self.state_name, model_info, self.stats,
                 cameras, memory))
         except Exception as exc:  # diagnostics must never take the node down
             self.get_logger().warning(f"diagnostics failed: {exc}", throttle_duration_sec=30.0)

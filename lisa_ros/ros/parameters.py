@@ -1,8 +1,10 @@
 """The node's parameters: one table, declared with descriptors, validated in one place.
 
-Read-only parameters (model, precision, quantization, device, cameras) need a reload to change:
-set them in the YAML file or on the command line. The others can be changed at run time with
-``ros2 param set``; invalid values are rejected with a reason.
+The model parameters (model, vision_tower, precision, quantization, quantize_heads, device) can
+change only while the node is unconfigured (deactivate, cleanup, set, configure: a reload).
+Read-only parameters (cameras, queue and cache sizes, autostart) are fixed at start. The others
+change at run time with ``ros2 param set``. Invalid values are rejected with a reason; an invalid
+value given at start (wrong type, out of range) keeps the node alive, unconfigured, saying why.
 """
 from __future__ import annotations
 
@@ -28,12 +30,12 @@ class Spec:
 
 
 SPECS = [
-    Spec("model", "", "LISA checkpoint: folder or hub id (xinlai/LISA-7B-v1, xinlai/LISA-13B-llama2-v1, ...)", True),
-    Spec("vision_tower", "", "CLIP tower folder or hub id; empty = the one in the checkpoint's config.json", True),
-    Spec("precision", "auto", "fp32 | bf16 | fp16 | auto (CUDA: bf16, fp16 when quantized; CPU: fp32, bf16 when quantized)", True),
-    Spec("quantization", "none", "none | 4bit (NF4) | 8bit (LLM.int8); SAM always stays 16-bit", True),
-    Spec("quantize_heads", False, "also quantize lm_head, mm_projector, text_hidden_fcs (official behaviour)", True),
-    Spec("device", "auto", "auto | cpu | cuda | cuda:N", True),
+    Spec("model", "", "LISA checkpoint: folder or hub id (xinlai/LISA-7B-v1, ...); changes need a reload"),
+    Spec("vision_tower", "", "CLIP tower folder or hub id; empty = the one in the checkpoint's config.json"),
+    Spec("precision", "auto", "fp32 | bf16 | fp16 | auto (CUDA: bf16, fp16 when quantized; CPU: fp32, bf16 when quantized)"),
+    Spec("quantization", "none", "none | 4bit (NF4) | 8bit (LLM.int8); SAM always stays 16-bit; 4bit fits a 7B in ~5 GB"),
+    Spec("quantize_heads", False, "also quantize lm_head, mm_projector, text_hidden_fcs (official behaviour)"),
+    Spec("device", "auto", "auto | cpu | cuda | cuda:N"),
     Spec("max_new_tokens", 512, "generation limit per answer (tokens)", low=1, high=4096),
     Spec("stop_after_seg", True, "without explain: stop generating once the sentence holding [SEG] ends"),
     Spec("segment_suffix", "Please output segmentation mask.", "appended to commands that do not ask for a mask ('' = never)"),
@@ -51,6 +53,9 @@ SPECS = [
     Spec("publish_markers", True, "publish ~/markers (3D centroid and extent per mask)"),
     Spec("autostart", True, "configure and activate at start (no lifecycle manager needed)", True),
 ]
+
+# Parameters the loaded model depends on: changeable only while unconfigured (then configure).
+RELOAD_PARAMETERS = {"model", "vision_tower", "precision", "quantization", "quantize_heads", "device"}
 
 CAMERA_SPECS = [
     Spec("image_topic", "image_raw", "colour image topic (sensor_msgs/Image, or CompressedImage with compressed)", True),
@@ -99,13 +104,31 @@ class NodeConfig:
         return self.values["default_camera"] or self.cameras[0].name
 
 
-def declare(node) -> None:
-    """Declare every parameter (with per-camera ones for the names in ``cameras``)."""
+def _declare_one(node, name: str, spec: Spec, problems: list[str]) -> None:
+    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+
+    try:
+        node.declare_parameter(name, spec.default, _descriptor(spec))
+    except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+        # A bad value from the YAML file or the command line: keep the default, remember why,
+        # and let configure fail with the reason instead of the process dying here.
+        kind = type(spec.default).__name__
+        problems.append(f"{name}: {exc} (expected {kind}{', e.g. 2.0 not 2' if kind == 'float' else ''})")
+        node.declare_parameter(name, spec.default, _descriptor(spec), ignore_override=True)
+
+
+def declare(node) -> list[str]:
+    """Declare every parameter (with per-camera ones for the names in ``cameras``).
+
+    Returns the problems with values given at start (each parameter then keeps its default).
+    """
+    problems: list[str] = []
     for spec in SPECS:
-        node.declare_parameter(spec.name, spec.default, _descriptor(spec))
+        _declare_one(node, spec.name, spec, problems)
     for camera in node.get_parameter("cameras").value:
         for spec in CAMERA_SPECS:
-            node.declare_parameter(f"{camera}.{spec.name}", spec.default, _descriptor(spec))
+            _declare_one(node, f"{camera}.{spec.name}", spec, problems)
+    return problems
 
 
 def validate_value(name: str, value) -> str | None:

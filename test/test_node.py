@@ -356,6 +356,25 @@ def test_action_streams_feedback_and_masks_and_can_be_cancelled(running):
     assert running.ask(command="where is the cup?", image=explicit_image()).success
 
 
+def test_lisa_ros_ask_prints_and_saves_a_result(running, module_ros_domain, tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ask = str(Path(sys.executable).parent / "lisa-ros")
+    run = subprocess.run([ask, "ask", "where is the cup?", "--camera", "front", "--action", "--out", str(tmp_path)],
+                         env=module_ros_domain.env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    printed = json.loads(run.stdout.strip().splitlines()[-1])
+    assert printed["success"] and printed["frame_id"] == "front_color_optical_frame" and printed["masks"]
+    assert "decoding_mask" in run.stderr  # progress from the action's feedback
+    assert (tmp_path / printed["masks"][0]).is_file() and (tmp_path / "result.json").is_file()
+    refused = subprocess.run([ask, "ask", "where?", "--camera", "nope"], env=module_ros_domain.env,
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and json.loads(refused.stdout)["error_code"] == Codes.UNKNOWN_CAMERA
+
+
 def test_parameters_are_validated(running):
     assert running.set_parameter("max_new_tokens", 0)[0] is False       # out of range
     ok, reason = running.set_parameter("quantization", "4bit")          # needs a reload

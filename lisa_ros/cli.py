@@ -3,6 +3,8 @@
     lisa-ros segment --model M --image PATH --prompt TEXT --out DIR   (one question, files out)
     lisa-ros chat    --model M [--image PATH] [--out DIR]             (interactive, multi-turn)
     lisa-ros ask "COMMAND" [--camera NAME] [--image PATH] [--out DIR] (client of a running node)
+    lisa-ros train CONFIG.yaml                                         (LoRA/QLoRA fine-tuning, merged export)
+    lisa-ros eval --model M --data DIR [--mode teacher-forced|generate] (gIoU / cIoU)
     lisa-ros info                                                      (versions and locations)
 
 Errors (missing file, unreadable image, bad model folder, bad option) print one line on stderr and
@@ -288,6 +290,45 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     return 0 if response.success else 1
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from lisa_ros.model.loading import CheckpointError
+    from lisa_ros.train.data import DataError
+    from lisa_ros.train.trainer import TrainConfig, Trainer
+
+    path = Path(args.config)
+    if not path.is_file():
+        raise CliError(f"training config {path} does not exist")
+    try:
+        config = TrainConfig.from_yaml(path)
+        trainer = Trainer(config)
+        evaluate_fn = None
+        if config.eval_data:
+            from lisa_ros.evaluate.runner import evaluate
+            from lisa_ros.train.data import read_dataset
+
+            eval_samples = read_dataset(config.eval_data["type"], config.eval_data["path"])
+            evaluate_fn = lambda t: evaluate(t.engine, eval_samples, "teacher-forced", progress=False)["overall"]  # noqa: E731
+        merged = trainer.train(evaluate_fn)
+    except (CheckpointError, DataError, ValueError, TypeError) as exc:
+        raise CliError(str(exc)) from exc
+    print(json.dumps({"steps": trainer.step, "metrics": str(trainer.log_path), "merged_model": str(merged) if merged else None}))
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from lisa_ros.evaluate.runner import evaluate
+    from lisa_ros.train.data import DataError, read_dataset
+
+    try:
+        samples = read_dataset(args.format, args.data)
+    except DataError as exc:
+        raise CliError(str(exc)) from exc
+    engine = _load_engine(args)
+    report = evaluate(engine, samples, args.mode, args.out)
+    print(json.dumps(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lisa-ros", description="Reasoning segmentation (LISA) tools.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -324,6 +365,19 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the answer")
     ask.add_argument("--out", help="folder for result.json and mask_<i>.png")
     ask.set_defaults(func=_cmd_ask)
+
+    train = sub.add_parser("train", help="fine-tune (LoRA or QLoRA) from a released LISA checkpoint; see examples/train_robot.yaml")
+    train.add_argument("config", help="YAML training config")
+    train.set_defaults(func=_cmd_train)
+
+    evaluation = sub.add_parser("eval", help="gIoU / cIoU on ReasonSeg-format (or robot-format) data")
+    _add_model_arguments(evaluation)
+    evaluation.add_argument("--data", required=True, help="a ReasonSeg split folder (*.jpg + *.json)")
+    evaluation.add_argument("--format", choices=("reasonseg", "robot"), default="reasonseg")
+    evaluation.add_argument("--mode", choices=("teacher-forced", "generate"), default="teacher-forced",
+                            help="teacher-forced = the official protocol (assistant turn '[SEG].')")
+    evaluation.add_argument("--out", help="folder for report.json and samples.csv")
+    evaluation.set_defaults(func=_cmd_eval)
     return parser
 
 

@@ -136,7 +136,7 @@ class LisaEngine:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: training uses these tensors as constants in its graph
     def encode_frame(self, rgb: np.ndarray) -> EncodedFrame:
         """Encode an ``(H, W, 3)`` uint8 RGB image once (SAM embedding and CLIP features)."""
         timings = {}
@@ -187,6 +187,10 @@ class LisaEngine:
     @torch.inference_mode()
     def input_embeddings(self, ids: list[int], clip_features: torch.Tensor) -> torch.Tensor:
         """``[1, L + P - 1, H]``: token embeddings with the -200 placeholder replaced by P features."""
+        return self.embed_with_image(ids, clip_features)
+
+    def embed_with_image(self, ids: list[int], clip_features: torch.Tensor) -> torch.Tensor:
+        """As :meth:`input_embeddings`, with autograd (training)."""
         if ids.count(IMAGE_TOKEN_INDEX) != 1:
             raise ValueError("the token sequence must hold exactly one image placeholder")
         at = ids.index(IMAGE_TOKEN_INDEX)
@@ -209,6 +213,16 @@ class LisaEngine:
     @torch.inference_mode()
     def decode_masks(self, seg_hidden: torch.Tensor, frame: EncodedFrame) -> tuple[torch.Tensor, torch.Tensor]:
         """``[N, H]`` [SEG] states -> (``[N, H_src, W_src]`` float32 logits, ``[N]`` scores)."""
+        logits = self.mask_logits(seg_hidden, frame)
+        masks = logits > 0
+        probabilities = torch.sigmoid(logits)
+        counts = masks.sum(dim=(1, 2))
+        scores = torch.where(counts > 0, (probabilities * masks).sum(dim=(1, 2)) / counts.clamp(min=1),
+                             torch.zeros_like(counts, dtype=probabilities.dtype))
+        return logits, scores
+
+    def mask_logits(self, seg_hidden: torch.Tensor, frame: EncodedFrame) -> torch.Tensor:
+        """``[N, H]`` [SEG] states -> ``[N, H_src, W_src]`` float32 logits, with autograd (training)."""
         prompts = self.model.project_seg_hidden_states(seg_hidden)  # [N, 256]
         encoder, decoder = self.sam.prompt_encoder, self.sam.mask_decoder
         logits = []
@@ -226,14 +240,8 @@ class LisaEngine:
                                             encoder.input_image_size[0]))
         if not logits:
             h, w = frame.original_size
-            return torch.zeros((0, h, w)), torch.zeros(0)
-        logits = torch.cat(logits, dim=0)
-        masks = logits > 0
-        probabilities = torch.sigmoid(logits)
-        counts = masks.sum(dim=(1, 2))
-        scores = torch.where(counts > 0, (probabilities * masks).sum(dim=(1, 2)) / counts.clamp(min=1),
-                             torch.zeros_like(counts, dtype=probabilities.dtype))
-        return logits, scores
+            return torch.zeros((0, h, w))
+        return torch.cat(logits, dim=0)
 
     # ------------------------------------------------------------------ generation
     @torch.inference_mode()

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from lisa_ros.model.configuration import LisaConfig
+from lisa_ros.model.export import save_released_checkpoint
 from lisa_ros.model.prompts import SYSTEM_PROMPT
 from lisa_ros.model.sam import SamConfig
 from lisa_ros.model.tokenization import IM_END_TOKEN, IM_PATCH_TOKEN, IM_START_TOKEN, SEG_TOKEN
@@ -153,29 +154,7 @@ def write_tiny_lisa_checkpoint(
     with torch.no_grad():
         model.model.text_hidden_fcs[0][2].weight.mul_(20.0)
 
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    keys = list(state)
-    per_shard = -(-len(keys) // shards)
-    weight_map, total_size = {}, 0
-    for index in range(shards):
-        name = f"pytorch_model-{index + 1:05d}-of-{shards:05d}.bin"
-        chunk = {k: state[k] for k in keys[index * per_shard:(index + 1) * per_shard]}
-        torch.save(chunk, folder / name)
-        for key, tensor in chunk.items():
-            weight_map[key] = name
-            total_size += tensor.numel() * tensor.element_size()
-    (folder / "pytorch_model.bin.index.json").write_text(json.dumps(
-        {"metadata": {"total_size": total_size}, "weight_map": weight_map}, indent=2))
-
-    fields = config.to_dict()
-    fields.update({
-        "architectures": ["LISAForCausalLM"], "model_type": "llava", "train_mask_decoder": True,
-        "out_dim": 256, "mm_use_im_start_end": True, "mm_use_im_patch_token": False,
-        "image_aspect_ratio": "square", "image_grid_pinpoints": None, "tune_mm_mlp_adapter": False,
-        "freeze_mm_mlp_adapter": True, "pretrain_mm_mlp_adapter": None, "use_cache": False,
-        "torch_dtype": "float32", "sam_config": asdict(sam),
-    })
-    (folder / "config.json").write_text(json.dumps(fields, indent=2, default=str))
+    weight_map = save_released_checkpoint(model, folder, shards=shards, extra_config={"sam_config": asdict(sam)})
     if emit_seg:
         make_seg_frequent(folder, weight_map["lm_head.weight"])
     return folder

@@ -1,0 +1,1 @@
+"""ReasonSeg evaluation: gIoU / cIoU metrics and the evaluation runner. ROS-free."""

@@ -1,0 +1,66 @@
+"""gIoU and cIoU exactly as LISA computes them (spec §6.2).
+
+Per query (one [SEG] and its ground truth): prediction P and target G are 0/1 maps; G = 255 marks
+ignore pixels, which are excluded from every count (the prediction is set to 255 there). Over the
+valid pixels, for the foreground: I = #(P=1 and G=1), U = #(P=1) + #(G=1) - I, and the query's IoU
+is I / (U + 1e-5), or 1.0 when U = 0 (an empty prediction on an empty target is perfect).
+gIoU = mean of the per-query IoUs; cIoU = sum of I / (sum of U + 1e-10).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+IGNORE = 255
+
+
+def intersection_union(prediction: np.ndarray, target: np.ndarray) -> tuple[int, int]:
+    """Foreground intersection and union of one query, ignore pixels excluded."""
+    if prediction.shape != target.shape:
+        raise ValueError(f"prediction {prediction.shape} and target {target.shape} differ in size")
+    valid = target != IGNORE
+    predicted = (prediction.astype(bool)) & valid
+    # Pixels with other values (e.g. 2 where refCOCO polygons overlap) are not target; a
+    # prediction there still counts toward the prediction area, as in the reference code.
+    wanted = (target == 1) & valid
+    intersection = int(np.count_nonzero(predicted & wanted))
+    union = int(np.count_nonzero(predicted)) + int(np.count_nonzero(wanted)) - intersection
+    return intersection, union
+
+
+def query_iou(intersection: int, union: int) -> float:
+    return 1.0 if union == 0 else intersection / (union + 1e-5)
+
+
+@dataclass
+class IoUAccumulator:
+    """Running gIoU / cIoU over queries."""
+
+    intersections: list[int] = field(default_factory=list)
+    unions: list[int] = field(default_factory=list)
+
+    def add(self, prediction: np.ndarray, target: np.ndarray) -> float:
+        intersection, union = intersection_union(prediction, target)
+        self.intersections.append(intersection)
+        self.unions.append(union)
+        return query_iou(intersection, union)
+
+    @property
+    def count(self) -> int:
+        return len(self.intersections)
+
+    @property
+    def giou(self) -> float:
+        if not self.intersections:
+            return float("nan")
+        return float(np.mean([query_iou(i, u) for i, u in zip(self.intersections, self.unions)]))
+
+    @property
+    def ciou(self) -> float:
+        if not self.intersections:
+            return float("nan")
+        return float(sum(self.intersections) / (sum(self.unions) + 1e-10))
+
+    def summary(self) -> dict:
+        return {"queries": self.count, "giou": self.giou, "ciou": self.ciou}

@@ -1,0 +1,1 @@
+"""Training and fine-tuning LISA (LoRA / QLoRA), data readers, losses, export. ROS-free."""

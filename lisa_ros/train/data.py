@@ -1,0 +1,195 @@
+"""Training and evaluation data: ReasonSeg folders, a robot's own JSON-lines data, templates.
+
+ReasonSeg (spec §5.7): a folder of ``*.jpg`` images, each with a LabelMe-style ``*.json``:
+``text`` (1-5 instructions), ``is_sentence`` (long sentence vs short phrase), ``shapes`` (polygons
+with ``label`` and ``points``). Masks are rasterised with smaller shapes drawn over larger ones:
+value 1 for targets, 255 for shapes whose label contains "ignore"; "flag" shapes are skipped.
+
+Robot data (ours, what a user collects): a folder with ``data.jsonl``, one object per line::
+
+    {"image": "frames/0001.png", "instruction": "what should I grab to open the door?",
+     "mask": "masks/0001.png", "answer": "It is [SEG].", "explanation": "The handle opens it."}
+
+``mask`` is a PNG, nonzero = target (255 or 1; 255 is *not* ignore here); ``answer`` and
+``explanation`` are optional; ``is_sentence`` (default true) picks the long question template.
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from lisa_ros.model.prompts import Conversation
+from lisa_ros.model.tokenization import IMAGE_TOKEN_INDEX, LisaTokenizer
+from lisa_ros.train.losses import IGNORE_INDEX
+
+SHORT_QUESTIONS = [
+    "Can you segment the {class_name} in this image?",
+    "Please segment the {class_name} in this image.",
+    "What is {class_name} in this image? Please respond with segmentation mask.",
+    "What is {class_name} in this image? Please output segmentation mask.",
+]
+LONG_QUESTIONS = [
+    "{sent} Please respond with segmentation mask.",
+    "{sent} Please output segmentation mask.",
+]
+ANSWERS = ["It is [SEG].", "Sure, [SEG].", "Sure, it is [SEG].", "Sure, the segmentation result is [SEG].", "[SEG]."]
+EXPLANATORY_SUFFIXES = [
+    "Please output segmentation mask and explain why.",
+    "Please output segmentation mask and explain the reason.",
+    "Please output segmentation mask and give some explanation.",
+]
+
+
+class DataError(ValueError):
+    """A dataset folder or file that cannot be read; the message says which and why."""
+
+
+@dataclass
+class Sample:
+    """One image with its instructions and ground truth (mask values 0/1, 255 = ignore)."""
+
+    image_path: Path
+    texts: list[str]
+    is_sentence: bool
+    mask: np.ndarray | None  # loaded lazily for ReasonSeg (shapes need the image size)
+    shapes: list[dict] | None = None
+    answer: str | None = None
+    explanation: str | None = None
+
+    def rgb(self) -> np.ndarray:
+        bgr = cv2.imread(str(self.image_path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise DataError(f"cannot read image {self.image_path}")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    def target(self, height: int, width: int) -> np.ndarray:
+        if self.mask is not None:
+            return self.mask
+        return rasterize_shapes(self.shapes or [], height, width)
+
+
+def rasterize_shapes(shapes: list[dict], height: int, width: int) -> np.ndarray:
+    """ReasonSeg polygons -> uint8 mask: 1 target, 255 ignore, 0 background (spec §5.7)."""
+    drawn = []
+    for shape in shapes:
+        label = str(shape.get("label", ""))
+        if "flag" in label:
+            continue
+        points = np.asarray(shape.get("points", []), dtype=np.float64)
+        if points.ndim != 2 or len(points) < 3:
+            continue
+        polygon = np.round(points).astype(np.int32).reshape(-1, 1, 2)
+        canvas = np.zeros((height, width), np.uint8)
+        cv2.polylines(canvas, [polygon], True, 1, 1)
+        cv2.fillPoly(canvas, [polygon], 1)
+        drawn.append((int(canvas.sum()), polygon, 255 if "ignore" in label else 1))
+    mask = np.zeros((height, width), np.uint8)
+    for _, polygon, value in sorted(drawn, key=lambda item: item[0], reverse=True):  # big first
+        cv2.polylines(mask, [polygon], True, value, 1)
+        cv2.fillPoly(mask, [polygon], value)
+    return mask
+
+
+def _read_json(path: Path) -> dict:
+    raw = path.read_bytes()
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return json.loads(raw.decode("cp1252"))  # some ReasonSeg files are not UTF-8
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def read_reasonseg(folder: str | Path) -> list[Sample]:
+    """Every image of a ReasonSeg split folder with its annotation."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"ReasonSeg folder {folder} does not exist")
+    samples = []
+    for image_path in sorted(folder.glob("*.jpg")) + sorted(folder.glob("*.png")):
+        annotation = image_path.with_suffix(".json")
+        if not annotation.is_file():
+            continue
+        data = _read_json(annotation)
+        texts = [t for t in data.get("text", []) if str(t).strip()]
+        if not texts:
+            continue
+        samples.append(Sample(image_path, texts, bool(data.get("is_sentence", False)), None,
+                              shapes=data.get("shapes", [])))
+    if not samples:
+        raise DataError(f"no annotated images (*.jpg + *.json) in {folder}")
+    return samples
+
+
+def read_robot_jsonl(folder: str | Path) -> list[Sample]:
+    """A robot's own data: ``data.jsonl`` with image, instruction, mask (see the module doc)."""
+    folder = Path(folder)
+    index = folder / "data.jsonl"
+    if not index.is_file():
+        raise DataError(f"{folder} has no data.jsonl")
+    samples = []
+    for number, line in enumerate(index.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            image, mask_path, instruction = folder / item["image"], folder / item["mask"], item["instruction"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise DataError(f"{index}:{number}: needs image, instruction and mask ({exc})") from exc
+        mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
+        if mask is None:
+            raise DataError(f"{index}:{number}: cannot read mask {mask_path}")
+        samples.append(Sample(image, [instruction], bool(item.get("is_sentence", True)),
+                              (mask > 0).astype(np.uint8), answer=item.get("answer"),
+                              explanation=item.get("explanation")))
+    if not samples:
+        raise DataError(f"{index} holds no samples")
+    return samples
+
+
+def read_dataset(kind: str, path: str | Path) -> list[Sample]:
+    if kind == "reasonseg":
+        return read_reasonseg(path)
+    if kind == "robot":
+        return read_robot_jsonl(path)
+    raise DataError(f"unknown dataset type {kind!r} (reasonseg or robot)")
+
+
+def question_and_answer(sample: Sample, text: str, rng: random.Random, explanatory: bool = False) -> tuple[str, str]:
+    """A training question/answer pair from the templates (spec §5.5)."""
+    if sample.is_sentence:
+        question = rng.choice(LONG_QUESTIONS).format(sent=text)
+    else:
+        question = rng.choice(SHORT_QUESTIONS).format(class_name=text.lower())
+    answer = sample.answer or rng.choice(ANSWERS)
+    if explanatory and sample.explanation:
+        question = f"{text} {rng.choice(EXPLANATORY_SUFFIXES)}" if sample.is_sentence else question
+        answer = f"{answer} {sample.explanation}"
+    return question, answer
+
+
+def training_tokens(tokenizer: LisaTokenizer, question: str, answer: str) -> tuple[list[int], list[int]]:
+    """Token ids and labels of one single-turn training conversation (spec §5.5).
+
+    Labels ignore the BOS, the system prompt, the user turn and "ASSISTANT:"; the answer tokens
+    and the closing ``</s>`` are supervised. The -200 image placeholder is ignored too (its P
+    expanded positions are ignored when the labels are expanded).
+    """
+    conversation = Conversation()
+    conversation.ask(question)
+    prompt = conversation.prompt()  # ends with "ASSISTANT:"
+    conversation.answer(answer)
+    full = prompt + " " + answer + "</s>"
+    ids = tokenizer.encode_with_image(full)
+    instruction = len(tokenizer.encode_with_image(prompt))
+    if ids[:instruction] != tokenizer.encode_with_image(prompt):
+        raise DataError("the answer changed the tokens of the prompt (cannot mask the instruction)")
+    labels = [IGNORE_INDEX] * instruction + ids[instruction:]
+    labels = [IGNORE_INDEX if token == IMAGE_TOKEN_INDEX else token for token in labels]
+    return ids, labels
+

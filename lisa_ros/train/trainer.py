@@ -1,0 +1,262 @@
+"""Fine-tuning LISA (spec §5): LoRA or QLoRA, from a released LISA checkpoint, on your own data.
+
+What trains (spec §5.1): LoRA (r 8, alpha 16, dropout 0.05) on the language model's ``q_proj`` and
+``v_proj`` only (never SAM's, CLIP's, the projector's or text_hidden_fcs'), plus all of
+``embed_tokens`` and ``lm_head``, the SAM mask decoder and ``text_hidden_fcs``. Everything else is
+frozen. Starting from a released checkpoint keeps its trained decoder and projection (the official
+code re-initialises them). QLoRA keeps the frozen base in 4 bit so a 7B fits one 24 GB GPU.
+
+Loop: AdamW (betas 0.9/0.95, no weight decay), linear warmup then linear decay to 0, gradient
+clipping 1.0, accumulation, optional evaluation every N steps, a JSON-lines metrics log, a resumable
+checkpoint of the trainable weights, and at the end a merged export in the released layout.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from lisa_ros.engine import EncodedFrame, GenerationOptions, LisaEngine, gather_seg_states
+from lisa_ros.model.loading import LoadOptions, load_lisa
+from lisa_ros.model.tokenization import IMAGE_TOKEN_INDEX
+from lisa_ros.train.data import Sample, question_and_answer, read_dataset, training_tokens
+from lisa_ros.train.losses import IGNORE_INDEX, LossWeights, causal_lm_cross_entropy, combine
+
+# The LLaMA attention projections, and nothing else (SAM and CLIP also have q_proj/v_proj).
+LORA_TARGET = r"model\.layers\.\d+\.self_attn\.(q_proj|v_proj)"
+TRAINABLE_NAMES = ("lm_head", "embed_tokens", "mask_decoder", "text_hidden_fcs")
+
+
+@dataclass
+class TrainConfig:
+    """``lisa-ros train CONFIG.yaml``; see examples/train_robot.yaml for a commented example."""
+
+    model: str
+    data: list[dict]  # [{"type": "reasonseg" | "robot", "path": ...}]
+    output_dir: str
+    vision_tower: str | None = None
+    eval_data: dict | None = None  # {"type": "reasonseg", "path": ...}
+    steps: int = 500
+    batch_size: int = 2
+    grad_accumulation: int = 10
+    lr: float = 3e-4
+    warmup_steps: int = 100
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.0
+    clip_grad: float = 1.0
+    eval_every: int = 0  # optimizer steps; 0 = only at the end when eval_data is given
+    save_every: int = 50
+    log_every: int = 1
+    precision: str = "bf16"  # bf16 | fp32 (compute; QLoRA keeps the base in 4 bit)
+    qlora: bool = False
+    gradient_checkpointing: bool = True
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    loss_weights: dict = field(default_factory=lambda: asdict(LossWeights()))
+    explanatory: float = 0.0  # share of samples trained with their explanation (when they have one)
+    device: str = "auto"
+    seed: int = 0
+    resume: bool = True
+    export: bool = True
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        values = yaml.safe_load(Path(path).read_text()) or {}
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
+        if "betas" in values:
+            values["betas"] = tuple(values["betas"])
+        return cls(**values)
+
+
+def add_lora(model, config: TrainConfig):
+    """Wrap with LoRA on the LLM's q/v projections and mark the fully trained modules (§5.1)."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      bias="none", task_type="CAUSAL_LM", target_modules=LORA_TARGET)
+    peft_model = get_peft_model(model, lora)
+    for name, parameter in peft_model.named_parameters():
+        if any(part in name for part in TRAINABLE_NAMES):
+            parameter.requires_grad_(True)
+    return peft_model
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, progress: bool = True):
+        self.config = config
+        self.progress = progress
+        self.out = Path(config.output_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        random.seed(config.seed)
+        np.random.seed(config.seed)
+        torch.manual_seed(config.seed)
+        self.rng = random.Random(config.seed)
+        options = LoadOptions(precision=config.precision if not config.qlora or config.precision != "fp32" else "bf16",
+                              quantization="4bit" if config.qlora else "none", device=config.device,
+                              vision_tower=config.vision_tower)
+        self.loaded = load_lisa(config.model, options)
+        model = self.loaded.model
+        if config.qlora:
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+        elif config.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.model = add_lora(model, config)
+        self.engine = LisaEngine(self.loaded, GenerationOptions())
+        self.samples: list[Sample] = [s for spec in config.data for s in read_dataset(spec["type"], spec["path"])]
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, betas=config.betas,
+                                           weight_decay=config.weight_decay)
+        total, warmup = max(1, config.steps), max(0, config.warmup_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: (step + 1) / warmup if step < warmup
+            else max(0.0, (total - step) / max(1, total - warmup)))
+        self.weights = LossWeights(**config.loss_weights)
+        self.step = 0
+        self._frames: dict[str, tuple[EncodedFrame, np.ndarray]] = {}
+        self.log_path = self.out / "metrics.jsonl"
+        self.checkpoint_path = self.out / "checkpoint.pt"
+        if config.resume and self.checkpoint_path.is_file():
+            self._load_checkpoint()
+
+    # ------------------------------------------------------------------ one micro-batch
+    def _frame(self, sample: Sample) -> tuple[EncodedFrame, np.ndarray]:
+        key = str(sample.image_path)
+        if key not in self._frames:  # CLIP and the SAM encoder are frozen: encode each image once
+            rgb = sample.rgb()
+            frame = self.engine.encode_frame(rgb)
+            target = sample.target(*rgb.shape[:2])
+            self._frames[key] = (frame, np.where(target == 1, 1, 0).astype(np.float32))  # ignore -> 0
+        return self._frames[key]
+
+    def sample_forward(self, sample: Sample, text: str, explanatory: bool = False):
+        """Loss parts of one conversation: (CE sum, CE count, mask logits [N,H,W], targets)."""
+        frame, target = self._frame(sample)
+        question, answer = question_and_answer(sample, text, self.rng, explanatory)
+        ids, labels = training_tokens(self.loaded.tokenizer, question, answer)
+        at = ids.index(IMAGE_TOKEN_INDEX)
+        patches = frame.clip_features.shape[1]
+        expanded = labels[:at] + [IGNORE_INDEX] * patches + labels[at + 1:]
+        device = self.loaded.device
+        embeds = self.engine.embed_with_image(ids, frame.clip_features)
+        hidden = self.loaded.model.model(inputs_embeds=embeds, use_cache=False).last_hidden_state[0]
+        logits = self.loaded.model.lm_head(hidden)
+        ce_sum, ce_count = causal_lm_cross_entropy(logits, torch.tensor(expanded, device=device))
+        states = gather_seg_states(hidden, ids, self.loaded.tokenizer.seg_token_id, patches)
+        mask_logits = self.engine.mask_logits(states, frame)
+        targets = [torch.from_numpy(target).to(device)] * mask_logits.shape[0]
+        return ce_sum, ce_count, list(mask_logits), targets
+
+    def batch_loss(self, batch: list[Sample]) -> dict[str, torch.Tensor]:
+        ce_sum, ce_count, mask_logits, targets = 0.0, 0, [], []
+        for sample in batch:
+            explanatory = bool(sample.explanation) and self.rng.random() < self.config.explanatory
+            s, c, m, t = self.sample_forward(sample, self.rng.choice(sample.texts), explanatory)
+            ce_sum, ce_count = ce_sum + s, ce_count + c
+            mask_logits += m
+            targets += t
+        return combine(ce_sum, ce_count, mask_logits, targets, self.weights)
+
+    # ------------------------------------------------------------------ loop
+    def train(self, evaluate=None) -> Path | None:
+        from tqdm import tqdm
+
+        config = self.config
+        self.model.train()
+        bar = tqdm(total=config.steps, initial=self.step, desc="training", unit="step", disable=not self.progress)
+        while self.step < config.steps:
+            started = time.perf_counter()
+            totals = {"loss": 0.0, "ce": 0.0, "bce": 0.0, "dice": 0.0}
+            for _ in range(config.grad_accumulation):
+                batch = [self.rng.choice(self.samples) for _ in range(config.batch_size)]
+                parts = self.batch_loss(batch)
+                (parts["loss"] / config.grad_accumulation).backward()
+                for key in totals:
+                    totals[key] += float(parts[key]) / config.grad_accumulation
+            norm = torch.nn.utils.clip_grad_norm_(self.params, config.clip_grad)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            record = {"step": self.step, **{k: round(v, 6) for k, v in totals.items()},
+                      "grad_norm": round(float(norm), 4), "lr": self.scheduler.get_last_lr()[0],
+                      "seconds": round(time.perf_counter() - started, 3)}
+            if evaluate is not None and config.eval_every and self.step % config.eval_every == 0:
+                record["eval"] = evaluate(self)
+                self.model.train()
+            if self.step % config.log_every == 0 or "eval" in record:
+                with self.log_path.open("a") as log:
+                    log.write(json.dumps(record) + "\n")
+            bar.set_postfix(loss=f"{totals['loss']:.3f}", ce=f"{totals['ce']:.3f}", dice=f"{totals['dice']:.3f}")
+            bar.update(1)
+            if self.step % config.save_every == 0 or self.step == config.steps:
+                self._save_checkpoint()
+        bar.close()
+        self.model.eval()
+        return self.export() if config.export else None
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self) -> None:
+        state = {"step": self.step, "trainable": trainable_state(self.model),
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "rng": self.rng.getstate(), "torch_rng": torch.get_rng_state(), "config": asdict(self.config)}
+        temporary = self.checkpoint_path.with_suffix(".tmp")
+        torch.save(state, temporary)
+        temporary.replace(self.checkpoint_path)  # never a half-written checkpoint after a crash
+
+    def _load_checkpoint(self) -> None:
+        state = torch.load(self.checkpoint_path, weights_only=False)
+        parameters = dict(self.model.named_parameters())
+        missing = set(state["trainable"]) - set(parameters)
+        if missing:
+            raise ValueError(f"{self.checkpoint_path} does not match this model ({len(missing)} unknown weights)")
+        with torch.no_grad():
+            for name, value in state["trainable"].items():
+                parameters[name].copy_(value.to(parameters[name].device, parameters[name].dtype))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.rng.setstate(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = state["step"]
+
+    def export(self) -> Path:
+        """Merge LoRA into the weights and write a released-layout folder the loader reads strictly."""
+        return export_merged(self.config, trainable_state(self.model), self.out / "merged")
+
+
+def export_merged(config: TrainConfig, trained: dict[str, torch.Tensor], folder: Path) -> Path:
+    """The merge script's equivalent (spec §7.3): base in full precision + LoRA config + trained
+    weights -> merge_and_unload -> released layout with the tokenizer. Works for QLoRA runs too,
+    since the base is reloaded unquantized here."""
+    from lisa_ros.model.export import copy_tokenizer, save_released_checkpoint
+
+    base = load_lisa(config.model, LoadOptions(precision="fp32", device="cpu", vision_tower=config.vision_tower))
+    model = add_lora(base.model, config)
+    parameters = dict(model.named_parameters())
+    unknown = [name for name in trained if name not in parameters]
+    if unknown:
+        raise ValueError(f"trained weights do not fit the model: {unknown[:3]}")
+    with torch.no_grad():
+        for name, value in trained.items():
+            parameters[name].copy_(value.to(parameters[name].dtype))
+    merged = model.merge_and_unload()
+    extra = {"sam_config": base.model.config.sam_config} if base.model.config.sam_config else {}
+    extra["vision_tower"] = extra["mm_vision_tower"] = base.model.config.vision_tower
+    save_released_checkpoint(merged, folder, shards=2, extra_config=extra)
+    copy_tokenizer(base.folder, folder)
+    return folder
+

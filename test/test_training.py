@@ -1,0 +1,259 @@
+"""Training and evaluation: metrics, rasterisation, losses, tokenization labels, LoRA targets,
+overfitting a fixed batch, train -> merge -> strict load -> same masks, and the CLI commands."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from lisa_ros.evaluate.metrics import IoUAccumulator, intersection_union
+from lisa_ros.model.tiny import write_tiny_lisa_checkpoint
+from lisa_ros.train.data import (
+    DataError,
+    Sample,
+    rasterize_shapes,
+    read_reasonseg,
+    read_robot_jsonl,
+    training_tokens,
+)
+from lisa_ros.train.losses import IGNORE_INDEX, LossWeights, combine, mask_bce, mask_dice
+from lisa_ros.train.synthetic import write_reasonseg, write_robot_jsonl
+
+LISA_ROS = str(Path(sys.executable).parent / "lisa-ros")
+
+
+# ------------------------------------------------------------------------------------ metrics
+
+
+def test_iou_by_hand():
+    target = np.array([[1, 1, 0, 255], [0, 1, 0, 255]], np.uint8)
+    prediction = np.array([[1, 0, 1, 1], [0, 1, 0, 1]], bool)
+    # valid pixels: the first three columns. I = 2 (0,0),(1,1); |P| = 3; |G| = 3; U = 4
+    assert intersection_union(prediction, target) == (2, 4)
+    accumulator = IoUAccumulator()
+    assert accumulator.add(prediction, target) == pytest.approx(2 / (4 + 1e-5))
+    # empty prediction on an empty target counts as perfect; a miss counts as 0
+    assert accumulator.add(np.zeros((2, 2), bool), np.zeros((2, 2), np.uint8)) == 1.0
+    assert accumulator.add(np.zeros((2, 2), bool), np.ones((2, 2), np.uint8)) == 0.0
+    assert accumulator.giou == pytest.approx((0.5 + 1.0 + 0.0) / 3, abs=1e-5)
+    assert accumulator.ciou == pytest.approx((2 + 0 + 0) / (4 + 0 + 4), abs=1e-9)
+
+
+def test_ignore_pixels_never_count_and_value_two_is_not_target():
+    target = np.array([[255, 255], [2, 1]], np.uint8)
+    prediction = np.ones((2, 2), bool)
+    # (0,*) ignored; the 2 counts as prediction area but not as target: I = 1, U = 2 + 1 - 1
+    assert intersection_union(prediction, target) == (1, 2)
+    assert math.isnan(IoUAccumulator().giou)
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+def test_rasterisation_draws_small_shapes_over_large_and_skips_flags():
+    big = {"label": "target", "points": [[0, 0], [9, 0], [9, 9], [0, 9]]}
+    small_ignore = {"label": "ignore", "points": [[2, 2], [5, 2], [5, 5], [2, 5]]}
+    flag = {"label": "flag", "points": [[0, 0], [9, 0], [9, 9]]}
+    for order in ([big, small_ignore, flag], [small_ignore, flag, big]):
+        mask = rasterize_shapes(order, 12, 12)
+        assert mask[3, 3] == 255 and mask[0, 0] == 1 and mask[8, 8] == 1 and mask[11, 11] == 0
+        assert set(np.unique(mask)) == {0, 1, 255}
+
+
+def test_reasonseg_and_robot_folders_are_read(tmp_path):
+    samples = read_reasonseg(write_reasonseg(tmp_path / "rs", count=4))
+    assert len(samples) == 4 and {s.is_sentence for s in samples} == {True, False}
+    target = samples[0].target(96, 128)
+    assert (target == 1).any() and (target == 255).any()
+    robot = read_robot_jsonl(write_robot_jsonl(tmp_path / "robot", count=3))
+    assert len(robot) == 3 and robot[0].mask.max() == 1 and robot[0].explanation
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "data.jsonl").write_text('{"image": "x.png"}\n')
+    with pytest.raises(DataError, match="needs image, instruction and mask"):
+        read_robot_jsonl(tmp_path / "broken")
+    with pytest.raises(DataError):
+        read_reasonseg(tmp_path / "missing")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return write_tiny_lisa_checkpoint(tmp_path_factory.mktemp("train") / "lisa")
+
+
+def test_training_labels_supervise_only_the_answer_and_eos(checkpoint):
+    from lisa_ros.model.tokenization import LisaTokenizer
+
+    tokenizer = LisaTokenizer.from_pretrained(checkpoint)
+    ids, labels = training_tokens(tokenizer, "What is the cup in this image? Please output segmentation mask.",
+                                  "Sure, [SEG].")
+    supervised = [token for token in labels if token != IGNORE_INDEX]
+    assert supervised == tokenizer.encode("Sure, [SEG].</s>")  # what training tokenization gives
+    assert supervised[-1] == tokenizer.eos_token_id and tokenizer.seg_token_id in supervised
+    assert labels[0] == IGNORE_INDEX and len(ids) == len(labels)
+    assert tokenizer.decode(ids[len(ids) - len(supervised) - 1:len(ids) - len(supervised)]).endswith(":")
+
+
+# ------------------------------------------------------------------------------------ losses
+
+
+def test_losses_by_hand():
+    logits = torch.tensor([[0.0, 2.0], [-1.0, 0.5]])
+    target = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
+    p = torch.sigmoid(logits)
+    expected_bce = float(-(target * torch.log(p) + (1 - target) * torch.log(1 - p)).mean())
+    assert float(mask_bce(logits, target)) == pytest.approx(expected_bce, rel=1e-5)
+    s, eps = 1000.0, 1e-6
+    expected_dice = 1 - (2 * float((p / s * target).sum()) + eps) / (float((p / s).sum()) + float((target / s).sum()) + eps)
+    assert float(mask_dice(logits, target)) == pytest.approx(expected_dice, rel=1e-5)
+    parts = combine(torch.tensor(6.0), 3, [logits, logits], [target, target], LossWeights())
+    assert float(parts["ce"]) == pytest.approx(2.0)
+    assert float(parts["loss"]) == pytest.approx(2.0 + 2.0 * expected_bce + 0.5 * expected_dice, rel=1e-5)
+    no_masks = combine(torch.tensor(6.0), 3, [], [], LossWeights())
+    assert float(no_masks["bce"]) == 0.0 and float(no_masks["loss"]) == pytest.approx(2.0)
+
+
+# ------------------------------------------------------------------------------------ training
+
+
+def _config(tmp_path, checkpoint, data, **overrides):
+    from lisa_ros.train.trainer import TrainConfig
+
+    values = dict(model=str(checkpoint), data=[{"type": "robot", "path": str(data)}], output_dir=str(tmp_path / "run"),
+                  steps=2, batch_size=2, grad_accumulation=1, lr=1e-3, warmup_steps=1, precision="fp32",
+                  gradient_checkpointing=False, save_every=1)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_lora_goes_on_the_llm_attention_only_and_the_right_modules_train(tmp_path, checkpoint):
+    from lisa_ros.train.trainer import Trainer
+
+    trainer = Trainer(_config(tmp_path, checkpoint, write_robot_jsonl(tmp_path / "d", count=2)), progress=False)
+    lora_modules = {name.rsplit(".lora_A", 1)[0] for name, _ in trainer.model.named_parameters() if ".lora_A." in name}
+    layers = trainer.loaded.model.config.num_hidden_layers
+    assert lora_modules == {f"base_model.model.model.layers.{i}.self_attn.{p}" for i in range(layers) for p in ("q_proj", "v_proj")}
+    trainable = {name for name, p in trainer.model.named_parameters() if p.requires_grad}
+    assert any("embed_tokens" in n for n in trainable) and any("lm_head" in n for n in trainable)
+    assert any("mask_decoder" in n for n in trainable) and any("text_hidden_fcs" in n for n in trainable)
+    for frozen in ("image_encoder", "prompt_encoder", "mm_projector"):
+        assert not any(frozen in n for n in trainable), frozen
+    llm = [n for n in trainable if n.startswith("base_model.model.model.layers.")]
+    assert llm and all(".lora_" in n for n in llm)  # the LLaMA layers train through LoRA only
+
+
+@pytest.mark.slow
+def test_a_tiny_model_overfits_a_fixed_batch(tmp_path, checkpoint):
+    import time
+
+    from lisa_ros.evaluate.runner import evaluate
+    from lisa_ros.train.trainer import Trainer
+
+    trainer = Trainer(_config(tmp_path, checkpoint, write_robot_jsonl(tmp_path / "d", count=8)), progress=False)
+    batch = list(trainer.samples)
+    optimizer = torch.optim.AdamW(trainer.params, lr=1e-3, betas=(0.9, 0.95))
+    started, giou = time.monotonic(), 0.0
+    for step in range(1, 121):
+        parts = trainer.batch_loss(batch)
+        optimizer.zero_grad()
+        parts["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(trainer.params, 1.0)
+        optimizer.step()
+        if step % 20 == 0:
+            trainer.model.eval()
+            giou = evaluate(trainer.engine, batch, "teacher-forced", progress=False)["overall"]["giou"]
+            trainer.model.train()
+            if giou >= 0.95:
+                break
+    print(f"\noverfit: gIoU {giou:.3f} after {step} steps, {time.monotonic() - started:.1f} s")
+    assert giou >= 0.95
+
+
+def test_train_resume_merge_and_load_give_the_same_masks(tmp_path, checkpoint):
+    from lisa_ros.engine import LisaEngine
+    from lisa_ros.model.loading import LoadOptions, load_lisa
+    from lisa_ros.train.trainer import Trainer
+
+    data = write_robot_jsonl(tmp_path / "d", count=4)
+    trainer = Trainer(_config(tmp_path, checkpoint, data, steps=2, export=False), progress=False)
+    trainer.train()
+    log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2] and all(r["loss"] > 0 for r in log)
+
+    resumed = Trainer(_config(tmp_path, checkpoint, data, steps=3), progress=False)
+    assert resumed.step == 2  # picked up checkpoint.pt
+    merged = resumed.train()
+    assert resumed.step == 3 and (merged / "pytorch_model.bin.index.json").is_file()
+
+    sample = read_robot_jsonl(data)[0]
+    rgb = sample.rgb()
+    resumed.model.eval()
+
+    def mask_logits(engine):
+        from lisa_ros.evaluate.runner import evaluation_question
+        from lisa_ros.model.prompts import Conversation
+
+        frame = engine.encode_frame(rgb)
+        conversation = Conversation()
+        conversation.ask(evaluation_question(sample))
+        ids = engine.tokenizer.encode_with_image(conversation.prompt() + " [SEG].</s>")
+        return engine.decode_masks(engine.teacher_forced_seg_states(frame, ids), frame)[0]
+
+    trained = mask_logits(resumed.engine)
+    exported = mask_logits(LisaEngine(load_lisa(merged, LoadOptions(precision="fp32"))))  # strict load
+    untrained = mask_logits(LisaEngine(load_lisa(checkpoint, LoadOptions(precision="fp32"))))
+    torch.testing.assert_close(exported, trained, atol=1e-3, rtol=1e-3)  # merge reproduces the adapter
+    assert (exported - untrained).abs().max() > 1e-2  # ...and the training is in the export
+
+
+def test_train_and_eval_commands_end_to_end(tmp_path, checkpoint):
+    data = write_robot_jsonl(tmp_path / "d", count=4)
+    val = write_reasonseg(tmp_path / "val", count=4)
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": str(checkpoint), "data": [{"type": "robot", "path": str(data)}],
+        "eval_data": {"type": "reasonseg", "path": str(val)}, "output_dir": str(tmp_path / "run"),
+        "steps": 2, "batch_size": 1, "grad_accumulation": 2, "warmup_steps": 1, "eval_every": 2,
+        "precision": "fp32", "gradient_checkpointing": True}))
+    run = subprocess.run([LISA_ROS, "train", str(config)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "training" in run.stderr  # the progress bar
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    log = [json.loads(line) for line in Path(summary["metrics"]).read_text().splitlines()]
+    assert "giou" in log[-1]["eval"]
+
+    for mode in ("teacher-forced", "generate"):
+        out = tmp_path / f"eval-{mode}"
+        run = subprocess.run([LISA_ROS, "eval", "--model", summary["merged_model"], "--data", str(val),
+                              "--mode", mode, "--out", str(out), "--max-new-tokens", "8"],
+                             capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+        report = json.loads((out / "report.json").read_text())
+        assert report["overall"]["queries"] == 4 and report["short"]["queries"] == 2 and report["long"]["queries"] == 2
+        assert 0.0 <= report["overall"]["giou"] <= 1.0 and 0.0 <= report["overall"]["ciou"] <= 1.0
+        rows = (out / "samples.csv").read_text().splitlines()
+        assert len(rows) == 5 and rows[0].startswith("image,query,is_sentence")
+    bad = subprocess.run([LISA_ROS, "eval", "--model", str(checkpoint), "--data", str(tmp_path / "none")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+def test_a_bad_training_config_is_one_clear_error(tmp_path, capsys):
+    from lisa_ros.cli import main
+
+    config = tmp_path / "bad.yaml"
+    config.write_text("model: x\ndata: []\noutput_dir: out\nlearning_rate: 1\n")
+    assert main(["train", str(config)]) == 2
+    assert "unknown keys ['learning_rate']" in capsys.readouterr().err
+
+
+def test_sample_rejects_unreadable_images(tmp_path):
+    sample = Sample(tmp_path / "missing.png", ["x"], True, np.zeros((2, 2), np.uint8))
+    with pytest.raises(DataError):
+        sample.rgb()

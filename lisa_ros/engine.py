@@ -102,6 +102,14 @@ class Answer:
         return len(self.token_ids)
 
 
+def _dtype_of(module: torch.nn.Module, default: torch.dtype) -> torch.dtype:
+    """The floating dtype of a module's first parameter (quantized weights are not floating)."""
+    for parameter in module.parameters():
+        if parameter.dtype.is_floating_point:
+            return parameter.dtype
+    return default
+
+
 def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     """Tight (x, y, width, height) of a boolean mask; zeros when it is empty."""
     rows, cols = np.any(mask, axis=1), np.any(mask, axis=0)
@@ -146,12 +154,13 @@ class LisaEngine:
         timings["preprocess"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        clip_features = self._clip_features(clip_input.to(self.device, self.dtype))
+        clip_features = self._clip_features(clip_input.to(self.device, _dtype_of(self.loaded.vision_tower, self.dtype)))
         self._sync()
         timings["clip"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        image_embedding = self._sam_image_embedding(sam_input.pixels.to(self.device, self.dtype))
+        image_embedding = self._sam_image_embedding(
+            sam_input.pixels.to(self.device, _dtype_of(self.sam.image_encoder, self.dtype)))
         self._sync()
         timings["sam_encoder"] = time.perf_counter() - start
         return EncodedFrame(image_embedding, clip_features, sam_input.resized_size,
@@ -164,7 +173,8 @@ class LisaEngine:
         if config.mm_vision_select_feature == "patch":
             features = features[:, 1:]  # drop CLS
         projector = self.model.model.mm_projector
-        return projector(features.to(self.dtype)).to(self.dtype)
+        # Modules may not all share the run dtype (QLoRA preparation keeps unquantized ones fp32).
+        return projector(features.to(_dtype_of(projector, self.dtype))).to(self.dtype)
 
     def _sam_image_embedding(self, pixels: torch.Tensor) -> torch.Tensor:
         encoder = self.sam.image_encoder
@@ -175,7 +185,7 @@ class LisaEngine:
             x = x + encoder.pos_embed
         for block in encoder.blocks:
             x = block(x)
-        return self._fp32_neck(x.permute(0, 3, 1, 2).float()).to(self.dtype)
+        return self._fp32_neck(x.permute(0, 3, 1, 2).float()).to(x.dtype)
 
     # ------------------------------------------------------------------ prompt and embeddings
     def build_prompt(self, command: str, explain: bool, history: Conversation | None = None) -> tuple[str, Conversation]:

@@ -125,7 +125,7 @@ def test_losses_by_hand():
 def _config(tmp_path, checkpoint, data, **overrides):
     from lisa_ros.train.trainer import TrainConfig
 
-    values = dict(model=str(checkpoint), data=[{"type": "robot", "path": str(data)}], output_dir=str(tmp_path / "run"),
+    values = dict(model=str(checkpoint) if checkpoint else None, data=[{"type": "robot", "path": str(data)}], output_dir=str(tmp_path / "run"),
                   steps=2, batch_size=2, grad_accumulation=1, lr=1e-3, warmup_steps=1, precision="fp32",
                   gradient_checkpointing=False, save_every=1)
     values.update(overrides)
@@ -257,3 +257,72 @@ def test_sample_rejects_unreadable_images(tmp_path):
     sample = Sample(tmp_path / "missing.png", ["x"], True, np.zeros((2, 2), np.uint8))
     with pytest.raises(DataError):
         sample.rgb()
+
+
+def test_qlora_trains_adapters_over_a_4_bit_base(tmp_path, checkpoint):
+    from lisa_ros.train.trainer import Trainer
+
+    config = _config(tmp_path, checkpoint, write_robot_jsonl(tmp_path / "d", count=2), qlora=True,
+                     precision="bf16", gradient_checkpointing=True, steps=1, export=False)
+    trainer = Trainer(config, progress=False)
+    q_proj = trainer.loaded.model.model.layers[0].self_attn.q_proj
+    assert type(q_proj.base_layer).__name__ == "Linear4bit"  # the frozen base stays 4-bit
+    lora_b = next(p for n, p in trainer.model.named_parameters() if "layers.0.self_attn.q_proj.lora_B" in n)
+    before = lora_b.detach().clone()  # B starts at 0 and gets the first gradient (A does not)
+    trainer.train()
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert math.isfinite(record["loss"]) and record["loss"] > 0
+    assert not torch.equal(before, lora_b.detach())
+
+
+def _tiny_llava(tmp_path, lisa_checkpoint):
+    """A base LLaVA-7B-style folder (no SAM, no projection, no [SEG]) and a SAM .pth, made from a
+    tiny LISA checkpoint."""
+    import shutil
+
+    from lisa_ros.train.from_llava import read_state_dict
+
+    llava = tmp_path / "llava"
+    llava.mkdir()
+    for name in ("tokenizer.model", "special_tokens_map.json", "tokenizer_config.json"):
+        shutil.copy2(lisa_checkpoint / name, llava / name)
+    added = json.loads((lisa_checkpoint / "added_tokens.json").read_text())
+    seg = added.pop("[SEG]")
+    (llava / "added_tokens.json").write_text(json.dumps(added))
+    config = json.loads((lisa_checkpoint / "config.json").read_text())
+    for key in ("train_mask_decoder", "out_dim", "sam_config"):
+        config.pop(key)
+    config["vocab_size"] = seg
+    (llava / "config.json").write_text(json.dumps(config))
+    state = read_state_dict(lisa_checkpoint)
+    sam = {k[len("model.visual_model."):]: v for k, v in state.items() if k.startswith("model.visual_model.")}
+    base = {k: v for k, v in state.items() if not k.startswith(("model.visual_model.", "model.text_hidden_fcs."))}
+    base["model.embed_tokens.weight"] = base["model.embed_tokens.weight"][:seg].clone()
+    base["lm_head.weight"] = base["lm_head.weight"][:seg].clone()
+    base["model.vision_tower.vision_tower.dummy"] = torch.zeros(1)  # bases may carry CLIP keys
+    torch.save(base, llava / "pytorch_model.bin")
+    torch.save(sam, tmp_path / "sam.pth")
+    return llava, tmp_path / "sam.pth", seg, base, sam
+
+
+def test_lisa_is_built_from_a_base_llava_and_sam_weights(tmp_path, checkpoint):
+    from lisa_ros.model.loading import LoadOptions, load_lisa
+    from lisa_ros.train.from_llava import build_from_llava
+    from lisa_ros.train.trainer import Trainer
+
+    llava, sam_path, seg, base, sam = _tiny_llava(tmp_path, checkpoint)
+    built = build_from_llava(llava, sam_path, tmp_path / "lisa-from-llava")
+    loaded = load_lisa(built, LoadOptions(precision="fp32"))  # strict: every key present
+    assert loaded.tokenizer.seg_token_id == seg  # after <im_patch>, <im_start>, <im_end>, as in LISA-7B
+    state = loaded.model.state_dict()
+    torch.testing.assert_close(state["model.visual_model.mask_decoder.iou_token.weight"], sam["mask_decoder.iou_token.weight"])
+    torch.testing.assert_close(state["model.embed_tokens.weight"][:seg], base["model.embed_tokens.weight"])
+    assert state["model.embed_tokens.weight"][seg].std() > 0  # the new row is initialised
+    with pytest.raises(ValueError, match="already a LISA checkpoint"):
+        build_from_llava(checkpoint, sam_path, tmp_path / "again")
+
+    config = _config(tmp_path, None, write_robot_jsonl(tmp_path / "d", count=2), base_llava=str(llava),
+                     sam_checkpoint=str(sam_path), steps=1, export=False)
+    trainer = Trainer(config, progress=False)
+    trainer.train()
+    assert (tmp_path / "run" / "initial" / "config.json").is_file() and trainer.step == 1

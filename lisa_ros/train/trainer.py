@@ -37,9 +37,11 @@ TRAINABLE_NAMES = ("lm_head", "embed_tokens", "mask_decoder", "text_hidden_fcs")
 class TrainConfig:
     """``lisa-ros train CONFIG.yaml``; see examples/train_robot.yaml for a commented example."""
 
-    model: str
     data: list[dict]  # [{"type": "reasonseg" | "robot", "path": ...}]
     output_dir: str
+    model: str | None = None  # a released LISA checkpoint (folder or hub id) ...
+    base_llava: str | None = None  # ... or a base LLaVA v1 folder plus SAM weights (see from_llava.py)
+    sam_checkpoint: str | None = None
     vision_tower: str | None = None
     eval_data: dict | None = None  # {"type": "reasonseg", "path": ...}
     steps: int = 500
@@ -74,7 +76,17 @@ class TrainConfig:
             raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
         if "betas" in values:
             values["betas"] = tuple(values["betas"])
-        return cls(**values)
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if bool(self.model) == bool(self.base_llava):
+            raise ValueError("give either `model` (a LISA checkpoint) or `base_llava` with `sam_checkpoint`")
+        if self.base_llava and not self.sam_checkpoint:
+            raise ValueError("`base_llava` needs `sam_checkpoint` (e.g. sam_vit_h_4b8939.pth)")
+        if not self.data:
+            raise ValueError("`data` lists no dataset")
 
 
 def add_lora(model, config: TrainConfig):
@@ -96,10 +108,18 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
 
 class Trainer:
     def __init__(self, config: TrainConfig, progress: bool = True):
+        config.validate()
         self.config = config
         self.progress = progress
         self.out = Path(config.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
+        if config.base_llava:  # LISA is built once from the base; resumed runs reuse it
+            initial = self.out / "initial"
+            if not (initial / "config.json").is_file():
+                from lisa_ros.train.from_llava import build_from_llava
+
+                build_from_llava(config.base_llava, config.sam_checkpoint, initial, seed=config.seed)
+            config.model, config.base_llava = str(initial), None
         random.seed(config.seed)
         np.random.seed(config.seed)
         torch.manual_seed(config.seed)
@@ -112,7 +132,8 @@ class Trainer:
         if config.qlora:
             from peft import prepare_model_for_kbit_training
 
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing,
+                                                    gradient_checkpointing_kwargs={"use_reentrant": False})
         elif config.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = add_lora(model, config)
@@ -186,7 +207,7 @@ class Trainer:
                 parts = self.batch_loss(batch)
                 (parts["loss"] / config.grad_accumulation).backward()
                 for key in totals:
-                    totals[key] += float(parts[key]) / config.grad_accumulation
+                    totals[key] += float(parts[key].detach()) / config.grad_accumulation
             norm = torch.nn.utils.clip_grad_norm_(self.params, config.clip_grad)
             self.optimizer.step()
             self.scheduler.step()

@@ -25,14 +25,10 @@ import threading
 import time
 from pathlib import Path
 
+from lisa_ros.processes import die_with_parent
+
 HERE = Path(__file__).resolve().parent
 
-
-def _die_with_parent() -> None:
-    import ctypes
-    import signal
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def camera_diagnostics(received: list, camera: str) -> dict:
@@ -70,7 +66,7 @@ def main(argv=None) -> int:
          "-p", f"quantization:={args.quantization}", "-p", f"max_new_tokens:={args.max_new_tokens}",
          "-p", "stop_after_seg:=false", "-p", "camera.image_topic:=/bench/image", "-p", "max_frame_age:=0.0",
          "-p", "publish_debug_image:=false"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
     frames = int(args.rate * (2 * args.phase_seconds + 4))
     camera = None
     try:
@@ -94,7 +90,7 @@ def main(argv=None) -> int:
         camera = subprocess.Popen(
             [sys.executable, str(HERE / "transport.py"), "--role", "publish", "--topic", "/bench/image",
              "--frames", str(frames), "--rate", str(args.rate), "--size", args.size, "--qos", "best_effort"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
 
         def ask():
             future = service.call_async(ReasonSegment.Request(command="what should I use to reach the shelf?", explain=True))

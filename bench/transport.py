@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from lisa_ros.processes import die_with_parent
+
 PROFILES = {"default": None, "localhost": "fastdds_localhost.xml", "robot": "fastdds.xml"}
 QOS = ("best_effort", "reliable")
 
@@ -111,13 +113,6 @@ def _config_dir() -> Path:
         return Path(__file__).resolve().parent.parent / "config"
 
 
-def _die_with_parent() -> None:
-    """preexec_fn: the benchmark's children get SIGTERM when the benchmark dies."""
-    import ctypes
-    import signal
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
 
 def run_case(profile: str, qos: str, args) -> dict:
     env = dict(os.environ)  # keeps the LD_LIBRARY_PATH set by the ROS wheels' bootstrap
@@ -135,14 +130,14 @@ def run_case(profile: str, qos: str, args) -> dict:
     me = [sys.executable, str(Path(__file__).resolve())]
     subscriber = subprocess.Popen(me + ["--role", "subscribe"] + common, env=env, stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                  preexec_fn=_die_with_parent)
+                                  preexec_fn=die_with_parent)
     output = [subscriber.stdout.readline()]
     if output[0].strip() != "ready":
         subscriber.kill()
         raise RuntimeError("subscriber failed: " + "".join(output) + subscriber.stdout.read())
     publisher = subprocess.Popen(me + ["--role", "publish"] + common, env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                                 preexec_fn=_die_with_parent)
+                                 preexec_fn=die_with_parent)
     publisher.wait(timeout=args.timeout + 60)
     rest, _ = subscriber.communicate("publisher done\n", timeout=args.timeout + 60)
     output.append(rest)

@@ -20,14 +20,10 @@ import threading
 import time
 from pathlib import Path
 
+from lisa_ros.processes import die_with_parent
+
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def _die_with_parent() -> None:
-    import ctypes
-    import signal
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def run_camera() -> None:
@@ -105,8 +101,8 @@ def main(argv=None) -> int:
         [sys.executable, "-m", "lisa_ros.ros.node", "--ros-args", "-p", f"model:={model}",
          "-p", "camera.image_topic:=/demo/color/image_raw", "-p", "camera.depth_topic:=/demo/depth/image_raw",
          "-p", "camera.camera_info_topic:=/demo/color/camera_info", "-p", "max_new_tokens:=24"],
-        env=env, preexec_fn=_die_with_parent)
-    camera = subprocess.Popen([sys.executable, __file__, "--role", "camera"], env=env, preexec_fn=_die_with_parent)
+        env=env, preexec_fn=die_with_parent)
+    camera = subprocess.Popen([sys.executable, __file__, "--role", "camera"], env=env, preexec_fn=die_with_parent)
     try:
         return client(Path(args.out))
     finally:

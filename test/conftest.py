@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from lisa_ros.processes import die_with_parent
+
 SUPPORT = Path(__file__).parent / "support"
 _LOCK_DIR = Path(os.environ.get("LISA_ROS_TEST_LOCK_DIR", "/tmp"))
 # Linux domain ids whose port ranges are valid are 0..101 and 215..232; 0 is everyone's default.
@@ -53,14 +55,6 @@ _FOREIGN_DDS_SETTINGS = (
     "FASTDDS_ENVIRONMENT_FILE", "FASTDDS_BUILTIN_TRANSPORTS", "FASTRTPS_DEFAULT_PROFILES_FILE",
     "RMW_FASTRTPS_USE_QOS_FROM_XML", "CYCLONEDDS_URI",
 )
-
-
-def die_with_parent() -> None:
-    """preexec_fn for children: SIGTERM them when the test process dies, however it dies."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class RosDomain:

@@ -73,5 +73,7 @@ class LisaForCausalLM(LlamaForCausalLM):
     def project_seg_hidden_states(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """``[N, H]`` final post-norm hidden states that predicted [SEG] -> ``[N, out_dim]``."""
         projection = self.model.text_hidden_fcs[0]
-        return projection(hidden_states.to(projection[0].weight.dtype)
-                          if projection[0].weight.dtype.is_floating_point else hidden_states)
+        weight_dtype = projection[0].weight.dtype
+        if weight_dtype.is_floating_point:  # quantized weights (uint8) take the input as it is
+            hidden_states = hidden_states.to(weight_dtype)
+        return projection(hidden_states)

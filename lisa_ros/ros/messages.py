@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 from geometry_msgs.msg import Point
-from sensor_msgs.msg import RegionOfInterest
+from sensor_msgs.msg import Image, RegionOfInterest
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
@@ -96,7 +96,7 @@ def markers(header, shapes: list[MaskGeometry], labels: list[str]) -> MarkerArra
     return array
 
 
-def debug_image(header, rgb: np.ndarray, answer) -> "Image":  # noqa: F821
+def debug_image(header, rgb: np.ndarray, answer) -> Image:
     """The source image with the masks, boxes, scores and answer drawn on it (rgb8)."""
     overlay = draw_overlay(rgb, [m.mask for m in answer.masks], [m.box for m in answer.masks],
                            [m.score for m in answer.masks], answer.text)

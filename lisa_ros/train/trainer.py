@@ -124,7 +124,9 @@ class Trainer:
         np.random.seed(config.seed)
         torch.manual_seed(config.seed)
         self.rng = random.Random(config.seed)
-        options = LoadOptions(precision=config.precision if not config.qlora or config.precision != "fp32" else "bf16",
+        # QLoRA computes in 16 bit: fp32 falls back to bf16 there.
+        precision = "bf16" if config.qlora and config.precision == "fp32" else config.precision
+        options = LoadOptions(precision=precision,
                               quantization="4bit" if config.qlora else "none", device=config.device,
                               vision_tower=config.vision_tower)
         self.loaded = load_lisa(config.model, options)

@@ -100,7 +100,9 @@ def main(argv=None) -> int:
     node = subprocess.Popen(
         [sys.executable, "-m", "lisa_ros.ros.node", "--ros-args", "-p", f"model:={model}",
          "-p", "camera.image_topic:=/demo/color/image_raw", "-p", "camera.depth_topic:=/demo/depth/image_raw",
-         "-p", "camera.camera_info_topic:=/demo/color/camera_info", "-p", "max_new_tokens:=24"],
+         "-p", "camera.camera_info_topic:=/demo/color/camera_info", "-p", "max_new_tokens:=24",
+         # The demo camera shares two busy cores with the model: tolerate its stalls.
+         "-p", "max_frame_age:=5.0"],
         env=env, preexec_fn=die_with_parent)
     camera = subprocess.Popen([sys.executable, __file__, "--role", "camera"], env=env, preexec_fn=die_with_parent)
     try:

@@ -2,8 +2,9 @@
 
 Used by the CLI, the benchmarks, the evaluator and the ROS node, so the [SEG] path exists once:
 
-1. :meth:`LisaEngine.encode_frame`: SAM image embedding and projected CLIP patch features of an
-   RGB image, computed once and reusable for any number of commands (the frame cache).
+1. :meth:`LisaEngine.encode_frame`: SAM image embedding and the projected image tokens (CLIP
+   patch features, or pooled SAM features for a ``mm_vision_source: sam`` model) of an RGB image,
+   computed once and reusable for any number of commands (the frame cache).
 2. :meth:`LisaEngine.answer`: prompt (llava_v1, optional history, automatic suffix), greedy
    generation with the KV cache, and for every generated ``[SEG]`` the final post-norm hidden
    state of the position that *predicted* it (spec §1.5) -> ``text_hidden_fcs`` -> SAM prompt
@@ -57,8 +58,10 @@ class GenerationOptions:
 class EncodedFrame:
     """One image encoded for both branches (the frame cache entry).
 
-    image_embedding: ``[1, 256, g, g]`` SAM encoder output; clip_features: ``[1, P, H]`` projected
-    CLIP patch features (P = 256 for ViT-L/14 at 224 px); sizes in (height, width).
+    image_embedding: ``[1, 256, g, g]`` SAM encoder output; clip_features: ``[1, P, H]`` the
+    projected image tokens (P = 256 CLIP patches for ViT-L/14 at 224 px; grid² pooled SAM cells
+    for a ``mm_vision_source: sam`` model); vision_features: ``[1, P, mm_hidden_size]`` the same
+    before the projector (training applies a trainable projector itself); sizes in (height, width).
     """
 
     image_embedding: torch.Tensor
@@ -66,6 +69,7 @@ class EncodedFrame:
     resized_size: tuple[int, int]
     original_size: tuple[int, int]
     timings: dict[str, float]
+    vision_features: torch.Tensor | None = None
 
 
 @dataclass
@@ -133,7 +137,7 @@ class LisaEngine:
         self.sam = self.model.model.visual_model
         self.seg_token_id = self.tokenizer.seg_token_id
         self._fp32_neck = None
-        if self.dtype == torch.float16:
+        if self.dtype == torch.float16 and hasattr(self.sam.image_encoder, "blocks"):  # ViT encoders
             # SAM's neck overflows in fp16: run it in fp32, as LISA does (spec §1.6 item 3).
             import copy
 
@@ -149,29 +153,45 @@ class LisaEngine:
         """Encode an ``(H, W, 3)`` uint8 RGB image once (SAM embedding and CLIP features)."""
         timings = {}
         start = time.perf_counter()
-        sam_input = sam_preprocess(rgb, self.sam.image_encoder.img_size)
-        clip_input = clip_preprocess(rgb, self.loaded.clip_image_size, self.loaded.clip_mean, self.loaded.clip_std)
+        sam_config = self.model.config.sam
+        sam_input = sam_preprocess(rgb, self.sam.image_encoder.img_size, sam_config.pixel_mean, sam_config.pixel_std)
+        uses_clip = self.model.config.uses_clip
+        if uses_clip:
+            clip_input = clip_preprocess(rgb, self.loaded.clip_image_size, self.loaded.clip_mean, self.loaded.clip_std)
         timings["preprocess"] = time.perf_counter() - start
 
-        start = time.perf_counter()
-        clip_features = self._clip_features(clip_input.to(self.device, _dtype_of(self.loaded.vision_tower, self.dtype)))
-        self._sync()
-        timings["clip"] = time.perf_counter() - start
+        if uses_clip:
+            start = time.perf_counter()
+            vision_features = self._clip_patch_features(
+                clip_input.to(self.device, _dtype_of(self.loaded.vision_tower, self.dtype)))
+            self._sync()
+            timings["clip"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        image_embedding = self._sam_image_embedding(
-            sam_input.pixels.to(self.device, _dtype_of(self.sam.image_encoder, self.dtype)))
+        pixels = sam_input.pixels.to(self.device, _dtype_of(self.sam.image_encoder, self.dtype))
+        image_embedding = self._sam_image_embedding(pixels)
+        if not uses_clip:
+            vision_features = self.model.sam_vision_features(image_embedding, pixels)
         self._sync()
         timings["sam_encoder"] = time.perf_counter() - start
-        return EncodedFrame(image_embedding, clip_features, sam_input.resized_size,
-                            sam_input.original_size, timings)
+        return EncodedFrame(image_embedding, self.project_vision_features(vision_features), sam_input.resized_size,
+                            sam_input.original_size, timings, vision_features)
 
-    def _clip_features(self, pixels: torch.Tensor) -> torch.Tensor:
+    def _clip_patch_features(self, pixels: torch.Tensor) -> torch.Tensor:
         config = self.model.config
         outputs = self.loaded.vision_tower(pixels, output_hidden_states=True)
         features = outputs.hidden_states[config.mm_vision_select_layer]  # no post-layernorm
         if config.mm_vision_select_feature == "patch":
             features = features[:, 1:]  # drop CLS
+        return features
+
+    def _clip_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Projected CLIP patch features of CLIP-preprocessed ``pixels`` (benchmarks call this)."""
+        return self.project_vision_features(self._clip_patch_features(pixels))
+
+    def project_vision_features(self, features: torch.Tensor) -> torch.Tensor:
+        """``[1, P, mm_hidden_size]`` -> ``[1, P, H]`` through ``mm_projector`` (autograd follows
+        the projector's own parameters: training calls this with a trainable one)."""
         projector = self.model.model.mm_projector
         # Modules may not all share the run dtype (QLoRA preparation keeps unquantized ones fp32).
         return projector(features.to(_dtype_of(projector, self.dtype))).to(self.dtype)

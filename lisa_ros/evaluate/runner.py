@@ -61,24 +61,32 @@ def predict(engine: LisaEngine, sample: Sample, rgb: np.ndarray, mode: str) -> n
 
 def evaluate(engine: LisaEngine, samples: list[Sample], mode: str = "teacher-forced",
              out: str | Path | None = None, progress: bool = True) -> dict:
-    """gIoU / cIoU over ``samples`` (overall, short and long queries); writes report.json and
+    """gIoU / cIoU over ``samples`` (overall, short and long queries, and per query type
+    when the samples have one); writes report.json and
     samples.csv into ``out`` when given."""
     from tqdm import tqdm
 
     overall, short, long_ = IoUAccumulator(), IoUAccumulator(), IoUAccumulator()
+    by_type: dict[str, IoUAccumulator] = {}
     rows = []
     started = time.perf_counter()
     for sample in tqdm(samples, desc=f"evaluating ({mode})", unit="image", disable=not progress):
         rgb = sample.rgb()
         target = sample.target(*rgb.shape[:2])
         prediction = predict(engine, sample, rgb, mode)
-        for accumulator in (overall, long_ if sample.is_sentence else short):
+        accumulators = [overall, long_ if sample.is_sentence else short]
+        if sample.query_type:
+            accumulators.append(by_type.setdefault(sample.query_type, IoUAccumulator()))
+        for accumulator in accumulators:
             accumulator.add(prediction, target)
-        rows.append({"image": sample.image_path.name, "query": sample.texts[0], "is_sentence": sample.is_sentence,
+        rows.append({"image": sample.image_path.name, "query": sample.texts[0], "query_type": sample.query_type or "",
+                     "is_sentence": sample.is_sentence,
                      "intersection": overall.intersections[-1], "union": overall.unions[-1],
                      "iou": round(query_iou(overall.intersections[-1], overall.unions[-1]), 6)})
     report = {"mode": mode, "seconds": round(time.perf_counter() - started, 2), "overall": overall.summary(),
               "short": short.summary(), "long": long_.summary()}
+    if by_type:
+        report["by_query_type"] = {name: by_type[name].summary() for name in sorted(by_type)}
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from transformers import LlamaConfig
 from lisa_ros.model.sam import SamConfig
 
 DEFAULT_VISION_TOWER = "openai/clip-vit-large-patch14"
+VISION_SOURCES = ("clip", "sam")
 
 
 class LisaConfig(LlamaConfig):
@@ -25,6 +26,11 @@ class LisaConfig(LlamaConfig):
     ``mm_hidden_size`` (CLIP width, 1024), ``mm_vision_select_layer`` (-2),
     ``mm_use_im_start_end`` (True). ``sam_config`` is ours: absent in released checkpoints, which
     all use SAM ViT-H; small test checkpoints record their SAM shapes there.
+
+    ``mm_vision_source`` is ours too: ``"clip"`` (released LISA: CLIP patch features feed the
+    projector) or ``"sam"`` (the embedded model, which has no CLIP: the SAM image embedding pooled
+    to ``mm_vision_grid`` x ``mm_vision_grid`` cells, with each cell's mean input colour and SAM's
+    positional encoding of its centre; see ``LisaForCausalLM.sam_vision_features``).
     """
 
     model_type = "llava"
@@ -42,6 +48,8 @@ class LisaConfig(LlamaConfig):
         mm_use_im_patch_token: bool = False,
         use_mm_proj: bool = True,
         sam_config: dict[str, Any] | None = None,
+        mm_vision_source: str = "clip",
+        mm_vision_grid: int = 8,
         **kwargs: Any,
     ):
         self.out_dim = out_dim
@@ -55,6 +63,10 @@ class LisaConfig(LlamaConfig):
         self.mm_use_im_patch_token = mm_use_im_patch_token
         self.use_mm_proj = use_mm_proj
         self.sam_config = sam_config
+        if mm_vision_source not in VISION_SOURCES:
+            raise ValueError(f"mm_vision_source must be one of {VISION_SOURCES}, got {mm_vision_source!r}")
+        self.mm_vision_source = mm_vision_source
+        self.mm_vision_grid = mm_vision_grid
         kwargs.setdefault("tie_word_embeddings", False)
         super().__init__(**kwargs)
 
@@ -65,3 +77,7 @@ class LisaConfig(LlamaConfig):
 
     def set_sam(self, sam: SamConfig) -> None:
         self.sam_config = asdict(sam)
+
+    @property
+    def uses_clip(self) -> bool:
+        return self.mm_vision_source == "clip"

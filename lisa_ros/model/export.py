@@ -19,7 +19,8 @@ RELEASED_FIELDS = {
     "image_grid_pinpoints": None, "tune_mm_mlp_adapter": False, "freeze_mm_mlp_adapter": True,
     "pretrain_mm_mlp_adapter": None, "use_cache": False,
 }
-TOKENIZER_FILES = ("tokenizer.model", "added_tokens.json", "special_tokens_map.json", "tokenizer_config.json")
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "added_tokens.json", "special_tokens_map.json",
+                   "tokenizer_config.json")
 
 
 def save_released_checkpoint(model, folder: str | Path, shards: int = 2, dtype: torch.dtype | None = None,
@@ -52,7 +53,7 @@ def save_released_checkpoint(model, folder: str | Path, shards: int = 2, dtype: 
 
 
 def copy_tokenizer(source: str | Path, folder: str | Path) -> None:
-    """Copy the slow-tokenizer files of a released folder."""
+    """Copy the tokenizer files of a checkpoint folder (SentencePiece or byte-level BPE)."""
     for name in TOKENIZER_FILES:
         if (Path(source) / name).is_file():
             shutil.copy2(Path(source) / name, Path(folder) / name)

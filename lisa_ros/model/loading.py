@@ -17,7 +17,7 @@ import torch
 
 from lisa_ros.model.configuration import LisaConfig
 from lisa_ros.model.modeling import LisaForCausalLM
-from lisa_ros.model.tokenization import LisaTokenizer
+from lisa_ros.model.tokenization import LisaTokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,17 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_folder(source: str | Path, what: str = "model") -> Path:
-    """A local folder, or a hub id downloaded (or found in the local cache) with huggingface_hub."""
+    """A local folder, a hub id downloaded (or found in the local cache) with huggingface_hub, or
+    for a model the name ``embedded`` (``embedded-base``): the embedded model, assembled once."""
+    if what == "model":
+        from lisa_ros.model.embedded import EmbeddedModelError, resolve_embedded
+
+        try:
+            embedded = resolve_embedded(str(source))
+        except EmbeddedModelError as exc:
+            raise CheckpointError(str(exc)) from exc
+        if embedded is not None:
+            return embedded
     path = Path(source).expanduser()
     if path.is_dir():
         return path
@@ -130,7 +140,7 @@ class LoadedLisa:
     """Everything inference needs, on one device."""
 
     model: LisaForCausalLM
-    vision_tower: torch.nn.Module  # transformers CLIPVisionModel
+    vision_tower: torch.nn.Module | None  # transformers CLIPVisionModel; None for mm_vision_source "sam"
     tokenizer: LisaTokenizer
     clip_image_size: int
     clip_mean: tuple[float, float, float]
@@ -146,7 +156,8 @@ class LoadedLisa:
             tensors = list(module.parameters()) + list(module.buffers())
             return sum(t.numel() * t.element_size() for t in tensors)
 
-        lisa, clip = size(self.model), size(self.vision_tower)
+        lisa = size(self.model)
+        clip = size(self.vision_tower) if self.vision_tower is not None else 0
         return {"lisa": lisa, "clip": clip, "total": lisa + clip}
 
 
@@ -160,7 +171,7 @@ def load_lisa(source: str | Path, options: LoadOptions | None = None) -> LoadedL
     dtype = PRECISIONS[options.precision]
     folder = resolve_folder(source)
     config = read_config(folder)
-    tokenizer = LisaTokenizer.from_pretrained(folder)
+    tokenizer = load_tokenizer(folder)
     if len(tokenizer) != config.vocab_size:
         raise CheckpointError(f"tokenizer has {len(tokenizer)} tokens but the model's vocabulary is "
                               f"{config.vocab_size}: tokenizer and weights do not belong together")
@@ -182,6 +193,14 @@ def load_lisa(source: str | Path, options: LoadOptions | None = None) -> LoadedL
     if quant is None:
         model = model.to(device)
     model.eval()
+    _restore_sam_pixel_buffers(model)
+    if not config.uses_clip:  # the SAM encoder feeds the language model too: no CLIP tower
+        sam = config.sam
+        loaded = LoadedLisa(model, None, tokenizer, sam.image_size, tuple(sam.pixel_mean), tuple(sam.pixel_std),
+                            device, dtype, options, folder)
+        log.info("LISA ready on %s: %.1f MB of weights (no CLIP tower: SAM features feed the LLM)", device,
+                 loaded.memory_bytes()["total"] / 2**20)
+        return loaded
 
     tower_source = options.vision_tower or config.vision_tower
     tower_folder = resolve_folder(tower_source, "vision tower")
@@ -198,7 +217,6 @@ def load_lisa(source: str | Path, options: LoadOptions | None = None) -> LoadedL
         raise CheckpointError(f"the CLIP vision tower in {tower_folder} is incomplete: {summary}")
     vision_tower = vision_tower.to(device).eval()
     check_vision_tower(config, vision_tower.config)
-    _restore_sam_pixel_buffers(model)
     mean, std, size = _clip_preprocessing(tower_folder, vision_tower.config.image_size)
     loaded = LoadedLisa(model, vision_tower, tokenizer, size, mean, std, device, dtype, options, folder)
     memory = loaded.memory_bytes()
@@ -222,14 +240,13 @@ def check_vision_tower(config: LisaConfig, tower_config) -> None:
 
 def _restore_sam_pixel_buffers(model: LisaForCausalLM) -> None:
     """SAM's pixel_mean/pixel_std are non-persistent buffers (not in checkpoints): from_pretrained
-    leaves them uninitialised. The engine normalises with the constants itself, but the Sam
+    leaves them uninitialised. The engine normalises with the config's values itself, but the Sam
     module must not carry garbage for anyone calling its own preprocess."""
-    from lisa_ros.model.preprocess import SAM_PIXEL_MEAN, SAM_PIXEL_STD
-
+    sam_config = model.config.sam
     sam = model.model.visual_model
     with torch.no_grad():
-        sam.pixel_mean.copy_(torch.tensor(SAM_PIXEL_MEAN).view(-1, 1, 1))
-        sam.pixel_std.copy_(torch.tensor(SAM_PIXEL_STD).view(-1, 1, 1))
+        sam.pixel_mean.copy_(torch.tensor(sam_config.pixel_mean).view(-1, 1, 1))
+        sam.pixel_std.copy_(torch.tensor(sam_config.pixel_std).view(-1, 1, 1))
 
 
 def _clip_preprocessing(folder: Path, default_size: int):

@@ -2,7 +2,8 @@
 
 ``LisaForCausalLM`` is transformers' ``LlamaForCausalLM`` whose body (``model``) also owns:
 
-* ``model.mm_projector``: Linear(mm_hidden_size -> H), CLIP patch features into the LLM;
+* ``model.mm_projector``: Linear(mm_hidden_size -> H), CLIP patch features into the LLM (or, for
+  a ``mm_vision_source: sam`` checkpoint, the pooled SAM features of :meth:`sam_vision_features`);
 * ``model.visual_model``: a segment-anything ``Sam`` (image encoder, prompt encoder, decoder);
 * ``model.text_hidden_fcs``: ModuleList([Sequential(Linear(H, H), ReLU, Linear(H, out_dim),
   Dropout(0))]), which turns the hidden state that predicted ``[SEG]`` into a SAM prompt.
@@ -16,6 +17,7 @@ released checkpoints and is deliberately not a submodule here: it is loaded on i
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import LlamaForCausalLM, LlamaModel
 from transformers.models.llama.modeling_llama import LlamaPreTrainedModel
@@ -77,3 +79,24 @@ class LisaForCausalLM(LlamaForCausalLM):
         if weight_dtype.is_floating_point:  # quantized weights (uint8) take the input as it is
             hidden_states = hidden_states.to(weight_dtype)
         return projection(hidden_states)
+
+    def sam_vision_features(self, image_embedding: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        """The image tokens of a ``mm_vision_source: sam`` model, before the projector.
+
+        ``image_embedding``: ``[B, C, g, g]`` SAM encoder output; ``pixels``: ``[B, 3, S, S]`` the
+        normalised, padded SAM input. Returns ``[B, G*G, C + 3 + C]`` for G = mm_vision_grid: per
+        cell (row-major) the mean SAM feature, the mean normalised colour (SAM features of small
+        encoders carry little hue, and colour is what many commands are about) and SAM's own
+        positional encoding of the cell centre, i.e. what a point prompt there would carry, so
+        the [SEG] state can say *where* the target is in the decoder's own terms.
+        """
+        grid = self.config.mm_vision_grid
+        features = F.adaptive_avg_pool2d(image_embedding, grid).flatten(2).transpose(1, 2)
+        colour = F.adaptive_avg_pool2d(pixels.to(features.dtype), grid).flatten(2).transpose(1, 2)
+        pe_layer = self.model.visual_model.prompt_encoder.pe_layer
+        gaussian = pe_layer.positional_encoding_gaussian_matrix
+        centres = (torch.arange(grid, device=gaussian.device, dtype=gaussian.dtype) + 0.5) / grid
+        ys, xs = torch.meshgrid(centres, centres, indexing="ij")
+        position = pe_layer._pe_encoding(torch.stack([xs, ys], dim=-1)).reshape(1, grid * grid, -1)
+        position = position.to(features.dtype).expand(features.shape[0], -1, -1)
+        return torch.cat([features, colour, position], dim=-1)

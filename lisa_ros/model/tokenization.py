@@ -13,6 +13,11 @@ Its behaviour, which prompts and training labels must reproduce (spec §2.4):
 transformers 5 tokenizes differently (it keeps a ``▁`` piece before ``[SEG]``), so this class uses
 the checkpoint's ``tokenizer.model`` through sentencepiece directly. ``<image>`` is never
 tokenized: it becomes :data:`IMAGE_TOKEN_INDEX` (-200), replaced by CLIP features later.
+
+Checkpoints built on a byte-level BPE language model (the embedded model: SmolLM2) ship a
+``tokenizer.json`` instead; :class:`ByteLevelLisaTokenizer` applies the same rules 1-3 to it, so
+prompts, labels and the [SEG] position are computed by one set of rules whichever tokenizer a
+checkpoint has. :func:`load_tokenizer` picks the class from the folder's files.
 """
 from __future__ import annotations
 
@@ -114,8 +119,19 @@ class LisaTokenizer:
             if index + 1 < len(parts) and parts[index + 1] in self.added_tokens:
                 part = part.rstrip()
             if part:
-                ids.extend(self.sp.encode(part))
+                ids.extend(self._encode_text(part))
         return ids
+
+    def _encode_text(self, text: str) -> list[int]:
+        """Ids of one chunk without added or special tokens (SentencePiece adds its dummy prefix)."""
+        return self.sp.encode(text)
+
+    def _decode_text(self, ids: list[int]) -> tuple[str, bool]:
+        """Text of a run of ordinary ids, and whether it begins with a word-separating space."""
+        return self.sp.decode(ids), self.sp.id_to_piece(ids[0]).startswith("\u2581")
+
+    def _special_piece(self, token_id: int) -> str:
+        return self.sp.id_to_piece(token_id)
 
     def encode_with_image(self, prompt: str) -> list[int]:
         """Ids of a prompt holding ``<image>`` once: BOS first, -200 where the image goes."""
@@ -142,9 +158,9 @@ class LisaTokenizer:
             nonlocal previous_added
             if not run:
                 return
-            pieces = [self.sp.id_to_piece(i) for i in run]
-            text = self.sp.decode(run)
-            leading_space = pieces[0].startswith("\u2581") and (out and not out[-1].endswith((" ", "\n")))
+            text, spaced = self._decode_text(run)
+            text = text.lstrip(" ") if spaced else text
+            leading_space = spaced and (out and not out[-1].endswith((" ", "\n")))
             if leading_space and (not previous_added or text[:1].isalnum()):
                 text = " " + text
             out.append(text)
@@ -169,8 +185,80 @@ class LisaTokenizer:
             if token_id in special_ids:
                 flush()
                 if not skip_special_tokens:
-                    out.append(self.sp.id_to_piece(token_id))
+                    out.append(self._special_piece(token_id))
                 continue
             run.append(token_id)
         flush()
         return "".join(out)
+
+
+class ByteLevelLisaTokenizer(LisaTokenizer):
+    """A byte-level BPE ``tokenizer.json`` with LISA's added tokens, tokenizing by rules 1-3.
+
+    ``bos_token``/``eos_token`` name the model's own sequence markers (SmolLM2: ``<|im_start|>``,
+    ``<|im_end|>``); the strings ``<s>`` and ``</s>`` that LISA's prompt template writes are
+    read as those markers, so the llava_v1 template works unchanged.
+    """
+
+    def __init__(self, tokenizer_file: str | Path, added_tokens: dict[str, int], bos_token: str, eos_token: str,
+                 pad_token: str | None = None):
+        from tokenizers import Tokenizer
+
+        self.bpe = Tokenizer.from_file(str(tokenizer_file))
+        self.base_size = self.bpe.get_vocab_size(with_added_tokens=False)
+        self.added_tokens = dict(added_tokens)
+        self.added_by_id = {index: token for token, index in self.added_tokens.items()}
+        for token, index in self.added_tokens.items():
+            if index < self.base_size:
+                raise TokenizerError(f"added token {token!r} has id {index}, inside the base vocabulary")
+        ids = {}
+        for name in (bos_token, eos_token, pad_token or eos_token):
+            index = self.bpe.token_to_id(name)
+            if index is None:
+                raise TokenizerError(f"{tokenizer_file} has no token {name!r}")
+            ids[name] = index
+        self.bos_token_id, self.eos_token_id = ids[bos_token], ids[eos_token]
+        self.pad_token_id = self.unk_token_id = ids[pad_token or eos_token]
+        self.special_tokens = {"<s>": self.bos_token_id, "</s>": self.eos_token_id,
+                               bos_token: self.bos_token_id, eos_token: self.eos_token_id}
+        names = sorted(list(self.added_tokens) + list(self.special_tokens), key=len, reverse=True)
+        self._splitter = re.compile("(" + "|".join(re.escape(n) for n in names) + ")")
+        self._special_by_id = {self.bos_token_id: bos_token, self.eos_token_id: eos_token}
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> "ByteLevelLisaTokenizer":
+        """Read ``tokenizer.json``, ``added_tokens.json`` and ``tokenizer_config.json`` (bos/eos)."""
+        folder = Path(folder)
+        added_file, config_file = folder / "added_tokens.json", folder / "tokenizer_config.json"
+        added = json.loads(added_file.read_text()) if added_file.is_file() else {}
+        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+        if "bos_token" not in config or "eos_token" not in config:
+            raise TokenizerError(f"{config_file} must name bos_token and eos_token")
+        tokenizer = cls(folder / "tokenizer.json", added, config["bos_token"], config["eos_token"],
+                        config.get("pad_token"))
+        if SEG_TOKEN not in tokenizer.added_tokens:
+            raise TokenizerError(f"the tokenizer in {folder} has no {SEG_TOKEN} token: not a LISA checkpoint")
+        return tokenizer
+
+    def __len__(self) -> int:
+        return max([self.base_size - 1, *self.added_tokens.values()]) + 1
+
+    def _encode_text(self, text: str) -> list[int]:
+        return self.bpe.encode(text, add_special_tokens=False).ids
+
+    def _decode_text(self, ids: list[int]) -> tuple[str, bool]:
+        text = self.bpe.decode(ids, skip_special_tokens=False)
+        return text, text.startswith(" ")
+
+    def _special_piece(self, token_id: int) -> str:
+        return self._special_by_id[token_id]
+
+
+def load_tokenizer(folder: str | Path) -> LisaTokenizer:
+    """The tokenizer of a checkpoint folder: SentencePiece (released LISA) or byte-level BPE."""
+    folder = Path(folder)
+    if (folder / "tokenizer.model").is_file():
+        return LisaTokenizer.from_pretrained(folder)
+    if (folder / "tokenizer.json").is_file():
+        return ByteLevelLisaTokenizer.from_pretrained(folder)
+    raise TokenizerError(f"{folder} has no tokenizer (tokenizer.model or tokenizer.json)")

@@ -2,7 +2,8 @@
 
 ReasonSeg (spec §5.7): a folder of ``*.jpg`` images, each with a LabelMe-style ``*.json``:
 ``text`` (1-5 instructions), ``is_sentence`` (long sentence vs short phrase), ``shapes`` (polygons
-with ``label`` and ``points``). Masks are rasterised with smaller shapes drawn over larger ones:
+with ``label`` and ``points``); optionally (ours, e.g. the generated reasoning scenes)
+``explanation`` (a sentence for explanatory answers) and ``query_type`` (for per-type reports). Masks are rasterised with smaller shapes drawn over larger ones:
 value 1 for targets, 255 for shapes whose label contains "ignore"; "flag" shapes are skipped.
 
 Robot data (ours, what a user collects): a folder with ``data.jsonl``, one object per line::
@@ -60,6 +61,7 @@ class Sample:
     shapes: list[dict] | None = None
     answer: str | None = None
     explanation: str | None = None
+    query_type: str | None = None  # ours, optional: lets evaluation report per kind of query
 
     def rgb(self) -> np.ndarray:
         bgr = cv2.imread(str(self.image_path), cv2.IMREAD_COLOR)
@@ -120,7 +122,8 @@ def read_reasonseg(folder: str | Path) -> list[Sample]:
         if not texts:
             continue
         samples.append(Sample(image_path, texts, bool(data.get("is_sentence", False)), None,
-                              shapes=data.get("shapes", [])))
+                              shapes=data.get("shapes", []), explanation=data.get("explanation"),
+                              query_type=data.get("query_type")))
     if not samples:
         raise DataError(f"no annotated images (*.jpg + *.json) in {folder}")
     return samples

@@ -9,6 +9,11 @@ code re-initialises them). QLoRA keeps the frozen base in 4 bit so a 7B fits one
 Loop: AdamW (betas 0.9/0.95, no weight decay), linear warmup then linear decay to 0, gradient
 clipping 1.0, accumulation, optional evaluation every N steps, a JSON-lines metrics log, a resumable
 checkpoint of the trainable weights, and at the end a merged export in the released layout.
+
+A new model (the embedded one, whose projector, [SEG] rows and prompt path start untrained) widens
+or narrows this with ``lora_target`` (a regex over full module names), ``trainable`` (name parts of
+fully trained parameters) and ``embedding_rows: added`` (only the added tokens' rows of
+``embed_tokens``/``lm_head`` change, so the trained delta stays small).
 """
 from __future__ import annotations
 
@@ -67,6 +72,9 @@ class TrainConfig:
     seed: int = 0
     resume: bool = True
     export: bool = True
+    lora_target: str | None = None  # regex over full module names; None = the LLM's q/v (LORA_TARGET)
+    trainable: list[str] | None = None  # name parts trained in full; None = TRAINABLE_NAMES
+    embedding_rows: str = "all"  # all | added: train only the added tokens' rows of embed_tokens/lm_head
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
@@ -87,6 +95,8 @@ class TrainConfig:
             raise ValueError("`base_llava` needs `sam_checkpoint` (e.g. sam_vit_h_4b8939.pth)")
         if not self.data:
             raise ValueError("`data` lists no dataset")
+        if self.embedding_rows not in ("all", "added"):
+            raise ValueError("`embedding_rows` must be all or added")
 
 
 def add_lora(model, config: TrainConfig):
@@ -94,12 +104,23 @@ def add_lora(model, config: TrainConfig):
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      bias="none", task_type="CAUSAL_LM", target_modules=LORA_TARGET)
+                      bias="none", task_type="CAUSAL_LM", target_modules=config.lora_target or LORA_TARGET)
     peft_model = get_peft_model(model, lora)
+    trainable = TRAINABLE_NAMES if config.trainable is None else tuple(config.trainable)
     for name, parameter in peft_model.named_parameters():
-        if any(part in name for part in TRAINABLE_NAMES):
+        if any(part in name for part in trainable):
             parameter.requires_grad_(True)
     return peft_model
+
+
+def restrict_to_rows(model, rows: list[int]) -> None:
+    """Zero the gradient of every row of embed_tokens/lm_head except ``rows`` (Adam without weight
+    decay then leaves those rows exactly unchanged)."""
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad and name.endswith(("embed_tokens.weight", "lm_head.weight")):
+            keep = torch.zeros(parameter.shape[0], 1, dtype=parameter.dtype, device=parameter.device)
+            keep[rows] = 1
+            parameter.register_hook(lambda grad, keep=keep: grad * keep)
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
@@ -139,9 +160,14 @@ class Trainer:
         elif config.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = add_lora(model, config)
+        if config.embedding_rows == "added":
+            if config.weight_decay:
+                raise ValueError("embedding_rows: added needs weight_decay 0 (decay would move frozen rows)")
+            restrict_to_rows(self.model, sorted(self.loaded.tokenizer.added_tokens.values()))
         self.engine = LisaEngine(self.loaded, GenerationOptions())
         self.samples: list[Sample] = [s for spec in config.data for s in read_dataset(spec["type"], spec["path"])]
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self._projector_trains = any(p.requires_grad for p in self.loaded.model.model.mm_projector.parameters())
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, betas=config.betas,
                                            weight_decay=config.weight_decay)
         total, warmup = max(1, config.steps), max(0, config.warmup_steps)
@@ -172,10 +198,13 @@ class Trainer:
         question, answer = question_and_answer(sample, text, self.rng, explanatory)
         ids, labels = training_tokens(self.loaded.tokenizer, question, answer)
         at = ids.index(IMAGE_TOKEN_INDEX)
-        patches = frame.clip_features.shape[1]
+        features = frame.clip_features
+        if self._projector_trains:  # the cached projection would be stale: project again, with autograd
+            features = self.engine.project_vision_features(frame.vision_features)
+        patches = features.shape[1]
         expanded = labels[:at] + [IGNORE_INDEX] * patches + labels[at + 1:]
         device = self.loaded.device
-        embeds = self.engine.embed_with_image(ids, frame.clip_features)
+        embeds = self.engine.embed_with_image(ids, features)
         hidden = self.loaded.model.model(inputs_embeds=embeds, use_cache=False).last_hidden_state[0]
         logits = self.loaded.model.lm_head(hidden)
         ce_sum, ce_count = causal_lm_cross_entropy(logits, torch.tensor(expanded, device=device))

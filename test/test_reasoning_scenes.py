@@ -1,0 +1,302 @@
+"""Procedural reasoning-segmentation scenes (lisa_ros.train.reasoning_scenes): determinism, split
+phrasings, ReasonSeg compatibility, masks that match the drawn pixels, per-type invariants, the
+"pick any object" baseline and the command line."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from itertools import combinations
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from lisa_ros.train import reasoning_scenes as rs
+from lisa_ros.train.data import rasterize_shapes, read_reasonseg
+
+SEEDS = {"train": 11, "test": 12}
+COUNTS = {"train": 36, "test": 36}
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("scenes")
+    return {split: rs.write_split(root / split, split, COUNTS[split], SEEDS[split]) for split in COUNTS}
+
+
+def _annotations(folder: Path) -> list[dict]:
+    return [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
+
+
+def _mask(points, height=240, width=320) -> np.ndarray:
+    return rasterize_shapes([{"label": "target", "points": points}], height, width).astype(bool)
+
+
+def _train_outputs() -> set[str]:
+    """Every query string the train phrasings can produce."""
+    cues = [cue for options in rs.COLOUR_CUES.values() for cue in options]
+    outputs = set()
+    for phrasings in rs.PHRASINGS.values():
+        for template in phrasings["train"]:
+            for cue in cues:
+                for colour in rs.COLOURS:
+                    outputs.add(template.format(cue=cue, colour=colour))
+    return outputs
+
+
+# -------------------------------------------------------------------------------- determinism
+
+
+def test_same_seed_same_bytes_different_seed_different(tmp_path):
+    first = rs.write_split(tmp_path / "a", "train", 12, 5)
+    second = rs.write_split(tmp_path / "b", "train", 12, 5)
+    other_seed = rs.write_split(tmp_path / "c", "train", 12, 6)
+    other_split = rs.write_split(tmp_path / "d", "val", 12, 5)
+    names = sorted(p.name for p in first.iterdir())
+    assert names == sorted(p.name for p in second.iterdir())
+    assert len(names) == 24
+    for name in names:
+        assert (first / name).read_bytes() == (second / name).read_bytes()
+        if name.endswith(".jpg"):
+            assert np.array_equal(cv2.imread(str(first / name)), cv2.imread(str(second / name)))
+    for folder in (other_seed, other_split):
+        differing = sum((first / f"{i:05d}.json").read_bytes() != (folder / f"{i:05d}.json").read_bytes()
+                        for i in range(12))
+        assert differing == 12
+    scene_a = rs.make_scene(np.random.default_rng(3), "roll")
+    scene_b = rs.make_scene(np.random.default_rng(3), "roll")
+    scene_c = rs.make_scene(np.random.default_rng(4), "roll")
+    assert np.array_equal(scene_a.rgb, scene_b.rgb) and scene_a.query == scene_b.query
+    assert not np.array_equal(scene_a.rgb, scene_c.rgb)
+
+
+def test_rewriting_a_folder_removes_stale_samples(tmp_path):
+    rs.write_split(tmp_path, "val", 8, 1)
+    rs.write_split(tmp_path, "val", 3, 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{i:05d}.{ext}" for i in range(3) for ext in ("jpg", "json")]
+
+
+# ---------------------------------------------------------------------------------- phrasings
+
+
+def test_phrasing_counts_and_disjoint_templates():
+    assert set(rs.PHRASINGS) == set(rs.QUERY_TYPES)
+    for query_type, phrasings in rs.PHRASINGS.items():
+        assert len(set(phrasings["train"])) >= 6, query_type
+        assert len(set(phrasings["test"])) >= 3, query_type
+        assert not set(phrasings["train"]) & set(phrasings["test"]), query_type
+        for template in phrasings["train"] + phrasings["test"]:
+            assert template[0].isupper() and template.rstrip()[-1] in ".?", template
+
+
+def test_test_queries_never_equal_a_train_phrasing(splits):
+    train_outputs = _train_outputs()
+    test_queries = [a["text"][0] for a in _annotations(splits["test"])]
+    train_queries = [a["text"][0] for a in _annotations(splits["train"])]
+    assert test_queries and not set(test_queries) & train_outputs
+    assert set(train_queries) <= train_outputs  # train (and val) use only the train phrasings
+    val = rs.make_scene(rs.scene_rng(0, "val", 0), "odd_one_out", split="val")
+    assert val.query in rs.PHRASINGS["odd_one_out"]["train"]
+    with pytest.raises(ValueError):
+        rs.make_scene(np.random.default_rng(0), "roll", split="holdout")
+    with pytest.raises(ValueError):
+        rs.make_scene(np.random.default_rng(0), "fly")
+
+
+# ------------------------------------------------------------------ files, masks and pixels
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_samples_load_and_masks_match_the_drawn_objects(splits, split):
+    samples = read_reasonseg(splits[split])
+    assert len(samples) == COUNTS[split]
+    palette_names = list(rs.PALETTE)
+    palette = np.array([rs.PALETTE[name] for name in palette_names], float)
+    for index, sample in enumerate(samples):
+        assert sample.image_path.name == f"{index:05d}.jpg" and sample.is_sentence
+        scene = rs.make_scene(rs.scene_rng(SEEDS[split], split, index), rs.QUERY_TYPES[index % 6], split=split)
+        annotation = json.loads(sample.image_path.with_suffix(".json").read_text())
+        assert sample.texts == [scene.query] and annotation["query_type"] == scene.query_type
+        assert annotation["explanation"] == scene.explanation
+        assert [o["label"] for o in annotation["objects"]] == [o.label for o in scene.objects]
+        rgb = sample.rgb()
+        height, width = rgb.shape[:2]
+        assert (width, height) == (320, 240) == (annotation["imageWidth"], annotation["imageHeight"])
+        # the loaded JPEG is the generated image, also along the target's outline
+        error = np.abs(rgb.astype(int) - scene.rgb.astype(int)).sum(axis=2) / 3
+        assert error.mean() < 3
+        ring = np.ones((3, 3), np.uint8)
+        ring = (cv2.dilate(scene.target.mask.astype(np.uint8), ring) > cv2.erode(scene.target.mask.astype(np.uint8), ring))
+        assert error[ring].mean() < 8
+        # the rasterised ground truth is exactly the drawn target
+        target = sample.target(height, width) == 1
+        drawn = scene.target.mask
+        iou = np.count_nonzero(target & drawn) / np.count_nonzero(target | drawn)
+        assert iou > 0.98
+        # pixels: outside every object only background; inside each mask the object's paint
+        union = np.zeros((height, width), bool)
+        for obj in scene.objects:
+            union |= obj.mask
+            assert np.array_equal(_mask(obj.polygon.tolist()), obj.mask)
+            changed = np.any(scene.rgb[obj.mask] != scene.background[obj.mask], axis=1).mean()
+            assert changed > 0.97, obj.label
+            inner = cv2.erode(obj.mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+            mean = rgb[inner].reshape(-1, 3).mean(axis=0)
+            nearest = palette_names[int(np.argmin(np.linalg.norm(palette - mean, axis=1)))]
+            assert nearest == obj.colour, (index, obj.label, mean)
+        assert np.array_equal(scene.rgb[~union], scene.background[~union])
+        # backgrounds are low-saturation greys/beiges
+        spread = scene.background.astype(int).max(axis=2) - scene.background.astype(int).min(axis=2)
+        assert spread.mean() < 30
+
+
+def test_objects_do_not_overlap_and_are_visible(splits):
+    short = 240
+    for split in splits:
+        for annotation in _annotations(splits[split]):
+            masks = [_mask(obj["points"]) for obj in annotation["objects"]]
+            assert 3 <= len(masks) <= 5
+            kernel = np.ones((5, 5), np.uint8)
+            for a, b in combinations(masks, 2):  # a gap of a few pixels between any two
+                assert not (cv2.dilate(a.astype(np.uint8), kernel).astype(bool) & b).any()
+            for obj in annotation["objects"]:
+                points = np.array(obj["points"])
+                w, h = points.max(axis=0) - points.min(axis=0) + 1
+                assert min(w, h) >= int(0.12 * short)
+            target = annotation["shapes"][0]["points"]
+            assert annotation["objects"][annotation["target_index"]]["points"] == target
+
+
+def test_query_types_are_balanced(splits, tmp_path):
+    for split in splits:
+        counts = Counter(a["query_type"] for a in _annotations(splits[split]))
+        assert counts == {name: COUNTS[split] // 6 for name in rs.QUERY_TYPES}
+    uneven = Counter(a["query_type"] for a in _annotations(rs.write_split(tmp_path, "val", 14, 0)))
+    assert set(uneven) == set(rs.QUERY_TYPES) and max(uneven.values()) - min(uneven.values()) <= 1
+
+
+# ------------------------------------------------------------------------ per-type invariants
+
+
+def _check_invariants(annotation: dict):
+    objects = annotation["objects"]
+    index = annotation["target_index"]
+    colours = [obj["label"].split()[0] for obj in objects]
+    shapes = [obj["label"].split()[1] for obj in objects]
+    areas = [int(_mask(obj["points"]).sum()) for obj in objects]
+    colour, shape = colours[index], shapes[index]
+    query, kind = annotation["text"][0], annotation["query_type"]
+    others = [i for i in range(len(objects)) if i != index]
+    if kind == "roll":
+        assert [i for i, s in enumerate(shapes) if s in rs.ROUND_SHAPES] == [index]
+        assert "round" in annotation["explanation"]
+    elif kind == "hold_water":
+        assert [i for i, s in enumerate(shapes) if s in rs.CONTAINER_SHAPES] == [index]
+    elif kind == "colour_knowledge":
+        assert colours.count(colour) == 1
+        words = {word.strip(".,;?!") for word in query.lower().split()}
+        assert not words & set(rs.COLOURS)  # the colour is only implied
+        assert any(cue in query for cue in rs.COLOUR_CUES[colour])
+        assert colour in annotation["explanation"]
+    elif kind in ("largest_of_colour", "smallest_of_colour"):
+        assert colour in query.split() or f"{colour}," in query or f"{colour}." in query
+        group = [i for i in range(len(objects)) if colours[i] == colour]
+        assert 2 <= len(group) <= 3
+        sign = 1 if kind == "largest_of_colour" else -1
+        ranked = sorted(group, key=lambda i: -sign * areas[i])
+        assert ranked[0] == index
+        if sign > 0:
+            assert areas[index] >= 1.8 * areas[ranked[1]]
+            assert any(colours[i] != colour and areas[i] > areas[index] for i in others)
+        else:
+            assert areas[ranked[1]] >= 1.8 * areas[index]
+            assert any(colours[i] != colour and areas[i] < areas[index] for i in others)
+    elif kind == "odd_one_out":
+        other_shapes = {shapes[i] for i in others}
+        other_colours = {colours[i] for i in others}
+        assert len(other_shapes) == 1 and len(other_colours) == 1
+        differs_shape = shape not in other_shapes
+        differs_colour = colour not in other_colours
+        assert differs_shape != differs_colour  # exactly one attribute singles the target out
+    else:
+        raise AssertionError(f"unknown query type {kind}")
+
+
+def test_each_query_type_has_exactly_one_valid_target(splits):
+    seen = Counter()
+    for split in splits:
+        for annotation in _annotations(splits[split]):
+            _check_invariants(annotation)
+            seen[annotation["query_type"]] += 1
+    assert set(seen) == set(rs.QUERY_TYPES)
+    # more scenes straight from make_scene (no files); both odd-one-out variants must occur
+    rng = np.random.default_rng(99)
+    odd_kinds = Counter()
+    for round_ in range(10):
+        for query_type in rs.QUERY_TYPES:
+            scene = rs.make_scene(rng, query_type, split="test" if round_ % 2 else "train")
+            _check_invariants(rs.scene_annotation(scene))
+            if query_type == "odd_one_out":
+                assert len({obj.texture for obj in scene.objects}) == 1  # texture singles nobody out
+                other = scene.objects[(scene.target_index + 1) % len(scene.objects)]
+                odd_kinds["shape" if other.shape != scene.target.shape else "colour"] += 1
+    assert set(odd_kinds) == {"shape", "colour"}
+
+
+def test_other_image_sizes():
+    for size in [(640, 480), (256, 256), (240, 320)]:
+        scene = rs.make_scene(np.random.default_rng(1), "largest_of_colour", size)
+        assert scene.rgb.shape == (size[1], size[0], 3) and scene.rgb.dtype == np.uint8
+        assert scene.target.mask.shape == (size[1], size[0])
+        group = [obj for obj in scene.objects if obj.colour == scene.target.colour]
+        assert max(group, key=lambda obj: obj.area) is scene.target
+        short = min(size)
+        for obj in scene.objects:
+            ys, xs = np.nonzero(obj.mask)
+            assert min(np.ptp(xs) + 1, np.ptp(ys) + 1) >= int(0.12 * short)
+
+
+# ---------------------------------------------------------------------------------- baseline
+
+
+def test_any_object_baseline(splits):
+    result = rs.any_object_baseline(splits["test"])
+    assert 0.1 < result["giou"] < 0.5
+    assert result["count"] == COUNTS["test"] == sum(result["per_type_counts"].values())
+    assert set(result["per_type"]) == set(rs.QUERY_TYPES)
+    assert result["giou"] == pytest.approx(np.mean(result["per_sample"]))
+    # by hand for the first sample: the mean IoU of each object's polygon with the target's
+    annotation = json.loads((splits["test"] / "00000.json").read_text())
+    target = np.zeros((240, 320), np.uint8)
+    cv2.fillPoly(target, [np.array(annotation["shapes"][0]["points"], np.int32)], 1)
+    cv2.polylines(target, [np.array(annotation["shapes"][0]["points"], np.int32)], True, 1, 1)
+    ious = []
+    for obj in annotation["objects"]:
+        canvas = np.zeros((240, 320), np.uint8)
+        cv2.fillPoly(canvas, [np.array(obj["points"], np.int32)], 1)
+        cv2.polylines(canvas, [np.array(obj["points"], np.int32)], True, 1, 1)
+        inter = np.count_nonzero(canvas & target)
+        union = np.count_nonzero(canvas | target)
+        ious.append(inter / (union + 1e-5))
+    assert result["per_sample"][0] == pytest.approx(np.mean(ious), abs=1e-9)
+    assert result["per_sample"][0] == pytest.approx(1 / len(annotation["objects"]), abs=1e-4)
+
+
+# --------------------------------------------------------------------------------------- CLI
+
+
+def test_command_line(tmp_path, capsys):
+    assert rs.main([str(tmp_path), "--splits", "val,test", "--count-val", "6", "--count-test", "7",
+                    "--size", "160x120", "--seed-offset", "3", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "val: 6 scenes (seed 4)" in out and "test: 7 scenes (seed 5)" in out and "roll 2" in out
+    assert len(list((tmp_path / "val").glob("*.jpg"))) == 6
+    assert len(list((tmp_path / "test").glob("*.jpg"))) == 7
+    assert not (tmp_path / "train").exists()
+    image = cv2.imread(str(tmp_path / "test" / "00000.jpg"))
+    assert image.shape == (120, 160, 3)
+    direct = rs.write_split(tmp_path / "again", "test", 7, rs.SPLIT_SEEDS["test"] + 3, (160, 120))
+    assert (direct / "00006.json").read_bytes() == (tmp_path / "test" / "00006.json").read_bytes()
+    with pytest.raises(SystemExit):
+        rs.main([str(tmp_path), "--splits", "holdout"])

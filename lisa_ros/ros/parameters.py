@@ -30,7 +30,8 @@ class Spec:
 
 
 SPECS = [
-    Spec("model", "", "LISA checkpoint: folder or hub id (xinlai/LISA-7B-v1, ...); changes need a reload"),
+    Spec("model", "embedded", "LISA checkpoint: folder or hub id (xinlai/LISA-7B-v1, ...) or 'embedded' (the small "
+                              "offline model shipped with lisa_ros); changes need a reload"),
     Spec("vision_tower", "", "CLIP tower folder or hub id; empty = the one in the checkpoint's config.json"),
     Spec("precision", "auto", "fp32 | bf16 | fp16 | auto (CUDA: bf16, fp16 when quantized; CPU: fp32, bf16 when quantized)"),
     Spec("quantization", "none", "none | 4bit (NF4) | 8bit (LLM.int8); SAM always stays 16-bit; 4bit fits a 7B in ~5 GB"),

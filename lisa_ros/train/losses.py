@@ -47,6 +47,20 @@ def causal_lm_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple
     return loss, count
 
 
+def supervised_cross_entropy(hidden: torch.Tensor, lm_head: torch.nn.Module, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """:func:`causal_lm_cross_entropy` of ``lm_head(hidden)``, evaluating the head only at the
+    positions that predict a supervised label (the answer: a few of the L positions; the head is
+    the largest matrix of a small model, so this saves most of its cost).
+
+    hidden ``[L, H]``, labels ``[L]`` over the expanded sequence.
+    """
+    predicting = (labels[1:] != IGNORE_INDEX).nonzero().flatten()
+    if predicting.numel() == 0:
+        return hidden.sum() * 0.0, 0
+    logits = lm_head(hidden[predicting]).float()
+    return F.cross_entropy(logits, labels[predicting + 1], reduction="sum"), int(predicting.numel())
+
+
 def combine(ce_sum: torch.Tensor, ce_count: int, mask_logits: list[torch.Tensor], targets: list[torch.Tensor],
             weights: LossWeights) -> dict[str, torch.Tensor]:
     """The micro-batch loss: CE mean over all supervised tokens; BCE and DICE means over all masks."""

@@ -31,7 +31,7 @@ from lisa_ros.engine import EncodedFrame, GenerationOptions, LisaEngine, gather_
 from lisa_ros.model.loading import LoadOptions, load_lisa
 from lisa_ros.model.tokenization import IMAGE_TOKEN_INDEX
 from lisa_ros.train.data import Sample, question_and_answer, read_dataset, training_tokens
-from lisa_ros.train.losses import IGNORE_INDEX, LossWeights, causal_lm_cross_entropy, combine
+from lisa_ros.train.losses import IGNORE_INDEX, LossWeights, combine, supervised_cross_entropy
 
 # The LLaMA attention projections, and nothing else (SAM and CLIP also have q_proj/v_proj).
 LORA_TARGET = r"model\.layers\.\d+\.self_attn\.(q_proj|v_proj)"
@@ -75,6 +75,7 @@ class TrainConfig:
     lora_target: str | None = None  # regex over full module names; None = the LLM's q/v (LORA_TARGET)
     trainable: list[str] | None = None  # name parts trained in full; None = TRAINABLE_NAMES
     embedding_rows: str = "all"  # all | added: train only the added tokens' rows of embed_tokens/lm_head
+    stop_at: int | None = None  # end the run at this step; the learning-rate schedule still spans `steps`
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
@@ -206,8 +207,8 @@ class Trainer:
         device = self.loaded.device
         embeds = self.engine.embed_with_image(ids, features)
         hidden = self.loaded.model.model(inputs_embeds=embeds, use_cache=False).last_hidden_state[0]
-        logits = self.loaded.model.lm_head(hidden)
-        ce_sum, ce_count = causal_lm_cross_entropy(logits, torch.tensor(expanded, device=device))
+        ce_sum, ce_count = supervised_cross_entropy(hidden, self.loaded.model.lm_head,
+                                                    torch.tensor(expanded, device=device))
         states = gather_seg_states(hidden, ids, self.loaded.tokenizer.seg_token_id, patches)
         mask_logits = self.engine.mask_logits(states, frame)
         targets = [torch.from_numpy(target).to(device)] * mask_logits.shape[0]
@@ -230,7 +231,8 @@ class Trainer:
         config = self.config
         self.model.train()
         bar = tqdm(total=config.steps, initial=self.step, desc="training", unit="step", disable=not self.progress)
-        while self.step < config.steps:
+        last = min(config.steps, config.stop_at or config.steps)
+        while self.step < last:
             started = time.perf_counter()
             totals = {"loss": 0.0, "ce": 0.0, "bce": 0.0, "dice": 0.0}
             for _ in range(config.grad_accumulation):
@@ -255,7 +257,7 @@ class Trainer:
                     log.write(json.dumps(record) + "\n")
             bar.set_postfix(loss=f"{totals['loss']:.3f}", ce=f"{totals['ce']:.3f}", dice=f"{totals['dice']:.3f}")
             bar.update(1)
-            if self.step % config.save_every == 0 or self.step == config.steps:
+            if self.step % config.save_every == 0 or self.step == last:
                 self._save_checkpoint()
         bar.close()
         self.model.eval()

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Reproduces the embedded model's trained weights (lisa_ros/assets/embedded_delta.safetensors) from
+# seeds, then measures it on the held-out test split. CPU, 2 cores: see training/README.md for times.
+#   training/reproduce_embedded.sh            (after `make venv`)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${VENV:-.venv}/bin
+# 1. Data: train (seed 0), val (seed 1), test (seed 2, other phrasings). Deterministic.
+"$BIN/python" -m lisa_ros.train.reasoning_scenes runs/scenes --count-train 600 --count-val 36 --count-test 200
+# 2. Train from the untrained base (assembled from the registry packages on first use).
+"$BIN/lisa-ros" train training/embedded_model.yaml
+# 3. The committed file: LoRA factors, new rows and small modules, fp16.
+"$BIN/python" -m lisa_ros.model.embedded extract runs/embedded
+# 4. Held-out test split, generate mode (the model answers freely; its first mask is scored).
+"$BIN/lisa-ros" eval --model embedded --precision fp32 --data runs/scenes/test --mode generate --out runs/eval_test
+"$BIN/python" -c "import json, sys; from lisa_ros.train.reasoning_scenes import any_object_baseline; \
+b = any_object_baseline('runs/scenes/test'); json.dump({k: b[k] for k in ('giou', 'per_type')}, sys.stdout, indent=1)"

@@ -190,12 +190,13 @@ def extract_delta(run_dir: str | Path, out_file: str | Path = DELTA_FILE) -> Pat
     """Write the delta of a finished ``lisa-ros train`` run (its ``checkpoint.pt``)."""
     from safetensors.torch import save_file
 
+    from lisa_ros.model.loading import resolve_folder
     from lisa_ros.model.tokenization import load_tokenizer
 
     run_dir = Path(run_dir)
     state = torch.load(run_dir / "checkpoint.pt", weights_only=False, map_location="cpu")
     config = state["config"]
-    tokenizer = load_tokenizer(_resolve_training_base(config["model"]))
+    tokenizer = load_tokenizer(resolve_folder(config["model"]))  # the run's base: embedded-base, a folder...
     rows = sorted(tokenizer.added_tokens.values())
     tensors, metadata = delta_from_trainable(state["trainable"], config["lora_alpha"] / config["lora_r"], rows)
     metadata["trained_steps"] = str(state["step"])
@@ -203,10 +204,6 @@ def extract_delta(run_dir: str | Path, out_file: str | Path = DELTA_FILE) -> Pat
     out_file.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out_file), metadata=metadata)
     return out_file
-
-
-def _resolve_training_base(model: str) -> Path:
-    return embedded_checkpoint(trained=False) if model == EMBEDDED_BASE else Path(model)
 
 
 # ---------------------------------------------------------------------- the cached folders

@@ -212,7 +212,19 @@ class TinyViTBlock(nn.Module):
         return x + self.mlp(x)
 
 
-class ConvStage(nn.Module):
+class _Stage(nn.Module):
+    """Blocks in sequence, then the optional PatchMerging (subclasses build ``blocks``)."""
+
+    blocks: nn.ModuleList
+    downsample: nn.Module | None
+
+    def forward(self, x: Tensor) -> Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x if self.downsample is None else self.downsample(x)
+
+
+class ConvStage(_Stage):
     """Stage of MBConv blocks on a map, then optional PatchMerging.
 
     ``[B, C, H, W] -> [B, H'*W', C_next]`` (tokens) when ``downsample`` is set, else ``[B, C, H, W]``.
@@ -223,13 +235,8 @@ class ConvStage(nn.Module):
         self.blocks = nn.ModuleList(MBConv(dim, expand_ratio) for _ in range(depth))
         self.downsample = downsample
 
-    def forward(self, x: Tensor) -> Tensor:
-        for block in self.blocks:
-            x = block(x)
-        return x if self.downsample is None else self.downsample(x)
 
-
-class AttentionStage(nn.Module):
+class AttentionStage(_Stage):
     """Stage of TinyViT blocks on tokens, then optional PatchMerging.
 
     ``[B, H*W, C] -> [B, H'*W', C_next]``.
@@ -242,11 +249,6 @@ class AttentionStage(nn.Module):
             TinyViTBlock(dim, resolution, num_heads, window, mlp_ratio, local_conv_size) for _ in range(depth)
         )
         self.downsample = downsample
-
-    def forward(self, x: Tensor) -> Tensor:
-        for block in self.blocks:
-            x = block(x)
-        return x if self.downsample is None else self.downsample(x)
 
 
 class LayerNorm2d(nn.Module):

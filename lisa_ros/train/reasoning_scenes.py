@@ -424,22 +424,23 @@ def _default_size(rng: np.random.Generator) -> float:
     return float(rng.uniform(0.14, 0.36))
 
 
-def _plan_roll(b: _Builder):
+def _plan_only_one_of_a_kind(b: _Builder, shape: str, kind: tuple[str, ...], target_size):
+    """The target is the scene's only object of shape ``kind`` (drawn as ``shape``); the others
+    take any other shape. ``target_size(rng)`` draws the target's size (after its colour)."""
     rng = b.rng
     n = _count(rng)
-    target = b.piece(_pick(rng, COLOURS), "ball", _default_size(rng))
-    others = [b.piece(_pick(rng, COLOURS), _pick(rng, _others(SHAPES, *ROUND_SHAPES)), _default_size(rng))
+    target = b.piece(_pick(rng, COLOURS), shape, target_size(rng))
+    others = [b.piece(_pick(rng, COLOURS), _pick(rng, _others(SHAPES, *kind)), _default_size(rng))
               for _ in range(n - 1)]
     return target, others, {}
+
+
+def _plan_roll(b: _Builder):
+    return _plan_only_one_of_a_kind(b, "ball", ROUND_SHAPES, _default_size)
 
 
 def _plan_hold_water(b: _Builder):
-    rng = b.rng
-    n = _count(rng)
-    target = b.piece(_pick(rng, COLOURS), "cup", float(rng.uniform(0.18, 0.36)))
-    others = [b.piece(_pick(rng, COLOURS), _pick(rng, _others(SHAPES, *CONTAINER_SHAPES)), _default_size(rng))
-              for _ in range(n - 1)]
-    return target, others, {}
+    return _plan_only_one_of_a_kind(b, "cup", CONTAINER_SHAPES, lambda rng: float(rng.uniform(0.18, 0.36)))
 
 
 def _plan_colour_knowledge(b: _Builder):

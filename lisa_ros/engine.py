@@ -253,7 +253,10 @@ class LisaEngine:
 
     def mask_logits(self, seg_hidden: torch.Tensor, frame: EncodedFrame) -> torch.Tensor:
         """``[N, H]`` [SEG] states -> ``[N, H_src, W_src]`` float32 logits, with autograd (training)."""
-        prompts = self.model.project_seg_hidden_states(seg_hidden)  # [N, 256]
+        return self.mask_logits_from_prompts(self.model.project_seg_hidden_states(seg_hidden), frame)
+
+    def mask_logits_from_prompts(self, prompts: torch.Tensor, frame: EncodedFrame) -> torch.Tensor:
+        """``[N, 256]`` sparse prompt tokens (projected [SEG] states) -> ``[N, H_src, W_src]`` logits."""
         encoder, decoder = self.sam.prompt_encoder, self.sam.mask_decoder
         logits = []
         for prompt in prompts:  # the decoder repeats the image embedding per prompt: one at a time

@@ -62,6 +62,7 @@ class Sample:
     answer: str | None = None
     explanation: str | None = None
     query_type: str | None = None  # ours, optional: lets evaluation report per kind of query
+    objects: list[dict] | None = None  # ours, optional: every object's polygon (decoder warm-up)
 
     def rgb(self) -> np.ndarray:
         bgr = cv2.imread(str(self.image_path), cv2.IMREAD_COLOR)
@@ -123,7 +124,7 @@ def read_reasonseg(folder: str | Path) -> list[Sample]:
             continue
         samples.append(Sample(image_path, texts, bool(data.get("is_sentence", False)), None,
                               shapes=data.get("shapes", []), explanation=data.get("explanation"),
-                              query_type=data.get("query_type")))
+                              query_type=data.get("query_type"), objects=data.get("objects")))
     if not samples:
         raise DataError(f"no annotated images (*.jpg + *.json) in {folder}")
     return samples

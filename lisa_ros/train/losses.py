@@ -18,6 +18,7 @@ class LossWeights:
     ce: float = 1.0
     bce: float = 2.0
     dice: float = 0.5
+    point: float = 0.0  # ours: [SEG] prompt vs the target's point-prompt token (see point_prompts.py)
 
 
 def mask_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -62,8 +63,9 @@ def supervised_cross_entropy(hidden: torch.Tensor, lm_head: torch.nn.Module, lab
 
 
 def combine(ce_sum: torch.Tensor, ce_count: int, mask_logits: list[torch.Tensor], targets: list[torch.Tensor],
-            weights: LossWeights) -> dict[str, torch.Tensor]:
-    """The micro-batch loss: CE mean over all supervised tokens; BCE and DICE means over all masks."""
+            weights: LossWeights, point_errors: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The micro-batch loss: CE mean over all supervised tokens; BCE and DICE means over all masks;
+    with ``point_errors`` (one mean squared error per [SEG] prompt) their mean, weighted by ``point``."""
     ce = ce_sum / max(ce_count, 1)
     if mask_logits:
         bce = torch.stack([mask_bce(x, t) for x, t in zip(mask_logits, targets)]).sum() / (len(mask_logits) + 1e-8)
@@ -71,4 +73,9 @@ def combine(ce_sum: torch.Tensor, ce_count: int, mask_logits: list[torch.Tensor]
     else:
         bce = dice = ce * 0.0
     total = weights.ce * ce + weights.bce * bce + weights.dice * dice
-    return {"loss": total, "ce": ce, "bce": bce, "dice": dice}
+    parts = {"loss": total, "ce": ce, "bce": bce, "dice": dice}
+    if point_errors is not None:
+        point = torch.stack(point_errors).mean() if point_errors else ce * 0.0
+        parts["point"] = point
+        parts["loss"] = total + weights.point * point
+    return parts

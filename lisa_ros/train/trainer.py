@@ -17,6 +17,7 @@ fully trained parameters) and ``embedding_rows: added`` (only the added tokens' 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import time
@@ -31,7 +32,9 @@ from lisa_ros.engine import EncodedFrame, GenerationOptions, LisaEngine, gather_
 from lisa_ros.model.loading import LoadOptions, load_lisa
 from lisa_ros.model.tokenization import IMAGE_TOKEN_INDEX
 from lisa_ros.train.data import Sample, question_and_answer, read_dataset, training_tokens
-from lisa_ros.train.losses import IGNORE_INDEX, LossWeights, combine, supervised_cross_entropy
+from lisa_ros.train.data import rasterize_shapes
+from lisa_ros.train.losses import IGNORE_INDEX, LossWeights, combine, mask_bce, mask_dice, supervised_cross_entropy
+from lisa_ros.train.point_prompts import interior_point, point_prompt_tokens, random_interior_point, to_sam_frame
 
 # The LLaMA attention projections, and nothing else (SAM and CLIP also have q_proj/v_proj).
 LORA_TARGET = r"model\.layers\.\d+\.self_attn\.(q_proj|v_proj)"
@@ -76,6 +79,10 @@ class TrainConfig:
     trainable: list[str] | None = None  # name parts trained in full; None = TRAINABLE_NAMES
     embedding_rows: str = "all"  # all | added: train only the added tokens' rows of embed_tokens/lm_head
     stop_at: int | None = None  # end the run at this step; the learning-rate schedule still spans `steps`
+    frame_cache: str | None = None  # folder: encode every image once up front and keep it on disk
+    decoder_warmup_steps: int = 0  # teach the mask decoder one-point prompts first (point_prompts.py)
+    decoder_warmup_lr: float = 3e-4
+    decoder_warmup_noise: float = 0.1  # std of the noise added to the point token during the warm-up
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
@@ -177,25 +184,119 @@ class Trainer:
             else max(0.0, (total - step) / max(1, total - warmup)))
         self.weights = LossWeights(**config.loss_weights)
         self.step = 0
-        self._frames: dict[str, tuple[EncodedFrame, np.ndarray]] = {}
+        self._frames: dict[str, tuple[EncodedFrame, np.ndarray, torch.Tensor]] = {}
+        self._object_masks: dict[str, list[np.ndarray]] = {}
+        self.warmed_up = config.decoder_warmup_steps == 0
         self.log_path = self.out / "metrics.jsonl"
         self.checkpoint_path = self.out / "checkpoint.pt"
         if config.resume and self.checkpoint_path.is_file():
             self._load_checkpoint()
 
-    # ------------------------------------------------------------------ one micro-batch
-    def _frame(self, sample: Sample) -> tuple[EncodedFrame, np.ndarray]:
+    # ------------------------------------------------------------------ encoded images
+    def _frame(self, sample: Sample) -> tuple[EncodedFrame, np.ndarray, torch.Tensor]:
+        """(encoded image, 0/1 float target, the point-prompt token of the target's deepest pixel)."""
         key = str(sample.image_path)
         if key not in self._frames:  # CLIP and the SAM encoder are frozen: encode each image once
-            rgb = sample.rgb()
-            frame = self.engine.encode_frame(rgb)
-            target = sample.target(*rgb.shape[:2])
-            self._frames[key] = (frame, np.where(target == 1, 1, 0).astype(np.float32))  # ignore -> 0
+            frame, (height, width) = self._encoded(sample)
+            target = np.where(sample.target(height, width) == 1, 1, 0).astype(np.float32)  # ignore -> 0
+            token = torch.zeros(0)
+            if target.any():
+                point = to_sam_frame(np.array([interior_point(target)]), frame.resized_size, frame.original_size)
+                with torch.no_grad():
+                    token = point_prompt_tokens(self.engine.sam.prompt_encoder, torch.from_numpy(point))[0]
+            self._frames[key] = (frame, target, token)
         return self._frames[key]
 
+    def _encoded(self, sample: Sample) -> tuple[EncodedFrame, tuple[int, int]]:
+        """The image through the frozen encoders, read from ``frame_cache`` when it is there."""
+        path = None
+        if self.config.frame_cache:
+            stat = Path(sample.image_path).stat()
+            key = f"{self.config.model}|{Path(sample.image_path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+            path = Path(self.config.frame_cache) / f"{hashlib.sha1(key.encode()).hexdigest()[:24]}.pt"
+            if path.is_file():
+                stored = torch.load(path, weights_only=True)
+                device = self.loaded.device
+                vision = stored["vision_features"].to(device)
+                with torch.no_grad():
+                    projected = self.engine.project_vision_features(vision)
+                frame = EncodedFrame(stored["image_embedding"].to(device), projected, tuple(stored["resized_size"]),
+                                     tuple(stored["original_size"]), {}, vision)
+                return frame, frame.original_size
+        with torch.no_grad():
+            frame = self.engine.encode_frame(sample.rgb())
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_suffix(".tmp")
+            torch.save({"image_embedding": frame.image_embedding.cpu(), "vision_features": frame.vision_features.cpu(),
+                        "resized_size": list(frame.resized_size), "original_size": list(frame.original_size)}, temporary)
+            temporary.replace(path)
+        return frame, frame.original_size
+
+    def encode_all(self) -> None:
+        """Encode every training image before the first step (with progress), so steps cost the same."""
+        from tqdm import tqdm
+
+        for sample in tqdm(self.samples, desc="encoding images", unit="image", disable=not self.progress):
+            self._frame(sample)
+
+    # ------------------------------------------------------------------ decoder warm-up
+    def _objects(self, sample: Sample) -> list[np.ndarray]:
+        """Every annotated object of the sample's image (its target when it lists no objects)."""
+        key = str(sample.image_path)
+        if key not in self._object_masks:
+            frame, target, _ = self._frame(sample)
+            height, width = frame.original_size
+            polygons = [[{"label": "target", "points": o["points"]}] for o in sample.objects or []]
+            masks = [rasterize_shapes(p, height, width) == 1 for p in polygons] or [target > 0]
+            self._object_masks[key] = [m for m in masks if m.any()]
+        return self._object_masks[key]
+
+    def warm_up_decoder(self) -> None:
+        """Train the mask decoder's trainable parts on one-point prompts (see point_prompts.py)."""
+        from tqdm import tqdm
+
+        config = self.config
+        decoder = [p for n, p in self.model.named_parameters() if p.requires_grad and "mask_decoder" in n]
+        if not decoder:
+            raise ValueError("decoder_warmup_steps needs trainable mask-decoder parameters")
+        optimizer = torch.optim.AdamW(decoder, lr=config.decoder_warmup_lr, betas=config.betas, weight_decay=0.0)
+        steps = config.decoder_warmup_steps
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / steps))
+        encoder = self.engine.sam.prompt_encoder
+        for step in tqdm(range(steps), desc="decoder warm-up", unit="step", disable=not self.progress):
+            started = time.perf_counter()
+            losses = []
+            for _ in range(config.batch_size):
+                sample = self.rng.choice(self.samples)
+                frame, _, _ = self._frame(sample)
+                mask = self.rng.choice(self._objects(sample))
+                point = to_sam_frame(np.array([random_interior_point(mask, self.rng)]),
+                                     frame.resized_size, frame.original_size)
+                with torch.no_grad():
+                    token = point_prompt_tokens(encoder, torch.from_numpy(point))
+                token = token + config.decoder_warmup_noise * torch.randn_like(token)
+                logits = self.engine.mask_logits_from_prompts(token, frame)[0]
+                target = torch.from_numpy(mask.astype(np.float32)).to(logits.device)
+                losses.append(self.weights.bce * mask_bce(logits, target) + self.weights.dice * mask_dice(logits, target))
+            loss = torch.stack(losses).mean()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(decoder, config.clip_grad)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            if (step + 1) % config.log_every == 0:
+                with self.log_path.open("a") as log:
+                    log.write(json.dumps({"warmup_step": step + 1, "loss": round(float(loss.detach()), 6),
+                                          "seconds": round(time.perf_counter() - started, 3)}) + "\n")
+        self.warmed_up = True
+        self._save_checkpoint()
+
+    # ------------------------------------------------------------------ one micro-batch
     def sample_forward(self, sample: Sample, text: str, explanatory: bool = False):
-        """Loss parts of one conversation: (CE sum, CE count, mask logits [N,H,W], targets)."""
-        frame, target = self._frame(sample)
+        """Loss parts of one conversation: (CE sum, CE count, mask logits [N,H,W], targets,
+        point errors: one per [SEG], empty when the point loss is off or the target is empty)."""
+        frame, target, target_token = self._frame(sample)
         question, answer = question_and_answer(sample, text, self.rng, explanatory)
         ids, labels = training_tokens(self.loaded.tokenizer, question, answer)
         at = ids.index(IMAGE_TOKEN_INDEX)
@@ -210,19 +311,25 @@ class Trainer:
         ce_sum, ce_count = supervised_cross_entropy(hidden, self.loaded.model.lm_head,
                                                     torch.tensor(expanded, device=device))
         states = gather_seg_states(hidden, ids, self.loaded.tokenizer.seg_token_id, patches)
-        mask_logits = self.engine.mask_logits(states, frame)
+        prompts = self.loaded.model.project_seg_hidden_states(states)
+        mask_logits = self.engine.mask_logits_from_prompts(prompts, frame)
         targets = [torch.from_numpy(target).to(device)] * mask_logits.shape[0]
-        return ce_sum, ce_count, list(mask_logits), targets
+        point_errors = []
+        if self.weights.point and target_token.numel():
+            point_errors = [((p.float() - target_token.to(p.device)) ** 2).mean() for p in prompts]
+        return ce_sum, ce_count, list(mask_logits), targets, point_errors
 
     def batch_loss(self, batch: list[Sample]) -> dict[str, torch.Tensor]:
-        ce_sum, ce_count, mask_logits, targets = 0.0, 0, [], []
+        ce_sum, ce_count, mask_logits, targets, point_errors = 0.0, 0, [], [], []
         for sample in batch:
             explanatory = bool(sample.explanation) and self.rng.random() < self.config.explanatory
-            s, c, m, t = self.sample_forward(sample, self.rng.choice(sample.texts), explanatory)
+            s, c, m, t, e = self.sample_forward(sample, self.rng.choice(sample.texts), explanatory)
             ce_sum, ce_count = ce_sum + s, ce_count + c
             mask_logits += m
             targets += t
-        return combine(ce_sum, ce_count, mask_logits, targets, self.weights)
+            point_errors += e
+        return combine(ce_sum, ce_count, mask_logits, targets, self.weights,
+                       point_errors if self.weights.point else None)
 
     # ------------------------------------------------------------------ loop
     def train(self, evaluate=None) -> Path | None:
@@ -230,11 +337,15 @@ class Trainer:
 
         config = self.config
         self.model.train()
+        if config.frame_cache:
+            self.encode_all()
+        if not self.warmed_up:
+            self.warm_up_decoder()
         bar = tqdm(total=config.steps, initial=self.step, desc="training", unit="step", disable=not self.progress)
         last = min(config.steps, config.stop_at or config.steps)
         while self.step < last:
             started = time.perf_counter()
-            totals = {"loss": 0.0, "ce": 0.0, "bce": 0.0, "dice": 0.0}
+            totals = {"loss": 0.0, "ce": 0.0, "bce": 0.0, "dice": 0.0, **({"point": 0.0} if self.weights.point else {})}
             for _ in range(config.grad_accumulation):
                 batch = [self.rng.choice(self.samples) for _ in range(config.batch_size)]
                 parts = self.batch_loss(batch)
@@ -265,7 +376,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self) -> None:
-        state = {"step": self.step, "trainable": trainable_state(self.model),
+        state = {"step": self.step, "warmed_up": self.warmed_up, "trainable": trainable_state(self.model),
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "rng": self.rng.getstate(), "torch_rng": torch.get_rng_state(), "config": asdict(self.config)}
         temporary = self.checkpoint_path.with_suffix(".tmp")
@@ -286,6 +397,7 @@ class Trainer:
         self.rng.setstate(state["rng"])
         torch.set_rng_state(state["torch_rng"])
         self.step = state["step"]
+        self.warmed_up = state.get("warmed_up", True)
 
     def export(self) -> Path:
         """Merge LoRA into the weights and write a released-layout folder the loader reads strictly."""

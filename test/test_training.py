@@ -244,6 +244,16 @@ def test_train_and_eval_commands_end_to_end(tmp_path, checkpoint):
     assert bad.returncode == 2 and "does not exist" in bad.stderr
 
 
+def test_checked_in_training_configs_are_valid():
+    from lisa_ros.train.trainer import TrainConfig
+
+    configs = sorted((Path(__file__).parents[1] / "training").glob("*.yaml"))
+    assert len(configs) >= 2
+    for path in configs:
+        config = TrainConfig.from_yaml(path)
+        assert config.model == "embedded-base" and config.data, path
+
+
 def test_a_bad_training_config_is_one_clear_error(tmp_path, capsys):
     from lisa_ros.cli import main
 

@@ -50,8 +50,13 @@ def to_sam_frame(points: np.ndarray, resized_size: tuple[int, int], original_siz
 def point_prompt_tokens(prompt_encoder, points: torch.Tensor) -> torch.Tensor:
     """``[N, 2]`` (x, y) in the SAM input frame -> ``[N, 256]``: the sparse token SAM's prompt
     encoder makes of one positive point (its positional encoding plus the positive-point embedding),
-    without the padding point it adds when no box follows."""
+    without the padding point it adds when no box follows.
+
+    Computed here in the Gaussian matrix's own dtype (SAM's method casts the coordinates to fp32,
+    which fails on a bf16 model); the test checks it against SAM's output."""
     gaussian = prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
-    coords = points.to(gaussian.device, gaussian.dtype)[:, None, :]
-    labels = torch.ones(coords.shape[:2], device=gaussian.device, dtype=torch.int64)
-    return prompt_encoder._embed_points(coords, labels, pad=False)[:, 0]
+    height, width = prompt_encoder.input_image_size
+    coords = (points.to(gaussian.device, torch.float32) + 0.5) / torch.tensor([width, height], device=gaussian.device)
+    projected = 2 * np.pi * ((2 * coords - 1).to(gaussian.dtype) @ gaussian)
+    encoding = torch.cat([torch.sin(projected), torch.cos(projected)], dim=-1)
+    return encoding + prompt_encoder.point_embeddings[1].weight.to(encoding.dtype)

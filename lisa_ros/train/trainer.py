@@ -200,7 +200,7 @@ class Trainer:
             frame, (height, width) = self._encoded(sample)
             target = np.where(sample.target(height, width) == 1, 1, 0).astype(np.float32)  # ignore -> 0
             token = torch.zeros(0)
-            if target.any():
+            if self.weights.point and target.any():  # only the point loss needs it
                 point = to_sam_frame(np.array([interior_point(target)]), frame.resized_size, frame.original_size)
                 with torch.no_grad():
                     token = point_prompt_tokens(self.engine.sam.prompt_encoder, torch.from_numpy(point))[0]

@@ -31,8 +31,7 @@ import yaml
 from lisa_ros.engine import EncodedFrame, GenerationOptions, LisaEngine, gather_seg_states
 from lisa_ros.model.loading import LoadOptions, load_lisa
 from lisa_ros.model.tokenization import IMAGE_TOKEN_INDEX
-from lisa_ros.train.data import Sample, question_and_answer, read_dataset, training_tokens
-from lisa_ros.train.data import rasterize_shapes
+from lisa_ros.train.data import Sample, question_and_answer, rasterize_shapes, read_dataset, training_tokens
 from lisa_ros.train.losses import IGNORE_INDEX, LossWeights, combine, mask_bce, mask_dice, supervised_cross_entropy
 from lisa_ros.train.point_prompts import interior_point, point_prompt_tokens, random_interior_point, to_sam_frame
 
@@ -212,7 +211,8 @@ class Trainer:
         path = None
         if self.config.frame_cache:
             stat = Path(sample.image_path).stat()
-            key = f"{self.config.model}|{Path(sample.image_path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+            key = (f"{self.config.model}|{self.config.precision}|{Path(sample.image_path).resolve()}|"
+                   f"{stat.st_size}|{stat.st_mtime_ns}")  # another model, precision or image file: encode again
             path = Path(self.config.frame_cache) / f"{hashlib.sha1(key.encode()).hexdigest()[:24]}.pt"
             if path.is_file():
                 stored = torch.load(path, weights_only=True)

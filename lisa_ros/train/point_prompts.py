@@ -25,17 +25,22 @@ import numpy as np
 import torch
 
 
+def _depth(mask: np.ndarray) -> np.ndarray:
+    """Each pixel's distance to the nearest pixel outside ``mask`` (the image border counts as outside)."""
+    return cv2.distanceTransform(np.pad(mask.astype(np.uint8), 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
+
+
 def interior_point(mask: np.ndarray) -> tuple[float, float]:
     """``(x, y)`` pixel of a non-empty binary ``(H, W)`` mask that lies deepest inside it (the
     maximum of the distance transform; the centroid of a cup or a star can lie outside)."""
-    distance = cv2.distanceTransform(np.pad(mask.astype(np.uint8), 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    distance = _depth(mask)
     y, x = np.unravel_index(int(distance.argmax()), distance.shape)
     return float(x), float(y)
 
 
 def random_interior_point(mask: np.ndarray, rng: random.Random, depth: float = 0.5) -> tuple[float, float]:
     """A random pixel of ``mask`` at least ``depth`` x the deepest pixel's distance from its border."""
-    distance = cv2.distanceTransform(np.pad(mask.astype(np.uint8), 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    distance = _depth(mask)
     ys, xs = np.nonzero(distance >= depth * distance.max())
     index = rng.randrange(len(xs))
     return float(xs[index]), float(ys[index])
@@ -52,11 +57,12 @@ def point_prompt_tokens(prompt_encoder, points: torch.Tensor) -> torch.Tensor:
     encoder makes of one positive point (its positional encoding plus the positive-point embedding),
     without the padding point it adds when no box follows.
 
-    Computed here in the Gaussian matrix's own dtype (SAM's method casts the coordinates to fp32,
-    which fails on a bf16 model); the test checks it against SAM's output."""
-    gaussian = prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
+    The positional encoding is taken in the Gaussian matrix's own dtype, as the engine's dense PE is
+    (SAM's point method casts the coordinates to fp32, which fails on a bf16 model); the test checks
+    the result against SAM's output."""
+    pe_layer = prompt_encoder.pe_layer
+    gaussian = pe_layer.positional_encoding_gaussian_matrix
     height, width = prompt_encoder.input_image_size
     coords = (points.to(gaussian.device, torch.float32) + 0.5) / torch.tensor([width, height], device=gaussian.device)
-    projected = 2 * np.pi * ((2 * coords - 1).to(gaussian.dtype) @ gaussian)
-    encoding = torch.cat([torch.sin(projected), torch.cos(projected)], dim=-1)
+    encoding = pe_layer._pe_encoding(coords.to(gaussian.dtype))
     return encoding + prompt_encoder.point_embeddings[1].weight.to(encoding.dtype)

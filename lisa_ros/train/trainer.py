@@ -196,8 +196,8 @@ class Trainer:
         """(encoded image, 0/1 float target, the point-prompt token of the target's deepest pixel)."""
         key = str(sample.image_path)
         if key not in self._frames:  # CLIP and the SAM encoder are frozen: encode each image once
-            frame, (height, width) = self._encoded(sample)
-            target = np.where(sample.target(height, width) == 1, 1, 0).astype(np.float32)  # ignore -> 0
+            frame = self._encoded(sample)
+            target = np.where(sample.target(*frame.original_size) == 1, 1, 0).astype(np.float32)  # ignore -> 0
             token = torch.zeros(0)
             if self.weights.point and target.any():  # only the point loss needs it
                 point = to_sam_frame(np.array([interior_point(target)]), frame.resized_size, frame.original_size)
@@ -206,7 +206,7 @@ class Trainer:
             self._frames[key] = (frame, target, token)
         return self._frames[key]
 
-    def _encoded(self, sample: Sample) -> tuple[EncodedFrame, tuple[int, int]]:
+    def _encoded(self, sample: Sample) -> EncodedFrame:
         """The image through the frozen encoders, read from ``frame_cache`` when it is there."""
         path = None
         if self.config.frame_cache:
@@ -220,9 +220,8 @@ class Trainer:
                 vision = stored["vision_features"].to(device)
                 with torch.no_grad():
                     projected = self.engine.project_vision_features(vision)
-                frame = EncodedFrame(stored["image_embedding"].to(device), projected, tuple(stored["resized_size"]),
-                                     tuple(stored["original_size"]), {}, vision)
-                return frame, frame.original_size
+                return EncodedFrame(stored["image_embedding"].to(device), projected, tuple(stored["resized_size"]),
+                                    tuple(stored["original_size"]), {}, vision)
         with torch.no_grad():
             frame = self.engine.encode_frame(sample.rgb())
         if path is not None:
@@ -231,7 +230,7 @@ class Trainer:
             torch.save({"image_embedding": frame.image_embedding.cpu(), "vision_features": frame.vision_features.cpu(),
                         "resized_size": list(frame.resized_size), "original_size": list(frame.original_size)}, temporary)
             temporary.replace(path)
-        return frame, frame.original_size
+        return frame
 
     def encode_all(self) -> None:
         """Encode every training image before the first step (with progress), so steps cost the same."""

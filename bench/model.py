@@ -28,10 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lisa_ros.engine import EncodedFrame, GenerationOptions, LisaEngine, gather_seg_states
-from lisa_ros.model.loading import LoadOptions, load_lisa
+from lisa_ros.engine import EncodedFrame, GenerationOptions, LisaEngine
+from lisa_ros.model.loading import load_lisa
+from lisa_ros.model.modeling import gather_seg_states
+from lisa_ros.model.options import QUANTIZATION_CHOICES, LoadOptions
 from lisa_ros.model.sam import SamConfig
-from lisa_ros.model.tiny import write_tiny_lisa_checkpoint
+from lisa_ros.testing.checkpoints import write_tiny_lisa_checkpoint
 
 PRESETS = {
     # The test-sized model (seconds): for a smoke run of this script.
@@ -90,11 +92,11 @@ def run_official(engine: LisaEngine, rgb: np.ndarray, command: str, script: list
     [SEG] states gathered from the last step, masks decoded after the whole answer."""
     from lisa_ros.model.preprocess import clip_preprocess, sam_preprocess
 
-    device = engine.device
+    device, model = engine.device, engine.model
     start = time.perf_counter()
-    sam_input = sam_preprocess(rgb, engine.sam.image_encoder.img_size)
-    clip_input = clip_preprocess(rgb, engine.loaded.clip_image_size, engine.loaded.clip_mean,
-                                 engine.loaded.clip_std).to(device, engine.dtype)
+    sam_config, clip = model.config.sam, engine.loaded.clip_preprocessing
+    sam_input = sam_preprocess(rgb, sam_config.image_size, sam_config.pixel_mean, sam_config.pixel_std)
+    clip_input = clip_preprocess(rgb, clip.image_size, clip.mean, clip.std).to(device)
     prompt, _ = engine.build_prompt(command, explain=False)
     ids = engine.tokenizer.encode_with_image(prompt)
     timings = {"preprocess": time.perf_counter() - start}
@@ -102,17 +104,17 @@ def run_official(engine: LisaEngine, rgb: np.ndarray, command: str, script: list
     step_times, generated = [], []
     for token in script:
         step = time.perf_counter()
-        features = engine._clip_features(clip_input)  # recomputed every step, as the official code
-        embeds = engine.input_embeddings(ids + generated, features)
-        hidden = engine.model.model(inputs_embeds=embeds, use_cache=False).last_hidden_state
-        engine.model.lm_head(hidden[:, -1]).float().argmax(-1)  # the greedy choice, as computed
+        features = model.get_image_features(clip_pixels=clip_input)  # recomputed every step, as the official code
+        embeds = model.embed_with_image_tokens(torch.tensor([ids + generated], device=device), features).inputs_embeds
+        hidden = model.model(inputs_embeds=embeds, use_cache=False).last_hidden_state
+        model.lm_head(hidden[:, -1]).float().argmax(-1)  # the greedy choice, as computed
         generated.append(token)  # ...replaced by the scripted answer, as on our path
         sync(device)
         step_times.append(time.perf_counter() - step)
     timings["generation"] = sum(step_times)
 
     start = time.perf_counter()
-    image_embedding = engine._sam_image_embedding(sam_input.pixels.to(device, engine.dtype))
+    image_embedding = model.sam_image_embedding(sam_input.pixels.to(device))
     sync(device)
     timings["sam_encoder"] = time.perf_counter() - start
     start = time.perf_counter()
@@ -133,7 +135,7 @@ def main(argv=None) -> int:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--tokens", type=int, default=64, help="answer length in tokens on both paths")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    parser.add_argument("--quantization", choices=("none", "4bit", "8bit"), default="none")
+    parser.add_argument("--quantization", choices=QUANTIZATION_CHOICES, default="none")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--image", default="480x640", help="HxW of the test image")
     parser.add_argument("--json", help="also write the numbers to this file")

@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from lisa_ros.processes import die_with_parent
+from lisa_ros.testing.processes import die_with_parent
 
 HERE = Path(__file__).resolve().parent
 
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     tmp = tempfile.TemporaryDirectory()
     model = args.model
     if model is None:
-        from lisa_ros.model.tiny import write_tiny_lisa_checkpoint
+        from lisa_ros.testing.checkpoints import write_tiny_lisa_checkpoint
 
         model = str(write_tiny_lisa_checkpoint(Path(tmp.name) / "lisa", emit_seg=True))
     node = subprocess.Popen(
@@ -99,9 +99,10 @@ def main(argv=None) -> int:
                 time.sleep(0.001)
             return time.perf_counter() - started, future.result()
 
-        # wait for frames, then the idle phase
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and ask()[1].error_code == ReasonSegment.Response.NO_FRAME:
+        # wait for the model (the service answers NOT_READY while it loads) and frames, then the idle phase
+        deadline = time.monotonic() + 120
+        waiting = (ReasonSegment.Response.NOT_READY, ReasonSegment.Response.NO_FRAME)
+        while time.monotonic() < deadline and ask()[1].error_code in waiting:
             time.sleep(0.2)
         time.sleep(args.phase_seconds)
         idle = camera_diagnostics(diagnostics, "camera")

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from lisa_ros.processes import die_with_parent
+from lisa_ros.testing.processes import die_with_parent
 
 PROFILES = {"default": None, "localhost": "fastdds_localhost.xml", "robot": "fastdds.xml"}
 QOS = ("best_effort", "reliable")

@@ -4,7 +4,7 @@
     make demo            (or: python examples/demo.py [--model FOLDER_OR_HUB_ID] [--out DIR] [--quick])
 
 Three processes talk over real DDS. The camera plays held-out reasoning scenes (made by
-lisa_ros.train.reasoning_scenes with the test split's seed and phrasings, never seen in
+lisa_ros.data.scenes with the test split's seed and phrasings, never seen in
 training) with a registered depth image and CameraInfo. The client switches scenes and asks the
 node through the service and the action: a plain command, one with an explanation, one whose
 masks stream as action feedback, and a multi-turn follow-up in the same session. For every answer
@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from lisa_ros.processes import die_with_parent
+from lisa_ros.testing.processes import die_with_parent
 
 SCENE_COUNT = 12  # the first 12 held-out test scenes (two of each query type)
 TABLE_DEPTH, OBJECT_DEPTH = 1.5, 1.3  # metres: the scene is a table top seen from above
@@ -31,7 +31,7 @@ FX = FY = 300.0
 
 
 def write_scenes(folder: Path) -> Path:
-    from lisa_ros.train.reasoning_scenes import SPLIT_SEEDS, write_split
+    from lisa_ros.data.scenes import SPLIT_SEEDS, write_split
 
     return write_split(folder, "test", SCENE_COUNT, SPLIT_SEEDS["test"])
 
@@ -40,7 +40,7 @@ def load_scene(folder: Path, index: int) -> dict:
     import cv2
     import numpy as np
 
-    from lisa_ros.train.data import rasterize_shapes
+    from lisa_ros.data.reasonseg import rasterize_shapes
 
     annotation = json.loads((folder / f"{index:05d}.json").read_text())
     rgb = cv2.cvtColor(cv2.imread(str(folder / f"{index:05d}.jpg")), cv2.COLOR_BGR2RGB)

@@ -15,6 +15,8 @@ from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJ
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.substitutions import FindPackageShare
 
+from lisa_ros.model.options import PRECISION_CHOICES, QUANTIZATION_CHOICES  # light: no torch
+
 CONFIG = PathJoinSubstitution([FindPackageShare("lisa_ros"), "config"])
 
 
@@ -25,10 +27,10 @@ def generate_launch_description():
                                           "on a GPU); 'embedded' = the small offline model shipped with lisa_ros"),
         DeclareLaunchArgument("vision_tower", default_value="",
                               description="CLIP tower folder or hub id ('' = from the checkpoint's config.json)"),
-        DeclareLaunchArgument("quantization", default_value="none", choices=["none", "4bit", "8bit"],
+        DeclareLaunchArgument("quantization", default_value="none", choices=list(QUANTIZATION_CHOICES),
                               description="bitsandbytes quantization of the language model (SAM stays 16-bit); "
                                           "4bit runs LISA-7B in about 5 GB of GPU memory"),
-        DeclareLaunchArgument("precision", default_value="auto", choices=["auto", "fp32", "bf16", "fp16"],
+        DeclareLaunchArgument("precision", default_value="auto", choices=list(PRECISION_CHOICES),
                               description="compute precision (auto: fp16 when quantized on CUDA)"),
         DeclareLaunchArgument("device", default_value="auto", description="auto, cpu, cuda or cuda:N"),
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([CONFIG, "lisa_ros.yaml"]),

@@ -1,14 +1,16 @@
-"""The `lisa-ros` command line tool: thin wrappers over the engine.
+"""The `lisa-ros` command line tool, the package's one command line: thin wrappers over the core.
 
     lisa-ros segment --model M --image PATH --prompt TEXT --out DIR   (one question, files out)
     lisa-ros chat    --model M [--image PATH] [--out DIR]             (interactive, multi-turn)
     lisa-ros ask "COMMAND" [--camera NAME] [--image PATH] [--out DIR] (client of a running node)
     lisa-ros train CONFIG.yaml                                         (LoRA/QLoRA fine-tuning, merged export)
     lisa-ros eval --model M --data DIR [--mode teacher-forced|generate] (gIoU / cIoU)
+    lisa-ros scenes OUT_DIR [--splits ...] [--count-train N ...]      (reasoning-scene datasets)
+    lisa-ros embedded path|base|extract RUN_DIR                        (the embedded default model)
     lisa-ros info                                                      (versions and locations)
 
-Errors (missing file, unreadable image, bad model folder, bad option) print one line on stderr and
-exit with status 2.
+Errors (missing file, unreadable image, bad model folder, bad option: every
+:class:`~lisa_ros.errors.LisaError`) print one line on stderr and exit with status 2.
 """
 from __future__ import annotations
 
@@ -16,12 +18,18 @@ import argparse
 import json
 import logging
 import math
+import re
 import sys
 from pathlib import Path
 
+from lisa_ros.data.reasonseg import DATASET_TYPES
+from lisa_ros.data.scenes.vocabulary import DEFAULT_SIZE
+from lisa_ros.errors import LisaError, UsageError
+from lisa_ros.model.options import PRECISION_CHOICES, QUANTIZATION_CHOICES, LoadOptions
 
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
+
+class CliError(LisaError):
+    """A user-facing error of the command line itself (a missing file, an empty prompt)."""
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -62,9 +70,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="LISA checkpoint: a folder, a hub id (xinlai/LISA-7B-v1) or 'embedded' (default: the "
                              "small offline model shipped with lisa_ros)")
     parser.add_argument("--vision-tower", help="CLIP tower folder or hub id (default: from config.json)")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                         help="auto: CUDA bf16 (fp16 when quantizing, as the official code); CPU fp32 (bf16 when quantizing)")
-    parser.add_argument("--quantization", choices=("none", "4bit", "8bit"), default="none")
+    parser.add_argument("--quantization", choices=QUANTIZATION_CHOICES, default="none")
     parser.add_argument("--quantize-heads", action="store_true",
                         help="also quantize lm_head, mm_projector, text_hidden_fcs (official behaviour)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -74,31 +82,15 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_engine(args: argparse.Namespace):
-    import torch
-
     from lisa_ros.engine import GenerationOptions, LisaEngine
-    from lisa_ros.model.loading import CheckpointError, LoadOptions, load_lisa
-    from lisa_ros.model.tokenization import TokenizerError
+    from lisa_ros.model.loading import load_lisa
 
-    precision = args.precision
-    if precision == "auto":
-        # As the official tools: bf16 unquantized and fp16 compute when quantized, on CUDA; on the
-        # CPU fp32, or bf16 when quantizing (quantized layers compute in 16 bit).
-        cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
-        if cuda:
-            precision = "fp16" if args.quantization != "none" else "bf16"
-        else:
-            precision = "bf16" if args.quantization != "none" else "fp32"
     if args.max_new_tokens < 1:
         raise CliError("--max-new-tokens must be at least 1")
-    options = LoadOptions(precision=precision, quantization=args.quantization, device=args.device,
+    options = LoadOptions(precision=args.precision, quantization=args.quantization, device=args.device,
                           vision_tower=args.vision_tower, quantize_heads=args.quantize_heads)
-    try:
-        loaded = load_lisa(args.model, options)
-    except (CheckpointError, TokenizerError, ValueError) as exc:
-        raise CliError(str(exc)) from exc
-    return LisaEngine(loaded, GenerationOptions(max_new_tokens=args.max_new_tokens,
-                                                stop_after_seg=not args.no_stop_after_seg))
+    return LisaEngine(load_lisa(args.model, options), GenerationOptions(max_new_tokens=args.max_new_tokens,
+                                                                       stop_after_seg=not args.no_stop_after_seg))
 
 
 def read_rgb(path: str | Path):
@@ -208,93 +200,21 @@ def _cmd_chat(args: argparse.Namespace) -> int:
 
 
 def _cmd_ask(args: argparse.Namespace) -> int:
-    """Call a running node's ReasonSegment service (or action) and print/save the result."""
-    import cv2
-    import numpy as np
-    import rclpy
-    from rclpy.action import ActionClient
+    """Ask a running node (lisa_ros.ros.client.ask), print the summary; exit 1 when refused."""
+    from lisa_ros.ros.client import ask
 
-    from lisa_ros.action import ReasonSegment as ReasonSegmentAction
-    from lisa_ros.ros.conversions import ImageConversionError, image_to_numpy, numpy_to_image
-    from lisa_ros.srv import ReasonSegment
-
-    if not args.command_text.strip():
-        raise CliError("the command is empty")
-    fields = dict(command=args.command_text, camera=args.camera or "", explain=args.explain,
-                  session_id=args.session or "")
-    if args.image:
-        fields["image"] = numpy_to_image(read_rgb(args.image), "rgb8")
-        fields["image"].header.frame_id = args.frame_id
-    name = args.service.rstrip("/")
-    rclpy.init(args=None)
-    node = rclpy.create_node("lisa_ros_ask")
-    try:
-        if args.action:
-            client = ActionClient(node, ReasonSegmentAction, name)
-            if not client.wait_for_server(timeout_sec=args.wait):
-                raise CliError(f"no ReasonSegment action server at {name} (is lisa_ros_node running, same ROS_DOMAIN_ID?)")
-
-            def show(message):
-                f = message.feedback
-                extra = f" mask #{f.mask_index} ({f.score:.2f})" if f.mask_index >= 0 else ""
-                print(f"[{f.elapsed:6.2f} s] {f.stage}{extra} {f.partial_answer}", file=sys.stderr, flush=True)
-
-            goal_future = client.send_goal_async(ReasonSegmentAction.Goal(**fields), feedback_callback=show)
-            rclpy.spin_until_future_complete(node, goal_future, timeout_sec=args.timeout)
-            handle = goal_future.result()
-            if handle is None or not handle.accepted:
-                raise CliError("the goal was not accepted")
-            result_future = handle.get_result_async()
-            rclpy.spin_until_future_complete(node, result_future, timeout_sec=args.timeout)
-            if result_future.result() is None:
-                # Free the node's model for others instead of leaving the goal running.
-                rclpy.spin_until_future_complete(node, handle.cancel_goal_async(), timeout_sec=10)
-                raise CliError(f"no result within {args.timeout:g} s (goal cancelled)")
-            response = result_future.result().result
-        else:
-            client = node.create_client(ReasonSegment, name)
-            if not client.wait_for_service(timeout_sec=args.wait):
-                raise CliError(f"no ReasonSegment service at {name} (is lisa_ros_node running, same ROS_DOMAIN_ID?)")
-            future = client.call_async(ReasonSegment.Request(**fields))
-            rclpy.spin_until_future_complete(node, future, timeout_sec=args.timeout)
-            if future.result() is None:
-                raise CliError(f"no answer within {args.timeout:g} s")
-            response = future.result()
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-
-    result = response.result
-    summary = {
-        "success": response.success, "error_code": response.error_code, "message": response.message,
-        "answer": result.answer, "explanation": result.explanation, "session_id": result.session_id,
-        "frame_id": result.header.frame_id, "stamp": result.header.stamp.sec + result.header.stamp.nanosec * 1e-9,
-        "scores": [round(float(v), 4) for v in result.scores],
-        "boxes": [[b.x_offset, b.y_offset, b.width, b.height] for b in result.boxes],
-        "centroids": [[_json_number(c.x), _json_number(c.y), _json_number(c.z)] for c in result.centroids],
-        "timings": {name: round(getattr(result.timings, name), 4) for name in
-                    ("total", "queue_wait", "preprocess", "image_encoding", "generation", "mask_decoding", "postprocess")},
-    }
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        names = []
-        for index, mask in enumerate(result.masks):
-            try:
-                pixels = image_to_numpy(mask)
-            except ImageConversionError as exc:
-                raise CliError(f"mask {index} in the answer is malformed: {exc}") from exc
-            names.append(f"mask_{index}.png")
-            cv2.imwrite(str(out / names[-1]), np.asarray(pixels, np.uint8))
-        summary["masks"] = names
-        (out / "result.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary))
-    return 0 if response.success else 1
+    rgb = read_rgb(args.image) if args.image else None
+    summary = ask(args.command_text, camera=args.camera or "", image=rgb, frame_id=args.frame_id,
+                  explain=args.explain, session_id=args.session or "", use_action=args.action, name=args.service,
+                  wait_s=args.wait, timeout_s=args.timeout, out=Path(args.out) if args.out else None,
+                  on_progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(json.dumps(summary))  # ClientError (a LisaError) becomes main()'s one-line error, status 2
+    return 0 if summary["success"] else 1
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from lisa_ros.model.loading import CheckpointError
-    from lisa_ros.train.data import DataError
+    from lisa_ros.data.reasonseg import read_dataset
+    from lisa_ros.evaluate.runner import evaluate
     from lisa_ros.train.trainer import TrainConfig, Trainer
 
     path = Path(args.config)
@@ -302,32 +222,73 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise CliError(f"training config {path} does not exist")
     try:
         config = TrainConfig.from_yaml(path)
-        trainer = Trainer(config)
-        evaluate_fn = None
-        if config.eval_data:
-            from lisa_ros.evaluate.runner import evaluate
-            from lisa_ros.train.data import read_dataset
-
-            eval_samples = read_dataset(config.eval_data["type"], config.eval_data["path"])
-            evaluate_fn = lambda t: evaluate(t.engine, eval_samples, "teacher-forced", progress=False)["overall"]  # noqa: E731
-        merged = trainer.train(evaluate_fn)
-    except (CheckpointError, DataError, ValueError, TypeError) as exc:
-        raise CliError(str(exc)) from exc
+    except TypeError as exc:  # a key of the wrong kind in the YAML
+        raise UsageError(f"{path}: {exc}") from exc
+    trainer = Trainer(config)
+    evaluate_fn = None
+    if config.eval_data:
+        eval_samples = read_dataset(config.eval_data["type"], config.eval_data["path"])
+        evaluate_fn = lambda t: evaluate(t.engine, eval_samples, "teacher-forced", progress=False)["overall"]  # noqa: E731
+    merged = trainer.train(evaluate_fn)
     print(json.dumps({"steps": trainer.step, "metrics": str(trainer.log_path), "merged_model": str(merged) if merged else None}))
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from lisa_ros.data.reasonseg import read_dataset
     from lisa_ros.evaluate.runner import evaluate
-    from lisa_ros.train.data import DataError, read_dataset
 
-    try:
-        samples = read_dataset(args.format, args.data)
-    except DataError as exc:
-        raise CliError(str(exc)) from exc
+    samples = read_dataset(args.format, args.data)
     engine = _load_engine(args)
     report = evaluate(engine, samples, args.mode, args.out)
     print(json.dumps(report))
+    return 0
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"size must look like 320x240, not {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _cmd_scenes(args: argparse.Namespace) -> int:
+    """Write reasoning-scene splits and print, per split, the count per type and the "pick any
+    object" baseline gIoU a useful model must beat."""
+    from collections import Counter
+
+    from lisa_ros.data.scenes import QUERY_TYPES, SPLIT_SEEDS, SPLITS, write_split
+    from lisa_ros.evaluate.baseline import any_object_baseline
+
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown or not splits:
+        raise UsageError(f"unknown split(s) {unknown} (choose from {', '.join(SPLITS)})")
+    counts = {"train": args.count_train, "val": args.count_val, "test": args.count_test}
+    for split in splits:
+        seed = SPLIT_SEEDS[split] + args.seed_offset
+        if seed < 0:
+            raise UsageError("--seed-offset makes a seed negative")
+        folder = write_split(Path(args.out_dir) / split, split, counts[split], seed, args.size,
+                             progress=not args.no_progress)
+        per_type = Counter(QUERY_TYPES[i % len(QUERY_TYPES)] for i in range(counts[split]))
+        summary = ", ".join(f"{name} {per_type[name]}" for name in QUERY_TYPES)
+        baseline = f"; any-object baseline gIoU {any_object_baseline(folder)['giou']:.3f}" if counts[split] else ""
+        print(f"{split}: {counts[split]} scenes (seed {seed}) in {folder}: {summary}{baseline}", flush=True)
+    return 0
+
+
+def _cmd_embedded(args: argparse.Namespace) -> int:
+    from lisa_ros.model.embedded import embedded_checkpoint
+
+    if args.action == "extract":
+        from lisa_ros.train.export import extract_delta
+
+        if not args.run_dir:
+            raise CliError("extract needs RUN_DIR (the output_dir of a lisa-ros train run)")
+        print(extract_delta(args.run_dir, *([args.out] if args.out else [])))
+    else:
+        print(embedded_checkpoint(trained=args.action == "path"))
     return 0
 
 
@@ -375,11 +336,30 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation = sub.add_parser("eval", help="gIoU / cIoU on ReasonSeg-format (or robot-format) data")
     _add_model_arguments(evaluation)
     evaluation.add_argument("--data", required=True, help="a ReasonSeg split folder (*.jpg + *.json)")
-    evaluation.add_argument("--format", choices=("reasonseg", "robot"), default="reasonseg")
+    evaluation.add_argument("--format", choices=DATASET_TYPES, default="reasonseg")
     evaluation.add_argument("--mode", choices=("teacher-forced", "generate"), default="teacher-forced",
                             help="teacher-forced = the official protocol (assistant turn '[SEG].')")
     evaluation.add_argument("--out", help="folder for report.json and samples.csv")
     evaluation.set_defaults(func=_cmd_eval)
+
+    scenes = sub.add_parser("scenes", help="write procedural reasoning-scene splits (ReasonSeg format)")
+    scenes.add_argument("out_dir", help="output folder; each split goes to OUT_DIR/<split>/")
+    scenes.add_argument("--splits", default="train,val,test", help="comma-separated (train,val,test)")
+    scenes.add_argument("--count-train", type=int, default=3000)
+    scenes.add_argument("--count-val", type=int, default=200)
+    scenes.add_argument("--count-test", type=int, default=200)
+    scenes.add_argument("--seed-offset", type=int, default=0, help="added to each split's seed")
+    scenes.add_argument("--size", type=_parse_size, default=DEFAULT_SIZE, help="WIDTHxHEIGHT (320x240)")
+    scenes.add_argument("--no-progress", action="store_true")
+    scenes.set_defaults(func=_cmd_scenes)
+
+    embedded = sub.add_parser("embedded", help="the embedded default model: assemble it, or extract a run's delta")
+    embedded.add_argument("action", choices=("path", "base", "extract"),
+                          help="path: the trained model's folder (assembled once); base: the untrained base "
+                               "(what training starts from); extract: write RUN_DIR's trained delta")
+    embedded.add_argument("run_dir", nargs="?", help="for extract: the output_dir of a lisa-ros train run")
+    embedded.add_argument("--out", help="for extract: the delta file (default: the package's own)")
+    embedded.set_defaults(func=_cmd_embedded)
     return parser
 
 
@@ -389,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return int(args.func(args) or 0)
-    except CliError as exc:
+    except LisaError as exc:
         print(f"lisa-ros: error: {exc}", file=sys.stderr)
         return 2
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from lisa_ros.processes import die_with_parent
+from lisa_ros.testing.processes import die_with_parent
 
 SUPPORT = Path(__file__).parent / "support"
 _LOCK_DIR = Path(os.environ.get("LISA_ROS_TEST_LOCK_DIR", "/tmp"))

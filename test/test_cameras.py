@@ -29,7 +29,7 @@ def test_only_the_latest_colour_frame_is_kept():
 
 
 def test_depth_is_paired_by_nearest_stamp_within_the_slop():
-    camera = CameraInput("front", depth_slop_s=0.02)
+    camera = CameraInput("front", depth_slop=0.02)
     camera.on_color(image(10, 500_000_000))
     camera.on_depth(image(10, 470_000_000))  # 30 ms early: outside the slop
     assert camera.latest().depth is None
@@ -95,7 +95,7 @@ def test_repeated_stamps_still_give_distinct_frames():
 
 
 def test_the_newest_colour_frame_with_matching_depth_is_chosen():
-    camera = CameraInput("front", depth_slop_s=0.01)
+    camera = CameraInput("front", depth_slop=0.01)
     for sec in (1, 2, 3):
         camera.on_color(image(sec))
     camera.on_depth(image(2))  # depth of frame 3 has not arrived yet

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lisa_ros.cli import main
-from lisa_ros.model.tiny import write_tiny_lisa_checkpoint
+from lisa_ros.testing.checkpoints import write_tiny_lisa_checkpoint
 
 LISA_ROS = str(Path(sys.executable).parent / "lisa-ros")
 
@@ -94,7 +94,8 @@ def test_chat_keeps_the_conversation_and_writes_each_turn(checkpoint, image, tmp
 def test_chat_history_reaches_the_prompt(checkpoint, image):
     from lisa_ros.cli import read_rgb
     from lisa_ros.engine import GenerationOptions, LisaEngine
-    from lisa_ros.model.loading import LoadOptions, load_lisa
+    from lisa_ros.model.loading import load_lisa
+    from lisa_ros.model.options import LoadOptions
 
     engine = LisaEngine(load_lisa(checkpoint, LoadOptions(precision="fp32")), GenerationOptions(max_new_tokens=4))
     frame = engine.encode_frame(read_rgb(image))

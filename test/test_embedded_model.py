@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from lisa_ros.model.embedded import ADDED_TOKENS, apply_delta, delta_from_trainable, embedded_checkpoint
+from lisa_ros.model.delta import DELTA_FILE, apply_delta, delta_from_trainable
+from lisa_ros.model.embedded import ADDED_TOKENS, embedded_checkpoint
 from lisa_ros.model.tokenization import IMAGE_TOKEN_INDEX, SEG_TOKEN, ByteLevelLisaTokenizer, load_tokenizer
 
 E2E_SCENES = 9
@@ -74,8 +75,6 @@ def test_byte_level_tokenizer_follows_the_training_rules(folder):
 def test_trained_weights_differ_from_the_base_exactly_where_the_delta_says(folder):
     from safetensors import safe_open
 
-    from lisa_ros.model.embedded import DELTA_FILE
-
     base = embedded_checkpoint(trained=False)
     index = json.loads((folder / "pytorch_model.bin.index.json").read_text())["weight_map"]
     key = "model.layers.0.self_attn.q_proj.weight"
@@ -91,8 +90,8 @@ def test_trained_weights_differ_from_the_base_exactly_where_the_delta_says(folde
 
 # ------------------------------------------------------------------------ end to end through the node
 def _held_out_scenes(tmp_path_factory):
-    from lisa_ros.train.data import read_reasonseg
-    from lisa_ros.train.reasoning_scenes import SPLIT_SEEDS, write_split
+    from lisa_ros.data.reasonseg import read_reasonseg
+    from lisa_ros.data.scenes import SPLIT_SEEDS, write_split
 
     folder = write_split(tmp_path_factory.mktemp("scenes") / "test", "test", E2E_SCENES, SPLIT_SEEDS["test"])
     return read_reasonseg(folder)
@@ -120,13 +119,15 @@ def test_node_answers_held_out_scenes_exactly_as_the_engine_does(ros_domain, spa
 
     from lisa_ros.engine import LisaEngine
     from lisa_ros.evaluate.metrics import intersection_union, query_iou
-    from lisa_ros.model.loading import LoadOptions, load_lisa
+    from lisa_ros.engine import GenerationOptions
+    from lisa_ros.model.loading import load_lisa
+    from lisa_ros.model.options import LoadOptions
     from lisa_ros.ros.conversions import image_to_numpy
     from lisa_ros.srv import ReasonSegment
 
     samples = _held_out_scenes(tmp_path_factory)
-    engine = LisaEngine(load_lisa("embedded", LoadOptions(precision="fp32", device="cpu")))
-    engine.options.max_new_tokens = 48
+    engine = LisaEngine(load_lisa("embedded", LoadOptions(precision="fp32", device="cpu")),
+                        GenerationOptions(max_new_tokens=48))
     expected = []
     for index, sample in enumerate(samples):
         _, rgb = _variant(sample.rgb(), index)

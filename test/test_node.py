@@ -3,7 +3,7 @@
 Processes: the node (test/support/lisa_node_with_faults.py: the real node, plus fault injection
 for failures that cannot happen on demand here), a camera publisher (test/support/camera_publisher.py)
 and this test process as the client. The model is a released-layout checkpoint written by the
-tests whose random weights say [SEG] often (lisa_ros.model.tiny, emit_seg=True).
+tests whose random weights say [SEG] often (lisa_ros.testing.checkpoints, emit_seg=True).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 from lisa_ros.action import ReasonSegment as ReasonSegmentAction
-from lisa_ros.model.tiny import write_tiny_lisa_checkpoint
+from lisa_ros.testing.checkpoints import write_tiny_lisa_checkpoint
 from lisa_ros.msg import SegmentationResult
 from lisa_ros.ros.conversions import image_to_numpy, numpy_to_image
 from lisa_ros.srv import ReasonSegment
@@ -403,6 +403,128 @@ def test_diagnostics_report_model_requests_and_cameras(running):
 
     assert running.wait_for(lambda: front_rate() > 5, 15), front_rate()
     assert statuses["lisa_ros: camera idle"].message == "no frame received yet"
+
+
+# ------------------------------------------------------------------------------------ one request, in process
+
+
+class _Recorder:
+    def __init__(self):
+        self.messages = []
+
+    def publish(self, msg):
+        self.messages.append(msg)
+
+
+class _PublishingNode:
+    """Enough of a node for lisa_ros.ros.outputs.Publishers: records what is published, by topic."""
+
+    def __init__(self):
+        self.topics: dict[str, _Recorder] = {}
+
+    def create_publisher(self, _msg_type, name, _qos):
+        return self.topics.setdefault(name, _Recorder())
+
+
+class _Goal:
+    is_cancel_requested = False
+
+    def __init__(self, request):
+        self.request = request
+        self.feedback = []
+
+    def publish_feedback(self, feedback):
+        self.feedback.append(feedback)
+
+
+class _TwoMaskEngine:
+    """Answers every command with two masks (left and right half), streamed through on_mask."""
+
+    def encode_frame(self, rgb):
+        return rgb.shape
+
+    def answer(self, frame, command, explain=False, history=None, options=None, on_mask=None, on_token=None,
+               should_stop=None):
+        from lisa_ros.engine import Answer, DecodedMask, mask_box
+        from lisa_ros.model.prompts import Conversation
+
+        assert options is not None and options.max_new_tokens == 16  # this request's, from the live parameters
+        height, width = frame[:2]
+        masks = []
+        for index, columns in enumerate((slice(0, width // 2), slice(width // 2, width))):
+            mask = np.zeros((height, width), bool)
+            mask[:, columns] = True
+            masks.append(DecodedMask(index, mask, 0.9, mask_box(mask), index, 0.0))
+            if on_mask is not None:
+                on_mask(masks[-1])
+            on_token("Sure, [SEG]", index + 1)
+        conversation = Conversation()
+        conversation.ask(command)
+        conversation.answer("Sure, [SEG] and [SEG].")
+        return Answer(command, "prompt", "Sure, [SEG] and [SEG].", "", masks, [1, 2, 3],
+                      {"prefill": 0.01, "decode": 0.02, "mask_decode": 0.005}), conversation
+
+
+@pytest.mark.parametrize("kind", ["action", "service"])
+def test_one_request_converts_each_mask_and_its_3d_once(monkeypatch, kind):
+    from lisa_ros.ros import messages, outputs
+    from lisa_ros.ros.parameters import LiveParameters
+    from lisa_ros.ros.request import RequestHandler
+    from lisa_ros.ros.serving import Job
+    from lisa_ros.sessions import FrameCache, SessionStore
+
+    converted, located = [], []
+    real_mask_to_image, real_geometry = outputs.mask_to_image, messages.geometry
+    monkeypatch.setattr(outputs, "mask_to_image", lambda mask, header=None: converted.append(mask) or real_mask_to_image(mask, header))
+    monkeypatch.setattr(messages, "geometry", lambda *args: located.append(args) or real_geometry(*args))
+    live = LiveParameters(max_new_tokens=16, stop_after_seg=True, segment_suffix="", explain_suffix="",
+                          max_command_length=100, max_image_pixels=10**6, max_frame_age=0.0,
+                          publish_debug_image=True, publish_markers=True)
+    node = _PublishingNode()
+    handler = RequestHandler(_TwoMaskEngine(), SessionStore(), FrameCache(2), {}, "front", 600.0,
+                             outputs.Publishers(node), lambda: live)
+    fields = dict(command="where is the cup?", image=explicit_image(640, 480),
+                  depth=numpy_to_image(np.full((480, 640), 1.5, np.float32), "32FC1"),
+                  camera_info=CameraInfo(width=640, height=480, k=K))
+    goal = _Goal(ReasonSegmentAction.Goal(**fields)) if kind == "action" else None
+    job = Job(goal.request if goal else ReasonSegment.Request(**fields), goal_handle=goal)
+
+    message, timings = handler(job, threading.Event())
+
+    assert message == "" and set(timings) == set(messages.STAGES)
+    assert len(located) == 2  # one geometry per mask: feedback, centroids and markers share it
+    assert len(converted) == 3  # one Image per mask, plus the union published on ~/mask
+    result = job.result
+    assert [c.z for c in result.centroids] == [pytest.approx(1.5)] * 2
+    assert node.topics["~/result"].messages == [result]
+    assert len(node.topics["~/markers"].messages[0].markers) == 1 + 3 * 2
+    assert node.topics["~/debug_image"].messages[0].header == result.header
+    if goal is not None:
+        streamed = [f for f in goal.feedback if f.mask_index >= 0]
+        assert [f.mask for f in streamed] == list(result.masks)
+        assert [f.centroid for f in streamed] == list(result.centroids)
+
+
+def test_frame_sources_are_typed_and_say_what_is_missing():
+    from lisa_ros.ros.cameras import CameraInput
+    from lisa_ros.ros.request import FrameSource, RequestError, decode, frame_source
+
+    cameras = {"front": CameraInput("front")}
+    own = frame_source(ReasonSegment.Request(command="x", image=explicit_image()), cameras, "front", 1.0)
+    assert isinstance(own, FrameSource) and own.camera == "" and own.cache_key[0] == "request"
+    assert own.depth is None and own.camera_info is None and not own.depth_expected
+    for camera, code in (("nope", Codes.UNKNOWN_CAMERA), ("", Codes.NO_FRAME)):
+        with pytest.raises(RequestError) as refused:
+            frame_source(ReasonSegment.Request(command="x", camera=camera), cameras, "front", 1.0)
+        assert refused.value.code == code
+    cameras["front"].on_color(explicit_image(frame="front_optical"))
+    cameras["front"].on_depth(numpy_to_image(np.ones((60, 80), np.float32), "32FC1"))  # another stamp
+    latest = frame_source(ReasonSegment.Request(command="x"), cameras, "front", 0.0)
+    assert latest.camera == "front" and latest.header.frame_id == "front_optical" and latest.cache_key == ("front", 1)
+    assert latest.depth is None and latest.depth_expected
+    decoded = decode(latest, 10**6)
+    assert decoded.rgb.shape == (120, 160, 3) and decoded.depth_m is None
+    assert decoded.notes == ["no depth frame within depth_slop of the colour frame: centroids are NaN"]
 
 
 # ------------------------------------------------------------------------------------ lifecycle

@@ -8,11 +8,11 @@ import random
 import numpy as np
 import pytest
 import torch
-from lisa_ros.model.sam import sam_modeling
 
-from lisa_ros.model.tiny import write_tiny_lisa_checkpoint
+from lisa_ros.model.sam import point_prompt_tokens, sam_modeling
+from lisa_ros.testing.checkpoints import write_tiny_lisa_checkpoint
 from lisa_ros.train.losses import LossWeights, combine
-from lisa_ros.train.point_prompts import interior_point, point_prompt_tokens, random_interior_point, to_sam_frame
+from lisa_ros.train.point_prompts import interior_point, random_interior_point, to_sam_frame
 
 
 def _cup_mask() -> np.ndarray:
@@ -73,13 +73,14 @@ def test_point_errors_join_the_loss_with_their_weight():
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
-    from lisa_ros.train.reasoning_scenes import write_split
+    from lisa_ros.data.scenes import write_split
 
     return write_split(tmp_path_factory.mktemp("scenes") / "train", "train", 4, seed=0, size=(96, 72))
 
 
 def _trainer(tmp_path, checkpoint, scenes, **overrides):
-    from lisa_ros.train.trainer import TrainConfig, Trainer
+    from lisa_ros.train.config import TrainConfig
+    from lisa_ros.train.trainer import Trainer
 
     values = dict(model=str(checkpoint), data=[{"type": "reasonseg", "path": str(scenes)}],
                   output_dir=str(tmp_path / "run"), steps=1, batch_size=2, grad_accumulation=1, lr=1e-3,
@@ -116,6 +117,6 @@ def test_frame_cache_warm_up_and_point_loss(tmp_path, scenes):
     for sample in trainer.samples:
         first, second = trainer._frame(sample), again._frame(sample)
         torch.testing.assert_close(first[0].image_embedding, second[0].image_embedding)
-        torch.testing.assert_close(first[0].clip_features, second[0].clip_features)
+        torch.testing.assert_close(first[0].image_tokens, second[0].image_tokens)
         torch.testing.assert_close(first[2], second[2])  # the target's point token
         assert first[0].resized_size == second[0].resized_size and first[0].original_size == second[0].original_size

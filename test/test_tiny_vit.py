@@ -14,13 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
+from lisa_ros.model.assets import lite_medsam_checkpoint_path, load_lite_medsam_state_dict
 from lisa_ros.model.sam import SamConfig, build_sam
-from lisa_ros.model.tiny_vit import (
-    TinyViT,
-    lite_medsam_checkpoint_path,
-    load_lite_medsam_state_dict,
-    relative_offset_index,
-)
+from lisa_ros.model.tiny_vit import TinyViT, relative_offset_index
 
 
 @pytest.fixture(scope="module")

@@ -13,18 +13,13 @@ import pytest
 import torch
 import yaml
 
+from lisa_ros.data.reasonseg import Sample, rasterize_shapes, read_reasonseg, read_robot_jsonl
+from lisa_ros.data.synthetic import write_reasonseg, write_robot_jsonl
+from lisa_ros.errors import DataError
 from lisa_ros.evaluate.metrics import IoUAccumulator, intersection_union
-from lisa_ros.model.tiny import write_tiny_lisa_checkpoint
-from lisa_ros.train.data import (
-    DataError,
-    Sample,
-    rasterize_shapes,
-    read_reasonseg,
-    read_robot_jsonl,
-    training_tokens,
-)
+from lisa_ros.testing.checkpoints import write_tiny_lisa_checkpoint
 from lisa_ros.train.losses import IGNORE_INDEX, LossWeights, combine, mask_bce, mask_dice
-from lisa_ros.train.synthetic import write_reasonseg, write_robot_jsonl
+from lisa_ros.train.prompts import training_tokens
 
 LISA_ROS = str(Path(sys.executable).parent / "lisa-ros")
 
@@ -123,7 +118,7 @@ def test_losses_by_hand():
 
 
 def _config(tmp_path, checkpoint, data, **overrides):
-    from lisa_ros.train.trainer import TrainConfig
+    from lisa_ros.train.config import TrainConfig
 
     values = dict(model=str(checkpoint) if checkpoint else None, data=[{"type": "robot", "path": str(data)}], output_dir=str(tmp_path / "run"),
                   steps=2, batch_size=2, grad_accumulation=1, lr=1e-3, warmup_steps=1, precision="fp32",
@@ -177,7 +172,8 @@ def test_a_tiny_model_overfits_a_fixed_batch(tmp_path, checkpoint):
 
 def test_train_resume_merge_and_load_give_the_same_masks(tmp_path, checkpoint):
     from lisa_ros.engine import LisaEngine
-    from lisa_ros.model.loading import LoadOptions, load_lisa
+    from lisa_ros.model.loading import load_lisa
+    from lisa_ros.model.options import LoadOptions
     from lisa_ros.train.trainer import Trainer
 
     data = write_robot_jsonl(tmp_path / "d", count=4)
@@ -245,7 +241,7 @@ def test_train_and_eval_commands_end_to_end(tmp_path, checkpoint):
 
 
 def test_checked_in_training_configs_are_valid():
-    from lisa_ros.train.trainer import TrainConfig
+    from lisa_ros.train.config import TrainConfig
 
     configs = sorted((Path(__file__).parents[1] / "training").glob("*.yaml"))
     assert len(configs) >= 2
@@ -316,7 +312,8 @@ def _tiny_llava(tmp_path, lisa_checkpoint):
 
 
 def test_lisa_is_built_from_a_base_llava_and_sam_weights(tmp_path, checkpoint):
-    from lisa_ros.model.loading import LoadOptions, load_lisa
+    from lisa_ros.model.loading import load_lisa
+    from lisa_ros.model.options import LoadOptions
     from lisa_ros.train.from_llava import build_from_llava
     from lisa_ros.train.trainer import Trainer
 

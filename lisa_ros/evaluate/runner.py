@@ -16,13 +16,16 @@ import json
 import time
 from pathlib import Path
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
+from lisa_ros.data.reasonseg import Sample
 from lisa_ros.engine import LisaEngine
+from lisa_ros.errors import UsageError
 from lisa_ros.evaluate.metrics import IoUAccumulator, query_iou
 from lisa_ros.model.prompts import Conversation
-from lisa_ros.train.data import Sample
 
 MODES = ("teacher-forced", "generate")
 
@@ -47,16 +50,12 @@ def predict(engine: LisaEngine, sample: Sample, rgb: np.ndarray, mode: str) -> n
         logits, _ = engine.decode_masks(states[:1], frame)
         return (logits[0] > 0).cpu().numpy()
     if mode == "generate":
-        saved = engine.options.segment_suffix
-        engine.options.segment_suffix = ""  # the question already asks for the mask
-        try:
-            answer, _ = engine.answer(frame, question)
-        finally:
-            engine.options.segment_suffix = saved
+        # The question already asks for the mask: no suffix.
+        answer, _ = engine.answer(frame, question, options=replace(engine.options, segment_suffix=""))
         if answer.masks:
             return answer.masks[0].mask
         return np.zeros(rgb.shape[:2], bool)
-    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    raise UsageError(f"mode must be one of {MODES}, got {mode!r}")
 
 
 def evaluate(engine: LisaEngine, samples: list[Sample], mode: str = "teacher-forced",

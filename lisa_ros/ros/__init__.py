@@ -1,1 +1,7 @@
-"""The ROS 2 layer: conversions, message building and (later) the node. Imports rclpy/messages."""
+"""The ROS 2 layer (imports rclpy and the interfaces): image conversions, camera inputs,
+parameters, message building, the lifecycle node (node: lifecycle and wiring; serving: queue and
+worker; request: one request; outputs: feedback and topics) and the client behind ``lisa-ros ask``.
+
+Imports go downwards only: this package uses lisa_ros.{errors, engine, model, sessions, geometry,
+visualization, resources}, never lisa_ros.{cli, testing, train, evaluate, data}.
+"""

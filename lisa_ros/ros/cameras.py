@@ -67,14 +67,18 @@ class LatencyMeter:
 
 
 class CameraInput:
-    """One named camera: latest colour frame, recent depth frames, latest camera_info."""
+    """One named camera: latest colour frame, recent depth frames, latest camera_info.
 
-    def __init__(self, name: str, depth_slop_s: float = 0.02, depth_history: int = 10, color_history: int = 3,
+    ``depth_slop``: seconds, the largest |depth stamp - colour stamp| accepted as a pair (the
+    ``<camera>.depth_slop`` parameter). ``clock``/``wall_clock`` are injectable for tests.
+    """
+
+    def __init__(self, name: str, depth_slop: float = 0.02, depth_history: int = 10, color_history: int = 3,
                  clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time):
         self.name = name
         self._wall_clock = wall_clock
         self.callback_latency = LatencyMeter()
-        self.depth_slop_s = depth_slop_s
+        self.depth_slop = depth_slop
         self._clock = clock
         self._lock = threading.Lock()
         # The newest few colour frames: the newest that has a matching depth frame is used, so
@@ -109,7 +113,7 @@ class CameraInput:
         best, best_offset = None, None
         for depth in depths:
             offset = stamp_seconds(depth.header) - target
-            if abs(offset) <= self.depth_slop_s and (best is None or abs(offset) < abs(best_offset)):
+            if abs(offset) <= self.depth_slop and (best is None or abs(offset) < abs(best_offset)):
                 best, best_offset = depth, offset
         return best, best_offset
 

@@ -12,6 +12,8 @@ Conventions
 * ``image_to_rgb8`` returns ``(H, W, 3)`` uint8 RGB for any colour, mono, YUV or Bayer encoding:
   what the model consumes.
 * ``depth_to_meters`` returns ``(H, W)`` float32 metres with NaN for "no measurement".
+* :class:`ImageConversionError` is :class:`lisa_ros.errors.ImageConversionError` (a ``LisaError``
+  and a ``ValueError``), re-exported here.
 * When a ROS 2 ``cv_bridge`` is importable (a system ROS 2 install) it decodes raw images after
   our validation; our own decoder is used otherwise, or when cv_bridge fails on an encoding
   (e.g. ``8UC1`` vs ``mono8``, vision_opencv#175).
@@ -28,6 +30,8 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from lisa_ros.errors import ImageConversionError
+
 __all__ = [
     "ImageConversionError",
     "ImageFormat",
@@ -43,10 +47,6 @@ __all__ = [
     "compressed_to_rgb8",
     "numpy_to_compressed",
 ]
-
-
-class ImageConversionError(ValueError):
-    """An image message that cannot be converted: the message says what is wrong with it."""
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from collections import Counter
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
-STAGES = ("total", "queue_wait", "preprocess", "image_encoding", "generation", "mask_decoding", "postprocess")
+from lisa_ros.ros.messages import STAGES
 
 
 class RequestStats:
@@ -34,6 +34,17 @@ class RequestStats:
     def means(self) -> dict[str, float]:
         with self._lock:
             return {k: (v / self._timed if self._timed else 0.0) for k, v in self._sums.items()}
+
+
+def camera_values(camera, now: float, max_age_s: float) -> dict:
+    """The diagnostics of one lisa_ros.ros.cameras.CameraInput: name, age of its latest frame
+    (s, None before the first), colour and depth rates (Hz), frames received, image-callback
+    latency (ms) and the max_frame_age it is judged by (s). ``now``: monotonic seconds."""
+    latency = camera.callback_latency.summary_ms()
+    return {"name": camera.name, "age_s": camera.age_s(), "rate_hz": camera.color_rate.rate_hz(now),
+            "depth_rate_hz": camera.depth_rate.rate_hz(now), "frames": camera.frames_received,
+            "callback_latency_mean_ms": latency["mean"], "callback_latency_p99_ms": latency["p99"],
+            "callback_latency_max_ms": latency["max"], "max_age_s": max_age_s}
 
 
 def _kv(key: str, value) -> KeyValue:

@@ -14,11 +14,14 @@ from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
 from lisa_ros.geometry import NO_GEOMETRY, Intrinsics, MaskGeometry, mask_geometry
-from lisa_ros.msg import SegmentationResult
-from lisa_ros.ros.conversions import mask_to_image, numpy_to_image
+from lisa_ros.msg import SegmentationResult, StageTimings
+from lisa_ros.ros.conversions import numpy_to_image
 from lisa_ros.visualization import PALETTE, draw_overlay
 
 MARKER_NAMESPACE = "lisa_ros"
+# The timed stages of a request, in message order: the fields of msg/StageTimings.msg (total,
+# queue_wait, preprocess, image_encoding, generation, mask_decoding, postprocess), in seconds.
+STAGES: tuple[str, ...] = tuple(StageTimings.get_fields_and_field_types())
 
 
 def region_of_interest(box: tuple[int, int, int, int]) -> RegionOfInterest:
@@ -30,22 +33,28 @@ def point(values: tuple[float, float, float]) -> Point:
     return Point(x=float(values[0]), y=float(values[1]), z=float(values[2]))
 
 
-def geometries(masks: list[np.ndarray], depth_m: np.ndarray | None, intrinsics: Intrinsics | None) -> list[MaskGeometry]:
-    """3D geometry per mask; NaN geometry for every mask when depth or intrinsics are missing."""
+def geometry(mask: np.ndarray, depth_m: np.ndarray | None, intrinsics: Intrinsics | None) -> MaskGeometry:
+    """3D geometry of an ``(H, W)`` bool mask from ``(H, W)`` depth in metres (registered to the
+    mask's image) and the colour intrinsics; NaN geometry when depth or intrinsics are missing."""
     if depth_m is None or intrinsics is None:
-        return [NO_GEOMETRY for _ in masks]
-    return [mask_geometry(mask, depth_m, intrinsics) for mask in masks]
+        return NO_GEOMETRY
+    return mask_geometry(mask, depth_m, intrinsics)
 
 
-def segmentation_result(header, answer, session_id: str, shapes: list[MaskGeometry]) -> SegmentationResult:
-    """The SegmentationResult message of one answered request (timings filled by the caller)."""
+def segmentation_result(header, answer, session_id: str, masks: list[Image],
+                        shapes: list[MaskGeometry]) -> SegmentationResult:
+    """The SegmentationResult message of one answered request (timings filled by the caller).
+
+    ``masks``: the mono8 Image of each of ``answer.masks`` and ``shapes`` their geometry, in the
+    same order, built once by the caller (lisa_ros.ros.outputs) and shared with the feedback.
+    """
     result = SegmentationResult()
     result.header = header
     result.command = answer.command
     result.answer = answer.text
     result.explanation = answer.explanation
     result.session_id = session_id
-    result.masks = [mask_to_image(m.mask, header) for m in answer.masks]
+    result.masks = list(masks)
     result.scores = [float(m.score) for m in answer.masks]
     result.boxes = [region_of_interest(m.box) for m in answer.masks]
     result.centroids = [point(g.centroid) for g in shapes]

@@ -3,19 +3,29 @@
 The model parameters (model, vision_tower, precision, quantization, quantize_heads, device) can
 change only while the node is unconfigured (deactivate, cleanup, set, configure: a reload).
 Read-only parameters (cameras, queue and cache sizes, autostart) are fixed at start. The others
-change at run time with ``ros2 param set``. Invalid values are rejected with a reason; an invalid
-value given at start (wrong type, out of range) keeps the node alive, unconfigured, saying why.
+change at run time with ``ros2 param set`` and are read once per request (:class:`LiveParameters`).
+Invalid values are rejected with a reason; an invalid value given at start (wrong type, out of
+range) keeps the node alive, unconfigured, saying why.
+
+:data:`SPECS` is the one source of names, defaults, descriptions and ranges; :class:`NodeConfig`
+and :class:`LiveParameters` are typed views of it (their fields are checked against it). The
+precision/quantization choices, the device rule and the prompt suffixes are the model's own
+(:mod:`lisa_ros.model.options`, :mod:`lisa_ros.model.prompts`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.parameter import Parameter
 
+from lisa_ros.model.options import PRECISION_CHOICES, QUANTIZATION_CHOICES, is_valid_device
+from lisa_ros.model.prompts import DEFAULT_EXPLAIN_SUFFIX, DEFAULT_SEGMENT_SUFFIX
+
+# Offered unchanged: "auto" precision is resolved by load_lisa, not here.
 CHOICES = {
-    "precision": ("auto", "fp32", "bf16", "fp16"),
-    "quantization": ("none", "4bit", "8bit"),
+    "precision": PRECISION_CHOICES,
+    "quantization": QUANTIZATION_CHOICES,
 }
 
 
@@ -39,8 +49,8 @@ SPECS = [
     Spec("device", "auto", "auto | cpu | cuda | cuda:N"),
     Spec("max_new_tokens", 512, "generation limit per answer (tokens)", low=1, high=4096),
     Spec("stop_after_seg", True, "without explain: stop generating once the sentence holding [SEG] ends"),
-    Spec("segment_suffix", "Please output segmentation mask.", "appended to commands that do not ask for a mask ('' = never)"),
-    Spec("explain_suffix", "Please output segmentation mask and explain why.", "appended when explain is requested"),
+    Spec("segment_suffix", DEFAULT_SEGMENT_SUFFIX, "appended to commands that do not ask for a mask ('' = never)"),
+    Spec("explain_suffix", DEFAULT_EXPLAIN_SUFFIX, "appended when explain is requested"),
     Spec("cameras", ["camera"], "names of the camera inputs; each has <name>.image_topic etc.", True),
     Spec("default_camera", "", "camera used when a request names none; empty = the first of `cameras`", True),
     Spec("queue_depth", 2, "requests waiting for the model; more are rejected at once with BUSY", True, 1, 64),
@@ -57,6 +67,8 @@ SPECS = [
 
 # Parameters the loaded model depends on: changeable only while unconfigured (then configure).
 RELOAD_PARAMETERS = {"model", "vision_tower", "precision", "quantization", "quantize_heads", "device"}
+# Parameters read per request (``ros2 param set`` applies to the next request): the rest.
+LIVE_PARAMETERS = [s.name for s in SPECS if not s.read_only and s.name not in RELOAD_PARAMETERS]
 
 CAMERA_SPECS = [
     Spec("image_topic", "image_raw", "colour image topic (sensor_msgs/Image, or CompressedImage with compressed)", True),
@@ -77,32 +89,69 @@ def _descriptor(spec: Spec) -> ParameterDescriptor:
     return descriptor
 
 
-@dataclass
+@dataclass(frozen=True)
 class CameraConfig:
+    """One camera input: its name and the ``<name>.*`` parameters of :data:`CAMERA_SPECS`."""
+
     name: str
     image_topic: str
     compressed: bool
     depth_topic: str
     camera_info_topic: str
-    depth_slop: float
+    depth_slop: float  # seconds
 
 
-@dataclass
+@dataclass(frozen=True)
 class NodeConfig:
-    """Typed snapshot of the parameters."""
+    """Typed snapshot of the parameters at configure: one field per entry of :data:`SPECS`
+    (defaults, descriptions and ranges live there, not here).
 
-    values: dict
-    cameras: list[CameraConfig] = field(default_factory=list)
+    ``cameras`` is the ``cameras`` parameter resolved: one :class:`CameraConfig` per name, in
+    the order given.
+    """
 
-    def __getattr__(self, name):
-        try:
-            return self.values[name]
-        except KeyError as exc:
-            raise AttributeError(name) from exc
+    model: str
+    vision_tower: str
+    precision: str
+    quantization: str
+    quantize_heads: bool
+    device: str
+    max_new_tokens: int
+    stop_after_seg: bool
+    segment_suffix: str
+    explain_suffix: str
+    cameras: tuple[CameraConfig, ...]
+    default_camera: str
+    queue_depth: int
+    max_command_length: int
+    max_image_pixels: int
+    max_frame_age: float
+    session_timeout: float
+    max_sessions: int
+    frame_cache_size: int
+    publish_debug_image: bool
+    publish_markers: bool
+    autostart: bool
 
     @property
     def default_camera_name(self) -> str:
-        return self.values["default_camera"] or self.cameras[0].name
+        return self.default_camera or self.cameras[0].name
+
+
+@dataclass(frozen=True)
+class LiveParameters:
+    """The parameters of :data:`LIVE_PARAMETERS`, read once when a request starts: a
+    ``ros2 param set`` applies from the next request on, never half-way through one."""
+
+    max_new_tokens: int
+    stop_after_seg: bool
+    segment_suffix: str
+    explain_suffix: str
+    max_command_length: int
+    max_image_pixels: int
+    max_frame_age: float  # seconds; 0 = no limit
+    publish_debug_image: bool
+    publish_markers: bool
 
 
 def _declare_one(node, name: str, spec: Spec, problems: list[str]) -> None:
@@ -136,7 +185,7 @@ def validate_value(name: str, value) -> str | None:
     """Reason why ``value`` is invalid for ``name``, or None. (Ranges are enforced by rclpy.)"""
     if name in CHOICES and value not in CHOICES[name]:
         return f"{name} must be one of {', '.join(CHOICES[name])}, got {value!r}"
-    if name == "device" and not (value in ("auto", "cpu", "cuda") or str(value).startswith("cuda:")):
+    if name == "device" and not is_valid_device(str(value)):
         return f"device must be auto, cpu, cuda or cuda:N, got {value!r}"
     if name == "cameras":
         names = list(value)
@@ -153,16 +202,22 @@ def read(node) -> NodeConfig:
     problems = [p for p in (validate_value(k, v) for k, v in values.items()) if p]
     cameras = []
     for name in values["cameras"] or []:
-        fields = {spec.name: node.get_parameter(f"{name}.{spec.name}").value for spec in CAMERA_SPECS}
-        problems += [p for p in (validate_value(f"{name}.{k}", v) for k, v in fields.items()) if p]
-        cameras.append(CameraConfig(name=name, **fields))
+        camera = {spec.name: node.get_parameter(f"{name}.{spec.name}").value for spec in CAMERA_SPECS}
+        problems += [p for p in (validate_value(f"{name}.{k}", v) for k, v in camera.items()) if p]
+        cameras.append(CameraConfig(name=name, **camera))
     if values["default_camera"] and values["default_camera"] not in (values["cameras"] or []):
         problems.append(f"default_camera {values['default_camera']!r} is not one of cameras {values['cameras']}")
     if not values["model"]:
         problems.append("model is empty: give a LISA checkpoint folder or hub id")
     if problems:
         raise ValueError("; ".join(problems))
-    return NodeConfig(values, cameras)
+    values["cameras"] = tuple(cameras)
+    return NodeConfig(**values)  # a Spec without a field (or the reverse) fails here, loudly
+
+
+def read_live(node) -> LiveParameters:
+    """The run-time parameters now (validated when they were set)."""
+    return LiveParameters(**{name: node.get_parameter(name).value for name in LIVE_PARAMETERS})
 
 
 def on_set(parameters: list[Parameter]) -> SetParametersResult:

@@ -15,6 +15,7 @@ the target object. Two pieces use it:
   the mask losses alone would.
 
 Neither changes the architecture: at inference the [SEG] state is projected and decoded as in LISA.
+The point token itself is SAM maths: :func:`lisa_ros.model.sam.point_prompt_tokens`.
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ import random
 
 import cv2
 import numpy as np
-import torch
 
 
 def _depth(mask: np.ndarray) -> np.ndarray:
@@ -50,19 +50,3 @@ def to_sam_frame(points: np.ndarray, resized_size: tuple[int, int], original_siz
     """``[N, 2]`` (x, y) source pixels -> the SAM input frame (resized by the long side, padded)."""
     scale = np.array([resized_size[1] / original_size[1], resized_size[0] / original_size[0]])
     return np.asarray(points, dtype=np.float64) * scale
-
-
-def point_prompt_tokens(prompt_encoder, points: torch.Tensor) -> torch.Tensor:
-    """``[N, 2]`` (x, y) in the SAM input frame -> ``[N, 256]``: the sparse token SAM's prompt
-    encoder makes of one positive point (its positional encoding plus the positive-point embedding),
-    without the padding point it adds when no box follows.
-
-    The positional encoding is taken in the Gaussian matrix's own dtype, as the engine's dense PE is
-    (SAM's point method casts the coordinates to fp32, which fails on a bf16 model); the test checks
-    the result against SAM's output."""
-    pe_layer = prompt_encoder.pe_layer
-    gaussian = pe_layer.positional_encoding_gaussian_matrix
-    height, width = prompt_encoder.input_image_size
-    coords = (points.to(gaussian.device, torch.float32) + 0.5) / torch.tensor([width, height], device=gaussian.device)
-    encoding = pe_layer._pe_encoding(coords.to(gaussian.dtype))
-    return encoding + prompt_encoder.point_embeddings[1].weight.to(encoding.dtype)

@@ -1,9 +1,8 @@
 """Fine-tuning LISA (spec §5): LoRA or QLoRA, from a released LISA checkpoint, on your own data.
 
-What trains (spec §5.1): LoRA (r 8, alpha 16, dropout 0.05) on the language model's ``q_proj`` and
-``v_proj`` only (never SAM's, CLIP's, the projector's or text_hidden_fcs'), plus all of
-``embed_tokens`` and ``lm_head``, the SAM mask decoder and ``text_hidden_fcs``. Everything else is
-frozen. Starting from a released checkpoint keeps its trained decoder and projection (the official
+What trains is set by the run's :class:`~lisa_ros.train.config.TrainConfig` (spec §5.1 by default:
+LoRA on the language model's ``q_proj``/``v_proj``, plus ``embed_tokens``, ``lm_head``, the SAM mask
+decoder and ``text_hidden_fcs``). Everything else is frozen. Starting from a released checkpoint keeps its trained decoder and projection (the official
 code re-initialises them). QLoRA keeps the frozen base in 4 bit so a 7B fits one 24 GB GPU.
 
 Loop: AdamW (betas 0.9/0.95, no weight decay), linear warmup then linear decay to 0, gradient
@@ -21,103 +20,24 @@ import hashlib
 import json
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-from lisa_ros.engine import EncodedFrame, GenerationOptions, LisaEngine, gather_seg_states
-from lisa_ros.model.loading import LoadOptions, load_lisa
-from lisa_ros.model.tokenization import IMAGE_TOKEN_INDEX
-from lisa_ros.train.data import Sample, question_and_answer, rasterize_shapes, read_dataset, training_tokens
+from lisa_ros.data.reasonseg import Sample, rasterize_shapes, read_dataset
+from lisa_ros.engine import EncodedFrame, GenerationOptions, LisaEngine
+from lisa_ros.errors import UsageError
+from lisa_ros.model.loading import load_lisa
+from lisa_ros.model.modeling import expand_at_image, gather_seg_states
+from lisa_ros.model.options import LoadOptions
+from lisa_ros.model.sam import point_prompt_tokens
+from lisa_ros.train.config import TrainConfig, add_lora
+from lisa_ros.train.export import export_merged
 from lisa_ros.train.losses import IGNORE_INDEX, LossWeights, combine, mask_bce, mask_dice, supervised_cross_entropy
-from lisa_ros.train.point_prompts import interior_point, point_prompt_tokens, random_interior_point, to_sam_frame
-
-# The LLaMA attention projections, and nothing else (SAM and CLIP also have q_proj/v_proj).
-LORA_TARGET = r"model\.layers\.\d+\.self_attn\.(q_proj|v_proj)"
-TRAINABLE_NAMES = ("lm_head", "embed_tokens", "mask_decoder", "text_hidden_fcs")
-
-
-@dataclass
-class TrainConfig:
-    """``lisa-ros train CONFIG.yaml``; see examples/train_robot.yaml for a commented example."""
-
-    data: list[dict]  # [{"type": "reasonseg" | "robot", "path": ...}]
-    output_dir: str
-    model: str | None = None  # a released LISA checkpoint (folder or hub id) ...
-    base_llava: str | None = None  # ... or a base LLaVA v1 folder plus SAM weights (see from_llava.py)
-    sam_checkpoint: str | None = None
-    vision_tower: str | None = None
-    eval_data: dict | None = None  # {"type": "reasonseg", "path": ...}
-    steps: int = 500
-    batch_size: int = 2
-    grad_accumulation: int = 10
-    lr: float = 3e-4
-    warmup_steps: int = 100
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.0
-    clip_grad: float = 1.0
-    eval_every: int = 0  # optimizer steps; 0 = only at the end when eval_data is given
-    save_every: int = 50
-    log_every: int = 1
-    precision: str = "bf16"  # bf16 | fp32 (compute; QLoRA keeps the base in 4 bit)
-    qlora: bool = False
-    gradient_checkpointing: bool = True
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    loss_weights: dict = field(default_factory=lambda: asdict(LossWeights()))
-    explanatory: float = 0.0  # share of samples trained with their explanation (when they have one)
-    device: str = "auto"
-    seed: int = 0
-    resume: bool = True
-    export: bool = True
-    lora_target: str | None = None  # regex over full module names; None = the LLM's q/v (LORA_TARGET)
-    trainable: list[str] | None = None  # name parts trained in full; None = TRAINABLE_NAMES
-    embedding_rows: str = "all"  # all | added: train only the added tokens' rows of embed_tokens/lm_head
-    stop_at: int | None = None  # end the run at this step; the learning-rate schedule still spans `steps`
-    frame_cache: str | None = None  # folder: encode every image once up front and keep it on disk
-    decoder_warmup_steps: int = 0  # teach the mask decoder one-point prompts first (point_prompts.py)
-    decoder_warmup_lr: float = 3e-4
-    decoder_warmup_noise: float = 0.1  # std of the noise added to the point token during the warm-up
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> "TrainConfig":
-        values = yaml.safe_load(Path(path).read_text()) or {}
-        unknown = set(values) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
-        if "betas" in values:
-            values["betas"] = tuple(values["betas"])
-        config = cls(**values)
-        config.validate()
-        return config
-
-    def validate(self) -> None:
-        if bool(self.model) == bool(self.base_llava):
-            raise ValueError("give either `model` (a LISA checkpoint) or `base_llava` with `sam_checkpoint`")
-        if self.base_llava and not self.sam_checkpoint:
-            raise ValueError("`base_llava` needs `sam_checkpoint` (e.g. sam_vit_h_4b8939.pth)")
-        if not self.data:
-            raise ValueError("`data` lists no dataset")
-        if self.embedding_rows not in ("all", "added"):
-            raise ValueError("`embedding_rows` must be all or added")
-
-
-def add_lora(model, config: TrainConfig):
-    """Wrap with LoRA on the LLM's q/v projections and mark the fully trained modules (§5.1)."""
-    from peft import LoraConfig, get_peft_model
-
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      bias="none", task_type="CAUSAL_LM", target_modules=config.lora_target or LORA_TARGET)
-    peft_model = get_peft_model(model, lora)
-    trainable = TRAINABLE_NAMES if config.trainable is None else tuple(config.trainable)
-    for name, parameter in peft_model.named_parameters():
-        if any(part in name for part in trainable):
-            parameter.requires_grad_(True)
-    return peft_model
+from lisa_ros.train.point_prompts import interior_point, random_interior_point, to_sam_frame
+from lisa_ros.train.prompts import question_and_answer, training_tokens
 
 
 def restrict_to_rows(model, rows: list[int]) -> None:
@@ -169,12 +89,13 @@ class Trainer:
         self.model = add_lora(model, config)
         if config.embedding_rows == "added":
             if config.weight_decay:
-                raise ValueError("embedding_rows: added needs weight_decay 0 (decay would move frozen rows)")
+                raise UsageError("embedding_rows: added needs weight_decay 0 (decay would move frozen rows)")
             restrict_to_rows(self.model, sorted(self.loaded.tokenizer.added_tokens.values()))
         self.engine = LisaEngine(self.loaded, GenerationOptions())
         self.samples: list[Sample] = [s for spec in config.data for s in read_dataset(spec["type"], spec["path"])]
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self._projector_trains = any(p.requires_grad for p in self.loaded.model.model.mm_projector.parameters())
+        self.lisa = self.loaded.model  # the LisaForCausalLM inside the peft wrapper: its maths, with autograd
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, betas=config.betas,
                                            weight_decay=config.weight_decay)
         total, warmup = max(1, config.steps), max(0, config.warmup_steps)
@@ -202,7 +123,7 @@ class Trainer:
             if self.weights.point and target.any():  # only the point loss needs it
                 point = to_sam_frame(np.array([interior_point(target)]), frame.resized_size, frame.original_size)
                 with torch.no_grad():
-                    token = point_prompt_tokens(self.engine.sam.prompt_encoder, torch.from_numpy(point))[0]
+                    token = point_prompt_tokens(self.lisa.visual_model.prompt_encoder, torch.from_numpy(point))[0]
             self._frames[key] = (frame, target, token)
         return self._frames[key]
 
@@ -217,17 +138,17 @@ class Trainer:
             if path.is_file():
                 stored = torch.load(path, weights_only=True)
                 device = self.loaded.device
-                vision = stored["vision_features"].to(device)
+                features = stored["encoder_features"].to(device)
                 with torch.no_grad():
-                    projected = self.engine.project_vision_features(vision)
-                return EncodedFrame(stored["image_embedding"].to(device), projected, tuple(stored["resized_size"]),
-                                    tuple(stored["original_size"]), {}, vision)
+                    tokens = self.lisa.project_image_features(features)
+                return EncodedFrame(stored["image_embedding"].to(device), tokens, tuple(stored["resized_size"]),
+                                    tuple(stored["original_size"]), {}, features)
         with torch.no_grad():
             frame = self.engine.encode_frame(sample.rgb())
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             temporary = path.with_suffix(".tmp")
-            torch.save({"image_embedding": frame.image_embedding.cpu(), "vision_features": frame.vision_features.cpu(),
+            torch.save({"image_embedding": frame.image_embedding.cpu(), "encoder_features": frame.encoder_features.cpu(),
                         "resized_size": list(frame.resized_size), "original_size": list(frame.original_size)}, temporary)
             temporary.replace(path)
         return frame
@@ -262,7 +183,7 @@ class Trainer:
         optimizer = torch.optim.AdamW(decoder, lr=config.decoder_warmup_lr, betas=config.betas, weight_decay=0.0)
         steps = config.decoder_warmup_steps
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / steps))
-        encoder = self.engine.sam.prompt_encoder
+        encoder = self.lisa.visual_model.prompt_encoder
         for step in tqdm(range(steps), desc="decoder warm-up", unit="step", disable=not self.progress):
             started = time.perf_counter()
             losses = []
@@ -275,7 +196,8 @@ class Trainer:
                 with torch.no_grad():
                     token = point_prompt_tokens(encoder, torch.from_numpy(point))
                 token = token + config.decoder_warmup_noise * torch.randn_like(token)
-                logits = self.engine.mask_logits_from_prompts(token, frame)[0]
+                logits = self.lisa.decode_mask_logits(token, frame.image_embedding, frame.resized_size,
+                                                      frame.original_size)[0]
                 target = torch.from_numpy(mask.astype(np.float32)).to(logits.device)
                 losses.append(self.weights.bce * mask_bce(logits, target) + self.weights.dice * mask_dice(logits, target))
             loss = torch.stack(losses).mean()
@@ -298,20 +220,20 @@ class Trainer:
         frame, target, target_token = self._frame(sample)
         question, answer = question_and_answer(sample, text, self.rng, explanatory)
         ids, labels = training_tokens(self.loaded.tokenizer, question, answer)
-        at = ids.index(IMAGE_TOKEN_INDEX)
-        features = frame.clip_features
-        if self._projector_trains:  # the cached projection would be stale: project again, with autograd
-            features = self.engine.project_vision_features(frame.vision_features)
-        patches = features.shape[1]
-        expanded = labels[:at] + [IGNORE_INDEX] * patches + labels[at + 1:]
         device = self.loaded.device
-        embeds = self.engine.embed_with_image(ids, features)
-        hidden = self.loaded.model.model(inputs_embeds=embeds, use_cache=False).last_hidden_state[0]
-        ce_sum, ce_count = supervised_cross_entropy(hidden, self.loaded.model.lm_head,
-                                                    torch.tensor(expanded, device=device))
-        states = gather_seg_states(hidden, ids, self.loaded.tokenizer.seg_token_id, patches)
-        prompts = self.loaded.model.project_seg_hidden_states(states)
-        mask_logits = self.engine.mask_logits_from_prompts(prompts, frame)
+        lisa = self.lisa
+        image_tokens = frame.image_tokens
+        if self._projector_trains:  # the cached projection would be stale: project again, with autograd
+            image_tokens = lisa.project_image_features(frame.encoder_features)
+        num_image_tokens = image_tokens.shape[1]
+        input_ids = torch.tensor([ids], device=device)
+        expanded = expand_at_image(torch.tensor([labels], device=device), input_ids, num_image_tokens, IGNORE_INDEX)[0]
+        spliced = lisa.embed_with_image_tokens(input_ids, image_tokens)
+        hidden = lisa.model(inputs_embeds=spliced.inputs_embeds, use_cache=False).last_hidden_state[0]
+        ce_sum, ce_count = supervised_cross_entropy(hidden, lisa.lm_head, expanded)
+        states = gather_seg_states(hidden, ids, self.loaded.tokenizer.seg_token_id, num_image_tokens)
+        prompts = lisa.project_seg_hidden_states(states)
+        mask_logits = lisa.decode_mask_logits(prompts, frame.image_embedding, frame.resized_size, frame.original_size)
         targets = [torch.from_numpy(target).to(device)] * mask_logits.shape[0]
         point_errors = []
         if self.weights.point and target_token.numel():
@@ -401,27 +323,3 @@ class Trainer:
     def export(self) -> Path:
         """Merge LoRA into the weights and write a released-layout folder the loader reads strictly."""
         return export_merged(self.config, trainable_state(self.model), self.out / "merged")
-
-
-def export_merged(config: TrainConfig, trained: dict[str, torch.Tensor], folder: Path) -> Path:
-    """The merge script's equivalent (spec §7.3): base in full precision + LoRA config + trained
-    weights -> merge_and_unload -> released layout with the tokenizer. Works for QLoRA runs too,
-    since the base is reloaded unquantized here."""
-    from lisa_ros.model.export import copy_tokenizer, save_released_checkpoint
-
-    base = load_lisa(config.model, LoadOptions(precision="fp32", device="cpu", vision_tower=config.vision_tower))
-    model = add_lora(base.model, config)
-    parameters = dict(model.named_parameters())
-    unknown = [name for name in trained if name not in parameters]
-    if unknown:
-        raise ValueError(f"trained weights do not fit the model: {unknown[:3]}")
-    with torch.no_grad():
-        for name, value in trained.items():
-            parameters[name].copy_(value.to(parameters[name].dtype))
-    merged = model.merge_and_unload()
-    extra = {"sam_config": base.model.config.sam_config} if base.model.config.sam_config else {}
-    extra["vision_tower"] = extra["mm_vision_tower"] = base.model.config.vision_tower
-    save_released_checkpoint(merged, folder, shards=2, extra_config=extra)
-    copy_tokenizer(base.folder, folder)
-    return folder
-

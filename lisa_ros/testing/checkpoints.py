@@ -28,6 +28,7 @@ import torch
 
 from lisa_ros.model.configuration import LisaConfig
 from lisa_ros.model.export import save_released_checkpoint
+from lisa_ros.model.modeling import LisaForCausalLM
 from lisa_ros.model.prompts import SYSTEM_PROMPT
 from lisa_ros.model.sam import SamConfig
 from lisa_ros.model.tokenization import IM_END_TOKEN, IM_PATCH_TOKEN, IM_START_TOKEN, SEG_TOKEN
@@ -130,8 +131,6 @@ def write_tiny_lisa_checkpoint(
     ``[SEG]`` where the random model would say its most frequent word (see
     :func:`make_seg_frequent`), so masks come out of every question.
     """
-    from lisa_ros.model.modeling import LisaForCausalLM
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if vision_tower is None:
@@ -172,7 +171,8 @@ def make_seg_frequent(folder: Path, shard_name: str) -> None:
     import numpy as np
 
     from lisa_ros.engine import GenerationOptions, LisaEngine
-    from lisa_ros.model.loading import LoadOptions, load_lisa
+    from lisa_ros.model.loading import load_lisa
+    from lisa_ros.model.options import LoadOptions
 
     loaded = load_lisa(folder, LoadOptions(precision="fp32", device="cpu"))
     engine = LisaEngine(loaded, GenerationOptions(max_new_tokens=16, stop_after_seg=False))

@@ -1,4 +1,4 @@
-"""Procedural reasoning-segmentation scenes (lisa_ros.train.reasoning_scenes): determinism, split
+"""Procedural reasoning-segmentation scenes (lisa_ros.data.scenes): determinism, split
 phrasings, ReasonSeg compatibility, masks that match the drawn pixels, per-type invariants, the
 "pick any object" baseline and the command line."""
 from __future__ import annotations
@@ -12,8 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
-from lisa_ros.train import reasoning_scenes as rs
-from lisa_ros.train.data import rasterize_shapes, read_reasonseg
+from lisa_ros.cli import main
+from lisa_ros.data import scenes as rs
+from lisa_ros.data.reasonseg import rasterize_shapes, read_reasonseg
+from lisa_ros.evaluate.baseline import any_object_baseline
 
 SEEDS = {"train": 11, "test": 12}
 COUNTS = {"train": 36, "test": 36}
@@ -261,7 +263,7 @@ def test_other_image_sizes():
 
 
 def test_any_object_baseline(splits):
-    result = rs.any_object_baseline(splits["test"])
+    result = any_object_baseline(splits["test"])
     assert 0.1 < result["giou"] < 0.5
     assert result["count"] == COUNTS["test"] == sum(result["per_type_counts"].values())
     assert set(result["per_type"]) == set(rs.QUERY_TYPES)
@@ -287,10 +289,11 @@ def test_any_object_baseline(splits):
 
 
 def test_command_line(tmp_path, capsys):
-    assert rs.main([str(tmp_path), "--splits", "val,test", "--count-val", "6", "--count-test", "7",
-                    "--size", "160x120", "--seed-offset", "3", "--no-progress"]) == 0
+    assert main(["scenes", str(tmp_path), "--splits", "val,test", "--count-val", "6", "--count-test", "7",
+                 "--size", "160x120", "--seed-offset", "3", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "val: 6 scenes (seed 4)" in out and "test: 7 scenes (seed 5)" in out and "roll 2" in out
+    assert "any-object baseline gIoU" in out
     assert len(list((tmp_path / "val").glob("*.jpg"))) == 6
     assert len(list((tmp_path / "test").glob("*.jpg"))) == 7
     assert not (tmp_path / "train").exists()
@@ -298,5 +301,5 @@ def test_command_line(tmp_path, capsys):
     assert image.shape == (120, 160, 3)
     direct = rs.write_split(tmp_path / "again", "test", 7, rs.SPLIT_SEEDS["test"] + 3, (160, 120))
     assert (direct / "00006.json").read_bytes() == (tmp_path / "test" / "00006.json").read_bytes()
-    with pytest.raises(SystemExit):
-        rs.main([str(tmp_path), "--splits", "holdout"])
+    assert main(["scenes", str(tmp_path), "--splits", "holdout"]) == 2
+    assert "unknown split(s) ['holdout']" in capsys.readouterr().err

@@ -1,0 +1,1 @@
+"""Datasets: readers of ReasonSeg and robot data, synthetic sets, and the reasoning-scene generator."""

@@ -1,0 +1,68 @@
+"""Procedural reasoning-segmentation scenes in the ReasonSeg folder format (the embedded model's data).
+
+Each scene shows 3-5 flat coloured objects (ball, square, triangle, star, cup, bar, cross) on a
+low-saturation grey/beige background, with exactly one query whose single valid answer needs a
+small step of reasoning rather than the object's name:
+
+=====================  =====================================================================
+``roll``               the only round object (a ball) — "which object could roll down a slope?"
+``colour_knowledge``   the only object of colour C, named through world knowledge only
+                       ("the same colour as a ripe banana" -> yellow)
+``largest_of_colour``  the largest of 2-3 objects of colour C (area >= 1.8x the next one; an
+                       object of another colour is bigger than the target)
+``smallest_of_colour`` the smallest of 2-3 objects of colour C (the next one >= 1.8x its area;
+                       an object of another colour is smaller than the target)
+``odd_one_out``        all objects share one shape and one colour except the target, which
+                       differs in exactly one of them; the query does not say which
+``hold_water``         the only open container (a cup) among solid objects
+=====================  =====================================================================
+
+The ``train`` and ``val`` splits use one set of query phrasings, ``test`` a different one
+(:data:`PHRASINGS`), so the test split checks that a model generalises to new wordings.
+
+Files written by :func:`write_split` (one pair per sample, read by
+:func:`lisa_ros.data.reasonseg.read_reasonseg`): ``NNNNN.jpg`` (JPEG quality 95, no chroma subsampling) and ``NNNNN.json``::
+
+    {"text": [query], "is_sentence": true,
+     "shapes": [{"label": "target", "points": [[x, y], ...]}],
+     "explanation": "It is round, so it would roll down a slope.",
+     "query_type": "roll", "target_index": 2,
+     "objects": [{"label": "red ball", "points": [[x, y], ...]}, ...],
+     "imageWidth": 320, "imageHeight": 240}
+
+``explanation``, ``query_type``, ``target_index``, ``objects`` (every object, target included,
+in drawing order) and the LabelMe ``imageWidth``/``imageHeight`` are our extension; the reader
+ignores them. Points are integer pixel coordinates (x right, y down). Every object is drawn by
+filling exactly the mask its polygon rasterises to (``cv2.polylines`` + ``cv2.fillPoly``, as
+``rasterize_shapes`` does), so the annotation and the pixels agree exactly; objects never touch
+(a gap of a few pixels) and the shortest side of every object's bounding box is at least 12% of
+the image's short side.
+
+Modules: :mod:`.vocabulary` (what a scene can say or show), :mod:`.layout` (outlines, plans,
+placement), :mod:`.rendering`, :mod:`.generator` (one scene), :mod:`.writing` (a split folder).
+Command line: ``lisa-ros scenes OUT_DIR [--splits train,val,test] [--count-train N --count-val N
+--count-test N] [--seed-offset K] [--size 320x240] [--no-progress]`` writes ``OUT_DIR/<split>/``
+with seed ``SPLIT_SEEDS[split] + K``.
+"""
+from lisa_ros.data.scenes.generator import Scene, SceneObject, make_scene, scene_annotation, scene_rng
+from lisa_ros.data.scenes.layout import polygon_mask
+from lisa_ros.data.scenes.vocabulary import (
+    COLOUR_CUES,
+    COLOURS,
+    CONTAINER_SHAPES,
+    DEFAULT_SIZE,
+    EXPLANATIONS,
+    PALETTE,
+    PHRASINGS,
+    QUERY_TYPES,
+    ROUND_SHAPES,
+    SHAPES,
+    SPLIT_SEEDS,
+    SPLITS,
+    TEXTURES,
+)
+from lisa_ros.data.scenes.writing import write_split
+
+__all__ = ["COLOUR_CUES", "COLOURS", "CONTAINER_SHAPES", "DEFAULT_SIZE", "EXPLANATIONS", "PALETTE", "PHRASINGS",
+           "QUERY_TYPES", "ROUND_SHAPES", "SHAPES", "SPLIT_SEEDS", "SPLITS", "TEXTURES", "Scene", "SceneObject",
+           "make_scene", "polygon_mask", "scene_annotation", "scene_rng", "write_split"]

@@ -1,0 +1,193 @@
+"""The words and numbers of the reasoning scenes: query types, splits, colours, shapes, phrasings.
+
+One place for everything a scene can say or show; the generator's other modules only draw it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+QUERY_TYPES: tuple[str, ...] = (
+    "roll",
+    "colour_knowledge",
+    "largest_of_colour",
+    "smallest_of_colour",
+    "odd_one_out",
+    "hold_water",
+)
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+SPLIT_SEEDS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
+DEFAULT_SIZE: tuple[int, int] = (320, 240)  # (width, height)
+# Named object colours (RGB), far apart from each other (>= 80 in RGB distance) and from the
+# low-saturation backgrounds. Tests check that an object's mean colour is nearest its name.
+PALETTE: dict[str, tuple[int, int, int]] = {
+    "red": (210, 40, 40),
+    "orange": (245, 125, 25),
+    "yellow": (240, 220, 50),
+    "green": (50, 160, 60),
+    "blue": (40, 80, 210),
+    "purple": (130, 60, 170),
+    "pink": (240, 130, 190),
+    "brown": (120, 75, 35),
+    "white": (250, 250, 250),
+    "black": (25, 25, 25),
+}
+COLOURS: tuple[str, ...] = tuple(PALETTE)
+
+SHAPES: tuple[str, ...] = ("ball", "square", "triangle", "star", "cup", "bar", "cross")
+ROUND_SHAPES = frozenset({"ball"})
+CONTAINER_SHAPES = frozenset({"cup"})
+PLURALS = {"ball": "balls", "square": "squares", "triangle": "triangles", "star": "stars",
+            "cup": "cups", "bar": "bars", "cross": "crosses"}
+# The smallest characteristic size of each shape, as a fraction of the image's short side (thin
+# parts such as a star's arms need a bigger object to stay visible at 256 px).
+SHAPE_MIN_EXTENT = {"ball": 0.13, "square": 0.13, "triangle": 0.14, "star": 0.2, "cup": 0.17,
+              "bar": 0.13, "cross": 0.2}
+MIN_SIDE_FRACTION = 0.12  # every object's bounding box is at least this x the short side
+TEXTURES: tuple[str, ...] = ("solid", "stripes", "dots")
+
+# World knowledge that names a colour without saying it (noun phrases that fit the templates).
+COLOUR_CUES: dict[str, tuple[str, ...]] = {
+    "yellow": ("a ripe banana", "a lemon"),
+    "green": ("fresh grass", "a leaf", "a frog"),
+    "blue": ("a clear sky", "the ocean"),
+    "red": ("a fire truck", "a ripe tomato", "a strawberry"),
+    "orange": ("a carrot", "a pumpkin"),
+    "brown": ("chocolate", "tree bark"),
+    "white": ("fresh snow", "milk"),
+    "black": ("coal", "the night sky"),
+    "purple": ("lavender", "an eggplant"),
+    "pink": ("a flamingo", "bubblegum"),
+}
+
+# Query phrasings: train/val use "train", the held-out test split uses "test" only. Slots:
+# {cue} (colour_knowledge), {colour} (largest/smallest_of_colour).
+PHRASINGS: dict[str, dict[str, tuple[str, ...]]] = {
+    "roll": {
+        "train": (
+            "Which object could roll down a slope?",
+            "What would roll down a slope if I let go of it?",
+            "Which thing here could roll down a hill?",
+            "Show me the object that could roll down a slope.",
+            "Which of these objects is able to roll?",
+            "What here could roll across the floor if I pushed it?",
+        ),
+        "test": (
+            "If I put everything on a ramp, which thing would roll away?",
+            "Something here would not stay still on an incline. Which one is it?",
+            "I tilt the table a little. What ends up tumbling off the edge first?",
+        ),
+    },
+    "colour_knowledge": {
+        "train": (
+            "Which object has the same colour as {cue}?",
+            "Find the object that is the colour of {cue}.",
+            "What is coloured like {cue}?",
+            "Show me the thing whose colour matches {cue}.",
+            "Which thing has the colour of {cue}?",
+            "Point out the object coloured like {cue}.",
+        ),
+        "test": (
+            "If I wanted something that looks like {cue} in colour, which one would I take?",
+            "Imagine painting {cue}. Which item here already wears that paint?",
+            "I need an item matching the usual shade of {cue}; which is it?",
+        ),
+    },
+    "largest_of_colour": {
+        "train": (
+            "Which is the largest of the {colour} things?",
+            "Find the biggest {colour} object.",
+            "What is the largest {colour} object here?",
+            "Show me the biggest of the {colour} objects.",
+            "Among the {colour} objects, which one is the largest?",
+            "Point to the largest {colour} thing in the picture.",
+        ),
+        "test": (
+            "Out of everything that is {colour}, I want the one taking up the most space.",
+            "Several {colour} items are here; grab whichever of them covers the most area.",
+            "If I only look at {colour} items, which one has the greatest size?",
+        ),
+    },
+    "smallest_of_colour": {
+        "train": (
+            "Which is the smallest of the {colour} things?",
+            "Find the tiniest {colour} object.",
+            "What is the smallest {colour} object here?",
+            "Show me the littlest of the {colour} objects.",
+            "Among the {colour} objects, which one is the smallest?",
+            "Point to the smallest {colour} thing in the picture.",
+        ),
+        "test": (
+            "Out of everything that is {colour}, I want the one taking up the least space.",
+            "Several {colour} items are here; grab whichever of them covers the least area.",
+            "If I only look at {colour} items, which one has the most modest size?",
+        ),
+    },
+    "odd_one_out": {
+        "train": (
+            "Which object is different from the others?",
+            "Find the odd one out in this picture.",
+            "Which one does not belong with the rest?",
+            "Show me the object that does not match the others.",
+            "What is the odd one out here?",
+            "Which thing is unlike all the other things?",
+        ),
+        "test": (
+            "All but one of these items have something in common. Point out the exception.",
+            "One item breaks the pattern the others follow; which is it?",
+            "If you grouped these by similarity, which would be left alone?",
+        ),
+    },
+    "hold_water": {
+        "train": (
+            "What should I pick up to hold water?",
+            "Which object could hold water?",
+            "Find something I could pour water into.",
+            "Which of these things can carry water?",
+            "What here could I use to hold some water?",
+            "Show me the object that can contain water.",
+        ),
+        "test": (
+            "I am thirsty and need something to drink from. Which item works?",
+            "Where could I keep a bit of liquid without it spilling out?",
+            "To bring juice to the table, which one of these should I use?",
+        ),
+    },
+}
+
+# Explanations (one sentence each). Slots: {colour} {shape} of the target, {cue}, {Cue}
+# (capitalised), {others} (the colour or plural shape the other objects share).
+EXPLANATIONS: dict[str, tuple[str, ...]] = {
+    "roll": (
+        "It is round, so it would roll down a slope.",
+        "The {colour} {shape} is the only round object, so it is the one that would roll.",
+    ),
+    "colour_knowledge": (
+        "{Cue} is {colour}, and the {colour} {shape} is the only {colour} object here.",
+        "It is {colour} like {cue}, and nothing else here is {colour}.",
+    ),
+    "largest_of_colour": (
+        "It is the biggest of the {colour} objects.",
+        "The {colour} {shape} is larger than every other {colour} object.",
+    ),
+    "smallest_of_colour": (
+        "It is the smallest of the {colour} objects.",
+        "The {colour} {shape} is smaller than every other {colour} object.",
+    ),
+    "odd_one_out_shape": (
+        "It is {a_shape} while all the others are {others}.",
+        "Every other object is one of the {others}; only this one is {a_shape}.",
+    ),
+    "odd_one_out_colour": (
+        "It is {colour} while all the others are {others}.",
+        "Every other object is {others}; only this one is {colour}.",
+    ),
+    "hold_water": (
+        "It is an open container, so it can hold water.",
+        "The {colour} cup is open at the top, so water can stay inside it.",
+    ),
+}
+
+
+def pick(rng: np.random.Generator, options) -> str:
+    options = list(options)
+    return options[int(rng.integers(len(options)))]

@@ -1,0 +1,92 @@
+"""The trained delta of the embedded model: what training changed, small enough to commit.
+
+A delta is one safetensors file (fp16) whose keys say how each entry applies to a base state dict:
+
+* ``lora.<module>.A`` / ``lora.<module>.B``: a LoRA pair, merged as ``W += scale * B @ A``;
+* ``rows.<name>``: the rows ``rows`` (the added tokens) of ``model.embed_tokens.weight`` or
+  ``lm_head.weight``;
+* ``full.<name>``: a tensor stored whole (the projector, ``text_hidden_fcs``, decoder parts).
+
+Metadata: ``lora_scale`` (alpha / r), ``rows`` (JSON list of token ids) and, from training,
+``trained_steps``.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from lisa_ros.errors import CheckpointError
+
+DELTA_FILE = Path(__file__).resolve().parent.parent / "assets" / "embedded_delta.safetensors"
+_PEFT_PREFIX = "base_model.model."
+_LORA = re.compile(r"^(?P<module>.+)\.lora_(?P<which>[AB])\.default\.weight$")
+ROW_PARAMETERS = ("model.embed_tokens.weight", "lm_head.weight")
+
+
+def delta_from_trainable(trainable: dict[str, torch.Tensor], lora_scale: float, rows: list[int]) -> tuple[dict, dict]:
+    """A training run's trainable parameters (peft names) -> the delta (tensors, metadata).
+
+    LoRA pairs stay factorised, embedding and head keep only ``rows``, everything else is stored
+    whole; all fp16.
+    """
+    tensors = {}
+    for name, value in trainable.items():
+        name = name[len(_PEFT_PREFIX):] if name.startswith(_PEFT_PREFIX) else name
+        match = _LORA.match(name)
+        if match:
+            tensors[f"lora.{match['module']}.{match['which']}"] = value
+        elif name in ROW_PARAMETERS:
+            tensors[f"rows.{name}"] = value[rows]
+        else:
+            tensors[f"full.{name}"] = value
+    tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in tensors.items()}
+    return tensors, {"lora_scale": str(lora_scale), "rows": json.dumps(rows)}
+
+
+def apply_delta(state: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], metadata: dict) -> None:
+    """Merge a delta into a base state dict in place (W += scale * B @ A, rows and wholes replaced).
+
+    Raises :class:`CheckpointError` for an entry that does not fit the base."""
+    scale, rows = float(metadata["lora_scale"]), json.loads(metadata["rows"])
+    for key, value in tensors.items():
+        kind, name = key.split(".", 1)
+        if kind == "lora":
+            if not name.endswith(".A"):
+                continue
+            module = name[:-2]
+            target = state[f"{module}.weight"]
+            update = tensors[f"lora.{module}.B"].float() @ value.float()
+            state[f"{module}.weight"] = (target.float() + scale * update).to(target.dtype)
+        elif kind == "rows":
+            target = state[name].clone()
+            target[rows] = value.to(target.dtype)
+            state[name] = target
+        elif kind == "full":
+            if state[name].shape != value.shape:
+                raise CheckpointError(f"delta {key} has shape {tuple(value.shape)}, the model {tuple(state[name].shape)}")
+            state[name] = value.to(state[name].dtype)
+        else:
+            raise CheckpointError(f"unknown delta entry {key}")
+
+
+def write_delta(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict) -> Path:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=metadata)
+    return path
+
+
+def read_delta(path: str | Path = DELTA_FILE) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, metadata) of a delta file; :class:`CheckpointError` when it is missing."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"the trained weights {path} are missing from the installation")
+    with safe_open(str(path), "pt") as handle:
+        return {key: handle.get_tensor(key) for key in handle.keys()}, handle.metadata()

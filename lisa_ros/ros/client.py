@@ -1,0 +1,154 @@
+"""A ReasonSegment client for a running lisa_ros node: what ``lisa-ros ask`` uses (no ros2 CLI).
+
+:func:`ask` sends one command through the service, or the action (progress lines as feedback
+arrives, the goal cancelled on timeout so the node's model is freed for others), and returns a
+plain JSON-ready summary of the answer; with ``out`` it also writes ``mask_<i>.png`` (0/255) and
+``result.json`` there. It runs its own rclpy context, so it neither needs nor disturbs a global
+``rclpy.init``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from lisa_ros.errors import ImageConversionError, LisaError
+from lisa_ros.ros.messages import STAGES
+
+DEFAULT_NAME = "/lisa_ros/reason_segment"
+
+
+class ClientError(LisaError):
+    """The node could not be asked or did not answer (not running, goal refused, timeout, a
+    malformed answer); a refusal by the node is not an error (``success`` false in the summary)."""
+
+
+def _number(value: float, digits: int = 6) -> float | None:
+    """``value`` rounded for JSON; None for NaN (no 3D)."""
+    return None if math.isnan(value) else round(value, digits)
+
+
+def format_feedback(feedback) -> str:
+    """One progress line for a ReasonSegment action feedback: elapsed seconds, stage, the mask
+    it carries (index and score) and the answer so far."""
+    extra = f" mask #{feedback.mask_index} ({feedback.score:.2f})" if feedback.mask_index >= 0 else ""
+    return f"[{feedback.elapsed:6.2f} s] {feedback.stage}{extra} {feedback.partial_answer}"
+
+
+def summarize(response) -> dict:
+    """A ReasonSegment response (or action result) as JSON-ready values: outcome, answer, the
+    source frame (frame_id, stamp in seconds), per mask score / box [x, y, w, h] in pixels /
+    centroid [x, y, z] in metres (None without depth), and the timings in seconds per stage."""
+    result = response.result
+    return {
+        "success": response.success, "error_code": response.error_code, "message": response.message,
+        "answer": result.answer, "explanation": result.explanation, "session_id": result.session_id,
+        "frame_id": result.header.frame_id, "stamp": result.header.stamp.sec + result.header.stamp.nanosec * 1e-9,
+        "scores": [round(float(v), 4) for v in result.scores],
+        "boxes": [[b.x_offset, b.y_offset, b.width, b.height] for b in result.boxes],
+        "centroids": [[_number(c.x), _number(c.y), _number(c.z)] for c in result.centroids],
+        "timings": {stage: round(getattr(result.timings, stage), 4) for stage in STAGES},
+    }
+
+
+def write_masks(result, out: Path) -> list[str]:
+    """Write each mask of a SegmentationResult as ``out/mask_<i>.png``; returns the file names.
+    Raises ClientError for a mask message that cannot be decoded."""
+    import cv2
+
+    from lisa_ros.ros.conversions import image_to_numpy
+
+    out.mkdir(parents=True, exist_ok=True)
+    names = []
+    for index, mask in enumerate(result.masks):
+        try:
+            pixels = image_to_numpy(mask)
+        except ImageConversionError as exc:
+            raise ClientError(f"mask {index} in the answer is malformed: {exc}") from exc
+        names.append(f"mask_{index}.png")
+        cv2.imwrite(str(out / names[-1]), np.asarray(pixels, np.uint8))
+    return names
+
+
+def ask(command: str, *, camera: str = "", image: np.ndarray | None = None,
+        frame_id: str = "camera_color_optical_frame", explain: bool = False, session_id: str = "",
+        use_action: bool = False, name: str = DEFAULT_NAME, wait_s: float = 10.0, timeout_s: float = 300.0,
+        out: Path | None = None, on_progress: Callable[[str], None] | None = None) -> dict:
+    """Ask the node serving ``name`` (service, or action with ``use_action``) and summarize.
+
+    ``image``: ``(H, W, 3)`` uint8 RGB sent with the request (header frame_id ``frame_id``);
+    None = the latest frame of ``camera`` ("" = the node's default camera). ``session_id``:
+    continue that conversation ("" = a new one). ``wait_s``: seconds to wait for the node to be
+    discovered; ``timeout_s``: seconds to wait for the answer. ``on_progress``: called with a
+    line per action feedback (:func:`format_feedback`). ``out``: folder for ``mask_<i>.png`` and
+    ``result.json`` (the summary, with ``masks``: the file names).
+
+    Returns :func:`summarize`'s dict (``success`` false when the node refused; ``error_code``
+    and ``message`` say why). Raises ClientError for an empty command, no server within
+    ``wait_s``, a refused goal, no answer within ``timeout_s`` or a malformed mask.
+    """
+    import rclpy
+    from rclpy.action import ActionClient
+    from rclpy.executors import SingleThreadedExecutor
+
+    from lisa_ros.action import ReasonSegment as ReasonSegmentAction
+    from lisa_ros.ros.conversions import numpy_to_image
+    from lisa_ros.srv import ReasonSegment
+
+    if not command.strip():
+        raise ClientError("the command is empty")
+    fields = dict(command=command, camera=camera, explain=explain, session_id=session_id)
+    if image is not None:
+        fields["image"] = numpy_to_image(image, "rgb8")
+        fields["image"].header.frame_id = frame_id
+    name = name.rstrip("/")
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("lisa_ros_ask", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+
+    def wait_for(future, seconds: float):
+        executor.spin_until_future_complete(future, timeout_sec=seconds)
+        return future.result() if future.done() else None
+
+    action_client = None
+    try:
+        if use_action:
+            client = action_client = ActionClient(node, ReasonSegmentAction, name)
+            if not client.wait_for_server(timeout_sec=wait_s):
+                raise ClientError(f"no ReasonSegment action server at {name} (is lisa_ros_node running, "
+                                  "same ROS_DOMAIN_ID?)")
+            show = (lambda message: on_progress(format_feedback(message.feedback))) if on_progress else None
+            handle = wait_for(client.send_goal_async(ReasonSegmentAction.Goal(**fields), feedback_callback=show),
+                              timeout_s)
+            if handle is None or not handle.accepted:
+                raise ClientError("the goal was not accepted")
+            outcome = wait_for(handle.get_result_async(), timeout_s)
+            if outcome is None:
+                # Free the node's model for others instead of leaving the goal running.
+                wait_for(handle.cancel_goal_async(), 10)
+                raise ClientError(f"no result within {timeout_s:g} s (goal cancelled)")
+            response = outcome.result
+        else:
+            client = node.create_client(ReasonSegment, name)
+            if not client.wait_for_service(timeout_sec=wait_s):
+                raise ClientError(f"no ReasonSegment service at {name} (is lisa_ros_node running, same ROS_DOMAIN_ID?)")
+            response = wait_for(client.call_async(ReasonSegment.Request(**fields)), timeout_s)
+            if response is None:
+                raise ClientError(f"no answer within {timeout_s:g} s")
+    finally:
+        if action_client is not None:
+            action_client.destroy()
+        executor.shutdown()
+        node.destroy_node()
+        context.try_shutdown()
+
+    summary = summarize(response)
+    if out is not None:
+        summary["masks"] = write_masks(response.result, Path(out))
+        (Path(out) / "result.json").write_text(json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,269 @@
+"""One ReasonSegment request, top to bottom, on the worker thread.
+
+:class:`RequestHandler` is what :class:`lisa_ros.ros.serving.Server` runs per job:
+
+1. read the run-time parameters once (:class:`~lisa_ros.ros.parameters.LiveParameters`) and
+   check the command (empty, too long: INVALID_COMMAND);
+2. find the frame (:func:`frame_source`): the request's own image (with its optional depth and
+   camera_info), or the latest frame of a configured camera (UNKNOWN_CAMERA, NO_FRAME,
+   STALE_FRAME), as a typed :class:`FrameSource`;
+3. decode it (:func:`decode`): RGB, depth in metres and intrinsics, with notes for what is
+   missing (INVALID_IMAGE for an image that cannot be decoded or depth of another size);
+4. continue or start the session (UNKNOWN_SESSION);
+5. encode the frame, or reuse it from the frame cache (key: :attr:`FrameSource.cache_key`);
+6. generate, streaming masks and text as action feedback, stopping on cancel or deactivate
+   (CANCELLED, NOT_READY);
+7. build the result and publish the outputs (:mod:`lisa_ros.ros.outputs`), with timings per
+   stage (:data:`lisa_ros.ros.messages.STAGES`).
+
+A refusal is a :class:`~lisa_ros.ros.serving.RequestError` with its code; anything else that
+raises is a model failure, answered by the server.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable
+
+import numpy as np
+from sensor_msgs.msg import CompressedImage
+
+from lisa_ros.geometry import Intrinsics
+from lisa_ros.ros import messages
+from lisa_ros.ros.cameras import CameraInput
+from lisa_ros.ros.conversions import (
+    ImageConversionError,
+    compressed_to_rgb8,
+    depth_to_meters,
+    image_to_rgb8,
+    is_empty_image,
+)
+from lisa_ros.ros.outputs import GoalFeedback, MaskOutputs, Publishers, Stage
+from lisa_ros.ros.parameters import LiveParameters
+from lisa_ros.ros.serving import Codes, Job, RequestError
+
+
+@dataclass(frozen=True)
+class FrameSource:
+    """Where a request's image comes from, before any decoding.
+
+    ``camera``: the configured camera name, or "" for an image sent with the request.
+    ``color``: sensor_msgs/Image, or CompressedImage from a ``compressed`` camera; ``header`` is
+    its header, copied to every output. ``depth``: registered depth Image (16UC1 mm or 32FC1 m)
+    or None; ``camera_info``: CameraInfo of the colour image or None. ``depth_expected``: the
+    camera publishes depth, so a frame without it is worth a note (False for a request image).
+    ``cache_key``: the frame cache key, unique per image.
+    """
+
+    camera: str
+    header: Any
+    color: Any
+    depth: Any | None
+    camera_info: Any | None
+    cache_key: Hashable
+    depth_expected: bool = False
+
+
+@dataclass
+class DecodedFrame:
+    """A decoded :class:`FrameSource`: ``rgb`` ``(H, W, 3)`` uint8; ``depth_m`` ``(H, W)``
+    float32 metres with NaN = no return, or None; ``intrinsics`` of the colour image or None;
+    ``notes``: why 3D will be missing, for the answer's message (success with a caveat)."""
+
+    rgb: np.ndarray
+    depth_m: np.ndarray | None
+    intrinsics: Intrinsics | None
+    notes: list[str] = field(default_factory=list)
+
+
+def request_source(request) -> FrameSource | None:
+    """The image sent with ``request`` (a ReasonSegment request or goal), or None when empty."""
+    if is_empty_image(request.image):
+        return None
+    digest = hashlib.blake2b(bytes(request.image.data), digest_size=16).hexdigest()
+    return FrameSource(
+        camera="", header=request.image.header, color=request.image,
+        depth=None if is_empty_image(request.depth) else request.depth,
+        camera_info=request.camera_info if any(request.camera_info.k) else None,
+        cache_key=("request", digest, request.image.encoding, request.image.width))
+
+
+def camera_source(cameras: dict[str, CameraInput], name: str, max_frame_age: float,
+                  clock: Callable[[], float] = time.monotonic) -> FrameSource:
+    """The latest frame of camera ``name``; ``max_frame_age`` in seconds (0 = no limit).
+
+    Raises RequestError UNKNOWN_CAMERA, NO_FRAME or STALE_FRAME.
+    """
+    camera = cameras.get(name)
+    if camera is None:
+        raise RequestError(Codes.UNKNOWN_CAMERA, f"unknown camera {name!r}; configured: {', '.join(cameras)}")
+    frame = camera.latest()
+    if frame is None:
+        raise RequestError(Codes.NO_FRAME, f"no frame received yet from camera {name!r}; check the topic "
+                           f"and QoS (the node subscribes with sensor-data QoS, best effort)")
+    age = clock() - frame.received_at
+    if max_frame_age > 0 and age > max_frame_age:
+        raise RequestError(Codes.STALE_FRAME, f"latest frame of camera {name!r} is {age:.2f} s old "
+                           f"(max_frame_age {max_frame_age:g} s)")
+    return FrameSource(
+        camera=name, header=frame.color.header, color=frame.color, depth=frame.depth,
+        camera_info=frame.camera_info, depth_expected=camera.has_depth_stream(),
+        # The arrival number, not the stamp: drivers that stamp 0 or a looping bag repeat
+        # stamps, and a cache keyed on them would answer about an older image.
+        cache_key=(name, frame.sequence))
+
+
+def frame_source(request, cameras: dict[str, CameraInput], default_camera: str, max_frame_age: float) -> FrameSource:
+    """The request's own image when it has one, else the latest frame of ``request.camera`` (or
+    of ``default_camera`` when the request names none)."""
+    return request_source(request) or camera_source(cameras, request.camera or default_camera, max_frame_age)
+
+
+def decode(source: FrameSource, max_pixels: int) -> DecodedFrame:
+    """Decode ``source``; ``max_pixels`` bounds width x height of the colour and depth images.
+
+    Raises RequestError INVALID_IMAGE for an image or depth that cannot be decoded and for
+    depth whose size differs from the colour image's (it must be registered to colour). Depth
+    without intrinsics, invalid intrinsics, all-invalid depth and missing depth are notes.
+    """
+    try:
+        if isinstance(source.color, CompressedImage):
+            rgb = compressed_to_rgb8(source.color, max_pixels)
+        else:
+            rgb = image_to_rgb8(source.color, max_pixels)
+    except ImageConversionError as exc:
+        raise RequestError(Codes.INVALID_IMAGE, f"image: {exc}") from exc
+    decoded = DecodedFrame(rgb, None, None)
+    if source.depth is not None:
+        try:
+            depth_m = depth_to_meters(source.depth, max_pixels)
+        except ImageConversionError as exc:
+            raise RequestError(Codes.INVALID_IMAGE, f"depth: {exc}") from exc
+        if depth_m.shape != rgb.shape[:2]:
+            raise RequestError(Codes.INVALID_IMAGE, f"depth is {depth_m.shape[1]}x{depth_m.shape[0]} but the "
+                               f"colour image is {rgb.shape[1]}x{rgb.shape[0]}: use depth registered to colour")
+        if not np.isfinite(depth_m).any():
+            decoded.notes.append("depth has no valid values: centroids are NaN")
+        decoded.depth_m = depth_m
+    info = source.camera_info
+    if info is not None:
+        try:
+            decoded.intrinsics = Intrinsics.from_k(info.k, info.width or rgb.shape[1], info.height or rgb.shape[0])
+        except ValueError as exc:
+            decoded.notes.append(f"camera_info ignored: {exc}")
+    if decoded.depth_m is not None and decoded.intrinsics is None:
+        decoded.notes.append("depth without camera_info: centroids are NaN")
+    if source.depth is None and source.depth_expected:
+        decoded.notes.append("no depth frame within depth_slop of the colour frame: centroids are NaN")
+    return decoded
+
+
+def checked_command(command: str, max_length: int) -> str:
+    """``command`` stripped; RequestError INVALID_COMMAND when empty or longer than ``max_length``."""
+    command = command.strip()
+    if not command:
+        raise RequestError(Codes.INVALID_COMMAND, "command is empty")
+    if len(command) > max_length:
+        raise RequestError(Codes.INVALID_COMMAND, f"command has {len(command)} characters; the limit "
+                           f"(max_command_length) is {max_length}")
+    return command
+
+
+def generation_options(live: LiveParameters):
+    """This request's :class:`lisa_ros.engine.GenerationOptions` (never the engine's own)."""
+    from lisa_ros.engine import GenerationOptions  # torch: imported once a model is loaded
+
+    return GenerationOptions(max_new_tokens=live.max_new_tokens, stop_after_seg=live.stop_after_seg,
+                             segment_suffix=live.segment_suffix, explain_suffix=live.explain_suffix)
+
+
+class RequestHandler:
+    """Serves jobs with one loaded model (built at configure, dropped at cleanup).
+
+    ``engine``: lisa_ros.engine.LisaEngine; ``sessions``/``frame_cache``: lisa_ros.sessions
+    SessionStore/FrameCache; ``cameras``: the camera inputs by name; ``default_camera``: used
+    when a request names none; ``session_timeout``: seconds, for the UNKNOWN_SESSION message;
+    ``publishers``: the node's output topics; ``read_live()``: the run-time parameters now.
+    """
+
+    def __init__(self, engine, sessions, frame_cache, cameras: dict[str, CameraInput], default_camera: str,
+                 session_timeout: float, publishers: Publishers, read_live: Callable[[], LiveParameters]):
+        self.engine = engine
+        self.sessions = sessions
+        self.frame_cache = frame_cache
+        self.cameras = cameras
+        self.default_camera = default_camera
+        self.session_timeout = session_timeout
+        self.publishers = publishers
+        self.read_live = read_live
+
+    def __call__(self, job: Job, stopping: threading.Event) -> tuple[str, dict[str, float]]:
+        """Serve ``job``; returns the answer's message (notes, "" when none) and the timings in
+        seconds per stage. ``stopping``: a threading.Event set on deactivate."""
+        request, engine = job.request, self.engine
+        live = self.read_live()
+        options = generation_options(live)
+        feedback = GoalFeedback(job.goal_handle, job.received_at)
+        started = time.monotonic()
+        timings = {"queue_wait": started - job.received_at}
+        job.result.command = request.command
+        if feedback.cancel_requested:
+            raise RequestError(Codes.CANCELLED, "cancelled before it started")
+        command = checked_command(request.command, live.max_command_length)
+
+        # -- the frame, decoded; the session
+        feedback.stage(Stage.STAGE_PREPROCESSING)
+        source = frame_source(request, self.cameras, self.default_camera, live.max_frame_age)
+        header = job.result.header = source.header
+        frame = decode(source, live.max_image_pixels)
+        session_id, history = self._session(request.session_id)
+        job.result.session_id = session_id
+        timings["preprocess"] = time.monotonic() - started
+
+        # -- encoding (once per frame)
+        feedback.stage(Stage.STAGE_ENCODING)
+        encode_start = time.monotonic()
+        encoded, cached = self.frame_cache.get_or_encode(source.cache_key, lambda: engine.encode_frame(frame.rgb))
+        timings["image_encoding"] = 0.0 if cached else time.monotonic() - encode_start
+
+        # -- generation, masks streamed as they are decoded
+        feedback.stage(Stage.STAGE_GENERATING)
+        masks = MaskOutputs(header, frame.depth_m, frame.intrinsics)
+        answer, conversation = engine.answer(
+            encoded, command, explain=request.explain, history=history, options=options,
+            on_mask=(lambda decoded: feedback.mask(masks.get(decoded))) if feedback.streaming else None,
+            on_token=feedback.text, should_stop=lambda: stopping.is_set() or feedback.cancel_requested)
+        if stopping.is_set():
+            raise RequestError(Codes.NOT_READY, "the node was deactivated while this request ran")
+        if feedback.cancel_requested:
+            raise RequestError(Codes.CANCELLED, "cancelled")
+        timings["generation"] = answer.timings.get("prefill", 0.0) + answer.timings.get("decode", 0.0)
+        timings["mask_decoding"] = answer.timings.get("mask_decode", 0.0)
+        self.sessions.save(session_id, conversation)
+
+        # -- result and outputs
+        feedback.stage(Stage.STAGE_POSTPROCESSING)
+        post_start = time.monotonic()
+        outputs = masks.all(answer.masks)
+        shapes = [output.geometry for output in outputs]
+        job.result = messages.segmentation_result(header, answer, session_id, [o.image for o in outputs], shapes)
+        if frame.depth_m is not None and answer.masks and not any(s.is_valid for s in shapes):
+            frame.notes.append("no mask has valid depth: centroids are NaN")
+        self.publishers.publish(job.result, outputs, frame.rgb, answer, live.publish_debug_image, live.publish_markers)
+        timings["postprocess"] = time.monotonic() - post_start
+        timings["total"] = time.monotonic() - job.received_at
+        for stage, value in timings.items():
+            setattr(job.result.timings, stage, float(value))
+        return "; ".join(frame.notes), timings
+
+    def _session(self, session_id: str):
+        """(session id, conversation so far): a new id and no history for an empty one."""
+        if not session_id:
+            return self.sessions.new_id(), None
+        history = self.sessions.get(session_id)
+        if history is None:
+            raise RequestError(Codes.UNKNOWN_SESSION, f"session {session_id!r} is unknown or expired (sessions "
+                               f"expire after {self.session_timeout:g} s); send an empty session_id to start a new one")
+        return session_id, history

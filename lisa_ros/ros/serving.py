@@ -1,0 +1,223 @@
+"""Serving: the bounded request queue, the one inference worker, and every answer to a job.
+
+A ReasonSegment service call or action goal becomes a :class:`Job`. :meth:`Server.on_service` and
+:meth:`Server.on_goal` (the executor's callbacks) queue it and block their executor thread until
+it is answered; a full queue answers BUSY at once, a server that is not started answers NOT_READY.
+The worker thread takes one job at a time and runs the handler given to :meth:`Server.start`
+(:class:`lisa_ros.ros.request.RequestHandler`): its return is a success, a :class:`RequestError`
+a refusal with that code, any other exception a model failure (MODEL_ERROR, with a hint for
+CUDA out-of-memory). Every job is answered exactly once, through :meth:`Server.finish`, which
+also records the outcome in the statistics and logs refusals. :meth:`Server.stop` (deactivate)
+makes a running generation stop at its next token and answers the queued jobs NOT_READY.
+
+This module knows nothing of the node: the node passes a logger and a callable describing its
+state (for NOT_READY messages).
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from lisa_ros.action import ReasonSegment as ReasonSegmentAction
+from lisa_ros.errors import LisaError
+from lisa_ros.msg import SegmentationResult
+from lisa_ros.ros.diagnostics import RequestStats
+from lisa_ros.srv import ReasonSegment
+
+Codes = ReasonSegment.Response
+JOB_TIMEOUT_S = 3600.0  # backstop for a caller waiting on a job (the worker always answers)
+
+# Outcomes that are the client's input or the node's load, not a model failure.
+REJECTION_CODES = {Codes.INVALID_COMMAND, Codes.INVALID_IMAGE, Codes.NO_FRAME, Codes.STALE_FRAME,
+                   Codes.UNKNOWN_CAMERA, Codes.UNKNOWN_SESSION, Codes.BUSY, Codes.NOT_READY, Codes.CANCELLED}
+CODE_NAMES = {getattr(Codes, n): n for n in dir(Codes) if n.isupper() and isinstance(getattr(Codes, n), int)}
+
+
+class RequestError(LisaError):
+    """A request that cannot be served: ``code`` (a ReasonSegment.Response code) and the message
+    go back to the client as ``success=false``."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Job:
+    """One request on its way through the worker.
+
+    ``result`` is filled as the request proceeds (command, then header, then session id), so a
+    refusal half-way still tells the client which frame and session it was about.
+    """
+
+    request: Any  # ReasonSegment.Request or ReasonSegmentAction.Goal (same fields)
+    goal_handle: Any = None  # set for action goals
+    received_at: float = field(default_factory=time.monotonic)  # monotonic seconds
+    done: threading.Event = field(default_factory=threading.Event)
+    success: bool = False
+    code: int = Codes.MODEL_ERROR
+    message: str = ""
+    result: SegmentationResult = field(default_factory=SegmentationResult)
+
+
+# handler(job, stopping) -> (message, timings in seconds per stage); raises RequestError to refuse.
+# ``stopping`` is set when the server stops: a running generation should end at its next token.
+Handler = Callable[[Job, threading.Event], tuple[str, dict[str, float]]]
+
+
+class Server:
+    """The queue (``queue_depth`` waiting jobs at most) and the worker; see the module docstring.
+
+    ``describe_state()`` says why the node is not serving, e.g. "node is unconfigured, not
+    active (...)"; it is called only to answer NOT_READY.
+    """
+
+    def __init__(self, queue_depth: int, logger, describe_state: Callable[[], str]):
+        self.stats = RequestStats()
+        self._logger = logger
+        self._describe_state = describe_state
+        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=queue_depth)
+        self._worker: threading.Thread | None = None
+        self._handler: Handler | None = None
+        self._lock = threading.Lock()  # _active and queue puts change together
+        self._active = False
+        self._stopping = threading.Event()  # makes a running generation stop on stop()
+
+    @property
+    def queue_fill(self) -> str:
+        """``"waiting/capacity"`` for diagnostics."""
+        return f"{self._queue.qsize()}/{self._queue.maxsize}"
+
+    # ------------------------------------------------------------------ start / stop
+    def start(self, handler: Handler) -> None:
+        """Start the worker with ``handler``; jobs are accepted from now on."""
+        self._stopping.clear()
+        self._handler = handler
+        self._worker = threading.Thread(target=self._work, name="lisa_ros_worker", daemon=True)
+        self._worker.start()
+        with self._lock:
+            self._active = True
+
+    def stop(self) -> None:
+        """Refuse new jobs, stop the running one at its next token, answer the queued ones
+        NOT_READY, and wait for the worker to end. Safe to call when not started."""
+        with self._lock:
+            self._active = False  # no new job is queued after this
+        self._stopping.set()  # a running generation stops at its next token
+        if self._worker is not None:
+            self._queue.put(None)  # after the queued jobs: they are answered NOT_READY
+            self._worker.join()
+            self._worker = None
+        self._handler = None  # drops the handler's model reference
+
+    # ------------------------------------------------------------------ executor callbacks
+    def on_service(self, request, response):
+        """The ReasonSegment service callback: blocks its executor thread until answered."""
+        job = Job(request)
+        if self._submit(job):
+            self._wait(job)
+        response.success, response.error_code, response.message = job.success, job.code, job.message
+        response.result = job.result
+        return response
+
+    def on_goal(self, goal_handle):
+        """The ReasonSegment action's execute callback: canceled, succeeded or aborted."""
+        job = Job(goal_handle.request, goal_handle=goal_handle)
+        if self._submit(job):
+            self._wait(job)
+        result = ReasonSegmentAction.Result(success=job.success, error_code=job.code, message=job.message,
+                                            result=job.result)
+        if job.code == Codes.CANCELLED and goal_handle.is_cancel_requested:
+            goal_handle.canceled()
+        elif job.success:
+            goal_handle.succeed()
+        else:
+            goal_handle.abort()
+        return result
+
+    def _submit(self, job: Job) -> bool:
+        with self._lock:
+            ready = self._active and self._worker is not None and self._worker.is_alive()
+            if ready:
+                try:
+                    self._queue.put_nowait(job)
+                    return True
+                except queue.Full:
+                    busy = True
+            else:
+                busy = False
+        if busy:
+            self.finish(job, Codes.BUSY, f"busy: {self._queue.maxsize} request(s) already waiting; try again")
+        else:
+            self.finish(job, Codes.NOT_READY, self._describe_state())
+        return False
+
+    @staticmethod
+    def _wait(job: Job) -> None:
+        # The worker always answers; the timeout is a backstop against a bug leaving a caller
+        # blocked forever on an executor thread.
+        if not job.done.wait(timeout=JOB_TIMEOUT_S):
+            job.success, job.code, job.message = False, Codes.MODEL_ERROR, "internal error: no answer from the worker"
+
+    # ------------------------------------------------------------------ answers
+    def finish(self, job: Job, code: int, message: str = "", timings: dict[str, float] | None = None) -> None:
+        """Answer ``job`` (once): set its outcome, record it, log a refusal, wake the caller."""
+        try:
+            job.success, job.code, job.message = code == Codes.OK, code, message
+            kind = "served" if code == Codes.OK else ("rejected" if code in REJECTION_CODES else "failed")
+            self.stats.record(CODE_NAMES.get(code, str(code)), kind, timings)
+            if code != Codes.OK:
+                self._logger.warning(f"request refused ({CODE_NAMES.get(code, code)}): {message}")
+        finally:
+            job.done.set()  # whatever happens above, the caller gets its answer
+
+    def _work(self) -> None:
+        handler = self._handler
+        try:
+            while True:
+                job = self._queue.get()
+                if job is None:
+                    break
+                try:
+                    if not self._active:
+                        self.finish(job, Codes.NOT_READY, "node was deactivated before the request ran")
+                    else:
+                        message, timings = handler(job, self._stopping)
+                        self.finish(job, Codes.OK, message, timings)
+                except RequestError as exc:
+                    self.finish(job, exc.code, str(exc))
+                except Exception as exc:  # the worker never dies: any failure is an answer
+                    self._model_failure(job, exc)
+                finally:
+                    if not job.done.is_set():
+                        self.finish(job, Codes.MODEL_ERROR, "internal error: request ended without an answer")
+        finally:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Answer anything still queued when the worker stops."""
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                self.finish(job, Codes.NOT_READY, "node was deactivated before the request ran")
+
+    def _model_failure(self, job: Job, exc: Exception) -> None:
+        message = f"model error: {type(exc).__name__}: {exc}"
+        try:
+            import torch
+
+            if isinstance(exc, torch.cuda.OutOfMemoryError):
+                torch.cuda.empty_cache()
+                message = ("out of GPU memory; try quantization 4bit, a smaller image or fewer "
+                           f"max_new_tokens ({exc})")
+        except Exception:
+            pass
+        self._logger.error(message + "\n" + traceback.format_exc(limit=5))
+        self.finish(job, Codes.MODEL_ERROR, message)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from lisa_ros.testing.processes import die_with_parent
 
-SCENE_COUNT = 12  # the first 12 held-out test scenes (two of each query type)
+SCENE_COUNT = 22  # the first 22 held-out test scenes (21 is the first where nothing fits the query)
 TABLE_DEPTH, OBJECT_DEPTH = 1.5, 1.3  # metres: the scene is a table top seen from above
 FX = FY = 300.0
 
@@ -104,6 +104,7 @@ SCRIPT = [
     (5, "action", None),
     (2, "service", "Now which is the smallest of the {colour} things?"),
     (10, "service", None),
+    (21, "service", None),  # nothing here fits: the answer says so, with no mask
 ]
 QUICK_SCRIPT = [(0, "service", None), (5, "action", None)]
 

@@ -337,8 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(evaluation)
     evaluation.add_argument("--data", required=True, help="a ReasonSeg split folder (*.jpg + *.json)")
     evaluation.add_argument("--format", choices=DATASET_TYPES, default="reasonseg")
-    evaluation.add_argument("--mode", choices=("teacher-forced", "generate"), default="teacher-forced",
-                            help="teacher-forced = the official protocol (assistant turn '[SEG].')")
+    evaluation.add_argument("--mode", choices=("teacher-forced", "generate", "alignment"), default="teacher-forced",
+                            help="teacher-forced = the official protocol (assistant turn '[SEG].'); generate = the "
+                                 "model answers; alignment = questions about the scenes' objects (colour, where, "
+                                 "count, list), exact-match accuracy")
     evaluation.add_argument("--out", help="folder for report.json and samples.csv")
     evaluation.set_defaults(func=_cmd_eval)
 

@@ -60,14 +60,15 @@ class GenerationOptions:
 class EncodedFrame:
     """One image encoded for both branches (the frame cache entry).
 
-    ``image_embedding``: ``[1, 256, g, g]`` SAM encoder output; ``image_tokens``: ``[1, P, H]``,
-    what replaces the ``<image>`` placeholder (P = 256 CLIP patches for ViT-L/14 at 224 px;
-    grid² pooled SAM cells for a ``mm_vision_source: sam`` model); ``encoder_features``:
+    ``image_embedding``: ``[1, 256, g, g]`` SAM encoder output (None when encoded without it);
+    ``image_tokens``: ``[1, P, H]``, what replaces the ``<image>`` placeholder (P = 256 CLIP
+    patches for ViT-L/14 at 224 px; grid² pooled SAM cells for a ``mm_vision_source: sam`` model;
+    6 phrase tokens per object slot for ``objects``); ``encoder_features``:
     ``[1, P, mm_hidden_size]`` the same before the projector (training projects them itself);
     sizes in (height, width); ``timings`` in seconds per stage.
     """
 
-    image_embedding: torch.Tensor
+    image_embedding: torch.Tensor | None
     image_tokens: torch.Tensor
     resized_size: tuple[int, int]
     original_size: tuple[int, int]
@@ -138,11 +139,15 @@ class LisaEngine:
 
     # ------------------------------------------------------------------ frame encoding
     @torch.no_grad()  # not inference_mode: training uses these tensors as constants in its graph
-    def encode_frame(self, rgb: np.ndarray) -> EncodedFrame:
-        """Encode an ``(H, W, 3)`` uint8 RGB image once (SAM embedding and image tokens).
+    def encode_frame(self, rgb: np.ndarray, image_embedding: bool = True) -> EncodedFrame:
+        """Encode an ``(H, W, 3)`` uint8 RGB image once: the SAM embedding and the image tokens.
 
-        Raises ValueError for an array that is not an RGB image."""
+        ``image_embedding=False`` skips the SAM encoder when the image tokens do not need it
+        (CLIP and object sources): the frame can then be answered in text but not segmented
+        (training without mask losses uses this). Raises ValueError for an array that is not an
+        RGB image."""
         model, timings = self.model, {}
+        source = model.config.mm_vision_source
         start = time.perf_counter()
         sam_config = model.config.sam
         sam_input = sam_preprocess(rgb, sam_config.image_size, sam_config.pixel_mean, sam_config.pixel_std)
@@ -151,20 +156,27 @@ class LisaEngine:
             clip_pixels = clip_preprocess(rgb, clip.image_size, clip.mean, clip.std).to(self.device)
         timings["preprocess"] = time.perf_counter() - start
 
-        if clip is not None:
+        sam_pixels = sam_input.pixels.to(self.device)
+        if source == "clip":
             start = time.perf_counter()
             encoder_features = model.clip_encoder_features(clip_pixels)
             self._sync()
             timings["clip"] = time.perf_counter() - start
+        elif source == "objects":
+            start = time.perf_counter()
+            encoder_features = model.object_encoder_features(sam_pixels, [sam_input.resized_size])
+            self._sync()
+            timings["objects"] = time.perf_counter() - start
 
-        start = time.perf_counter()
-        sam_pixels = sam_input.pixels.to(self.device)
-        image_embedding = model.sam_image_embedding(sam_pixels)
-        if clip is None:
-            encoder_features = model.sam_encoder_features(image_embedding, sam_pixels)
-        self._sync()
-        timings["sam_encoder"] = time.perf_counter() - start
-        return EncodedFrame(image_embedding, model.project_image_features(encoder_features), sam_input.resized_size,
+        embedding = None
+        if image_embedding or source == "sam":
+            start = time.perf_counter()
+            embedding = model.sam_image_embedding(sam_pixels)
+            if source == "sam":
+                encoder_features = model.sam_encoder_features(embedding, sam_pixels)
+            self._sync()
+            timings["sam_encoder"] = time.perf_counter() - start
+        return EncodedFrame(embedding, model.project_image_features(encoder_features), sam_input.resized_size,
                             sam_input.original_size, timings, encoder_features)
 
     # ------------------------------------------------------------------ prompt, embeddings, masks

@@ -102,3 +102,12 @@ def test_chat_history_reaches_the_prompt(checkpoint, image):
     first, conversation = engine.answer(frame, "where is the cup?")
     second, _ = engine.answer(frame, "and the plate?", history=conversation)
     assert f"ASSISTANT: {first.text}</s>USER: and the plate?" in second.prompt
+
+
+def test_eval_modes_are_the_runners():
+    from lisa_ros.cli import build_parser
+    from lisa_ros.evaluate.runner import MODES
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["eval"]
+    assert tuple(next(a for a in sub._actions if a.dest == "mode").choices) == MODES

@@ -23,7 +23,7 @@ ALLOWED = {
     "model": {"errors"},
     "engine": {"errors", "model"},
     "sessions": {"errors", "model"},
-    "data": {"errors"},
+    "data": {"errors", "model"},  # the scenes' questions use the embedded model's size words
     "evaluate": {"errors", "model", "engine", "data"},
     "train": {"errors", "model", "engine", "data"},
     "testing": {"errors", "resources", "model", "engine"},

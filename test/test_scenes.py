@@ -37,7 +37,7 @@ def _mask(points, height=240, width=320) -> np.ndarray:
 
 def _train_outputs() -> set[str]:
     """Every query string the train phrasings can produce."""
-    cues = [cue for options in rs.COLOUR_CUES.values() for cue in options]
+    cues = [cue for options in list(rs.COLOUR_CUES.values()) + list(rs.TRAINING_CUES.values()) for cue in options]
     outputs = set()
     for phrasings in rs.PHRASINGS.values():
         for template in phrasings["train"]:
@@ -95,9 +95,10 @@ def test_phrasing_counts_and_disjoint_templates():
 def test_test_queries_never_equal_a_train_phrasing(splits):
     train_outputs = _train_outputs()
     test_queries = [a["text"][0] for a in _annotations(splits["test"])]
-    train_queries = [a["text"][0] for a in _annotations(splits["train"])]
+    train_queries = [text for a in _annotations(splits["train"]) for text in a["text"]]
     assert test_queries and not set(test_queries) & train_outputs
-    assert set(train_queries) <= train_outputs  # train (and val) use only the train phrasings
+    assert set(train_queries) <= train_outputs  # train (and val) use only the train phrasings, paraphrases too
+    assert all(len(a["text"]) == 1 for a in _annotations(splits["test"]))
     val = rs.make_scene(rs.scene_rng(0, "val", 0), "odd_one_out", split="val")
     assert val.query in rs.PHRASINGS["odd_one_out"]["train"]
     with pytest.raises(ValueError):
@@ -117,9 +118,10 @@ def test_samples_load_and_masks_match_the_drawn_objects(splits, split):
     palette = np.array([rs.PALETTE[name] for name in palette_names], float)
     for index, sample in enumerate(samples):
         assert sample.image_path.name == f"{index:05d}.jpg" and sample.is_sentence
-        scene = rs.make_scene(rs.scene_rng(SEEDS[split], split, index), rs.QUERY_TYPES[index % 6], split=split)
+        scene = rs.split_scene(SEEDS[split], split, index)
         annotation = json.loads(sample.image_path.with_suffix(".json").read_text())
-        assert sample.texts == [scene.query] and annotation["query_type"] == scene.query_type
+        assert sample.texts == [scene.query, *scene.paraphrases] and annotation["query_type"] == scene.query_type
+        assert sample.answer == scene.answer and sample.nothing_fits == (scene.target is None)
         assert annotation["explanation"] == scene.explanation
         assert [o["label"] for o in annotation["objects"]] == [o.label for o in scene.objects]
         rgb = sample.rgb()
@@ -128,14 +130,17 @@ def test_samples_load_and_masks_match_the_drawn_objects(splits, split):
         # the loaded JPEG is the generated image, also along the target's outline
         error = np.abs(rgb.astype(int) - scene.rgb.astype(int)).sum(axis=2) / 3
         assert error.mean() < 3
-        ring = np.ones((3, 3), np.uint8)
-        ring = (cv2.dilate(scene.target.mask.astype(np.uint8), ring) > cv2.erode(scene.target.mask.astype(np.uint8), ring))
-        assert error[ring].mean() < 8
-        # the rasterised ground truth is exactly the drawn target
         target = sample.target(height, width) == 1
-        drawn = scene.target.mask
-        iou = np.count_nonzero(target & drawn) / np.count_nonzero(target | drawn)
-        assert iou > 0.98
+        if scene.target is None:  # nothing fits: an empty ground truth
+            assert not target.any()
+        else:
+            ring = np.ones((3, 3), np.uint8)
+            ring = (cv2.dilate(scene.target.mask.astype(np.uint8), ring) > cv2.erode(scene.target.mask.astype(np.uint8), ring))
+            assert error[ring].mean() < 8
+            # the rasterised ground truth is exactly the drawn target
+            drawn = scene.target.mask
+            iou = np.count_nonzero(target & drawn) / np.count_nonzero(target | drawn)
+            assert iou > 0.98
         # pixels: outside every object only background; inside each mask the object's paint
         union = np.zeros((height, width), bool)
         for obj in scene.objects:
@@ -166,8 +171,11 @@ def test_objects_do_not_overlap_and_are_visible(splits):
                 points = np.array(obj["points"])
                 w, h = points.max(axis=0) - points.min(axis=0) + 1
                 assert min(w, h) >= int(0.12 * short)
-            target = annotation["shapes"][0]["points"]
-            assert annotation["objects"][annotation["target_index"]]["points"] == target
+            if annotation["nothing_fits"]:
+                assert annotation["shapes"] == [] and annotation["target_index"] is None
+            else:
+                target = annotation["shapes"][0]["points"]
+                assert annotation["objects"][annotation["target_index"]]["points"] == target
 
 
 def test_query_types_are_balanced(splits, tmp_path):
@@ -181,9 +189,37 @@ def test_query_types_are_balanced(splits, tmp_path):
 # ------------------------------------------------------------------------ per-type invariants
 
 
+def _check_nothing_fits(annotation: dict):
+    """No object answers the query, and the answer says so without [SEG]."""
+    objects = annotation["objects"]
+    colours = [obj["label"].split()[0] for obj in objects]
+    shapes = [obj["label"].split()[1] for obj in objects]
+    query, kind, answer = annotation["text"][0], annotation["query_type"], annotation["answer"]
+    assert "[SEG]" not in answer and answer.startswith("Sorry")
+    if kind == "roll":
+        assert not set(shapes) & rs.ROUND_SHAPES
+    elif kind == "hold_water":
+        assert not set(shapes) & rs.CONTAINER_SHAPES
+    elif kind == "colour_knowledge":
+        named = [c for c in rs.COLOURS if f" {c} " in answer]
+        assert len(named) == 1 and named[0] not in colours
+        assert any(cue in query for cue in rs.COLOUR_CUES[named[0]])
+    elif kind in ("largest_of_colour", "smallest_of_colour"):
+        named = [c for c in rs.COLOURS if c in query.replace(".", " ").replace("?", " ").replace(",", " ").split()]
+        assert len(named) == 1 and named[0] not in colours
+    elif kind == "odd_one_out":
+        assert len(set(objects_labels := [o["label"] for o in objects])) == 1, objects_labels
+
+
 def _check_invariants(annotation: dict):
+    if annotation["nothing_fits"]:
+        return _check_nothing_fits(annotation)
     objects = annotation["objects"]
     index = annotation["target_index"]
+    point = objects[index]["point"]
+    assert _mask(objects[index]["points"])[point[1], point[0]]  # the point is on the target
+    assert annotation["answer"] == (f"Sure, it is the {objects[index]['label']} "
+                                    f"{rs.region(*point, annotation['imageWidth'], annotation['imageHeight'])} [SEG].")
     colours = [obj["label"].split()[0] for obj in objects]
     shapes = [obj["label"].split()[1] for obj in objects]
     areas = [int(_mask(obj["points"]).sum()) for obj in objects]
@@ -237,13 +273,36 @@ def test_each_query_type_has_exactly_one_valid_target(splits):
     odd_kinds = Counter()
     for round_ in range(10):
         for query_type in rs.QUERY_TYPES:
-            scene = rs.make_scene(rng, query_type, split="test" if round_ % 2 else "train")
+            scene = rs.make_scene(rng, query_type, split="test" if round_ % 2 else "train", nothing_fits=round_ == 9)
             _check_invariants(rs.scene_annotation(scene))
+            if round_ == 9:
+                continue
             if query_type == "odd_one_out":
                 assert len({obj.texture for obj in scene.objects}) == 1  # texture singles nobody out
                 other = scene.objects[(scene.target_index + 1) % len(scene.objects)]
                 odd_kinds["shape" if other.shape != scene.target.shape else "colour"] += 1
     assert set(odd_kinds) == {"shape", "colour"}
+
+
+def test_about_one_scene_in_ten_has_nothing_that_fits(tmp_path):
+    folder = rs.write_split(tmp_path, "val", 120, 1)
+    annotations = _annotations(folder)
+    empty = [a for a in annotations if a["nothing_fits"]]
+    assert 4 <= len(empty) <= 24  # 12 expected
+    for annotation in empty:
+        _check_nothing_fits(annotation)
+    # the other samples keep exactly the images they had before such scenes existed
+    index = next(i for i, a in enumerate(annotations) if not a["nothing_fits"])
+    plain = rs.make_scene(rs.scene_rng(1, "val", index), rs.QUERY_TYPES[index % 6], split="val")
+    assert np.array_equal(plain.rgb, rs.split_scene(1, "val", index).rgb)
+
+
+def test_training_samples_carry_distinct_paraphrases_of_their_query():
+    scene = rs.split_scene(0, "train", 2)
+    assert 2 <= len(scene.paraphrases) <= 4 and scene.query not in scene.paraphrases
+    assert len(set(scene.paraphrases)) == len(scene.paraphrases)
+    again = rs.split_scene(0, "train", 2)
+    assert again.paraphrases == scene.paraphrases and np.array_equal(again.rgb, scene.rgb)
 
 
 def test_other_image_sizes():

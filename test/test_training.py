@@ -333,3 +333,50 @@ def test_lisa_is_built_from_a_base_llava_and_sam_weights(tmp_path, checkpoint):
     trainer = Trainer(config, progress=False)
     trainer.train()
     assert (tmp_path / "run" / "initial" / "config.json").is_file() and trainer.step == 1
+
+
+def test_one_padded_batch_gives_the_per_conversation_losses(tmp_path, checkpoint):
+    """The batched forward (right padding, attention mask) must give each conversation exactly
+    what it gets alone: the CE sums and the [SEG] prompts (via the point loss) agree."""
+    from lisa_ros.train.trainer import Trainer
+
+    trainer = Trainer(_config(tmp_path, checkpoint, write_robot_jsonl(tmp_path / "d", count=3),
+                              loss_weights={"ce": 1.0, "bce": 2.0, "dice": 0.5, "point": 1.0}), progress=False)
+    samples = trainer.samples
+    # Fixed conversations of different lengths (one without [SEG]), and a fixed point per [SEG].
+    fixed = {samples[0].image_path: ("Where is the red box? Please output segmentation mask.", "Sure, [SEG].", None),
+             samples[1].image_path: ("What should I pick up first if I want to open the door? Please output segmentation "
+                                     "mask.", "It is [SEG]. The handle opens it.", (40.0, 30.0)),
+             samples[2].image_path: ("Is there a cup?", "No, there is none.", None)}
+    trainer.conversation = lambda sample: fixed[sample.image_path]
+    trainer.model.eval()  # no dropout: the same numbers every time
+    with torch.no_grad():
+        together = trainer.batch_loss(samples)
+        alone = [trainer.batch_loss([sample]) for sample in samples]
+    counts = [len([t for t in training_tokens(trainer.loaded.tokenizer, q, a)[1] if t != IGNORE_INDEX])
+              for q, a, _ in fixed.values()]
+    expected_ce = sum(float(part["ce"]) * count for part, count in zip(alone, counts)) / sum(counts)
+    assert float(together["ce"]) == pytest.approx(expected_ce, rel=1e-4)
+    expected_point = (float(alone[0]["point"]) + float(alone[1]["point"])) / 2  # one [SEG] each
+    assert float(together["point"]) == pytest.approx(expected_point, rel=1e-4)
+    # Only the first [SEG] has a mask target (the second points at a pixel: an alignment question).
+    assert float(alone[0]["dice"]) > 0 and float(alone[1]["dice"]) == 0
+    assert float(together["dice"]) == pytest.approx(float(alone[0]["dice"]), rel=1e-4)
+
+
+def test_answer_counts_report_naming_false_masks_and_refusals(tmp_path):
+    from lisa_ros.evaluate.runner import AnswerCounts
+
+    objects = [{"label": "red ball", "points": []}, {"label": "blue cup", "points": []}]
+    target = Sample(tmp_path / "a.jpg", ["q"], True, None, objects=objects, target_index=1)
+    empty = Sample(tmp_path / "b.jpg", ["q"], True, None, objects=objects, nothing_fits=True)
+    counts = AnswerCounts()
+    counts.add(target, "Sure, it is the blue cup at the top [SEG].", True)
+    counts.add(target, "Sure, it is the red ball on the left [SEG].", True)
+    counts.add(target, "Sorry, nothing fits.", False)
+    counts.add(empty, "Sorry, there is no cup here.", False)
+    counts.add(empty, "Sure, it is the blue cup [SEG].", True)
+    summary = counts.summary()
+    assert summary["named_target"] == pytest.approx(1 / 3, abs=1e-4) and summary["refusal_rate"] == pytest.approx(1 / 3, abs=1e-4)
+    assert summary["false_mask_rate"] == 0.5 and summary["nothing_fits_queries"] == 2
+    assert target.target_label == "blue cup" and empty.target_label is None

@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${VENV:-.venv}/bin
 # 1. Data: train (seed 0), val (seed 1), test (seed 2, other phrasings). Deterministic.
-"$BIN/lisa-ros" scenes runs/scenes --count-train 600 --count-val 36 --count-test 200
-# 2. Train from the untrained base (assembled from the registry packages on first use).
+"$BIN/lisa-ros" scenes runs/scenes --count-train 3000 --count-val 200 --count-test 200
+# 2. Train from the untrained base (assembled from the registry packages on first use): the object
+#    encoder, the decoder warm-up, then the language model (resumable: run it again after a stop).
 "$BIN/lisa-ros" train training/embedded_model.yaml
 # 3. The committed file: LoRA factors, new rows and small modules, fp16.
 "$BIN/lisa-ros" embedded extract runs/embedded

@@ -3,7 +3,10 @@
 ReasonSeg (spec §5.7): a folder of ``*.jpg`` images, each with a LabelMe-style ``*.json``:
 ``text`` (1-5 instructions), ``is_sentence`` (long sentence vs short phrase), ``shapes`` (polygons
 with ``label`` and ``points``); optionally (ours, e.g. the generated reasoning scenes)
-``explanation`` (a sentence for explanatory answers) and ``query_type`` (for per-type reports). Masks are rasterised with smaller shapes drawn over larger ones:
+``explanation`` (a sentence for explanatory answers), ``answer`` (the reply to train on, instead of
+a template), ``query_type`` (for per-type reports), ``objects`` (every object's polygon) and
+``nothing_fits`` (no object answers the query: no shapes, the answer has no ``[SEG]``). Masks are
+rasterised with smaller shapes drawn over larger ones:
 value 1 for targets, 255 for shapes whose label contains "ignore"; "flag" shapes are skipped.
 
 Robot data (ours, what a user collects): a folder with ``data.jsonl``, one object per line::
@@ -41,6 +44,18 @@ class Sample:
     explanation: str | None = None
     query_type: str | None = None  # ours, optional: lets evaluation report per kind of query
     objects: list[dict] | None = None  # ours, optional: every object's polygon (decoder warm-up)
+    nothing_fits: bool = False  # ours, optional: no object answers the query (no [SEG] expected)
+    target_index: int | None = None  # ours, optional: which of ``objects`` is the target
+    annotation_size: tuple[int, int] | None = None  # (height, width) the annotation gives, if any
+
+    @property
+    def target_label(self) -> str | None:
+        """The target object's label ("red ball") when the annotation lists the objects and
+        which one is the target (the generated scenes do), else None."""
+        index = self.target_index
+        if self.objects is None or index is None or not 0 <= index < len(self.objects):
+            return None
+        return self.objects[index].get("label")
 
     def rgb(self) -> np.ndarray:
         bgr = cv2.imread(str(self.image_path), cv2.IMREAD_COLOR)
@@ -102,7 +117,11 @@ def read_reasonseg(folder: str | Path) -> list[Sample]:
             continue
         samples.append(Sample(image_path, texts, bool(data.get("is_sentence", False)), None,
                               shapes=data.get("shapes", []), explanation=data.get("explanation"),
-                              query_type=data.get("query_type"), objects=data.get("objects")))
+                              query_type=data.get("query_type"), objects=data.get("objects"),
+                              answer=data.get("answer"), nothing_fits=bool(data.get("nothing_fits", False)),
+                              target_index=data.get("target_index"),
+                              annotation_size=(int(data["imageHeight"]), int(data["imageWidth"]))
+                              if "imageHeight" in data and "imageWidth" in data else None))
     if not samples:
         raise DataError(f"no annotated images (*.jpg + *.json) in {folder}")
     return samples

@@ -62,5 +62,12 @@ class IoUAccumulator:
             return float("nan")
         return float(sum(self.intersections) / (sum(self.unions) + 1e-10))
 
+    @property
+    def share_over_half(self) -> float:
+        """Share of queries whose IoU exceeds 0.5 (the mask is mostly on the target)."""
+        if not self.intersections:
+            return float("nan")
+        return float(np.mean([query_iou(i, u) > 0.5 for i, u in zip(self.intersections, self.unions)]))
+
     def summary(self) -> dict:
-        return {"queries": self.count, "giou": self.giou, "ciou": self.ciou}
+        return {"queries": self.count, "giou": self.giou, "ciou": self.ciou, "iou_over_0_5": self.share_over_half}

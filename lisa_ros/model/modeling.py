@@ -30,6 +30,7 @@ from torch import nn
 from transformers import LlamaForCausalLM, LlamaModel
 from transformers.models.llama.modeling_llama import LlamaPreTrainedModel
 
+from lisa_ros.model import objects
 from lisa_ros.model.configuration import LisaConfig
 from lisa_ros.model.preprocess import postprocess_masks
 from lisa_ros.model.sam import build_sam, dense_positional_encoding, positional_encoding
@@ -104,6 +105,8 @@ class LisaModel(LlamaModel):
     def __init__(self, config: LisaConfig):
         super().__init__(config)
         self.mm_projector = nn.Linear(config.mm_hidden_size, config.hidden_size)
+        if config.mm_vision_source == "objects":  # the embedded model's vision for the language model
+            self.mm_object_encoder = objects.ObjectEncoder()
         self.visual_model = build_sam(config.sam)
         self.text_hidden_fcs = build_text_hidden_fcs(config.hidden_size, config.out_dim)
 
@@ -195,6 +198,24 @@ class LisaForCausalLM(LlamaForCausalLM):
         position = position.to(features.dtype).expand(features.shape[0], -1, -1)
         return torch.cat([features, colour, position], dim=-1)
 
+    def detect_objects(self, sam_pixels: torch.Tensor) -> list[list[objects.DetectedObject]]:
+        """The objects the object encoder finds in ``[B, 3, S, S]`` SAM-preprocessed pixels
+        (a ``mm_vision_source: objects`` model), at most ``mm_max_objects`` each, in reading order."""
+        encoder = self.model.mm_object_encoder
+        maps = encoder(sam_pixels.to(next(encoder.parameters()).device, floating_dtype(encoder, sam_pixels.dtype)))
+        return objects.detect(maps, self.config.mm_max_objects)
+
+    def object_encoder_features(self, sam_pixels: torch.Tensor, resized_sizes: list[tuple[int, int]],
+                                detected: list[list[objects.DetectedObject]] | None = None) -> torch.Tensor:
+        """The encoder features of a ``mm_vision_source: objects`` model: ``[B, P, len(VISUAL_WORDS)
+        + prompt_dim]`` with P = ``mm_max_objects`` x 6 phrase tokens (:func:`objects.phrase_features`);
+        ``resized_sizes``: each image's (h, w) inside the padded square."""
+        detected = self.detect_objects(sam_pixels) if detected is None else detected
+        prompt_encoder = self.visual_model.prompt_encoder
+        features = objects.phrase_features(detected, resized_sizes, sam_pixels.shape[-1], self.config.mm_max_objects,
+                                           lambda xy: positional_encoding(prompt_encoder, xy))
+        return features.to(sam_pixels.device)
+
     def project_image_features(self, encoder_features: torch.Tensor) -> torch.Tensor:
         """``[B, P, mm_hidden_size]`` encoder features -> ``[B, P, H]`` image tokens (``mm_projector``),
         in the language model's dtype."""
@@ -203,12 +224,16 @@ class LisaForCausalLM(LlamaForCausalLM):
         return tokens.to(floating_dtype(self.model.embed_tokens, tokens.dtype))
 
     def get_image_features(self, sam_pixels: torch.Tensor | None = None, image_embedding: torch.Tensor | None = None,
-                           clip_pixels: torch.Tensor | None = None) -> torch.Tensor:
-        """The image tokens ``[B, P, H]`` of one batch of images: CLIP patches (``clip_pixels``) or,
-        for a ``mm_vision_source: sam`` model, the pooled SAM cells (``image_embedding`` and
-        ``sam_pixels``), through the projector."""
-        if self.config.uses_clip:
+                           clip_pixels: torch.Tensor | None = None,
+                           resized_sizes: list[tuple[int, int]] | None = None) -> torch.Tensor:
+        """The image tokens ``[B, P, H]`` of one batch of images through the projector: CLIP patches
+        (``clip_pixels``); for ``mm_vision_source: sam`` the pooled SAM cells (``image_embedding``
+        and ``sam_pixels``); for ``objects`` the object phrases (``sam_pixels``, ``resized_sizes``)."""
+        source = self.config.mm_vision_source
+        if source == "clip":
             return self.project_image_features(self.clip_encoder_features(clip_pixels))
+        if source == "objects":
+            return self.project_image_features(self.object_encoder_features(sam_pixels, resized_sizes))
         return self.project_image_features(self.sam_encoder_features(image_embedding, sam_pixels))
 
     # ------------------------------------------------------------------ the splice

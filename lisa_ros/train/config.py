@@ -61,6 +61,14 @@ class TrainConfig:
     decoder_warmup_steps: int = 0  # teach the mask decoder one-point prompts first (point_prompts.py)
     decoder_warmup_lr: float = 3e-4
     decoder_warmup_noise: float = 0.1  # std of the noise added to the point token during the warm-up
+    decoder_warmup_images: int = 0  # warm up on the first N training images only (0 = all): their SAM embeddings stay in memory
+    object_encoder_epochs: int = 0  # an `objects` model: train its object encoder first (train/objects.py)
+    object_encoder_lr: float = 2e-3
+    alignment: float = 0.0  # share of training conversations replaced by alignment questions (data/scenes/questions.py)
+    # Start from another run's finished stages: the trainable weights of that run's checkpoint.pt
+    # whose names contain one of `init_parts` (e.g. its object encoder and decoder warm-up).
+    init_from: str | None = None
+    init_parts: list[str] = field(default_factory=lambda: ["mm_object_encoder", "mask_decoder"])
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":

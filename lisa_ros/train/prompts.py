@@ -60,4 +60,3 @@ def training_tokens(tokenizer: LisaTokenizer, question: str, answer: str) -> tup
     labels = [IGNORE_INDEX] * instruction + ids[instruction:]
     labels = [IGNORE_INDEX if token == IMAGE_TOKEN_INDEX else token for token in labels]
     return ids, labels
-

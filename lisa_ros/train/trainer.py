@@ -27,17 +27,22 @@ import numpy as np
 import torch
 
 from lisa_ros.data.reasonseg import Sample, rasterize_shapes, read_dataset
+from lisa_ros.data.scenes.questions import alignment_example
 from lisa_ros.engine import EncodedFrame, GenerationOptions, LisaEngine
 from lisa_ros.errors import UsageError
 from lisa_ros.model.loading import load_lisa
 from lisa_ros.model.modeling import expand_at_image, gather_seg_states
 from lisa_ros.model.options import LoadOptions
+from lisa_ros.model.preprocess import sam_preprocess
 from lisa_ros.model.sam import point_prompt_tokens
 from lisa_ros.train.config import TrainConfig, add_lora
 from lisa_ros.train.export import export_merged
-from lisa_ros.train.losses import IGNORE_INDEX, LossWeights, combine, mask_bce, mask_dice, supervised_cross_entropy
+from lisa_ros.train.losses import IGNORE_INDEX, LossWeights, combine, mask_bce, mask_dice
 from lisa_ros.train.point_prompts import interior_point, random_interior_point, to_sam_frame
 from lisa_ros.train.prompts import question_and_answer, training_tokens
+
+
+WARMUP_WEIGHTS = LossWeights()  # BCE 2, DICE 0.5 (spec §5.2)
 
 
 def restrict_to_rows(model, rows: list[int]) -> None:
@@ -107,35 +112,57 @@ class Trainer:
         self._frames: dict[str, tuple[EncodedFrame, np.ndarray, torch.Tensor]] = {}
         self._object_masks: dict[str, list[np.ndarray]] = {}
         self.warmed_up = config.decoder_warmup_steps == 0
+        self.objects_trained = config.object_encoder_epochs == 0
         self.log_path = self.out / "metrics.jsonl"
         self.checkpoint_path = self.out / "checkpoint.pt"
         if config.resume and self.checkpoint_path.is_file():
             self._load_checkpoint()
+        elif config.init_from:
+            self._init_from(Path(config.init_from))
 
     # ------------------------------------------------------------------ encoded images
+    @property
+    def _uses_objects(self) -> bool:
+        return self.lisa.config.mm_vision_source == "objects"
+
+    def _needs_embedding(self) -> bool:
+        """Whether frames need the SAM image embedding: for mask losses, the decoder warm-up, or
+        image tokens made from it."""
+        return bool(self.weights.bce or self.weights.dice or not self.warmed_up or not self._uses_objects)
+
     def _frame(self, sample: Sample) -> tuple[EncodedFrame, np.ndarray, torch.Tensor]:
         """(encoded image, 0/1 float target, the point-prompt token of the target's deepest pixel)."""
         key = str(sample.image_path)
-        if key not in self._frames:  # CLIP and the SAM encoder are frozen: encode each image once
+        if key not in self._frames:  # the encoders are frozen here: encode each image once
             frame = self._encoded(sample)
             target = np.where(sample.target(*frame.original_size) == 1, 1, 0).astype(np.float32)  # ignore -> 0
             token = torch.zeros(0)
             if self.weights.point and target.any():  # only the point loss needs it
-                point = to_sam_frame(np.array([interior_point(target)]), frame.resized_size, frame.original_size)
-                with torch.no_grad():
-                    token = point_prompt_tokens(self.lisa.visual_model.prompt_encoder, torch.from_numpy(point))[0]
+                token = self._point_token(self._target_point(sample, target), frame)
             self._frames[key] = (frame, target, token)
         return self._frames[key]
 
+    @staticmethod
+    def _target_point(sample: Sample, target: np.ndarray) -> tuple[float, float]:
+        """(x, y) source pixel deepest inside the target (from the annotation when it has it)."""
+        index = sample.target_index
+        if sample.objects and index is not None and "point" in sample.objects[index]:
+            return tuple(sample.objects[index]["point"])
+        return interior_point(target)
+
+    def _point_token(self, point: tuple[float, float], frame: EncodedFrame) -> torch.Tensor:
+        """``[256]``: SAM's token for a positive point at source pixel ``point``."""
+        scaled = to_sam_frame(np.array([point]), frame.resized_size, frame.original_size)
+        with torch.no_grad():
+            return point_prompt_tokens(self.lisa.visual_model.prompt_encoder, torch.from_numpy(scaled))[0]
+
     def _encoded(self, sample: Sample) -> EncodedFrame:
-        """The image through the frozen encoders, read from ``frame_cache`` when it is there."""
-        path = None
-        if self.config.frame_cache:
-            stat = Path(sample.image_path).stat()
-            key = (f"{self.config.model}|{self.config.precision}|{Path(sample.image_path).resolve()}|"
-                   f"{stat.st_size}|{stat.st_mtime_ns}")  # another model, precision or image file: encode again
-            path = Path(self.config.frame_cache) / f"{hashlib.sha1(key.encode()).hexdigest()[:24]}.pt"
-            if path.is_file():
+        """The image through the frozen encoders; the SAM embedding read from ``frame_cache``
+        when it is there. An ``objects`` model's tokens come from its object encoder, always
+        computed afresh (cheap, and the encoder may have just been trained)."""
+        if not self._uses_objects:
+            path = self._cache_path(sample, "frame")
+            if path is not None and path.is_file():
                 stored = torch.load(path, weights_only=True)
                 device = self.loaded.device
                 features = stored["encoder_features"].to(device)
@@ -143,22 +170,74 @@ class Trainer:
                     tokens = self.lisa.project_image_features(features)
                 return EncodedFrame(stored["image_embedding"].to(device), tokens, tuple(stored["resized_size"]),
                                     tuple(stored["original_size"]), {}, features)
+            with torch.no_grad():
+                frame = self.engine.encode_frame(sample.rgb())
+            self._store(path, {"image_embedding": frame.image_embedding.cpu(),
+                               "encoder_features": frame.encoder_features.cpu(),
+                               "resized_size": list(frame.resized_size), "original_size": list(frame.original_size)})
+            return frame
+        rgb = sample.rgb()
+        sam_config = self.lisa.config.sam
+        sam_input = sam_preprocess(rgb, sam_config.image_size, sam_config.pixel_mean, sam_config.pixel_std)
+        pixels = sam_input.pixels.to(self.loaded.device)
         with torch.no_grad():
-            frame = self.engine.encode_frame(sample.rgb())
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_suffix(".tmp")
-            torch.save({"image_embedding": frame.image_embedding.cpu(), "encoder_features": frame.encoder_features.cpu(),
-                        "resized_size": list(frame.resized_size), "original_size": list(frame.original_size)}, temporary)
-            temporary.replace(path)
-        return frame
+            features = self.lisa.object_encoder_features(pixels, [sam_input.resized_size])
+            tokens = self.lisa.project_image_features(features)
+            embedding = None
+            if self._needs_embedding():
+                path = self._cache_path(sample, "embedding")
+                if path is not None and path.is_file():
+                    embedding = torch.load(path, weights_only=True)["image_embedding"].to(self.loaded.device)
+                else:
+                    embedding = self.lisa.sam_image_embedding(pixels)
+                    self._store(path, {"image_embedding": embedding.cpu()})
+        return EncodedFrame(embedding, tokens, sam_input.resized_size, sam_input.original_size, {}, features)
 
-    def encode_all(self) -> None:
-        """Encode every training image before the first step (with progress), so steps cost the same."""
+    def _cache_path(self, sample: Sample, kind: str) -> Path | None:
+        if not self.config.frame_cache:
+            return None
+        stat = Path(sample.image_path).stat()
+        key = (f"{kind}|{self.config.model}|{self.config.precision}|{Path(sample.image_path).resolve()}|"
+               f"{stat.st_size}|{stat.st_mtime_ns}")  # another model, precision or image file: encode again
+        return Path(self.config.frame_cache) / f"{hashlib.sha1(key.encode()).hexdigest()[:24]}.pt"
+
+    @staticmethod
+    def _store(path: Path | None, tensors: dict) -> None:
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        torch.save(tensors, temporary)
+        temporary.replace(path)  # never a half-written file after a crash
+
+    def encode_all(self, samples: list[Sample] | None = None) -> None:
+        """Encode every training image (or ``samples``) before the first step, with progress,
+        so steps cost the same."""
         from tqdm import tqdm
 
-        for sample in tqdm(self.samples, desc="encoding images", unit="image", disable=not self.progress):
+        for sample in tqdm(samples or self.samples, desc="encoding images", unit="image", disable=not self.progress):
             self._frame(sample)
+
+    # ------------------------------------------------------------------ object encoder
+    def train_object_encoder(self) -> dict:
+        """An ``objects`` model: train its object encoder on the training scenes (validated on
+        ``eval_data`` when given), then freeze it. See :mod:`lisa_ros.train.objects`."""
+        from lisa_ros.train.objects import load_split, train_object_encoder
+
+        config, sam = self.config, self.lisa.config.sam
+        encoder = self.lisa.model.mm_object_encoder
+        train = load_split(self.samples, sam.image_size, sam.pixel_mean, sam.pixel_std, self.progress)
+        val_samples = read_dataset(config.eval_data["type"], config.eval_data["path"]) if config.eval_data else self.samples[:64]
+        val = load_split(val_samples, sam.image_size, sam.pixel_mean, sam.pixel_std, self.progress)
+        with torch.enable_grad():
+            report = train_object_encoder(encoder, train, val, epochs=config.object_encoder_epochs, lr=config.object_encoder_lr,
+                                          max_objects=self.lisa.config.mm_max_objects, log=self.log_path, seed=config.seed,
+                                          progress=self.progress)
+        encoder.eval()
+        self._frames.clear()  # tokens made by the untrained encoder
+        self.objects_trained = True
+        self._save_checkpoint()
+        return report
 
     # ------------------------------------------------------------------ decoder warm-up
     def _objects(self, sample: Sample) -> list[np.ndarray]:
@@ -171,6 +250,10 @@ class Trainer:
             masks = [rasterize_shapes(p, height, width) == 1 for p in polygons] or [target > 0]
             self._object_masks[key] = [m for m in masks if m.any()]
         return self._object_masks[key]
+
+    def _warmup_samples(self) -> list[Sample]:
+        limit = self.config.decoder_warmup_images
+        return self.samples[:limit] if limit else self.samples
 
     def warm_up_decoder(self) -> None:
         """Train the mask decoder's trainable parts on one-point prompts (see point_prompts.py)."""
@@ -188,9 +271,12 @@ class Trainer:
             started = time.perf_counter()
             losses = []
             for _ in range(config.batch_size):
-                sample = self.rng.choice(self.samples)
+                sample = self.rng.choice(self._warmup_samples())
                 frame, _, _ = self._frame(sample)
-                mask = self.rng.choice(self._objects(sample))
+                objects = self._objects(sample)
+                if not objects:
+                    continue
+                mask = self.rng.choice(objects)
                 point = to_sam_frame(np.array([random_interior_point(mask, self.rng)]),
                                      frame.resized_size, frame.original_size)
                 with torch.no_grad():
@@ -199,7 +285,10 @@ class Trainer:
                 logits = self.lisa.decode_mask_logits(token, frame.image_embedding, frame.resized_size,
                                                       frame.original_size)[0]
                 target = torch.from_numpy(mask.astype(np.float32)).to(logits.device)
-                losses.append(self.weights.bce * mask_bce(logits, target) + self.weights.dice * mask_dice(logits, target))
+                # The warm-up always uses LISA's mask loss, whatever the main stage's weights are.
+                losses.append(WARMUP_WEIGHTS.bce * mask_bce(logits, target) + WARMUP_WEIGHTS.dice * mask_dice(logits, target))
+            if not losses:
+                continue
             loss = torch.stack(losses).mean()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(decoder, config.clip_grad)
@@ -214,41 +303,68 @@ class Trainer:
         self._save_checkpoint()
 
     # ------------------------------------------------------------------ one micro-batch
-    def sample_forward(self, sample: Sample, text: str, explanatory: bool = False):
-        """Loss parts of one conversation: (CE sum, CE count, mask logits [N,H,W], targets,
-        point errors: one per [SEG], empty when the point loss is off or the target is empty)."""
-        frame, target, target_token = self._frame(sample)
-        question, answer = question_and_answer(sample, text, self.rng, explanatory)
-        ids, labels = training_tokens(self.loaded.tokenizer, question, answer)
-        device = self.loaded.device
-        lisa = self.lisa
-        image_tokens = frame.image_tokens
-        if self._projector_trains:  # the cached projection would be stale: project again, with autograd
-            image_tokens = lisa.project_image_features(frame.encoder_features)
-        num_image_tokens = image_tokens.shape[1]
-        input_ids = torch.tensor([ids], device=device)
-        expanded = expand_at_image(torch.tensor([labels], device=device), input_ids, num_image_tokens, IGNORE_INDEX)[0]
-        spliced = lisa.embed_with_image_tokens(input_ids, image_tokens)
-        hidden = lisa.model(inputs_embeds=spliced.inputs_embeds, use_cache=False).last_hidden_state[0]
-        ce_sum, ce_count = supervised_cross_entropy(hidden, lisa.lm_head, expanded)
-        states = gather_seg_states(hidden, ids, self.loaded.tokenizer.seg_token_id, num_image_tokens)
-        prompts = lisa.project_seg_hidden_states(states)
-        mask_logits = lisa.decode_mask_logits(prompts, frame.image_embedding, frame.resized_size, frame.original_size)
-        targets = [torch.from_numpy(target).to(device)] * mask_logits.shape[0]
-        point_errors = []
-        if self.weights.point and target_token.numel():
-            point_errors = [((p.float() - target_token.to(p.device)) ** 2).mean() for p in prompts]
-        return ce_sum, ce_count, list(mask_logits), targets, point_errors
+    def conversation(self, sample: Sample) -> tuple[str, str, tuple[float, float] | None]:
+        """(question, answer, the source pixel the answer's [SEG] should point at or None) of
+        one training conversation about ``sample``: an alignment question with probability
+        ``alignment`` (when the sample lists its objects), else its own query."""
+        if self.config.alignment and self.rng.random() < self.config.alignment:
+            example = alignment_example(sample, self.rng)
+            if example is not None:
+                task, question, answer = example
+                point = None
+                if task == "refer":
+                    label = answer.split("it is the ", 1)[1]
+                    point = next(tuple(o["point"]) for o in sample.objects if label.startswith(o["label"] + " "))
+                return question, answer, point
+        explanatory = bool(sample.explanation) and self.rng.random() < self.config.explanatory
+        question, answer = question_and_answer(sample, self.rng.choice(sample.texts), self.rng, explanatory)
+        return question, answer, None
 
     def batch_loss(self, batch: list[Sample]) -> dict[str, torch.Tensor]:
-        ce_sum, ce_count, mask_logits, targets, point_errors = 0.0, 0, [], [], []
+        """The loss of one micro-batch: every conversation in ONE padded forward (right padding,
+        attention mask), CE on the answers, and per [SEG] the mask and point terms."""
+        tokenizer, lisa, device = self.loaded.tokenizer, self.lisa, self.loaded.device
+        rows = []
         for sample in batch:
-            explanatory = bool(sample.explanation) and self.rng.random() < self.config.explanatory
-            s, c, m, t, e = self.sample_forward(sample, self.rng.choice(sample.texts), explanatory)
-            ce_sum, ce_count = ce_sum + s, ce_count + c
-            mask_logits += m
-            targets += t
-            point_errors += e
+            frame, target, target_token = self._frame(sample)
+            question, answer, point = self.conversation(sample)
+            ids, labels = training_tokens(tokenizer, question, answer)
+            token = target_token if point is None else (self._point_token(point, frame) if self.weights.point else torch.zeros(0))
+            mask_target = target if point is None else None  # an alignment [SEG] has no mask here
+            rows.append((ids, labels, frame, mask_target, token))
+        length = max(len(ids) for ids, *_ in rows)
+        input_ids = torch.full((len(rows), length), tokenizer.pad_token_id, device=device)
+        labels = torch.full((len(rows), length), IGNORE_INDEX, device=device)
+        attention = torch.zeros((len(rows), length), dtype=torch.long, device=device)
+        for b, (ids, row_labels, *_rest) in enumerate(rows):
+            input_ids[b, :len(ids)] = torch.tensor(ids)
+            labels[b, :len(ids)] = torch.tensor(row_labels)
+            attention[b, :len(ids)] = 1
+        if self._projector_trains:  # the cached projection would be stale: project again, with autograd
+            image_tokens = torch.cat([lisa.project_image_features(frame.encoder_features) for _, _, frame, _, _ in rows])
+        else:
+            image_tokens = torch.cat([frame.image_tokens for _, _, frame, _, _ in rows])
+        num_image_tokens = image_tokens.shape[1]
+        spliced = lisa.embed_with_image_tokens(input_ids, image_tokens, attention)
+        expanded = expand_at_image(labels, input_ids, num_image_tokens, IGNORE_INDEX)
+        hidden = lisa.model(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask,
+                            use_cache=False).last_hidden_state
+        supervised = expanded[:, 1:] != IGNORE_INDEX
+        logits = lisa.lm_head(hidden[:, :-1][supervised]).float()
+        ce_sum = torch.nn.functional.cross_entropy(logits, expanded[:, 1:][supervised], reduction="sum")
+        ce_count = int(supervised.sum())
+        mask_logits, targets, point_errors = [], [], []
+        for b, (ids, _labels, frame, mask_target, token) in enumerate(rows):
+            states = gather_seg_states(hidden[b], ids, tokenizer.seg_token_id, num_image_tokens)
+            if not len(states):
+                continue
+            prompts = lisa.project_seg_hidden_states(states)
+            if (self.weights.bce or self.weights.dice) and mask_target is not None and frame.image_embedding is not None:
+                decoded = lisa.decode_mask_logits(prompts, frame.image_embedding, frame.resized_size, frame.original_size)
+                mask_logits += list(decoded)
+                targets += [torch.from_numpy(mask_target).to(device)] * decoded.shape[0]
+            if self.weights.point and token.numel():
+                point_errors += [((p.float() - token.to(p.device)) ** 2).mean() for p in prompts]
         return combine(ce_sum, ce_count, mask_logits, targets, self.weights,
                        point_errors if self.weights.point else None)
 
@@ -258,10 +374,13 @@ class Trainer:
 
         config = self.config
         self.model.train()
+        if not self.objects_trained:
+            self.train_object_encoder()
+        if not self.warmed_up:
+            self.encode_all(self._warmup_samples())
+            self.warm_up_decoder()
         if config.frame_cache:
             self.encode_all()
-        if not self.warmed_up:
-            self.warm_up_decoder()
         bar = tqdm(total=config.steps, initial=self.step, desc="training", unit="step", disable=not self.progress)
         last = min(config.steps, config.stop_at or config.steps)
         while self.step < last:
@@ -297,7 +416,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self) -> None:
-        state = {"step": self.step, "warmed_up": self.warmed_up, "trainable": trainable_state(self.model),
+        state = {"step": self.step, "warmed_up": self.warmed_up, "objects_trained": self.objects_trained,
+                 "trainable": trainable_state(self.model),
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "rng": self.rng.getstate(), "torch_rng": torch.get_rng_state(), "config": asdict(self.config)}
         temporary = self.checkpoint_path.with_suffix(".tmp")
@@ -319,6 +439,28 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.step = state["step"]
         self.warmed_up = state.get("warmed_up", True)
+        self.objects_trained = state.get("objects_trained", True)
+
+    def _init_from(self, path: Path) -> None:
+        """Copy the finished stages of another run (see ``TrainConfig.init_from``): its trained
+        weights whose names contain one of ``init_parts``; the stages they finish are skipped."""
+        if not path.is_file():
+            raise UsageError(f"init_from: {path} does not exist")
+        state = torch.load(path, weights_only=False, map_location="cpu")
+        parameters = dict(self.model.named_parameters())
+        chosen = {name: value for name, value in state["trainable"].items()
+                  if any(part in name for part in self.config.init_parts)}
+        unknown = [name for name in chosen if name not in parameters]
+        if not chosen or unknown:
+            raise UsageError(f"init_from: {path} has no weights for {self.config.init_parts}" if not chosen else
+                             f"init_from: {len(unknown)} weights of {path} do not fit this model (e.g. {unknown[0]})")
+        with torch.no_grad():
+            for name, value in chosen.items():
+                parameters[name].copy_(value.to(parameters[name].device, parameters[name].dtype))
+        if any("mm_object_encoder" in name for name in chosen) and state.get("objects_trained", False):
+            self.objects_trained = True
+        if any("mask_decoder" in name for name in chosen) and state.get("warmed_up", False):
+            self.warmed_up = True
 
     def export(self) -> Path:
         """Merge LoRA into the weights and write a released-layout folder the loader reads strictly."""

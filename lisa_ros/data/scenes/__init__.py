@@ -59,10 +59,14 @@ from lisa_ros.data.scenes.vocabulary import (
     SHAPES,
     SPLIT_SEEDS,
     SPLITS,
+    REFUSALS,
     TEXTURES,
+    TRAINING_CUES,
+    region,
 )
-from lisa_ros.data.scenes.writing import write_split
+from lisa_ros.data.scenes.writing import split_scene, write_split
 
 __all__ = ["COLOUR_CUES", "COLOURS", "CONTAINER_SHAPES", "DEFAULT_SIZE", "EXPLANATIONS", "PALETTE", "PHRASINGS",
            "QUERY_TYPES", "ROUND_SHAPES", "SHAPES", "SPLIT_SEEDS", "SPLITS", "TEXTURES", "Scene", "SceneObject",
-           "make_scene", "polygon_mask", "scene_annotation", "scene_rng", "write_split"]
+           "make_scene", "polygon_mask", "scene_annotation", "scene_rng", "split_scene", "write_split",
+           "REFUSALS", "TRAINING_CUES", "region"]

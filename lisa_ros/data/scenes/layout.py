@@ -234,6 +234,45 @@ PLANS = {
 }
 
 
+# "Nothing here fits" (issue 12): the same scenes and queries with no object that answers them.
+# Each returns (None, objects, slots): no target.
+def _plan_none_of_a_kind(b: Builder, kind: frozenset):
+    rng = b.rng
+    return None, [b.piece(pick(rng, COLOURS), pick(rng, _others(SHAPES, *kind)), _default_size(rng))
+                  for _ in range(_count(rng))], {}
+
+
+def _plan_no_colour(b: Builder, with_cue: bool):
+    """No object of the colour the query names."""
+    rng = b.rng
+    colour = pick(rng, COLOURS)
+    objects = [b.piece(pick(rng, _others(COLOURS, colour)), pick(rng, SHAPES), _default_size(rng))
+               for _ in range(_count(rng))]
+    slots = {"colour": colour}
+    if with_cue:
+        slots["cue"] = pick(rng, COLOUR_CUES[colour])
+    return None, objects, slots
+
+
+def _plan_all_alike(b: Builder):
+    """Objects of one shape, colour and texture, similar sizes: none is the odd one out."""
+    rng = b.rng
+    texture, style = pick(rng, TEXTURES), texture_style(rng)
+    shape, colour = pick(rng, SHAPES), pick(rng, COLOURS)
+    return None, [b.piece(colour, shape, float(rng.uniform(0.2, 0.28)), texture, style)
+                  for _ in range(_count(rng))], {"colour": colour, "shape": shape}
+
+
+NOTHING_FITS_PLANS = {
+    "roll": lambda b: _plan_none_of_a_kind(b, ROUND_SHAPES),
+    "colour_knowledge": lambda b: _plan_no_colour(b, True),
+    "largest_of_colour": lambda b: _plan_no_colour(b, False),
+    "smallest_of_colour": lambda b: _plan_no_colour(b, False),
+    "odd_one_out": _plan_all_alike,
+    "hold_water": lambda b: _plan_none_of_a_kind(b, CONTAINER_SHAPES),
+}
+
+
 def _article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 

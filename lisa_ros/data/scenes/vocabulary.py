@@ -59,6 +59,22 @@ COLOUR_CUES: dict[str, tuple[str, ...]] = {
     "pink": ("a flamingo", "bubblegum"),
 }
 
+# More world knowledge for training only (train and val splits; the test split draws its cues from
+# COLOUR_CUES alone, as it always has): many cues teach the model to use what the language model
+# knows about colours rather than a short list.
+TRAINING_CUES: dict[str, tuple[str, ...]] = {
+    "yellow": ("a sunflower", "butter", "a school bus", "a canary", "corn", "the sun in a drawing"),
+    "green": ("a lime", "a cucumber", "broccoli", "a pine tree", "a pea", "a lettuce leaf"),
+    "blue": ("a blueberry", "a sapphire", "deep sea water", "a bluebird", "denim jeans", "a blue whale"),
+    "red": ("a cherry", "blood", "a stop sign", "a ladybug", "a red rose", "a cardinal bird"),
+    "orange": ("an orange", "a tangerine", "a goldfish", "a traffic cone", "a tiger's fur", "apricot jam"),
+    "brown": ("coffee", "a chestnut", "wet soil", "a bear's fur", "cinnamon", "a wooden log"),
+    "white": ("a cloud", "a swan", "sugar", "paper", "a polar bear", "cotton"),
+    "black": ("a crow", "ink", "a panther", "asphalt", "soot", "licorice"),
+    "purple": ("a grape", "a plum", "violets", "amethyst", "blackcurrant juice", "lilac"),
+    "pink": ("a piglet", "cotton candy", "a cherry blossom", "a pink rose", "salmon flesh", "a tongue"),
+}
+
 # Query phrasings: train/val use "train", the held-out test split uses "test" only. Slots:
 # {cue} (colour_knowledge), {colour} (largest/smallest_of_colour).
 PHRASINGS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -70,6 +86,20 @@ PHRASINGS: dict[str, dict[str, tuple[str, ...]]] = {
             "Show me the object that could roll down a slope.",
             "Which of these objects is able to roll?",
             "What here could roll across the floor if I pushed it?",
+            "Which one of these would roll if I nudged it?",
+            "What could I roll across the table?",
+            "Which item has a shape that lets it roll?",
+            "Point out the thing that would roll away on a sloped floor.",
+            "Which object would keep rolling after a push?",
+            "I want something I can roll to my friend. Which one?",
+            "Which of the things here is round enough to roll?",
+            "If I dropped everything on a slide, what would roll down?",
+            "Which object would not stay put on a tilted surface?",
+            "Find the thing that rolls.",
+            "What here could roll like a wheel?",
+            "Which object could I bowl along the ground?",
+            "Show me what would roll off a sloping shelf.",
+            "Which piece could roll under the sofa?",
         ),
         "test": (
             "If I put everything on a ramp, which thing would roll away?",
@@ -85,6 +115,20 @@ PHRASINGS: dict[str, dict[str, tuple[str, ...]]] = {
             "Show me the thing whose colour matches {cue}.",
             "Which thing has the colour of {cue}?",
             "Point out the object coloured like {cue}.",
+            "Which object matches the colour of {cue}?",
+            "Show me something that has the colour of {cue}.",
+            "Which thing is the same colour as {cue}?",
+            "Pick the object whose colour is like {cue}.",
+            "Which item shares its colour with {cue}?",
+            "Find me the thing coloured like {cue}.",
+            "What object here looks the colour of {cue}?",
+            "Which one has the colour you would expect of {cue}?",
+            "Point to the item with the colour of {cue}.",
+            "Which object is coloured the way {cue} usually is?",
+            "Give me the object that has the typical colour of {cue}.",
+            "Which of these is the colour of {cue}?",
+            "Which thing would you match to {cue} by its colour?",
+            "Select the object that is the colour of {cue}.",
         ),
         "test": (
             "If I wanted something that looks like {cue} in colour, which one would I take?",
@@ -100,6 +144,20 @@ PHRASINGS: dict[str, dict[str, tuple[str, ...]]] = {
             "Show me the biggest of the {colour} objects.",
             "Among the {colour} objects, which one is the largest?",
             "Point to the largest {colour} thing in the picture.",
+            "Which {colour} object is the biggest?",
+            "Show me the largest thing that is {colour}.",
+            "Of all the {colour} things, which is the largest?",
+            "Pick the biggest of the {colour} items.",
+            "Which {colour} item is the largest one?",
+            "Find the {colour} object with the largest size.",
+            "Among the {colour} things, point to the biggest one.",
+            "Which is the largest {colour} shape?",
+            "I want the biggest {colour} piece. Which is it?",
+            "Which of the {colour} objects is the largest in the picture?",
+            "Show the {colour} object that is larger than the other {colour} ones.",
+            "Which {colour} thing is the most large?",
+            "Give me the largest {colour} object.",
+            "Where is the biggest {colour} object?",
         ),
         "test": (
             "Out of everything that is {colour}, I want the one taking up the most space.",
@@ -115,6 +173,20 @@ PHRASINGS: dict[str, dict[str, tuple[str, ...]]] = {
             "Show me the littlest of the {colour} objects.",
             "Among the {colour} objects, which one is the smallest?",
             "Point to the smallest {colour} thing in the picture.",
+            "Which {colour} object is the smallest?",
+            "Show me the smallest thing that is {colour}.",
+            "Of all the {colour} things, which is the smallest?",
+            "Pick the tiniest of the {colour} items.",
+            "Which {colour} item is the smallest one?",
+            "Find the {colour} object with the smallest size.",
+            "Among the {colour} things, point to the littlest one.",
+            "Which is the smallest {colour} shape?",
+            "I want the tiniest {colour} piece. Which is it?",
+            "Which of the {colour} objects is the smallest in the picture?",
+            "Show the {colour} object that is smaller than the other {colour} ones.",
+            "Which {colour} thing is the least large?",
+            "Give me the smallest {colour} object.",
+            "Where is the smallest {colour} object?",
         ),
         "test": (
             "Out of everything that is {colour}, I want the one taking up the least space.",
@@ -130,6 +202,20 @@ PHRASINGS: dict[str, dict[str, tuple[str, ...]]] = {
             "Show me the object that does not match the others.",
             "What is the odd one out here?",
             "Which thing is unlike all the other things?",
+            "Which object is not like the others?",
+            "Find the object that is different.",
+            "Which thing stands out from the rest?",
+            "Point to the one that is different from all the others.",
+            "Which of these does not fit in?",
+            "Show me the object that breaks the group.",
+            "Which item is the different one?",
+            "One of these is not the same as the rest. Which?",
+            "Which object does not look like the others?",
+            "Which thing is different from everything else here?",
+            "Spot the object that does not match.",
+            "Which one is unlike the others?",
+            "Which object would you say is the odd one?",
+            "Find the one thing that differs from the group.",
         ),
         "test": (
             "All but one of these items have something in common. Point out the exception.",
@@ -145,6 +231,20 @@ PHRASINGS: dict[str, dict[str, tuple[str, ...]]] = {
             "Which of these things can carry water?",
             "What here could I use to hold some water?",
             "Show me the object that can contain water.",
+            "Which object could I fill with water?",
+            "What could I use as a container for water?",
+            "Which thing could hold some water for me?",
+            "Show me something that water could go into.",
+            "Which item would keep water inside it?",
+            "I need to carry some water. Which object should I take?",
+            "Which of these could I drink water from?",
+            "What here could be filled up with water?",
+            "Which object is able to contain a liquid?",
+            "Find the thing I could pour milk into.",
+            "Which one could hold a drink?",
+            "What could I use to carry soup to the table?",
+            "Which object works as a vessel for water?",
+            "Point to something that could hold tea.",
         ),
         "test": (
             "I am thirsty and need something to drink from. Which item works?",
@@ -191,3 +291,30 @@ EXPLANATIONS: dict[str, tuple[str, ...]] = {
 def pick(rng: np.random.Generator, options) -> str:
     options = list(options)
     return options[int(rng.integers(len(options)))]
+
+
+# ------------------------------------------------------------------------- answers (issue 12)
+# The answer names the target before [SEG] (its colour, shape and where it is), so the state that
+# predicts [SEG] holds the target's identity and place; the explanation follows.
+TARGET_ANSWER = "Sure, it is the {colour} {shape} {where} [SEG]."
+# Where an object is: thirds of the image by its deepest interior point (row, column).
+REGIONS: dict[tuple[int, int], str] = {
+    (0, 0): "at the top left", (0, 1): "at the top", (0, 2): "at the top right",
+    (1, 0): "on the left", (1, 1): "in the middle", (1, 2): "on the right",
+    (2, 0): "at the bottom left", (2, 1): "at the bottom", (2, 2): "at the bottom right",
+}
+# "Nothing here fits": the answer when no object answers the command (no [SEG]).
+REFUSALS: dict[str, tuple[str, ...]] = {
+    "roll": ("Sorry, nothing here is round, so nothing would roll.",),
+    "colour_knowledge": ("Sorry, nothing here is {colour} like {cue}.",),
+    "largest_of_colour": ("Sorry, there is no {colour} object here.",),
+    "smallest_of_colour": ("Sorry, there is no {colour} object here.",),
+    "odd_one_out": ("Sorry, all the objects here are alike, so none is the odd one out.",),
+    "hold_water": ("Sorry, there is no open container here, so nothing can hold water.",),
+}
+NOTHING_FITS_SHARE = 0.1  # of each split
+
+
+def region(x: float, y: float, width: int, height: int) -> str:
+    """The region phrase of pixel (x, y) in a ``width`` x ``height`` image (thirds)."""
+    return REGIONS[(min(2, int(3 * y / height)), min(2, int(3 * x / width)))]

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import cv2
 
-from lisa_ros.data.scenes.generator import make_scene, phrasing_split, scene_annotation, scene_rng
+from lisa_ros.data.scenes.generator import (
+    Scene,
+    make_scene,
+    nothing_fits,
+    paraphrase_rng,
+    phrasing_split,
+    scene_annotation,
+    scene_rng,
+)
 from lisa_ros.data.scenes.vocabulary import DEFAULT_SIZE, QUERY_TYPES
 
 JPEG_QUALITY = 95
@@ -15,7 +23,15 @@ JPEG_QUALITY = 95
 _JPEG_PARAMS = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
 if hasattr(cv2, "IMWRITE_JPEG_SAMPLING_FACTOR_444"):
     _JPEG_PARAMS += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
+PARAPHRASES = 4  # extra phrasings per train/val sample (the trainer draws among them)
 _SAMPLE_FILE = re.compile(r"^\d{5}\.(jpg|png|json)$")
+
+
+def split_scene(seed: int, split: str, index: int, size: tuple[int, int] = DEFAULT_SIZE) -> Scene:
+    """Sample ``index`` of a split exactly as :func:`write_split` writes it."""
+    return make_scene(scene_rng(seed, split, index), QUERY_TYPES[index % len(QUERY_TYPES)], size, split,
+                      nothing_fits=nothing_fits(seed, split, index), paraphrase_rng=paraphrase_rng(seed, split, index),
+                      paraphrases=0 if split == "test" else PARAPHRASES)
 
 
 def write_split(folder: str | Path, split: str, count: int, seed: int,
@@ -24,8 +40,10 @@ def write_split(folder: str | Path, split: str, count: int, seed: int,
 
     Sample ``i`` has query type ``QUERY_TYPES[i % 6]`` (balanced) and is generated from
     :func:`scene_rng` ``(seed, split, i)``, so the output is deterministic given (split, count,
-    seed, size). Numbered sample files (``NNNNN.jpg/png/json``) left from an earlier run are
-    removed first. Returns the folder.
+    seed, size). About one sample in ten is a "nothing fits" scene (:func:`nothing_fits`). Train
+    and val samples list :data:`PARAPHRASES` more phrasings of their query after the first; the
+    test split keeps one. Numbered sample files (``NNNNN.jpg/png/json``) left from an earlier run
+    are removed first. Returns the folder.
     """
     phrasing_split(split)
     if count < 0:
@@ -43,7 +61,7 @@ def write_split(folder: str | Path, split: str, count: int, seed: int,
         except ImportError:  # tqdm comes with the ml extra; the generator works without it
             pass
     for index in indices:
-        scene = make_scene(scene_rng(seed, split, index), QUERY_TYPES[index % len(QUERY_TYPES)], size, split)
+        scene = split_scene(seed, split, index, size)
         bgr = cv2.cvtColor(scene.rgb, cv2.COLOR_RGB2BGR)
         if not cv2.imwrite(str(folder / f"{index:05d}.jpg"), bgr, _JPEG_PARAMS):
             raise OSError(f"cannot write {folder / f'{index:05d}.jpg'}")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from lisa_ros.data.reasonseg import DATASET_TYPES
 from lisa_ros.data.scenes.vocabulary import DEFAULT_SIZE
-from lisa_ros.errors import LisaError, UsageError
+from lisa_ros.errors import InvalidCommandError, LisaError, UsageError
 from lisa_ros.model.options import PRECISION_CHOICES, QUANTIZATION_CHOICES, LoadOptions
 
 
@@ -129,6 +129,7 @@ def write_outputs(answer, rgb, out: Path, prefix: str = "") -> dict:
         "command": answer.command,
         "answer": answer.text,
         "explanation": answer.explanation,
+        "notes": answer.caveats,  # no target segmented and why; history trimmed to fit the context
         "masks": names,
         "scores": [round(m.score, 6) for m in answer.masks],
         "boxes": [list(m.box) for m in answer.masks],
@@ -147,7 +148,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     engine = _load_engine(args)
     answer, _ = engine.answer(rgb, args.prompt, explain=args.explain)
     result = write_outputs(answer, rgb, Path(args.out))
-    print(json.dumps({k: result[k] for k in ("answer", "explanation", "masks", "scores", "boxes")}))
+    print(json.dumps({k: result[k] for k in ("answer", "explanation", "notes", "masks", "scores", "boxes")}))
     return 0
 
 
@@ -191,10 +192,16 @@ def _cmd_chat(args: argparse.Namespace) -> int:
             continue
         if frame is None:
             frame = engine.encode_frame(rgb)  # once per image, reused for every question
-        answer, conversation = engine.answer(frame, line, explain=explain, history=conversation)
+        try:
+            answer, conversation = engine.answer(frame, line, explain=explain, history=conversation)
+        except InvalidCommandError as exc:  # prompt syntax in the text, or too long: say so, go on
+            print(f"error: {exc}", flush=True)
+            continue
         write_outputs(answer, rgb, out, prefix=f"turn{turn}_")
         masks = ", ".join(f"turn{turn}_mask_{m.index}.png ({m.score:.2f})" for m in answer.masks) or "none"
         print(f"{answer.text}\n  masks: {masks}", flush=True)
+        for note in answer.caveats:
+            print(f"  note: {note}", flush=True)
         turn += 1
     return 0
 

@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from lisa_ros.errors import InvalidCommandError
 from lisa_ros.model.loading import LoadedLisa
 from lisa_ros.model.modeling import gather_seg_states
 from lisa_ros.model.preprocess import clip_preprocess, sam_preprocess
@@ -46,8 +47,9 @@ from lisa_ros.model.prompts import (
 class GenerationOptions:
     """Generation limits and prompt suffixes (immutable: pass changed copies per call).
 
-    stop_after_seg: when no explanation is asked for, stop as soon as the sentence holding the
-    [SEG] tokens ends (e.g. after "Sure, [SEG].") instead of generating up to max_new_tokens.
+    stop_after_seg: when no explanation is asked for, stop as soon as the first sentence ends:
+    it holds the [SEG] tokens ("Sure, [SEG]."), or, without one, says why there is no target
+    ("Sorry, nothing here is round."); the answer does not run on to max_new_tokens.
     """
 
     max_new_tokens: int = 512
@@ -91,9 +93,23 @@ class DecodedMask:
     seconds_since_start: float
 
 
+# Why generation ended (Answer.stop_reason).
+STOP_EOS, STOP_SENTENCE_END, STOP_MAX_NEW_TOKENS, STOP_REQUESTED = "eos", "sentence_end", "max_new_tokens", "stopped"
+# The least room for an answer ("Sure, it is the red ball at the top left [SEG].") a prompt must
+# leave in the context before the command is refused as too long.
+MIN_ANSWER_TOKENS = 32
+
+
 @dataclass
 class Answer:
-    """The reply to one command."""
+    """The reply to one command.
+
+    ``explanation``: the answer's reasoning around the [SEG] template, only when one was asked
+    for ("" otherwise). ``stop_reason``: why generation ended, one of ``eos``, ``sentence_end``,
+    ``max_new_tokens``, ``stopped`` (``should_stop``). ``notes``: what was changed to serve the
+    command (history turns dropped, the answer shortened to fit the context), for the caller to
+    report.
+    """
 
     command: str
     prompt: str
@@ -104,6 +120,26 @@ class Answer:
     timings: dict[str, float] = field(default_factory=dict)
     # [N, H] final post-norm states that predicted each [SEG] (what text_hidden_fcs projected).
     seg_hidden_states: torch.Tensor | None = None
+    stop_reason: str = STOP_EOS
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def outcome(self) -> str:
+        """One line on an answer without masks ("" when it has masks): that no target was
+        segmented, and why the answer holds no [SEG]."""
+        if self.masks:
+            return ""
+        if self.stop_reason == STOP_MAX_NEW_TOKENS:
+            return (f"no target segmented: the answer was cut at max_new_tokens ({self.generated_tokens} "
+                    f"tokens) before any [SEG]")
+        if self.stop_reason == STOP_REQUESTED:
+            return "no target segmented: generation was stopped before any [SEG]"
+        return f"no target segmented: the model answered without [SEG]: {self.text!r}"
+
+    @property
+    def caveats(self) -> list[str]:
+        """What the caller should tell the user beside the answer: :attr:`outcome`, then :attr:`notes`."""
+        return ([self.outcome] if self.outcome else []) + self.notes
 
     @property
     def generated_tokens(self) -> int:
@@ -180,13 +216,66 @@ class LisaEngine:
                             sam_input.original_size, timings, encoder_features)
 
     # ------------------------------------------------------------------ prompt, embeddings, masks
+    @property
+    def context_length(self) -> int | None:
+        """The language model's context in tokens (``max_position_embeddings``), None if unknown."""
+        return getattr(self.model.config, "max_position_embeddings", None)
+
+    def check_command(self, command: str) -> None:
+        """Raise InvalidCommandError when ``command`` holds a string the tokenizer would turn into
+        prompt structure instead of text (``<image>``, ``[SEG]``, ``</s>``, the base model's
+        special tokens: :meth:`~lisa_ros.model.tokenization.LisaTokenizer.reserved_strings`)."""
+        found = [token for token in self.tokenizer.reserved_strings() if token in command]
+        if found:
+            raise InvalidCommandError(
+                f"the command contains {', '.join(map(repr, found))}: the model's prompt syntax (image slot, "
+                f"segmentation token or turn marker), which text cannot carry; rephrase without it")
+
     def build_prompt(self, command: str, explain: bool, history: Conversation | None = None,
                      options: GenerationOptions | None = None) -> tuple[str, Conversation]:
-        """The rendered prompt and the conversation it came from (history + the new question)."""
+        """The rendered prompt and the conversation it came from (history + the new question).
+
+        Raises InvalidCommandError for a command holding reserved strings (:meth:`check_command`)."""
         options = options or self.options
+        self.check_command(command)
         conversation = Conversation(list(history.turns) if history else [])
         conversation.ask(with_suffix(command, explain, options.segment_suffix, options.explain_suffix))
         return conversation.prompt(), conversation
+
+    def fit_prompt(self, command: str, explain: bool, history: Conversation | None, options: GenerationOptions,
+                   image_token_count: int) -> tuple[str, Conversation, list[int], int, list[str]]:
+        """Build the prompt so that it and the answer fit :attr:`context_length`.
+
+        The prompt takes ``len(ids) - 1 + image_token_count`` positions. While it and
+        ``max_new_tokens`` overflow the context, the oldest history turn is dropped (the image
+        stays: it moves to the first remaining turn); with no history left, generation is
+        shortened to the room left, down to :data:`MIN_ANSWER_TOKENS`, below which the command is
+        refused (InvalidCommandError). Returns (prompt, conversation, ids, new-token limit, notes).
+        """
+        turns = list(history.turns) if history else []
+        context, notes = self.context_length, []
+        while True:
+            prompt, conversation = self.build_prompt(command, explain, Conversation(turns), options)
+            ids = self.tokenizer.encode_with_image(prompt)
+            length = len(ids) - 1 + image_token_count
+            if context is None or length + options.max_new_tokens <= context:
+                break
+            if turns:
+                turns = turns[1:]
+                continue
+            if context - length >= MIN_ANSWER_TOKENS:
+                notes.append(f"answer limited to {context - length} tokens (max_new_tokens "
+                             f"{options.max_new_tokens}) by the model's {context}-token context")
+                break
+            raise InvalidCommandError(
+                f"the command is too long for the model: its prompt takes {length} of the model's {context} "
+                f"tokens (image {image_token_count}), leaving less than {MIN_ANSWER_TOKENS} for the answer")
+        dropped = len(history.turns) - len(turns) if history else 0
+        if dropped:
+            notes.insert(0, f"the {dropped} oldest turn(s) of the conversation were dropped to fit the model's "
+                            f"{context}-token context")
+        limit = options.max_new_tokens if context is None else min(options.max_new_tokens, context - length)
+        return prompt, conversation, ids, limit, notes
 
     def _inputs_embeds(self, ids: list[int], frame: EncodedFrame) -> torch.Tensor:
         """``[1, L + P - 1, H]`` for one token sequence holding one placeholder."""
@@ -226,6 +315,9 @@ class LisaEngine:
         ``forced_ids``: teacher forcing on the cached path: emit these tokens instead of the
         argmax (same compute as generation; benchmarks use it for a realistic answer shape).
         ``options``: this call's generation options (default: the engine's).
+
+        Raises InvalidCommandError for a command with reserved strings or one that does not fit
+        the context even without history (see :meth:`fit_prompt`).
         """
         from transformers import DynamicCache
 
@@ -235,8 +327,8 @@ class LisaEngine:
             frame = self.encode_frame(frame)
             timings.update(frame.timings)
         options = options or self.options
-        prompt, conversation = self.build_prompt(command, explain, history, options)
-        ids = self.tokenizer.encode_with_image(prompt)
+        prompt, conversation, ids, limit, notes = self.fit_prompt(command, explain, history, options,
+                                                                  frame.image_tokens.shape[1])
 
         start = time.perf_counter()
         embeds = self._inputs_embeds(ids, frame)
@@ -250,9 +342,11 @@ class LisaEngine:
         seg_states: list[torch.Tensor] = []
         decode_time = mask_time = 0.0
         stop_at_sentence_end = options.stop_after_seg and not explain
-        limit = options.max_new_tokens if forced_ids is None else len(forced_ids)
+        limit = limit if forced_ids is None else len(forced_ids)
+        stop_reason = STOP_MAX_NEW_TOKENS
         for step in range(limit):
             if should_stop is not None and should_stop():
+                stop_reason = STOP_REQUESTED
                 break
             next_id = int(self.model.lm_head(hidden).float().argmax(dim=-1)[0])
             if forced_ids is not None:
@@ -273,9 +367,11 @@ class LisaEngine:
             if on_token is not None:
                 on_token(clean_answer(self.tokenizer.decode(generated)), len(generated))
             if next_id == self.tokenizer.eos_token_id:
+                stop_reason = STOP_EOS
                 break
-            if stop_at_sentence_end and masks and next_id != self.seg_token_id:
+            if stop_at_sentence_end and next_id != self.seg_token_id:
                 if self.tokenizer.decode([next_id]).rstrip().endswith((".", "!", "?")):
+                    stop_reason = STOP_SENTENCE_END
                     break
             if step == limit - 1:
                 break  # no forward pass for a token that will never be generated
@@ -292,8 +388,8 @@ class LisaEngine:
         timings["mask_decode"] = mask_time
         timings["time_to_first_mask"] = masks[0].seconds_since_start if masks else math.nan
         timings["total"] = time.perf_counter() - started
-        answer = Answer(command, prompt, text, split_explanation(text), masks, generated, timings,
-                        torch.stack(seg_states) if seg_states else None)
+        answer = Answer(command, prompt, text, split_explanation(text) if explain else "", masks, generated,
+                        timings, torch.stack(seg_states) if seg_states else None, stop_reason, notes)
         return answer, conversation
 
     # ------------------------------------------------------------------ official reference

@@ -28,8 +28,18 @@ class DataError(LisaError, ValueError):
     """A dataset folder or file that cannot be read; the message says which and why."""
 
 
-class ImageConversionError(LisaError, ValueError):
+class InvalidImageError(LisaError, ValueError):
+    """An image the model cannot take: not ``(H, W, 3)`` uint8, empty, or too thin for the image
+    encoder (the node answers INVALID_IMAGE)."""
+
+
+class ImageConversionError(InvalidImageError):
     """A ROS image message that cannot be converted (malformed, unsupported encoding, too large)."""
+
+
+class InvalidCommandError(LisaError, ValueError):
+    """A command the model cannot take as text: it contains the prompt's reserved tokens, or it
+    does not fit the model's context (the node answers INVALID_COMMAND)."""
 
 
 class UsageError(LisaError, ValueError):

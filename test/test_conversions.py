@@ -33,7 +33,8 @@ from lisa_ros.ros.conversions import (
 # The encodings the design card names, plus the rest we accept.
 LISTED = ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16", "16UC1", "32FC1", "8UC1", "8UC3",
           "yuv422", "yuyv"]
-ALL_ENCODINGS = conversions.supported_encodings()
+SEMI_PLANAR = ("nv12", "nv21", "nv24")  # their own tests below: one plane per message is not a pixel array
+ALL_ENCODINGS = [e for e in conversions.supported_encodings() if e not in SEMI_PLANAR]
 
 settings.register_profile("lisa", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("lisa")
@@ -345,7 +346,7 @@ def test_step_shorter_than_a_row_is_refused(case, shortfall):
         image_to_numpy(msg)
 
 
-@pytest.mark.parametrize("encoding", ["", "rgb9", "RGB8", "jpeg", "nv21", "32UC1", "8UC5", "bayer_xyzw8",
+@pytest.mark.parametrize("encoding", ["", "rgb9", "RGB8", "jpeg", "yuv420", "i420", "32UC1", "8UC5", "bayer_xyzw8",
                                       "8UC1\n", " rgb8"])
 def test_unknown_encodings_are_refused(encoding):
     msg = Image(height=2, width=2, encoding=encoding, step=6, data=bytes(12))
@@ -520,3 +521,64 @@ def test_without_cv_bridge_our_decoder_is_used(monkeypatch):
     assert conversions._cv_bridge() is None
     pixels = random_pixels("rgba8", 3, 5, seed=4)
     np.testing.assert_array_equal(image_to_numpy(raw_message(pixels, "rgba8", 2)), pixels)
+
+
+def _semi_planar(rgb: np.ndarray, encoding: str, padding: int = 0) -> Image:
+    """An NV12/NV21/NV24 message of ``rgb`` (even size), rows padded by ``padding`` bytes."""
+    height, width = rgb.shape[:2]
+    step = width + padding
+    if encoding == "nv24":
+        yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV)
+        luma = np.zeros((height, step), np.uint8)
+        luma[:, :width] = yuv[:, :, 0]
+        chroma = np.zeros((height, 2 * step), np.uint8)
+        chroma[:, :2 * width] = yuv[:, :, 1:].reshape(height, 2 * width)
+        data = luma.tobytes() + chroma.tobytes()
+    else:
+        i420 = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)  # Y, then the U plane, then the V plane
+        y = i420[:height]
+        u = i420[height:height + height // 4].reshape(height // 2, width // 2)
+        v = i420[height + height // 4:].reshape(height // 2, width // 2)
+        first, second = (u, v) if encoding == "nv12" else (v, u)
+        planes = np.zeros((height * 3 // 2, step), np.uint8)
+        planes[:height, :width] = y
+        planes[height:, :width] = np.stack([first, second], axis=2).reshape(height // 2, width)
+        data = planes.tobytes()
+    return Image(height=height, width=width, encoding=encoding, step=step, data=data)
+
+
+@pytest.mark.parametrize("encoding", ["nv12", "nv21", "nv24"])
+@pytest.mark.parametrize("padding", [0, 6])
+def test_semi_planar_yuv_decodes_to_the_colour_it_was_made_from(encoding, padding):
+    """Raspberry Pi (camera_ros) and OAK cameras publish NV21/NV12/NV24; a smooth image survives the
+    round trip through YUV, and U/V swapped (NV12 read as NV21) would not."""
+    ys, xs = np.mgrid[0:48, 0:64]
+    rgb = np.stack([xs * 4, ys * 5, 255 - xs * 3], axis=2).clip(0, 255).astype(np.uint8)
+    decoded = image_to_rgb8(_semi_planar(rgb, encoding, padding))
+    assert decoded.shape == rgb.shape and decoded.dtype == np.uint8
+    assert np.abs(decoded.astype(int) - rgb.astype(int)).mean() < 3
+    if encoding != "nv24":
+        swapped = "nv21" if encoding == "nv12" else "nv12"
+        wrong = image_to_rgb8(Image(height=48, width=64, encoding=swapped, step=64 + padding,
+                                    data=_semi_planar(rgb, encoding, padding).data))
+        assert np.abs(wrong.astype(int) - rgb.astype(int)).mean() > 10
+
+
+def test_semi_planar_sizes_are_checked():
+    good = _semi_planar(np.zeros((4, 6, 3), np.uint8), "nv21")
+    with pytest.raises(ImageConversionError, match="Y plane and chroma"):
+        image_to_rgb8(Image(height=4, width=6, encoding="nv21", step=6, data=bytes(good.data)[:-1]))
+    with pytest.raises(ImageConversionError, match="even"):
+        image_to_rgb8(Image(height=3, width=6, encoding="nv12", step=6, data=bytes(27)))
+    assert image_to_numpy(good).shape == (6, 6)  # as OpenCV stores NV21: Y rows, then chroma rows
+
+
+def test_compressed_depth_is_not_segmented_as_colour():
+    """compressed_image_transport sends 16-bit depth as "16UC1; png compressed": refused like raw 16UC1."""
+    depth = (np.arange(12, dtype=np.uint16).reshape(3, 4) * 500)
+    message = numpy_to_compressed(depth, "16UC1", "png")
+    assert message.format.startswith("16UC1;")
+    with pytest.raises(ImageConversionError, match="depth"):
+        compressed_to_rgb8(message)
+    grey = numpy_to_compressed(depth, "mono16", "png")  # a 16-bit grey camera stays a colour image
+    assert compressed_to_rgb8(grey).shape == (3, 4, 3)

@@ -26,7 +26,7 @@ ALLOWED = {
     "data": {"errors", "model"},  # the scenes' questions use the embedded model's size words
     "evaluate": {"errors", "model", "engine", "data"},
     "train": {"errors", "model", "engine", "data"},
-    "testing": {"errors", "resources", "model", "engine"},
+    "testing": {"errors", "resources", "interfaces", "model", "engine", "ros"},  # fuzzing sends ROS requests
     "ros": {"errors", "resources", "interfaces", "geometry", "visualization", "model", "engine", "sessions"},
     "cli": {"errors", "resources", "interfaces", "geometry", "visualization", "model", "engine", "sessions",
             "data", "evaluate", "train", "ros", "package"},

@@ -47,7 +47,7 @@ def checkpoint(tmp_path_factory):
 def node_arguments(checkpoint, **overrides):
     params = {
         "model": str(checkpoint),
-        "cameras": "['front','wrist','still','idle']",
+        "cameras": "['front','wrist','still','idle','packed']",
         "front.image_topic": "/front/color/image_raw",
         "front.depth_topic": "/front/depth/image_raw",
         "front.camera_info_topic": "/front/color/camera_info",
@@ -55,6 +55,9 @@ def node_arguments(checkpoint, **overrides):
         "wrist.compressed": "true",
         "still.image_topic": "/still/color/image_raw",
         "idle.image_topic": "/idle/color/image_raw",
+        # Fed by the tests themselves (compressed depth sent on a colour topic).
+        "packed.image_topic": "/packed/color/image_raw/compressed",
+        "packed.compressed": "true",
         "queue_depth": "1",
         # Generous, so a camera process stalled by a loaded 2-core CI machine is not "stale";
         # the stale-frame test waits past it.
@@ -265,7 +268,7 @@ def _bad_images():
     truncated = explicit_image()
     truncated.data = bytes(truncated.data)[:-7]
     unsupported = explicit_image()
-    unsupported.encoding = "nv21"
+    unsupported.encoding = "yuv420"  # planar I420: not a sensor_msgs encoding
     zero = Image(height=0, width=5, encoding="rgb8", step=15)
     return {"truncated": truncated, "unsupported": unsupported, "zero-sized": zero}
 
@@ -403,6 +406,125 @@ def test_diagnostics_report_model_requests_and_cameras(running):
 
     assert running.wait_for(lambda: front_rate() > 5, 15), front_rate()
     assert statuses["lisa_ros: camera idle"].message == "no frame received yet"
+
+
+# ------------------------------------------------------------------------------------ replayed bug reports
+# Inputs made from public bug reports against ROS 2 image pipelines (issue 13): each failed before
+# its fix (MODEL_ERROR, a wrong answer, a blocked queue) and covers its kind.
+
+
+def _rgb_message(width: int, height: int, step: int, data: bytes) -> Image:
+    return Image(width=width, height=height, encoding="rgb8", step=step, data=data)
+
+
+def test_the_same_bytes_with_another_layout_are_another_image(running):
+    """64x48 rgb8 (step 192) then the same bytes as 64x24 with 192 bytes of row padding: two
+    images; the frame cache must not answer the second with the first's encoding."""
+    data = np.random.default_rng(5).integers(0, 255, 64 * 48 * 3, dtype=np.uint8).tobytes()
+    first = running.ask(command="where is the cup?", image=_rgb_message(64, 48, 192, data))
+    second = running.ask(command="where is the cup?", image=_rgb_message(64, 24, 384, data))
+    assert first.success and second.success, second.message
+    assert all((m.height, m.width) == (48, 64) for m in first.result.masks)
+    assert second.result.masks and all((m.height, m.width) == (24, 64) for m in second.result.masks)
+
+
+def test_the_job_queue_frees_a_slot_when_a_waiting_job_leaves():
+    from lisa_ros.ros.serving import Job, JobQueue
+
+    jobs = JobQueue(2)
+    first, second, third = Job(None), Job(None), Job(None)
+    assert jobs.put(first) and jobs.put(second) and not jobs.put(third)  # full: BUSY
+    assert jobs.remove(second) and not jobs.remove(second) and len(jobs) == 1
+    assert jobs.put(third) and jobs.put(None) and len(jobs) == 2  # the stop signal takes no slot
+    assert jobs.get() is first and jobs.get() is third and jobs.get() is None
+
+
+def test_the_frame_cache_key_covers_every_field_that_defines_the_pixels():
+    from lisa_ros.ros.request import image_cache_key
+
+    base = dict(width=4, height=2, encoding="rgb8", step=12, is_bigendian=0, data=bytes(range(24)))
+    key = image_cache_key(Image(**base))
+    same_pixels = Image(**base)
+    same_pixels.header.frame_id, same_pixels.header.stamp.sec = "elsewhere", 7
+    assert image_cache_key(same_pixels) == key  # the same image re-sent: a cache hit
+    for field, value in (("width", 2), ("height", 1), ("encoding", "bgr8"), ("step", 24), ("is_bigendian", 1),
+                         ("data", bytes(range(1, 25)))):
+        assert image_cache_key(Image(**{**base, field: value})) != key, field
+
+
+@pytest.mark.parametrize("size", [(2048, 1), (1, 2048), (640, 1), (4096, 4)])
+def test_images_thinner_than_an_encoder_patch_are_invalid_images(running, size):
+    width, height = size
+    response = running.ask(command="where is the cup?", image=_rgb_message(width, height, width * 3,
+                                                                            bytes(width * height * 3)))
+    assert not response.success and response.error_code == Codes.INVALID_IMAGE, response.message
+    assert "too thin" in response.message and f"{width}x{height}" in response.message
+    assert running.ask(command="where is the cup?", image=explicit_image()).success
+
+
+@pytest.mark.parametrize("encoding", ["nv12", "nv21", "nv24"])
+def test_semi_planar_yuv_cameras_are_served(running, encoding):
+    """Raspberry Pi cameras (camera_ros) and OAK cameras publish NV12/NV21/NV24."""
+    width, height = 160, 120
+    planes = width * height * 3 if encoding == "nv24" else width * height * 3 // 2
+    data = np.random.default_rng(9).integers(16, 235, planes, dtype=np.uint8).tobytes()
+    response = running.ask(command="where is the cup?",
+                           image=Image(width=width, height=height, encoding=encoding, step=width, data=data))
+    assert response.success, response.message
+    assert all((m.height, m.width) == (height, width) for m in response.result.masks)
+
+
+def test_compressed_depth_on_a_colour_topic_is_refused(running):
+    """A CompressedImage "16UC1; png compressed" (compressed_image_transport's depth) arriving on
+    a colour camera's topic is refused as raw 16UC1 is, not segmented as a near-black image."""
+    from sensor_msgs.msg import CompressedImage
+
+    from lisa_ros.ros.conversions import numpy_to_compressed
+
+    publisher = running.node.create_publisher(CompressedImage, "/packed/color/image_raw/compressed",
+                                              qos_profile_sensor_data)
+    depth = numpy_to_compressed((np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) % 4000), "16UC1", "png")
+
+    def refused_as_depth() -> bool:
+        publisher.publish(depth)
+        response = running.ask(command="where is the cup?", camera="packed")
+        return response.error_code == Codes.INVALID_IMAGE and "depth" in response.message
+
+    try:
+        assert running.wait_for(refused_as_depth, 20)
+    finally:
+        running.node.destroy_publisher(publisher)
+
+
+def test_a_goal_cancelled_while_queued_ends_at_once_and_frees_its_slot(running):
+    """Goal A runs, goal B waits (queue_depth 1) and is cancelled: B ends while A still runs, and
+    its slot takes the next request instead of answering BUSY."""
+    assert running.action.wait_for_server(timeout_sec=30)
+    assert running.set_parameter("max_new_tokens", 2000)[0]
+    try:
+        feedback = []
+        goal = ReasonSegmentAction.Goal(command="where is the cup?", image=explicit_image(), explain=True)
+        first = running.wait(running.action.send_goal_async(goal, feedback_callback=lambda f: feedback.append(f.feedback)))
+        first_result = first.get_result_async()
+        assert running.wait_for(lambda: any(f.partial_answer for f in feedback), 30)
+        queued = running.wait(running.action.send_goal_async(
+            ReasonSegmentAction.Goal(command="and the plate?", image=explicit_image())))
+        assert queued.accepted
+        time.sleep(0.5)  # its execute callback has put it in the queue
+        running.wait(queued.cancel_goal_async())
+        outcome = running.wait(queued.get_result_async(), 20)
+        assert not first_result.done(), "the queued goal ended only when the running one did"
+        assert outcome.status == GoalStatus.STATUS_CANCELED
+        assert outcome.result.error_code == ReasonSegmentAction.Result.CANCELLED and "queue" in outcome.result.message
+        # Its slot is free: the next request waits for the worker (no BUSY at once).
+        waiting = running.service.call_async(ReasonSegment.Request(command="where?", image=explicit_image()))
+        time.sleep(1.0)
+        assert not waiting.done() or waiting.result().error_code != Codes.BUSY
+        running.wait(first.cancel_goal_async())
+        assert running.wait(first_result, 60).status == GoalStatus.STATUS_CANCELED
+    finally:
+        assert running.set_parameter("max_new_tokens", 16)[0]
+    assert running.wait(waiting, 60).success
 
 
 # ------------------------------------------------------------------------------------ one request, in process

@@ -3,6 +3,7 @@
 * SAM branch: longest side resized to 1024 (PIL bilinear), normalised with SAM's pixel mean/std
   on the 0-255 scale, zero-padded bottom/right to 1024x1024 *after* normalisation.
 * CLIP branch: shortest side to 224 (PIL bicubic), centre crop 224x224, /255, CLIP mean/std.
+* Images thinner than one encoder patch after the resize are refused (:func:`check_image_size`).
 * Masks: low-resolution logits -> 1024x1024 -> crop the unpadded region -> original size, all
   bilinear without corner alignment; a pixel belongs to the mask when its logit is > 0.
 """
@@ -15,17 +16,42 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from lisa_ros.errors import InvalidImageError
+
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+# The image encoders see the image in 16x16-pixel patches of the 1024-pixel input (SAM's ViT
+# patch embedding; TinyViT's 64x64 output grid): a side shorter than one patch after the resize
+# to 1024 would be less than one feature cell, and rounds to nothing at the CLIP and object
+# branches' coarser resolutions.
+ENCODER_PATCH = 16
+
+
 def _check_rgb(image: np.ndarray) -> None:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
+        raise InvalidImageError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
     if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError("empty image")
+        raise InvalidImageError("empty image")
+
+
+def check_image_size(height: int, width: int, image_size: int = 1024) -> None:
+    """Raise InvalidImageError when an image of ``height`` x ``width`` pixels is too thin for the
+    image encoders: its shorter side, once the longer one is resized to ``image_size``, must
+    span one encoder patch (:data:`ENCODER_PATCH` pixels), i.e. an aspect ratio of at most 64:1
+    at 1024. Line-scan rows (2048x1) and slivers (4096x4) are refused; any camera image passes."""
+    if height <= 0 or width <= 0:
+        raise InvalidImageError(f"image is {width}x{height}: empty")
+    short = min(height, width) * image_size / max(height, width)
+    if short < ENCODER_PATCH:
+        limit = image_size // ENCODER_PATCH
+        raise InvalidImageError(
+            f"image is {width}x{height}: too thin for the image encoder (its shorter side would be "
+            f"{short:.2g} px at {image_size} px, less than one {ENCODER_PATCH}-px patch); the aspect "
+            f"ratio must be at most {limit}:1")
 
 
 def resized_longest_side(height: int, width: int, target: int = 1024) -> tuple[int, int]:
@@ -55,6 +81,7 @@ def sam_preprocess(image: np.ndarray, image_size: int = 1024, pixel_mean=SAM_PIX
     trained with others (LiteMedSAM: see ``SamConfig.lite_medsam``)."""
     _check_rgb(image)
     height, width = image.shape[:2]
+    check_image_size(height, width, image_size)
     new_h, new_w = resized_longest_side(height, width, image_size)
     resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
     pixels = torch.from_numpy(resized.astype(np.float32)).permute(2, 0, 1)

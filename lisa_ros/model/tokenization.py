@@ -131,6 +131,15 @@ class LisaTokenizer:
     def _special_piece(self, token_id: int) -> str:
         return self.sp.id_to_piece(token_id)
 
+    def reserved_strings(self) -> list[str]:
+        """The strings that text never becomes: every added and special token this tokenizer
+        splits on, and ``<image>``. A user's text holding one would turn into prompt structure
+        (a second image slot, a [SEG], an end of turn), so the engine refuses such commands."""
+        return sorted({IMAGE_PLACEHOLDER, *self.added_tokens, *self.special_tokens, *self._text_specials()})
+
+    def _text_specials(self) -> list[str]:
+        return []
+
     def encode_with_image(self, prompt: str) -> list[int]:
         """Ids of a prompt holding ``<image>`` once: BOS first, -200 where the image goes."""
         pieces = prompt.split(IMAGE_PLACEHOLDER)
@@ -243,6 +252,11 @@ class ByteLevelLisaTokenizer(LisaTokenizer):
 
     def _encode_text(self, text: str) -> list[int]:
         return self.bpe.encode(text, add_special_tokens=False).ids
+
+    def _text_specials(self) -> list[str]:
+        # tokenizer.json's own added tokens (<|endoftext|>, <|im_start|>, ...) are matched inside
+        # text by the tokenizers library whatever add_special_tokens says.
+        return [token.content for token in self.bpe.get_added_tokens_decoder().values()]
 
     def _decode_text(self, ids: list[int]) -> tuple[str, bool]:
         text = self.bpe.decode(ids, skip_special_tokens=False)

@@ -8,7 +8,9 @@ Conventions
 -----------
 * ``image_to_numpy`` returns the pixels as stored: ``(H, W)`` for one channel, ``(H, W, C)``
   otherwise, in native byte order, as a fresh array that does not alias the message buffer.
-  Packed YUV 4:2:2 comes back as ``(H, W, 2)`` uint8 (the raw byte pairs).
+  Packed YUV 4:2:2 comes back as ``(H, W, 2)`` uint8 (the raw byte pairs); semi-planar NV12/NV21
+  (4:2:0) as OpenCV stores them, ``(H * 3 / 2, W)`` uint8 (the Y plane, then the interleaved
+  chroma rows), and NV24 (4:4:4) as ``(H, W, 3)`` Y, U, V.
 * ``image_to_rgb8`` returns ``(H, W, 3)`` uint8 RGB for any colour, mono, YUV or Bayer encoding:
   what the model consumes.
 * ``depth_to_meters`` returns ``(H, W)`` float32 metres with NaN for "no measurement".
@@ -55,7 +57,10 @@ class ImageFormat:
 
     ``layout`` is one of: ``rgb``, ``bgr``, ``rgba``, ``bgra``, ``mono``, ``uyvy``, ``yuyv``,
     ``bayer_rggb``, ``bayer_bggr``, ``bayer_gbrg``, ``bayer_grbg``, ``raw`` (2-channel data
-    with no colour meaning).
+    with no colour meaning), or the semi-planar ``nv12``, ``nv21`` (YUV 4:2:0: a Y plane of
+    ``height`` rows of ``step`` bytes, then ``height / 2`` rows of interleaved chroma, U first for
+    NV12) and ``nv24`` (YUV 4:4:4: the Y plane, then ``height`` rows of ``2 * step`` bytes of
+    interleaved U, V). For these ``channels`` counts the Y plane only.
     """
 
     dtype: np.dtype
@@ -86,7 +91,14 @@ _NAMED: dict[str, ImageFormat] = {
     "uyvy": ImageFormat(_U8, 2, "uyvy"),
     "yuv422_yuy2": ImageFormat(_U8, 2, "yuyv"),
     "yuyv": ImageFormat(_U8, 2, "yuyv"),
+    # Semi-planar YUV (camera_ros on a Raspberry Pi, OAK cameras): image_encodings' NV21 and NV24,
+    # and NV12 (NV21 with U first).
+    "nv12": ImageFormat(_U8, 1, "nv12"),
+    "nv21": ImageFormat(_U8, 1, "nv21"),
+    "nv24": ImageFormat(_U8, 1, "nv24"),
 }
+# Bytes of a semi-planar image as a multiple of step x height: (numerator, denominator).
+_PLANAR_SIZE = {"nv12": (3, 2), "nv21": (3, 2), "nv24": (3, 1)}
 for _pattern in ("rggb", "bggr", "gbrg", "grbg"):
     _NAMED[f"bayer_{_pattern}8"] = ImageFormat(_U8, 1, f"bayer_{_pattern}")
     _NAMED[f"bayer_{_pattern}16"] = ImageFormat(_U16, 1, f"bayer_{_pattern}")
@@ -158,21 +170,37 @@ def _validate(msg: Image, max_pixels: int | None) -> ImageFormat:
         raise ImageConversionError(
             f"{msg.encoding} packs pixel pairs: width must be even, got {width}"
         )
+    if fmt.layout in ("nv12", "nv21") and (width % 2 or height % 2):
+        raise ImageConversionError(
+            f"{msg.encoding} subsamples chroma 2x2: width and height must be even, got {width}x{height}"
+        )
     row_bytes = width * fmt.bytes_per_pixel
     if step < row_bytes:
         raise ImageConversionError(
             f"step {step} is smaller than width x bytes per pixel = {width} x "
             f"{fmt.bytes_per_pixel} = {row_bytes} for {msg.encoding}"
         )
-    if len(msg.data) != step * height:
-        raise ImageConversionError(
-            f"data holds {len(msg.data)} bytes but step x height = {step} x {height} = "
-            f"{step * height}"
-        )
+    numerator, denominator = _PLANAR_SIZE.get(fmt.layout, (1, 1))
+    expected = step * height * numerator // denominator
+    if len(msg.data) != expected:
+        size = f"{step} x {height}" + ("" if numerator == 1 else f" x {numerator}/{denominator} (Y plane and chroma)")
+        raise ImageConversionError(f"data holds {len(msg.data)} bytes but step x height = {size} = {expected}")
     return fmt
 
 
+def _decode_planar(msg: Image, fmt: ImageFormat) -> np.ndarray:
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    buffer = np.frombuffer(msg.data, dtype=np.uint8)
+    if fmt.layout in ("nv12", "nv21"):  # OpenCV's layout: the Y rows, then the chroma rows
+        return np.ascontiguousarray(buffer.reshape(height * 3 // 2, step)[:, :width])
+    luma = buffer[:height * step].reshape(height, step)[:, :width]
+    chroma = buffer[height * step:].reshape(height, 2 * step)[:, :2 * width].reshape(height, width, 2)
+    return np.ascontiguousarray(np.dstack([luma, chroma]))
+
+
 def _decode_ours(msg: Image, fmt: ImageFormat) -> np.ndarray:
+    if fmt.layout in _PLANAR_SIZE:
+        return _decode_planar(msg, fmt)
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     buffer = np.frombuffer(msg.data, dtype=np.uint8)
     # Drop row padding, then reinterpret the bytes with the message's byte order.
@@ -205,7 +233,7 @@ def _cv_bridge() -> Any:
 
 def _decode_with_cv_bridge(msg: Image, fmt: ImageFormat) -> np.ndarray | None:
     bridge = _cv_bridge()
-    if bridge is None or int(msg.step) % fmt.bytes_per_pixel:
+    if bridge is None or fmt.layout in _PLANAR_SIZE or int(msg.step) % fmt.bytes_per_pixel:
         # cv_bridge derives the row stride as step / bytes-per-pixel: padding that is not a whole
         # number of pixels would shift every row, so such messages use our decoder.
         return None
@@ -243,12 +271,17 @@ def _to_uint8(pixels: np.ndarray) -> np.ndarray:
 
 
 def image_to_rgb8(msg: Image, max_pixels: int | None = None) -> np.ndarray:
-    """Decode any colour, mono, YUV 4:2:2 or Bayer image to ``(H, W, 3)`` uint8 RGB."""
+    """Decode any colour, mono, YUV (4:2:2 packed, NV12/NV21/NV24 semi-planar) or Bayer image to
+    ``(H, W, 3)`` uint8 RGB. Depth (16UC1, 32FC1) is refused: it is not a colour image."""
     fmt = image_format(msg.encoding)
     if msg.encoding == "16UC1":
         raise ImageConversionError("16UC1 is a depth image (millimetres), not a colour image")
     pixels = image_to_numpy(msg, max_pixels)
     layout = fmt.layout
+    if layout in ("nv12", "nv21"):
+        return cv2.cvtColor(pixels, cv2.COLOR_YUV2RGB_NV12 if layout == "nv12" else cv2.COLOR_YUV2RGB_NV21)
+    if layout == "nv24":
+        return cv2.cvtColor(pixels, cv2.COLOR_YUV2RGB)
     if layout in ("uyvy", "yuyv"):
         code = cv2.COLOR_YUV2RGB_UYVY if layout == "uyvy" else cv2.COLOR_YUV2RGB_YUYV
         return cv2.cvtColor(pixels, code)
@@ -332,6 +365,8 @@ def numpy_to_image(array: np.ndarray, encoding: str, header: Header | None = Non
     """
     array = np.asarray(array)
     fmt = _check_array(array, encoding)
+    if fmt.layout in _PLANAR_SIZE:
+        raise ImageConversionError(f"numpy_to_image builds packed images; {encoding} is semi-planar")
     height, width = array.shape[:2]
     native = np.ascontiguousarray(array, dtype=fmt.dtype.newbyteorder("="))
     msg = Image()
@@ -431,8 +466,19 @@ def compressed_to_numpy(msg: CompressedImage, max_pixels: int | None = None) -> 
     return decoded
 
 
+# Source encodings that are depth, not colour, in a compressed_image_transport format string
+# ("16UC1; png compressed"): refused as colour, as the raw depth encodings are.
+_DEPTH_ENCODINGS = ("16UC1", "32FC1")
+
+
 def compressed_to_rgb8(msg: CompressedImage, max_pixels: int | None = None) -> np.ndarray:
-    """Decode a jpeg/png CompressedImage to ``(H, W, 3)`` uint8 RGB."""
+    """Decode a jpeg/png CompressedImage to ``(H, W, 3)`` uint8 RGB.
+
+    A format that names a depth encoding ("16UC1; png compressed", compressed_image_transport's
+    way of carrying depth) is refused like raw depth."""
+    source = (msg.format or "").split(";", 1)[0].strip()
+    if source in _DEPTH_ENCODINGS:
+        raise ImageConversionError(f"{source} is a depth image ({msg.format!r}), not a colour image")
     decoded = _to_uint8(compressed_to_numpy(msg, max_pixels))
     if decoded.ndim == 2:
         return np.repeat(decoded[:, :, None], 3, axis=2)

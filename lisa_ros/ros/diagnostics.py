@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -9,22 +10,32 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from lisa_ros.ros.messages import STAGES
 
 
+# How long a model failure keeps the model status at WARN.
+RECENT_FAILURE_S = 60.0
+
+
 class RequestStats:
-    """Counters per outcome and last/mean seconds per stage (thread-safe)."""
+    """Counters per outcome, last/mean seconds per stage, and the last model failure (its message
+    and monotonic time) (thread-safe)."""
 
     def __init__(self):
         self._lock = threading.Lock()
+        self.last_failure = ""
+        self.last_failure_at: float | None = None
         self.outcomes: Counter[str] = Counter()
         self.served = self.rejected = self.failed = 0
         self._sums = dict.fromkeys(STAGES, 0.0)
         self.last = dict.fromkeys(STAGES, 0.0)
         self._timed = 0
 
-    def record(self, outcome: str, kind: str, timings: dict[str, float] | None = None) -> None:
-        """kind: "served", "rejected" (bad input, busy, not ready) or "failed" (model error)."""
+    def record(self, outcome: str, kind: str, timings: dict[str, float] | None = None, message: str = "") -> None:
+        """kind: "served", "rejected" (bad input, busy, not ready) or "failed" (model error, whose
+        ``message`` is kept as the last failure)."""
         with self._lock:
             self.outcomes[outcome] += 1
             setattr(self, kind, getattr(self, kind) + 1)
+            if kind == "failed":
+                self.last_failure, self.last_failure_at = message, time.monotonic()
             if timings:
                 self._timed += 1
                 for stage in STAGES:
@@ -63,6 +74,9 @@ def build(node_name: str, stamp, state: str, model_info: dict, stats: RequestSta
         model.level, model.message = DiagnosticStatus.ERROR, model_info.get("error", "model failed to load")
     elif state != "active":
         model.level, model.message = DiagnosticStatus.WARN, f"node is {state}"
+    elif stats.last_failure_at is not None and time.monotonic() - stats.last_failure_at < RECENT_FAILURE_S:
+        ago = time.monotonic() - stats.last_failure_at
+        model.level, model.message = DiagnosticStatus.WARN, f"serving; model failure {ago:.0f} s ago: {stats.last_failure}"
     else:
         model.level, model.message = DiagnosticStatus.OK, "serving"
     values = [_kv("state", state)] + [_kv(k, v) for k, v in model_info.items()]
@@ -70,6 +84,9 @@ def build(node_name: str, stamp, state: str, model_info: dict, stats: RequestSta
     values += [_kv("requests_served", stats.served), _kv("requests_rejected", stats.rejected),
                _kv("requests_failed", stats.failed)]
     values += [_kv(f"outcome_{k}", v) for k, v in sorted(stats.outcomes.items())]
+    if stats.last_failure_at is not None:
+        values += [_kv("last_failure", stats.last_failure),
+                   _kv("last_failure_age_s", time.monotonic() - stats.last_failure_at)]
     means = stats.means()
     for stage in STAGES:
         values += [_kv(f"last_{stage}_s", stats.last[stage]), _kv(f"mean_{stage}_s", means[stage])]

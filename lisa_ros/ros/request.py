@@ -10,11 +10,15 @@
 3. decode it (:func:`decode`): RGB, depth in metres and intrinsics, with notes for what is
    missing (INVALID_IMAGE for an image that cannot be decoded or depth of another size);
 4. continue or start the session (UNKNOWN_SESSION);
-5. encode the frame, or reuse it from the frame cache (key: :attr:`FrameSource.cache_key`);
+5. encode the frame, or reuse it from the frame cache (key: :attr:`FrameSource.cache_key`; an
+   image the encoders cannot take, e.g. thinner than one patch, is INVALID_IMAGE);
 6. generate, streaming masks and text as action feedback, stopping on cancel or deactivate
-   (CANCELLED, NOT_READY);
+   (CANCELLED, NOT_READY); a command the model cannot take as text (prompt syntax such as
+   ``<image>``, or too long for the context even without the session's history) is
+   INVALID_COMMAND; history that does not fit is trimmed, oldest turns first;
 7. build the result and publish the outputs (:mod:`lisa_ros.ros.outputs`), with timings per
-   stage (:data:`lisa_ros.ros.messages.STAGES`).
+   stage (:data:`lisa_ros.ros.messages.STAGES`); the message says when no target was segmented
+   and why, and what was trimmed to fit the context.
 
 A refusal is a :class:`~lisa_ros.ros.serving.RequestError` with its code; anything else that
 raises is a model failure, answered by the server.
@@ -30,6 +34,7 @@ from typing import Any, Callable, Hashable
 import numpy as np
 from sensor_msgs.msg import CompressedImage
 
+from lisa_ros.errors import InvalidCommandError, InvalidImageError
 from lisa_ros.geometry import Intrinsics
 from lisa_ros.ros import messages
 from lisa_ros.ros.cameras import CameraInput
@@ -78,16 +83,26 @@ class DecodedFrame:
     notes: list[str] = field(default_factory=list)
 
 
+def image_cache_key(image) -> tuple:
+    """The frame cache key of a sensor_msgs/Image: a digest of everything that defines its decoded
+    pixels (encoding, height, width, step, is_bigendian and the data bytes), so two messages share
+    a key only when they decode to the same image. The header (stamp, frame_id) is left out: the
+    same pixels re-sent are the same frame."""
+    layout = f"{image.encoding}|{image.height}|{image.width}|{image.step}|{int(image.is_bigendian)}|"
+    digest = hashlib.blake2b(layout.encode(), digest_size=16)
+    digest.update(bytes(image.data))
+    return ("request", digest.hexdigest())
+
+
 def request_source(request) -> FrameSource | None:
     """The image sent with ``request`` (a ReasonSegment request or goal), or None when empty."""
     if is_empty_image(request.image):
         return None
-    digest = hashlib.blake2b(bytes(request.image.data), digest_size=16).hexdigest()
     return FrameSource(
         camera="", header=request.image.header, color=request.image,
         depth=None if is_empty_image(request.depth) else request.depth,
         camera_info=request.camera_info if any(request.camera_info.k) else None,
-        cache_key=("request", digest, request.image.encoding, request.image.width))
+        cache_key=image_cache_key(request.image))
 
 
 def camera_source(cameras: dict[str, CameraInput], name: str, max_frame_age: float,
@@ -225,16 +240,22 @@ class RequestHandler:
         # -- encoding (once per frame)
         feedback.stage(Stage.STAGE_ENCODING)
         encode_start = time.monotonic()
-        encoded, cached = self.frame_cache.get_or_encode(source.cache_key, lambda: engine.encode_frame(frame.rgb))
+        try:
+            encoded, cached = self.frame_cache.get_or_encode(source.cache_key, lambda: engine.encode_frame(frame.rgb))
+        except InvalidImageError as exc:  # decodable, but not an image the encoders can take
+            raise RequestError(Codes.INVALID_IMAGE, f"image: {exc}") from exc
         timings["image_encoding"] = 0.0 if cached else time.monotonic() - encode_start
 
         # -- generation, masks streamed as they are decoded
         feedback.stage(Stage.STAGE_GENERATING)
         masks = MaskOutputs(header, frame.depth_m, frame.intrinsics)
-        answer, conversation = engine.answer(
-            encoded, command, explain=request.explain, history=history, options=options,
-            on_mask=(lambda decoded: feedback.mask(masks.get(decoded))) if feedback.streaming else None,
-            on_token=feedback.text, should_stop=lambda: stopping.is_set() or feedback.cancel_requested)
+        try:
+            answer, conversation = engine.answer(
+                encoded, command, explain=request.explain, history=history, options=options,
+                on_mask=(lambda decoded: feedback.mask(masks.get(decoded))) if feedback.streaming else None,
+                on_token=feedback.text, should_stop=lambda: stopping.is_set() or feedback.cancel_requested)
+        except InvalidCommandError as exc:  # prompt syntax in the text, or too long for the context
+            raise RequestError(Codes.INVALID_COMMAND, str(exc)) from exc
         if stopping.is_set():
             raise RequestError(Codes.NOT_READY, "the node was deactivated while this request ran")
         if feedback.cancel_requested:
@@ -256,7 +277,7 @@ class RequestHandler:
         timings["total"] = time.monotonic() - job.received_at
         for stage, value in timings.items():
             setattr(job.result.timings, stage, float(value))
-        return "; ".join(frame.notes), timings
+        return "; ".join(answer.caveats + frame.notes), timings
 
     def _session(self, session_id: str):
         """(session id, conversation so far): a new id and no history for an empty one."""

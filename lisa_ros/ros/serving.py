@@ -3,6 +3,7 @@
 A ReasonSegment service call or action goal becomes a :class:`Job`. :meth:`Server.on_service` and
 :meth:`Server.on_goal` (the executor's callbacks) queue it and block their executor thread until
 it is answered; a full queue answers BUSY at once, a server that is not started answers NOT_READY.
+A goal cancelled while it waits leaves the queue at once (CANCELLED), freeing its slot.
 The worker thread takes one job at a time and runs the handler given to :meth:`Server.start`
 (:class:`lisa_ros.ros.request.RequestHandler`): its return is a success, a :class:`RequestError`
 a refusal with that code, any other exception a model failure (MODEL_ERROR, with a hint for
@@ -15,10 +16,10 @@ state (for NOT_READY messages).
 """
 from __future__ import annotations
 
-import queue
 import threading
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -30,6 +31,7 @@ from lisa_ros.srv import ReasonSegment
 
 Codes = ReasonSegment.Response
 JOB_TIMEOUT_S = 3600.0  # backstop for a caller waiting on a job (the worker always answers)
+CANCEL_POLL_S = 0.05  # how often a waiting goal checks whether its client cancelled it
 
 # Outcomes that are the client's input or the node's load, not a model failure.
 REJECTION_CODES = {Codes.INVALID_COMMAND, Codes.INVALID_IMAGE, Codes.NO_FRAME, Codes.STALE_FRAME,
@@ -46,7 +48,7 @@ class RequestError(LisaError):
         self.code = code
 
 
-@dataclass
+@dataclass(eq=False)  # identity: a queue finds and removes its own job, not an equal one
 class Job:
     """One request on its way through the worker.
 
@@ -69,6 +71,53 @@ class Job:
 Handler = Callable[[Job, threading.Event], tuple[str, dict[str, float]]]
 
 
+class JobQueue:
+    """The waiting jobs: FIFO, at most ``capacity`` of them, and a waiting job can leave
+    (:meth:`remove`, for a goal cancelled before it ran) so that it frees its slot at once.
+    ``None`` is the worker's stop signal; it takes no slot."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._items: deque[Job | None] = deque()
+        self._ready = threading.Condition()
+
+    def put(self, job: Job | None) -> bool:
+        """Append ``job``; False (nothing appended) when ``capacity`` jobs already wait."""
+        with self._ready:
+            if job is not None and len(self) >= self.capacity:
+                return False
+            self._items.append(job)
+            self._ready.notify()
+            return True
+
+    def get(self) -> Job | None:
+        """The oldest item, waiting for one."""
+        with self._ready:
+            while not self._items:
+                self._ready.wait()
+            return self._items.popleft()
+
+    def remove(self, job: Job) -> bool:
+        """Take ``job`` out if it still waits; False when the worker already took it."""
+        with self._ready:
+            try:
+                self._items.remove(job)
+                return True
+            except ValueError:
+                return False
+
+    def take_all(self) -> list[Job]:
+        """Empty the queue; the jobs that were waiting."""
+        with self._ready:
+            jobs = [job for job in self._items if job is not None]
+            self._items.clear()
+            return jobs
+
+    def __len__(self) -> int:
+        with self._ready:  # a re-entrant lock: put() counts while holding it
+            return sum(job is not None for job in self._items)
+
+
 class Server:
     """The queue (``queue_depth`` waiting jobs at most) and the worker; see the module docstring.
 
@@ -80,7 +129,7 @@ class Server:
         self.stats = RequestStats()
         self._logger = logger
         self._describe_state = describe_state
-        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=queue_depth)
+        self._queue = JobQueue(queue_depth)
         self._worker: threading.Thread | None = None
         self._handler: Handler | None = None
         self._lock = threading.Lock()  # _active and queue puts change together
@@ -90,7 +139,7 @@ class Server:
     @property
     def queue_fill(self) -> str:
         """``"waiting/capacity"`` for diagnostics."""
-        return f"{self._queue.qsize()}/{self._queue.maxsize}"
+        return f"{len(self._queue)}/{self._queue.capacity}"
 
     # ------------------------------------------------------------------ start / stop
     def start(self, handler: Handler) -> None:
@@ -142,26 +191,27 @@ class Server:
     def _submit(self, job: Job) -> bool:
         with self._lock:
             ready = self._active and self._worker is not None and self._worker.is_alive()
-            if ready:
-                try:
-                    self._queue.put_nowait(job)
-                    return True
-                except queue.Full:
-                    busy = True
-            else:
-                busy = False
-        if busy:
-            self.finish(job, Codes.BUSY, f"busy: {self._queue.maxsize} request(s) already waiting; try again")
+            if ready and self._queue.put(job):
+                return True
+        if ready:
+            self.finish(job, Codes.BUSY, f"busy: {self._queue.capacity} request(s) already waiting; try again")
         else:
             self.finish(job, Codes.NOT_READY, self._describe_state())
         return False
 
-    @staticmethod
-    def _wait(job: Job) -> None:
-        # The worker always answers; the timeout is a backstop against a bug leaving a caller
+    def _wait(self, job: Job) -> None:
+        """Block until ``job`` is answered. A goal whose cancel is requested while it still waits
+        in the queue leaves it and is answered CANCELLED now (its slot is free for the next
+        request); once running, the handler stops it at its next token."""
+        # The worker always answers; the deadline is a backstop against a bug leaving a caller
         # blocked forever on an executor thread.
-        if not job.done.wait(timeout=JOB_TIMEOUT_S):
-            job.success, job.code, job.message = False, Codes.MODEL_ERROR, "internal error: no answer from the worker"
+        deadline = time.monotonic() + JOB_TIMEOUT_S
+        while not job.done.wait(timeout=CANCEL_POLL_S if job.goal_handle is not None else 1.0):
+            if job.goal_handle is not None and job.goal_handle.is_cancel_requested and self._queue.remove(job):
+                self.finish(job, Codes.CANCELLED, "cancelled while waiting in the queue")
+            elif time.monotonic() > deadline:
+                job.success, job.code, job.message = False, Codes.MODEL_ERROR, "internal error: no answer from the worker"
+                return
 
     # ------------------------------------------------------------------ answers
     def finish(self, job: Job, code: int, message: str = "", timings: dict[str, float] | None = None) -> None:
@@ -169,7 +219,7 @@ class Server:
         try:
             job.success, job.code, job.message = code == Codes.OK, code, message
             kind = "served" if code == Codes.OK else ("rejected" if code in REJECTION_CODES else "failed")
-            self.stats.record(CODE_NAMES.get(code, str(code)), kind, timings)
+            self.stats.record(CODE_NAMES.get(code, str(code)), kind, timings, message)
             if code != Codes.OK:
                 self._logger.warning(f"request refused ({CODE_NAMES.get(code, code)}): {message}")
         finally:
@@ -190,7 +240,7 @@ class Server:
                         self.finish(job, Codes.OK, message, timings)
                 except RequestError as exc:
                     self.finish(job, exc.code, str(exc))
-                except Exception as exc:  # the worker never dies: any failure is an answer
+                except Exception as exc:  # the worker never dies: any failure (MemoryError too) is an answer
                     self._model_failure(job, exc)
                 finally:
                     if not job.done.is_set():
@@ -200,23 +250,27 @@ class Server:
 
     def _drain(self) -> None:
         """Answer anything still queued when the worker stops."""
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None:
-                self.finish(job, Codes.NOT_READY, "node was deactivated before the request ran")
+        for job in self._queue.take_all():
+            self.finish(job, Codes.NOT_READY, "node was deactivated before the request ran")
 
-    def _model_failure(self, job: Job, exc: Exception) -> None:
+    def _model_failure(self, job: Job, exc: BaseException) -> None:
+        """Answer MODEL_ERROR for a failure of the model. Out of memory (CUDA's OutOfMemoryError,
+        or MemoryError on the CPU) frees what it can (the request's tensors are gone with its
+        frames; the CUDA cache is emptied, the garbage collected) and says what to change."""
+        import gc
+
         message = f"model error: {type(exc).__name__}: {exc}"
         try:
             import torch
 
             if isinstance(exc, torch.cuda.OutOfMemoryError):
+                gc.collect()
                 torch.cuda.empty_cache()
                 message = ("out of GPU memory; try quantization 4bit, a smaller image or fewer "
                            f"max_new_tokens ({exc})")
+            elif isinstance(exc, MemoryError):
+                gc.collect()
+                message = f"out of memory (CPU); try a smaller image or fewer max_new_tokens ({exc})"
         except Exception:
             pass
         self._logger.error(message + "\n" + traceback.format_exc(limit=5))

@@ -188,3 +188,11 @@ def make_seg_frequent(folder: Path, shard_name: str) -> None:
     weight = state["lm_head.weight"]
     weight[loaded.tokenizer.seg_token_id] = weight[favourites].sum(dim=0) * 1.5
     torch.save(state, shard)
+
+
+def model_or_tiny(model: str | None, folder: str | Path) -> str:
+    """``model``, or when it is None a tiny released-layout checkpoint that says [SEG] often,
+    written into ``folder`` (the benchmarks' default model)."""
+    if model is not None:
+        return model
+    return str(write_tiny_lisa_checkpoint(Path(folder) / "lisa", emit_seg=True))

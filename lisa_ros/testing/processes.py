@@ -9,3 +9,23 @@ def die_with_parent() -> None:
     import signal
 
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def isolated_ros_environment(domain_id: int, fastdds_profile: str) -> dict[str, str]:
+    """``os.environ`` plus what keeps a benchmark's processes to themselves: their own
+    ``ROS_DOMAIN_ID``, discovery on localhost only, Fast DDS with ``fastdds_profile``, unbuffered
+    Python output."""
+    import os
+
+    return dict(os.environ, ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+                RMW_IMPLEMENTATION="rmw_fastrtps_cpp", PYTHONUNBUFFERED="1", FASTDDS_DEFAULT_PROFILES_FILE=fastdds_profile)
+
+
+def node_command(parameters: dict[str, str]) -> list[str]:
+    """The command line that runs the lisa_ros node with ``parameters`` (name -> value text)."""
+    import sys
+
+    command = [sys.executable, "-m", "lisa_ros.ros.node", "--ros-args"]
+    for key, value in parameters.items():
+        command += ["-p", f"{key}:={value}"]
+    return command

@@ -1,7 +1,8 @@
 """The real lisa_ros node with fault injection for failures that cannot happen on demand here
 (not part of the package). A command containing SIMULATE_OOM makes the model raise
-torch.cuda.OutOfMemoryError (no GPU here); SIMULATE_FAILURE raises a RuntimeError. Everything
-else is the unmodified node. Prints "ready" once the node object exists."""
+torch.cuda.OutOfMemoryError (no GPU here); SIMULATE_CPU_OOM raises MemoryError; SIMULATE_FAILURE
+raises a RuntimeError before generating, SIMULATE_FAILURE_MID after the third generated token.
+Everything else is the unmodified node. Prints "ready" once the node object exists."""
 from __future__ import annotations
 
 import sys
@@ -24,7 +25,19 @@ class NodeWithFaults(node_module.LisaNode):
             def answer(frame, command, **kwargs):
                 if "SIMULATE_OOM" in command:
                     raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-                if "SIMULATE_FAILURE" in command:
+                if "SIMULATE_CPU_OOM" in command:
+                    raise MemoryError("simulated: cannot allocate 3.2 GiB")
+                if "SIMULATE_FAILURE_MID" in command:
+                    on_token = kwargs.get("on_token")
+
+                    def failing(text, count):
+                        if on_token is not None:
+                            on_token(text, count)
+                        if count >= 3:
+                            raise RuntimeError("simulated failure in the middle of generation")
+
+                    kwargs["on_token"] = failing
+                elif "SIMULATE_FAILURE" in command:
                     raise RuntimeError("simulated model failure")
                 return real_answer(frame, command, **kwargs)
 

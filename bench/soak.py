@@ -141,8 +141,7 @@ def main(argv=None) -> int:
         from lisa_ros.action import ReasonSegment as ReasonSegmentAction
         from lisa_ros.srv import ReasonSegment
 
-        Codes = ReasonSegment.Response
-        names = {getattr(Codes, n): n for n in dir(Codes) if n.isupper() and isinstance(getattr(Codes, n), int)}
+        from lisa_ros.ros.serving import CODE_NAMES, Codes
         rclpy.init()
         node = rclpy.create_node("soak_client")
         diagnostics: list = []
@@ -178,7 +177,7 @@ def main(argv=None) -> int:
                     command="what should I use to reach the shelf?", explain=explain, session_id=session)), args.timeout)
                 with tally.lock:
                     tally.sent += 1
-                tally.add(None if response is None else names.get(response.error_code, "?"), time.monotonic() - start)
+                tally.add(None if response is None else CODE_NAMES.get(response.error_code, "?"), time.monotonic() - start)
                 if explain and response is not None and response.success:
                     turn += 1
                     session = response.result.session_id if turn % 3 else ""
@@ -199,7 +198,7 @@ def main(argv=None) -> int:
                     time.sleep(rng.uniform(0.0, 0.5))
                     handle.cancel_goal_async()
                 outcome = wait(result_future, args.timeout)
-                tally.add(None if outcome is None else names.get(outcome.result.error_code, "?"),
+                tally.add(None if outcome is None else CODE_NAMES.get(outcome.result.error_code, "?"),
                           time.monotonic() - start)
 
         threads = [threading.Thread(target=service_client, args=(False,)),

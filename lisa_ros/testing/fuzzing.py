@@ -48,7 +48,6 @@ class FuzzCase:
     label: str
     request: ReasonSegment.Request
     publish: CompressedImage | None = None
-    notes: dict = field(default_factory=dict)
 
 
 def fuzz_node_parameters(max_command_length: int = 200) -> dict[str, str]:
@@ -263,8 +262,7 @@ def send_fuzz(node, cases, timeout_s: float = 60.0, on_answer=None) -> FuzzRepor
 
     from rclpy.qos import qos_profile_sensor_data
 
-    Codes = ReasonSegment.Response
-    names = {getattr(Codes, n): n for n in dir(Codes) if n.isupper() and isinstance(getattr(Codes, n), int)}
+    from lisa_ros.ros.serving import CODE_NAMES, Codes
     client = node.create_client(ReasonSegment, "/lisa_ros/reason_segment")
     publisher = node.create_publisher(CompressedImage, FUZZ_TOPIC, qos_profile_sensor_data)
     report = FuzzReport()
@@ -292,7 +290,7 @@ def send_fuzz(node, cases, timeout_s: float = 60.0, on_answer=None) -> FuzzRepor
                 continue
             response = future.result()
             report.answered += 1
-            name = names.get(response.error_code, str(response.error_code))
+            name = CODE_NAMES.get(response.error_code, str(response.error_code))
             report.by_code[name] = report.by_code.get(name, 0) + 1
             if seconds > report.slowest_s:
                 report.slowest_s, report.slowest_case = seconds, where

@@ -141,13 +141,14 @@ def main(argv=None) -> int:
         from lisa_ros.action import ReasonSegment as ReasonSegmentAction
         from lisa_ros.srv import ReasonSegment
 
+        from lisa_ros.ros.qos import REQUEST_QOS, action_qos
         from lisa_ros.ros.serving import CODE_NAMES, Codes
         rclpy.init()
         node = rclpy.create_node("soak_client")
         diagnostics: list = []
         node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
-        service = node.create_client(ReasonSegment, "/lisa_ros/reason_segment")
-        action = ActionClient(node, ReasonSegmentAction, "/lisa_ros/reason_segment")
+        service = node.create_client(ReasonSegment, "/lisa_ros/reason_segment", qos_profile=REQUEST_QOS)
+        action = ActionClient(node, ReasonSegmentAction, "/lisa_ros/reason_segment", **action_qos())
         executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
         threading.Thread(target=executor.spin, daemon=True).start()

@@ -12,12 +12,14 @@ import time
 
 import numpy as np
 import pytest
+from action_msgs.msg import GoalStatus
 from builtin_interfaces.msg import Time
 from lifecycle_msgs.msg import State, Transition
 from rclpy.qos import qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 
+from lisa_ros.action import ReasonSegment as ReasonSegmentAction
 from lisa_ros.ros.conversions import numpy_to_image
 from lisa_ros.srv import ReasonSegment
 from lisa_ros.testing.checkpoints import write_tiny_lisa_checkpoint
@@ -81,6 +83,37 @@ def test_a_client_that_vanishes_mid_action_frees_the_worker(node, module_ros_dom
     assert response.success, response.message
     assert time.monotonic() - started < 120
 
+
+
+def test_a_burst_of_goals_results_and_cancels_is_answered_in_full(node):
+    """20 goals, then 20 result requests and 20 cancels at once: every one is answered (rclpy's
+    default service QoS kept 10 and lost the first 10 results and cancels; lisa_ros.ros.qos)."""
+    assert node.action.wait_for_server(timeout_sec=30)
+    assert node.set_parameter("max_new_tokens", 300)[0]  # the first goal is still running at its cancel
+    try:
+        goal = ReasonSegmentAction.Goal(command="where is the cup?", image=explicit_image(), explain=True)
+        handles = [node.wait(node.action.send_goal_async(goal)) for _ in range(20)]
+        assert all(handle.accepted for handle in handles)
+        results = [handle.get_result_async() for handle in handles]
+        cancels = [handle.cancel_goal_async() for handle in handles]
+        node.wait_for(lambda: all(future.done() for future in results + cancels), 60)
+    finally:
+        assert node.set_parameter("max_new_tokens", 16)[0]
+    assert [i for i, future in enumerate(results) if not future.done()] == []
+    assert [i for i, future in enumerate(cancels) if not future.done()] == []
+    outcomes = [(future.result().status, future.result().result.error_code) for future in results]
+    assert set(outcomes) <= {(GoalStatus.STATUS_CANCELED, Codes.CANCELLED), (GoalStatus.STATUS_SUCCEEDED, Codes.OK),
+                             (GoalStatus.STATUS_ABORTED, Codes.BUSY)}, outcomes
+
+    calls = [node.service.call_async(ReasonSegment.Request(command="where is the cup?", image=explicit_image()))
+             for _ in range(20)]
+    node.wait_for(lambda: all(call.done() for call in calls), 60)
+    assert [i for i, call in enumerate(calls) if not call.done()] == []
+    codes = [call.result().error_code for call in calls]
+    assert set(codes) <= {Codes.OK, Codes.BUSY} and Codes.OK in codes, codes
+    before = len(node.received["diagnostics"])
+    assert serves(node)
+    assert {kv.key: kv.value for kv in model_status(node, before).values}["queue"] == "0/1"
 
 def test_lifecycle_churn_while_requests_arrive(node):
     answers, stop = [], threading.Event()

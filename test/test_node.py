@@ -32,6 +32,7 @@ from lisa_ros.action import ReasonSegment as ReasonSegmentAction
 from lisa_ros.testing.checkpoints import write_tiny_lisa_checkpoint
 from lisa_ros.msg import SegmentationResult
 from lisa_ros.ros.conversions import image_to_numpy, numpy_to_image
+from lisa_ros.ros.qos import REQUEST_QOS, action_qos
 from lisa_ros.srv import ReasonSegment
 
 pytestmark = pytest.mark.ros
@@ -79,8 +80,8 @@ class Client:
         self.node = rclpy.create_node("test_node_client", context=ctx)
         self.executor = MultiThreadedExecutor(num_threads=4, context=ctx)
         self.executor.add_node(self.node)
-        self.service = self.node.create_client(ReasonSegment, f"{node_name}/reason_segment")
-        self.action = ActionClient(self.node, ReasonSegmentAction, f"{node_name}/reason_segment")
+        self.service = self.node.create_client(ReasonSegment, f"{node_name}/reason_segment", qos_profile=REQUEST_QOS)
+        self.action = ActionClient(self.node, ReasonSegmentAction, f"{node_name}/reason_segment", **action_qos())
         self.get_state = self.node.create_client(GetState, f"{node_name}/get_state")
         self.change_state = self.node.create_client(ChangeState, f"{node_name}/change_state")
         self.set_parameters = self.node.create_client(SetParameters, f"{node_name}/set_parameters")

@@ -17,6 +17,7 @@ import numpy as np
 
 from lisa_ros.errors import ImageConversionError, LisaError
 from lisa_ros.ros.messages import STAGES
+from lisa_ros.ros.qos import REQUEST_QOS, action_qos
 
 DEFAULT_NAME = "/lisa_ros/reason_segment"
 
@@ -118,7 +119,7 @@ def ask(command: str, *, camera: str = "", image: np.ndarray | None = None,
     action_client = None
     try:
         if use_action:
-            client = action_client = ActionClient(node, ReasonSegmentAction, name)
+            client = action_client = ActionClient(node, ReasonSegmentAction, name, **action_qos())
             if not client.wait_for_server(timeout_sec=wait_s):
                 raise ClientError(f"no ReasonSegment action server at {name} (is lisa_ros_node running, "
                                   "same ROS_DOMAIN_ID?)")
@@ -134,7 +135,7 @@ def ask(command: str, *, camera: str = "", image: np.ndarray | None = None,
                 raise ClientError(f"no result within {timeout_s:g} s (goal cancelled)")
             response = outcome.result
         else:
-            client = node.create_client(ReasonSegment, name)
+            client = node.create_client(ReasonSegment, name, qos_profile=REQUEST_QOS)
             if not client.wait_for_service(timeout_sec=wait_s):
                 raise ClientError(f"no ReasonSegment service at {name} (is lisa_ros_node running, same ROS_DOMAIN_ID?)")
             response = wait_for(client.call_async(ReasonSegment.Request(**fields)), timeout_s)

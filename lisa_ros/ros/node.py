@@ -26,7 +26,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -35,15 +35,10 @@ from lisa_ros.action import ReasonSegment as ReasonSegmentAction
 from lisa_ros.ros import diagnostics, parameters
 from lisa_ros.ros.cameras import CameraInput
 from lisa_ros.ros.outputs import Publishers
+from lisa_ros.ros.qos import INPUT_QOS, REQUEST_QOS, RESULT_TIMEOUT_S, action_qos
 from lisa_ros.ros.request import RequestHandler
 from lisa_ros.ros.serving import Server
 from lisa_ros.srv import ReasonSegment
-
-# Sensor-data QoS (best effort) with depth 1: only the newest frame matters, and a busy executor
-# should not turn a backlog of stale 1080p frames into Python objects. Overridable per topic.
-INPUT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
-                       history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.VOLATILE)
-
 
 class LisaNode(LifecycleNodeMixin, Node):
     """See the module docstring. Node name ``lisa_ros``; everything is under ``~/``."""
@@ -69,11 +64,12 @@ class LisaNode(LifecycleNodeMixin, Node):
         self._outputs = Publishers(self)
         serving_group = ReentrantCallbackGroup()
         self._input_group = ReentrantCallbackGroup()
-        self.create_service(ReasonSegment, "~/reason_segment", self._server.on_service, callback_group=serving_group)
+        self.create_service(ReasonSegment, "~/reason_segment", self._server.on_service, qos_profile=REQUEST_QOS,
+                            callback_group=serving_group)
         self._action_server = ActionServer(
             self, ReasonSegmentAction, "~/reason_segment", execute_callback=self._server.on_goal,
             goal_callback=lambda _goal: GoalResponse.ACCEPT, cancel_callback=lambda _handle: CancelResponse.ACCEPT,
-            callback_group=serving_group)
+            callback_group=serving_group, result_timeout=RESULT_TIMEOUT_S, **action_qos())
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
 

@@ -262,8 +262,9 @@ def send_fuzz(node, cases, timeout_s: float = 60.0, on_answer=None) -> FuzzRepor
 
     from rclpy.qos import qos_profile_sensor_data
 
+    from lisa_ros.ros.qos import REQUEST_QOS
     from lisa_ros.ros.serving import CODE_NAMES, Codes
-    client = node.create_client(ReasonSegment, "/lisa_ros/reason_segment")
+    client = node.create_client(ReasonSegment, "/lisa_ros/reason_segment", qos_profile=REQUEST_QOS)
     publisher = node.create_publisher(CompressedImage, FUZZ_TOPIC, qos_profile_sensor_data)
     report = FuzzReport()
     try:

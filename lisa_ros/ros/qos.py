@@ -1,0 +1,38 @@
+"""Quality of service of the node's inputs and of its requests, for the node and for its clients.
+
+Inputs (camera topics): best effort, keep last 1 (:data:`INPUT_QOS`).
+
+Requests (the ReasonSegment service and the action's goal, cancel and result services):
+reliable, volatile, keep last :data:`REQUEST_HISTORY_DEPTH` (:data:`REQUEST_QOS`). rclpy's
+default for services keeps the last 10 samples on each side, so a burst of more than 10 requests
+loses its oldest ones without a trace: measured here (issue 13), a client that asked for the
+results of 20 goals at once, and then cancelled all 20, never heard back about the first 10 of
+either (the node had answered every goal). A client must use the same depth for its side (the
+responses it has not yet taken are kept by its reader): :func:`action_qos` for an ActionClient,
+``qos_profile=REQUEST_QOS`` for a service client.
+"""
+from __future__ import annotations
+
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+# Sensor-data QoS (best effort) with depth 1: only the newest frame matters, and a busy executor
+# should not turn a backlog of stale 1080p frames into Python objects. Overridable per topic.
+INPUT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
+                       history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.VOLATILE)
+
+# Requests in flight that one side keeps before the oldest is dropped; far above what a queue
+# (queue_depth) and its BUSY answers can produce at once. Memory is spent only on requests waiting.
+REQUEST_HISTORY_DEPTH = 1000
+REQUEST_QOS = QoSProfile(depth=REQUEST_HISTORY_DEPTH, reliability=ReliabilityPolicy.RELIABLE,
+                         history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.VOLATILE)
+
+# How long the action server keeps a finished goal's result for a client that asks late (s).
+# rclpy's default is 10 s; rcl's design default (15 min) suits a client that was busy elsewhere.
+RESULT_TIMEOUT_S = 900
+
+
+def action_qos() -> dict[str, QoSProfile]:
+    """The keyword arguments that give an ``ActionServer`` or ``ActionClient`` :data:`REQUEST_QOS`
+    for its goal, cancel and result services (feedback and status keep rclpy's defaults)."""
+    return {"goal_service_qos_profile": REQUEST_QOS, "result_service_qos_profile": REQUEST_QOS,
+            "cancel_service_qos_profile": REQUEST_QOS}

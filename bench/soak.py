@@ -12,7 +12,8 @@ this client, with four clients in threads, each sending back to back:
 
 Prints requests sent, answered (by code) and lost (no answer within --timeout), the latency
 p50/p99 of served requests, the node's image-callback p99 and the frames it missed, and the
-node's RSS and thread count after the warm-up and at the end. Exit status 1 when a request was
+node's RSS (read every 10 s, and its growth in the second half: a leak keeps growing, warm-up
+levels off) and thread count after the warm-up and at the end. Exit status 1 when a request was
 lost, RSS grew 5 % or more after the warm-up, or the thread count changed.
 
     python bench/soak.py                          # 10 minutes, 1920x1080 at 30 Hz, tiny model
@@ -37,6 +38,7 @@ from lisa_ros.testing.processes import die_with_parent, isolated_ros_environment
 
 HERE = Path(__file__).resolve().parent
 TOPIC = "/soak"
+RSS_SAMPLE_S = 10.0  # seconds between readings of the node's RSS
 
 
 def run_camera(size: str, rate: float) -> int:
@@ -212,7 +214,10 @@ def main(argv=None) -> int:
         time.sleep(warmup)
         rss_start, threads_start = process_status(node_process.pid)
         frames_start, received_start = published[0], _camera_figure(diagnostics, "frames")
-        time.sleep(max(0.0, args.seconds - warmup))
+        rss_series = [(round(time.monotonic() - started), rss_start)]  # (s since start, MiB)
+        while time.monotonic() - started < args.seconds:
+            time.sleep(min(RSS_SAMPLE_S, max(0.0, args.seconds - (time.monotonic() - started))))
+            rss_series.append((round(time.monotonic() - started), process_status(node_process.pid)[0]))
         stop.set()
         for thread in threads:
             thread.join(args.timeout + 10)
@@ -234,11 +239,16 @@ def main(argv=None) -> int:
     answered = sum(tally.by_code.values())
     missed = (frames_end - frames_start) - (received_end - received_start)
     growth = (rss_end - rss_start) / rss_start * 100
+    # Growth in the second half of the measured time: a leak keeps growing, warm-up levels off.
+    half = rss_series[len(rss_series) // 2][1]
+    late_growth = (rss_series[-1][1] - half) / half * 100
     figures = {"seconds": round(elapsed, 1), "camera": f"{args.size}@{args.rate:g}Hz rgbd", "sent": tally.sent,
                "answered": answered, "lost": tally.lost, "by_code": tally.by_code, "latency_p50_s": round(p50, 3),
                "latency_p99_s": round(p99, 3), "image_callback_p99_ms": callback_p99,
                "frames_published_after_warmup": frames_end - frames_start, "frames_missed_after_warmup": missed,
                "rss_mib": [round(rss_start, 1), round(rss_end, 1)], "rss_growth_pct": round(growth, 2),
+               "rss_series_mib": [[t, round(m, 1)] for t, m in rss_series],
+               "rss_growth_second_half_pct": round(late_growth, 2),
                "threads": [threads_start, threads_end], "node_alive": alive}
     print(f"soak: {elapsed:.0f} s, camera {figures['camera']}, model "
           f"{'tiny (test-made)' if args.model is None else model}, 4 clients")
@@ -248,6 +258,9 @@ def main(argv=None) -> int:
     print(f"frames after warm-up: published {frames_end - frames_start}, missed by the node {missed}")
     print(f"node RSS {rss_start:.1f} -> {rss_end:.1f} MiB ({growth:+.2f} %), threads {threads_start} -> {threads_end}, "
           f"alive {alive}")
+    step = max(1, len(rss_series) // 10)
+    print("node RSS over time (s: MiB): " + ", ".join(f"{t}: {m:.0f}" for t, m in rss_series[::step])
+          + f"; growth in the second half {late_growth:+.2f} %")
     if args.json:
         print(json.dumps(figures))
     ok = alive and tally.lost == 0 and growth < 5.0 and threads_start == threads_end

@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -212,7 +213,7 @@ def _cmd_ask(args: argparse.Namespace) -> int:
 
     rgb = read_rgb(args.image) if args.image else None
     summary = ask(args.command_text, camera=args.camera or "", image=rgb, frame_id=args.frame_id,
-                  explain=args.explain, session_id=args.session or "", use_action=args.action, name=args.service,
+                  explain=args.explain, session_id=args.session or "", use_action=args.action, name=args.service, namespace=args.namespace,
                   wait_s=args.wait, timeout_s=args.timeout, out=Path(args.out) if args.out else None,
                   on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(json.dumps(summary))  # ClientError (a LisaError) becomes main()'s one-line error, status 2
@@ -330,7 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--explain", action="store_true")
     ask.add_argument("--session", help="continue this conversation (session_id of an earlier answer)")
     ask.add_argument("--action", action="store_true", help="use the action: progress and early masks on stderr")
-    ask.add_argument("--service", default="/lisa_ros/reason_segment", help="service/action name")
+    ask.add_argument("--service", default="lisa_ros/reason_segment",
+                     help="service/action name; a relative one is resolved in --namespace")
+    ask.add_argument("--namespace", default=os.environ.get("ROS_NAMESPACE", ""),
+                     help="namespace of the node, e.g. robot1 (default: $ROS_NAMESPACE, else none)")
     ask.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the node")
     ask.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the answer")
     ask.add_argument("--out", help="folder for result.json and mask_<i>.png")

@@ -86,16 +86,19 @@ def test_a_client_that_vanishes_mid_action_frees_the_worker(node, module_ros_dom
 
 
 def test_a_burst_of_goals_results_and_cancels_is_answered_in_full(node):
-    """20 goals, then 20 result requests and 20 cancels at once: every one is answered (rclpy's
-    default service QoS kept 10 and lost the first 10 results and cancels; lisa_ros.ros.qos)."""
+    """20 goals, then bursts of result requests and cancels for those accepted: every one is
+    answered (rclpy's default service QoS kept 10 and lost the first 10 results and cancels;
+    lisa_ros.ros.qos). Goals beyond the queue are rejected at once, not accepted and aborted."""
     assert node.action.wait_for_server(timeout_sec=30)
     assert node.set_parameter("max_new_tokens", 300)[0]  # the first goal is still running at its cancel
     try:
         goal = ReasonSegmentAction.Goal(command="where is the cup?", image=explicit_image(), explain=True)
         handles = [node.wait(node.action.send_goal_async(goal)) for _ in range(20)]
-        assert all(handle.accepted for handle in handles)
-        results = [handle.get_result_async() for handle in handles]
-        cancels = [handle.cancel_goal_async() for handle in handles]
+        accepted = [handle for handle in handles if handle.accepted]
+        assert 1 <= len(accepted) <= 20 - 15  # queue_depth 1: one runs, one waits, the rest rejected
+        # Each accepted goal's result asked for 10 times and cancelled 10 times: bursts of 10-20.
+        results = [handle.get_result_async() for handle in accepted for _ in range(10)]
+        cancels = [handle.cancel_goal_async() for handle in accepted for _ in range(10)]
         node.wait_for(lambda: all(future.done() for future in results + cancels), 60)
     finally:
         assert node.set_parameter("max_new_tokens", 16)[0]

@@ -8,11 +8,23 @@ import importlib
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from lisa_ros.model.options import PRECISION_CHOICES, QUANTIZATION_CHOICES
 from lisa_ros.model.prompts import DEFAULT_EXPLAIN_SUFFIX, DEFAULT_SEGMENT_SUFFIX
 from lisa_ros.resources import share_directory
+from lisa_ros.ros.launching import (
+    ARGUMENT_NAMES,
+    CAMERA_ARGUMENTS,
+    PARAMETER_ARGUMENTS,
+    LaunchArgumentError,
+    log_level_arguments,
+    parameter_overrides,
+    parameters_file_values,
+    remapping_rules,
+    rviz_config,
+)
 from lisa_ros.ros.parameters import (
     CAMERA_SPECS,
     CHOICES,
@@ -45,18 +57,27 @@ def _lisa_ros_value(expression: ast.expr):
     return eval(code, {"__builtins__": {"list": list, "tuple": tuple}}, names)
 
 
-def test_launch_arguments_are_declared_with_descriptions():
+def _declared_arguments() -> dict[str, dict]:
     declared = {}
     for call in _launch_calls("DeclareLaunchArgument"):
         keywords = {k.arg: k.value for k in call.keywords}
         assert "description" in keywords and ast.literal_eval(keywords["description"]).strip()
         declared[ast.literal_eval(call.args[0])] = keywords
-    assert {"model", "quantization", "params_file", "namespace", "image_topic", "depth_topic",
-            "camera_info_topic", "debug", "rviz"} <= set(declared)
-    # The choices are the model's own (lisa_ros.model.options), not a copy.
-    assert _lisa_ros_value(declared["quantization"]["choices"]) == list(QUANTIZATION_CHOICES) == ["none", "4bit", "8bit"]
-    assert _lisa_ros_value(declared["precision"]["choices"]) == list(PRECISION_CHOICES)
+    return declared
+
+
+def test_launch_arguments_are_declared_with_descriptions():
+    declared = _declared_arguments()
+    # Exactly the arguments the launch rules read (lisa_ros.ros.launching), no more, no fewer.
+    assert set(declared) == set(ARGUMENT_NAMES)
+    assert {"namespace", "use_sim_time", "log_level", "remappings", "params_file"} <= set(declared)
+    # The choices are the model's own (lisa_ros.model.options), not a copy; "" = not given.
+    assert _lisa_ros_value(declared["quantization"]["choices"]) == [""] + list(QUANTIZATION_CHOICES)
+    assert _lisa_ros_value(declared["precision"]["choices"]) == [""] + list(PRECISION_CHOICES)
     assert CHOICES == {"precision": PRECISION_CHOICES, "quantization": QUANTIZATION_CHOICES}
+    # An argument that sets a parameter is "" unless given, so the parameters file decides.
+    for name in list(PARAMETER_ARGUMENTS) + list(CAMERA_ARGUMENTS):
+        assert ast.literal_eval(declared[name]["default_value"]) == "", name
 
 
 def test_launch_starts_the_installed_executable_with_known_parameters():
@@ -66,9 +87,53 @@ def test_launch_starts_the_installed_executable_with_known_parameters():
     executable = ast.literal_eval(keywords["executable"])
     assert (SHARE.parent.parent / "lib" / "lisa_ros" / executable).is_file()  # where ros2 run looks
     assert (Path(sys.executable).parent / executable).is_file()  # the console script
-    overrides = [d for d in ast.walk(keywords["parameters"]) if isinstance(d, ast.Dict)][0]
-    known = {s.name for s in SPECS} | {f"camera.{s.name}" for s in CAMERA_SPECS}
-    assert {ast.literal_eval(k) for k in overrides.keys} <= known
+    known = {s.name for s in SPECS} | {"use_sim_time"}
+    assert {p for names in PARAMETER_ARGUMENTS.values() for p in names} <= known
+    assert set(CAMERA_ARGUMENTS) <= {s.name for s in CAMERA_SPECS}
+
+
+def test_the_parameters_file_wins_unless_an_argument_is_given(tmp_path):
+    shipped = parameters_file_values(SHARE / "config" / "lisa_ros.yaml")
+    assert shipped["model"] == "embedded" and shipped["camera.image_topic"] == "camera/color/image_raw"
+    none_given = {name: "" for name in ARGUMENT_NAMES}
+    assert parameter_overrides(none_given, shipped) == {}
+    mine = tmp_path / "robot.yaml"
+    mine.write_text(yaml.safe_dump({
+        "/**": {"ros__parameters": {"model": "/models/LISA-7B-v1", "cameras": ["front", "wrist"],
+                                    "front": {"image_topic": "front/image"}}},
+        "/robot1/lisa_ros": {"ros__parameters": {"quantization": "4bit"}},
+        "/other/lisa_ros": {"ros__parameters": {"quantization": "8bit"}}}))
+    values = parameters_file_values(mine, namespace="robot1")
+    assert values["model"] == "/models/LISA-7B-v1" and values["quantization"] == "4bit"
+    assert parameter_overrides(none_given, values) == {}  # model: from the file, not a launch default
+    given = dict(none_given, model="embedded", debug="false", use_sim_time="true", image_topic="/cams/front",
+                 compressed="true")
+    assert parameter_overrides(given, values) == {
+        "model": "embedded", "publish_debug_image": False, "publish_markers": False, "use_sim_time": True,
+        "front.image_topic": "/cams/front", "front.compressed": True}  # the first of the file's cameras
+    assert parameter_overrides(dict(given, camera="wrist"), values)["wrist.image_topic"] == "/cams/front"
+    with pytest.raises(LaunchArgumentError, match="not one of"):
+        parameter_overrides(dict(given, camera="rear"), values)
+    with pytest.raises(LaunchArgumentError, match="true or false"):
+        parameter_overrides(dict(none_given, debug="yes"), values)
+
+
+def test_remappings_log_level_and_rviz_follow_the_arguments():
+    assert remapping_rules("") == []
+    assert remapping_rules("camera/color/image_raw:=/front/image; camera/color/camera_info:=/front/info") == [
+        ("camera/color/image_raw", "/front/image"), ("camera/color/camera_info", "/front/info")]
+    with pytest.raises(LaunchArgumentError):
+        remapping_rules("camera/color/image_raw=/front/image")
+    assert log_level_arguments("") == [] and log_level_arguments("DEBUG") == ["--log-level", "debug"]
+    with pytest.raises(LaunchArgumentError):
+        log_level_arguments("loud")
+    shipped = (SHARE / "config" / "lisa_ros.rviz").read_text()
+    config = yaml.safe_load(rviz_config(shipped, "/robot1/", "base_link"))
+    topics = [d["Topic"]["Value"] for d in config["Visualization Manager"]["Displays"] if "Topic" in d]
+    assert "/robot1/lisa_ros/debug_image" in topics and "/robot1/lisa_ros/markers" in topics
+    assert all(t.startswith("/robot1/") for t in topics)
+    assert config["Visualization Manager"]["Global Options"]["Fixed Frame"] == "base_link"
+    assert yaml.safe_load(rviz_config(shipped)) == yaml.safe_load(shipped)  # no namespace: unchanged
 
 
 def test_files_named_by_the_launch_file_are_installed():
@@ -91,7 +156,7 @@ def test_parameters_file_matches_the_declared_parameters():
 def test_rviz_config_shows_the_debug_image_and_markers():
     config = yaml.safe_load((SHARE / "config" / "lisa_ros.rviz").read_text())
     topics = {d["Topic"]["Value"]: d["Class"] for d in config["Visualization Manager"]["Displays"] if "Topic" in d}
-    assert topics["/lisa_ros/debug_image"] == "rviz_default_plugins/Image"
+    assert topics["/lisa_ros/debug_image"] == "rviz_default_plugins/Image"  # moved under a namespace at launch
     assert topics["/lisa_ros/markers"] == "rviz_default_plugins/MarkerArray"
 
 

@@ -90,7 +90,8 @@ class Client:
         self.node.create_subscription(SegmentationResult, f"{node_name}/result", record("result"), 10)
         self.node.create_subscription(Image, f"{node_name}/mask", record("mask"), 10)
         self.node.create_subscription(String, f"{node_name}/explanation", record("explanation"), 10)
-        self.node.create_subscription(Image, f"{node_name}/debug_image", record("debug_image"), qos_profile_sensor_data)
+        # Default (reliable) QoS: the debug image reaches an ordinary subscriber, not only best effort.
+        self.node.create_subscription(Image, f"{node_name}/debug_image", record("debug_image"), 10)
         self.node.create_subscription(MarkerArray, f"{node_name}/markers", record("markers"), 10)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", record("diagnostics"), 10)
         self._spinner = threading.Thread(target=self.executor.spin, daemon=True)
@@ -660,6 +661,8 @@ def test_lifecycle_transitions_and_requests_in_each_state(ros_domain, spawn, che
         assert client.state() == State.PRIMARY_STATE_UNCONFIGURED
         refused = client.ask(command="where?", image=explicit_image())
         assert refused.error_code == Codes.NOT_READY and "unconfigured" in refused.message
+        assert client.action.wait_for_server(timeout_sec=30)  # a goal is rejected, not accepted and aborted
+        assert not client.wait(client.action.send_goal_async(ReasonSegmentAction.Goal(command="where?"))).accepted
         assert client.transition(Transition.TRANSITION_CONFIGURE)
         assert client.ask(command="where?", image=explicit_image()).error_code == Codes.NOT_READY
         assert client.transition(Transition.TRANSITION_ACTIVATE)

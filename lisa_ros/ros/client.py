@@ -19,7 +19,9 @@ from lisa_ros.errors import ImageConversionError, LisaError
 from lisa_ros.ros.messages import STAGES
 from lisa_ros.ros.qos import REQUEST_QOS, action_qos
 
-DEFAULT_NAME = "/lisa_ros/reason_segment"
+# Relative: resolved in the client's namespace (``namespace="robot1"`` -> /robot1/lisa_ros/reason_segment),
+# like the node's own ~/reason_segment under ``namespace:=robot1``.
+DEFAULT_NAME = "lisa_ros/reason_segment"
 
 
 class ClientError(LisaError):
@@ -76,13 +78,14 @@ def write_masks(result, out: Path) -> list[str]:
 
 def ask(command: str, *, camera: str = "", image: np.ndarray | None = None,
         frame_id: str = "camera_color_optical_frame", explain: bool = False, session_id: str = "",
-        use_action: bool = False, name: str = DEFAULT_NAME, wait_s: float = 10.0, timeout_s: float = 300.0,
+        use_action: bool = False, name: str = DEFAULT_NAME, namespace: str = "", wait_s: float = 10.0, timeout_s: float = 300.0,
         out: Path | None = None, on_progress: Callable[[str], None] | None = None) -> dict:
     """Ask the node serving ``name`` (service, or action with ``use_action``) and summarize.
 
     ``image``: ``(H, W, 3)`` uint8 RGB sent with the request (header frame_id ``frame_id``);
     None = the latest frame of ``camera`` ("" = the node's default camera). ``session_id``:
-    continue that conversation ("" = a new one). ``wait_s``: seconds to wait for the node to be
+    continue that conversation ("" = a new one). ``name``: the service/action, resolved in
+    ``namespace`` when relative (the default: ``lisa_ros/reason_segment``). ``wait_s``: seconds to wait for the node to be
     discovered; ``timeout_s``: seconds to wait for the answer. ``on_progress``: called with a
     line per action feedback (:func:`format_feedback`). ``out``: folder for ``mask_<i>.png`` and
     ``result.json`` (the summary, with ``masks``: the file names).
@@ -108,7 +111,7 @@ def ask(command: str, *, camera: str = "", image: np.ndarray | None = None,
     name = name.rstrip("/")
     context = rclpy.Context()
     rclpy.init(context=context)
-    node = rclpy.create_node("lisa_ros_ask", context=context)
+    node = rclpy.create_node("lisa_ros_ask", namespace="/" + namespace.strip("/"), context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
 
@@ -118,16 +121,18 @@ def ask(command: str, *, camera: str = "", image: np.ndarray | None = None,
 
     action_client = None
     try:
+        where = node.resolve_service_name(name)  # what a relative name means in this namespace
         if use_action:
             client = action_client = ActionClient(node, ReasonSegmentAction, name, **action_qos())
             if not client.wait_for_server(timeout_sec=wait_s):
-                raise ClientError(f"no ReasonSegment action server at {name} (is lisa_ros_node running, "
+                raise ClientError(f"no ReasonSegment action server at {where} (is lisa_ros_node running, "
                                   "same ROS_DOMAIN_ID?)")
             show = (lambda message: on_progress(format_feedback(message.feedback))) if on_progress else None
             handle = wait_for(client.send_goal_async(ReasonSegmentAction.Goal(**fields), feedback_callback=show),
                               timeout_s)
             if handle is None or not handle.accepted:
-                raise ClientError("the goal was not accepted")
+                raise ClientError("the goal was rejected: the node is busy (its queue is full) or not active; "
+                                  "its log and /diagnostics say which, and the service answers with the reason")
             outcome = wait_for(handle.get_result_async(), timeout_s)
             if outcome is None:
                 # Free the node's model for others instead of leaving the goal running.
@@ -137,7 +142,7 @@ def ask(command: str, *, camera: str = "", image: np.ndarray | None = None,
         else:
             client = node.create_client(ReasonSegment, name, qos_profile=REQUEST_QOS)
             if not client.wait_for_service(timeout_sec=wait_s):
-                raise ClientError(f"no ReasonSegment service at {name} (is lisa_ros_node running, same ROS_DOMAIN_ID?)")
+                raise ClientError(f"no ReasonSegment service at {where} (is lisa_ros_node running, same ROS_DOMAIN_ID?)")
             response = wait_for(client.call_async(ReasonSegment.Request(**fields)), timeout_s)
             if response is None:
                 raise ClientError(f"no answer within {timeout_s:g} s")

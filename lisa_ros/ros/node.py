@@ -21,7 +21,7 @@ import sys
 import time
 
 import rclpy
-from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.action import ActionServer, CancelResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
@@ -68,7 +68,7 @@ class LisaNode(LifecycleNodeMixin, Node):
                             callback_group=serving_group)
         self._action_server = ActionServer(
             self, ReasonSegmentAction, "~/reason_segment", execute_callback=self._server.on_goal,
-            goal_callback=lambda _goal: GoalResponse.ACCEPT, cancel_callback=lambda _handle: CancelResponse.ACCEPT,
+            goal_callback=self._server.on_goal_request, cancel_callback=lambda _handle: CancelResponse.ACCEPT,
             callback_group=serving_group, result_timeout=RESULT_TIMEOUT_S, **action_qos())
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())

@@ -7,7 +7,8 @@ itself is :mod:`lisa_ros.ros.messages`; every output carries the source image's 
 
 Topics (all under the node's ``~/``): ``result`` (SegmentationResult), ``mask`` (mono8 union of
 the masks), ``explanation`` (String), ``markers`` (MarkerArray) with reliable QoS, and
-``debug_image`` (rgb8) with sensor-data QoS like a camera.
+``debug_image`` (rgb8; reliable, keep last 1: one image per answer). Every publisher takes QoS
+overrides (``qos_overrides./<ns>/lisa_ros/<topic>.publisher.*`` in the parameters file).
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
@@ -122,11 +124,16 @@ class Publishers:
 
     def __init__(self, node):
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self._result = node.create_publisher(SegmentationResult, "~/result", reliable)
-        self._mask = node.create_publisher(Image, "~/mask", reliable)
-        self._explanation = node.create_publisher(String, "~/explanation", reliable)
-        self._debug = node.create_publisher(Image, "~/debug_image", qos_profile_sensor_data)
-        self._markers = node.create_publisher(MarkerArray, "~/markers", reliable)
+        # One image per answer: reliable (a default subscriber gets it; a best-effort one too),
+        # and only the newest kept, so a slow subscriber does not hold several frames.
+        newest_reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        # Every publisher takes qos_overrides./lisa_ros/<topic>.publisher.* from the parameters.
+        overridable = dict(qos_overriding_options=QoSOverridingOptions.with_default_policies())
+        self._result = node.create_publisher(SegmentationResult, "~/result", reliable, **overridable)
+        self._mask = node.create_publisher(Image, "~/mask", reliable, **overridable)
+        self._explanation = node.create_publisher(String, "~/explanation", reliable, **overridable)
+        self._debug = node.create_publisher(Image, "~/debug_image", newest_reliable, **overridable)
+        self._markers = node.create_publisher(MarkerArray, "~/markers", reliable, **overridable)
 
     def publish(self, result: SegmentationResult, masks: list[MaskOutput], rgb: np.ndarray, answer,
                 debug_image: bool, markers: bool) -> None:

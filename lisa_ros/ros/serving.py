@@ -3,6 +3,7 @@
 A ReasonSegment service call or action goal becomes a :class:`Job`. :meth:`Server.on_service` and
 :meth:`Server.on_goal` (the executor's callbacks) queue it and block their executor thread until
 it is answered; a full queue answers BUSY at once, a server that is not started answers NOT_READY.
+An action goal that would get either is rejected before it is accepted (:meth:`Server.on_goal_request`).
 A goal cancelled while it waits leaves the queue at once (CANCELLED), freeing its slot.
 The worker thread takes one job at a time and runs the handler given to :meth:`Server.start`
 (:class:`lisa_ros.ros.request.RequestHandler`): its return is a success, a :class:`RequestError`
@@ -22,6 +23,8 @@ import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from rclpy.action import GoalResponse
 
 from lisa_ros.action import ReasonSegment as ReasonSegmentAction
 from lisa_ros.errors import LisaError
@@ -188,13 +191,29 @@ class Server:
             goal_handle.abort()
         return result
 
+    def on_goal_request(self, goal) -> GoalResponse:
+        """The action's goal callback: REJECT a goal that would be answered BUSY or NOT_READY at
+        once (a client then knows without waiting for a result; the refusal is counted and
+        logged with its reason). A goal accepted here can still meet a queue filled since (BUSY)."""
+        with self._lock:
+            ready = self._active and self._worker is not None and self._worker.is_alive()
+            full = len(self._queue) >= self._queue.capacity
+        if ready and not full:
+            return GoalResponse.ACCEPT
+        code, message = ((Codes.BUSY, self._busy_message()) if ready else (Codes.NOT_READY, self._describe_state()))
+        self.finish(Job(goal), code, f"goal rejected: {message}")
+        return GoalResponse.REJECT
+
+    def _busy_message(self) -> str:
+        return f"busy: {self._queue.capacity} request(s) already waiting; try again"
+
     def _submit(self, job: Job) -> bool:
         with self._lock:
             ready = self._active and self._worker is not None and self._worker.is_alive()
             if ready and self._queue.put(job):
                 return True
         if ready:
-            self.finish(job, Codes.BUSY, f"busy: {self._queue.capacity} request(s) already waiting; try again")
+            self.finish(job, Codes.BUSY, self._busy_message())
         else:
             self.finish(job, Codes.NOT_READY, self._describe_state())
         return False

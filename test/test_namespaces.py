@@ -1,0 +1,65 @@
+"""The node under a namespace with remapped topics, as a multi-robot stack runs it (issue 14):
+the shipped parameters file's relative topics resolve in the namespace, a remapping moves one to
+another camera, every output is under /robot1/lisa_ros/..., and `lisa-ros ask --namespace` finds it.
+
+Processes: a camera (test/support/camera_publisher.py: /front/...), the node started as the launch
+file starts it (the installed config/lisa_ros.yaml, then overrides; -r __ns and -r remappings),
+and this process's clients in /robot1.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from lifecycle_msgs.msg import State
+
+from lisa_ros.resources import share_directory
+from lisa_ros.testing.checkpoints import write_tiny_lisa_checkpoint
+from test_node import Client
+
+pytestmark = pytest.mark.ros
+
+
+@pytest.fixture(scope="module")
+def robot1(module_ros_domain, module_spawn, tmp_path_factory):
+    checkpoint = write_tiny_lisa_checkpoint(tmp_path_factory.mktemp("ns") / "lisa", emit_seg=True)
+    module_spawn(module_ros_domain, "camera_publisher.py", "front:rgbd")
+    args = ["--ros-args", "--params-file", str(share_directory() / "config" / "lisa_ros.yaml"),
+            "-p", f"model:={checkpoint}", "-p", "max_new_tokens:=16", "-p", "max_frame_age:=5.0",
+            "-r", "__ns:=/robot1",
+            # The colour image and its intrinsics come from another driver's topics; depth is left
+            # relative (/robot1/camera/aligned_depth_to_color/image_raw, not published: 2D answers).
+            "-r", "camera/color/image_raw:=/front/color/image_raw",
+            "-r", "camera/color/camera_info:=/front/color/camera_info"]
+    module_spawn(module_ros_domain, "lisa_node_with_faults.py", *args, ready_timeout=90)
+    client = Client(module_ros_domain.context(), node_name="/robot1/lisa_ros")
+    client.wait_for_state(State.PRIMARY_STATE_ACTIVE, timeout=180)
+    yield client
+    client.close()
+
+
+def test_relative_topics_resolve_in_the_namespace_and_follow_remappings(robot1):
+    before = {k: len(v) for k, v in robot1.received.items()}
+    response = robot1.ask(command="where is the cup?")  # the default camera's latest frame
+    assert response.success, response.message
+    assert response.result.header.frame_id == "front_color_optical_frame"  # the remapped topic's frames
+    # Every output under /robot1/lisa_ros/ (the client subscribes there, default reliable QoS).
+    for topic in ("result", "mask", "debug_image", "markers"):
+        assert robot1.wait_for(lambda: len(robot1.received[topic]) > before[topic]), topic
+    names = dict(robot1.node.get_topic_names_and_types())
+    assert "/robot1/lisa_ros/result" in names and "/lisa_ros/result" not in names
+    assert "/robot1/camera/aligned_depth_to_color/image_raw" in names  # relative depth, in the namespace
+
+
+def test_lisa_ros_ask_resolves_the_service_in_its_namespace(robot1, module_ros_domain):
+    ask = str(Path(sys.executable).parent / "lisa-ros")
+    found = subprocess.run([ask, "ask", "where is the cup?", "--namespace", "robot1", "--wait", "30"],
+                           env=module_ros_domain.env, capture_output=True, text=True, timeout=120)
+    assert found.returncode == 0, found.stdout + found.stderr
+    assert json.loads(found.stdout.strip().splitlines()[-1])["frame_id"] == "front_color_optical_frame"
+    missing = subprocess.run([ask, "ask", "where is the cup?", "--wait", "3"],  # no namespace: not there
+                             env=module_ros_domain.env, capture_output=True, text=True, timeout=120)
+    assert missing.returncode != 0 and "/lisa_ros/reason_segment" in missing.stdout + missing.stderr

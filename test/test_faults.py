@@ -90,6 +90,7 @@ def test_a_burst_of_goals_results_and_cancels_is_answered_in_full(node):
     answered (rclpy's default service QoS kept 10 and lost the first 10 results and cancels;
     lisa_ros.ros.qos). Goals beyond the queue are rejected at once, not accepted and aborted."""
     assert node.action.wait_for_server(timeout_sec=30)
+    log_start, started = len(node.process.lines()), time.monotonic()
     assert node.set_parameter("max_new_tokens", 300)[0]  # the first goal is still running at its cancel
     try:
         goal = ReasonSegmentAction.Goal(command="where is the cup?", image=explicit_image(), explain=True)
@@ -114,6 +115,14 @@ def test_a_burst_of_goals_results_and_cancels_is_answered_in_full(node):
     assert [i for i, call in enumerate(calls) if not call.done()] == []
     codes = [call.result().error_code for call in calls]
     assert set(codes) <= {Codes.OK, Codes.BUSY} and Codes.OK in codes, codes
+    # About 35 refusals in the log as one WARN per 5 s at most; each answer as one INFO line.
+    served = codes.count(Codes.OK) + sum(status == GoalStatus.STATUS_SUCCEEDED for status, _ in outcomes) // 10
+    elapsed = time.monotonic() - started
+    assert node.wait_for(lambda: sum("answered in" in line for line in node.process.lines()[log_start:]) >= served, 5)
+    log = node.process.lines()[log_start:]
+    refusals = [line for line in log if "request refused" in line]
+    assert 1 <= len(refusals) <= elapsed / 5.0 + 1, refusals
+    assert sum("answered in" in line for line in log) == served, log
     before = len(node.received["diagnostics"])
     assert serves(node)
     assert {kv.key: kv.value for kv in model_status(node, before).values}["queue"] == "0/1"

@@ -246,6 +246,9 @@ def test_outputs_are_published_with_the_source_header(running):
     assert running.wait_for(lambda: all(len(running.received[k]) > before[k] for k in
                                         ("result", "mask", "explanation", "markers")))
     assert running.received["result"][-1].header.stamp == stamp
+    # Subscribers see a digest of the session id, never the id that continues the conversation.
+    published_session = running.received["result"][-1].session_id
+    assert published_session.startswith("sha256:") and response.result.session_id not in published_session
     mask = running.received["mask"][-1]
     assert mask.header.stamp == stamp and mask.encoding == "mono8"
     markers = running.received["markers"][-1].markers
@@ -546,7 +549,7 @@ class _PublishingNode:
     def __init__(self):
         self.topics: dict[str, _Recorder] = {}
 
-    def create_publisher(self, _msg_type, name, _qos):
+    def create_publisher(self, _msg_type, name, _qos, **_options):
         return self.topics.setdefault(name, _Recorder())
 
 
@@ -620,7 +623,10 @@ def test_one_request_converts_each_mask_and_its_3d_once(monkeypatch, kind):
     assert len(converted) == 3  # one Image per mask, plus the union published on ~/mask
     result = job.result
     assert [c.z for c in result.centroids] == [pytest.approx(1.5)] * 2
-    assert node.topics["~/result"].messages == [result]
+    (published,) = node.topics["~/result"].messages  # the client's result, its session id as a digest
+    assert published.session_id == messages.public_session_id(result.session_id) != result.session_id
+    published.session_id = result.session_id
+    assert published == result
     assert len(node.topics["~/markers"].messages[0].markers) == 1 + 3 * 2
     assert node.topics["~/debug_image"].messages[0].header == result.header
     if goal is not None:
@@ -652,6 +658,32 @@ def test_frame_sources_are_typed_and_say_what_is_missing():
 
 
 # ------------------------------------------------------------------------------------ lifecycle
+
+
+def test_a_slow_configure_blocks_neither_get_state_nor_refusals(ros_domain, spawn, checkpoint):
+    """Configure takes 8 s longer (like loading a 7B model): meanwhile get_state answers at once
+    (configuring), a goal is rejected and a service call answered NOT_READY; nothing waits for it."""
+    spawn(ros_domain, "lisa_node_with_faults.py", "--slow-configure=8",
+          *node_arguments(checkpoint, autostart="false"), ready_timeout=90)
+    client = Client(ros_domain.context())
+    try:
+        assert client.state() == State.PRIMARY_STATE_UNCONFIGURED
+        request = ChangeState.Request()
+        request.transition.id = Transition.TRANSITION_CONFIGURE
+        configuring = client.change_state.call_async(request)
+        assert client.wait_for(lambda: client.state() == State.TRANSITION_STATE_CONFIGURING, 5)
+        started = time.monotonic()
+        assert client.state() == State.TRANSITION_STATE_CONFIGURING
+        assert time.monotonic() - started < 2.0  # answered, not queued behind configure
+        assert client.action.wait_for_server(timeout_sec=30)
+        assert not client.wait(client.action.send_goal_async(ReasonSegmentAction.Goal(command="where?")), 5).accepted
+        refused = client.ask(timeout=5, command="where?", image=explicit_image())
+        assert refused.error_code == Codes.NOT_READY and "configuring" in refused.message
+        assert not configuring.done()  # all of that while configure still ran
+        assert client.wait(configuring, 120).success
+        assert client.state() == State.PRIMARY_STATE_INACTIVE
+    finally:
+        client.close()
 
 
 def test_lifecycle_transitions_and_requests_in_each_state(ros_domain, spawn, checkpoint):

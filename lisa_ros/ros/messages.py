@@ -5,6 +5,7 @@ with the frame, its depth and TF at that instant.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -39,6 +40,13 @@ def geometry(mask: np.ndarray, depth_m: np.ndarray | None, intrinsics: Intrinsic
     if depth_m is None or intrinsics is None:
         return NO_GEOMETRY
     return mask_geometry(mask, depth_m, intrinsics)
+
+
+def public_session_id(session_id: str) -> str:
+    """What ``~/result`` shows of a session id: ``sha256:`` and 16 hex digits of its digest, so
+    subscribers can group a conversation's turns but cannot continue it (only the client that
+    made the request got the id itself). "" stays ""."""
+    return "sha256:" + hashlib.sha256(session_id.encode()).hexdigest()[:16] if session_id else ""
 
 
 def segmentation_result(header, answer, session_id: str, masks: list[Image],

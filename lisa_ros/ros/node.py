@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import sys
 import time
+import weakref
 
 import rclpy
 from rclpy.action import ActionServer, CancelResponse
@@ -45,16 +46,18 @@ class LisaNode(LifecycleNodeMixin, Node):
 
     def __init__(self, **kwargs):
         Node.__init__(self, "lisa_ros", **kwargs)
-        # Lifecycle services in their own group: a long configure (model loading) must not block
-        # parameter services, and transitions stay mutually exclusive with each other.
+        # Transitions (change_state, and autostart's) in one mutually exclusive group: one at a
+        # time, and a long configure (model loading) blocks nothing else. The lifecycle queries
+        # (get_state, available states/transitions, the graph) in a reentrant group, so a
+        # lifecycle manager's get_state is answered during a minutes-long configure.
         self._lifecycle_group = MutuallyExclusiveCallbackGroup()
         LifecycleNodeMixin.__init__(self, enable_communication_interface=True, callback_group=self._lifecycle_group)
+        self._move_lifecycle_queries(ReentrantCallbackGroup())
         self.parameter_problems = parameters.declare(self)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.config: parameters.NodeConfig | None = None
         self.engine = None  # lisa_ros.engine.LisaEngine while configured
         self.cameras: dict[str, CameraInput] = {}
-        self.state_name = "unconfigured"
         self.load_error = ""
         self._handler: RequestHandler | None = None
         self._camera_subscriptions = []  # not _subscriptions/_publishers: rclpy's Node uses those names
@@ -74,9 +77,18 @@ class LisaNode(LifecycleNodeMixin, Node):
         self.create_timer(1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
 
         if self.get_parameter("autostart").value:
-            # Own group: /diagnostics keeps flowing while the model loads.
-            self._autostart_timer = self.create_timer(0.0, self._autostart,
-                                                      callback_group=MutuallyExclusiveCallbackGroup())
+            # In the transitions' group: an external change_state waits for it (no race), and
+            # it skips what an external manager has already done.
+            self._autostart_timer = self.create_timer(0.0, self._autostart, callback_group=self._lifecycle_group)
+
+    def _move_lifecycle_queries(self, group) -> None:
+        """Put the lifecycle services that only read the state machine into ``group``.
+        (rclpy's mixin takes one group for all five; these attributes are the mixin's.)"""
+        for service in (self._service_get_state, self._service_get_available_states,
+                        self._service_get_available_transitions, self._service_get_transition_graph):
+            self._lifecycle_group.entities.discard(weakref.ref(service))
+            service.callback_group = group
+            group.add_entity(service)
 
     def _on_set_parameters(self, changes):
         result = parameters.on_set(changes)
@@ -88,28 +100,40 @@ class LisaNode(LifecycleNodeMixin, Node):
                                  "(deactivate, cleanup, set, configure)")
         return result
 
+    @property
+    def state_name(self) -> str:
+        """The lifecycle state's label (unconfigured, configuring, inactive, activating, active,
+        ...; transition states included), or "error" while unconfigured after a failed configure."""
+        label = self._state_machine.current_state[1]
+        return "error" if label == "unconfigured" and self.load_error else label
+
     def _describe_state(self) -> str:
         """Why requests are refused with NOT_READY now."""
         return f"node is {self.state_name}, not active" + (f" ({self.load_error})" if self.load_error else "")
 
     # ------------------------------------------------------------------ lifecycle
     def _autostart(self) -> None:
+        """Configure, then activate, unless a lifecycle manager got there first (each step only
+        from the state it starts from)."""
         self._autostart_timer.cancel()
         self.destroy_timer(self._autostart_timer)
-        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+        if self._state_machine.current_state[1] == "unconfigured":
+            if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                return
+        if self._state_machine.current_state[1] == "inactive":
             self.trigger_activate()
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.state_name = "configuring"
         try:
+            # Parameters first: a bad value fails at once, before the model stack is imported.
+            if self.parameter_problems:
+                raise ValueError("invalid parameters: " + "; ".join(self.parameter_problems))
+            config = self.config = parameters.read(self)
             from lisa_ros.engine import LisaEngine
             from lisa_ros.model.loading import load_lisa
             from lisa_ros.model.options import LoadOptions
             from lisa_ros.sessions import FrameCache, SessionStore
 
-            if self.parameter_problems:
-                raise ValueError("invalid parameters: " + "; ".join(self.parameter_problems))
-            config = self.config = parameters.read(self)
             self.get_logger().info(f"loading {config.model} (precision {config.precision}, quantization "
                                    f"{config.quantization}, device {config.device}); this can take minutes")
             started = time.monotonic()
@@ -119,7 +143,6 @@ class LisaNode(LifecycleNodeMixin, Node):
             self.engine = LisaEngine(loaded)  # generation options are passed per request
         except Exception as exc:  # the node stays alive, unconfigured, and says why
             self.load_error = f"{type(exc).__name__}: {exc}"
-            self.state_name = "error"
             self.get_logger().error(f"configure failed: {self.load_error}")
             self._free_model()
             return TransitionCallbackReturn.FAILURE
@@ -132,7 +155,6 @@ class LisaNode(LifecycleNodeMixin, Node):
             self.cameras, config.default_camera_name, config.session_timeout, self._outputs,
             read_live=functools.partial(parameters.read_live, self))
         self.load_error = ""
-        self.state_name = "inactive"
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -144,7 +166,6 @@ class LisaNode(LifecycleNodeMixin, Node):
             self._unsubscribe()
             return TransitionCallbackReturn.FAILURE
         self._server.start(self._handler)
-        self.state_name = "active"
         names = ", ".join(f"{c.name} <- {self.resolve_topic_name(c.image_topic)}" for c in self.config.cameras)
         self.get_logger().info(f"active: serving {self.resolve_service_name('~/reason_segment')}; cameras: {names}")
         return super().on_activate(state)
@@ -176,24 +197,20 @@ class LisaNode(LifecycleNodeMixin, Node):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_serving()
-        self.state_name = "inactive"
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._free_model()
-        self.state_name = "unconfigured"
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_serving()
         self._free_model()
-        self.state_name = "finalized"
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_serving()
         self._free_model()
-        self.state_name = "unconfigured"
         return TransitionCallbackReturn.SUCCESS
 
     def _free_model(self) -> None:

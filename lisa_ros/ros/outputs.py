@@ -5,13 +5,15 @@ Each mask is converted to a ``sensor_msgs/Image`` and its 3D geometry computed o
 SegmentationResult, the rviz markers and the debug image all reuse them. The message layout
 itself is :mod:`lisa_ros.ros.messages`; every output carries the source image's header.
 
-Topics (all under the node's ``~/``): ``result`` (SegmentationResult), ``mask`` (mono8 union of
+Topics (all under the node's ``~/``): ``result`` (SegmentationResult; its ``session_id`` replaced
+by :func:`lisa_ros.ros.messages.public_session_id`), ``mask`` (mono8 union of
 the masks), ``explanation`` (String), ``markers`` (MarkerArray) with reliable QoS, and
 ``debug_image`` (rgb8; reliable, keep last 1: one image per answer). Every publisher takes QoS
 overrides (``qos_overrides./<ns>/lisa_ros/<topic>.publisher.*`` in the parameters file).
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -140,7 +142,9 @@ class Publishers:
         """One answered request: ``result`` as sent to the client, ``masks`` its converted masks,
         ``rgb`` the ``(H, W, 3)`` uint8 source image, ``answer`` the engine's Answer."""
         header = result.header
-        self._result.publish(result)
+        public = copy.copy(result)  # the client's own result keeps the session id itself
+        public.session_id = messages.public_session_id(result.session_id)
+        self._result.publish(public)
         union = np.zeros(rgb.shape[:2], bool)
         for output in masks:
             union |= output.decoded.mask

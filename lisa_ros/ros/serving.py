@@ -39,7 +39,13 @@ CANCEL_POLL_S = 0.05  # how often a waiting goal checks whether its client cance
 # Outcomes that are the client's input or the node's load, not a model failure.
 REJECTION_CODES = {Codes.INVALID_COMMAND, Codes.INVALID_IMAGE, Codes.NO_FRAME, Codes.STALE_FRAME,
                    Codes.UNKNOWN_CAMERA, Codes.UNKNOWN_SESSION, Codes.BUSY, Codes.NOT_READY, Codes.CANCELLED}
+REFUSAL_LOG_PERIOD_S = 5.0  # at most one refusal WARN per period (the statistics count them all)
 CODE_NAMES = {getattr(Codes, n): n for n in dir(Codes) if n.isupper() and isinstance(getattr(Codes, n), int)}
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    """``text`` for one log line: at most ``limit`` characters."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 class RequestError(LisaError):
@@ -239,8 +245,13 @@ class Server:
             job.success, job.code, job.message = code == Codes.OK, code, message
             kind = "served" if code == Codes.OK else ("rejected" if code in REJECTION_CODES else "failed")
             self.stats.record(CODE_NAMES.get(code, str(code)), kind, timings, message)
-            if code != Codes.OK:
-                self._logger.warning(f"request refused ({CODE_NAMES.get(code, code)}): {message}")
+            if code == Codes.OK:
+                seconds = (timings or {}).get("total", time.monotonic() - job.received_at)
+                self._logger.info(f"answered in {seconds:.2f} s with {len(job.result.masks)} mask(s): "
+                                  f"{_clip(getattr(job.request, 'command', ''))!r}")
+            else:  # a client retrying a bad request must not flood the log: one line per 5 s
+                self._logger.warning(f"request refused ({CODE_NAMES.get(code, code)}): {_clip(message)}",
+                                     throttle_duration_sec=REFUSAL_LOG_PERIOD_S)
         finally:
             job.done.set()  # whatever happens above, the caller gets its answer
 

@@ -2,14 +2,18 @@
 (not part of the package). A command containing SIMULATE_OOM makes the model raise
 torch.cuda.OutOfMemoryError (no GPU here); SIMULATE_CPU_OOM raises MemoryError; SIMULATE_FAILURE
 raises a RuntimeError before generating, SIMULATE_FAILURE_MID after the third generated token.
-Everything else is the unmodified node. Prints "ready" once the node object exists."""
+--slow-configure=S (before --ros-args) makes configure take S seconds longer, like loading a 7B
+model. Everything else is the unmodified node. Prints "ready" once the node object exists."""
 from __future__ import annotations
 
 import sys
+import time
 
 import torch
 
 from lisa_ros.ros import node as node_module
+
+SLOW_CONFIGURE_S = next((float(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--slow-configure=")), 0.0)
 
 
 class NodeWithFaults(node_module.LisaNode):
@@ -18,6 +22,7 @@ class NodeWithFaults(node_module.LisaNode):
         print("ready", flush=True)
 
     def on_configure(self, state):
+        time.sleep(SLOW_CONFIGURE_S)
         outcome = super().on_configure(state)
         if self.engine is not None:
             real_answer = self.engine.answer
@@ -46,4 +51,5 @@ class NodeWithFaults(node_module.LisaNode):
 
 
 if __name__ == "__main__":
-    sys.exit(node_module.main(sys.argv, node_class=NodeWithFaults))
+    sys.exit(node_module.main([a for a in sys.argv if not a.startswith("--slow-configure=")],
+                              node_class=NodeWithFaults))

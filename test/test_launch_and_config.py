@@ -172,3 +172,21 @@ def test_typed_configs_have_one_field_per_parameter():
             assert types[spec.name] == type(spec.default).__name__, spec.name
     assert {s.name: s.default for s in SPECS}["segment_suffix"] == DEFAULT_SEGMENT_SUFFIX
     assert {s.name: s.default for s in SPECS}["explain_suffix"] == DEFAULT_EXPLAIN_SUFFIX
+
+
+def test_run_time_model_changes_stay_within_model_roots(tmp_path):
+    from lisa_ros.ros.parameters import model_source_allowed
+
+    models = tmp_path / "models"
+    (models / "lisa-7b").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (models / "escape").symlink_to(tmp_path / "elsewhere")
+    roots = ["embedded", str(models), "xinlai/"]
+    assert model_source_allowed("embedded", roots) and model_source_allowed("", roots)
+    assert model_source_allowed(str(models / "lisa-7b"), roots)
+    assert model_source_allowed("xinlai/LISA-7B-v1", roots)
+    assert not model_source_allowed(str(models / ".." / "elsewhere"), roots)  # resolved: outside
+    assert not model_source_allowed(str(models / "escape"), roots)  # a link out of the root
+    assert not model_source_allowed("evil/LISA-7B-v1", roots)
+    assert not model_source_allowed("/etc", ["embedded"])
+    assert not model_source_allowed(str(tmp_path / "elsewhere"), ["xinlai/", "embedded"])

@@ -390,6 +390,10 @@ def test_parameters_are_validated(running):
     ok, reason = running.set_parameter("quantization", "4bit")          # needs a reload
     assert ok is False and "unconfigured" in reason
     assert running.set_parameter("queue_depth", 3)[0] is False          # read-only
+    ok, reason = running.set_parameter("model", "/etc/../root/model")   # outside model_roots
+    assert ok is False and "model_roots" in reason
+    ok, reason = running.set_parameter("model", "embedded")             # inside; refused only as a reload
+    assert ok is False and "unconfigured" in reason
     assert running.set_parameter("segment_suffix", "Please segment it.")[0] is True
     assert running.set_parameter("segment_suffix", "Please output segmentation mask.")[0] is True
 

@@ -91,7 +91,7 @@ class LisaNode(LifecycleNodeMixin, Node):
             group.add_entity(service)
 
     def _on_set_parameters(self, changes):
-        result = parameters.on_set(changes)
+        result = parameters.on_set(changes, self.get_parameter("model_roots").value)
         if result.successful and self.state_name not in ("unconfigured", "error"):
             reload = [c.name for c in changes if c.name in parameters.RELOAD_PARAMETERS]
             if reload:

@@ -15,6 +15,7 @@ precision/quantization choices, the device rule and the prompt suffixes are the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.parameter import Parameter
@@ -51,6 +52,9 @@ SPECS = [
     Spec("stop_after_seg", True, "without explain: stop generating once the sentence holding [SEG] ends"),
     Spec("segment_suffix", DEFAULT_SEGMENT_SUFFIX, "appended to commands that do not ask for a mask ('' = never)"),
     Spec("explain_suffix", DEFAULT_EXPLAIN_SUFFIX, "appended when explain is requested"),
+    Spec("model_roots", ["embedded"], "what a run-time change of model or vision_tower may name: folders (absolute; "
+                                      "anything under them), hub id prefixes (e.g. 'xinlai/'), or exact values; "
+                                      "the values given at start are always allowed", True),
     Spec("cameras", ["camera"], "names of the camera inputs; each has <name>.image_topic etc.", True),
     Spec("default_camera", "", "camera used when a request names none; empty = the first of `cameras`", True),
     Spec("queue_depth", 2, "requests waiting for the model; more are rejected at once with BUSY", True, 1, 64),
@@ -65,6 +69,8 @@ SPECS = [
     Spec("autostart", True, "configure and activate at start (no lifecycle manager needed)", True),
 ]
 
+# Parameters naming what is loaded: run-time changes are limited to model_roots.
+MODEL_SOURCE_PARAMETERS = ("model", "vision_tower")
 # Parameters the loaded model depends on: changeable only while unconfigured (then configure).
 RELOAD_PARAMETERS = {"model", "vision_tower", "precision", "quantization", "quantize_heads", "device"}
 # Parameters read per request (``ros2 param set`` applies to the next request): the rest.
@@ -120,6 +126,7 @@ class NodeConfig:
     stop_after_seg: bool
     segment_suffix: str
     explain_suffix: str
+    model_roots: list
     cameras: tuple[CameraConfig, ...]
     default_camera: str
     queue_depth: int
@@ -220,10 +227,32 @@ def read_live(node) -> LiveParameters:
     return LiveParameters(**{name: node.get_parameter(name).value for name in LIVE_PARAMETERS})
 
 
-def on_set(parameters: list[Parameter]) -> SetParametersResult:
-    """Reject invalid run-time changes with a reason."""
+def model_source_allowed(value: str, roots: list[str]) -> bool:
+    """Whether a run-time ``model``/``vision_tower`` value is within ``model_roots``: equal to an
+    entry; a path under an absolute folder entry (resolved, so ``..`` and links cannot leave
+    it); or, for an entry that is not a path (``xinlai/``), a hub id starting with it that is
+    not a local path. "" (vision_tower from the checkpoint) is always allowed."""
+    if not value or value in roots:
+        return True
+    for root in roots:
+        if root.startswith(("/", "~")):
+            if Path(value).expanduser().resolve().is_relative_to(Path(root).expanduser().resolve()):
+                return True
+        elif root and value.startswith(root) and not value.startswith(("/", ".", "~")) and not Path(value).exists():
+            return True
+    return False
+
+
+def on_set(parameters: list[Parameter], model_roots: list[str] | None = None) -> SetParametersResult:
+    """Reject invalid run-time changes with a reason; ``model``/``vision_tower`` outside
+    ``model_roots`` too (any node allowed to set parameters could otherwise make this one load
+    any file or hub id)."""
     for parameter in parameters:
         reason = validate_value(parameter.name, parameter.value)
+        if reason is None and parameter.name in MODEL_SOURCE_PARAMETERS and model_roots is not None \
+                and not model_source_allowed(str(parameter.value), list(model_roots)):
+            reason = (f"{parameter.name} {parameter.value!r} is outside model_roots {list(model_roots)} "
+                      "(read-only: set it at start to allow more)")
         if reason:
             return SetParametersResult(successful=False, reason=reason)
     return SetParametersResult(successful=True)

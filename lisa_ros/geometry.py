@@ -40,8 +40,12 @@ class Intrinsics:
 
 @dataclass(frozen=True)
 class MaskGeometry:
-    """Robust 3D summary of a mask: the per-axis median point, the extent between the 5th and
-    95th percentiles per axis, and how many mask pixels were used."""
+    """Robust 3D summary of a mask's object points (optical frame, metres).
+
+    ``centroid``: the per-axis median of the object's points (not the centre of its box: a few
+    stray points cannot move it); ``extent``: the span between the 1st and 99th percentiles per
+    axis; ``valid_points``: how many mask pixels had a depth kept as the object's.
+    """
 
     centroid: tuple[float, float, float]
     extent: tuple[float, float, float]
@@ -54,16 +58,53 @@ class MaskGeometry:
 
 NO_GEOMETRY = MaskGeometry((math.nan, math.nan, math.nan), (math.nan, math.nan, math.nan), 0)
 
+# The object's depths: the most populated run of depth bins (DEPTH_BIN_M, or DEPTH_BIN_RATIO of
+# the median depth when larger), a bin counting when it holds OCCUPIED_SHARE of the points (and
+# at least 2), runs bridging EMPTY_BINS_BRIDGED empty bins (depth quantisation at range).
+DEPTH_BIN_M = 0.01
+DEPTH_BIN_RATIO = 0.01
+OCCUPIED_SHARE = 0.002
+EMPTY_BINS_BRIDGED = 1
+
+
+def object_depths(z: np.ndarray) -> np.ndarray:
+    """Which of the depths ``z`` (metres, finite, shape ``(N,)``) belong to the object.
+
+    The object's surface is dense and continuous in depth, however slanted (a ladder from 1.0
+    to 1.8 m fills every bin between); background seen through holes is another dense run,
+    separated by a gap; flying pixels at edges are sparse, so their bins do not count and do
+    not bridge the gap. Returns a boolean ``(N,)`` array: the most populated run."""
+    z_median = float(np.median(z))
+    bin_m = max(DEPTH_BIN_M, DEPTH_BIN_RATIO * z_median)
+    low = float(z.min())
+    index = np.floor((z - low) / bin_m).astype(np.int64)
+    counts = np.bincount(index)
+    occupied = counts >= max(2, OCCUPIED_SHARE * z.size)
+    best, best_points, start, empty = (0, 0), -1, None, 0
+    for i, full in enumerate(np.append(occupied, False)):
+        if full:
+            start, empty = (i if start is None else start), 0
+            continue
+        empty += 1
+        if start is not None and (empty > EMPTY_BINS_BRIDGED or i == occupied.size):
+            end = i - empty + 1  # one past the run's last occupied bin
+            points = int(counts[start:end].sum())
+            if points > best_points:
+                best, best_points = (start, end), points
+            start = None
+    return (index >= best[0]) & (index < best[1])
+
 
 def mask_geometry(mask: np.ndarray, depth_m: np.ndarray, intrinsics: Intrinsics,
-                  min_depth: float = 0.05, max_depth: float = 50.0, min_points: int = 10,
-                  depth_band_m: float = 0.15, depth_band_ratio: float = 0.15) -> MaskGeometry:
+                  min_depth: float = 0.05, max_depth: float = 50.0, min_points: int = 10) -> MaskGeometry:
     """Back-project the mask's pixels with valid depth; NaN geometry when too few are valid.
 
-    Robustness: NaN/zero (no return) and out-of-range depths are skipped; points farther than
-    ``max(depth_band_m, depth_band_ratio * median depth)`` from the median depth are dropped
-    (flying pixels at object edges, background seen through holes); the centroid is the per-axis
-    median and the extent spans the 5th-95th percentiles, so the rest cannot pull them either.
+    ``mask``: ``(H, W)`` bool; ``depth_m``: ``(H, W)`` registered depth in metres, NaN or 0 where
+    there is no return; ``intrinsics``: of the colour image (scaled when its size differs).
+    NaN/zero and out-of-range depths are skipped; of the rest, only the object's run of depths
+    (:func:`object_depths`) is kept, so a slanted object stays whole while background through
+    holes and flying pixels at edges are dropped. Raises ValueError when mask and depth differ
+    in size.
     """
     if mask.shape != depth_m.shape:
         raise ValueError(f"mask {mask.shape} and depth {depth_m.shape} differ in size")
@@ -77,15 +118,14 @@ def mask_geometry(mask: np.ndarray, depth_m: np.ndarray, intrinsics: Intrinsics,
     if int(valid.sum()) < min_points:
         return NO_GEOMETRY
     rows, cols, z = rows[valid], cols[valid], z[valid]
-    # Depth outliers (background through holes, flying pixels at edges) would still shift the
-    # x/y medians through back-projection: keep the points near the median depth first.
-    z_median = float(np.median(z))
-    near = np.abs(z - z_median) <= max(depth_band_m, depth_band_ratio * z_median)
-    if int(near.sum()) >= min_points:
-        rows, cols, z = rows[near], cols[near], z[near]
+    # Outliers in depth would still move the x/y medians through back-projection: keep the
+    # object's depths first.
+    kept = object_depths(z)
+    if int(kept.sum()) >= min_points:
+        rows, cols, z = rows[kept], cols[kept], z[kept]
     x = (cols - intrinsics.cx) * z / intrinsics.fx
     y = (rows - intrinsics.cy) * z / intrinsics.fy
     points = np.stack([x, y, z], axis=1)
     centroid = np.median(points, axis=0)
-    low, high = np.percentile(points, [5, 95], axis=0)
+    low, high = np.percentile(points, [1, 99], axis=0)
     return MaskGeometry(tuple(float(v) for v in centroid), tuple(float(v) for v in high - low), int(z.size))

@@ -279,12 +279,12 @@ def _bad_images():
 
 
 @pytest.mark.parametrize("case", ["empty", "too long", "truncated", "unsupported", "zero-sized",
-                                  "no frame", "stale", "unknown camera", "depth size", "OOM", "failure"])
+                                  "no frame", "stale", "unknown camera", "OOM", "failure"])
 def test_bad_input_gets_a_reason_and_the_node_keeps_serving(running, case):
     fields = {"command": "where is the cup?", "image": explicit_image()}
     expected = {"empty": Codes.INVALID_COMMAND, "too long": Codes.INVALID_COMMAND, "truncated": Codes.INVALID_IMAGE,
                 "unsupported": Codes.INVALID_IMAGE, "zero-sized": Codes.INVALID_IMAGE, "no frame": Codes.NO_FRAME,
-                "stale": Codes.STALE_FRAME, "unknown camera": Codes.UNKNOWN_CAMERA, "depth size": Codes.INVALID_IMAGE,
+                "stale": Codes.STALE_FRAME, "unknown camera": Codes.UNKNOWN_CAMERA,
                 "OOM": Codes.MODEL_ERROR, "failure": Codes.MODEL_ERROR}[case]
     if case == "empty":
         fields["command"] = "   "
@@ -299,8 +299,6 @@ def test_bad_input_gets_a_reason_and_the_node_keeps_serving(running, case):
             # "still" sent 5 frames when the node subscribed, then stopped; max_frame_age is 5 s.
             assert running.wait_for(lambda: running.ask(command="x", camera="still").error_code != Codes.NO_FRAME, 10)
             time.sleep(5.2)
-    elif case == "depth size":
-        fields["depth"] = numpy_to_image(np.ones((60, 80), np.float32), "32FC1")
     elif case == "OOM":
         fields["command"] = "SIMULATE_OOM where is the cup?"
     elif case == "failure":
@@ -312,6 +310,16 @@ def test_bad_input_gets_a_reason_and_the_node_keeps_serving(running, case):
         assert "out of GPU memory" in response.message
     # ...and the next good request is served.
     assert running.ask(command="where is the cup?", image=explicit_image()).success
+
+
+def test_depth_of_another_size_is_answered_in_2d_with_the_reason(running):
+    image = explicit_image()
+    response = running.ask(command="where is the cup?", image=image,
+                           depth=numpy_to_image(np.ones((image.height + 12, image.width + 16), np.float32), "32FC1"),
+                           camera_info=CameraInfo(width=image.width, height=image.height, k=K))
+    assert response.success and response.result.masks, response.message
+    assert "depth ignored" in response.message and "registered to colour" in response.message
+    assert all(math.isnan(c.z) for c in response.result.centroids)
 
 
 def test_nan_only_depth_still_segments_with_nan_centroids(running):
@@ -751,3 +759,27 @@ def test_a_failed_load_leaves_the_node_alive_and_says_why(ros_domain, spawn, tmp
         assert client.wait_for(lambda: any(s.level == s.ERROR for d in client.received["diagnostics"] for s in d.status), 10)
     finally:
         client.close()
+
+
+def test_a_camera_whose_depth_is_not_registered_is_a_diagnostics_warning():
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from lisa_ros.ros import diagnostics
+    from lisa_ros.ros.cameras import CameraInput
+    from lisa_ros.ros.request import RequestHandler, decode, frame_source
+
+    camera = CameraInput("front")
+    colour = explicit_image()
+    depth = numpy_to_image(np.ones((60, 80), np.float32), "32FC1")
+    depth.header = colour.header
+    camera.on_color(colour)
+    camera.on_depth(depth)
+    source = frame_source(ReasonSegment.Request(command="x"), {"front": camera}, "front", 0.0)
+    frame = decode(source, 10**6)
+    assert frame.depth_mismatch and frame.depth_m is None and "registered to colour" in frame.notes[0]
+    handler = RequestHandler(None, None, None, {"front": camera}, "front", 600.0, None, None)
+    handler.note_depth(source, frame)
+    values = diagnostics.camera_values(camera, time.monotonic(), 1.0)
+    array = diagnostics.build("lisa_ros", None, "active", {}, diagnostics.RequestStats(), [values], {})
+    status = array.status[-1]
+    assert status.level == DiagnosticStatus.WARN and "registered to colour" in status.message

@@ -89,6 +89,9 @@ class CameraInput:
         self.color_rate = RateMeter()
         self.depth_rate = RateMeter()
         self.frames_received = 0
+        # Set by the request handler: why the last request could not use this camera's depth
+        # (e.g. not registered to colour), "" when it could; diagnostics show it as a WARN.
+        self.depth_problem = ""
 
     def on_color(self, msg: Any) -> None:
         now = self._clock()

@@ -50,12 +50,14 @@ class RequestStats:
 def camera_values(camera, now: float, max_age_s: float) -> dict:
     """The diagnostics of one lisa_ros.ros.cameras.CameraInput: name, age of its latest frame
     (s, None before the first), colour and depth rates (Hz), frames received, image-callback
-    latency (ms) and the max_frame_age it is judged by (s). ``now``: monotonic seconds."""
+    latency (ms), the max_frame_age it is judged by (s) and why its depth was last unusable
+    (None when it was usable). ``now``: monotonic seconds."""
     latency = camera.callback_latency.summary_ms()
     return {"name": camera.name, "age_s": camera.age_s(), "rate_hz": camera.color_rate.rate_hz(now),
             "depth_rate_hz": camera.depth_rate.rate_hz(now), "frames": camera.frames_received,
             "callback_latency_mean_ms": latency["mean"], "callback_latency_p99_ms": latency["p99"],
-            "callback_latency_max_ms": latency["max"], "max_age_s": max_age_s}
+            "callback_latency_max_ms": latency["max"], "max_age_s": max_age_s,
+            "depth_problem": camera.depth_problem or None}
 
 
 def _kv(key: str, value) -> KeyValue:
@@ -99,6 +101,8 @@ def build(node_name: str, stamp, state: str, model_info: dict, stats: RequestSta
             status.level, status.message = DiagnosticStatus.WARN, "no frame received yet"
         elif camera["max_age_s"] and age > camera["max_age_s"]:
             status.level, status.message = DiagnosticStatus.WARN, f"latest frame is {age:.1f} s old"
+        elif camera["depth_problem"]:
+            status.level, status.message = DiagnosticStatus.WARN, camera["depth_problem"]
         else:
             status.level, status.message = DiagnosticStatus.OK, "receiving"
         status.values = [_kv(k, v if v is not None else "none") for k, v in camera.items() if k != "name"]

@@ -81,6 +81,7 @@ class DecodedFrame:
     depth_m: np.ndarray | None
     intrinsics: Intrinsics | None
     notes: list[str] = field(default_factory=list)
+    depth_mismatch: bool = False  # depth came, of another size than colour, and was ignored
 
 
 def image_cache_key(image) -> tuple:
@@ -139,9 +140,10 @@ def frame_source(request, cameras: dict[str, CameraInput], default_camera: str, 
 def decode(source: FrameSource, max_pixels: int) -> DecodedFrame:
     """Decode ``source``; ``max_pixels`` bounds width x height of the colour and depth images.
 
-    Raises RequestError INVALID_IMAGE for an image or depth that cannot be decoded and for
-    depth whose size differs from the colour image's (it must be registered to colour). Depth
-    without intrinsics, invalid intrinsics, all-invalid depth and missing depth are notes.
+    Raises RequestError INVALID_IMAGE for an image or depth that cannot be decoded. Depth of
+    another size than the colour image (not registered to it) is ignored, the answer is in 2D and
+    ``depth_mismatch`` is set (for a diagnostics warning); that, depth without intrinsics, invalid
+    intrinsics, all-invalid depth and missing depth are notes.
     """
     try:
         if isinstance(source.color, CompressedImage):
@@ -156,12 +158,14 @@ def decode(source: FrameSource, max_pixels: int) -> DecodedFrame:
             depth_m = depth_to_meters(source.depth, max_pixels)
         except ImageConversionError as exc:
             raise RequestError(Codes.INVALID_IMAGE, f"depth: {exc}") from exc
-        if depth_m.shape != rgb.shape[:2]:
-            raise RequestError(Codes.INVALID_IMAGE, f"depth is {depth_m.shape[1]}x{depth_m.shape[0]} but the "
-                               f"colour image is {rgb.shape[1]}x{rgb.shape[0]}: use depth registered to colour")
-        if not np.isfinite(depth_m).any():
-            decoded.notes.append("depth has no valid values: centroids are NaN")
-        decoded.depth_m = depth_m
+        if depth_m.shape != rgb.shape[:2]:  # not registered to colour: answer in 2D, say why
+            decoded.notes.append(f"depth ignored: it is {depth_m.shape[1]}x{depth_m.shape[0]} but the colour image is "
+                                 f"{rgb.shape[1]}x{rgb.shape[0]} (use depth registered to colour); centroids are NaN")
+            decoded.depth_mismatch = True
+        else:
+            if not np.isfinite(depth_m).any():
+                decoded.notes.append("depth has no valid values: centroids are NaN")
+            decoded.depth_m = depth_m
     info = source.camera_info
     if info is not None:
         try:
@@ -233,6 +237,7 @@ class RequestHandler:
         source = frame_source(request, self.cameras, self.default_camera, live.max_frame_age)
         header = job.result.header = source.header
         frame = decode(source, live.max_image_pixels)
+        self.note_depth(source, frame)
         session_id, history = self._session(request.session_id)
         job.result.session_id = session_id
         timings["preprocess"] = time.monotonic() - started
@@ -278,6 +283,12 @@ class RequestHandler:
         for stage, value in timings.items():
             setattr(job.result.timings, stage, float(value))
         return "; ".join(answer.caveats + frame.notes), timings
+
+    def note_depth(self, source: FrameSource, frame: DecodedFrame) -> None:
+        """Tell the camera the frame came from whether its depth was usable (a camera whose depth
+        is not registered to colour shows WARN in /diagnostics until it is)."""
+        if source.camera in self.cameras:
+            self.cameras[source.camera].depth_problem = frame.notes[0] if frame.depth_mismatch else ""
 
     def _session(self, session_id: str):
         """(session id, conversation so far): a new id and no history for an empty one."""

@@ -14,7 +14,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Intrinsics:
-    """Pinhole intrinsics of the (rectified) colour image, from sensor_msgs/CameraInfo ``k``."""
+    """Pinhole intrinsics of the colour image: from sensor_msgs/CameraInfo ``k`` (raw image) or
+    ``p`` (rectified image)."""
 
     fx: float
     fy: float
@@ -30,6 +31,15 @@ class Intrinsics:
         if len(k) != 9 or k[0] <= 0 or k[4] <= 0:
             raise ValueError("camera_info has no valid intrinsics (K must hold fx, fy > 0)")
         return cls(k[0], k[4], k[2], k[5], int(width), int(height))
+
+    @classmethod
+    def from_p(cls, p, width: int, height: int) -> "Intrinsics":
+        """From the row-major 3x4 projection matrix P = [fx' 0 cx' Tx; 0 fy' cy' Ty; 0 0 1 0]: the
+        intrinsics of the *rectified* image (sensor_msgs/CameraInfo; image_proc's image_rect)."""
+        p = [float(v) for v in p]
+        if len(p) != 12 or p[0] <= 0 or p[5] <= 0:
+            raise ValueError("camera_info has no valid projection (P must hold fx, fy > 0)")
+        return cls(p[0], p[5], p[2], p[6], int(width), int(height))
 
     def scaled_to(self, width: int, height: int) -> "Intrinsics":
         """The same camera at another resolution (a camera_info for a resized image)."""

@@ -783,3 +783,42 @@ def test_a_camera_whose_depth_is_not_registered_is_a_diagnostics_warning():
     array = diagnostics.build("lisa_ros", None, "active", {}, diagnostics.RequestStats(), [values], {})
     status = array.status[-1]
     assert status.level == DiagnosticStatus.WARN and "registered to colour" in status.message
+
+
+def test_rectified_images_use_p_raw_ones_k_and_16uc1_follows_depth_scale():
+    from lisa_ros.ros.cameras import CameraInput
+    from lisa_ros.ros.request import decode, frame_source
+
+    colour = explicit_image(640, 480)
+    depth = numpy_to_image(np.full((480, 640), 1500, np.uint16), "16UC1")
+    depth.header = colour.header
+    info = CameraInfo(width=640, height=480, k=K, d=[0.1, -0.05, 0.0, 0.0, 0.0],
+                      p=[500.0, 0.0, 322.0, 0.0, 0.0, 498.0, 241.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+
+    def decoded(**camera_options):
+        camera = CameraInput("front", **camera_options)
+        camera.on_camera_info(info)
+        camera.on_color(colour)
+        camera.on_depth(depth)
+        return decode(frame_source(ReasonSegment.Request(command="x"), {"front": camera}, "front", 0.0), 10**7)
+
+    raw = decoded()
+    assert (raw.intrinsics.fx, raw.intrinsics.cx) == (525.0, 319.5)  # K
+    assert any("rectified" in note for note in raw.notes)  # d is not zero: 3D is approximate
+    assert float(np.nanmedian(raw.depth_m)) == pytest.approx(1.5)  # millimetres
+    rectified = decoded(rectified=True, depth_scale=0.0001)
+    assert (rectified.intrinsics.fx, rectified.intrinsics.fy, rectified.intrinsics.cx, rectified.intrinsics.cy) == (
+        500.0, 498.0, 322.0, 241.0)  # P
+    assert not any("rectified" in note for note in rectified.notes)
+    assert float(np.nanmedian(rectified.depth_m)) == pytest.approx(0.15)  # 0.1 mm units
+
+
+def test_intrinsics_follow_the_topic_unless_set():
+    from lisa_ros.ros.parameters import CameraConfig, validate_value
+
+    def camera(topic, intrinsics="auto"):
+        return CameraConfig("front", topic, False, "", "", 0.02, 0.001, intrinsics)
+
+    assert camera("camera/color/image_rect_color").rectified and not camera("camera/color/image_raw").rectified
+    assert camera("camera/color/image_raw", "p").rectified and not camera("camera/image_rect", "k").rectified
+    assert validate_value("front.intrinsics", "x") and validate_value("front.intrinsics", "p") is None

@@ -70,12 +70,16 @@ class CameraInput:
     """One named camera: latest colour frame, recent depth frames, latest camera_info.
 
     ``depth_slop``: seconds, the largest |depth stamp - colour stamp| accepted as a pair (the
-    ``<camera>.depth_slop`` parameter). ``clock``/``wall_clock`` are injectable for tests.
+    ``<camera>.depth_slop`` parameter); ``depth_scale``: metres per 16UC1 unit; ``rectified``:
+    the image is rectified, so 3D uses CameraInfo's P instead of K. ``clock``/``wall_clock`` are injectable for tests.
     """
 
     def __init__(self, name: str, depth_slop: float = 0.02, depth_history: int = 10, color_history: int = 3,
-                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
+                 depth_scale: float = 0.001, rectified: bool = False):
         self.name = name
+        self.depth_scale = depth_scale  # metres per 16UC1 unit
+        self.rectified = rectified  # the image is rectified: intrinsics from CameraInfo's P
         self._wall_clock = wall_clock
         self.callback_latency = LatencyMeter()
         self.depth_slop = depth_slop

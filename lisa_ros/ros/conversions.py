@@ -307,14 +307,15 @@ def image_to_rgb8(msg: Image, max_pixels: int | None = None) -> np.ndarray:
     raise ImageConversionError(f"cannot convert {msg.encoding} to RGB")  # pragma: no cover
 
 
-def depth_to_meters(msg: Image, max_pixels: int | None = None) -> np.ndarray:
+def depth_to_meters(msg: Image, max_pixels: int | None = None, depth_scale: float = 0.001) -> np.ndarray:
     """Decode a depth image to ``(H, W)`` float32 metres; NaN where there is no measurement.
 
-    ``16UC1``/``mono16`` are millimetres (REP 118) with 0 = no return; ``32FC1`` is metres with
-    0, negative, NaN and inf = no return.
+    ``16UC1``/``mono16`` are ``depth_scale`` metres per unit (REP 118: millimetres, 0.001; some
+    drivers use other units) with 0 = no return; ``32FC1`` is metres with 0, negative, NaN and
+    inf = no return.
     """
     if msg.encoding in ("16UC1", "mono16"):
-        depth = image_to_numpy(msg, max_pixels).astype(np.float32) * np.float32(0.001)
+        depth = image_to_numpy(msg, max_pixels).astype(np.float32) * np.float32(depth_scale)
     elif msg.encoding == "32FC1":
         depth = image_to_numpy(msg, max_pixels).astype(np.float32, copy=False)
     else:

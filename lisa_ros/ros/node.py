@@ -149,7 +149,8 @@ class LisaNode(LifecycleNodeMixin, Node):
         self._weights_bytes = loaded.memory_bytes()["total"]
         self.get_logger().info(f"model ready on {loaded.device} ({loaded.options.precision}) in "
                                f"{time.monotonic() - started:.1f} s ({self._weights_bytes / 2**20:.0f} MB of weights)")
-        self.cameras = {c.name: CameraInput(c.name, c.depth_slop) for c in config.cameras}
+        self.cameras = {c.name: CameraInput(c.name, c.depth_slop, depth_scale=c.depth_scale, rectified=c.rectified)
+                        for c in config.cameras}
         self._handler = RequestHandler(
             self.engine, SessionStore(config.session_timeout, config.max_sessions), FrameCache(config.frame_cache_size),
             self.cameras, config.default_camera_name, config.session_timeout, self._outputs,

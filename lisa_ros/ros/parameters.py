@@ -82,7 +82,11 @@ CAMERA_SPECS = [
     Spec("depth_topic", "", "registered depth topic (16UC1 mm or 32FC1 m); empty = no 3D", True),
     Spec("camera_info_topic", "", "CameraInfo of the colour camera; empty = no 3D", True),
     Spec("depth_slop", 0.02, "seconds: largest colour/depth stamp difference accepted as a pair", True, 0.0, 1.0),
+    Spec("depth_scale", 0.001, "metres per unit of 16UC1 depth (REP 118: 0.001, millimetres)", True, 1e-6, 1.0),
+    Spec("intrinsics", "auto", "k (raw image) | p (rectified image) | auto: p when the image topic is "
+                               "rectified (its name holds 'rect'), else k", True),
 ]
+INTRINSICS_CHOICES = ("auto", "k", "p")
 
 
 def _descriptor(spec: Spec) -> ParameterDescriptor:
@@ -105,6 +109,13 @@ class CameraConfig:
     depth_topic: str
     camera_info_topic: str
     depth_slop: float  # seconds
+    depth_scale: float  # metres per 16UC1 unit
+    intrinsics: str  # auto | k | p
+
+    @property
+    def rectified(self) -> bool:
+        """Whether the image is rectified, so its intrinsics are CameraInfo's P (else K)."""
+        return self.intrinsics == "p" or (self.intrinsics == "auto" and "rect" in self.image_topic)
 
 
 @dataclass(frozen=True)
@@ -198,6 +209,8 @@ def validate_value(name: str, value) -> str | None:
         names = list(value)
         if not names or any(not n or "." in n or "/" in n for n in names) or len(set(names)) != len(names):
             return "cameras must be a non-empty list of distinct names without '.' or '/'"
+    if name.endswith(".intrinsics") and value not in INTRINSICS_CHOICES:
+        return f"{name} must be one of {', '.join(INTRINSICS_CHOICES)}, got {value!r}"
     if name.endswith(".image_topic") and not value:
         return f"{name} must not be empty"
     return None

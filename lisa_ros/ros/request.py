@@ -69,6 +69,8 @@ class FrameSource:
     camera_info: Any | None
     cache_key: Hashable
     depth_expected: bool = False
+    depth_scale: float = 0.001  # metres per 16UC1 unit (REP 118: millimetres)
+    rectified: bool = False  # intrinsics from CameraInfo's P (rectified image), else K
 
 
 @dataclass
@@ -126,6 +128,7 @@ def camera_source(cameras: dict[str, CameraInput], name: str, max_frame_age: flo
     return FrameSource(
         camera=name, header=frame.color.header, color=frame.color, depth=frame.depth,
         camera_info=frame.camera_info, depth_expected=camera.has_depth_stream(),
+        depth_scale=camera.depth_scale, rectified=camera.rectified,
         # The arrival number, not the stamp: drivers that stamp 0 or a looping bag repeat
         # stamps, and a cache keyed on them would answer about an older image.
         cache_key=(name, frame.sequence))
@@ -155,7 +158,7 @@ def decode(source: FrameSource, max_pixels: int) -> DecodedFrame:
     decoded = DecodedFrame(rgb, None, None)
     if source.depth is not None:
         try:
-            depth_m = depth_to_meters(source.depth, max_pixels)
+            depth_m = depth_to_meters(source.depth, max_pixels, source.depth_scale)
         except ImageConversionError as exc:
             raise RequestError(Codes.INVALID_IMAGE, f"depth: {exc}") from exc
         if depth_m.shape != rgb.shape[:2]:  # not registered to colour: answer in 2D, say why
@@ -168,8 +171,15 @@ def decode(source: FrameSource, max_pixels: int) -> DecodedFrame:
             decoded.depth_m = depth_m
     info = source.camera_info
     if info is not None:
+        width, height = info.width or rgb.shape[1], info.height or rgb.shape[0]
         try:
-            decoded.intrinsics = Intrinsics.from_k(info.k, info.width or rgb.shape[1], info.height or rgb.shape[0])
+            if source.rectified:
+                decoded.intrinsics = Intrinsics.from_p(info.p, width, height)
+            else:
+                decoded.intrinsics = Intrinsics.from_k(info.k, width, height)
+                if any(float(d) != 0.0 for d in info.d):
+                    decoded.notes.append("the image is raw (distorted: camera_info d is not zero) and 3D assumes "
+                                         "a pinhole: subscribe to the rectified image (image_rect) for exact 3D")
         except ValueError as exc:
             decoded.notes.append(f"camera_info ignored: {exc}")
     if decoded.depth_m is not None and decoded.intrinsics is None:

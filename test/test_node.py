@@ -817,8 +817,37 @@ def test_intrinsics_follow_the_topic_unless_set():
     from lisa_ros.ros.parameters import CameraConfig, validate_value
 
     def camera(topic, intrinsics="auto"):
-        return CameraConfig("front", topic, False, "", "", 0.02, 0.001, intrinsics)
+        return CameraConfig("front", topic, False, "", "", 0.02, 0.001, 0.0, intrinsics)
 
     assert camera("camera/color/image_rect_color").rectified and not camera("camera/color/image_raw").rectified
     assert camera("camera/color/image_raw", "p").rectified and not camera("camera/image_rect", "k").rectified
     assert validate_value("front.intrinsics", "x") and validate_value("front.intrinsics", "p") is None
+
+
+def test_camera_diagnostics_hold_the_rate_to_its_expected_value():
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from lisa_ros.ros import diagnostics
+    from lisa_ros.ros.cameras import CameraInput
+
+    now = [100.0]
+    frame = explicit_image()
+    frame.header.frame_id = "front_color_optical_frame"
+
+    def camera_status(period_s: float, expected_hz: float):
+        camera = CameraInput("front", clock=lambda: now[0], expected_rate_hz=expected_hz)
+        for _ in range(30):
+            now[0] += period_s
+            camera.on_color(frame)
+        values = diagnostics.camera_values(camera, now[0], 0.0)
+        return diagnostics.build("lisa_ros", None, "active", {}, diagnostics.RequestStats(), [values], {}).status[-1]
+
+    on_time = camera_status(1 / 30, 30.0)
+    assert on_time.level == DiagnosticStatus.OK and on_time.hardware_id == "front_color_optical_frame"
+    slow = camera_status(1 / 15, 30.0)  # a USB camera fallen back to half rate
+    assert slow.level == DiagnosticStatus.WARN and "expected 30 Hz" in slow.message
+    assert float({kv.key: kv.value for kv in slow.values}["jitter_ms"]) == pytest.approx(0.0, abs=1e-6)
+    assert camera_status(1 / 15, 0.0).level == DiagnosticStatus.OK  # not checked
+    import torch
+
+    assert diagnostics.device_description(torch.device("cpu")).startswith("cpu ")

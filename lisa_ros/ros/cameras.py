@@ -14,6 +14,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
+
 
 def stamp_seconds(header) -> float:
     return header.stamp.sec + header.stamp.nanosec * 1e-9
@@ -47,6 +49,14 @@ class RateMeter:
         span = self._times[-1] - self._times[0]
         return (len(self._times) - 1) / span if span > 0 else 0.0
 
+    def jitter_ms(self) -> float:
+        """Standard deviation of the intervals between the last ``window`` arrivals (ms); 0
+        with fewer than three arrivals."""
+        if len(self._times) < 3:
+            return 0.0
+        intervals = np.diff(np.asarray(self._times))
+        return float(1e3 * intervals.std())
+
 
 class LatencyMeter:
     """Delay between a frame's stamp and its callback (wall clock: stamps from a live camera),
@@ -71,13 +81,15 @@ class CameraInput:
 
     ``depth_slop``: seconds, the largest |depth stamp - colour stamp| accepted as a pair (the
     ``<camera>.depth_slop`` parameter); ``depth_scale``: metres per 16UC1 unit; ``rectified``:
-    the image is rectified, so 3D uses CameraInfo's P instead of K. ``clock``/``wall_clock`` are injectable for tests.
+    the image is rectified, so 3D uses CameraInfo's P instead of K; ``expected_rate_hz``: the
+    colour rate diagnostics hold it to (0 = not checked). ``clock``/``wall_clock`` are injectable for tests.
     """
 
     def __init__(self, name: str, depth_slop: float = 0.02, depth_history: int = 10, color_history: int = 3,
                  clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
-                 depth_scale: float = 0.001, rectified: bool = False):
+                 depth_scale: float = 0.001, rectified: bool = False, expected_rate_hz: float = 0.0):
         self.name = name
+        self.expected_rate_hz = expected_rate_hz  # 0 = not checked
         self.depth_scale = depth_scale  # metres per 16UC1 unit
         self.rectified = rectified  # the image is rectified: intrinsics from CameraInfo's P
         self._wall_clock = wall_clock
@@ -96,6 +108,7 @@ class CameraInput:
         # Set by the request handler: why the last request could not use this camera's depth
         # (e.g. not registered to colour), "" when it could; diagnostics show it as a WARN.
         self.depth_problem = ""
+        self.frame_id = ""  # of the latest colour frame: the camera's identity in diagnostics
 
     def on_color(self, msg: Any) -> None:
         now = self._clock()
@@ -103,6 +116,7 @@ class CameraInput:
         with self._lock:
             self.frames_received += 1
             self._colors.append((msg, now, self.frames_received))
+            self.frame_id = msg.header.frame_id
             self.color_rate.tick(now)
             self.callback_latency.add(latency)
 

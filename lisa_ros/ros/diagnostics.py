@@ -1,6 +1,7 @@
 """Request statistics and the node's /diagnostics message (diagnostic_updater is not on PyPI)."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import Counter
@@ -10,6 +11,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from lisa_ros.ros.messages import STAGES
 
 
+RATE_TOLERANCE = 0.1  # a camera's rate may differ this much (fraction) from its expected_rate
 # How long a model failure keeps the model status at WARN.
 RECENT_FAILURE_S = 60.0
 
@@ -47,13 +49,33 @@ class RequestStats:
             return {k: (v / self._timed if self._timed else 0.0) for k, v in self._sums.items()}
 
 
+def device_description(device) -> str:
+    """A hardware id for the model's ``torch.device``: "cuda:0 NVIDIA H200" or "cpu AMD EPYC
+    9R14 (2 cores)" (the CPU model from /proc/cpuinfo where there is one)."""
+    if device.type == "cuda":
+        import torch
+
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} {torch.cuda.get_device_name(index)}"
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"{device.type} {model} ({os.cpu_count()} cores)".replace("  ", " ")
+
+
 def camera_values(camera, now: float, max_age_s: float) -> dict:
-    """The diagnostics of one lisa_ros.ros.cameras.CameraInput: name, age of its latest frame
-    (s, None before the first), colour and depth rates (Hz), frames received, image-callback
-    latency (ms), the max_frame_age it is judged by (s) and why its depth was last unusable
-    (None when it was usable). ``now``: monotonic seconds."""
+    """The diagnostics of one lisa_ros.ros.cameras.CameraInput: name, frame_id, age of its latest
+    frame (s, None before the first), colour rate, its expected value and jitter (Hz, Hz or None,
+    ms), depth rate (Hz), frames received, image-callback latency (ms), the max_frame_age it is
+    judged by (s) and why its depth was last unusable (None when it was usable). ``now``:
+    monotonic seconds."""
     latency = camera.callback_latency.summary_ms()
-    return {"name": camera.name, "age_s": camera.age_s(), "rate_hz": camera.color_rate.rate_hz(now),
+    return {"name": camera.name, "frame_id": camera.frame_id or None, "age_s": camera.age_s(),
+            "rate_hz": camera.color_rate.rate_hz(now), "expected_rate_hz": camera.expected_rate_hz or None,
+            "jitter_ms": camera.color_rate.jitter_ms(),
             "depth_rate_hz": camera.depth_rate.rate_hz(now), "frames": camera.frames_received,
             "callback_latency_mean_ms": latency["mean"], "callback_latency_p99_ms": latency["p99"],
             "callback_latency_max_ms": latency["max"], "max_age_s": max_age_s,
@@ -71,7 +93,8 @@ def build(node_name: str, stamp, state: str, model_info: dict, stats: RequestSta
     """One array: the model status, then one status per camera input."""
     array = DiagnosticArray()
     array.header.stamp = stamp
-    model = DiagnosticStatus(name=f"{node_name}: model", hardware_id=str(model_info.get("device", "")))
+    model = DiagnosticStatus(name=f"{node_name}: model",
+                             hardware_id=str(model_info.get("hardware") or model_info.get("device", "")))
     if state == "error":
         model.level, model.message = DiagnosticStatus.ERROR, model_info.get("error", "model failed to load")
     elif state != "active":
@@ -95,12 +118,18 @@ def build(node_name: str, stamp, state: str, model_info: dict, stats: RequestSta
     model.values = values
     array.status.append(model)
     for camera in cameras:
-        status = DiagnosticStatus(name=f"{node_name}: camera {camera['name']}", hardware_id=camera["name"])
+        # The camera's frame (e.g. front_color_optical_frame) identifies it, as a device would.
+        status = DiagnosticStatus(name=f"{node_name}: camera {camera['name']}",
+                                  hardware_id=camera["frame_id"] or camera["name"])
         age = camera["age_s"]
+        expected = camera["expected_rate_hz"]
         if age is None:
             status.level, status.message = DiagnosticStatus.WARN, "no frame received yet"
         elif camera["max_age_s"] and age > camera["max_age_s"]:
             status.level, status.message = DiagnosticStatus.WARN, f"latest frame is {age:.1f} s old"
+        elif expected and abs(camera["rate_hz"] - expected) > RATE_TOLERANCE * expected:
+            status.level, status.message = (DiagnosticStatus.WARN, f"colour at {camera['rate_hz']:.1f} Hz, "
+                                            f"expected {expected:g} Hz (jitter {camera['jitter_ms']:.1f} ms)")
         elif camera["depth_problem"]:
             status.level, status.message = DiagnosticStatus.WARN, camera["depth_problem"]
         else:

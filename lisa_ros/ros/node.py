@@ -62,6 +62,7 @@ class LisaNode(LifecycleNodeMixin, Node):
         self._handler: RequestHandler | None = None
         self._camera_subscriptions = []  # not _subscriptions/_publishers: rclpy's Node uses those names
         self._weights_bytes = 0
+        self._hardware_id = ""
 
         self._server = Server(self.get_parameter("queue_depth").value, self.get_logger(), self._describe_state)
         self._outputs = Publishers(self)
@@ -147,9 +148,11 @@ class LisaNode(LifecycleNodeMixin, Node):
             self._free_model()
             return TransitionCallbackReturn.FAILURE
         self._weights_bytes = loaded.memory_bytes()["total"]
+        self._hardware_id = diagnostics.device_description(loaded.device)
         self.get_logger().info(f"model ready on {loaded.device} ({loaded.options.precision}) in "
                                f"{time.monotonic() - started:.1f} s ({self._weights_bytes / 2**20:.0f} MB of weights)")
-        self.cameras = {c.name: CameraInput(c.name, c.depth_slop, depth_scale=c.depth_scale, rectified=c.rectified)
+        self.cameras = {c.name: CameraInput(c.name, c.depth_slop, depth_scale=c.depth_scale, rectified=c.rectified,
+                                                  expected_rate_hz=c.expected_rate)
                         for c in config.cameras}
         self._handler = RequestHandler(
             self.engine, SessionStore(config.session_timeout, config.max_sessions), FrameCache(config.frame_cache_size),
@@ -238,7 +241,8 @@ class LisaNode(LifecycleNodeMixin, Node):
             engine = self.engine
             if engine is not None:
                 loaded = engine.loaded
-                model_info.update(device=str(loaded.device), precision=str(loaded.dtype).replace("torch.", ""),
+                model_info.update(device=str(loaded.device), hardware=self._hardware_id,
+                                  precision=str(loaded.dtype).replace("torch.", ""),
                                   quantization=loaded.options.quantization)
                 memory = {"weights": self._weights_bytes}
                 if loaded.device.type == "cuda":

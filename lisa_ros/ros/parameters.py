@@ -83,6 +83,8 @@ CAMERA_SPECS = [
     Spec("camera_info_topic", "", "CameraInfo of the colour camera; empty = no 3D", True),
     Spec("depth_slop", 0.02, "seconds: largest colour/depth stamp difference accepted as a pair", True, 0.0, 1.0),
     Spec("depth_scale", 0.001, "metres per unit of 16UC1 depth (REP 118: 0.001, millimetres)", True, 1e-6, 1.0),
+    Spec("expected_rate", 0.0, "Hz the colour stream should arrive at; diagnostics WARN outside +-10 % "
+                               "(0 = not checked)", True, 0.0, 1000.0),
     Spec("intrinsics", "auto", "k (raw image) | p (rectified image) | auto: p when the image topic is "
                                "rectified (its name holds 'rect'), else k", True),
 ]
@@ -110,6 +112,7 @@ class CameraConfig:
     camera_info_topic: str
     depth_slop: float  # seconds
     depth_scale: float  # metres per 16UC1 unit
+    expected_rate: float  # Hz, 0 = not checked
     intrinsics: str  # auto | k | p
 
     @property

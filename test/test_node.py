@@ -513,6 +513,47 @@ def test_compressed_depth_on_a_colour_topic_is_refused(running):
         running.node.destroy_publisher(publisher)
 
 
+def test_a_request_past_its_deadline_ends_running_or_queued(running):
+    """timeout: a generation running past it stops at its next token, a request still queued at it
+    leaves the queue; both answered DEADLINE_EXCEEDED, and the node serves the next request."""
+    assert running.set_parameter("max_new_tokens", 2000)[0]
+    try:
+        long_running = running.service.call_async(ReasonSegment.Request(
+            command="SIMULATE_SLOW where is the cup?", image=explicit_image(), explain=True, timeout=3.0))
+        time.sleep(0.5)
+        started = time.monotonic()
+        queued = running.wait(running.service.call_async(ReasonSegment.Request(
+            command="where is the cup?", image=explicit_image(), timeout=1.0)), 30)
+        assert queued.error_code == Codes.DEADLINE_EXCEEDED and "queue" in queued.message, queued.message
+        assert time.monotonic() - started < 2.5
+        first = running.wait(long_running, 30)
+        assert first.error_code == Codes.DEADLINE_EXCEEDED and "generating" in first.message, first.message
+        assert time.monotonic() - started < 4.0  # stopped at its deadline (3 s), not after 360 slow tokens
+    finally:
+        assert running.set_parameter("max_new_tokens", 16)[0]
+    assert running.ask(command="where is the cup?", image=explicit_image()).success
+
+
+def test_min_stamp_waits_for_a_newer_frame_or_says_there_is_none(running):
+    from builtin_interfaces.msg import Time
+
+    def stamp(offset_s: float) -> Time:
+        seconds = time.time() + offset_s  # the camera process stamps with the wall clock
+        return Time(sec=int(seconds), nanosec=int((seconds % 1) * 1e9))
+
+    soon = stamp(0.3)
+    fresh = running.ask(command="where is the cup?", camera="front", min_stamp=soon)
+    assert fresh.success, fresh.message
+    taken = fresh.result.header.stamp
+    assert (taken.sec, taken.nanosec) >= (soon.sec, soon.nanosec)
+    started = time.monotonic()
+    never = running.ask(command="where is the cup?", camera="front", min_stamp=stamp(3600.0))
+    assert never.error_code == Codes.STALE_FRAME and "min_stamp" in never.message
+    assert time.monotonic() - started < 8.0  # bounded wait, not the request's whole timeout
+    old_image = running.ask(command="where is the cup?", image=explicit_image(), min_stamp=stamp(0.0))
+    assert old_image.error_code == Codes.STALE_FRAME and "min_stamp" in old_image.message
+
+
 def test_a_goal_cancelled_while_queued_ends_at_once_and_frees_its_slot(running):
     """Goal A runs, goal B waits (queue_depth 1) and is cancelled: B ends while A still runs, and
     its slot takes the next request instead of answering BUSY."""
@@ -617,7 +658,7 @@ def test_one_request_converts_each_mask_and_its_3d_once(monkeypatch, kind):
     monkeypatch.setattr(outputs, "mask_to_image", lambda mask, header=None: converted.append(mask) or real_mask_to_image(mask, header))
     monkeypatch.setattr(messages, "geometry", lambda *args: located.append(args) or real_geometry(*args))
     live = LiveParameters(max_new_tokens=16, stop_after_seg=True, segment_suffix="", explain_suffix="",
-                          max_command_length=100, max_image_pixels=10**6, max_frame_age=0.0,
+                          max_command_length=100, max_image_pixels=10**6, max_frame_age=0.0, request_timeout=300.0,
                           publish_debug_image=True, publish_markers=True)
     node = _PublishingNode()
     handler = RequestHandler(_TwoMaskEngine(), SessionStore(), FrameCache(2), {}, "front", 600.0,

@@ -64,7 +64,8 @@ class LisaNode(LifecycleNodeMixin, Node):
         self._weights_bytes = 0
         self._hardware_id = ""
 
-        self._server = Server(self.get_parameter("queue_depth").value, self.get_logger(), self._describe_state)
+        self._server = Server(self.get_parameter("queue_depth").value, self.get_logger(), self._describe_state,
+                              request_timeout=lambda: self.get_parameter("request_timeout").value)
         self._outputs = Publishers(self)
         serving_group = ReentrantCallbackGroup()
         self._input_group = ReentrantCallbackGroup()

@@ -61,6 +61,8 @@ SPECS = [
     Spec("max_command_length", 1000, "longest accepted command (characters)", low=1, high=100000),
     Spec("max_image_pixels", 4096 * 4096, "largest accepted image (width x height)", low=1, high=2**31 - 1),
     Spec("max_frame_age", 1.0, "seconds; an older latest frame is refused as STALE_FRAME (0 = no limit)", low=0.0, high=3600.0),
+    Spec("request_timeout", 300.0, "seconds a request may take from arrival to answer, queue wait included, when "
+                                   "it sets no timeout of its own (then DEADLINE_EXCEEDED)", low=0.1, high=86400.0),
     Spec("session_timeout", 600.0, "seconds of inactivity after which a conversation is forgotten", True, 1.0, 86400.0),
     Spec("max_sessions", 64, "conversations kept at most (oldest dropped first)", True, 1, 10000),
     Spec("frame_cache_size", 4, "encoded frames kept to answer several commands on one frame", True, 0, 64),
@@ -147,6 +149,7 @@ class NodeConfig:
     max_command_length: int
     max_image_pixels: int
     max_frame_age: float
+    request_timeout: float
     session_timeout: float
     max_sessions: int
     frame_cache_size: int
@@ -171,6 +174,7 @@ class LiveParameters:
     max_command_length: int
     max_image_pixels: int
     max_frame_age: float  # seconds; 0 = no limit
+    request_timeout: float  # seconds
     publish_debug_image: bool
     publish_markers: bool
 

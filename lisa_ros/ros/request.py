@@ -26,6 +26,7 @@ raises is a model failure, answered by the server.
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from sensor_msgs.msg import CompressedImage
 from lisa_ros.errors import InvalidCommandError, InvalidImageError
 from lisa_ros.geometry import Intrinsics
 from lisa_ros.ros import messages
-from lisa_ros.ros.cameras import CameraInput
+from lisa_ros.ros.cameras import CameraInput, stamp_seconds
 from lisa_ros.ros.conversions import (
     ImageConversionError,
     compressed_to_rgb8,
@@ -108,6 +109,10 @@ def request_source(request) -> FrameSource | None:
         cache_key=image_cache_key(request.image))
 
 
+# The longest a request with min_stamp waits for a new enough camera frame (seconds).
+MIN_STAMP_WAIT_S = 5.0
+
+
 def camera_source(cameras: dict[str, CameraInput], name: str, max_frame_age: float,
                   clock: Callable[[], float] = time.monotonic) -> FrameSource:
     """The latest frame of camera ``name``; ``max_frame_age`` in seconds (0 = no limit).
@@ -134,10 +139,35 @@ def camera_source(cameras: dict[str, CameraInput], name: str, max_frame_age: flo
         cache_key=(name, frame.sequence))
 
 
-def frame_source(request, cameras: dict[str, CameraInput], default_camera: str, max_frame_age: float) -> FrameSource:
+def frame_source(request, cameras: dict[str, CameraInput], default_camera: str, max_frame_age: float,
+                 deadline: float = math.inf, poll_s: float = 0.02) -> FrameSource:
     """The request's own image when it has one, else the latest frame of ``request.camera`` (or
-    of ``default_camera`` when the request names none)."""
-    return request_source(request) or camera_source(cameras, request.camera or default_camera, max_frame_age)
+    of ``default_camera`` when the request names none).
+
+    With a nonzero ``request.min_stamp``, only a frame stamped at or after it: the request's own
+    image must be that new; a camera's newer frame is waited for (polling every ``poll_s``) until
+    ``deadline`` (monotonic seconds) or :data:`MIN_STAMP_WAIT_S` at most, so a client clock far
+    ahead cannot hold the worker. Raises RequestError STALE_FRAME when there is none, and
+    UNKNOWN_CAMERA/NO_FRAME/STALE_FRAME as :func:`camera_source`."""
+    min_stamp = getattr(request, "min_stamp", None)
+    min_stamp_s = min_stamp.sec + min_stamp.nanosec * 1e-9 if min_stamp is not None else 0.0
+    own = request_source(request)
+    if own is not None:
+        if min_stamp_s and stamp_seconds(own.header) < min_stamp_s:
+            raise RequestError(Codes.STALE_FRAME, f"the image is stamped {stamp_seconds(own.header):.3f} s, "
+                               f"before min_stamp {min_stamp_s:.3f} s")
+        return own
+    name = request.camera or default_camera
+    give_up = min(deadline, time.monotonic() + MIN_STAMP_WAIT_S)
+    while True:
+        source = camera_source(cameras, name, max_frame_age)
+        stamp = stamp_seconds(source.header)
+        if not min_stamp_s or stamp >= min_stamp_s:
+            return source
+        if time.monotonic() >= give_up:
+            raise RequestError(Codes.STALE_FRAME, f"no frame of camera {name!r} stamped at or after min_stamp "
+                               f"{min_stamp_s:.3f} s arrived in time (latest: {stamp:.3f} s)")
+        time.sleep(poll_s)
 
 
 def decode(source: FrameSource, max_pixels: int) -> DecodedFrame:
@@ -244,7 +274,7 @@ class RequestHandler:
 
         # -- the frame, decoded; the session
         feedback.stage(Stage.STAGE_PREPROCESSING)
-        source = frame_source(request, self.cameras, self.default_camera, live.max_frame_age)
+        source = frame_source(request, self.cameras, self.default_camera, live.max_frame_age, job.deadline)
         header = job.result.header = source.header
         frame = decode(source, live.max_image_pixels)
         self.note_depth(source, frame)
@@ -268,13 +298,20 @@ class RequestHandler:
             answer, conversation = engine.answer(
                 encoded, command, explain=request.explain, history=history, options=options,
                 on_mask=(lambda decoded: feedback.mask(masks.get(decoded))) if feedback.streaming else None,
-                on_token=feedback.text, should_stop=lambda: stopping.is_set() or feedback.cancel_requested)
+                on_token=feedback.text,
+                should_stop=lambda: stopping.is_set() or feedback.cancel_requested or time.monotonic() > job.deadline)
         except InvalidCommandError as exc:  # prompt syntax in the text, or too long for the context
             raise RequestError(Codes.INVALID_COMMAND, str(exc)) from exc
         if stopping.is_set():
             raise RequestError(Codes.NOT_READY, "the node was deactivated while this request ran")
         if feedback.cancel_requested:
             raise RequestError(Codes.CANCELLED, "cancelled")
+        from lisa_ros.engine import STOP_REQUESTED  # loaded with the model already
+
+        if answer.stop_reason == STOP_REQUESTED and time.monotonic() > job.deadline:
+            raise RequestError(Codes.DEADLINE_EXCEEDED, f"past its deadline while generating: "
+                               f"{job.deadline - job.received_at:.1f} s after it arrived (the request's timeout, "
+                               "or the node's request_timeout)")
         timings["generation"] = answer.timings.get("prefill", 0.0) + answer.timings.get("decode", 0.0)
         timings["mask_decoding"] = answer.timings.get("mask_decode", 0.0)
         self.sessions.save(session_id, conversation)

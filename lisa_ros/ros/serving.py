@@ -17,6 +17,7 @@ state (for NOT_READY messages).
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 import traceback
@@ -33,14 +34,22 @@ from lisa_ros.ros.diagnostics import RequestStats
 from lisa_ros.srv import ReasonSegment
 
 Codes = ReasonSegment.Response
-JOB_TIMEOUT_S = 3600.0  # backstop for a caller waiting on a job (the worker always answers)
+JOB_TIMEOUT_S = 86400.0  # backstop for a caller waiting on a job without a finite deadline
+BACKSTOP_S = 60.0  # how long past its deadline a caller waits for the worker before giving up
 CANCEL_POLL_S = 0.05  # how often a waiting goal checks whether its client cancelled it
 
 # Outcomes that are the client's input or the node's load, not a model failure.
 REJECTION_CODES = {Codes.INVALID_COMMAND, Codes.INVALID_IMAGE, Codes.NO_FRAME, Codes.STALE_FRAME,
-                   Codes.UNKNOWN_CAMERA, Codes.UNKNOWN_SESSION, Codes.BUSY, Codes.NOT_READY, Codes.CANCELLED}
+                   Codes.UNKNOWN_CAMERA, Codes.UNKNOWN_SESSION, Codes.BUSY, Codes.NOT_READY, Codes.CANCELLED,
+                   Codes.DEADLINE_EXCEEDED}
 REFUSAL_LOG_PERIOD_S = 5.0  # at most one refusal WARN per period (the statistics count them all)
 CODE_NAMES = {getattr(Codes, n): n for n in dir(Codes) if n.isupper() and isinstance(getattr(Codes, n), int)}
+
+
+def _past_deadline(job: Job, when: str) -> str:
+    """The DEADLINE_EXCEEDED message for ``job``."""
+    return (f"past its deadline {when}: {job.deadline - job.received_at:.1f} s after it arrived "
+            "(the request's timeout, or the node's request_timeout)")
 
 
 def _clip(text: str, limit: int = 120) -> str:
@@ -68,6 +77,7 @@ class Job:
     request: Any  # ReasonSegment.Request or ReasonSegmentAction.Goal (same fields)
     goal_handle: Any = None  # set for action goals
     received_at: float = field(default_factory=time.monotonic)  # monotonic seconds
+    deadline: float = math.inf  # monotonic seconds by which it must be answered (its timeout)
     done: threading.Event = field(default_factory=threading.Event)
     success: bool = False
     code: int = Codes.MODEL_ERROR
@@ -134,8 +144,10 @@ class Server:
     active (...)"; it is called only to answer NOT_READY.
     """
 
-    def __init__(self, queue_depth: int, logger, describe_state: Callable[[], str]):
+    def __init__(self, queue_depth: int, logger, describe_state: Callable[[], str],
+                 request_timeout: Callable[[], float] = lambda: 300.0):
         self.stats = RequestStats()
+        self._request_timeout = request_timeout  # seconds, for requests that set none
         self._logger = logger
         self._describe_state = describe_state
         self._queue = JobQueue(queue_depth)
@@ -173,9 +185,18 @@ class Server:
         self._handler = None  # drops the handler's model reference
 
     # ------------------------------------------------------------------ executor callbacks
+    def _job(self, request, goal_handle=None) -> Job:
+        """A job for ``request`` with its deadline: the request's ``timeout`` when positive (and
+        finite or inf), else the ``request_timeout`` parameter."""
+        job = Job(request, goal_handle=goal_handle)
+        timeout = float(getattr(request, "timeout", 0.0))
+        job.deadline = job.received_at + (timeout if timeout > 0 else self._request_timeout())
+        return job
+
     def on_service(self, request, response):
-        """The ReasonSegment service callback: blocks its executor thread until answered."""
-        job = Job(request)
+        """The ReasonSegment service callback: blocks its executor thread until answered (by the
+        request's deadline at the latest)."""
+        job = self._job(request)
         if self._submit(job):
             self._wait(job)
         response.success, response.error_code, response.message = job.success, job.code, job.message
@@ -184,7 +205,7 @@ class Server:
 
     def on_goal(self, goal_handle):
         """The ReasonSegment action's execute callback: canceled, succeeded or aborted."""
-        job = Job(goal_handle.request, goal_handle=goal_handle)
+        job = self._job(goal_handle.request, goal_handle)
         if self._submit(job):
             self._wait(job)
         result = ReasonSegmentAction.Result(success=job.success, error_code=job.code, message=job.message,
@@ -228,13 +249,16 @@ class Server:
         """Block until ``job`` is answered. A goal whose cancel is requested while it still waits
         in the queue leaves it and is answered CANCELLED now (its slot is free for the next
         request); once running, the handler stops it at its next token."""
-        # The worker always answers; the deadline is a backstop against a bug leaving a caller
-        # blocked forever on an executor thread.
-        deadline = time.monotonic() + JOB_TIMEOUT_S
-        while not job.done.wait(timeout=CANCEL_POLL_S if job.goal_handle is not None else 1.0):
+        # A job past its deadline while still queued is answered here; a running one is stopped
+        # by the handler. The backstop guards against a bug leaving a caller blocked forever.
+        backstop = min(job.deadline + BACKSTOP_S, time.monotonic() + JOB_TIMEOUT_S)
+        while not job.done.wait(timeout=CANCEL_POLL_S):
+            now = time.monotonic()
             if job.goal_handle is not None and job.goal_handle.is_cancel_requested and self._queue.remove(job):
                 self.finish(job, Codes.CANCELLED, "cancelled while waiting in the queue")
-            elif time.monotonic() > deadline:
+            elif now > job.deadline and self._queue.remove(job):
+                self.finish(job, Codes.DEADLINE_EXCEEDED, _past_deadline(job, "while waiting in the queue"))
+            elif now > backstop:
                 job.success, job.code, job.message = False, Codes.MODEL_ERROR, "internal error: no answer from the worker"
                 return
 
@@ -265,6 +289,8 @@ class Server:
                 try:
                     if not self._active:
                         self.finish(job, Codes.NOT_READY, "node was deactivated before the request ran")
+                    elif time.monotonic() > job.deadline:
+                        self.finish(job, Codes.DEADLINE_EXCEEDED, _past_deadline(job, "before it ran"))
                     else:
                         message, timings = handler(job, self._stopping)
                         self.finish(job, Codes.OK, message, timings)

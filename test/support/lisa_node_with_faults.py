@@ -1,7 +1,8 @@
 """The real lisa_ros node with fault injection for failures that cannot happen on demand here
 (not part of the package). A command containing SIMULATE_OOM makes the model raise
 torch.cuda.OutOfMemoryError (no GPU here); SIMULATE_CPU_OOM raises MemoryError; SIMULATE_FAILURE
-raises a RuntimeError before generating, SIMULATE_FAILURE_MID after the third generated token.
+raises a RuntimeError before generating, SIMULATE_FAILURE_MID after the third generated token;
+SIMULATE_SLOW makes each generated token take 50 ms longer.
 --slow-configure=S (before --ros-args) makes configure take S seconds longer, like loading a 7B
 model. Everything else is the unmodified node. Prints "ready" once the node object exists."""
 from __future__ import annotations
@@ -42,6 +43,15 @@ class NodeWithFaults(node_module.LisaNode):
                             raise RuntimeError("simulated failure in the middle of generation")
 
                     kwargs["on_token"] = failing
+                elif "SIMULATE_SLOW" in command:  # a 7B model on a small GPU: 20 tokens per second
+                    on_token = kwargs.get("on_token")
+
+                    def slow(text, count):
+                        time.sleep(0.05)
+                        if on_token is not None:
+                            on_token(text, count)
+
+                    kwargs["on_token"] = slow
                 elif "SIMULATE_FAILURE" in command:
                     raise RuntimeError("simulated model failure")
                 return real_answer(frame, command, **kwargs)

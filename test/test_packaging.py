@@ -23,7 +23,7 @@ def test_interfaces_have_the_documented_fields():
 
     request = {"command": "string", "image": "sensor_msgs/Image", "camera": "string",
                "explain": "boolean", "session_id": "string", "depth": "sensor_msgs/Image",
-               "camera_info": "sensor_msgs/CameraInfo"}
+               "camera_info": "sensor_msgs/CameraInfo", "min_stamp": "builtin_interfaces/Time", "timeout": "double"}
     response = {"success": "boolean", "error_code": "uint8", "message": "string",
                 "result": "lisa_ros/SegmentationResult"}
     assert ReasonSegment.Request.get_fields_and_field_types() == request
@@ -44,7 +44,7 @@ def test_interfaces_have_the_documented_fields():
     assert {"stage", "partial_answer", "mask_index", "mask", "score", "box", "centroid"} <= set(feedback)
     assert Action.Feedback().mask_index == 0 and Action.Feedback.STAGE_GENERATING == "generating"
     codes = ("OK", "INVALID_COMMAND", "INVALID_IMAGE", "NO_FRAME", "STALE_FRAME", "UNKNOWN_CAMERA",
-             "UNKNOWN_SESSION", "BUSY", "NOT_READY", "MODEL_ERROR", "CANCELLED")
+             "UNKNOWN_SESSION", "BUSY", "NOT_READY", "MODEL_ERROR", "CANCELLED", "DEADLINE_EXCEEDED")
     for index, code in enumerate(codes):  # the service and the action share one numbering
         assert getattr(ReasonSegment.Response, code) == getattr(Action.Result, code) == index
 

@@ -38,9 +38,10 @@ CONFIG = PathJoinSubstitution([FindPackageShare("lisa_ros"), "config"])
 
 def _setup(context):
     arguments = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENT_NAMES}
-    namespace = arguments["namespace"]
+    namespace = arguments["namespace"].rstrip("/")  # rcl refuses a trailing slash
     params_file = arguments["params_file"]
-    overrides = parameter_overrides(arguments, parameters_file_values(params_file, namespace))
+    file_values = parameters_file_values(params_file, namespace)
+    overrides = parameter_overrides(arguments, file_values)
     node = LifecycleNode(
         package="lisa_ros",
         executable="lisa_ros_node",
@@ -57,7 +58,7 @@ def _setup(context):
         with open(shipped) as source, tempfile.NamedTemporaryFile(
                 "w", prefix="lisa_ros_", suffix=".rviz", delete=False) as target:
             target.write(rviz_config(source.read(), namespace, arguments["fixed_frame"]))
-        use_sim_time = overrides.get("use_sim_time", False)
+        use_sim_time = overrides.get("use_sim_time", file_values.get("use_sim_time", False))
         actions.append(Node(package="rviz2", executable="rviz2", arguments=["-d", target.name],
                             parameters=[{"use_sim_time": use_sim_time}]))
     return actions

@@ -54,7 +54,8 @@ class MaskGeometry:
 
     ``centroid``: the per-axis median of the object's points (not the centre of its box: a few
     stray points cannot move it); ``extent``: the span between the 1st and 99th percentiles per
-    axis; ``valid_points``: how many mask pixels had a depth kept as the object's.
+    axis; ``valid_points``: how many mask pixels had a depth kept as the object's (every valid
+    one when fewer than ``min_points`` were kept).
     """
 
     centroid: tuple[float, float, float]

@@ -99,12 +99,15 @@ def test_the_parameters_file_wins_unless_an_argument_is_given(tmp_path):
     assert parameter_overrides(none_given, shipped) == {}
     mine = tmp_path / "robot.yaml"
     mine.write_text(yaml.safe_dump({
-        "/**": {"ros__parameters": {"model": "/models/LISA-7B-v1", "cameras": ["front", "wrist"],
+        "/robot1/lisa_ros": {"ros__parameters": {"quantization": "4bit", "device": "cuda"}},
+        "/**": {"ros__parameters": {"model": "/models/LISA-7B-v1", "cameras": ["front", "wrist"], "device": "cpu",
                                     "front": {"image_topic": "front/image"}}},
-        "/robot1/lisa_ros": {"ros__parameters": {"quantization": "4bit"}},
-        "/other/lisa_ros": {"ros__parameters": {"quantization": "8bit"}}}))
+        "/other/lisa_ros": {"ros__parameters": {"quantization": "8bit"}},
+        "lisa_ros": {"ros__parameters": {"quantization": "none"}}}, sort_keys=False))
     values = parameters_file_values(mine, namespace="robot1")
     assert values["model"] == "/models/LISA-7B-v1" and values["quantization"] == "4bit"
+    assert values["device"] == "cuda"  # the node's own section beats /** whatever the order, as in rcl
+    assert parameters_file_values(mine)["quantization"] == "none"  # no namespace: "lisa_ros" is this node
     assert parameter_overrides(none_given, values) == {}  # model: from the file, not a launch default
     given = dict(none_given, model="embedded", debug="false", use_sim_time="true", image_topic="/cams/front",
                  compressed="true")
@@ -190,3 +193,18 @@ def test_run_time_model_changes_stay_within_model_roots(tmp_path):
     assert not model_source_allowed("evil/LISA-7B-v1", roots)
     assert not model_source_allowed("/etc", ["embedded"])
     assert not model_source_allowed(str(tmp_path / "elsewhere"), ["xinlai/", "embedded"])
+    assert not model_source_allowed("embedded-attacker/model", ["embedded"])  # exact, not a prefix
+    assert not model_source_allowed("xinlai/../../etc", roots)
+    assert not model_source_allowed("embedded" + "x" * 300, ["embedded", "xinlai/"])  # too long to check
+    assert not model_source_allowed("~nosuchuser/model", [str(models)])  # cannot expand: refused, no crash
+
+
+def test_the_start_model_may_always_be_set_again():
+    from rclpy.parameter import Parameter
+
+    from lisa_ros.ros.parameters import on_set
+
+    start = {"model": "/data/lisa-7b", "vision_tower": ""}
+    assert on_set([Parameter("model", value="/data/lisa-7b")], ["embedded"], start).successful
+    refused = on_set([Parameter("model", value="/data/other")], ["embedded"], start)
+    assert not refused.successful and "model_roots" in refused.reason

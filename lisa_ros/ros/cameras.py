@@ -39,23 +39,28 @@ class RateMeter:
 
     def __init__(self, window: int = 30):
         self._times: deque[float] = deque(maxlen=window)
+        self._lock = threading.Lock()  # image callbacks tick while diagnostics read
 
     def tick(self, now: float) -> None:
-        self._times.append(now)
+        with self._lock:
+            self._times.append(now)
+
+    def _snapshot(self) -> list[float]:
+        with self._lock:
+            return list(self._times)
 
     def rate_hz(self, now: float, stale_after_s: float = 5.0) -> float:
-        if len(self._times) < 2 or now - self._times[-1] > stale_after_s:
+        times = self._snapshot()
+        if len(times) < 2 or now - times[-1] > stale_after_s:
             return 0.0
-        span = self._times[-1] - self._times[0]
-        return (len(self._times) - 1) / span if span > 0 else 0.0
+        span = times[-1] - times[0]
+        return (len(times) - 1) / span if span > 0 else 0.0
 
     def jitter_ms(self) -> float:
         """Standard deviation of the intervals between the last ``window`` arrivals (ms); 0
         with fewer than three arrivals."""
-        if len(self._times) < 3:
-            return 0.0
-        intervals = np.diff(np.asarray(self._times))
-        return float(1e3 * intervals.std())
+        times = self._snapshot()
+        return float(1e3 * np.diff(times).std()) if len(times) >= 3 else 0.0
 
 
 class LatencyMeter:

@@ -46,19 +46,21 @@ class LaunchArgumentError(ValueError):
 
 def parameters_file_values(path: str | Path, namespace: str = "") -> dict[str, object]:
     """The parameters a ROS 2 parameters file gives this node, flattened to dotted names
-    (``camera.image_topic``). Sections apply in file order when their key matches the node:
-    ``/**``, ``lisa_ros``, ``/lisa_ros``, ``/<namespace>/lisa_ros`` (wildcards other than ``/**``
-    are not resolved). A missing or empty file gives ``{}``."""
+    (``camera.image_topic``), as rcl applies them: the ``/**`` section, then the section of the
+    node's full name (``/<namespace>/lisa_ros``; without a namespace also ``lisa_ros``), which
+    wins whatever the order in the file. Other wildcards are not resolved. A missing or empty
+    file gives ``{}``."""
     path = Path(path)
     if not path.is_file():
         return {}
     document = yaml.safe_load(path.read_text()) or {}
     full_name = "/" + "/".join(p for p in (namespace.strip("/"), NODE_NAME) if p)
-    keys = {"/**", NODE_NAME, "/" + NODE_NAME, full_name, full_name.lstrip("/")}
+    own_keys = {full_name} | ({NODE_NAME} if not namespace.strip("/") else set())
     values: dict[str, object] = {}
-    for key, section in document.items():
-        if key in keys and isinstance(section, dict):
-            values.update(_flatten(section.get("ros__parameters") or {}))
+    for keys in ({"/**"}, own_keys):
+        for key, section in document.items():
+            if key in keys and isinstance(section, dict):
+                values.update(_flatten(section.get("ros__parameters") or {}))
     return values
 
 

@@ -54,6 +54,8 @@ class LisaNode(LifecycleNodeMixin, Node):
         LifecycleNodeMixin.__init__(self, enable_communication_interface=True, callback_group=self._lifecycle_group)
         self._move_lifecycle_queries(ReentrantCallbackGroup())
         self.parameter_problems = parameters.declare(self)
+        # What was given at start may always be set again (model_roots limits other values).
+        self._start_models = {name: self.get_parameter(name).value for name in parameters.MODEL_SOURCE_PARAMETERS}
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.config: parameters.NodeConfig | None = None
         self.engine = None  # lisa_ros.engine.LisaEngine while configured
@@ -93,7 +95,7 @@ class LisaNode(LifecycleNodeMixin, Node):
             group.add_entity(service)
 
     def _on_set_parameters(self, changes):
-        result = parameters.on_set(changes, self.get_parameter("model_roots").value)
+        result = parameters.on_set(changes, self.get_parameter("model_roots").value, self._start_models)
         if result.successful and self.state_name not in ("unconfigured", "error"):
             reload = [c.name for c in changes if c.name in parameters.RELOAD_PARAMETERS]
             if reload:

@@ -53,7 +53,7 @@ SPECS = [
     Spec("segment_suffix", DEFAULT_SEGMENT_SUFFIX, "appended to commands that do not ask for a mask ('' = never)"),
     Spec("explain_suffix", DEFAULT_EXPLAIN_SUFFIX, "appended when explain is requested"),
     Spec("model_roots", ["embedded"], "what a run-time change of model or vision_tower may name: folders (absolute; "
-                                      "anything under them), hub id prefixes (e.g. 'xinlai/'), or exact values; "
+                                      "anything under them), hub id prefixes ending in '/' (e.g. 'xinlai/'), or exact values; "
                                       "the values given at start are always allowed", True),
     Spec("cameras", ["camera"], "names of the camera inputs; each has <name>.image_topic etc.", True),
     Spec("default_camera", "", "camera used when a request names none; empty = the first of `cameras`", True),
@@ -250,26 +250,33 @@ def read_live(node) -> LiveParameters:
 def model_source_allowed(value: str, roots: list[str]) -> bool:
     """Whether a run-time ``model``/``vision_tower`` value is within ``model_roots``: equal to an
     entry; a path under an absolute folder entry (resolved, so ``..`` and links cannot leave
-    it); or, for an entry that is not a path (``xinlai/``), a hub id starting with it that is
-    not a local path. "" (vision_tower from the checkpoint) is always allowed."""
+    it); or, for an entry ending in "/" that is not a path (``xinlai/``), a hub id under it that
+    is not a local path. "" (vision_tower from the checkpoint) is always allowed. A value that
+    cannot be checked (an over-long name, an unknown ``~user``) is not allowed."""
     if not value or value in roots:
         return True
-    for root in roots:
-        if root.startswith(("/", "~")):
-            if Path(value).expanduser().resolve().is_relative_to(Path(root).expanduser().resolve()):
+    try:
+        for root in roots:
+            if root.startswith(("/", "~")):
+                if Path(value).expanduser().resolve().is_relative_to(Path(root).expanduser().resolve()):
+                    return True
+            elif root.endswith("/") and value.startswith(root) and not value.startswith(("/", ".", "~")) \
+                    and ".." not in value.split("/") and not Path(value).exists():
                 return True
-        elif root and value.startswith(root) and not value.startswith(("/", ".", "~")) and not Path(value).exists():
-            return True
+    except (OSError, RuntimeError, ValueError):
+        return False
     return False
 
 
-def on_set(parameters: list[Parameter], model_roots: list[str] | None = None) -> SetParametersResult:
+def on_set(parameters: list[Parameter], model_roots: list[str] | None = None,
+           start_values: dict[str, str] | None = None) -> SetParametersResult:
     """Reject invalid run-time changes with a reason; ``model``/``vision_tower`` outside
     ``model_roots`` too (any node allowed to set parameters could otherwise make this one load
-    any file or hub id)."""
+    any file or hub id), except back to the value it had at start (``start_values``)."""
     for parameter in parameters:
         reason = validate_value(parameter.name, parameter.value)
         if reason is None and parameter.name in MODEL_SOURCE_PARAMETERS and model_roots is not None \
+                and parameter.value != (start_values or {}).get(parameter.name) \
                 and not model_source_allowed(str(parameter.value), list(model_roots)):
             reason = (f"{parameter.name} {parameter.value!r} is outside model_roots {list(model_roots)} "
                       "(read-only: set it at start to allow more)")

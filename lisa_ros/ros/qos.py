@@ -27,8 +27,9 @@ REQUEST_QOS = QoSProfile(depth=REQUEST_HISTORY_DEPTH, reliability=ReliabilityPol
                          history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.VOLATILE)
 
 # How long the action server keeps a finished goal's result for a client that asks late (s).
-# rclpy's default is 10 s; rcl's design default (15 min) suits a client that was busy elsewhere.
-RESULT_TIMEOUT_S = 900
+# rclpy's default is 10 s. Each kept result holds its masks (2 MB per 1080p mask), so 15 minutes
+# (rcl's design default) grew the soak's node by hundreds of MB; a minute bounds that.
+RESULT_TIMEOUT_S = 60
 
 
 def action_qos() -> dict[str, QoSProfile]:

@@ -140,15 +140,18 @@ def camera_source(cameras: dict[str, CameraInput], name: str, max_frame_age: flo
 
 
 def frame_source(request, cameras: dict[str, CameraInput], default_camera: str, max_frame_age: float,
-                 deadline: float = math.inf, poll_s: float = 0.02) -> FrameSource:
+                 deadline: float = math.inf, poll_s: float = 0.02,
+                 should_stop: Callable[[], bool] = lambda: False) -> FrameSource:
     """The request's own image when it has one, else the latest frame of ``request.camera`` (or
     of ``default_camera`` when the request names none).
 
     With a nonzero ``request.min_stamp``, only a frame stamped at or after it: the request's own
     image must be that new; a camera's newer frame is waited for (polling every ``poll_s``) until
     ``deadline`` (monotonic seconds) or :data:`MIN_STAMP_WAIT_S` at most, so a client clock far
-    ahead cannot hold the worker. Raises RequestError STALE_FRAME when there is none, and
-    UNKNOWN_CAMERA/NO_FRAME/STALE_FRAME as :func:`camera_source`."""
+    ahead cannot hold the worker, and no longer once ``should_stop()`` (deactivate, cancel).
+    Raises RequestError STALE_FRAME when there is none (DEADLINE_EXCEEDED when the deadline
+    ended the wait; CANCELLED when ``should_stop``), and UNKNOWN_CAMERA/NO_FRAME/STALE_FRAME as
+    :func:`camera_source`."""
     min_stamp = getattr(request, "min_stamp", None)
     min_stamp_s = min_stamp.sec + min_stamp.nanosec * 1e-9 if min_stamp is not None else 0.0
     own = request_source(request)
@@ -164,9 +167,15 @@ def frame_source(request, cameras: dict[str, CameraInput], default_camera: str, 
         stamp = stamp_seconds(source.header)
         if not min_stamp_s or stamp >= min_stamp_s:
             return source
-        if time.monotonic() >= give_up:
+        now = time.monotonic()
+        if should_stop():
+            raise RequestError(Codes.CANCELLED, "stopped while waiting for a frame newer than min_stamp")
+        if now >= deadline:
+            raise RequestError(Codes.DEADLINE_EXCEEDED, f"past its deadline waiting for a frame of camera {name!r} "
+                               f"stamped at or after min_stamp {min_stamp_s:.3f} s (latest: {stamp:.3f} s)")
+        if now >= give_up:
             raise RequestError(Codes.STALE_FRAME, f"no frame of camera {name!r} stamped at or after min_stamp "
-                               f"{min_stamp_s:.3f} s arrived in time (latest: {stamp:.3f} s)")
+                               f"{min_stamp_s:.3f} s arrived within {MIN_STAMP_WAIT_S:g} s (latest: {stamp:.3f} s)")
         time.sleep(poll_s)
 
 
@@ -274,7 +283,8 @@ class RequestHandler:
 
         # -- the frame, decoded; the session
         feedback.stage(Stage.STAGE_PREPROCESSING)
-        source = frame_source(request, self.cameras, self.default_camera, live.max_frame_age, job.deadline)
+        source = frame_source(request, self.cameras, self.default_camera, live.max_frame_age, job.deadline,
+                              should_stop=lambda: stopping.is_set() or feedback.cancel_requested)
         header = job.result.header = source.header
         frame = decode(source, live.max_image_pixels)
         self.note_depth(source, frame)

@@ -78,6 +78,7 @@ class Job:
     goal_handle: Any = None  # set for action goals
     received_at: float = field(default_factory=time.monotonic)  # monotonic seconds
     deadline: float = math.inf  # monotonic seconds by which it must be answered (its timeout)
+    answered: bool = False  # set once, by Server.finish
     done: threading.Event = field(default_factory=threading.Event)
     success: bool = False
     code: int = Codes.MODEL_ERROR
@@ -154,6 +155,7 @@ class Server:
         self._worker: threading.Thread | None = None
         self._handler: Handler | None = None
         self._lock = threading.Lock()  # _active and queue puts change together
+        self._finish_lock = threading.Lock()  # a job is answered once
         self._active = False
         self._stopping = threading.Event()  # makes a running generation stop on stop()
 
@@ -259,12 +261,16 @@ class Server:
             elif now > job.deadline and self._queue.remove(job):
                 self.finish(job, Codes.DEADLINE_EXCEEDED, _past_deadline(job, "while waiting in the queue"))
             elif now > backstop:
-                job.success, job.code, job.message = False, Codes.MODEL_ERROR, "internal error: no answer from the worker"
-                return
+                self.finish(job, Codes.MODEL_ERROR, "internal error: no answer from the worker")
 
     # ------------------------------------------------------------------ answers
     def finish(self, job: Job, code: int, message: str = "", timings: dict[str, float] | None = None) -> None:
-        """Answer ``job`` (once): set its outcome, record it, log a refusal, wake the caller."""
+        """Answer ``job`` once: set its outcome, record it, log it, wake the caller. A second
+        answer (the worker ending a job its waiting caller already gave up on) is dropped."""
+        with self._finish_lock:
+            if job.answered:
+                return
+            job.answered = True
         try:
             job.success, job.code, job.message = code == Codes.OK, code, message
             kind = "served" if code == Codes.OK else ("rejected" if code in REJECTION_CODES else "failed")

@@ -48,7 +48,7 @@ from lisa_ros.ros.conversions import (
 )
 from lisa_ros.ros.outputs import GoalFeedback, MaskOutputs, Publishers, Stage
 from lisa_ros.ros.parameters import LiveParameters
-from lisa_ros.ros.serving import Codes, Job, RequestError
+from lisa_ros.ros.serving import Codes, Job, RequestError, past_deadline
 
 
 @dataclass(frozen=True)
@@ -319,9 +319,7 @@ class RequestHandler:
         from lisa_ros.engine import STOP_REQUESTED  # loaded with the model already
 
         if answer.stop_reason == STOP_REQUESTED and time.monotonic() > job.deadline:
-            raise RequestError(Codes.DEADLINE_EXCEEDED, f"past its deadline while generating: "
-                               f"{job.deadline - job.received_at:.1f} s after it arrived (the request's timeout, "
-                               "or the node's request_timeout)")
+            raise RequestError(Codes.DEADLINE_EXCEEDED, past_deadline(job, "while generating"))
         timings["generation"] = answer.timings.get("prefill", 0.0) + answer.timings.get("decode", 0.0)
         timings["mask_decoding"] = answer.timings.get("mask_decode", 0.0)
         self.sessions.save(session_id, conversation)

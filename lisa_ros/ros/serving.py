@@ -46,7 +46,7 @@ REFUSAL_LOG_PERIOD_S = 5.0  # at most one refusal WARN per period (the statistic
 CODE_NAMES = {getattr(Codes, n): n for n in dir(Codes) if n.isupper() and isinstance(getattr(Codes, n), int)}
 
 
-def _past_deadline(job: Job, when: str) -> str:
+def past_deadline(job: Job, when: str) -> str:
     """The DEADLINE_EXCEEDED message for ``job``."""
     return (f"past its deadline {when}: {job.deadline - job.received_at:.1f} s after it arrived "
             "(the request's timeout, or the node's request_timeout)")
@@ -225,26 +225,30 @@ class Server:
         once (a client then knows without waiting for a result; the refusal is counted and
         logged with its reason). A goal accepted here can still meet a queue filled since (BUSY)."""
         with self._lock:
-            ready = self._active and self._worker is not None and self._worker.is_alive()
+            ready = self._serving()
             full = len(self._queue) >= self._queue.capacity
         if ready and not full:
             return GoalResponse.ACCEPT
-        code, message = ((Codes.BUSY, self._busy_message()) if ready else (Codes.NOT_READY, self._describe_state()))
+        code, message = self._refusal(ready)
         self.finish(Job(goal), code, f"goal rejected: {message}")
         return GoalResponse.REJECT
 
-    def _busy_message(self) -> str:
-        return f"busy: {self._queue.capacity} request(s) already waiting; try again"
+    def _serving(self) -> bool:
+        """Started and its worker alive (call with ``_lock`` held)."""
+        return self._active and self._worker is not None and self._worker.is_alive()
+
+    def _refusal(self, ready: bool) -> tuple[int, str]:
+        """(code, message) for a job that cannot be queued: BUSY when serving, else NOT_READY."""
+        if ready:
+            return Codes.BUSY, f"busy: {self._queue.capacity} request(s) already waiting; try again"
+        return Codes.NOT_READY, self._describe_state()
 
     def _submit(self, job: Job) -> bool:
         with self._lock:
-            ready = self._active and self._worker is not None and self._worker.is_alive()
+            ready = self._serving()
             if ready and self._queue.put(job):
                 return True
-        if ready:
-            self.finish(job, Codes.BUSY, self._busy_message())
-        else:
-            self.finish(job, Codes.NOT_READY, self._describe_state())
+        self.finish(job, *self._refusal(ready))
         return False
 
     def _wait(self, job: Job) -> None:
@@ -259,7 +263,7 @@ class Server:
             if job.goal_handle is not None and job.goal_handle.is_cancel_requested and self._queue.remove(job):
                 self.finish(job, Codes.CANCELLED, "cancelled while waiting in the queue")
             elif now > job.deadline and self._queue.remove(job):
-                self.finish(job, Codes.DEADLINE_EXCEEDED, _past_deadline(job, "while waiting in the queue"))
+                self.finish(job, Codes.DEADLINE_EXCEEDED, past_deadline(job, "while waiting in the queue"))
             elif now > backstop:
                 self.finish(job, Codes.MODEL_ERROR, "internal error: no answer from the worker")
 
@@ -296,7 +300,7 @@ class Server:
                     if not self._active:
                         self.finish(job, Codes.NOT_READY, "node was deactivated before the request ran")
                     elif time.monotonic() > job.deadline:
-                        self.finish(job, Codes.DEADLINE_EXCEEDED, _past_deadline(job, "before it ran"))
+                        self.finish(job, Codes.DEADLINE_EXCEEDED, past_deadline(job, "before it ran"))
                     else:
                         message, timings = handler(job, self._stopping)
                         self.finish(job, Codes.OK, message, timings)

@@ -259,6 +259,27 @@ def test_a_bad_training_config_is_one_clear_error(tmp_path, capsys):
     assert "unknown keys ['learning_rate']" in capsys.readouterr().err
 
 
+def test_nothing_fits_share_sets_the_share_of_refusal_rows():
+    """With nothing_fits_share 0.25 a quarter of the drawn rows are "nothing fits" samples (they are
+    a tenth of the data here); with 0 the draw is uniform; out-of-range shares are refused."""
+    import random
+    from types import SimpleNamespace
+
+    from lisa_ros.errors import UsageError
+    from lisa_ros.train.config import TrainConfig
+    from lisa_ros.train.trainer import Trainer
+
+    samples = [SimpleNamespace(nothing_fits=i % 10 == 0) for i in range(1000)]
+    for share, expected in ((0.25, 0.25), (0.0, 0.10)):
+        fake = SimpleNamespace(config=SimpleNamespace(nothing_fits_share=share), rng=random.Random(0), samples=samples,
+                               ordinary_samples=[s for s in samples if not s.nothing_fits],
+                               nothing_fits_samples=[s for s in samples if s.nothing_fits])
+        drawn = [Trainer.draw_sample(fake).nothing_fits for _ in range(20000)]
+        assert sum(drawn) / len(drawn) == pytest.approx(expected, abs=0.01)
+    with pytest.raises(UsageError, match="nothing_fits_share"):
+        TrainConfig(data=[{"type": "reasonseg", "path": "x"}], output_dir="o", model="m", nothing_fits_share=1.0).validate()
+
+
 def test_sample_rejects_unreadable_images(tmp_path):
     sample = Sample(tmp_path / "missing.png", ["x"], True, np.zeros((2, 2), np.uint8))
     with pytest.raises(DataError):

@@ -65,6 +65,9 @@ class TrainConfig:
     object_encoder_epochs: int = 0  # an `objects` model: train its object encoder first (train/objects.py)
     object_encoder_lr: float = 2e-3
     alignment: float = 0.0  # share of training conversations replaced by alignment questions (data/scenes/questions.py)
+    # Share of batch rows drawn from the "nothing fits" samples (answers without [SEG], issue 12 item 6);
+    # 0 = draw uniformly from all samples (their share of the data, about 10 % of generated scenes).
+    nothing_fits_share: float = 0.0
     # Start from another run's finished stages: the trainable weights of that run's checkpoint.pt
     # whose names contain one of `init_parts` (e.g. its object encoder and decoder warm-up).
     init_from: str | None = None
@@ -91,6 +94,8 @@ class TrainConfig:
             raise UsageError("`data` lists no dataset")
         if self.embedding_rows not in ("all", "added"):
             raise UsageError("`embedding_rows` must be all or added")
+        if not 0.0 <= self.nothing_fits_share < 1.0:
+            raise UsageError("`nothing_fits_share` must be in [0, 1)")
 
 
 def add_lora(model, config: TrainConfig):

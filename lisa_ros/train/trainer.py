@@ -98,6 +98,10 @@ class Trainer:
             restrict_to_rows(self.model, sorted(self.loaded.tokenizer.added_tokens.values()))
         self.engine = LisaEngine(self.loaded, GenerationOptions())
         self.samples: list[Sample] = [s for spec in config.data for s in read_dataset(spec["type"], spec["path"])]
+        self.ordinary_samples = [s for s in self.samples if not s.nothing_fits]
+        self.nothing_fits_samples = [s for s in self.samples if s.nothing_fits]
+        if config.nothing_fits_share and not (self.ordinary_samples and self.nothing_fits_samples):
+            raise UsageError("nothing_fits_share needs both ordinary and 'nothing fits' samples in `data`")
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self._projector_trains = any(p.requires_grad for p in self.loaded.model.model.mm_projector.parameters())
         self.lisa = self.loaded.model  # the LisaForCausalLM inside the peft wrapper: its maths, with autograd
@@ -303,6 +307,14 @@ class Trainer:
         self._save_checkpoint()
 
     # ------------------------------------------------------------------ one micro-batch
+    def draw_sample(self) -> Sample:
+        """One training sample: uniform over the data, or with ``nothing_fits_share`` > 0 a
+        "nothing fits" sample with that probability and an ordinary one otherwise."""
+        share = self.config.nothing_fits_share
+        if not share:
+            return self.rng.choice(self.samples)
+        return self.rng.choice(self.nothing_fits_samples if self.rng.random() < share else self.ordinary_samples)
+
     def conversation(self, sample: Sample) -> tuple[str, str, tuple[float, float] | None]:
         """(question, answer, the source pixel the answer's [SEG] should point at or None) of
         one training conversation about ``sample``: an alignment question with probability
@@ -387,7 +399,7 @@ class Trainer:
             started = time.perf_counter()
             totals = {"loss": 0.0, "ce": 0.0, "bce": 0.0, "dice": 0.0, **({"point": 0.0} if self.weights.point else {})}
             for _ in range(config.grad_accumulation):
-                batch = [self.rng.choice(self.samples) for _ in range(config.batch_size)]
+                batch = [self.draw_sample() for _ in range(config.batch_size)]
                 parts = self.batch_loss(batch)
                 (parts["loss"] / config.grad_accumulation).backward()
                 for key in totals:

@@ -6,7 +6,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEPS_STAMP := $(VENV)/.deps-installed
 PKG_STAMP := $(VENV)/.lisa_ros-installed
-PACKAGE_SOURCES := pyproject.toml CMakeLists.txt package.xml README.md \
+TF2_STAMP := $(VENV)/.tf2_msgs-ready
+PACKAGE_SOURCES := pyproject.toml CMakeLists.txt cmake/RosWheels.cmake package.xml README.md \
 	$(shell find lisa_ros msg srv action config launch scripts -type f -not -name '*.pyc' 2>/dev/null)
 PYTEST_ARGS ?=
 
@@ -29,7 +30,14 @@ $(DEPS_STAMP): requirements/ros.txt requirements/ml.txt requirements/build.txt r
 
 # `pip install .`: scikit-build-core runs CMakeLists.txt (rosidl C + Python type support) and
 # installs the Python package, console scripts, config/ and launch/ into the venv prefix.
-$(PKG_STAMP): $(DEPS_STAMP) $(PACKAGE_SOURCES)
+# tf2_msgs/msg/TFMessage (for /tf and /tf_static) is not on PyPI: where no tf2_msgs is importable
+# (a pip-only machine), build the one-message package in interfaces/tf2_msgs; a sourced system ROS 2
+# keeps its own.
+$(TF2_STAMP): $(DEPS_STAMP) interfaces/tf2_msgs/msg/TFMessage.msg interfaces/tf2_msgs/CMakeLists.txt cmake/RosWheels.cmake
+	$(BIN)/python -c "import tf2_msgs.msg" 2>/dev/null || $(BIN)/python -m pip install ./interfaces/tf2_msgs
+	touch $@
+
+$(PKG_STAMP): $(DEPS_STAMP) $(TF2_STAMP) $(PACKAGE_SOURCES)
 	$(BIN)/python -m pip install .
 	touch $@
 

@@ -7,9 +7,10 @@ optical frame (REP 103: z forward, x right, y down).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import transforms3d.quaternions as quaternions
 
 
 @dataclass(frozen=True)
@@ -53,14 +54,20 @@ class MaskGeometry:
     """Robust 3D summary of a mask's object points (optical frame, metres).
 
     ``centroid``: the per-axis median of the object's points (not the centre of its box: a few
-    stray points cannot move it); ``extent``: the span between the 1st and 99th percentiles per
-    axis; ``valid_points``: how many mask pixels had a depth kept as the object's (every valid
-    one when fewer than ``min_points`` were kept).
+    stray points cannot move it); ``extent``: the span between the 1st and 99th percentiles along
+    the optical frame's x, y, z; ``orientation``: the principal axes of the points as a unit
+    quaternion ``(w, x, y, z)`` (:func:`principal_axes`); ``principal_extent``: the 1st-99th
+    percentile span along those axes (x = largest spread); ``valid_points``: how many mask pixels
+    had a depth kept as the object's (every valid one when fewer than ``min_points`` were kept);
+    ``points``: those points, ``(valid_points, 3)`` float32 (empty without depth).
     """
 
     centroid: tuple[float, float, float]
     extent: tuple[float, float, float]
     valid_points: int
+    orientation: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 0.0)
+    principal_extent: tuple[float, float, float] = (math.nan, math.nan, math.nan)
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32), repr=False, compare=False)
 
     @property
     def is_valid(self) -> bool:
@@ -68,6 +75,22 @@ class MaskGeometry:
 
 
 NO_GEOMETRY = MaskGeometry((math.nan, math.nan, math.nan), (math.nan, math.nan, math.nan), 0)
+
+
+def principal_axes(points: np.ndarray, centroid: np.ndarray) -> np.ndarray:
+    """``(3, 3)`` rotation whose columns are the principal axes of ``points`` (``(N, 3)``, optical
+    frame): x the direction of largest spread, y the second, z the least (a flat object's
+    normal). Signs, so that the frame is reproducible: z points towards the camera (against the
+    ray to ``centroid``), x's largest component is positive, y = z cross x (right-handed)."""
+    centred = points - centroid
+    _, vectors = np.linalg.eigh(centred.T @ centred)  # ascending variance
+    x, z = vectors[:, 2], vectors[:, 0]
+    if float(np.dot(z, centroid)) > 0:
+        z = -z
+    if x[int(np.argmax(np.abs(x)))] < 0:
+        x = -x
+    return np.stack([x, np.cross(z, x), z], axis=1)
+
 
 # The object's depths: the most populated run of depth bins (DEPTH_BIN_M, or DEPTH_BIN_RATIO of
 # the median depth when larger), a bin counting when it holds OCCUPIED_SHARE of the points (and
@@ -139,4 +162,9 @@ def mask_geometry(mask: np.ndarray, depth_m: np.ndarray, intrinsics: Intrinsics,
     points = np.stack([x, y, z], axis=1)
     centroid = np.median(points, axis=0)
     low, high = np.percentile(points, [1, 99], axis=0)
-    return MaskGeometry(tuple(float(v) for v in centroid), tuple(float(v) for v in high - low), int(z.size))
+    axes = principal_axes(points, centroid)
+    along = (points - centroid) @ axes
+    axes_low, axes_high = np.percentile(along, [1, 99], axis=0)
+    return MaskGeometry(tuple(float(v) for v in centroid), tuple(float(v) for v in high - low), int(z.size),
+                        tuple(float(v) for v in quaternions.mat2quat(axes)),
+                        tuple(float(v) for v in axes_high - axes_low), points.astype(np.float32))

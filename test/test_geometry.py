@@ -112,3 +112,29 @@ def test_a_slanted_surface_keeps_its_depth_range():
     assert geometry.valid_points == 200 * 240
     assert geometry.centroid[2] == pytest.approx(1.15, abs=0.01)
     assert geometry.extent[2] == pytest.approx(0.3, rel=0.05)
+
+
+def test_the_pose_of_a_tilted_plane_has_its_normal_as_z_towards_the_camera():
+    """A plane turned 30 degrees about the optical y axis (z = 1.5 + tan(30 deg) x), 200 x 100 px:
+    the pose's z axis is its normal turned towards the camera, its x axis the long side, the
+    extent along z is ~0 and along x the plane's length (1st-99th percentile)."""
+    import transforms3d.quaternions as quaternions
+
+    slope = math.tan(math.radians(30))
+    mask = np.zeros((480, 640), bool)
+    mask[190:290, 220:420] = True
+    cols = np.arange(640, dtype=np.float64)
+    # the ray through column u meets the plane where z = 1.5 + slope * (u - cx) z / fx
+    depth = np.tile(1.5 / (1.0 - slope * (cols - K.cx) / K.fx), (480, 1)).astype(np.float32)
+    geometry = mask_geometry(mask, depth, K)
+    axes = quaternions.quat2mat(geometry.orientation)
+    normal = np.array([-slope, 0.0, 1.0]) / math.hypot(slope, 1.0)
+    assert float(np.dot(axes[:, 2], -normal)) > math.cos(math.radians(0.5))  # towards the camera, within 0.5 deg
+    assert abs(axes[1, 0]) < 1e-3 and axes[0, 0] > 0  # x along the plane's long side (optical x), positive
+    np.testing.assert_allclose(axes.T @ axes, np.eye(3), atol=1e-9)
+    assert np.linalg.det(axes) == pytest.approx(1.0)
+    assert geometry.principal_extent[2] == pytest.approx(0.0, abs=1e-3)
+    left, right = (geometry.points[:, 0].min(), geometry.points[:, 2].min()), (geometry.points[:, 0].max(), geometry.points[:, 2].max())
+    length = math.hypot(right[0] - left[0], right[1] - left[1])
+    assert geometry.principal_extent[0] == pytest.approx(0.98 * length, rel=0.03)
+    assert geometry.points.shape == (geometry.valid_points, 3)

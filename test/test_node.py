@@ -238,6 +238,117 @@ def test_explicit_depth_and_camera_info_give_3d(running):
     assert any(c.z == pytest.approx(1.5) for c in response.result.centroids)
 
 
+def _optical_rotation() -> np.ndarray:
+    """camera_link -> optical (REP 103): optical z = link x, optical x = -link y, optical y = -link z."""
+    return np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+
+
+def _transform_msg(parent, child, stamp_s, rotation, translation):
+    import transforms3d.quaternions as quaternions
+    from geometry_msgs.msg import TransformStamped
+
+    message = TransformStamped()
+    message.header.frame_id, message.child_frame_id = parent, child
+    message.header.stamp.sec, message.header.stamp.nanosec = int(stamp_s), int(round((stamp_s % 1) * 1e9))
+    t, q = message.transform.translation, message.transform.rotation
+    t.x, t.y, t.z = (float(v) for v in translation)
+    q.w, q.x, q.y, q.z = (float(v) for v in quaternions.mat2quat(rotation))
+    return message
+
+
+def test_3d_outputs_in_the_target_frame_through_tf_at_the_image_stamp(running):
+    """target_frame base_link, a static mount (base_link -> tf_mount: 1 m up, 0.2 m forward, pitched
+    30 deg down), a moving pan joint (tf_mount -> tf_pan: yaw 0 at stamp - 0.5 s, 90 deg at stamp
+    + 0.5 s) and the optical rotation (static): every target pose equals the hand-composed chain at
+    the image stamp (yaw 45 deg) within 1 mm; the point cloud in base_link maps back onto the 1.5 m
+    depth plane; labels, depth header and intrinsics are in the result."""
+    from tf2_msgs.msg import TFMessage
+    from rclpy.qos import DurabilityPolicy, QoSProfile
+
+    def rot(axis, angle):
+        c, s_ = math.cos(angle), math.sin(angle)
+        return {"x": np.array([[1, 0, 0], [0, c, -s_], [0, s_, c]]),
+                "z": np.array([[c, -s_, 0], [s_, c, 0], [0, 0, 1]])}[axis]
+
+    def homogeneous(rotation, translation):
+        matrix = np.eye(4)
+        matrix[:3, :3], matrix[:3, 3] = rotation, translation
+        return matrix
+
+    stamp = (1763800000, 500000000)
+    stamp_s = 1763800000.5
+    image = explicit_image(640, 480, stamp=stamp, frame="tf_optical")
+    depth = numpy_to_image(np.full((480, 640), 1.5, np.float32), "32FC1")
+    depth.header = image.header
+    info = CameraInfo(width=640, height=480, k=K)
+    assert running.set_parameter("target_frame", "base_link")[0]
+    assert running.set_parameter("tf_timeout", 2.0)[0]
+    try:
+        # No transforms yet: the answer stands, in the optical frame, and says why there are no target poses.
+        first = running.ask(command="where is the cup?", image=image, depth=depth, camera_info=info)
+        assert first.success, first.message
+        assert not first.result.target_poses and "tf_optical -> base_link" in first.result.transform_error
+        assert "target_frame" in first.message
+
+        node = running.node
+        static_pub = node.create_publisher(TFMessage, "/tf_static", QoSProfile(
+            depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        moving_pub = node.create_publisher(TFMessage, "/tf", 100)
+        assert running.wait_for(lambda: moving_pub.get_subscription_count() >= 1, 20)
+        mount = homogeneous(rot("x", -math.pi / 6), (0.2, 0.0, 1.0))
+        static_pub.publish(TFMessage(transforms=[
+            _transform_msg("base_link", "tf_mount", 0.0, mount[:3, :3], mount[:3, 3]),
+            _transform_msg("tf_pan", "tf_optical", 0.0, _optical_rotation(), (0.0, 0.0, 0.0))]))
+        moving_pub.publish(TFMessage(transforms=[
+            _transform_msg("tf_mount", "tf_pan", stamp_s - 0.5, rot("z", 0.0), (0, 0, 0)),
+            _transform_msg("tf_mount", "tf_pan", stamp_s + 0.5, rot("z", math.pi / 2), (0, 0, 0))]))
+
+        response = running.ask(command="where is the cup?", image=image, depth=depth, camera_info=info,
+                               point_cloud=True)
+        assert response.success, response.message
+        result = response.result
+        assert result.transform_error == "", result.transform_error
+        count = len(result.masks)
+        assert len(result.poses) == len(result.extents) == len(result.valid_points) == len(result.target_poses) == count
+        base_from_optical = mount @ homogeneous(rot("z", math.pi / 4), (0, 0, 0)) @ homogeneous(_optical_rotation(), (0, 0, 0))
+        import transforms3d.quaternions as quaternions
+
+        checked = 0
+        for optical, target, valid in zip(result.poses, result.target_poses, result.valid_points):
+            assert target.header.frame_id == "base_link" and target.header.stamp == image.header.stamp
+            assert optical.header.frame_id == "tf_optical"
+            if valid == 0:
+                assert math.isnan(target.pose.position.x)
+                continue
+            p = optical.pose.position
+            expected = (base_from_optical @ np.array([p.x, p.y, p.z, 1.0]))[:3]
+            got = target.pose.position
+            np.testing.assert_allclose([got.x, got.y, got.z], expected, atol=1e-3)
+            q_opt, q_tgt = optical.pose.orientation, target.pose.orientation
+            rotation = quaternions.quat2mat((q_tgt.w, q_tgt.x, q_tgt.y, q_tgt.z))
+            np.testing.assert_allclose(rotation, base_from_optical[:3, :3] @ quaternions.quat2mat(
+                (q_opt.w, q_opt.x, q_opt.y, q_opt.z)), atol=1e-6)
+            checked += 1
+        assert checked >= 1
+
+        cloud = result.point_cloud
+        assert cloud.header.frame_id == "base_link" and cloud.width == sum(result.valid_points) and cloud.point_step == 16
+        points = np.frombuffer(bytes(cloud.data), np.dtype({"names": ["x", "y", "z", "label"],
+                               "formats": ["<f4", "<f4", "<f4", "<u2"], "offsets": [0, 4, 8, 12], "itemsize": 16}))
+        xyz = np.stack([points["x"], points["y"], points["z"]], axis=1).astype(np.float64)
+        back = (np.linalg.inv(base_from_optical) @ np.c_[xyz, np.ones(len(xyz))].T)[:3].T
+        np.testing.assert_allclose(back[:, 2], 1.5, atol=1e-3)  # onto the depth plane, within 1 mm
+        assert set(np.unique(points["label"])) <= set(range(1, count + 1))
+
+        labels = image_to_numpy(result.instance_labels)
+        assert result.instance_labels.encoding == "16UC1" and labels.shape == (480, 640)
+        first_mask = image_to_numpy(result.masks[0]) > 0
+        assert (labels[first_mask] == 1).all() and (labels[labels > 0] <= count).all()
+        assert result.depth_header.frame_id == "tf_optical" and list(result.intrinsics) == [525.0, 520.0, 319.5, 239.5]
+    finally:
+        assert running.set_parameter("target_frame", "")[0]
+
+
 def test_outputs_are_published_with_the_source_header(running):
     before = {k: len(v) for k, v in running.received.items()}
     response = running.ask(command="where is the cup?", camera="front")

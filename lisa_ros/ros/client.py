@@ -44,8 +44,16 @@ def format_feedback(feedback) -> str:
 def summarize(response) -> dict:
     """A ReasonSegment response (or action result) as JSON-ready values: outcome, answer, the
     source frame (frame_id, stamp in seconds), per mask score / box [x, y, w, h] in pixels /
-    centroid [x, y, z] in metres (None without depth), and the timings in seconds per stage."""
+    centroid [x, y, z] in metres (None without depth) / pose (position and quaternion
+    [x, y, z, w] in the optical frame, and in target_frame when the node has one) / extent along
+    the pose axes in metres / valid depth points, and the timings in seconds per stage."""
     result = response.result
+
+    def pose(stamped) -> dict:
+        p, q = stamped.pose.position, stamped.pose.orientation
+        return {"frame_id": stamped.header.frame_id, "position": [_number(p.x), _number(p.y), _number(p.z)],
+                "orientation": [round(q.x, 6), round(q.y, 6), round(q.z, 6), round(q.w, 6)]}
+
     return {
         "success": response.success, "error_code": response.error_code, "message": response.message,
         "answer": result.answer, "explanation": result.explanation, "session_id": result.session_id,
@@ -53,6 +61,11 @@ def summarize(response) -> dict:
         "scores": [round(float(v), 4) for v in result.scores],
         "boxes": [[b.x_offset, b.y_offset, b.width, b.height] for b in result.boxes],
         "centroids": [[_number(c.x), _number(c.y), _number(c.z)] for c in result.centroids],
+        "poses": [pose(p) for p in result.poses],
+        "extents": [[_number(e.x), _number(e.y), _number(e.z)] for e in result.extents],
+        "valid_points": list(result.valid_points),
+        "target_poses": [pose(p) for p in result.target_poses],
+        "transform_error": result.transform_error,
         "timings": {stage: round(getattr(result.timings, stage), 4) for stage in STAGES},
     }
 

@@ -38,6 +38,7 @@ from lisa_ros.ros.cameras import CameraInput
 from lisa_ros.ros.outputs import Publishers
 from lisa_ros.ros.qos import INPUT_QOS, REQUEST_QOS, RESULT_TIMEOUT_S, action_qos
 from lisa_ros.ros.request import RequestHandler
+from lisa_ros.ros.tf import TfLookup
 from lisa_ros.ros.serving import Server
 from lisa_ros.srv import ReasonSegment
 
@@ -71,6 +72,7 @@ class LisaNode(LifecycleNodeMixin, Node):
         self._outputs = Publishers(self)
         serving_group = ReentrantCallbackGroup()
         self._input_group = ReentrantCallbackGroup()
+        self._tf = TfLookup(self, callback_group=self._input_group)
         self.create_service(ReasonSegment, "~/reason_segment", self._server.on_service, qos_profile=REQUEST_QOS,
                             callback_group=serving_group)
         self._action_server = ActionServer(
@@ -160,7 +162,9 @@ class LisaNode(LifecycleNodeMixin, Node):
         self._handler = RequestHandler(
             self.engine, SessionStore(config.session_timeout, config.max_sessions), FrameCache(config.frame_cache_size),
             self.cameras, config.default_camera_name, config.session_timeout, self._outputs,
-            read_live=functools.partial(parameters.read_live, self))
+            read_live=functools.partial(parameters.read_live, self), tf=self._tf)
+        if self.get_parameter("target_frame").value:
+            self._tf.start()  # fill the buffer before the first request needs it
         self.load_error = ""
         return TransitionCallbackReturn.SUCCESS
 

@@ -68,6 +68,10 @@ SPECS = [
     Spec("frame_cache_size", 4, "encoded frames kept to answer several commands on one frame", True, 0, 64),
     Spec("publish_debug_image", True, "publish ~/debug_image (masks, boxes and answer drawn on the frame)"),
     Spec("publish_markers", True, "publish ~/markers (3D centroid and extent per mask)"),
+    Spec("target_frame", "", "frame for result.target_poses and the point cloud (e.g. base_link), looked up in TF at "
+                             "the image's stamp; empty = optical frame only"),
+    Spec("tf_timeout", 0.2, "seconds a request waits for the target_frame transform (then transform_error)",
+         low=0.0, high=10.0),
     Spec("autostart", True, "configure and activate at start (no lifecycle manager needed)", True),
 ]
 
@@ -155,6 +159,8 @@ class NodeConfig:
     frame_cache_size: int
     publish_debug_image: bool
     publish_markers: bool
+    target_frame: str  # "" = optical frame only
+    tf_timeout: float  # seconds
     autostart: bool
 
     @property
@@ -177,6 +183,8 @@ class LiveParameters:
     request_timeout: float  # seconds
     publish_debug_image: bool
     publish_markers: bool
+    target_frame: str  # "" = optical frame only
+    tf_timeout: float  # seconds
 
 
 def _declare_one(node, name: str, spec: Spec, problems: list[str]) -> None:

@@ -18,7 +18,10 @@
    INVALID_COMMAND; history that does not fit is trimmed, oldest turns first;
 7. build the result and publish the outputs (:mod:`lisa_ros.ros.outputs`), with timings per
    stage (:data:`lisa_ros.ros.messages.STAGES`); the message says when no target was segmented
-   and why, and what was trimmed to fit the context.
+   and why, and what was trimmed to fit the context;
+8. with ``target_frame`` set, the poses also in that frame through TF at the image stamp
+   (:mod:`lisa_ros.ros.tf`; a failed lookup is ``transform_error`` and a note, not a failure),
+   and the point cloud when the request asks for it.
 
 A refusal is a :class:`~lisa_ros.ros.serving.RequestError` with its code; anything else that
 raises is a model failure, answered by the server.
@@ -49,6 +52,7 @@ from lisa_ros.ros.conversions import (
 from lisa_ros.ros.outputs import GoalFeedback, MaskOutputs, Publishers, Stage
 from lisa_ros.ros.parameters import LiveParameters
 from lisa_ros.ros.serving import Codes, Job, RequestError, past_deadline
+from lisa_ros.transforms import TransformError
 
 
 @dataclass(frozen=True)
@@ -253,11 +257,13 @@ class RequestHandler:
     ``engine``: lisa_ros.engine.LisaEngine; ``sessions``/``frame_cache``: lisa_ros.sessions
     SessionStore/FrameCache; ``cameras``: the camera inputs by name; ``default_camera``: used
     when a request names none; ``session_timeout``: seconds, for the UNKNOWN_SESSION message;
-    ``publishers``: the node's output topics; ``read_live()``: the run-time parameters now.
+    ``publishers``: the node's output topics; ``read_live()``: the run-time parameters now;
+    ``tf``: a :class:`lisa_ros.ros.tf.TfLookup` (None: target_frame outputs are refused as
+    transform errors).
     """
 
     def __init__(self, engine, sessions, frame_cache, cameras: dict[str, CameraInput], default_camera: str,
-                 session_timeout: float, publishers: Publishers, read_live: Callable[[], LiveParameters]):
+                 session_timeout: float, publishers: Publishers, read_live: Callable[[], LiveParameters], tf=None):
         self.engine = engine
         self.sessions = sessions
         self.frame_cache = frame_cache
@@ -266,6 +272,7 @@ class RequestHandler:
         self.session_timeout = session_timeout
         self.publishers = publishers
         self.read_live = read_live
+        self.tf = tf
 
     def __call__(self, job: Job, stopping: threading.Event) -> tuple[str, dict[str, float]]:
         """Serve ``job``; returns the answer's message (notes, "" when none) and the timings in
@@ -329,15 +336,43 @@ class RequestHandler:
         post_start = time.monotonic()
         outputs = masks.all(answer.masks)
         shapes = [output.geometry for output in outputs]
-        job.result = messages.segmentation_result(header, answer, session_id, [o.image for o in outputs], shapes)
+        with_3d = frame.depth_m is not None and frame.intrinsics is not None
+        job.result = messages.segmentation_result(
+            header, answer, session_id, [o.image for o in outputs], shapes,
+            depth_header=source.depth.header if with_3d else None, intrinsics=frame.intrinsics if with_3d else None)
         if frame.depth_m is not None and answer.masks and not any(s.is_valid for s in shapes):
             frame.notes.append("no mask has valid depth: centroids are NaN")
+        target_from_optical = self._target_frame(job, live, shapes, frame)
+        if getattr(request, "point_cloud", False):
+            job.result.point_cloud = messages.point_cloud(
+                header, shapes, target_from_optical, live.target_frame if target_from_optical is not None else None)
         self.publishers.publish(job.result, outputs, frame.rgb, answer, live.publish_debug_image, live.publish_markers)
         timings["postprocess"] = time.monotonic() - post_start
         timings["total"] = time.monotonic() - job.received_at
         for stage, value in timings.items():
             setattr(job.result.timings, stage, float(value))
         return "; ".join(answer.caveats + frame.notes), timings
+
+    def _target_frame(self, job: Job, live: LiveParameters, shapes: list, frame: DecodedFrame):
+        """With ``target_frame`` set and some mask in 3D: fill ``job.result.target_poses`` and
+        return target_from_optical at the image stamp; None otherwise (``transform_error`` and a
+        note say why when the lookup failed). Waits at most ``tf_timeout``, never past the deadline."""
+        target, source_frame = live.target_frame, job.result.header.frame_id
+        if not target or not any(s.is_valid for s in shapes):
+            return None
+        try:
+            if not source_frame:
+                raise TransformError("the image header has no frame_id")
+            if self.tf is None:
+                raise TransformError("TF is not available in this node")
+            wait = max(0.0, min(live.tf_timeout, job.deadline - time.monotonic()))
+            transform = self.tf.lookup(target, source_frame, job.result.header.stamp, wait)
+        except TransformError as exc:
+            job.result.transform_error = f"{source_frame or '(no frame)'} -> {target}: {exc}"
+            frame.notes.append(f"no poses in target_frame: {job.result.transform_error}")
+            return None
+        messages.add_target_frame(job.result, shapes, target, transform)
+        return transform
 
     def note_depth(self, source: FrameSource, frame: DecodedFrame) -> None:
         """Tell the camera the frame came from whether its depth was usable (a camera whose depth

@@ -61,13 +61,15 @@ def test_depth_history_is_bounded():
 
 
 def test_age_and_rate():
-    clock = Clock()
-    camera = CameraInput("front", clock=clock)
+    clock = Clock()  # arrivals (monotonic)
+    stamps = Clock()  # the node's clock, in which frames are stamped
+    camera = CameraInput("front", clock=clock, stamp_clock=stamps)
     for index in range(31):
-        clock.now = 100.0 + index / 30
-        camera.on_color(image(index))
+        clock.now = stamps.now = 100.0 + index / 30
+        camera.on_color(image(100 + index // 30, int(round((index % 30) / 30 * 1e9))))
     clock.now += 0.5
-    assert abs(camera.age_s() - 0.5) < 1e-9
+    stamps.now += 0.5
+    assert abs(camera.age_s() - 0.5) < 1e-6
     assert abs(camera.color_rate.rate_hz(clock.now) - 30.0) < 1e-6
     assert camera.color_rate.rate_hz(clock.now + 10) == 0.0  # stale stream
     assert RateMeter().rate_hz(0.0) == 0.0
@@ -75,7 +77,7 @@ def test_age_and_rate():
 
 def test_callback_latency_is_measured_against_the_stamp():
     wall = {"now": 1000.25}
-    camera = CameraInput("front", wall_clock=lambda: wall["now"])
+    camera = CameraInput("front", stamp_clock=lambda: wall["now"])
     assert camera.callback_latency.summary_ms() == {"mean": 0.0, "p99": 0.0, "max": 0.0}
     for delay_ms in (10, 20, 30):
         frame = image(1000, 0)
@@ -103,3 +105,20 @@ def test_the_newest_colour_frame_with_matching_depth_is_chosen():
     assert frame.color.header.stamp.sec == 2 and frame.depth is not None
     camera.on_depth(image(3))
     assert camera.latest().color.header.stamp.sec == 3
+
+
+def test_frame_age_is_from_the_stamp_in_the_node_clock_and_from_arrival_when_unstamped():
+    """Under sim time the node clock (/clock) can jump while no wall time passes: the age follows
+    the stamps. A bag replayed with old stamps is old; a frame stamped 0 is aged by arrival."""
+    arrival, node_clock = Clock(), Clock()
+    camera = CameraInput("front", clock=arrival, stamp_clock=node_clock)
+    node_clock.now = 1000.0
+    camera.on_color(image(1000, 0))
+    node_clock.now = 1010.0  # sim time advanced 10 s, (almost) no wall time passed
+    frame = camera.latest()
+    assert camera.frame_age_s(frame.color, frame.received_at) == 10.0 and camera.age_s() == 10.0
+    node_clock.now = 999.5  # stamped slightly ahead of this clock: not negative
+    assert camera.age_s() == 0.0
+    camera.on_color(image(0, 0))  # a driver that does not stamp
+    arrival.now += 2.5
+    assert camera.age_s() == 2.5

@@ -67,3 +67,60 @@ def test_lisa_ros_ask_resolves_the_service_in_its_namespace(robot1, module_ros_d
     missing = subprocess.run([ask, "ask", "where is the cup?", "--wait", "3"],  # no namespace: not there
                              env=module_ros_domain.env, capture_output=True, text=True, timeout=120)
     assert missing.returncode != 0 and "/lisa_ros/reason_segment" in missing.stdout + missing.stderr
+
+
+def test_under_sim_time_the_node_starts_without_clock_and_frame_age_follows_the_stamps(ros_domain, spawn, tmp_path):
+    """use_sim_time with a simulator's /clock: autostart and diagnostics do not wait for /clock
+    (steady timers); a frame's age is sim time minus its stamp, so when /clock jumps 10 s past the
+    last frame it is STALE_FRAME although no wall time passed, and a newer frame is fine again."""
+    import time
+
+    import numpy as np
+    from rosgraph_msgs.msg import Clock as ClockMsg
+
+    from lisa_ros.ros.conversions import numpy_to_image
+
+    checkpoint = write_tiny_lisa_checkpoint(tmp_path / "lisa", emit_seg=True)
+    spawn(ros_domain, "lisa_node_with_faults.py", "--ros-args", "-p", f"model:={checkpoint}", "-p", "use_sim_time:=true",
+          "-p", "cameras:=['sim']", "-p", "sim.image_topic:=/sim/image_raw", "-p", "max_frame_age:=1.0",
+          "-p", "max_new_tokens:=8", ready_timeout=90)
+    client = Client(ros_domain.context())
+    try:
+        client.wait_for_state(State.PRIMARY_STATE_ACTIVE, timeout=180)  # no /clock published yet
+        assert client.wait_for(lambda: client.received["diagnostics"], 10)
+        clock_pub = client.node.create_publisher(ClockMsg, "/clock", 10)
+        image_pub = client.node.create_publisher(type(numpy_to_image(np.zeros((1, 1, 3), np.uint8), "rgb8")),
+                                                 "/sim/image_raw", 10)
+
+        def set_clock(sec: int) -> None:
+            message = ClockMsg()
+            message.clock.sec = sec
+            clock_pub.publish(message)
+
+        def publish_frame(sec: int) -> None:
+            frame = numpy_to_image(np.random.default_rng(sec).integers(0, 255, (64, 64, 3), dtype=np.uint8), "rgb8")
+            frame.header.stamp.sec, frame.header.frame_id = sec, "sim_optical"
+            image_pub.publish(frame)
+
+        assert client.wait_for(lambda: clock_pub.get_subscription_count() >= 1 and image_pub.get_subscription_count() >= 1)
+        set_clock(1000)
+        time.sleep(0.5)
+        publish_frame(1000)
+        assert client.wait_for(lambda: client.ask(command="x", camera="sim").error_code != Codes.NO_FRAME, 30)
+        fresh = client.ask(command="where is the cup?", camera="sim")
+        assert fresh.success, fresh.message
+        assert fresh.result.header.stamp.sec == 1000
+
+        set_clock(1010)  # sim time jumps; the last frame is now 10 s old by its stamp
+        stale = None
+        for _ in range(50):
+            stale = client.ask(command="where is the cup?", camera="sim")
+            if stale.error_code == Codes.STALE_FRAME:
+                break
+            time.sleep(0.1)
+        assert stale.error_code == Codes.STALE_FRAME and "10.00 s old by its stamp" in stale.message, stale.message
+
+        publish_frame(1010)
+        assert client.wait_for(lambda: client.ask(command="where is the cup?", camera="sim").success, 30)
+    finally:
+        client.close()

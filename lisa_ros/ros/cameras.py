@@ -64,8 +64,9 @@ class RateMeter:
 
 
 class LatencyMeter:
-    """Delay between a frame's stamp and its callback (wall clock: stamps from a live camera),
-    over the last ``window`` frames: how late image callbacks run, e.g. during inference."""
+    """Delay between a frame's stamp and its callback (in the node's clock: sim time under
+    use_sim_time), over the last ``window`` frames: how late image callbacks run, e.g. during
+    inference."""
 
     def __init__(self, window: int = 300):
         self._values: deque[float] = deque(maxlen=window)
@@ -87,17 +88,23 @@ class CameraInput:
     ``depth_slop``: seconds, the largest |depth stamp - colour stamp| accepted as a pair (the
     ``<camera>.depth_slop`` parameter); ``depth_scale``: metres per 16UC1 unit; ``rectified``:
     the image is rectified, so 3D uses CameraInfo's P instead of K; ``expected_rate_hz``: the
-    colour rate diagnostics hold it to (0 = not checked). ``clock``/``wall_clock`` are injectable for tests.
+    colour rate diagnostics hold it to (0 = not checked). ``clock``: monotonic seconds (arrival
+    times, rates); ``stamp_clock``: seconds in the clock the stamps are in, the node's ROS clock
+    (``node.get_clock()``: sim time under use_sim_time); both injectable for tests.
+
+    A frame's age (:meth:`frame_age_s`) is the stamp clock's now minus its header stamp, so it
+    means "how old is the picture", also under sim time; a frame stamped 0 (some drivers) falls
+    back to the time since it arrived.
     """
 
     def __init__(self, name: str, depth_slop: float = 0.02, depth_history: int = 10, color_history: int = 3,
-                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
+                 clock: Callable[[], float] = time.monotonic, stamp_clock: Callable[[], float] = time.time,
                  depth_scale: float = 0.001, rectified: bool = False, expected_rate_hz: float = 0.0):
         self.name = name
         self.expected_rate_hz = expected_rate_hz  # 0 = not checked
         self.depth_scale = depth_scale  # metres per 16UC1 unit
         self.rectified = rectified  # the image is rectified: intrinsics from CameraInfo's P
-        self._wall_clock = wall_clock
+        self._stamp_clock = stamp_clock
         self.callback_latency = LatencyMeter()
         self.depth_slop = depth_slop
         self._clock = clock
@@ -117,7 +124,7 @@ class CameraInput:
 
     def on_color(self, msg: Any) -> None:
         now = self._clock()
-        latency = self._wall_clock() - stamp_seconds(msg.header)
+        latency = self._stamp_clock() - stamp_seconds(msg.header)
         with self._lock:
             self.frames_received += 1
             self._colors.append((msg, now, self.frames_received))
@@ -159,10 +166,22 @@ class CameraInput:
         color, received_at, sequence = colors[-1]
         return CameraFrame(self.name, color, None, info, received_at, None, sequence)
 
+    def frame_age_s(self, color: Any, received_at: float) -> float:
+        """Seconds since the colour frame ``color`` was taken: the stamp clock's now minus its
+        stamp (never negative: a stamp slightly ahead is age 0), or, stamped 0, since it arrived
+        (``received_at``, monotonic)."""
+        stamp = stamp_seconds(color.header)
+        if stamp == 0.0:
+            return self._clock() - received_at
+        return max(0.0, self._stamp_clock() - stamp)
+
     def age_s(self) -> float | None:
-        """Seconds since the latest colour frame arrived (None before the first one)."""
+        """Age of the latest colour frame (:meth:`frame_age_s`; None before the first one)."""
         with self._lock:
-            return None if not self._colors else self._clock() - self._colors[-1][1]
+            if not self._colors:
+                return None
+            color, received_at, _ = self._colors[-1]
+        return self.frame_age_s(color, received_at)
 
     def has_depth_stream(self) -> bool:
         with self._lock:

@@ -24,6 +24,7 @@ import weakref
 import rclpy
 from rclpy.action import ActionServer, CancelResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
@@ -80,12 +81,17 @@ class LisaNode(LifecycleNodeMixin, Node):
             goal_callback=self._server.on_goal_request, cancel_callback=lambda _handle: CancelResponse.ACCEPT,
             callback_group=serving_group, result_timeout=RESULT_TIMEOUT_S, **action_qos())
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
+        # Timers on the steady clock: under use_sim_time the node clock stands still until /clock
+        # is published (a paused bag, a simulator not started yet), and autostart and diagnostics
+        # must not wait for it.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup(), clock=steady)
 
         if self.get_parameter("autostart").value:
             # In the transitions' group: an external change_state waits for it (no race), and
             # it skips what an external manager has already done.
-            self._autostart_timer = self.create_timer(0.0, self._autostart, callback_group=self._lifecycle_group)
+            self._autostart_timer = self.create_timer(0.0, self._autostart, callback_group=self._lifecycle_group,
+                                                      clock=steady)
 
     def _move_lifecycle_queries(self, group) -> None:
         """Put the lifecycle services that only read the state machine into ``group``.
@@ -157,7 +163,7 @@ class LisaNode(LifecycleNodeMixin, Node):
         self.get_logger().info(f"model ready on {loaded.device} ({loaded.options.precision}) in "
                                f"{time.monotonic() - started:.1f} s ({self._weights_bytes / 2**20:.0f} MB of weights)")
         self.cameras = {c.name: CameraInput(c.name, c.depth_slop, depth_scale=c.depth_scale, rectified=c.rectified,
-                                                  expected_rate_hz=c.expected_rate)
+                                                  expected_rate_hz=c.expected_rate, stamp_clock=self._now_seconds)
                         for c in config.cameras}
         self._handler = RequestHandler(
             self.engine, SessionStore(config.session_timeout, config.max_sessions), FrameCache(config.frame_cache_size),
@@ -241,6 +247,10 @@ class LisaNode(LifecycleNodeMixin, Node):
             pass
 
     # ------------------------------------------------------------------ diagnostics
+    def _now_seconds(self) -> float:
+        """The node's clock in seconds: ROS time, so sim time (/clock) under use_sim_time."""
+        return self.get_clock().now().nanoseconds * 1e-9
+
     def _publish_diagnostics(self) -> None:
         try:
             model_info = {"model": self.get_parameter("model").value}

@@ -117,9 +117,10 @@ def request_source(request) -> FrameSource | None:
 MIN_STAMP_WAIT_S = 5.0
 
 
-def camera_source(cameras: dict[str, CameraInput], name: str, max_frame_age: float,
-                  clock: Callable[[], float] = time.monotonic) -> FrameSource:
-    """The latest frame of camera ``name``; ``max_frame_age`` in seconds (0 = no limit).
+def camera_source(cameras: dict[str, CameraInput], name: str, max_frame_age: float) -> FrameSource:
+    """The latest frame of camera ``name``; ``max_frame_age`` in seconds (0 = no limit), against
+    the frame's age from its header stamp (:meth:`CameraInput.frame_age_s`: the node's clock, so
+    sim time under use_sim_time).
 
     Raises RequestError UNKNOWN_CAMERA, NO_FRAME or STALE_FRAME.
     """
@@ -130,9 +131,9 @@ def camera_source(cameras: dict[str, CameraInput], name: str, max_frame_age: flo
     if frame is None:
         raise RequestError(Codes.NO_FRAME, f"no frame received yet from camera {name!r}; check the topic "
                            f"and QoS (the node subscribes with sensor-data QoS, best effort)")
-    age = clock() - frame.received_at
+    age = camera.frame_age_s(frame.color, frame.received_at)
     if max_frame_age > 0 and age > max_frame_age:
-        raise RequestError(Codes.STALE_FRAME, f"latest frame of camera {name!r} is {age:.2f} s old "
+        raise RequestError(Codes.STALE_FRAME, f"latest frame of camera {name!r} is {age:.2f} s old by its stamp "
                            f"(max_frame_age {max_frame_age:g} s)")
     return FrameSource(
         camera=name, header=frame.color.header, color=frame.color, depth=frame.depth,

@@ -93,6 +93,9 @@ def generate_launch_description():
         DeclareLaunchArgument("use_sim_time", default_value="", choices=["", "true", "false"],
                               description="take time from /clock (simulation, bag replay)"
                                           "; parameters file if not given"),
+        DeclareLaunchArgument("target_frame", default_value="",
+                              description="frame for the results' target_poses and point clouds (e.g. base_link), "
+                                          "via TF at the image stamp; parameters file if not given"),
         DeclareLaunchArgument("debug", default_value="", choices=["", "true", "false"],
                               description="publish ~/debug_image and ~/markers; parameters file if not given"),
         DeclareLaunchArgument("camera", default_value="",

@@ -19,6 +19,7 @@ ALLOWED = {
     "resources": set(),
     "interfaces": set(),
     "geometry": {"errors"},
+    "transforms": set(),
     "visualization": {"errors"},
     "model": {"errors"},
     "engine": {"errors", "model"},
@@ -27,8 +28,9 @@ ALLOWED = {
     "evaluate": {"errors", "model", "engine", "data"},
     "train": {"errors", "model", "engine", "data"},
     "testing": {"errors", "resources", "interfaces", "model", "engine", "ros"},  # fuzzing sends ROS requests
-    "ros": {"errors", "resources", "interfaces", "geometry", "visualization", "model", "engine", "sessions"},
-    "cli": {"errors", "resources", "interfaces", "geometry", "visualization", "model", "engine", "sessions",
+    "ros": {"errors", "resources", "interfaces", "geometry", "transforms", "visualization", "model", "engine",
+            "sessions"},
+    "cli": {"errors", "resources", "interfaces", "geometry", "transforms", "visualization", "model", "engine", "sessions",
             "data", "evaluate", "train", "ros", "package"},
     "package": set(),  # lisa_ros/__init__.py
 }

@@ -160,6 +160,7 @@ def running(module_ros_domain, module_spawn, checkpoint):
     module_spawn(module_ros_domain, "camera_publisher.py", "front:rgbd", "wrist:jpeg", "still:mono:once")
     module_spawn(module_ros_domain, "lisa_node_with_faults.py", *node_arguments(checkpoint), ready_timeout=90)
     client = Client(module_ros_domain.context())
+    client.env = module_ros_domain.env  # for client processes (examples) on the same domain
     client.wait_for_state(State.PRIMARY_STATE_ACTIVE)
     assert client.wait_for(lambda: client.ask(command="ping", camera="front").error_code != Codes.NO_FRAME, 30)
     yield client
@@ -298,7 +299,8 @@ def test_3d_outputs_in_the_target_frame_through_tf_at_the_image_stamp(running):
         mount = homogeneous(rot("x", -math.pi / 6), (0.2, 0.0, 1.0))
         static_pub.publish(TFMessage(transforms=[
             _transform_msg("base_link", "tf_mount", 0.0, mount[:3, :3], mount[:3, 3]),
-            _transform_msg("tf_pan", "tf_optical", 0.0, _optical_rotation(), (0.0, 0.0, 0.0))]))
+            _transform_msg("tf_pan", "tf_optical", 0.0, _optical_rotation(), (0.0, 0.0, 0.0)),
+            _transform_msg("base_link", "front_color_optical_frame", 0.0, np.eye(3), (0.0, 0.0, 1.0))]))
         moving_pub.publish(TFMessage(transforms=[
             _transform_msg("tf_mount", "tf_pan", stamp_s - 0.5, rot("z", 0.0), (0, 0, 0)),
             _transform_msg("tf_mount", "tf_pan", stamp_s + 0.5, rot("z", math.pi / 2), (0, 0, 0))]))
@@ -345,6 +347,21 @@ def test_3d_outputs_in_the_target_frame_through_tf_at_the_image_stamp(running):
         first_mask = image_to_numpy(result.masks[0]) > 0
         assert (labels[first_mask] == 1).all() and (labels[labels > 0] <= count).all()
         assert result.depth_header.frame_id == "tf_optical" and list(result.intrinsics) == [525.0, 520.0, 319.5, 239.5]
+
+        # examples/grasp_target.py on the live camera: its target in base_link, 1 m above the optical
+        # frame (a static edge), the same object the node's own optical pose describes.
+        import json
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        example = Path(__file__).parents[1] / "examples" / "grasp_target.py"
+        run = subprocess.run([sys.executable, str(example), "where is the cup?", "--camera", "front", "--topic", ""],
+                             capture_output=True, text=True, timeout=120, env=running.env)
+        assert run.returncode == 0, run.stdout + run.stderr
+        target = json.loads(run.stdout.strip().splitlines()[-1])
+        assert target["frame_id"] == "base_link" and target["transform_error"] == ""
+        assert target["valid_points"] >= 50 and target["position"][2] == pytest.approx(3.0, abs=1e-3)  # 2 m plane + 1 m
     finally:
         assert running.set_parameter("target_frame", "")[0]
 

@@ -23,7 +23,8 @@ def test_interfaces_have_the_documented_fields():
 
     request = {"command": "string", "image": "sensor_msgs/Image", "camera": "string",
                "explain": "boolean", "session_id": "string", "depth": "sensor_msgs/Image",
-               "camera_info": "sensor_msgs/CameraInfo", "min_stamp": "builtin_interfaces/Time", "timeout": "double"}
+               "camera_info": "sensor_msgs/CameraInfo", "min_stamp": "builtin_interfaces/Time", "timeout": "double",
+               "point_cloud": "boolean"}
     response = {"success": "boolean", "error_code": "uint8", "message": "string",
                 "result": "lisa_ros/SegmentationResult"}
     assert ReasonSegment.Request.get_fields_and_field_types() == request

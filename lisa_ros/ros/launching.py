@@ -28,6 +28,7 @@ PARAMETER_ARGUMENTS: dict[str, tuple[str, ...]] = {
     "device": ("device",),
     "autostart": ("autostart",),
     "use_sim_time": ("use_sim_time",),
+    "target_frame": ("target_frame",),
     "debug": ("publish_debug_image", "publish_markers"),
 }
 # Launch arguments for one camera's ``<camera>.<name>`` parameters.

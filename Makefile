@@ -30,11 +30,13 @@ $(DEPS_STAMP): requirements/ros.txt requirements/ml.txt requirements/build.txt r
 
 # `pip install .`: scikit-build-core runs CMakeLists.txt (rosidl C + Python type support) and
 # installs the Python package, console scripts, config/ and launch/ into the venv prefix.
-# tf2_msgs/msg/TFMessage (for /tf and /tf_static) is not on PyPI: where no tf2_msgs is importable
-# (a pip-only machine), build the one-message package in interfaces/tf2_msgs; a sourced system ROS 2
-# keeps its own.
-$(TF2_STAMP): $(DEPS_STAMP) interfaces/tf2_msgs/msg/TFMessage.msg interfaces/tf2_msgs/CMakeLists.txt cmake/RosWheels.cmake
-	$(BIN)/python -c "import tf2_msgs.msg" 2>/dev/null || $(BIN)/python -m pip install ./interfaces/tf2_msgs
+# tf2_msgs/msg/TFMessage (for /tf and /tf_static) is not on PyPI: unless a system ROS 2's tf2_msgs
+# is importable (and not ours), build the one-message package in interfaces/tf2_msgs into the venv;
+# rebuilt when its sources change.
+TF2_SOURCES := $(wildcard interfaces/tf2_msgs/*.* interfaces/tf2_msgs/msg/*) cmake/RosWheels.cmake
+$(TF2_STAMP): $(DEPS_STAMP) $(TF2_SOURCES)
+	if $(BIN)/python -c "import tf2_msgs.msg" 2>/dev/null && ! $(BIN)/python -m pip show -q lisa-ros-tf2-msgs 2>/dev/null; \
+	then echo "tf2_msgs: using the installed one"; else $(BIN)/python -m pip install ./interfaces/tf2_msgs; fi
 	touch $@
 
 $(PKG_STAMP): $(DEPS_STAMP) $(TF2_STAMP) $(PACKAGE_SOURCES)

@@ -9,8 +9,8 @@ the highest-scoring mask with enough depth points; its pose is the object's cent
 principal axes (x = longest side, z = the surface normal towards the camera), and its extent along
 those axes is printed with it, so a grasp planner can pick an approach and a gripper width.
 Without target_frame, or when TF fails (the reason is printed), the pose is in the camera's
-optical frame. Prints one JSON line; publishes the pose once on ``--topic`` (latched: transient
-local) unless ``--topic ''``. Exit status 0 with a target, 1 without one, 2 on a failed request.
+optical frame. Prints one JSON line; publishes the pose once on ``--topic`` (transient local, for
+0.5 s: a planner must already be listening) unless ``--topic ''``. Exit status 0 with a target, 1 without one, 2 on a failed request.
 """
 from __future__ import annotations
 

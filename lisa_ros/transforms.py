@@ -7,7 +7,9 @@ The semantics follow tf2's: frames form a tree (each child has one parent); a tr
 (``p_parent = R p_child + t``, REP 105 / geometry_msgs/TransformStamped); a lookup at time ``t``
 interpolates every moving edge between its two samples around ``t`` (linear in translation,
 spherical in rotation) and refuses to extrapolate; static edges hold at every time; time 0 means
-"the latest" (each edge's newest sample). The maths (quaternions, matrices) is transforms3d's.
+"the latest": the newest time every moving edge of the lookup has; a sample more than the cache
+time older than an edge's newest means time jumped back (a looped bag, a reset simulator) and
+clears that edge. The maths (quaternions, matrices) is transforms3d's.
 
 Quaternions here are ``(w, x, y, z)`` (transforms3d's order); geometry_msgs's are ``x, y, z, w``.
 Times are seconds (float) in the clock of the stamps (sim time under use_sim_time).
@@ -111,6 +113,11 @@ class _MovingEdge:
         self.transforms: list[Transform] = []
 
     def insert(self, stamp: float, transform: Transform, cache_time_s: float) -> None:
+        if self.stamps and stamp < self.stamps[-1] - cache_time_s:
+            # Time jumped back (a bag looped, a simulator reset): the old samples describe another
+            # run, and keeping them would make every new sample "too old". tf2 clears too.
+            self.stamps.clear()
+            self.transforms.clear()
         index = bisect.bisect_left(self.stamps, stamp)
         if index < len(self.stamps) and self.stamps[index] == stamp:
             self.transforms[index] = transform
@@ -121,8 +128,6 @@ class _MovingEdge:
         del self.stamps[:keep_from], self.transforms[:keep_from]
 
     def at(self, stamp: float, child: str) -> Transform:
-        if stamp == 0.0:
-            return self.transforms[-1]
         first, last = self.stamps[0], self.stamps[-1]
         if stamp < first or stamp > last:
             raise TransformError(f"{self.parent} -> {child}: no transform at {stamp:.3f} s (would extrapolate into "
@@ -213,8 +218,13 @@ class TransformBuffer:
             common = next((frame for frame in target_chain if frame in source_chain), None)
             if common is None:
                 raise TransformError(f"{target_frame!r} and {source_frame!r} are not connected (two unconnected trees)")
-            common_from_source = self._up_to(source_chain[:source_chain.index(common) + 1], stamp)
-            common_from_target = self._up_to(target_chain[:target_chain.index(common) + 1], stamp)
+            source_chain = source_chain[:source_chain.index(common) + 1]
+            target_chain = target_chain[:target_chain.index(common) + 1]
+            if stamp == 0.0:  # the latest time every moving edge of both chains has (tf2's rule)
+                newest = [self._moving[f].stamps[-1] for f in source_chain[:-1] + target_chain[:-1] if f in self._moving]
+                stamp = min(newest) if newest else 0.0
+            common_from_source = self._up_to(source_chain, stamp)
+            common_from_target = self._up_to(target_chain, stamp)
             return common_from_target.inverse() * common_from_source
 
     def wait_for_transform(self, target_frame: str, source_frame: str, stamp: float, timeout_s: float) -> Transform:

@@ -122,3 +122,17 @@ def test_frame_age_is_from_the_stamp_in_the_node_clock_and_from_arrival_when_uns
     camera.on_color(image(0, 0))  # a driver that does not stamp
     arrival.now += 2.5
     assert camera.age_s() == 2.5
+
+
+def test_a_camera_stamping_in_another_clock_is_named_as_such():
+    """Old by its stamp but just arrived: the camera's clock is not the node's (no NTP, device
+    time stamps, a bag without use_sim_time); the reason says so instead of a bare 'stale'."""
+    arrival, node_clock = Clock(), Clock()
+    camera = CameraInput("front", clock=arrival, stamp_clock=node_clock)
+    node_clock.now = 1030.0
+    camera.on_color(image(1000, 0))
+    arrival.now += 0.1
+    hint = camera.clock_offset_hint(camera.age_s())
+    assert "29.9 s behind" in hint and "synchronise" in hint
+    camera.on_color(image(1030, 0))  # in step with the node's clock: no hint
+    assert camera.clock_offset_hint(camera.age_s()) == ""

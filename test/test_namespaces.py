@@ -92,10 +92,18 @@ def test_under_sim_time_the_node_starts_without_clock_and_frame_age_follows_the_
         image_pub = client.node.create_publisher(type(numpy_to_image(np.zeros((1, 1, 3), np.uint8), "rgb8")),
                                                  "/sim/image_raw", 10)
 
+        now = {"sec": 0}  # /clock is published at 20 Hz, as a simulator does (rclpy takes it best effort)
+
+        def tick() -> None:
+            if now["sec"]:
+                message = ClockMsg()
+                message.clock.sec = now["sec"]
+                clock_pub.publish(message)
+
+        client.node.create_timer(0.05, tick)
+
         def set_clock(sec: int) -> None:
-            message = ClockMsg()
-            message.clock.sec = sec
-            clock_pub.publish(message)
+            now["sec"] = sec
 
         def publish_frame(sec: int) -> None:
             frame = numpy_to_image(np.random.default_rng(sec).integers(0, 255, (64, 64, 3), dtype=np.uint8), "rgb8")

@@ -259,9 +259,9 @@ def _transform_msg(parent, child, stamp_s, rotation, translation):
 
 def test_3d_outputs_in_the_target_frame_through_tf_at_the_image_stamp(running):
     """target_frame base_link, a static mount (base_link -> tf_mount: 1 m up, 0.2 m forward, pitched
-    30 deg down), a moving pan joint (tf_mount -> tf_pan: yaw 0 at stamp - 0.5 s, 90 deg at stamp
-    + 0.5 s) and the optical rotation (static): every target pose equals the hand-composed chain at
-    the image stamp (yaw 45 deg) within 1 mm; the point cloud in base_link maps back onto the 1.5 m
+    30 deg down), a moving pan joint (tf_mount -> tf_pan: yaw 0 at stamp - 0.25 s, 90 deg at stamp
+    + 0.75 s) and the optical rotation (static): every target pose equals the hand-composed chain at
+    the image stamp (yaw 22.5 deg) within 1 mm; the point cloud in base_link maps back onto the 1.5 m
     depth plane; labels, depth header and intrinsics are in the result."""
     from tf2_msgs.msg import TFMessage
     from rclpy.qos import DurabilityPolicy, QoSProfile
@@ -280,7 +280,8 @@ def test_3d_outputs_in_the_target_frame_through_tf_at_the_image_stamp(running):
     stamp_s = 1763800000.5
     image = explicit_image(640, 480, stamp=stamp, frame="tf_optical")
     depth = numpy_to_image(np.full((480, 640), 1.5, np.float32), "32FC1")
-    depth.header = image.header
+    depth.header.frame_id = image.header.frame_id
+    depth.header.stamp.sec, depth.header.stamp.nanosec = stamp[0], stamp[1] + 5_000_000  # 5 ms after colour
     info = CameraInfo(width=640, height=480, k=K)
     assert running.set_parameter("target_frame", "base_link")[0]
     assert running.set_parameter("tf_timeout", 2.0)[0]
@@ -302,8 +303,8 @@ def test_3d_outputs_in_the_target_frame_through_tf_at_the_image_stamp(running):
             _transform_msg("tf_pan", "tf_optical", 0.0, _optical_rotation(), (0.0, 0.0, 0.0)),
             _transform_msg("base_link", "front_color_optical_frame", 0.0, np.eye(3), (0.0, 0.0, 1.0))]))
         moving_pub.publish(TFMessage(transforms=[
-            _transform_msg("tf_mount", "tf_pan", stamp_s - 0.5, rot("z", 0.0), (0, 0, 0)),
-            _transform_msg("tf_mount", "tf_pan", stamp_s + 0.5, rot("z", math.pi / 2), (0, 0, 0))]))
+            _transform_msg("tf_mount", "tf_pan", stamp_s - 0.25, rot("z", 0.0), (0, 0, 0)),
+            _transform_msg("tf_mount", "tf_pan", stamp_s + 0.75, rot("z", math.pi / 2), (0, 0, 0))]))
 
         response = running.ask(command="where is the cup?", image=image, depth=depth, camera_info=info,
                                point_cloud=True)
@@ -312,7 +313,7 @@ def test_3d_outputs_in_the_target_frame_through_tf_at_the_image_stamp(running):
         assert result.transform_error == "", result.transform_error
         count = len(result.masks)
         assert len(result.poses) == len(result.extents) == len(result.valid_points) == len(result.target_poses) == count
-        base_from_optical = mount @ homogeneous(rot("z", math.pi / 4), (0, 0, 0)) @ homogeneous(_optical_rotation(), (0, 0, 0))
+        base_from_optical = mount @ homogeneous(rot("z", math.pi / 8), (0, 0, 0)) @ homogeneous(_optical_rotation(), (0, 0, 0))
         import transforms3d.quaternions as quaternions
 
         checked = 0
@@ -346,7 +347,7 @@ def test_3d_outputs_in_the_target_frame_through_tf_at_the_image_stamp(running):
         assert result.instance_labels.encoding == "16UC1" and labels.shape == (480, 640)
         first_mask = image_to_numpy(result.masks[0]) > 0
         assert (labels[first_mask] == 1).all() and (labels[labels > 0] <= count).all()
-        assert result.depth_header.frame_id == "tf_optical" and list(result.intrinsics) == [525.0, 520.0, 319.5, 239.5]
+        assert result.depth_header == depth.header and list(result.intrinsics) == [525.0, 520.0, 319.5, 239.5]
 
         # examples/grasp_target.py on the live camera: its target in base_link, 1 m above the optical
         # frame (a static edge), the same object the node's own optical pose describes.

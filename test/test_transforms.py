@@ -72,7 +72,7 @@ def test_a_point_seen_by_the_camera_maps_to_the_hand_computed_odom_point_at_any_
         got = buffer.lookup_transform("odom", "camera_optical", t).apply(point_optical)
         np.testing.assert_allclose(got, expected, atol=1e-3)  # the issue's bound: 1 mm
         np.testing.assert_allclose(got, expected, atol=1e-9)  # what it is: exact to rounding
-    # The inverse direction and a lookup between two siblings' subtrees.
+    # The inverse direction.
     back = buffer.lookup_transform("camera_optical", "odom", 11.0).apply(
         (hand_odom_from_optical(11.0) @ np.append(point_optical, 1.0))[:3])
     np.testing.assert_allclose(back, point_optical, atol=1e-9)
@@ -149,3 +149,49 @@ def test_the_tf2_msgs_interface_has_ros2s_type_hash():
     hashes = {h["type_name"]: h["hash_string"] for h in json.loads(share.read_text())["type_hashes"]}
     reference = get_typestore(Stores.ROS2_KILTED).hash_rihs01("tf2_msgs/msg/TFMessage")
     assert hashes["tf2_msgs/msg/TFMessage"] == reference
+
+
+def test_a_lookup_between_two_branches_goes_through_their_common_ancestor():
+    """gripper and camera both hang off base_link: camera_from_gripper = camera_from_base * base_from_gripper."""
+    buffer = TransformBuffer()
+    buffer.set_transform("base_link", "camera", 0.0, Transform.from_parts((0.1, 0.0, 1.0), quat_z(math.pi / 2)), static=True)
+    buffer.set_transform("base_link", "gripper", 0.0, Transform.from_parts((0.5, 0.2, 0.3), quat_x(0.4)), static=True)
+    expected = np.linalg.inv(homogeneous(rot_z(math.pi / 2), (0.1, 0.0, 1.0))) @ homogeneous(rot_x(0.4), (0.5, 0.2, 0.3))
+    got = buffer.lookup_transform("camera", "gripper", 0.0)
+    np.testing.assert_allclose(got.matrix, expected[:3, :3], atol=1e-12)
+    np.testing.assert_allclose(got.translation, expected[:3, 3], atol=1e-12)
+
+
+def test_interpolation_takes_the_short_way_round_when_quaternion_signs_differ():
+    """Yaw 170 deg to yaw -170 deg (stored as a quaternion of opposite sign): halfway is 180 deg,
+    not 0 deg (the long way round)."""
+    buffer = TransformBuffer()
+    q1 = np.array(quat_z(math.radians(170)))
+    q2 = -np.array(quat_z(math.radians(-170)))  # the same rotation, the other sign
+    buffer.set_transform("odom", "base_link", 1.0, Transform.from_parts((0, 0, 0), q1))
+    buffer.set_transform("odom", "base_link", 2.0, Transform.from_parts((0, 0, 0), q2))
+    np.testing.assert_allclose(buffer.lookup_transform("odom", "base_link", 1.5).matrix, rot_z(math.pi), atol=1e-9)
+
+
+def test_time_zero_is_the_latest_time_every_edge_has():
+    """a -> b has samples at 1 and 2 s, b -> c only at 1 s: "latest" is 1 s for a lookup through
+    both (tf2's rule), not each edge's own newest sample."""
+    buffer = TransformBuffer()
+    buffer.set_transform("a", "b", 1.0, Transform.from_parts((0, 0, 0), (1, 0, 0, 0)))
+    buffer.set_transform("a", "b", 2.0, Transform.from_parts((1, 0, 0), (1, 0, 0, 0)))
+    buffer.set_transform("b", "c", 1.0, Transform.from_parts((0, 0, 0), (1, 0, 0, 0)))
+    np.testing.assert_allclose(buffer.lookup_transform("a", "c", 0.0).translation, [0, 0, 0])
+    np.testing.assert_allclose(buffer.lookup_transform("a", "b", 0.0).translation, [1, 0, 0])
+
+
+def test_time_jumping_back_restarts_an_edge_instead_of_refusing_every_new_sample():
+    """A looped bag or a reset simulator: samples at 100-109 s, then 0-4 s. The new run's samples
+    are used (tf2 clears its buffer on a jump back)."""
+    buffer = TransformBuffer()
+    for t in range(100, 110):
+        buffer.set_transform("odom", "base_link", float(t), Transform.from_parts((t, 0, 0), (1, 0, 0, 0)))
+    for t in range(5):
+        buffer.set_transform("odom", "base_link", float(t), Transform.from_parts((t, 0, 0), (1, 0, 0, 0)))
+    np.testing.assert_allclose(buffer.lookup_transform("odom", "base_link", 2.5).translation, [2.5, 0, 0])
+    with pytest.raises(TransformError):
+        buffer.lookup_transform("odom", "base_link", 105.0)

@@ -183,6 +183,24 @@ class CameraInput:
             color, received_at, _ = self._colors[-1]
         return self.frame_age_s(color, received_at)
 
+    def arrival_age_s(self, received_at: float | None = None) -> float | None:
+        """Seconds since a frame arrived (``received_at``, monotonic; default the latest frame)."""
+        if received_at is None:
+            with self._lock:
+                if not self._colors:
+                    return None
+                received_at = self._colors[-1][1]
+        return self._clock() - received_at
+
+    def clock_offset_hint(self, age_s: float, received_at: float | None = None) -> str:
+        """When a frame is old by its stamp but arrived recently, the camera stamps in another clock
+        than this node's: a sentence saying so and what to do ("" otherwise)."""
+        arrived = self.arrival_age_s(received_at)
+        if arrived is None or age_s - arrived < 1.0:
+            return ""
+        return (f"; it arrived {arrived:.2f} s ago, so the camera's stamps are {age_s - arrived:.1f} s behind this "
+                "node's clock (synchronise the clocks, or use_sim_time for a bag; max_frame_age 0 turns the check off)")
+
     def has_depth_stream(self) -> bool:
         with self._lock:
             return bool(self._depth)

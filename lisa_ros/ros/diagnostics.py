@@ -79,7 +79,8 @@ def camera_values(camera, now: float, max_age_s: float) -> dict:
             "depth_rate_hz": camera.depth_rate.rate_hz(now), "frames": camera.frames_received,
             "callback_latency_mean_ms": latency["mean"], "callback_latency_p99_ms": latency["p99"],
             "callback_latency_max_ms": latency["max"], "max_age_s": max_age_s,
-            "depth_problem": camera.depth_problem or None}
+            "depth_problem": camera.depth_problem or None,
+            "clock_problem": (camera.clock_offset_hint(age).lstrip("; ") or None) if (age := camera.age_s()) else None}
 
 
 def _kv(key: str, value) -> KeyValue:
@@ -127,6 +128,8 @@ def build(node_name: str, stamp, state: str, model_info: dict, stats: RequestSta
             status.level, status.message = DiagnosticStatus.WARN, "no frame received yet"
         elif camera["max_age_s"] and age > camera["max_age_s"]:
             status.level, status.message = DiagnosticStatus.WARN, f"latest frame is {age:.1f} s old"
+            if camera.get("clock_problem"):
+                status.message += f" by its stamp: {camera['clock_problem']}"
         elif expected and abs(camera["rate_hz"] - expected) > RATE_TOLERANCE * expected:
             status.level, status.message = (DiagnosticStatus.WARN, f"colour at {camera['rate_hz']:.1f} Hz, "
                                             f"expected {expected:g} Hz (jitter {camera['jitter_ms']:.1f} ms)")

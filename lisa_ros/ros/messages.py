@@ -50,14 +50,15 @@ def public_session_id(session_id: str) -> str:
     return "sha256:" + hashlib.sha256(session_id.encode()).hexdigest()[:16] if session_id else ""
 
 
-def segmentation_result(header, answer, session_id: str, masks: list[Image],
-                        shapes: list[MaskGeometry], depth_header=None, intrinsics: Intrinsics | None = None) -> SegmentationResult:
+def segmentation_result(header, answer, session_id: str, masks: list[Image], shapes: list[MaskGeometry],
+                        image_size: tuple[int, int], depth_header=None,
+                        intrinsics: Intrinsics | None = None) -> SegmentationResult:
     """The SegmentationResult message of one answered request (timings filled by the caller;
     target_poses and point_cloud by :func:`add_target_frame` and :func:`point_cloud`).
 
     ``masks``: the mono8 Image of each of ``answer.masks`` and ``shapes`` their geometry, in the
     same order, built once by the caller (lisa_ros.ros.outputs) and shared with the feedback;
-    ``depth_header``: the header of the depth image used (None: no depth); ``intrinsics``: those
+    ``image_size``: (height, width) of the source image; ``depth_header``: the header of the depth image used (None: no depth); ``intrinsics``: those
     the geometry used, at the source image's size (None: none).
     """
     result = SegmentationResult()
@@ -73,12 +74,11 @@ def segmentation_result(header, answer, session_id: str, masks: list[Image],
     result.poses = [pose(header, g.centroid, g.orientation) for g in shapes]
     result.extents = [Vector3(x=float(v[0]), y=float(v[1]), z=float(v[2])) for v in (g.principal_extent for g in shapes)]
     result.valid_points = [int(g.valid_points) for g in shapes]
-    size = (masks[0].height, masks[0].width) if masks else None
-    result.instance_labels = instance_labels(header, [m.mask for m in answer.masks], size)
+    result.instance_labels = instance_labels(header, [m.mask for m in answer.masks], image_size)
     if depth_header is not None:
         result.depth_header = depth_header
-    if intrinsics is not None and masks:
-        at_size = intrinsics.scaled_to(masks[0].width, masks[0].height)
+    if intrinsics is not None:
+        at_size = intrinsics.scaled_to(image_size[1], image_size[0])
         result.intrinsics = [at_size.fx, at_size.fy, at_size.cx, at_size.cy]
     result.generated_tokens = answer.generated_tokens
     return result
@@ -95,13 +95,9 @@ def pose(header, position, orientation_wxyz, frame_id: str | None = None) -> Pos
     return stamped
 
 
-def instance_labels(header, masks: list[np.ndarray], size: tuple[int, int] | None) -> Image:
-    """16UC1 label image: 0 background, i for masks[i - 1]; the earlier mask keeps overlapping
-    pixels. An empty Image (no data) when there is no mask."""
-    if size is None:
-        image = Image()
-        image.header = header
-        return image
+def instance_labels(header, masks: list[np.ndarray], size: tuple[int, int]) -> Image:
+    """16UC1 label image of ``size`` (height, width): 0 background, i for masks[i - 1]; the
+    earlier mask keeps overlapping pixels (all 0 without masks)."""
     labels = np.zeros(size, np.uint16)
     for index in range(len(masks), 0, -1):  # last first, so earlier masks overwrite overlaps
         labels[masks[index - 1]] = index
@@ -111,25 +107,30 @@ def instance_labels(header, masks: list[np.ndarray], size: tuple[int, int] | Non
 def add_target_frame(result: SegmentationResult, shapes: list[MaskGeometry], target_frame: str,
                      target_from_optical: Transform) -> None:
     """Fill ``result.target_poses``: each shape's pose mapped into ``target_frame`` by
-    ``target_from_optical`` (NaN positions stay NaN)."""
+    ``target_from_optical`` (a shape without 3D keeps NaN position and identity orientation)."""
     result.target_poses = [
         pose(result.header, target_from_optical.apply(np.array(g.centroid)),
-             target_from_optical.rotate(np.array(g.orientation)), frame_id=target_frame)
+             target_from_optical.rotate(np.array(g.orientation)), frame_id=target_frame) if g.is_valid else
+        pose(result.header, g.centroid, g.orientation, frame_id=target_frame)
         for g in shapes]
 
 
 # PointCloud2 layout of result.point_cloud: x, y, z float32 metres and the 1-based mask label.
-CLOUD_FIELDS = [PointField(name="x", offset=0, datatype=PointField.FLOAT32, count=1),
-                PointField(name="y", offset=4, datatype=PointField.FLOAT32, count=1),
-                PointField(name="z", offset=8, datatype=PointField.FLOAT32, count=1),
-                PointField(name="label", offset=12, datatype=PointField.UINT16, count=1)]
+def cloud_fields() -> list[PointField]:
+    """The fields of :data:`CLOUD_DTYPE` (a new list per message: messages are mutable)."""
+    return [PointField(name="x", offset=0, datatype=PointField.FLOAT32, count=1),
+            PointField(name="y", offset=4, datatype=PointField.FLOAT32, count=1),
+            PointField(name="z", offset=8, datatype=PointField.FLOAT32, count=1),
+            PointField(name="label", offset=12, datatype=PointField.UINT16, count=1)]
+
+
 CLOUD_DTYPE = np.dtype({"names": ["x", "y", "z", "label"], "formats": ["<f4", "<f4", "<f4", "<u2"],
                         "offsets": [0, 4, 8, 12], "itemsize": 16})
 
 
 def point_cloud(header, shapes: list[MaskGeometry], transform: Transform | None = None,
                 frame_id: str | None = None) -> PointCloud2:
-    """The object points of every shape as one unorganised PointCloud2 (:data:`CLOUD_FIELDS`,
+    """The object points of every shape as one unorganised PointCloud2 (:func:`cloud_fields`,
     little-endian), mapped by ``transform`` into ``frame_id`` when given (else optical frame)."""
     total = sum(len(g.points) for g in shapes)
     cloud = np.zeros(total, CLOUD_DTYPE)
@@ -140,7 +141,7 @@ def point_cloud(header, shapes: list[MaskGeometry], transform: Transform | None 
         cloud["x"][start:end], cloud["y"][start:end], cloud["z"][start:end] = points.T
         cloud["label"][start:end] = label
         start = end
-    message = PointCloud2(height=1, width=total, fields=CLOUD_FIELDS, is_bigendian=False,
+    message = PointCloud2(height=1, width=total, fields=cloud_fields(), is_bigendian=False,
                           point_step=CLOUD_DTYPE.itemsize, row_step=CLOUD_DTYPE.itemsize * total, is_dense=True)
     message.header = Header(stamp=header.stamp, frame_id=header.frame_id if frame_id is None else frame_id)
     message.data = cloud.tobytes()

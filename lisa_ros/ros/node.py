@@ -40,6 +40,7 @@ from lisa_ros.ros.outputs import Publishers
 from lisa_ros.ros.qos import INPUT_QOS, REQUEST_QOS, RESULT_TIMEOUT_S, action_qos
 from lisa_ros.ros.request import RequestHandler
 from lisa_ros.ros.tf import TfLookup
+from lisa_ros.transforms import TransformError
 from lisa_ros.ros.serving import Server
 from lisa_ros.srv import ReasonSegment
 
@@ -59,6 +60,8 @@ class LisaNode(LifecycleNodeMixin, Node):
         # What was given at start may always be set again (model_roots limits other values).
         self._start_models = {name: self.get_parameter(name).value for name in parameters.MODEL_SOURCE_PARAMETERS}
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_post_set_parameters_callback(
+            lambda changed: [self._start_tf(p.value) for p in changed if p.name == "target_frame"])
         self.config: parameters.NodeConfig | None = None
         self.engine = None  # lisa_ros.engine.LisaEngine while configured
         self.cameras: dict[str, CameraInput] = {}
@@ -169,8 +172,7 @@ class LisaNode(LifecycleNodeMixin, Node):
             self.engine, SessionStore(config.session_timeout, config.max_sessions), FrameCache(config.frame_cache_size),
             self.cameras, config.default_camera_name, config.session_timeout, self._outputs,
             read_live=functools.partial(parameters.read_live, self), tf=self._tf)
-        if self.get_parameter("target_frame").value:
-            self._tf.start()  # fill the buffer before the first request needs it
+        self._start_tf(self.get_parameter("target_frame").value)
         self.load_error = ""
         return TransitionCallbackReturn.SUCCESS
 
@@ -247,6 +249,16 @@ class LisaNode(LifecycleNodeMixin, Node):
             pass
 
     # ------------------------------------------------------------------ diagnostics
+    def _start_tf(self, target_frame: str) -> None:
+        """Start the TF subscriptions once a target_frame is set, so the buffer fills before the
+        first request needs it (a failure is logged; requests then report it as transform_error)."""
+        if not target_frame:
+            return
+        try:
+            self._tf.start()
+        except TransformError as exc:
+            self.get_logger().warning(f"target_frame {target_frame!r}: {exc}")
+
     def _now_seconds(self) -> float:
         """The node's clock in seconds: ROS time, so sim time (/clock) under use_sim_time."""
         return self.get_clock().now().nanoseconds * 1e-9

@@ -134,7 +134,7 @@ def camera_source(cameras: dict[str, CameraInput], name: str, max_frame_age: flo
     age = camera.frame_age_s(frame.color, frame.received_at)
     if max_frame_age > 0 and age > max_frame_age:
         raise RequestError(Codes.STALE_FRAME, f"latest frame of camera {name!r} is {age:.2f} s old by its stamp "
-                           f"(max_frame_age {max_frame_age:g} s)")
+                           f"(max_frame_age {max_frame_age:g} s){camera.clock_offset_hint(age, frame.received_at)}")
     return FrameSource(
         camera=name, header=frame.color.header, color=frame.color, depth=frame.depth,
         camera_info=frame.camera_info, depth_expected=camera.has_depth_stream(),
@@ -339,14 +339,14 @@ class RequestHandler:
         shapes = [output.geometry for output in outputs]
         with_3d = frame.depth_m is not None and frame.intrinsics is not None
         job.result = messages.segmentation_result(
-            header, answer, session_id, [o.image for o in outputs], shapes,
+            header, answer, session_id, [o.image for o in outputs], shapes, frame.rgb.shape[:2],
             depth_header=source.depth.header if with_3d else None, intrinsics=frame.intrinsics if with_3d else None)
         if frame.depth_m is not None and answer.masks and not any(s.is_valid for s in shapes):
             frame.notes.append("no mask has valid depth: centroids are NaN")
         target_from_optical = self._target_frame(job, live, shapes, frame)
         if getattr(request, "point_cloud", False):
             job.result.point_cloud = messages.point_cloud(
-                header, shapes, target_from_optical, live.target_frame if target_from_optical is not None else None)
+                header, shapes, target_from_optical, live.target_frame.lstrip("/") if target_from_optical is not None else None)
         self.publishers.publish(job.result, outputs, frame.rgb, answer, live.publish_debug_image, live.publish_markers)
         timings["postprocess"] = time.monotonic() - post_start
         timings["total"] = time.monotonic() - job.received_at
@@ -358,7 +358,7 @@ class RequestHandler:
         """With ``target_frame`` set and some mask in 3D: fill ``job.result.target_poses`` and
         return target_from_optical at the image stamp; None otherwise (``transform_error`` and a
         note say why when the lookup failed). Waits at most ``tf_timeout``, never past the deadline."""
-        target, source_frame = live.target_frame, job.result.header.frame_id
+        target, source_frame = live.target_frame.lstrip("/"), job.result.header.frame_id  # tf2 ids have no "/"
         if not target or not any(s.is_valid for s in shapes):
             return None
         try:

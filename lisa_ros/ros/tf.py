@@ -54,7 +54,8 @@ class TfLookup:
         self._subscriptions = []
 
     def start(self) -> None:
-        """Subscribe to TF (once; later calls do nothing)."""
+        """Subscribe to TF (once; later calls do nothing). Raises TransformError when no TF
+        message type is installed."""
         with self._lock:
             if self._started:
                 return
@@ -64,8 +65,11 @@ class TfLookup:
                 self._buffer = tf2_ros.Buffer()
                 self._listener = tf2_ros.TransformListener(self._buffer, self._node, spin_thread=False)
             else:
-                from tf2_msgs.msg import TFMessage
-
+                try:
+                    from tf2_msgs.msg import TFMessage
+                except ImportError as exc:
+                    raise TransformError("TF is unavailable: neither tf2_ros nor tf2_msgs is installed "
+                                         "(`make install` builds tf2_msgs)") from exc
                 self._buffer = TransformBuffer()
                 self._subscriptions = [
                     self._node.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), TF_QOS,

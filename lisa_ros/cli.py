@@ -244,12 +244,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from lisa_ros.data.reasonseg import read_dataset
-    from lisa_ros.evaluate.runner import evaluate
+    from lisa_ros.evaluate.runner import evaluate, json_ready
 
     samples = read_dataset(args.format, args.data)
     engine = _load_engine(args)
     report = evaluate(engine, samples, args.mode, args.out)
-    print(json.dumps(report))
+    print(json.dumps(json_ready(report), allow_nan=False))
     return 0
 
 

@@ -171,6 +171,24 @@ def test_vision_tower_comes_from_a_full_clip_model_folder_or_an_override(checkpo
         load_lisa(checkpoint, LoadOptions(precision="fp32", vision_tower=str(checkpoint / "missing")))
 
 
+def test_loading_a_full_clip_model_folder_reports_one_line_not_a_key_table(checkpoint, capfd, caplog):
+    """transformers prints a LOAD REPORT table of every text-tower key ("UNEXPECTED") for a full
+    CLIPModel folder; the loader logs one summary line instead and leaves transformers' verbosity
+    as it was."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    with caplog.at_level(logging.INFO, logger="lisa_ros.model.loading"):
+        load_lisa(checkpoint, LoadOptions(precision="fp32"))
+    printed = capfd.readouterr()
+    assert "UNEXPECTED" not in printed.out + printed.err and "LOAD REPORT" not in printed.out + printed.err
+    summary = [r.getMessage() for r in caplog.records if "text tower and projection heads" in r.getMessage()]
+    assert len(summary) == 1 and "other unused" not in summary[0], summary
+    assert hf_logging.get_verbosity() == before
+
+
 # ------------------------------------------------------------------------------------ tokenizer
 
 

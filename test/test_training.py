@@ -240,6 +240,20 @@ def test_train_and_eval_commands_end_to_end(tmp_path, checkpoint):
     assert bad.returncode == 2 and "does not exist" in bad.stderr
 
 
+def test_report_json_is_strict_json_with_null_for_nan(tmp_path):
+    """A metric with nothing to measure is NaN; report.json holds null there (NaN is not JSON)."""
+    from lisa_ros.evaluate.runner import write_report
+
+    write_report(tmp_path, {"overall": {"giou": 0.5, "ciou": float("nan")},
+                            "per_type": {"roll": {"giou": float("inf"), "names": [float("nan"), 1.0]}}}, [{"image": "a"}])
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in report.json")
+
+    report = json.loads((tmp_path / "report.json").read_text(), parse_constant=refuse)
+    assert report == {"overall": {"giou": 0.5, "ciou": None}, "per_type": {"roll": {"giou": None, "names": [None, 1.0]}}}
+
+
 def test_checked_in_training_configs_are_valid():
     from lisa_ros.train.config import TrainConfig
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import time
 from pathlib import Path
 
@@ -173,11 +174,24 @@ def evaluate(engine: LisaEngine, samples: list[Sample], mode: str = "teacher-for
     return report
 
 
+def json_ready(value):
+    """``value`` with every NaN or infinite float replaced by None (JSON ``null``): a metric with
+    nothing to measure (no query of a type, no target pixels) is NaN, which JSON cannot hold."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    return value
+
+
 def write_report(out: str | Path, report: dict, rows: list[dict]) -> None:
-    """``out``/report.json (``report``) and ``out``/samples.csv (one row per sample)."""
+    """``out``/report.json (``report``, strict JSON: NaN as null) and ``out``/samples.csv (one row
+    per sample)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.json").write_text(json.dumps(json_ready(report), indent=2, allow_nan=False))
     with (out / "samples.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["image"])
         writer.writeheader()

@@ -159,9 +159,15 @@ def load_lisa(source: str | Path, options: LoadOptions | None = None) -> LoadedL
     tower_folder = resolve_folder(tower_source, "vision tower")
     log.info("loading the CLIP vision tower from %s", tower_folder)
     try:
-        vision_tower, tower_info = CLIPVisionModel.from_pretrained(tower_folder, dtype=dtype, output_loading_info=True)
+        with _quiet_load_report():
+            vision_tower, tower_info = CLIPVisionModel.from_pretrained(tower_folder, dtype=dtype, output_loading_info=True)
     except Exception as exc:
         raise CheckpointError(f"cannot load the CLIP vision tower from {tower_folder}: {exc}") from exc
+    unexpected = tower_info.get("unexpected_keys") or []
+    if unexpected:  # a full CLIPModel folder (our one line for transformers' table)
+        other = sorted(key for key in unexpected if not key.startswith(CLIP_MODEL_ONLY_KEYS))
+        log.info("CLIP tower: %d weights of the full CLIPModel's text tower and projection heads not needed%s",
+                 len(unexpected) - len(other), f"; {len(other)} other unused weights, e.g. {other[0]}" if other else "")
     # A full CLIPModel folder has text-tower keys (unexpected here, fine); missing or mis-shaped
     # vision keys would be silently random-initialised by transformers: refuse them.
     tower_problems = {k: sorted(v) for k, v in tower_info.items() if v and k in ("missing_keys", "mismatched_keys")}
@@ -177,6 +183,28 @@ def load_lisa(source: str | Path, options: LoadOptions | None = None) -> LoadedL
     log.info("LISA ready on %s: %.1f MB of weights (LISA %.1f MB, CLIP %.1f MB)", device,
              memory["total"] / 2**20, memory["lisa"] / 2**20, memory["clip"] / 2**20)
     return loaded
+
+
+# What a full CLIPModel folder holds beyond CLIPVisionModel: the text tower and the two projection
+# heads with their temperature (LLaVA takes the vision tower's hidden states, not the projections).
+CLIP_MODEL_ONLY_KEYS = ("text_model.", "text_projection.", "visual_projection.", "logit_scale")
+
+
+class _quiet_load_report:
+    """transformers' loggers at ERROR for one load: its per-key LOAD REPORT table (40 lines of
+    "UNEXPECTED" text-tower keys for a full CLIPModel folder) is summarised by the caller; what
+    matters (missing or mis-shaped vision keys) is refused by the caller, not just printed."""
+
+    def __enter__(self):
+        from transformers.utils import logging as hf_logging
+
+        self._verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+
+    def __exit__(self, *exc_info):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity(self._verbosity)
 
 
 def check_vision_tower(config: LisaConfig, tower_config) -> None:

@@ -29,8 +29,8 @@ class Intrinsics:
     def from_k(cls, k, width: int, height: int) -> "Intrinsics":
         """From the row-major 3x3 camera matrix K = [fx 0 cx; 0 fy cy; 0 0 1]."""
         k = [float(v) for v in k]
-        if len(k) != 9 or k[0] <= 0 or k[4] <= 0:
-            raise ValueError("camera_info has no valid intrinsics (K must hold fx, fy > 0)")
+        if len(k) != 9 or not all(math.isfinite(v) for v in k) or not (k[0] > 0 and k[4] > 0):
+            raise ValueError("camera_info has no valid intrinsics (K must be finite with fx, fy > 0)")
         return cls(k[0], k[4], k[2], k[5], int(width), int(height))
 
     @classmethod
@@ -38,8 +38,8 @@ class Intrinsics:
         """From the row-major 3x4 projection matrix P = [fx' 0 cx' Tx; 0 fy' cy' Ty; 0 0 1 0]: the
         intrinsics of the *rectified* image (sensor_msgs/CameraInfo; image_proc's image_rect)."""
         p = [float(v) for v in p]
-        if len(p) != 12 or p[0] <= 0 or p[5] <= 0:
-            raise ValueError("camera_info has no valid projection (P must hold fx, fy > 0)")
+        if len(p) != 12 or not all(math.isfinite(v) for v in p) or not (p[0] > 0 and p[5] > 0):
+            raise ValueError("camera_info has no valid projection (P must be finite with fx, fy > 0)")
         return cls(p[0], p[5], p[2], p[6], int(width), int(height))
 
     def scaled_to(self, width: int, height: int) -> "Intrinsics":

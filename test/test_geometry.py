@@ -99,6 +99,11 @@ def test_camera_info_k_is_validated():
     assert Intrinsics.from_k([525, 0, 319.5, 0, 520, 239.5, 0, 0, 1], 640, 480) == K
     with pytest.raises(ValueError):
         Intrinsics.from_k([0] * 9, 640, 480)
+    for bad in (math.nan, math.inf):  # found by the fuzzer: NaN passed "fx <= 0" and broke the pose
+        with pytest.raises(ValueError):
+            Intrinsics.from_k([bad, 0, 319.5, 0, 520, 239.5, 0, 0, 1], 640, 480)
+        with pytest.raises(ValueError):
+            Intrinsics.from_p([525, 0, bad, 0, 0, 520, 239.5, 0, 0, 0, 1, 0], 640, 480)
 
 
 def test_a_slanted_surface_keeps_its_depth_range():

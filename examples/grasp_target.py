@@ -24,7 +24,8 @@ MIN_POINTS = 50  # fewer depth points than this: the pose is too noisy to grasp
 
 
 def choose(result) -> int | None:
-    """Index of the best mask with a usable 3D pose, or None."""
+    """Index of the best mask with a usable 3D pose, or None. (result.warnings, printed with the
+    target, flag a degenerate mask or runaway [SEG]: a real planner should stop on them.)"""
     usable = [i for i, n in enumerate(result.valid_points) if n >= MIN_POINTS]
     return max(usable, key=lambda i: result.scores[i]) if usable else None
 
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"answer": result.answer, "frame_id": pose.header.frame_id,
                           "position": [p.x, p.y, p.z], "orientation_xyzw": [q.x, q.y, q.z, q.w],
                           "extent": [e.x, e.y, e.z], "valid_points": int(result.valid_points[index]),
-                          "score": float(result.scores[index]), "transform_error": result.transform_error}))
+                          "score": float(result.scores[index]), "transform_error": result.transform_error,
+                          "warnings": list(result.warnings)}))
         if args.topic and not any(math.isnan(v) for v in (p.x, p.y, p.z)):
             latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
             publisher = node.create_publisher(PoseStamped, args.topic, latched)

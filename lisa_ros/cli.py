@@ -130,7 +130,8 @@ def write_outputs(answer, rgb, out: Path, prefix: str = "") -> dict:
         "command": answer.command,
         "answer": answer.text,
         "explanation": answer.explanation,
-        "notes": answer.caveats,  # no target segmented and why; history trimmed to fit the context
+        "notes": answer.caveats,  # no target segmented and why; warnings; history trimmed to fit the context
+        "warnings": answer.warnings,  # a degenerate mask, runaway [SEG]: check before acting
         "masks": names,
         "scores": [round(m.score, 6) for m in answer.masks],
         "boxes": [list(m.box) for m in answer.masks],
@@ -149,7 +150,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     engine = _load_engine(args)
     answer, _ = engine.answer(rgb, args.prompt, explain=args.explain)
     result = write_outputs(answer, rgb, Path(args.out))
-    print(json.dumps({k: result[k] for k in ("answer", "explanation", "notes", "masks", "scores", "boxes")}))
+    print(json.dumps({k: result[k] for k in ("answer", "explanation", "notes", "warnings", "masks", "scores", "boxes")}))
     return 0
 
 

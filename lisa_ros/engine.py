@@ -50,10 +50,14 @@ class GenerationOptions:
     stop_after_seg: when no explanation is asked for, stop as soon as the first sentence ends:
     it holds the [SEG] tokens ("Sure, [SEG]."), or, without one, says why there is no target
     ("Sorry, nothing here is round."); the answer does not run on to max_new_tokens.
+    max_masks: the most [SEG] tokens one answer may decode; one more ends generation with
+    ``stop_reason`` ``max_masks`` and a warning (runaway [SEG] tokens are a known failure of fp16
+    and quantized LISA, issue #153 upstream).
     """
 
     max_new_tokens: int = 512
     stop_after_seg: bool = True
+    max_masks: int = 8
     segment_suffix: str = DEFAULT_SEGMENT_SUFFIX
     explain_suffix: str = DEFAULT_EXPLAIN_SUFFIX
 
@@ -95,6 +99,7 @@ class DecodedMask:
 
 # Why generation ended (Answer.stop_reason).
 STOP_EOS, STOP_SENTENCE_END, STOP_MAX_NEW_TOKENS, STOP_REQUESTED = "eos", "sentence_end", "max_new_tokens", "stopped"
+STOP_MAX_MASKS = "max_masks"
 # The least room for an answer ("Sure, it is the red ball at the top left [SEG].") a prompt must
 # leave in the context before the command is refused as too long.
 MIN_ANSWER_TOKENS = 32
@@ -106,9 +111,10 @@ class Answer:
 
     ``explanation``: the answer's reasoning around the [SEG] template, only when one was asked
     for ("" otherwise). ``stop_reason``: why generation ended, one of ``eos``, ``sentence_end``,
-    ``max_new_tokens``, ``stopped`` (``should_stop``). ``notes``: what was changed to serve the
-    command (history turns dropped, the answer shortened to fit the context), for the caller to
-    report.
+    ``max_new_tokens``, ``stopped`` (``should_stop``), ``max_masks``. ``notes``: what was changed to
+    serve the command (history turns dropped, the answer shortened to fit the context), for the
+    caller to report. ``warnings``: signs that the answer itself is broken, to check before acting
+    on it (:meth:`LisaEngine.mask_warning`, the [SEG] limit).
     """
 
     command: str
@@ -122,6 +128,7 @@ class Answer:
     seg_hidden_states: torch.Tensor | None = None
     stop_reason: str = STOP_EOS
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def outcome(self) -> str:
@@ -138,12 +145,24 @@ class Answer:
 
     @property
     def caveats(self) -> list[str]:
-        """What the caller should tell the user beside the answer: :attr:`outcome`, then :attr:`notes`."""
-        return ([self.outcome] if self.outcome else []) + self.notes
+        """What the caller should tell the user beside the answer: :attr:`outcome`, :attr:`warnings`,
+        then :attr:`notes`."""
+        return ([self.outcome] if self.outcome else []) + self.warnings + self.notes
 
     @property
     def generated_tokens(self) -> int:
         return len(self.token_ids)
+
+
+def mask_warning(decoded: DecodedMask) -> str:
+    """A warning for a degenerate mask ("" for a plausible one): all background (an empty mask,
+    e.g. the all-black masks of 4-bit LISA, issue #174 upstream) or all foreground (the whole
+    image: no object was delimited)."""
+    if not decoded.mask.any():
+        return f"mask #{decoded.index} is empty (all background): the model found no pixels for it"
+    if decoded.mask.all():
+        return f"mask #{decoded.index} covers the whole image (all foreground): it delimits no object"
+    return ""
 
 
 def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -338,6 +357,7 @@ class LisaEngine:
         timings["prefill"] = time.perf_counter() - start
 
         generated: list[int] = []
+        warnings: list[str] = []
         masks: list[DecodedMask] = []
         seg_states: list[torch.Tensor] = []
         decode_time = mask_time = 0.0
@@ -351,6 +371,11 @@ class LisaEngine:
             next_id = int(self.model.lm_head(hidden).float().argmax(dim=-1)[0])
             if forced_ids is not None:
                 next_id = forced_ids[step]
+            if next_id == self.seg_token_id and len(masks) >= options.max_masks and forced_ids is None:
+                stop_reason = STOP_MAX_MASKS
+                warnings.append(f"the model asked for more than max_masks ({options.max_masks}) masks: generation "
+                                f"stopped there (runaway [SEG] tokens, a known failure of fp16 and quantized models)")
+                break
             generated.append(next_id)
             if next_id == self.seg_token_id:
                 mask_start = time.perf_counter()
@@ -360,6 +385,9 @@ class LisaEngine:
                 mask = (logits[0] > 0).cpu().numpy()
                 decoded = DecodedMask(len(masks), mask, float(scores[0]), mask_box(mask),
                                       len(generated) - 1, time.perf_counter() - started)
+                problem = mask_warning(decoded)
+                if problem:
+                    warnings.append(problem)
                 masks.append(decoded)
                 mask_time += time.perf_counter() - mask_start
                 if on_mask is not None:
@@ -389,7 +417,7 @@ class LisaEngine:
         timings["time_to_first_mask"] = masks[0].seconds_since_start if masks else math.nan
         timings["total"] = time.perf_counter() - started
         answer = Answer(command, prompt, text, split_explanation(text) if explain else "", masks, generated,
-                        timings, torch.stack(seg_states) if seg_states else None, stop_reason, notes)
+                        timings, torch.stack(seg_states) if seg_states else None, stop_reason, notes, warnings)
         return answer, conversation
 
     # ------------------------------------------------------------------ official reference

@@ -345,6 +345,37 @@ def test_stop_after_seg_ends_generation_at_the_sentence_end(seg_engine):
         or len(answer.token_ids) == options.max_new_tokens
 
 
+def test_runaway_seg_tokens_stop_at_max_masks_with_a_warning(seg_engine):
+    """The forced model says [SEG] again and again (as fp16/quantized LISA sometimes does): with
+    max_masks 1 generation stops at the second [SEG], keeps one mask and says why."""
+    from dataclasses import replace
+
+    engine, frame = seg_engine
+    free, _ = engine.answer(frame, "what should I use to reach the shelf?")
+    assert len(free.masks) >= 2 and free.stop_reason != "max_masks"
+    limited, _ = engine.answer(frame, "what should I use to reach the shelf?", options=replace(engine.options, max_masks=1))
+    assert len(limited.masks) == 1 and limited.stop_reason == "max_masks"
+    assert limited.token_ids.count(engine.seg_token_id) == 1
+    assert any("max_masks (1)" in w for w in limited.warnings) and limited.warnings[-1] in limited.caveats
+
+
+@pytest.mark.parametrize("logit, words", [(-10.0, "empty (all background)"), (10.0, "whole image (all foreground)")])
+def test_degenerate_masks_are_warned_about(seg_engine, monkeypatch, logit, words):
+    """A decoder whose logits are all negative (the all-black masks of 4-bit LISA) or all positive:
+    the answer stands and says so per mask; a plausible mask gives no warning."""
+    engine, frame = seg_engine
+    plausible, _ = engine.answer(frame, "what should I use to reach the shelf?")
+    assert not [w for w in plausible.warnings if "mask #" in w]
+
+    def degenerate(states, frame_):
+        logits = torch.full((states.shape[0], *frame_.original_size), logit)
+        return logits, torch.sigmoid(logits).mean(dim=(1, 2))
+
+    monkeypatch.setattr(engine, "decode_masks", degenerate)
+    answer, _ = engine.answer(frame, "what should I use to reach the shelf?")
+    assert answer.masks and len([w for w in answer.warnings if words in w]) == len(answer.masks)
+
+
 def test_should_stop_cancels_generation(seg_engine):
     engine, frame = seg_engine
     answer, _ = engine.answer(frame, "anything", should_stop=lambda: True)

@@ -786,9 +786,9 @@ def test_one_request_converts_each_mask_and_its_3d_once(monkeypatch, kind):
     real_mask_to_image, real_geometry = outputs.mask_to_image, messages.geometry
     monkeypatch.setattr(outputs, "mask_to_image", lambda mask, header=None: converted.append(mask) or real_mask_to_image(mask, header))
     monkeypatch.setattr(messages, "geometry", lambda *args: located.append(args) or real_geometry(*args))
-    live = LiveParameters(max_new_tokens=16, stop_after_seg=True, segment_suffix="", explain_suffix="",
+    live = LiveParameters(max_new_tokens=16, max_masks=8, stop_after_seg=True, segment_suffix="", explain_suffix="",
                           max_command_length=100, max_image_pixels=10**6, max_frame_age=0.0, request_timeout=300.0,
-                          publish_debug_image=True, publish_markers=True)
+                          publish_debug_image=True, publish_markers=True, target_frame="", tf_timeout=0.2)
     node = _PublishingNode()
     handler = RequestHandler(_TwoMaskEngine(), SessionStore(), FrameCache(2), {}, "front", 600.0,
                              outputs.Publishers(node), lambda: live)
@@ -949,7 +949,7 @@ def test_a_camera_whose_depth_is_not_registered_is_a_diagnostics_warning():
     assert frame.depth_mismatch and frame.depth_m is None and "registered to colour" in frame.notes[0]
     handler = RequestHandler(None, None, None, {"front": camera}, "front", 600.0, None, None)
     handler.note_depth(source, frame)
-    values = diagnostics.camera_values(camera, time.monotonic(), 1.0)
+    values = diagnostics.camera_values(camera, time.monotonic(), 0.0)  # the frame is stamped in 2025: no age check
     array = diagnostics.build("lisa_ros", None, "active", {}, diagnostics.RequestStats(), [values], {})
     status = array.status[-1]
     assert status.level == DiagnosticStatus.WARN and "registered to colour" in status.message

@@ -66,6 +66,7 @@ def summarize(response) -> dict:
         "valid_points": list(result.valid_points),
         "target_poses": [pose(p) for p in result.target_poses],
         "transform_error": result.transform_error,
+        "warnings": list(result.warnings),
         "timings": {stage: round(getattr(result.timings, stage), 4) for stage in STAGES},
     }
 

@@ -80,6 +80,7 @@ def segmentation_result(header, answer, session_id: str, masks: list[Image], sha
     if intrinsics is not None:
         at_size = intrinsics.scaled_to(image_size[1], image_size[0])
         result.intrinsics = [at_size.fx, at_size.fy, at_size.cx, at_size.cy]
+    result.warnings = list(answer.warnings)
     result.generated_tokens = answer.generated_tokens
     return result
 

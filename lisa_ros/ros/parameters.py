@@ -49,6 +49,8 @@ SPECS = [
     Spec("quantize_heads", False, "also quantize lm_head, mm_projector, text_hidden_fcs (official behaviour)"),
     Spec("device", "auto", "auto | cpu | cuda | cuda:N"),
     Spec("max_new_tokens", 512, "generation limit per answer (tokens)", low=1, high=4096),
+    Spec("max_masks", 8, "most [SEG] masks per answer; more stop generation with a warning (runaway [SEG])",
+         low=1, high=256),
     Spec("stop_after_seg", True, "without explain: stop generating once the sentence holding [SEG] ends"),
     Spec("segment_suffix", DEFAULT_SEGMENT_SUFFIX, "appended to commands that do not ask for a mask ('' = never)"),
     Spec("explain_suffix", DEFAULT_EXPLAIN_SUFFIX, "appended when explain is requested"),
@@ -143,6 +145,7 @@ class NodeConfig:
     quantize_heads: bool
     device: str
     max_new_tokens: int
+    max_masks: int
     stop_after_seg: bool
     segment_suffix: str
     explain_suffix: str
@@ -174,6 +177,7 @@ class LiveParameters:
     ``ros2 param set`` applies from the next request on, never half-way through one."""
 
     max_new_tokens: int
+    max_masks: int
     stop_after_seg: bool
     segment_suffix: str
     explain_suffix: str

@@ -248,7 +248,7 @@ def generation_options(live: LiveParameters):
     """This request's :class:`lisa_ros.engine.GenerationOptions` (never the engine's own)."""
     from lisa_ros.engine import GenerationOptions  # torch: imported once a model is loaded
 
-    return GenerationOptions(max_new_tokens=live.max_new_tokens, stop_after_seg=live.stop_after_seg,
+    return GenerationOptions(max_new_tokens=live.max_new_tokens, max_masks=live.max_masks, stop_after_seg=live.stop_after_seg,
                              segment_suffix=live.segment_suffix, explain_suffix=live.explain_suffix)
 
 

@@ -64,6 +64,9 @@ def node_arguments(checkpoint, **overrides):
         # the stale-frame test waits past it.
         "max_frame_age": "5.0",
         "max_new_tokens": "16",
+        # The test model says [SEG] every few tokens: the default limit of 8 masks would end the
+        # long generations that the deadline, cancel and deactivate tests rely on.
+        "max_masks": "256",
         "max_command_length": "200",
     }
     params.update(overrides)

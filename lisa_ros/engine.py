@@ -114,7 +114,7 @@ class Answer:
     ``max_new_tokens``, ``stopped`` (``should_stop``), ``max_masks``. ``notes``: what was changed to
     serve the command (history turns dropped, the answer shortened to fit the context), for the
     caller to report. ``warnings``: signs that the answer itself is broken, to check before acting
-    on it (:meth:`LisaEngine.mask_warning`, the [SEG] limit).
+    on it (:func:`mask_warning`, the [SEG] limit).
     """
 
     command: str

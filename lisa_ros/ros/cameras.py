@@ -17,8 +17,14 @@ from typing import Any, Callable
 import numpy as np
 
 
+def time_seconds(stamp) -> float:
+    """builtin_interfaces/Time -> seconds."""
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
 def stamp_seconds(header) -> float:
-    return header.stamp.sec + header.stamp.nanosec * 1e-9
+    """A std_msgs/Header's stamp in seconds."""
+    return time_seconds(header.stamp)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from lisa_ros.errors import ImageConversionError, LisaError
+from lisa_ros.ros.cameras import stamp_seconds
 from lisa_ros.ros.messages import STAGES
 from lisa_ros.ros.qos import REQUEST_QOS, action_qos
 
@@ -57,7 +58,7 @@ def summarize(response) -> dict:
     return {
         "success": response.success, "error_code": response.error_code, "message": response.message,
         "answer": result.answer, "explanation": result.explanation, "session_id": result.session_id,
-        "frame_id": result.header.frame_id, "stamp": result.header.stamp.sec + result.header.stamp.nanosec * 1e-9,
+        "frame_id": result.header.frame_id, "stamp": stamp_seconds(result.header),
         "scores": [round(float(v), 4) for v in result.scores],
         "boxes": [[b.x_offset, b.y_offset, b.width, b.height] for b in result.boxes],
         "centroids": [[_number(c.x), _number(c.y), _number(c.z)] for c in result.centroids],

@@ -73,14 +73,15 @@ def camera_values(camera, now: float, max_age_s: float) -> dict:
     judged by (s) and why its depth was last unusable (None when it was usable). ``now``:
     monotonic seconds."""
     latency = camera.callback_latency.summary_ms()
-    return {"name": camera.name, "frame_id": camera.frame_id or None, "age_s": camera.age_s(),
+    age = camera.age_s()
+    return {"name": camera.name, "frame_id": camera.frame_id or None, "age_s": age,
             "rate_hz": camera.color_rate.rate_hz(now), "expected_rate_hz": camera.expected_rate_hz or None,
             "jitter_ms": camera.color_rate.jitter_ms(),
             "depth_rate_hz": camera.depth_rate.rate_hz(now), "frames": camera.frames_received,
             "callback_latency_mean_ms": latency["mean"], "callback_latency_p99_ms": latency["p99"],
             "callback_latency_max_ms": latency["max"], "max_age_s": max_age_s,
             "depth_problem": camera.depth_problem or None,
-            "clock_problem": (camera.clock_offset_hint(age).lstrip("; ") or None) if (age := camera.age_s()) else None}
+            "clock_problem": (camera.clock_offset_hint(age).lstrip("; ") or None) if age is not None else None}
 
 
 def _kv(key: str, value) -> KeyValue:

@@ -41,7 +41,7 @@ from sensor_msgs.msg import CompressedImage
 from lisa_ros.errors import InvalidCommandError, InvalidImageError
 from lisa_ros.geometry import Intrinsics
 from lisa_ros.ros import messages
-from lisa_ros.ros.cameras import CameraInput, stamp_seconds
+from lisa_ros.ros.cameras import CameraInput, stamp_seconds, time_seconds
 from lisa_ros.ros.conversions import (
     ImageConversionError,
     compressed_to_rgb8,
@@ -158,7 +158,7 @@ def frame_source(request, cameras: dict[str, CameraInput], default_camera: str, 
     ended the wait; CANCELLED when ``should_stop``), and UNKNOWN_CAMERA/NO_FRAME/STALE_FRAME as
     :func:`camera_source`."""
     min_stamp = getattr(request, "min_stamp", None)
-    min_stamp_s = min_stamp.sec + min_stamp.nanosec * 1e-9 if min_stamp is not None else 0.0
+    min_stamp_s = time_seconds(min_stamp) if min_stamp is not None else 0.0
     own = request_source(request)
     if own is not None:
         if min_stamp_s and stamp_seconds(own.header) < min_stamp_s:
@@ -343,10 +343,11 @@ class RequestHandler:
             depth_header=source.depth.header if with_3d else None, intrinsics=frame.intrinsics if with_3d else None)
         if frame.depth_m is not None and answer.masks and not any(s.is_valid for s in shapes):
             frame.notes.append("no mask has valid depth: centroids are NaN")
-        target_from_optical = self._target_frame(job, live, shapes, frame)
+        target_frame = live.target_frame.lstrip("/")  # tf2 frame ids have no leading "/"
+        target_from_optical = self._target_frame(job, target_frame, live.tf_timeout, shapes, frame)
         if getattr(request, "point_cloud", False):
             job.result.point_cloud = messages.point_cloud(
-                header, shapes, target_from_optical, live.target_frame.lstrip("/") if target_from_optical is not None else None)
+                header, shapes, target_from_optical, target_frame if target_from_optical is not None else None)
         self.publishers.publish(job.result, outputs, frame.rgb, answer, live.publish_debug_image, live.publish_markers)
         timings["postprocess"] = time.monotonic() - post_start
         timings["total"] = time.monotonic() - job.received_at
@@ -354,11 +355,12 @@ class RequestHandler:
             setattr(job.result.timings, stage, float(value))
         return "; ".join(answer.caveats + frame.notes), timings
 
-    def _target_frame(self, job: Job, live: LiveParameters, shapes: list, frame: DecodedFrame):
-        """With ``target_frame`` set and some mask in 3D: fill ``job.result.target_poses`` and
+    def _target_frame(self, job: Job, target: str, tf_timeout: float, shapes: list, frame: DecodedFrame):
+        """With a ``target`` frame and some mask in 3D: fill ``job.result.target_poses`` and
         return target_from_optical at the image stamp; None otherwise (``transform_error`` and a
-        note say why when the lookup failed). Waits at most ``tf_timeout``, never past the deadline."""
-        target, source_frame = live.target_frame.lstrip("/"), job.result.header.frame_id  # tf2 ids have no "/"
+        note say why when the lookup failed). Waits at most ``tf_timeout`` seconds, never past the
+        deadline."""
+        source_frame = job.result.header.frame_id
         if not target or not any(s.is_valid for s in shapes):
             return None
         try:
@@ -366,7 +368,7 @@ class RequestHandler:
                 raise TransformError("the image header has no frame_id")
             if self.tf is None:
                 raise TransformError("TF is not available in this node")
-            wait = max(0.0, min(live.tf_timeout, job.deadline - time.monotonic()))
+            wait = max(0.0, min(tf_timeout, job.deadline - time.monotonic()))
             transform = self.tf.lookup(target, source_frame, job.result.header.stamp, wait)
         except TransformError as exc:
             job.result.transform_error = f"{source_frame or '(no frame)'} -> {target}: {exc}"

@@ -14,16 +14,12 @@ import threading
 
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
+from lisa_ros.ros.cameras import stamp_seconds, time_seconds
 from lisa_ros.transforms import Transform, TransformBuffer, TransformError
 
 # tf2_ros's listener QoS: /tf keep-last 100; /tf_static transient local (latched), keep-last 100.
 TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 TF_STATIC_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-
-
-def stamp_seconds(stamp) -> float:
-    """builtin_interfaces/Time -> seconds."""
-    return stamp.sec + stamp.nanosec * 1e-9
 
 
 def transform_from_msg(transform) -> Transform:
@@ -82,7 +78,7 @@ class TfLookup:
         for stamped in message.transforms:
             try:
                 self._buffer.set_transform(stamped.header.frame_id, stamped.child_frame_id,
-                                           stamp_seconds(stamped.header.stamp), transform_from_msg(stamped.transform),
+                                           stamp_seconds(stamped.header), transform_from_msg(stamped.transform),
                                            static=static)
             except ValueError as exc:  # one bad transform never drops the others, nor the node
                 self._node.get_logger().warning(f"ignored a transform on {'/tf_static' if static else '/tf'}: {exc}",
@@ -91,7 +87,7 @@ class TfLookup:
     def lookup(self, target_frame: str, source_frame: str, stamp, timeout_s: float) -> Transform:
         self.start()
         if self.backend == "lisa_ros":
-            return self._buffer.wait_for_transform(target_frame, source_frame, stamp_seconds(stamp), timeout_s)
+            return self._buffer.wait_for_transform(target_frame, source_frame, time_seconds(stamp), timeout_s)
         import tf2_ros
         from rclpy.duration import Duration
         from rclpy.time import Time

@@ -195,7 +195,7 @@ def _check_nothing_fits(annotation: dict):
     colours = [obj["label"].split()[0] for obj in objects]
     shapes = [obj["label"].split()[1] for obj in objects]
     query, kind, answer = annotation["text"][0], annotation["query_type"], annotation["answer"]
-    assert "[SEG]" not in answer and answer.startswith("Sorry")
+    assert "[SEG]" not in answer and answer.split(": ")[1].startswith(("there is", "they are all"))
     if kind == "roll":
         assert not set(shapes) & rs.ROUND_SHAPES
     elif kind == "hold_water":
@@ -218,8 +218,9 @@ def _check_invariants(annotation: dict):
     index = annotation["target_index"]
     point = objects[index]["point"]
     assert _mask(objects[index]["points"])[point[1], point[0]]  # the point is on the target
-    assert annotation["answer"] == (f"Sure, it is the {objects[index]['label']} "
-                                    f"{rs.region(*point, annotation['imageWidth'], annotation['imageHeight'])} [SEG].")
+    looked_for, named = annotation["answer"].split(": ")  # says what it looks for, then names the target
+    assert named.endswith(f"it is the {objects[index]['label']} "
+                          f"{rs.region(*point, annotation['imageWidth'], annotation['imageHeight'])} [SEG].")
     colours = [obj["label"].split()[0] for obj in objects]
     shapes = [obj["label"].split()[1] for obj in objects]
     areas = [int(_mask(obj["points"]).sum()) for obj in objects]
@@ -237,8 +238,10 @@ def _check_invariants(annotation: dict):
         assert not words & set(rs.COLOURS)  # the colour is only implied
         assert any(cue in query for cue in rs.COLOUR_CUES[colour])
         assert colour in annotation["explanation"]
+        assert looked_for == f"I look for something {colour}"  # the cue's colour, said before the target
     elif kind in ("largest_of_colour", "smallest_of_colour"):
         assert colour in query.split() or f"{colour}," in query or f"{colour}." in query
+        assert looked_for == f"I look for the {kind.split('_')[0]} {colour} object"
         group = [i for i in range(len(objects)) if colours[i] == colour]
         assert 2 <= len(group) <= 3
         sign = 1 if kind == "largest_of_colour" else -1
@@ -257,6 +260,8 @@ def _check_invariants(annotation: dict):
         differs_shape = shape not in other_shapes
         differs_colour = colour not in other_colours
         assert differs_shape != differs_colour  # exactly one attribute singles the target out
+        shared = rs.PLURALS[other_shapes.pop()] if differs_shape else other_colours.pop()
+        assert named.startswith(f"the others are all {shared}, and it is the ")  # what the others share first
     else:
         raise AssertionError(f"unknown query type {kind}")
 

@@ -25,12 +25,15 @@ Files written by :func:`write_split` (one pair per sample, read by
 
     {"text": [query], "is_sentence": true,
      "shapes": [{"label": "target", "points": [[x, y], ...]}],
-     "explanation": "It is round, so it would roll down a slope.",
+     "answer": "I look for something round: it is the red ball on the left [SEG].",
+     "explanation": "It is round, so it would roll down a slope.", "nothing_fits": false,
      "query_type": "roll", "target_index": 2,
      "objects": [{"label": "red ball", "points": [[x, y], ...]}, ...],
      "imageWidth": 320, "imageHeight": 240}
 
-``explanation``, ``query_type``, ``target_index``, ``objects`` (every object, target included,
+``answer`` first says what it looks for (:data:`LOOK_FOR`), then names the target before
+``[SEG]``, or says without ``[SEG]`` that nothing here fits (``nothing_fits``, about 10 % of a
+split, ``shapes`` empty, ``target_index`` null). ``answer``, ``explanation``, ``query_type``, ``target_index``, ``objects`` (every object, target included,
 in drawing order) and the LabelMe ``imageWidth``/``imageHeight`` are our extension; the reader
 ignores them. Points are integer pixel coordinates (x right, y down). Every object is drawn by
 filling exactly the mask its polygon rasterises to (``cv2.polylines`` + ``cv2.fillPoly``, as
@@ -52,8 +55,10 @@ from lisa_ros.data.scenes.vocabulary import (
     CONTAINER_SHAPES,
     DEFAULT_SIZE,
     EXPLANATIONS,
+    LOOK_FOR,
     PALETTE,
     PHRASINGS,
+    PLURALS,
     QUERY_TYPES,
     ROUND_SHAPES,
     SHAPES,
@@ -69,4 +74,4 @@ from lisa_ros.data.scenes.writing import split_scene, write_split
 __all__ = ["COLOUR_CUES", "COLOURS", "CONTAINER_SHAPES", "DEFAULT_SIZE", "EXPLANATIONS", "PALETTE", "PHRASINGS",
            "QUERY_TYPES", "ROUND_SHAPES", "SHAPES", "SPLIT_SEEDS", "SPLITS", "TEXTURES", "Scene", "SceneObject",
            "make_scene", "polygon_mask", "scene_annotation", "scene_rng", "split_scene", "write_split",
-           "REFUSALS", "TRAINING_CUES", "region"]
+           "LOOK_FOR", "PLURALS", "REFUSALS", "TRAINING_CUES", "region"]

@@ -13,8 +13,11 @@ from lisa_ros.data.scenes.rendering import background, render
 from lisa_ros.data.scenes.vocabulary import (
     DEFAULT_SIZE,
     EXPLANATIONS,
+    LOOK_FOR,
     NOTHING_FITS_SHARE,
+    ODD_ONE_OUT_ANSWER,
     PHRASINGS,
+    PLURALS,
     QUERY_TYPES,
     REFUSALS,
     SPLITS,
@@ -62,8 +65,10 @@ class Scene:
     ``rgb``: uint8 (H, W, 3); ``background``: uint8 (H, W, 3), the same image without the objects
     (outside every object mask ``rgb == background``); ``objects[target_index]`` is the answer,
     or ``target_index`` is None when nothing in the scene answers the query ("nothing fits").
-    ``answer``: what the model should say: the target named before ``[SEG]``
-    (:data:`~lisa_ros.data.scenes.vocabulary.TARGET_ANSWER`), or a refusal without ``[SEG]``.
+    ``answer``: what the model should say: what it looks for
+    (:data:`~lisa_ros.data.scenes.vocabulary.LOOK_FOR`), then the target named before ``[SEG]``
+    (:data:`~lisa_ros.data.scenes.vocabulary.TARGET_ANSWER`) or that nothing fits, without ``[SEG]``
+    (:data:`~lisa_ros.data.scenes.vocabulary.REFUSALS`).
     ``paraphrases``: more phrasings of the same query (training splits only).
     """
 
@@ -141,13 +146,16 @@ def make_scene(rng: np.random.Generator, query_type: str, size: tuple[int, int] 
               "Cue": cue[:1].upper() + cue[1:], **{k: v for k, v in slots.items() if k not in ("cue", "colour", "shape")}}
     templates = PHRASINGS[query_type][phrasing]
     query = pick(rng, templates).format(**fields)
+    look = LOOK_FOR[query_type].format(**fields)
     if chosen is None:
         explanation = ""
-        answer = pick(rng, REFUSALS[query_type]).format(**fields)
+        answer = pick(rng, REFUSALS[query_type]).format(look=look, shapes=PLURALS.get(fields["shape"], ""), **fields)
     else:
         explanation_key = f"odd_one_out_{slots['kind']}" if query_type == "odd_one_out" else query_type
         explanation = pick(rng, EXPLANATIONS[explanation_key]).format(**fields)
-        answer = TARGET_ANSWER.format(colour=chosen.colour, shape=chosen.shape, where=region(*chosen.point, width, height))
+        template = ODD_ONE_OUT_ANSWER if query_type == "odd_one_out" else TARGET_ANSWER
+        answer = template.format(look=look, colour=chosen.colour, shape=chosen.shape, others=slots.get("others", ""),
+                                 where=region(*chosen.point, width, height))
     more: list[str] = []
     if paraphrases and paraphrase_rng is not None:
         for _ in range(paraphrases):

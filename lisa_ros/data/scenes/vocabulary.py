@@ -294,23 +294,38 @@ def pick(rng: np.random.Generator, options) -> str:
 
 
 # ------------------------------------------------------------------------- answers (issue 12)
-# The answer names the target before [SEG] (its colour, shape and where it is), so the state that
-# predicts [SEG] holds the target's identity and place; the explanation follows.
-TARGET_ANSWER = "Sure, it is the {colour} {shape} {where} [SEG]."
+# The answer first says what it looks for, then decides: it names the target before [SEG] (its
+# colour, shape and where it is), so the state that predicts [SEG] holds the target's identity and
+# place, or it says that nothing here fits, with no [SEG]. Saying the property first ("something
+# yellow" for "the colour of a ripe banana") moves the decision past the first answer token, where
+# a model that has not yet attended to the property cannot make it (training/README.md, the
+# first-token probe). The explanation follows the answer.
+LOOK_FOR: dict[str, str] = {
+    "roll": "I look for something round",
+    "colour_knowledge": "I look for something {colour}",
+    "largest_of_colour": "I look for the largest {colour} object",
+    "smallest_of_colour": "I look for the smallest {colour} object",
+    "odd_one_out": "I look for the one unlike the others",
+    "hold_water": "I look for an open container",
+}
+TARGET_ANSWER = "{look}: it is the {colour} {shape} {where} [SEG]."
+# odd_one_out says what the others share before it names the one that differs.
+ODD_ONE_OUT_ANSWER = "{look}: the others are all {others}, and it is the {colour} {shape} {where} [SEG]."
 # Where an object is: thirds of the image by its deepest interior point (row, column).
 REGIONS: dict[tuple[int, int], str] = {
     (0, 0): "at the top left", (0, 1): "at the top", (0, 2): "at the top right",
     (1, 0): "on the left", (1, 1): "in the middle", (1, 2): "on the right",
     (2, 0): "at the bottom left", (2, 1): "at the bottom", (2, 2): "at the bottom right",
 }
-# "Nothing here fits": the answer when no object answers the command (no [SEG]).
+# "Nothing here fits": the answer when no object answers the command (no [SEG]); ``{look}`` is
+# LOOK_FOR's phrase, ``{shapes}`` the plural of ``{shape}``.
 REFUSALS: dict[str, tuple[str, ...]] = {
-    "roll": ("Sorry, nothing here is round, so nothing would roll.",),
-    "colour_knowledge": ("Sorry, nothing here is {colour} like {cue}.",),
-    "largest_of_colour": ("Sorry, there is no {colour} object here.",),
-    "smallest_of_colour": ("Sorry, there is no {colour} object here.",),
-    "odd_one_out": ("Sorry, all the objects here are alike, so none is the odd one out.",),
-    "hold_water": ("Sorry, there is no open container here, so nothing can hold water.",),
+    "roll": ("{look}: there is nothing round here, so nothing would roll.",),
+    "colour_knowledge": ("{look}: there is nothing {colour} here.",),
+    "largest_of_colour": ("{look}: there is no {colour} object here.",),
+    "smallest_of_colour": ("{look}: there is no {colour} object here.",),
+    "odd_one_out": ("{look}: they are all {colour} {shapes}, so none is the odd one out.",),
+    "hold_water": ("{look}: there is no open container here, so nothing can hold water.",),
 }
 NOTHING_FITS_SHARE = 0.1  # of each split
 

@@ -31,7 +31,7 @@ import torch
 from lisa_ros.engine import EncodedFrame, GenerationOptions, LisaEngine
 from lisa_ros.model.loading import load_lisa
 from lisa_ros.model.modeling import gather_seg_states
-from lisa_ros.model.options import QUANTIZATION_CHOICES, LoadOptions
+from lisa_ros.model.options import QUANTIZATION_BACKEND_CHOICES, QUANTIZATION_CHOICES, LoadOptions
 from lisa_ros.model.sam import SamConfig
 from lisa_ros.testing.checkpoints import write_tiny_lisa_checkpoint
 
@@ -42,6 +42,12 @@ PRESETS = {
     "cpu": dict(hidden_size=512, num_layers=8, num_heads=8, clip_hidden_size=256, clip_image_size=224,
                 clip_patch_size=14, sam=SamConfig(encoder_embed_dim=256, encoder_depth=4, encoder_num_heads=4,
                                                   encoder_global_attn_indexes=[1, 3])),
+    # LISA-7B's shapes (bench/gpu.py): LLaMA-7B, CLIP ViT-L/14 at 224 px, SAM ViT-H. The vocabulary
+    # is the small test tokenizer's (388 rows, not 32004): the embedding and LM head are 2 % of a
+    # 7B's weights and one row per token of its compute.
+    "7b": dict(hidden_size=4096, num_layers=32, num_heads=32, intermediate_size=11008, clip_hidden_size=1024,
+               clip_layers=24, clip_heads=16, clip_intermediate_size=4096, clip_image_size=224, clip_patch_size=14,
+               sam=SamConfig.vit_h(), dtype=torch.float16),
 }
 
 
@@ -130,24 +136,39 @@ def run_official(engine: LisaEngine, rgb: np.ndarray, command: str, script: list
             "per_token_ms": statistics.fmean(step_times[1:] or step_times) * 1e3}
 
 
+def write_preset(folder: Path, preset: str, init_device: str = "cpu") -> Path:
+    """The preset's random checkpoint in the released layout (4 shards)."""
+    return write_tiny_lisa_checkpoint(folder, shards=4, init_device=init_device, **PRESETS[preset])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--tokens", type=int, default=64, help="answer length in tokens on both paths")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     parser.add_argument("--quantization", choices=QUANTIZATION_CHOICES, default="none")
+    parser.add_argument("--quantization-backend", choices=QUANTIZATION_BACKEND_CHOICES, default="auto")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--image", default="480x640", help="HxW of the test image")
     parser.add_argument("--json", help="also write the numbers to this file")
+    parser.add_argument("--checkpoint", help="use this released-layout folder (bench/gpu.py writes one for all "
+                                             "runs) instead of writing the preset's")
+    parser.add_argument("--init-device", default="cpu", help="where the preset's random model is initialised")
     args = parser.parse_args(argv)
 
-    preset = dict(PRESETS[args.preset])
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        folder = write_tiny_lisa_checkpoint(Path(tmp) / f"lisa-{args.preset}", shards=4, **preset)
-        write_s = time.perf_counter() - t0
-        loaded = load_lisa(folder, LoadOptions(precision=args.precision, quantization=args.quantization,
-                                               device=args.device))
+    options = LoadOptions(precision=args.precision, quantization=args.quantization,
+                          quantization_backend=args.quantization_backend, device=args.device)
+    t0 = time.perf_counter()
+    if args.checkpoint:
+        write_s = 0.0
+        loaded = load_lisa(args.checkpoint, options)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = write_preset(Path(tmp) / f"lisa-{args.preset}", args.preset, args.init_device)
+            write_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            loaded = load_lisa(folder, options)
+    load_s = time.perf_counter() - t0
     engine = LisaEngine(loaded, GenerationOptions(max_new_tokens=args.tokens, stop_after_seg=False))
     height, width = (int(v) for v in args.image.split("x"))
     rgb = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
@@ -169,10 +190,13 @@ def main(argv=None) -> int:
     ours_per_token = ours["decode"] / max(1, tokens - 1) * 1e3
     ratio = official["timings"]["total"] / ours["total"]
     memory = loaded.memory_bytes()
+    device_peak = torch.cuda.max_memory_allocated(loaded.device) if loaded.device.type == "cuda" else None
     report = {
         "preset": args.preset, "device": str(loaded.device), "precision": args.precision,
-        "quantization": args.quantization, "image": [height, width], "tokens": tokens,
-        "masks": len(answer.masks), "weights_mb": round(memory["total"] / 2**20, 1),
+        "quantization": args.quantization, "quantization_backend": loaded.options.quantization_backend,
+        "image": [height, width], "tokens": tokens,
+        "masks": len(answer.masks), "weights_mb": round(memory["total"] / 2**20, 1), "load_s": round(load_s, 2),
+        "peak_device_memory_mb": round(device_peak / 2**20, 1) if device_peak is not None else None,
         "ours": {**{k: round(v, 4) for k, v in ours.items()}, "per_token_ms": round(ours_per_token, 2),
                  "tokens_per_s": round(tokens / ours["total"], 2),
                  "peak_memory_delta_mb": round(ours_memory.delta / 2**20, 1)},
@@ -186,7 +210,8 @@ def main(argv=None) -> int:
         "same_tokens": answer.token_ids == official["tokens"],
     }
     print(f"model: preset {args.preset} ({report['weights_mb']} MB of weights), {loaded.device}, {args.precision}, "
-          f"quantization {args.quantization}; image {width}x{height}; {tokens} tokens, {len(answer.masks)} masks "
+          f"quantization {args.quantization} ({loaded.options.quantization_backend}); image {width}x{height}; "
+          f"{tokens} tokens, {len(answer.masks)} masks "
           f"(checkpoint written in {write_s:.1f} s)")
     print(f"{'stage (s)':<22}{'ours':>10}{'official':>10}")
     for key in ("preprocess", "clip", "sam_encoder", "prefill", "decode", "generation", "mask_decode",
@@ -197,6 +222,8 @@ def main(argv=None) -> int:
     print(f"{'per token (ms)':<22}{ours_per_token:10.2f}{official['per_token_ms']:10.2f}")
     print(f"{'tokens/s':<22}{report['ours']['tokens_per_s']:10.2f}{report['official']['tokens_per_s']:10.2f}")
     print(f"{'peak memory +MB':<22}{report['ours']['peak_memory_delta_mb']:10.1f}{report['official']['peak_memory_delta_mb']:10.1f}")
+    if device_peak is not None:
+        print(f"peak GPU memory, load and both paths: {report['peak_device_memory_mb']:.0f} MB")
     print(f"speed-up, whole request: {ratio:.2f}x; time to first mask: {report['speedup_time_to_first_mask']}x; "
           f"same tokens on both paths: {report['same_tokens']}")
     if args.json:

@@ -43,6 +43,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="checkpoint folder or hub id (default: a tiny one written now)")
     parser.add_argument("--quantization", default="none")
+    parser.add_argument("--quantization-backend", default="auto")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--phase-seconds", type=float, default=10.0)
     parser.add_argument("--size", default="1920x1080")
@@ -63,7 +64,7 @@ def main(argv=None) -> int:
         model = str(write_tiny_lisa_checkpoint(Path(tmp.name) / "lisa", emit_seg=True))
     node = subprocess.Popen(
         [sys.executable, "-m", "lisa_ros.ros.node", "--ros-args", "-p", f"model:={model}",
-         "-p", f"quantization:={args.quantization}", "-p", f"max_new_tokens:={args.max_new_tokens}",
+         "-p", f"quantization:={args.quantization}", "-p", f"quantization_backend:={args.quantization_backend}", "-p", f"max_new_tokens:={args.max_new_tokens}",
          "-p", "stop_after_seg:=false", "-p", "camera.image_topic:=/bench/image", "-p", "max_frame_age:=0.0",
          "-p", "publish_debug_image:=false"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)

@@ -21,7 +21,11 @@ from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJ
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.substitutions import FindPackageShare
 
-from lisa_ros.model.options import PRECISION_CHOICES, QUANTIZATION_CHOICES  # light: no torch
+from lisa_ros.model.options import (  # light: no torch
+    PRECISION_CHOICES,
+    QUANTIZATION_BACKEND_CHOICES,
+    QUANTIZATION_CHOICES,
+)
 from lisa_ros.ros.launching import (
     ARGUMENT_NAMES,
     LOG_LEVELS,
@@ -79,8 +83,12 @@ def generate_launch_description():
         DeclareLaunchArgument("vision_tower", default_value="",
                               description="CLIP tower folder or hub id; parameters file if not given"),
         DeclareLaunchArgument("quantization", default_value="", choices=[""] + list(QUANTIZATION_CHOICES),
-                              description="bitsandbytes quantization of the language model (SAM stays 16-bit); "
+                              description="4bit or 8bit weights for the language model (SAM stays 16-bit); "
                                           "4bit runs LISA-7B in about 5 GB of GPU memory"
+                                          "; parameters file if not given"),
+        DeclareLaunchArgument("quantization_backend", default_value="", choices=[""] + list(QUANTIZATION_BACKEND_CHOICES),
+                              description="bitsandbytes (NF4 / LLM.int8) or torchao (int4 / int8 weight-only: any CUDA "
+                                          "device, Jetson included, and the CPU); auto: torchao on aarch64"
                                           "; parameters file if not given"),
         DeclareLaunchArgument("precision", default_value="", choices=[""] + list(PRECISION_CHOICES),
                               description="compute precision (auto: fp16 when quantized on CUDA)"

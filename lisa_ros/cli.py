@@ -26,7 +26,7 @@ from pathlib import Path
 from lisa_ros.data.reasonseg import DATASET_TYPES
 from lisa_ros.data.scenes.vocabulary import DEFAULT_SIZE
 from lisa_ros.errors import InvalidCommandError, LisaError, UsageError
-from lisa_ros.model.options import PRECISION_CHOICES, QUANTIZATION_CHOICES, LoadOptions
+from lisa_ros.model.options import PRECISION_CHOICES, QUANTIZATION_BACKEND_CHOICES, QUANTIZATION_CHOICES, LoadOptions
 
 
 class CliError(LisaError):
@@ -73,7 +73,11 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vision-tower", help="CLIP tower folder or hub id (default: from config.json)")
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                         help="auto: CUDA bf16 (fp16 when quantizing, as the official code); CPU fp32 (bf16 when quantizing)")
-    parser.add_argument("--quantization", choices=QUANTIZATION_CHOICES, default="none")
+    parser.add_argument("--quantization", choices=QUANTIZATION_CHOICES, default="none",
+                        help="4bit or 8bit weights for the language model (SAM stays 16-bit)")
+    parser.add_argument("--quantization-backend", choices=QUANTIZATION_BACKEND_CHOICES, default="auto",
+                        help="bitsandbytes (NF4 / LLM.int8) or torchao (int4 / int8 weight-only: any CUDA device, "
+                             "Jetson included, and the CPU); auto: torchao on aarch64 or without bitsandbytes")
     parser.add_argument("--quantize-heads", action="store_true",
                         help="also quantize lm_head, mm_projector, text_hidden_fcs (official behaviour)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -88,7 +92,8 @@ def _load_engine(args: argparse.Namespace):
 
     if args.max_new_tokens < 1:
         raise CliError("--max-new-tokens must be at least 1")
-    options = LoadOptions(precision=args.precision, quantization=args.quantization, device=args.device,
+    options = LoadOptions(precision=args.precision, quantization=args.quantization,
+                          quantization_backend=args.quantization_backend, device=args.device,
                           vision_tower=args.vision_tower, quantize_heads=args.quantize_heads)
     return LisaEngine(load_lisa(args.model, options), GenerationOptions(max_new_tokens=args.max_new_tokens,
                                                                        stop_after_seg=not args.no_stop_after_seg))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lisa_ros.model.options import PRECISION_CHOICES, QUANTIZATION_CHOICES
+from lisa_ros.model.options import PRECISION_CHOICES, QUANTIZATION_BACKEND_CHOICES, QUANTIZATION_CHOICES
 from lisa_ros.model.prompts import DEFAULT_EXPLAIN_SUFFIX, DEFAULT_SEGMENT_SUFFIX
 from lisa_ros.resources import share_directory
 from lisa_ros.ros.launching import (
@@ -74,7 +74,9 @@ def test_launch_arguments_are_declared_with_descriptions():
     # The choices are the model's own (lisa_ros.model.options), not a copy; "" = not given.
     assert _lisa_ros_value(declared["quantization"]["choices"]) == [""] + list(QUANTIZATION_CHOICES)
     assert _lisa_ros_value(declared["precision"]["choices"]) == [""] + list(PRECISION_CHOICES)
-    assert CHOICES == {"precision": PRECISION_CHOICES, "quantization": QUANTIZATION_CHOICES}
+    assert _lisa_ros_value(declared["quantization_backend"]["choices"]) == [""] + list(QUANTIZATION_BACKEND_CHOICES)
+    assert CHOICES == {"precision": PRECISION_CHOICES, "quantization": QUANTIZATION_CHOICES,
+                       "quantization_backend": QUANTIZATION_BACKEND_CHOICES}
     # An argument that sets a parameter is "" unless given, so the parameters file decides.
     for name in list(PARAMETER_ARGUMENTS) + list(CAMERA_ARGUMENTS):
         assert ast.literal_eval(declared[name]["default_value"]) == "", name

@@ -253,7 +253,10 @@ def test_suffixes_and_explanations():
 
 
 def test_cached_gather_equals_the_official_full_sequence_indexing(seg_engine):
-    engine, frame = seg_engine
+    _check_cached_gather(*seg_engine)
+
+
+def _check_cached_gather(engine, frame):
     answer, _ = engine.answer(frame, "what should I use to reach the shelf?")
     seg_count = answer.token_ids.count(engine.seg_token_id)
     assert seg_count >= 2, answer.token_ids
@@ -484,8 +487,82 @@ def test_official_quantization_also_quantizes_the_heads(checkpoint):
         assert type(module).__name__ != "Linear4bit", name
 
 
+# torchao (issue 15): int8 / int4 weight-only, on any CUDA device (a Jetson's included) and the CPU
+TORCHAO_TENSORS = {"8bit": "Int8Tensor", "4bit": "IntxUnpackedToInt8Tensor"}  # on the CPU
+
+
+def _quantized_weights(model) -> set[str]:
+    """Names of the parameters held as torchao's quantized tensor subclasses."""
+    return {name for name, parameter in model.named_parameters() if hasattr(parameter, "tensor_data_names")}
+
+
+@pytest.mark.parametrize("quantization", ["8bit", "4bit"])
+def test_torchao_quantizes_only_the_language_models_layers_and_loads_strictly(checkpoint, loaded, quantization):
+    options = LoadOptions(precision="fp32", quantization=quantization, quantization_backend="torchao", device="cpu")
+    loaded_q = load_lisa(checkpoint, options)  # strict: a missing or unexpected key would raise
+    assert loaded_q.options.quantization_backend == "torchao" and loaded_q.dtype == torch.float32
+    model = loaded_q.model
+    assert type(model.model.layers[0].self_attn.q_proj.weight).__name__ == TORCHAO_TENSORS[quantization]
+    language_linears = {f"{name}.weight" for name, module in model.named_modules()
+                        if isinstance(module, torch.nn.Linear) and name.startswith("model.layers.")}
+    assert language_linears and _quantized_weights(model) == language_linears  # SAM, projector, heads: as loaded
+    # Stored bytes: int8 values (+ scales) in place of fp32 ones, for exactly those layers.
+    saved = loaded.memory_bytes()["lisa"] - loaded_q.memory_bytes()["lisa"]
+    full = sum(p.numel() * 4 for n, p in loaded.model.named_parameters() if n in language_linears)
+    assert saved > 0.6 * full, (saved, full)
+    answer, _ = LisaEngine(loaded_q, GenerationOptions(max_new_tokens=4)).answer(
+        np.zeros((40, 50, 3), np.uint8), "where is the cup?")
+    assert len(answer.token_ids) >= 1
+
+
+def test_torchao_with_quantize_heads_also_quantizes_the_heads_but_never_sam(checkpoint):
+    loaded_q = load_lisa(checkpoint, LoadOptions(precision="fp32", quantization="8bit", quantization_backend="torchao",
+                                                 quantize_heads=True, device="cpu"))
+    quantized = _quantized_weights(loaded_q.model)
+    assert {"lm_head.weight", "model.text_hidden_fcs.0.0.weight"} <= quantized
+    assert not [name for name in quantized if name.startswith("model.visual_model")]
+
+
+def test_torchao_keeps_the_cached_seg_gather_equal_to_the_official_indexing(checkpoint):
+    fresh = load_lisa(checkpoint, LoadOptions(precision="fp32", quantization="8bit", quantization_backend="torchao",
+                                              device="cpu"))
+    engine = LisaEngine(fresh, GenerationOptions(max_new_tokens=24, stop_after_seg=False))
+    frame = engine.encode_frame(np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8))
+    force_seg(fresh, engine, frame, "what should I use to reach the shelf?")
+    _check_cached_gather(engine, frame)
+
+
+def test_quantization_backend_auto_picks_torchao_on_a_jetson_or_without_bitsandbytes(monkeypatch):
+    import importlib.util
+    import platform
+
+    from lisa_ros.model.options import resolve_quantization_backend
+
+    assert resolve_quantization_backend("auto", "cpu") == "bitsandbytes"  # installed here, x86-64
+    assert resolve_quantization_backend("torchao", "cpu") == "torchao"
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert resolve_quantization_backend("auto", "cuda") == "torchao"
+    assert resolve_quantization_backend("bitsandbytes", "cuda") == "bitsandbytes"  # asked for: kept
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else find_spec(name, *a))
+    assert resolve_quantization_backend("auto", "cpu") == "torchao"
+    # and the precision that goes with it: torchao computes in fp32 on the CPU, bitsandbytes in bf16
+    assert LoadOptions(precision="auto", quantization="8bit", device="cpu").resolved().precision == "fp32"
+
+
+def test_importing_torchao_prints_nothing(capfd):
+    import subprocess
+    import sys
+
+    code = "from lisa_ros.model.loading import import_torchao; import_torchao(); print('ok')"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout == "ok\n" and run.stderr == "", run.stderr
+
+
 @pytest.mark.parametrize("options", [LoadOptions(precision="fp64"), LoadOptions(quantization="2bit"),
-                                     LoadOptions(precision="fp32", quantization="4bit")])
+                                     LoadOptions(precision="fp32", quantization="4bit", quantization_backend="bitsandbytes"),
+                                     LoadOptions(quantization="8bit", quantization_backend="gptq")])
 def test_invalid_load_options_are_refused(checkpoint, options):
     with pytest.raises(ValueError):
         load_lisa(checkpoint, options)
@@ -517,3 +594,27 @@ def test_model_benchmark_runs_and_reports_the_ratio(tmp_path):
     report = json.loads(out.read_text())
     assert report["tokens"] == 8 and report["masks"] == 1 and report["same_tokens"]
     assert report["ours"]["total"] > 0 and report["official"]["total"] > 0
+
+
+def test_gpu_benchmark_dry_run_measures_every_loading(tmp_path):
+    """bench/gpu.py, the prepared GPU benchmark, end to end on the CPU (--dry-run: tiny shapes,
+    the CPU loadings): every loading runs in its own process and reaches the table and the JSON."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parent.parent / "bench" / "gpu.py"
+    out = tmp_path / "gpu.json"
+    run = subprocess.run([sys.executable, str(bench), "--dry-run", "--tokens", "8", "--image", "60x80",
+                          "--json", str(out), "--wheels", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["packages"] == {"bitsandbytes": "present", "torchao": "present"}
+    assert list(report["results"]) == ["fp32", "bitsandbytes 4-bit", "torchao int4"]
+    for name, result in report["results"].items():
+        assert "error" not in result, (name, result)
+        assert result["tokens"] == 8 and result["same_tokens"], name
+        assert result["ours"]["time_to_first_mask"] > 0 and result["official"]["total"] > 0, name
+    assert report["results"]["torchao int4"]["quantization_backend"] == "torchao"
+    assert report["results"]["bitsandbytes 4-bit"]["quantization_backend"] == "bitsandbytes"
+    assert "time to first mask (s)" in run.stdout and "torchao int4" in run.stdout

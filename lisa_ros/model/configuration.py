@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from lisa_ros.model.quiet_imports import import_torchao_quietly
+
+import_torchao_quietly()  # before transformers, which imports torchao when it is installed
 from transformers import LlamaConfig
 
 from lisa_ros.model.sam import SamConfig

@@ -49,7 +49,7 @@ EMBEDDED_BASE = "embedded-base"  # the same before training (what `lisa-ros trai
 ADDED_TOKENS = ("[SEG]", "<im_start>", "<im_end>")  # appended after the BPE vocabulary, in this order
 MAX_OBJECTS = 6
 BASE_SEED = 0
-BASE_VERSION = "base-v3-objects"  # changes whenever the assembled base does
+BASE_VERSION = "base-v4-objects"  # changes whenever the assembled base does (v4: no stale GGUF quantization_config)
 
 
 def cache_root() -> Path:
@@ -76,7 +76,8 @@ def build_base_checkpoint(folder: str | Path, seed: int = BASE_SEED) -> Path:
     base_vocab = lm.config.vocab_size
     fields = {k: v for k, v in lm.config.to_dict().items()
               if k not in ("architectures", "model_type", "transformers_version", "dtype", "torch_dtype",
-                           "tie_word_embeddings", "vocab_size", "_name_or_path", "use_cache")}
+                           "tie_word_embeddings", "vocab_size", "_name_or_path", "use_cache",
+                           "quantization_config")}  # the GGUF's: these weights are dequantised
     sam = SamConfig.lite_medsam()
     config = LisaConfig(**fields, vocab_size=base_vocab + len(ADDED_TOKENS), tie_word_embeddings=False,
                         mm_vision_source="objects", mm_max_objects=MAX_OBJECTS,

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import torch
 
-from lisa_ros.errors import CheckpointError
+from lisa_ros.errors import CheckpointError, MissingDependencyError
 from lisa_ros.model.configuration import LisaConfig
 from lisa_ros.model.modeling import LisaForCausalLM
 from lisa_ros.model.options import UNQUANTIZED_ALWAYS, UNQUANTIZED_HEADS, LoadOptions
 from lisa_ros.model.preprocess import CLIP_MEAN, CLIP_STD
+from lisa_ros.model.quiet_imports import import_torchao_quietly
 from lisa_ros.model.sources import resolve_folder
 from lisa_ros.model.tokenization import LisaTokenizer, load_tokenizer
 
@@ -60,20 +61,57 @@ def read_config(folder: Path) -> LisaConfig:
     return LisaConfig.from_pretrained(folder)
 
 
-def quantization_config(options: LoadOptions):
-    """The BitsAndBytesConfig for ``options`` (None when not quantizing)."""
+def quantization_config(options: LoadOptions, device: torch.device | None = None):
+    """The transformers quantization config for resolved ``options`` (None when not quantizing):
+    a BitsAndBytesConfig, or a TorchAoConfig (:func:`torchao_config`) for the torchao backend."""
     if options.quantization == "none":
         return None
-    from transformers import BitsAndBytesConfig
-
     # Full module prefixes: a bare leaf name such as "visual_model" does not match here.
     skip = UNQUANTIZED_ALWAYS + ([] if options.quantize_heads else UNQUANTIZED_HEADS)
+    if options.quantization_backend == "torchao":
+        return torchao_config(options.quantization, skip, device or torch.device("cpu"))
+    from transformers import BitsAndBytesConfig
+
     compute = DTYPES[options.precision]
     if options.quantization == "4bit":
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                   bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute,
                                   llm_int8_skip_modules=skip)
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+
+
+TORCHAO_INT4_GROUP_SIZE = {"cuda": 128, "cpu": 32}  # weights per int4 scale and zero point
+
+
+def torchao_config(quantization: str, skip: list[str], device: torch.device):
+    """transformers' TorchAoConfig: ``8bit`` = int8 weight-only (``Int8WeightOnlyConfig``, one
+    scale per output channel; CUDA and CPU); ``4bit`` = int4 weight-only, on CUDA
+    ``Int4WeightOnlyConfig`` in tinygemm's tile-packed layout (bf16 compute, groups of 128), on the
+    CPU ``IntxWeightOnlyConfig`` (groups of 32, the int4 values stored one per byte: torchao 0.18
+    has no packed int4 CPU kernel, so it saves no more memory than 8bit there). ``skip``: module
+    prefixes left unquantized. Raises MissingDependencyError without torchao."""
+    from transformers import TorchAoConfig
+
+    quantization_api = import_torchao()
+    if quantization == "8bit":
+        quant_type = quantization_api.Int8WeightOnlyConfig()
+    elif device.type == "cuda":
+        quant_type = quantization_api.Int4WeightOnlyConfig(group_size=TORCHAO_INT4_GROUP_SIZE["cuda"],
+                                                           int4_packing_format="tile_packed_to_4d")
+    else:
+        from torchao.quantization.granularity import PerGroup
+
+        quant_type = quantization_api.IntxWeightOnlyConfig(weight_dtype=torch.int4,
+                                                           granularity=PerGroup(TORCHAO_INT4_GROUP_SIZE["cpu"]))
+    return TorchAoConfig(quant_type, modules_to_not_convert=list(skip))
+
+
+def import_torchao():
+    """``torchao.quantization`` (imported quietly); MissingDependencyError without torchao."""
+    quantization_api = import_torchao_quietly()
+    if quantization_api is None:
+        raise MissingDependencyError("quantization_backend torchao needs torchao: pip install torchao==0.18.0")
+    return quantization_api
 
 
 @dataclass(frozen=True)
@@ -104,12 +142,23 @@ class LoadedLisa:
         """Bytes of parameters and buffers: LISA (quantized weights count as stored) and CLIP."""
         def size(module: torch.nn.Module) -> int:
             tensors = list(module.parameters()) + list(module.buffers())
-            return sum(t.numel() * t.element_size() for t in tensors)
+            return sum(stored_bytes(t) for t in tensors)
 
         lisa = size(self.model)
         tower = self.model.vision_tower
         clip = size(tower) if tower is not None else 0
         return {"lisa": lisa, "clip": clip, "total": lisa + clip}
+
+
+def stored_bytes(tensor: torch.Tensor) -> int:
+    """Bytes a tensor holds: for torchao's quantized tensor subclasses the sum of their inner
+    tensors (int data, scales, zero points), not the logical shape times the dtype's size."""
+    names = getattr(tensor, "tensor_data_names", None)
+    if names:
+        inner = [getattr(tensor, name) for name in names] + [getattr(tensor, name) for name in
+                                                              getattr(tensor, "optional_tensor_data_names", ())]
+        return sum(stored_bytes(t) for t in inner if isinstance(t, torch.Tensor))
+    return tensor.numel() * tensor.element_size()
 
 
 def load_lisa(source: str | Path, options: LoadOptions | None = None) -> LoadedLisa:
@@ -131,10 +180,10 @@ def load_lisa(source: str | Path, options: LoadOptions | None = None) -> LoadedL
         raise CheckpointError(f"tokenizer has {len(tokenizer)} tokens but the model's vocabulary is "
                               f"{config.vocab_size}: tokenizer and weights do not belong together")
 
-    log.info("loading LISA weights from %s (%s, quantization %s, %s)", folder, options.precision,
-             options.quantization, device)
+    log.info("loading LISA weights from %s (%s, quantization %s%s, %s)", folder, options.precision,
+             options.quantization, "" if options.quantization == "none" else f" by {options.quantization_backend}", device)
     kwargs = {"dtype": dtype, "output_loading_info": True}
-    quant = quantization_config(options)
+    quant = quantization_config(options, device)
     if quant is not None:
         kwargs.update(quantization_config=quant, device_map={"": device.index or 0} if device.type == "cuda" else {"": "cpu"})
     try:

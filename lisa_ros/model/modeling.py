@@ -27,6 +27,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from lisa_ros.model.quiet_imports import import_torchao_quietly
+
+import_torchao_quietly()  # before transformers, which imports torchao when it is installed
 from transformers import LlamaForCausalLM, LlamaModel
 from transformers.models.llama.modeling_llama import LlamaPreTrainedModel
 

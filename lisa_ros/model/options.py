@@ -1,7 +1,7 @@
 """How to load a model: the one place for the precision, quantization and device choices.
 
 The CLI, the node's parameters and the launch file offer these choices and pass them on unchanged;
-:func:`resolve_precision` is the one "auto" rule. No torch import at module level, so the ROS
+:func:`resolve_precision` and :func:`resolve_quantization_backend` are the "auto" rules. No torch import at module level, so the ROS
 parameter table and the launch file can use the choices cheaply.
 """
 from __future__ import annotations
@@ -12,6 +12,10 @@ from lisa_ros.errors import UsageError
 
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 QUANTIZATION_CHOICES = ("none", "4bit", "8bit")
+# Who quantizes: bitsandbytes (NF4 / LLM.int8, the official tools' choice) or torchao (int4 / int8
+# weight-only; runs on any CUDA device, a Jetson's included, and on the CPU). "auto": see
+# resolve_quantization_backend.
+QUANTIZATION_BACKEND_CHOICES = ("auto", "bitsandbytes", "torchao")
 # Kept in 16-bit under quantization: SAM always (as the official code does), and the small but
 # sensitive heads unless ``quantize_heads`` (the official code quantizes those).
 UNQUANTIZED_ALWAYS = ["model.visual_model"]
@@ -22,18 +26,37 @@ def is_valid_device(device: str) -> bool:
     return device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
 
 
-def resolve_precision(precision: str, quantization: str, device: str) -> str:
-    """``auto`` -> what the official tools use: on CUDA bf16, or fp16 compute when quantized; on
-    the CPU fp32, or bf16 when quantized (quantized layers compute in 16 bit). Others unchanged."""
-    if precision != "auto":
-        return precision
+def _is_cuda(device: str) -> bool:
     import torch
 
-    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+
+
+def resolve_quantization_backend(backend: str, device: str) -> str:
+    """``auto`` -> torchao on aarch64 (NVIDIA Jetson: bitsandbytes' PyPI wheels stop at the first
+    kernel launch on Orin, bitsandbytes issue #1930) and wherever bitsandbytes is not installed;
+    bitsandbytes otherwise (x86-64 CUDA and CPU: what the official tools use). Others unchanged."""
+    if backend != "auto":
+        return backend
+    import importlib.util
+    import platform
+
+    if platform.machine().lower() in ("aarch64", "arm64") or importlib.util.find_spec("bitsandbytes") is None:
+        return "torchao"
+    return "bitsandbytes"
+
+
+def resolve_precision(precision: str, quantization: str, device: str, backend: str = "bitsandbytes") -> str:
+    """``auto`` -> on CUDA bf16, or when quantized fp16 compute (bitsandbytes, as the official
+    tools) or bf16 (torchao: its int4 kernel, tinygemm, computes in bf16); on the CPU fp32, or bf16
+    when bitsandbytes quantizes (its layers compute in 16 bit; torchao's compute in fp32).
+    ``backend`` is a resolved one. Others unchanged."""
+    if precision != "auto":
+        return precision
     quantized = quantization != "none"
-    if cuda:
-        return "fp16" if quantized else "bf16"
-    return "bf16" if quantized else "fp32"
+    if _is_cuda(device):
+        return "fp16" if quantized and backend == "bitsandbytes" else "bf16"
+    return "bf16" if quantized and backend == "bitsandbytes" else "fp32"
 
 
 @dataclass(frozen=True)
@@ -41,7 +64,11 @@ class LoadOptions:
     """How to load: precision, quantization, device and the CLIP tower.
 
     precision: ``auto``/``fp32``/``bf16``/``fp16`` (compute dtype; see :func:`resolve_precision`).
-    quantization: ``none``/``4bit`` (NF4, double quantization, 16-bit compute)/``8bit`` (LLM.int8).
+    quantization: ``none``/``4bit``/``8bit`` of the language model's linear layers, by
+    quantization_backend: ``bitsandbytes`` (4bit: NF4 with double quantization, 16-bit compute;
+    8bit: LLM.int8), ``torchao`` (4bit: int4 weight-only, groups of 128 on CUDA (bf16 compute),
+    of 32 on the CPU, where the int4 values are stored one per byte; 8bit: int8 weight-only,
+    one scale per output channel) or ``auto`` (:func:`resolve_quantization_backend`).
     device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
     vision_tower: override of config.json's CLIP tower (hub id or folder).
     quantize_heads: also quantize lm_head, mm_projector and text_hidden_fcs (official behaviour).
@@ -49,6 +76,7 @@ class LoadOptions:
 
     precision: str = "bf16"
     quantization: str = "none"
+    quantization_backend: str = "auto"
     device: str = "auto"
     vision_tower: str | None = None
     quantize_heads: bool = False
@@ -60,13 +88,27 @@ class LoadOptions:
         if self.quantization not in QUANTIZATION_CHOICES:
             raise UsageError(f"quantization must be one of {', '.join(QUANTIZATION_CHOICES)}, "
                              f"got {self.quantization!r}")
+        if self.quantization_backend not in QUANTIZATION_BACKEND_CHOICES:
+            raise UsageError(f"quantization_backend must be one of {', '.join(QUANTIZATION_BACKEND_CHOICES)}, "
+                             f"got {self.quantization_backend!r}")
         if not is_valid_device(str(self.device)):
             raise UsageError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if self.quantization != "none" and self.precision == "fp32":
-            raise UsageError("quantized models compute in 16 bit: use precision bf16 or fp16")
+        if self.quantization == "none":
+            return
+        backend = resolve_quantization_backend(self.quantization_backend, self.device)
+        if backend == "bitsandbytes" and self.precision == "fp32":
+            raise UsageError("bitsandbytes' quantized layers compute in 16 bit: use precision bf16 or fp16 "
+                             "(or quantization_backend torchao, which also computes in fp32)")
+        if (backend == "torchao" and self.quantization == "4bit" and self.precision not in ("auto", "bf16")
+                and _is_cuda(self.device)):
+            raise UsageError("torchao's int4 kernel on CUDA (tinygemm) computes in bf16: use precision bf16 or auto")
 
     def resolved(self) -> "LoadOptions":
-        """A copy with ``auto`` precision replaced by the concrete choice."""
+        """A copy with ``auto`` precision and backend replaced by the concrete choices (the backend
+        stays ``auto`` only when nothing is quantized)."""
         from dataclasses import replace
 
-        return replace(self, precision=resolve_precision(self.precision, self.quantization, self.device))
+        backend = (self.quantization_backend if self.quantization == "none"
+                   else resolve_quantization_backend(self.quantization_backend, self.device))
+        return replace(self, quantization_backend=backend,
+                       precision=resolve_precision(self.precision, self.quantization, self.device, backend))

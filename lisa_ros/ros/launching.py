@@ -24,6 +24,7 @@ PARAMETER_ARGUMENTS: dict[str, tuple[str, ...]] = {
     "model": ("model",),
     "vision_tower": ("vision_tower",),
     "quantization": ("quantization",),
+    "quantization_backend": ("quantization_backend",),
     "precision": ("precision",),
     "device": ("device",),
     "autostart": ("autostart",),

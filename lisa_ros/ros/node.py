@@ -150,10 +150,12 @@ class LisaNode(LifecycleNodeMixin, Node):
             from lisa_ros.sessions import FrameCache, SessionStore
 
             self.get_logger().info(f"loading {config.model} (precision {config.precision}, quantization "
-                                   f"{config.quantization}, device {config.device}); this can take minutes")
+                                   f"{config.quantization} by {config.quantization_backend}, device {config.device}); "
+                                   "this can take minutes")
             started = time.monotonic()
             loaded = load_lisa(config.model, LoadOptions(
-                precision=config.precision, quantization=config.quantization, device=config.device,
+                precision=config.precision, quantization=config.quantization,
+                quantization_backend=config.quantization_backend, device=config.device,
                 vision_tower=config.vision_tower or None, quantize_heads=config.quantize_heads))
             self.engine = LisaEngine(loaded)  # generation options are passed per request
         except Exception as exc:  # the node stays alive, unconfigured, and says why

@@ -1,6 +1,6 @@
 """The node's parameters: one table, declared with descriptors, validated in one place.
 
-The model parameters (model, vision_tower, precision, quantization, quantize_heads, device) can
+The model parameters (model, vision_tower, precision, quantization, quantization_backend, quantize_heads, device) can
 change only while the node is unconfigured (deactivate, cleanup, set, configure: a reload).
 Read-only parameters (cameras, queue and cache sizes, autostart) are fixed at start. The others
 change at run time with ``ros2 param set`` and are read once per request (:class:`LiveParameters`).
@@ -20,13 +20,19 @@ from pathlib import Path
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.parameter import Parameter
 
-from lisa_ros.model.options import PRECISION_CHOICES, QUANTIZATION_CHOICES, is_valid_device
+from lisa_ros.model.options import (
+    PRECISION_CHOICES,
+    QUANTIZATION_BACKEND_CHOICES,
+    QUANTIZATION_CHOICES,
+    is_valid_device,
+)
 from lisa_ros.model.prompts import DEFAULT_EXPLAIN_SUFFIX, DEFAULT_SEGMENT_SUFFIX
 
 # Offered unchanged: "auto" precision is resolved by load_lisa, not here.
 CHOICES = {
     "precision": PRECISION_CHOICES,
     "quantization": QUANTIZATION_CHOICES,
+    "quantization_backend": QUANTIZATION_BACKEND_CHOICES,
 }
 
 
@@ -45,7 +51,10 @@ SPECS = [
                               "offline model shipped with lisa_ros); changes need a reload"),
     Spec("vision_tower", "", "CLIP tower folder or hub id; empty = the one in the checkpoint's config.json"),
     Spec("precision", "auto", "fp32 | bf16 | fp16 | auto (CUDA: bf16, fp16 when quantized; CPU: fp32, bf16 when quantized)"),
-    Spec("quantization", "none", "none | 4bit (NF4) | 8bit (LLM.int8); SAM always stays 16-bit; 4bit fits a 7B in ~5 GB"),
+    Spec("quantization", "none", "none | 4bit | 8bit of the language model; SAM always stays 16-bit; 4bit fits a 7B in ~5 GB"),
+    Spec("quantization_backend", "auto", "bitsandbytes (4bit NF4, 8bit LLM.int8) | torchao (int4/int8 weight-only; any "
+                                         "CUDA device incl. Jetson, and the CPU) | auto (torchao on aarch64/Jetson or "
+                                         "without bitsandbytes, else bitsandbytes)"),
     Spec("quantize_heads", False, "also quantize lm_head, mm_projector, text_hidden_fcs (official behaviour)"),
     Spec("device", "auto", "auto | cpu | cuda | cuda:N"),
     Spec("max_new_tokens", 512, "generation limit per answer (tokens)", low=1, high=4096),
@@ -80,7 +89,8 @@ SPECS = [
 # Parameters naming what is loaded: run-time changes are limited to model_roots.
 MODEL_SOURCE_PARAMETERS = ("model", "vision_tower")
 # Parameters the loaded model depends on: changeable only while unconfigured (then configure).
-RELOAD_PARAMETERS = {"model", "vision_tower", "precision", "quantization", "quantize_heads", "device"}
+RELOAD_PARAMETERS = {"model", "vision_tower", "precision", "quantization", "quantization_backend", "quantize_heads",
+                     "device"}
 # Parameters read per request (``ros2 param set`` applies to the next request): the rest.
 LIVE_PARAMETERS = [s.name for s in SPECS if not s.read_only and s.name not in RELOAD_PARAMETERS]
 
@@ -142,6 +152,7 @@ class NodeConfig:
     vision_tower: str
     precision: str
     quantization: str
+    quantization_backend: str
     quantize_heads: bool
     device: str
     max_new_tokens: int

@@ -86,8 +86,10 @@ def write_tokenizer_files(folder: Path, layout: str = "7b", vocab_size: int = 38
 
 
 def write_tiny_clip_folder(folder: Path, image_size: int = 56, patch_size: int = 14,
-                           hidden_size: int = 32, seed: int = 0) -> Path:
-    """A full random ``CLIPModel`` (text + vision) folder with its preprocessor config."""
+                           hidden_size: int = 32, seed: int = 0, num_layers: int = 3, num_heads: int = 2,
+                           intermediate_size: int | None = None) -> Path:
+    """A full random ``CLIPModel`` (text + vision) folder with its preprocessor config (the
+    vision tower: ``num_layers`` x ``hidden_size``, ``intermediate_size`` default 2x)."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
     torch.manual_seed(seed)
@@ -95,8 +97,9 @@ def write_tiny_clip_folder(folder: Path, image_size: int = 56, patch_size: int =
         text_config=dict(hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
                          num_attention_heads=2, vocab_size=128, max_position_embeddings=16,
                          bos_token_id=0, eos_token_id=1, pad_token_id=1),
-        vision_config=dict(hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=3,
-                           num_attention_heads=2, image_size=image_size, patch_size=patch_size),
+        vision_config=dict(hidden_size=hidden_size, intermediate_size=intermediate_size or 2 * hidden_size,
+                           num_hidden_layers=num_layers, num_attention_heads=num_heads, image_size=image_size,
+                           patch_size=patch_size),
         projection_dim=16,
     )
     CLIPModel(config).save_pretrained(folder)
@@ -123,23 +126,33 @@ def write_tiny_lisa_checkpoint(
     seed: int = 0,
     vocab_size: int = 384,
     emit_seg: bool = False,
+    intermediate_size: int | None = None,
+    clip_layers: int = 3,
+    clip_heads: int = 2,
+    clip_intermediate_size: int | None = None,
+    dtype: torch.dtype | None = None,
+    init_device: str = "cpu",
 ) -> Path:
     """Write a random LISA checkpoint folder in the released layout; returns the folder.
 
     ``vision_tower``: the CLIP folder to record in config.json; by default a tiny one is written
     to ``<folder>/../<name>-clip``. ``emit_seg``: edit ``lm_head`` so that greedy decoding says
     ``[SEG]`` where the random model would say its most frequent word (see
-    :func:`make_seg_frequent`), so masks come out of every question.
+    :func:`make_seg_frequent`), so masks come out of every question. ``intermediate_size``: the
+    MLP width (default 2x hidden). ``dtype``: the stored dtype (default fp32, as initialised).
+    ``init_device``: where the random model is initialised ("cuda" makes a 7B-sized one in seconds).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if vision_tower is None:
         vision_tower = write_tiny_clip_folder(folder.parent / f"{folder.name}-clip", image_size=clip_image_size,
-                                              patch_size=clip_patch_size, hidden_size=clip_hidden_size, seed=seed)
+                                              patch_size=clip_patch_size, hidden_size=clip_hidden_size, seed=seed,
+                                              num_layers=clip_layers, num_heads=clip_heads,
+                                              intermediate_size=clip_intermediate_size)
     added = write_tokenizer_files(folder, layout, vocab_size)
     total_vocab = max(added.values()) + 1
     config = LisaConfig(
-        vocab_size=total_vocab, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+        vocab_size=total_vocab, hidden_size=hidden_size, intermediate_size=intermediate_size or 2 * hidden_size,
         num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
         max_position_embeddings=512, rms_norm_eps=1e-6, bos_token_id=1, eos_token_id=2, pad_token_id=0,
         vision_tower=str(vision_tower), mm_vision_tower=str(vision_tower), mm_hidden_size=clip_hidden_size,
@@ -147,13 +160,15 @@ def write_tiny_lisa_checkpoint(
     )
     config.set_sam(sam)
     torch.manual_seed(seed)
-    model = LisaForCausalLM(config).eval()
+    with torch.device(init_device):
+        model = LisaForCausalLM(config).eval()
     # Random init leaves the decoder's output near zero everywhere; spread the [SEG] projection so
     # masks of a random model are not all empty (nothing else depends on this).
     with torch.no_grad():
         model.model.text_hidden_fcs[0][2].weight.mul_(20.0)
 
-    weight_map = save_released_checkpoint(model, folder, shards=shards, extra_config={"sam_config": asdict(sam)})
+    weight_map = save_released_checkpoint(model, folder, shards=shards, dtype=dtype, extra_config={"sam_config": asdict(sam)})
+    del model
     if emit_seg:
         make_seg_frequent(folder, weight_map["lm_head.weight"])
     return folder

@@ -425,13 +425,16 @@ class LisaEngine:
     def teacher_forced_seg_states(self, frame: EncodedFrame, ids: list[int]) -> torch.Tensor:
         """The official computation: one full-sequence forward over ``ids`` (prompt and answer,
         one -200 placeholder), then :func:`~lisa_ros.model.modeling.gather_seg_states`. Returns ``[N, H]``."""
-        hidden = self.model.model(inputs_embeds=self._inputs_embeds(ids, frame), use_cache=False).last_hidden_state[0]
-        return gather_seg_states(hidden, ids, self.seg_token_id, frame.image_tokens.shape[1])
+        return gather_seg_states(self._full_sequence_states(frame, ids), ids, self.seg_token_id,
+                                 frame.image_tokens.shape[1])
 
     @torch.inference_mode()
     def next_token_logits(self, frame: EncodedFrame, ids: list[int]) -> torch.Tensor:
         """``[V]`` float32 logits of the token after ``ids`` (a prompt from :meth:`build_prompt`
         encoded with its -200 placeholder, plus any teacher-forced answer tokens): one
         full-sequence forward, no cache. For probes and for comparing loadings of one model."""
-        hidden = self.model.model(inputs_embeds=self._inputs_embeds(ids, frame), use_cache=False).last_hidden_state
-        return self.model.lm_head(hidden[0, -1]).float()
+        return self.model.lm_head(self._full_sequence_states(frame, ids)[-1]).float()
+
+    def _full_sequence_states(self, frame: EncodedFrame, ids: list[int]) -> torch.Tensor:
+        """``[L + P - 1, H]`` final hidden states of one forward over ``ids``, no cache."""
+        return self.model.model(inputs_embeds=self._inputs_embeds(ids, frame), use_cache=False).last_hidden_state[0]

@@ -5,8 +5,8 @@ warning per optional kernel library this machine cannot load (``_C_mxfp8``, ``_C
 MX-FP8 and Hopper kernels, unused by int8/int4 weight-only), and torch one deprecation warning per
 torchao enum it registers, then and later (``<enum ...> is an Enum subclass and is now natively
 supported by torch.compile``). :func:`import_torchao_quietly` imports torchao first with its records
-collected and summarised in one debug line, and drops torch's enum deprecation for good; :mod:`lisa_ros.model.configuration` and
-:mod:`lisa_ros.model.modeling` call it before importing transformers. Imports torch only when
+collected and summarised in one debug line, and drops torch's enum deprecation for good;
+:mod:`lisa_ros.model.configuration` and :mod:`lisa_ros.model.modeling` call it before importing transformers. Imports torch only when
 torchao is installed.
 """
 from __future__ import annotations
@@ -33,14 +33,15 @@ def import_torchao_quietly():
             pytree.addFilter(_not_an_enum_deprecation)
         with captured_records(*NOISY_LOGGERS) as records:
             import torchao  # noqa: F401
-        skipped = [record.getMessage().split(":")[0].rsplit("/", 1)[-1]
-                   for record in records if record.getMessage().startswith("Failed to load")]
+        skipped = []
+        for message in (record.getMessage() for record in records):
+            if message.startswith("Failed to load"):
+                skipped.append(message.split(":")[0].rsplit("/", 1)[-1])
+            else:  # anything else (an older torch: "Skipping import of cpp extensions ...")
+                log.debug("torchao: %s", message)
         if skipped:
             log.debug("torchao: optional kernel libraries not loaded (not used by int8/int4 weight-only): %s",
                       ", ".join(skipped))
-        for record in records:  # anything else (an older torch: "Skipping import of cpp extensions ...")
-            if not record.getMessage().startswith("Failed to load"):
-                log.debug("torchao: %s", record.getMessage())
     import torchao.quantization
 
     return torchao.quantization
@@ -56,14 +57,13 @@ class captured_records:
         self.records: list[logging.LogRecord] = []
         self.handler = logging.Handler()
         self.handler.emit = self.records.append
-        self.saved = [(logger.propagate, logger.level, list(logger.handlers)) for logger in self.loggers]
+        self.saved = [(logger.propagate, list(logger.handlers)) for logger in self.loggers]
         for logger in self.loggers:
             logger.handlers = [self.handler]
             logger.propagate = False
         return self.records
 
     def __exit__(self, *exc_info) -> None:
-        for logger, (propagate, level, handlers) in zip(self.loggers, self.saved):
+        for logger, (propagate, handlers) in zip(self.loggers, self.saved):
             logger.handlers = handlers
             logger.propagate = propagate
-            logger.setLevel(level)

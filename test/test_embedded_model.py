@@ -154,9 +154,6 @@ def test_node_answers_held_out_scenes_exactly_as_the_engine_does(ros_domain, spa
     """The node (default model parameter = the embedded model) against the ROS-free engine on the
     same held-out scenes: same answer text and the same mask, whatever the image encoding or size.
     A channel swap or a size/padding slip in the node's conversions changes the masks."""
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-
     from lisa_ros.engine import LisaEngine
     from lisa_ros.evaluate.metrics import intersection_union, query_iou
     from lisa_ros.engine import GenerationOptions
@@ -175,27 +172,7 @@ def test_node_answers_held_out_scenes_exactly_as_the_engine_does(ros_domain, spa
         expected.append((answer.text, answer.masks[0].mask if answer.masks else np.zeros(rgb.shape[:2], bool)))
     del engine
 
-    spawn(ros_domain, "lisa_node_with_faults.py", "--ros-args", "-p", "max_new_tokens:=48", ready_timeout=120)
-    ctx = ros_domain.context()
-    node = rclpy.create_node("e2e_client", context=ctx)
-    executor = SingleThreadedExecutor(context=ctx)
-    executor.add_node(node)
-    client = node.create_client(ReasonSegment, "/lisa_ros/reason_segment")
-    assert client.wait_for_service(timeout_sec=120)
-
-    def ask(request):
-        future = client.call_async(request)
-        executor.spin_until_future_complete(future, timeout_sec=180)
-        assert future.done(), "no answer in time"
-        return future.result()
-
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:  # until configured (the model loads in the background)
-        message, _ = _variant(samples[0].rgb(), 0)
-        if ask(ReasonSegment.Request(command="ping", image=message)).error_code != ReasonSegment.Response.NOT_READY:
-            break
-        time.sleep(1.0)
-
+    node, ask = _served_node(ros_domain, spawn, _variant(samples[0].rgb(), 0)[0])
     truth_ious = []
     for index, (sample, (text, mask)) in enumerate(zip(samples, expected)):
         message, rgb = _variant(sample.rgb(), index)
@@ -215,3 +192,188 @@ def test_node_answers_held_out_scenes_exactly_as_the_engine_does(ros_domain, spa
     giou = float(np.mean(truth_ious))
     print(f"\nnode on {len(truth_ious)} held-out scenes: gIoU {giou:.3f} (per scene {np.round(truth_ious, 2).tolist()})")
     assert giou >= GIOU_FLOOR, truth_ious
+
+
+def _served_node(ros_domain, spawn, image, *parameters: str):
+    """The node (``max_new_tokens`` 48 and ``parameters``) in its own process, once it serves:
+    (client node, ask(request) -> response)."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from lisa_ros.srv import ReasonSegment
+
+    arguments = [item for parameter in ("max_new_tokens:=48", *parameters) for item in ("-p", parameter)]
+    spawn(ros_domain, "lisa_node_with_faults.py", "--ros-args", *arguments, ready_timeout=120)
+    ctx = ros_domain.context()
+    node = rclpy.create_node("e2e_client", context=ctx)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    client = node.create_client(ReasonSegment, "/lisa_ros/reason_segment")
+    assert client.wait_for_service(timeout_sec=120)
+
+    def ask(request):
+        future = client.call_async(request)
+        executor.spin_until_future_complete(future, timeout_sec=180)
+        assert future.done(), "no answer in time"
+        return future.result()
+
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:  # until configured (the model loads in the background)
+        response = ask(ReasonSegment.Request(command="ping", image=image))
+        if response.error_code != ReasonSegment.Response.NOT_READY:
+            return node, ask
+        time.sleep(1.0)
+    raise AssertionError(f"the node did not configure in time: {response.message}")
+
+
+def _model_diagnostics(ros_domain) -> dict[str, str]:
+    """The values of the served node's model status on /diagnostics (the next array published)."""
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
+
+    arrays = []
+    node = rclpy.create_node("diagnostics_client", context=ros_domain.context())
+    node.create_subscription(DiagnosticArray, "/diagnostics", arrays.append, 10)
+    executor = SingleThreadedExecutor(context=ros_domain.context())
+    executor.add_node(node)
+    deadline = time.monotonic() + 10
+    while not arrays and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.2)
+    executor.remove_node(node)
+    node.destroy_node()
+    assert arrays, "no /diagnostics within 10 s"
+    status = next(s for s in arrays[-1].status if s.name.endswith(": model"))
+    return {value.key: value.value for value in status.values}
+
+
+# ------------------------------------------------------------------- torchao on the CPU (issue 15)
+TORCHAO_SCENES = 6  # one of each query type
+# torchao int8 weight-only (fp32 compute) against fp32, measured on the first 12 held-out test
+# scenes (2026-11-30, torch 2.13 + torchao 0.18, CPU): largest |logit difference| of the first
+# answer token 0.354 of the fp32 logits' std (0.20..0.35 per scene), the same answer text on
+# 12 of 12, first masks' IoU mean 0.996 (min 0.985). int4 (groups of 32) on this 135M model is
+# not close: 4 of 12 answers unchanged, mask IoU mean 0.63 (README, "Quantization"); it is
+# tested on the tiny checkpoint (test_model.py), not held to fp32's answers here.
+TORCHAO_LOGIT_BOUND = 0.5  # max |logit difference| / std of the fp32 logits
+TORCHAO_MASK_IOU = 0.95  # mean IoU of the first masks against fp32's
+
+
+def _torchao_options(quantization: str):
+    from lisa_ros.model.options import LoadOptions
+
+    return LoadOptions(precision="fp32", quantization=quantization, quantization_backend="torchao", device="cpu")
+
+
+def test_torchao_int8_keeps_the_embedded_models_logits_and_masks_close_to_fp32(tmp_path_factory, folder):
+    """torchao int8 weight-only (the language model's layers; SAM, projector and heads as trained)
+    against fp32 on held-out scenes: the first answer token's logits within
+    TORCHAO_LOGIT_BOUND of the fp32 logits' spread, the same first token, and first masks of mean
+    IoU >= TORCHAO_MASK_IOU against the fp32 masks (a "nothing fits" answer counts 1 when both
+    refuse, 0 when one does)."""
+    quantization = "8bit"
+    from lisa_ros.engine import GenerationOptions, LisaEngine
+    from lisa_ros.evaluate.metrics import intersection_union, query_iou
+    from lisa_ros.model.loading import load_lisa
+    from lisa_ros.model.options import LoadOptions
+
+    samples = _held_out_scenes(tmp_path_factory)[:TORCHAO_SCENES]
+    full = LisaEngine(load_lisa("embedded", LoadOptions(precision="fp32", device="cpu")), GenerationOptions(max_new_tokens=48))
+    quantized = LisaEngine(load_lisa("embedded", _torchao_options(quantization)), GenerationOptions(max_new_tokens=48))
+    spreads, ious, lines = [], [], []
+    for sample in samples:
+        rgb = sample.rgb()
+        frames = full.encode_frame(rgb), quantized.encode_frame(rgb)
+        prompt, _ = full.build_prompt(sample.texts[0], explain=False)
+        ids = full.tokenizer.encode_with_image(prompt)
+        reference, logits = full.next_token_logits(frames[0], ids), quantized.next_token_logits(frames[1], ids)
+        assert int(logits.argmax()) == int(reference.argmax())
+        spreads.append(float((logits - reference).abs().max() / reference.std()))
+        (expected, _), (got, _) = full.answer(frames[0], sample.texts[0]), quantized.answer(frames[1], sample.texts[0])
+        if expected.masks and got.masks:
+            ious.append(query_iou(*intersection_union(got.masks[0].mask, expected.masks[0].mask)))
+        else:
+            ious.append(float(not expected.masks and not got.masks))
+        lines.append(f"{spreads[-1]:.3f} {ious[-1]:.3f} {expected.text!r} / {got.text!r}")
+    print(f"\ntorchao {quantization}: max logit difference / std {max(spreads):.3f}, mask IoU {np.mean(ious):.3f}\n"
+          + "\n".join(lines))
+    assert max(spreads) <= TORCHAO_LOGIT_BOUND, lines
+    assert np.mean(ious) >= TORCHAO_MASK_IOU, lines
+
+
+@pytest.mark.ros
+def test_torchao_int8_end_to_end_through_the_cli_and_the_node(ros_domain, spawn, tmp_path_factory, folder, tmp_path):
+    """`lisa-ros segment --quantization 8bit --quantization-backend torchao` and the node with
+    ``quantization:=8bit quantization_backend:=torchao`` give the in-process torchao engine's
+    answers and masks on held-out scenes."""
+    import subprocess
+    import sys
+
+
+    from lisa_ros.engine import GenerationOptions, LisaEngine
+    from lisa_ros.evaluate.metrics import intersection_union, query_iou
+    from lisa_ros.model.loading import load_lisa
+    from lisa_ros.model.options import LoadOptions
+    from lisa_ros.ros.conversions import image_to_numpy, numpy_to_image
+    from lisa_ros.srv import ReasonSegment
+
+    samples = _held_out_scenes(tmp_path_factory)[:2]
+    engine = LisaEngine(load_lisa("embedded", _torchao_options("8bit")), GenerationOptions(max_new_tokens=48))
+    expected = [engine.answer(sample.rgb(), sample.texts[0])[0] for sample in samples]
+    del engine
+
+    def same_mask(got: np.ndarray, answer) -> bool:
+        want = answer.masks[0].mask if answer.masks else np.zeros(got.shape, bool)
+        return (not got.any() and not want.any()) or query_iou(*intersection_union(got, want)) > 0.98
+
+    # The CLI
+    lisa_ros = str(Path(sys.executable).parent / "lisa-ros")
+    image = tmp_path / "scene.png"
+    cv2.imwrite(str(image), samples[0].rgb()[..., ::-1])
+    run = subprocess.run([lisa_ros, "segment", "--model", "embedded", "--image", str(image), "--prompt", samples[0].texts[0],
+                          "--precision", "fp32", "--quantization", "8bit", "--quantization-backend", "torchao",
+                          "--max-new-tokens", "48", "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Failed to load" not in run.stderr  # torchao's import noise is summarised, not printed
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["answer"] == expected[0].text
+    mask_files = result["masks"]
+    got = cv2.imread(str(tmp_path / "out" / mask_files[0]), cv2.IMREAD_GRAYSCALE) > 0 if mask_files else \
+        np.zeros(samples[0].rgb().shape[:2], bool)
+    assert same_mask(got, expected[0])
+
+    # The node: its diagnostics say what it loaded, and its weights are the int8 model's
+    node, ask = _served_node(ros_domain, spawn, numpy_to_image(samples[0].rgb(), "rgb8"), "precision:=fp32",
+                             "quantization:=8bit", "quantization_backend:=torchao")
+    model_status = _model_diagnostics(ros_domain)
+    assert model_status["quantization"] == "8bit" and model_status["quantization_backend"] == "torchao"
+    fp32_weights = load_lisa("embedded", LoadOptions(precision="fp32", device="cpu")).memory_bytes()["lisa"] / 2**20
+    assert float(model_status["memory_weights_mb"]) < 0.6 * fp32_weights  # measured 360 of 663 MB
+    for sample, answer in zip(samples, expected):
+        response = ask(ReasonSegment.Request(command=sample.texts[0], image=numpy_to_image(sample.rgb(), "rgb8")))
+        assert response.success, response.message
+        assert response.result.answer == answer.text
+        masks = response.result.masks
+        assert same_mask(image_to_numpy(masks[0]) > 0 if masks else np.zeros(sample.rgb().shape[:2], bool), answer)
+    node.destroy_node()
+
+
+def test_embedded_benchmark_times_every_variant_with_the_same_masks(tmp_path, folder):
+    """bench/embedded.py (issue 15 item 3) on one held-out scene and one timed round: each variant
+    reaches the table and the JSON; the encoder's faster path gives "before"'s answer and mask."""
+    import subprocess
+    import sys
+
+    bench = Path(__file__).resolve().parent.parent / "bench" / "embedded.py"
+    out = tmp_path / "embedded.json"
+    run = subprocess.run([sys.executable, str(bench), "--scenes", "1", "--rounds", "2", "--json", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert list(report["variants"]) == ["before", "encoder", "encoder+int8"]
+    assert report["timed_requests_per_variant"] == 1
+    for name, variant in report["variants"].items():
+        assert variant["median_s"]["total"] > variant["median_s"]["sam_encoder"] > 0, name
+    encoder = report["variants"]["encoder"]
+    assert encoder["same_answer"] == 1 and encoder["mask_iou_vs_before"] > 0.98
+    assert "ratio (total)" in run.stdout and "mask IoU vs before" in run.stdout

@@ -17,8 +17,16 @@ Layout (defaults, read off the checkpoint)::
       neck          1x1 conv, LayerNorm2d, 3x3 conv, LayerNorm2d                -> [B, 256, 64, 64]
 
 Stage 0 works on ``[B, C, H, W]`` maps; the attention stages on token sequences ``[B, H*W, C]``
-(row-major). BatchNorm layers stay real ``BatchNorm2d`` modules (no folding), so call ``eval()``
-before inference.
+(row-major). BatchNorm layers stay real ``BatchNorm2d`` modules, so the state dict keeps the
+checkpoint's keys; call ``eval()`` before inference.
+
+Inference (``eval()``) takes a faster path with the same arithmetic up to float rounding
+(docs/PERFORMANCE.md, "Embedded request on the CPU"): each BatchNorm is folded into its
+convolution's weight and bias on the fly, the maps are channels-last, and the full-resolution
+MBConv blocks run in bands of rows, so that their 4x-expanded hidden map (64 MB for one 256 px image)
+is never materialised: the CPU keeps a band in cache instead of streaming the whole map through
+memory four times. Training mode runs the plain layer-by-layer path (BatchNorm statistics), and
+:func:`set_fast_inference` switches the faster path off (benchmarks and tests compare the two).
 """
 from __future__ import annotations
 
@@ -34,13 +42,32 @@ class ConvBN(nn.Sequential):
     """``Conv2d`` without bias followed by ``BatchNorm2d`` (children ``c`` and ``bn``).
 
     ``[B, in_ch, H, W] -> [B, out_ch, H', W']`` with ``H' = (H + 2 * padding - kernel) // stride + 1``.
+    In ``eval()`` the BatchNorm is folded into the convolution (one pass over the map instead of two).
     """
+
+    fast_inference = True
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int = 1, stride: int = 1, padding: int = 0,
                  groups: int = 1) -> None:
         super().__init__()
         self.add_module("c", nn.Conv2d(in_ch, out_ch, kernel, stride, padding, groups=groups, bias=False))
         self.add_module("bn", nn.BatchNorm2d(out_ch))
+
+    def folded(self) -> tuple[Tensor, Tensor]:
+        """The convolution weight ``[out, in / groups, k, k]`` and bias ``[out]`` that equal conv
+        then BatchNorm with its running statistics. Written out rather than taken from
+        ``torch.nn.utils.fusion.fuse_conv_bn_weights``, which returns new leaf Parameters and so
+        would cut gradients to the module's own weights."""
+        bn = self.bn
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        return self.c.weight * scale[:, None, None, None], bn.bias - bn.running_mean * scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training or not self.fast_inference:
+            return self.bn(self.c(x))
+        weight, bias = self.folded()
+        conv = self.c
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 class PatchEmbed(nn.Module):
@@ -66,8 +93,13 @@ class PatchEmbed(nn.Module):
 class MBConv(nn.Module):
     """Inverted residual block: 1x1 expand, 3x3 depthwise, 1x1 project, residual, GELU.
 
-    ``[B, C, H, W] -> [B, C, H, W]``; the hidden width is ``C * expand_ratio``.
+    ``[B, C, H, W] -> [B, C, H, W]``; the hidden width is ``C * expand_ratio``. In ``eval()`` the
+    map is processed in bands of ``band_rows`` rows (each with one row of context above and below
+    for the 3x3 depthwise convolution), channels-last; ``band_rows=0`` turns banding off.
     """
+
+    band_rows = 16  # 16 rows of a 256-wide map with 256 hidden channels: a 4 MB hidden band
+    fast_inference = True
 
     def __init__(self, dim: int, expand_ratio: float = 4.0) -> None:
         super().__init__()
@@ -78,9 +110,27 @@ class MBConv(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x: Tensor) -> Tensor:
+        if not self.training and self.fast_inference and self.band_rows and x.shape[2] > self.band_rows:
+            return self._forward_banded(x.contiguous(memory_format=torch.channels_last))
         y = self.act(self.conv1(x))
         y = self.act(self.conv2(y))
         return self.act(x + self.conv3(y))
+
+    def _forward_banded(self, x: Tensor) -> Tensor:
+        """The same block, ``band_rows`` output rows at a time. A band's hidden map is computed
+        for its rows plus one context row on each side inside the image; the depthwise
+        convolution then zero-pads by one as usual, and of its outputs only the band's own rows
+        are kept (at the image's top and bottom edges the zero padding is the original padding;
+        elsewhere the padded rows feed only outputs that are dropped)."""
+        height = x.shape[2]
+        out = torch.empty_like(x)
+        for top in range(0, height, self.band_rows):
+            bottom = min(top + self.band_rows, height)
+            first, last = max(top - 1, 0), min(bottom + 1, height)
+            hidden = self.act(self.conv1(x[:, :, first:last]))
+            hidden = self.act(self.conv2(hidden))[:, :, top - first:top - first + bottom - top]
+            out[:, :, top:bottom] = self.act(x[:, :, top:bottom] + self.conv3(hidden))
+        return out
 
 
 class PatchMerging(nn.Module):
@@ -100,12 +150,18 @@ class PatchMerging(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() == 3:
-            height, width = self.resolution
-            x = x.transpose(1, 2).reshape(x.shape[0], -1, height, width)
+            x = tokens_to_map(x, self.resolution)
         x = self.act(self.conv1(x))
         x = self.act(self.conv2(x))
         x = self.conv3(x)
-        return x.flatten(2).transpose(1, 2)
+        return x.flatten(2).transpose(1, 2)  # a channels-last map gives contiguous tokens here, without a copy
+
+
+def tokens_to_map(tokens: Tensor, resolution: tuple[int, int]) -> Tensor:
+    """Row-major tokens ``[B, H*W, C]`` -> the map ``[B, C, H, W]`` as a channels-last view of the
+    same memory (no copy when ``tokens`` is contiguous)."""
+    height, width = resolution
+    return tokens.reshape(tokens.shape[0], height, width, tokens.shape[2]).permute(0, 3, 1, 2)
 
 
 def relative_offset_index(window: int) -> Tensor:
@@ -147,9 +203,9 @@ class Attention(nn.Module):
         q, k, v = qkv.permute(3, 0, 2, 1, 4).unbind(0)  # each [B', heads, N, head_dim]
         if self._bias_index is None or self._bias_index.device != x.device:
             self._bias_index = relative_offset_index(self.window).to(x.device)
-        bias = self.attention_biases[:, self._bias_index]  # [heads, N, N]
-        attn = (q @ k.transpose(-2, -1)) * self.scale + bias
-        out = attn.softmax(dim=-1) @ v
+        bias = self.attention_biases[:, self._bias_index]  # [heads, N, N], added to the logits
+        # softmax(q k^T * scale + bias) v, with SDPA's default scale head_dim ** -0.5 == self.scale
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
 
 
@@ -200,11 +256,8 @@ class TinyViTBlock(nn.Module):
         return grid[:, :height, :width].reshape(batch, height * width, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        batch, tokens, dim = x.shape
-        height, width = self.resolution
         x = x + self._windowed_attention(x)
-        x = self.local_conv(x.transpose(1, 2).reshape(batch, dim, height, width))
-        x = x.flatten(2).transpose(1, 2)
+        x = self.local_conv(tokens_to_map(x, self.resolution)).flatten(2).transpose(1, 2)
         return x + self.mlp(x)
 
 
@@ -277,6 +330,15 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def set_fast_inference(encoder: nn.Module, enabled: bool) -> None:
+    """Switch eval()'s faster path (folded BatchNorm, channels-last maps, banded MBConv) on or off
+    in every TinyViT part of ``encoder``. Both paths compute the same function (test_tiny_vit.py
+    bounds the difference); ``bench/embedded.py`` times one against the other."""
+    for module in encoder.modules():
+        if isinstance(module, (ConvBN, MBConv, TinyViT)):
+            module.fast_inference = enabled
+
+
 class TinyViT(nn.Module):
     """TinyViT image encoder with a SAM neck: ``[B, 3, img_size, img_size] -> [B, out_chans, G, G]``.
 
@@ -285,6 +347,8 @@ class TinyViT(nn.Module):
     ``num_heads[i]``/``window_sizes[i]`` apply (entry 0 of both is unused, kept for symmetry).
     ``merge_strides[i]`` is the stride of the PatchMerging after stage ``i`` (the last stage has none).
     """
+
+    fast_inference = True  # eval(): channels-last maps (set_fast_inference)
 
     def __init__(
         self,
@@ -327,9 +391,11 @@ class TinyViT(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``[B, 3, img_size, img_size]`` normalised pixels -> ``[B, out_chans, G, G]``."""
+        if not self.training and self.fast_inference:
+            x = x.contiguous(memory_format=torch.channels_last)  # the convolutions' fast layout on the CPU
         x = self.patch_embed(x)
         for layer in self.layers:
             x = layer(x)
         if x.dim() == 3:  # tokens [B, G*G, C] -> map [B, C, G, G]
-            x = x.transpose(1, 2).reshape(x.shape[0], -1, self.embedding_size, self.embedding_size)
-        return self.neck(x)
+            x = tokens_to_map(x, (self.embedding_size, self.embedding_size))
+        return self.neck(x).contiguous()

@@ -275,6 +275,8 @@ class LisaNode(LifecycleNodeMixin, Node):
                 model_info.update(device=str(loaded.device), hardware=self._hardware_id,
                                   precision=str(loaded.dtype).replace("torch.", ""),
                                   quantization=loaded.options.quantization)
+                if loaded.options.quantization != "none":
+                    model_info["quantization_backend"] = loaded.options.quantization_backend
                 memory = {"weights": self._weights_bytes}
                 if loaded.device.type == "cuda":
                     import torch

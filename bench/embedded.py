@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""The embedded model's request on the CPU: before and after the faster path, in one run.
+
+Each request is what the node does for a new camera frame: preprocess, SAM (TinyViT) encoder,
+image tokens, prefill, greedy decoding with the KV cache, and a mask decoded at each [SEG]
+(``LisaEngine.answer`` on a raw image, nothing cached between requests). Variants:
+
+* ``before``: TinyViT layer by layer (``set_fast_inference(False)``: BatchNorm as its own pass,
+  contiguous maps, MBConv on whole maps), language model in fp32;
+* ``encoder``: TinyViT's inference path (BatchNorm folded into the convolutions, channels-last
+  maps, MBConv in bands of rows), language model in fp32;
+* ``encoder+int8``: as ``encoder``, the language model's linear layers torchao int8 weight-only
+  (``quantization: 8bit``, ``quantization_backend: torchao``).
+
+The variants take turns request by request on the same held-out scenes (split "test"), so a
+neighbour that slows the machine slows all of them alike. Prints the median per stage, time to
+first mask and whole request, the ratio to ``before``, and each variant's mask IoU and answer
+agreement against ``before``.
+
+    python bench/embedded.py                    # 6 scenes x 3 rounds, about 3 minutes on 2 cores
+    python bench/embedded.py --scenes 12 --rounds 2 --json runs/bench_embedded.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lisa_ros.data.scenes import split_scene
+from lisa_ros.engine import GenerationOptions, LisaEngine
+from lisa_ros.evaluate.metrics import intersection_union, query_iou
+from lisa_ros.model.loading import load_lisa
+from lisa_ros.model.options import LoadOptions
+from lisa_ros.model.tiny_vit import set_fast_inference
+
+STAGES = ("preprocess", "objects", "sam_encoder", "prefill", "decode", "mask_decode", "time_to_first_mask", "total")
+SCENE_SEED = 2  # the generator's seed of the held-out splits (lisa-ros scenes)
+
+
+def first_mask(answer, shape: tuple[int, int]) -> np.ndarray:
+    return answer.masks[0].mask if answer.masks else np.zeros(shape, bool)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenes", type=int, default=6, help="held-out test scenes (one query type each in turn)")
+    parser.add_argument("--rounds", type=int, default=3, help="requests per scene and variant (the first is warm-up)")
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--json", help="also write the numbers to this file")
+    args = parser.parse_args()
+
+    generation = GenerationOptions(max_new_tokens=args.max_new_tokens)
+    fp32 = LisaEngine(load_lisa("embedded", LoadOptions(precision="fp32", device="cpu")), generation)
+    int8 = LisaEngine(load_lisa("embedded", LoadOptions(precision="fp32", quantization="8bit",
+                                                        quantization_backend="torchao", device="cpu")), generation)
+    variants = {"before": (fp32, False), "encoder": (fp32, True), "encoder+int8": (int8, True)}
+    scenes = [split_scene(SCENE_SEED, "test", index) for index in range(args.scenes)]
+    print(f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+          f"{len(scenes)} scenes x {args.rounds} rounds, {len(variants)} variants", flush=True)
+
+    timings: dict[str, dict[str, list[float]]] = {name: {stage: [] for stage in STAGES} for name in variants}
+    answers: dict[str, list] = {name: [None] * len(scenes) for name in variants}
+    for round_index in range(args.rounds):
+        for scene_index, scene in enumerate(scenes):
+            for name, (engine, fast) in variants.items():
+                set_fast_inference(engine.model.visual_model.image_encoder, fast)
+                answer, _ = engine.answer(scene.rgb, scene.query)
+                answers[name][scene_index] = answer
+                if round_index == 0:
+                    continue  # warm-up: allocator, oneDNN primitive caches
+                for stage in STAGES:
+                    timings[name][stage].append(answer.timings.get(stage, 0.0))
+        print(f"round {round_index + 1}/{args.rounds}: " + ", ".join(
+            f"{name} {statistics.median(timings[name]['total']):.2f} s" for name in variants if timings[name]["total"]),
+            flush=True)
+
+    report = {"threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+              "scenes": len(scenes), "timed_requests_per_variant": len(scenes) * (args.rounds - 1), "variants": {}}
+    for name in variants:
+        medians = {stage: statistics.median(values) for stage, values in timings[name].items() if values}
+        ious, same_text = [], 0
+        for scene, reference, answer in zip(scenes, answers["before"], answers[name]):
+            shape = scene.rgb.shape[:2]
+            expected, got = first_mask(reference, shape), first_mask(answer, shape)
+            ious.append(1.0 if not expected.any() and not got.any() else query_iou(*intersection_union(got, expected)))
+            same_text += answer.text == reference.text
+        report["variants"][name] = {"median_s": medians, "mask_iou_vs_before": float(np.mean(ious)),
+                                    "min_mask_iou_vs_before": float(np.min(ious)), "same_answer": same_text}
+
+    before = report["variants"]["before"]["median_s"]
+    print(f"\nmedian seconds per request ({report['timed_requests_per_variant']} timed requests per variant)")
+    print(f"{'stage':<20}" + "".join(f"{name:>14}" for name in variants))
+    for stage in STAGES:
+        print(f"{stage:<20}" + "".join(f"{report['variants'][name]['median_s'].get(stage, 0.0):>14.3f}"
+                                       for name in variants))
+    print(f"{'ratio (total)':<20}" + "".join(
+        f"{before['total'] / report['variants'][name]['median_s']['total']:>13.2f}x" for name in variants))
+    print(f"{'mask IoU vs before':<20}" + "".join(
+        f"{report['variants'][name]['mask_iou_vs_before']:>14.3f}" for name in variants))
+    print(f"{'same answer':<20}" + "".join(
+        f"{report['variants'][name]['same_answer']:>11}/{len(scenes):<2}" for name in variants))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

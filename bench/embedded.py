@@ -86,7 +86,7 @@ def main() -> None:
         for scene, reference, answer in zip(scenes, answers["before"], answers[name]):
             shape = scene.rgb.shape[:2]
             expected, got = first_mask(reference, shape), first_mask(answer, shape)
-            ious.append(1.0 if not expected.any() and not got.any() else query_iou(*intersection_union(got, expected)))
+            ious.append(query_iou(*intersection_union(got, expected)))  # 1 when both are empty (no [SEG])
             same_text += answer.text == reference.text
         report["variants"][name] = {"median_s": medians, "mask_iou_vs_before": float(np.mean(ious)),
                                     "min_mask_iou_vs_before": float(np.min(ious)), "same_answer": same_text}

@@ -21,7 +21,7 @@ Stage 0 works on ``[B, C, H, W]`` maps; the attention stages on token sequences 
 checkpoint's keys; call ``eval()`` before inference.
 
 Inference (``eval()``) takes a faster path with the same arithmetic up to float rounding
-(docs/PERFORMANCE.md, "Embedded request on the CPU"): each BatchNorm is folded into its
+(``bench/embedded.py`` times it against the plain path): each BatchNorm is folded into its
 convolution's weight and bias on the fly, the maps are channels-last, and the full-resolution
 MBConv blocks run in bands of rows, so that their 4x-expanded hidden map (64 MB for one 256 px image)
 is never materialised: the CPU keeps a band in cache instead of streaming the whole map through
@@ -187,7 +187,6 @@ class Attention(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.scale = self.head_dim ** -0.5
         self.norm = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
@@ -204,7 +203,7 @@ class Attention(nn.Module):
         if self._bias_index is None or self._bias_index.device != x.device:
             self._bias_index = relative_offset_index(self.window).to(x.device)
         bias = self.attention_biases[:, self._bias_index]  # [heads, N, N], added to the logits
-        # softmax(q k^T * scale + bias) v, with SDPA's default scale head_dim ** -0.5 == self.scale
+        # softmax(q k^T * head_dim ** -0.5 + bias) v: SDPA's default scale
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
 

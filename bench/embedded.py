@@ -38,6 +38,9 @@ from lisa_ros.model.options import LoadOptions
 from lisa_ros.model.tiny_vit import set_fast_inference
 
 STAGES = ("preprocess", "objects", "sam_encoder", "prefill", "decode", "mask_decode", "time_to_first_mask", "total")
+# Per request beside the stages: the answer's tokens, and decode seconds per generated token (answers
+# of different lengths make the decode stage alone unfair between variants that answer differently).
+PER_TOKEN = ("generated_tokens", "decode_per_token")
 SCENE_SEED = 2  # the generator's seed of the held-out splits (lisa-ros scenes)
 
 
@@ -62,7 +65,8 @@ def main() -> None:
     print(f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
           f"{len(scenes)} scenes x {args.rounds} rounds, {len(variants)} variants", flush=True)
 
-    timings: dict[str, dict[str, list[float]]] = {name: {stage: [] for stage in STAGES} for name in variants}
+    timings: dict[str, dict[str, list[float]]] = {name: {stage: [] for stage in STAGES + PER_TOKEN}
+                                                  for name in variants}
     answers: dict[str, list] = {name: [None] * len(scenes) for name in variants}
     for round_index in range(args.rounds):
         for scene_index, scene in enumerate(scenes):
@@ -74,6 +78,8 @@ def main() -> None:
                     continue  # warm-up: allocator, oneDNN primitive caches
                 for stage in STAGES:
                     timings[name][stage].append(answer.timings.get(stage, 0.0))
+                timings[name]["generated_tokens"].append(answer.generated_tokens)
+                timings[name]["decode_per_token"].append(answer.timings.get("decode", 0.0) / max(1, answer.generated_tokens))
         print(f"round {round_index + 1}/{args.rounds}: " + ", ".join(
             f"{name} {statistics.median(timings[name]['total']):.2f} s" for name in variants if timings[name]["total"]),
             flush=True)
@@ -81,14 +87,16 @@ def main() -> None:
     report = {"threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
               "scenes": len(scenes), "timed_requests_per_variant": len(scenes) * (args.rounds - 1), "variants": {}}
     for name in variants:
-        medians = {stage: statistics.median(values) for stage, values in timings[name].items() if values}
+        medians = {stage: statistics.median(timings[name][stage]) for stage in STAGES if timings[name][stage]}
         ious, same_text = [], 0
         for scene, reference, answer in zip(scenes, answers["before"], answers[name]):
             shape = scene.rgb.shape[:2]
             expected, got = first_mask(reference, shape), first_mask(answer, shape)
             ious.append(query_iou(*intersection_union(got, expected)))  # 1 when both are empty (no [SEG])
             same_text += answer.text == reference.text
-        report["variants"][name] = {"median_s": medians, "mask_iou_vs_before": float(np.mean(ious)),
+        report["variants"][name] = {"median_s": medians, **{f"median_{key}": statistics.median(timings[name][key])
+                                                            for key in PER_TOKEN if timings[name][key]},
+                                    "mask_iou_vs_before": float(np.mean(ious)),
                                     "min_mask_iou_vs_before": float(np.min(ious)), "same_answer": same_text}
 
     before = report["variants"]["before"]["median_s"]
@@ -97,6 +105,10 @@ def main() -> None:
     for stage in STAGES:
         print(f"{stage:<20}" + "".join(f"{report['variants'][name]['median_s'].get(stage, 0.0):>14.3f}"
                                        for name in variants))
+    print(f"{'answer tokens':<20}" + "".join(f"{report['variants'][name]['median_generated_tokens']:>14.0f}"
+                                              for name in variants))
+    print(f"{'decode ms per token':<20}" + "".join(
+        f"{1000 * report['variants'][name]['median_decode_per_token']:>14.1f}" for name in variants))
     print(f"{'ratio (total)':<20}" + "".join(
         f"{before['total'] / report['variants'][name]['median_s']['total']:>13.2f}x" for name in variants))
     print(f"{'mask IoU vs before':<20}" + "".join(

@@ -384,6 +384,23 @@ def test_embedded_benchmark_times_every_variant_with_the_same_masks(tmp_path, fo
     assert report["timed_requests_per_variant"] == 1
     for name, variant in report["variants"].items():
         assert variant["median_s"]["total"] > variant["median_s"]["sam_encoder"] > 0, name
+        assert variant["median_generated_tokens"] >= 1 and 0 < variant["median_decode_per_token"] < variant["median_s"]["total"], name
     encoder = report["variants"]["encoder"]
     assert encoder["same_answer"] == 1 and encoder["mask_iou_vs_before"] > 0.98
-    assert "ratio (total)" in run.stdout and "mask IoU vs before" in run.stdout
+    assert "ratio (total)" in run.stdout and "mask IoU vs before" in run.stdout and "decode ms per token" in run.stdout
+
+
+def test_language_model_dtype_benchmark_times_fp32_and_bf16(folder):
+    """bench/lm_dtype.py (issue 15 item 3: does bf16 pay off on this CPU?) at small sizes: both
+    dtypes reach the table with positive times and the ratio line."""
+    import re
+    import subprocess
+    import sys
+
+    bench = Path(__file__).resolve().parent.parent / "bench" / "lm_dtype.py"
+    run = subprocess.run([sys.executable, str(bench), "--prompt-tokens", "8", "--new-tokens", "2", "--rounds", "1"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    rows = {m[1]: (float(m[2]), float(m[3])) for m in re.finditer(r"^(fp32|bf16)\s+([\d.]+)\s+([\d.]+)$", run.stdout, re.M)}
+    assert set(rows) == {"fp32", "bf16"} and all(p > 0 and d > 0 for p, d in rows.values()), run.stdout
+    assert re.search(r"bf16 against fp32: prefill [\d.]+x, decode [\d.]+x", run.stdout), run.stdout

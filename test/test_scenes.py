@@ -43,7 +43,7 @@ def _train_outputs() -> set[str]:
         for template in phrasings["train"]:
             for cue in cues:
                 for colour in rs.COLOURS:
-                    outputs.add(template.format(cue=cue, colour=colour))
+                    outputs.add(template.format(cue=cue, Cue=cue[:1].upper() + cue[1:], colour=colour))
     return outputs
 
 
@@ -89,7 +89,16 @@ def test_phrasing_counts_and_disjoint_templates():
         assert len(set(phrasings["test"])) >= 3, query_type
         assert not set(phrasings["train"]) & set(phrasings["test"]), query_type
         for template in phrasings["train"] + phrasings["test"]:
-            assert template[0].isupper() and template.rstrip()[-1] in ".?", template
+            text = template.format(cue="a lemon", Cue="A lemon", colour="yellow")  # what a query starts with
+            assert text[0].isupper() and text.rstrip()[-1] in ".?", template
+
+
+def test_training_cues_are_other_knowledge_than_the_test_cues():
+    assert set(rs.TRAINING_CUES) == set(rs.COLOUR_CUES) == set(rs.COLOURS)
+    test_cues = {cue for cues in rs.COLOUR_CUES.values() for cue in cues}
+    for colour, cues in rs.TRAINING_CUES.items():
+        assert len(set(cues)) == len(cues) >= 10, colour
+        assert not set(cues) & test_cues, colour
 
 
 def test_test_queries_never_equal_a_train_phrasing(splits):

@@ -162,7 +162,8 @@ def make_scene(rng: np.random.Generator, query_type: str, size: tuple[int, int] 
             more_fields = dict(fields)
             if query_type == "colour_knowledge":  # other world knowledge for the same colour, too
                 cues = COLOUR_CUES[fields["colour"]] + TRAINING_CUES[fields["colour"]]
-                more_fields["cue"] = cues[int(paraphrase_rng.integers(len(cues)))]
+                cue = cues[int(paraphrase_rng.integers(len(cues)))]
+                more_fields.update(cue=cue, Cue=cue[:1].upper() + cue[1:])
             text = templates[int(paraphrase_rng.integers(len(templates)))].format(**more_fields)
             if text != query and text not in more:
                 more.append(text)

@@ -23,7 +23,7 @@ JPEG_QUALITY = 95
 _JPEG_PARAMS = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
 if hasattr(cv2, "IMWRITE_JPEG_SAMPLING_FACTOR_444"):
     _JPEG_PARAMS += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
-PARAPHRASES = 4  # extra phrasings per train/val sample (the trainer draws among them)
+PARAPHRASES = 8  # extra phrasings per train/val sample (the trainer draws among them)
 _SAMPLE_FILE = re.compile(r"^\d{5}\.(jpg|png|json)$")
 
 

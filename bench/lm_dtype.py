@@ -23,7 +23,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from lisa_ros.model.embedded import embedded_checkpoint
 
 SHAPE_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-                "vocab_size", "rms_norm_eps", "rope_theta", "max_position_embeddings")
+                "vocab_size", "rms_norm_eps", "rope_theta", "rope_parameters", "rope_scaling", "max_position_embeddings",
+                "tie_word_embeddings")
 
 
 def time_model(model: LlamaForCausalLM, prompt: torch.Tensor, new_tokens: int, repeats: int) -> tuple[float, float]:
@@ -50,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
 
     fields = json.loads((embedded_checkpoint() / "config.json").read_text())
-    config = LlamaConfig(**{key: fields[key] for key in SHAPE_FIELDS if key in fields}, tie_word_embeddings=True)
+    config = LlamaConfig(**{key: fields[key] for key in SHAPE_FIELDS if key in fields})
     torch.manual_seed(0)
     models = {"fp32": LlamaForCausalLM(config).eval()}
     models["bf16"] = LlamaForCausalLM(config).eval().to(torch.bfloat16)

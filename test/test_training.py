@@ -208,6 +208,34 @@ def test_train_resume_merge_and_load_give_the_same_masks(tmp_path, checkpoint):
     assert (exported - untrained).abs().max() > 1e-2  # ...and the training is in the export
 
 
+def test_a_run_starts_from_an_extracted_delta_with_every_trained_weight(tmp_path, checkpoint):
+    """init_from a delta file (the shipped embedded model's way to train on): every trained weight,
+    LoRA factors and the added rows included, comes back to fp16 precision; a delta made with
+    another LoRA scale is refused."""
+    from lisa_ros.errors import UsageError
+    from lisa_ros.train.export import extract_delta
+    from lisa_ros.train.trainer import Trainer
+
+    data = write_robot_jsonl(tmp_path / "d", count=4)
+    trainer = Trainer(_config(tmp_path, checkpoint, data, steps=2, export=False, embedding_rows="added"), progress=False)
+    trainer.train()
+    delta = extract_delta(tmp_path / "run", tmp_path / "delta.safetensors")
+    trained = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+
+    fresh = Trainer(_config(tmp_path, checkpoint, data, output_dir=str(tmp_path / "run2"), embedding_rows="added",
+                            init_from=str(delta), init_parts=[""]), progress=False)
+    assert fresh.step == 0 and fresh.warmed_up and fresh.objects_trained
+    restored = {n: p.detach() for n, p in fresh.model.named_parameters() if p.requires_grad}
+    assert restored.keys() == trained.keys() and any(".lora_B." in n for n in trained)
+    for name, value in trained.items():
+        torch.testing.assert_close(restored[name], value, atol=2e-3, rtol=2e-3, msg=name)
+    assert any((trained[n] != 0).any() for n in trained if ".lora_B." in n)  # LoRA B trained away from 0
+
+    with pytest.raises(UsageError, match="LoRA scale"):
+        Trainer(_config(tmp_path, checkpoint, data, output_dir=str(tmp_path / "run3"), embedding_rows="added",
+                        init_from=str(delta), init_parts=[""], lora_alpha=99), progress=False)
+
+
 def test_train_and_eval_commands_end_to_end(tmp_path, checkpoint):
     data = write_robot_jsonl(tmp_path / "d", count=4)
     val = write_reasonseg(tmp_path / "val", count=4)

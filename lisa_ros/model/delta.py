@@ -72,6 +72,39 @@ def apply_delta(state: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]
             raise CheckpointError(f"unknown delta entry {key}")
 
 
+def trainable_from_delta(tensors: dict[str, torch.Tensor], metadata: dict, lora_scale: float,
+                         parameters: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`delta_from_trainable`: a delta -> the values of a training model's
+    parameters (peft names, e.g. ``base_model.model.<module>.lora_A.default.weight``), so that a
+    run can start from a shipped delta.
+
+    ``parameters``: the training model's named parameters (their current values fill the rows a
+    delta does not store). Raises :class:`CheckpointError` when the run's LoRA scale (alpha / r)
+    differs from the delta's, or an entry names no parameter of the model or has another shape.
+    """
+    if abs(float(metadata["lora_scale"]) - lora_scale) > 1e-6:
+        raise CheckpointError(f"the delta's LoRA scale is {metadata['lora_scale']}, the run's {lora_scale} (lora_alpha / lora_r)")
+    rows = json.loads(metadata["rows"])
+    values = {}
+    for key, value in tensors.items():
+        kind, name = key.split(".", 1)
+        if kind == "lora":
+            name = f"{name[:-2]}.lora_{name[-1]}.default.weight"
+        elif kind not in ("rows", "full"):
+            raise CheckpointError(f"unknown delta entry {key}")
+        name = _PEFT_PREFIX + name
+        if name not in parameters:
+            raise CheckpointError(f"delta entry {key} names no trainable parameter of this model ({name})")
+        if kind == "rows":
+            full = parameters[name].detach().cpu().float().clone()
+            full[rows] = value.float()
+            value = full
+        if tuple(value.shape) != tuple(parameters[name].shape):
+            raise CheckpointError(f"delta {key} has shape {tuple(value.shape)}, the model {tuple(parameters[name].shape)}")
+        values[name] = value.float()
+    return values
+
+
 def write_delta(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict) -> Path:
     from safetensors.torch import save_file
 

@@ -68,8 +68,9 @@ class TrainConfig:
     # Share of batch rows drawn from the "nothing fits" samples (answers without [SEG], issue 12 item 6);
     # 0 = draw uniformly from all samples (their share of the data, about 10 % of generated scenes).
     nothing_fits_share: float = 0.0
-    # Start from another run's finished stages: the trainable weights of that run's checkpoint.pt
-    # whose names contain one of `init_parts` (e.g. its object encoder and decoder warm-up).
+    # Start from another run's finished stages: the trainable weights of that run's checkpoint.pt,
+    # or of a delta file (*.safetensors, e.g. the shipped embedded delta), whose names contain one
+    # of `init_parts` (e.g. its object encoder and decoder warm-up; [""] = every weight).
     init_from: str | None = None
     init_parts: list[str] = field(default_factory=lambda: ["mm_object_encoder", "mask_decoder"])
 

@@ -29,7 +29,8 @@ import torch
 from lisa_ros.data.reasonseg import Sample, rasterize_shapes, read_dataset
 from lisa_ros.data.scenes.questions import alignment_example
 from lisa_ros.engine import EncodedFrame, GenerationOptions, LisaEngine
-from lisa_ros.errors import UsageError
+from lisa_ros.errors import CheckpointError, UsageError
+from lisa_ros.model.delta import read_delta, trainable_from_delta
 from lisa_ros.model.loading import load_lisa
 from lisa_ros.model.modeling import expand_at_image, gather_seg_states
 from lisa_ros.model.options import LoadOptions
@@ -455,11 +456,27 @@ class Trainer:
 
     def _init_from(self, path: Path) -> None:
         """Copy the finished stages of another run (see ``TrainConfig.init_from``): its trained
-        weights whose names contain one of ``init_parts``; the stages they finish are skipped."""
+        weights whose names contain one of ``init_parts``; the stages they finish are skipped. The
+        run is a ``checkpoint.pt`` or a delta file (``.safetensors``, :mod:`lisa_ros.model.delta`):
+        a delta comes from a finished run, so its object encoder and decoder warm-up count as done.
+        The optimizer starts afresh (a delta holds no optimizer state)."""
         if not path.is_file():
             raise UsageError(f"init_from: {path} does not exist")
-        state = torch.load(path, weights_only=False, map_location="cpu")
         parameters = dict(self.model.named_parameters())
+        if path.suffix == ".safetensors":  # a delta (e.g. the shipped one): every part it holds is trained
+            tensors, metadata = read_delta(path)
+            try:
+                trainable = trainable_from_delta(tensors, metadata, self.config.lora_alpha / self.config.lora_r, parameters)
+            except CheckpointError as error:
+                raise UsageError(f"init_from: {error}") from error
+            uncovered = [name for name, parameter in parameters.items() if parameter.requires_grad
+                         and any(part in name for part in self.config.init_parts) and name not in trainable]
+            if uncovered:
+                raise UsageError(f"init_from: the delta {path} holds no value for {len(uncovered)} trained "
+                                 f"weights of this run (e.g. {uncovered[0]}): narrow init_parts or trainable")
+            state = {"trainable": trainable, "objects_trained": True, "warmed_up": True}
+        else:
+            state = torch.load(path, weights_only=False, map_location="cpu")
         chosen = {name: value for name, value in state["trainable"].items()
                   if any(part in name for part in self.config.init_parts)}
         unknown = [name for name in chosen if name not in parameters]

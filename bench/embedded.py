@@ -10,7 +10,9 @@ image tokens, prefill, greedy decoding with the KV cache, and a mask decoded at 
 * ``encoder``: TinyViT's inference path (BatchNorm folded into the convolutions, channels-last
   maps, MBConv in bands of rows), language model in fp32;
 * ``encoder+int8``: as ``encoder``, the language model's linear layers torchao int8 weight-only
-  (``quantization: 8bit``, ``quantization_backend: torchao``).
+  (``quantization: 8bit``, ``quantization_backend: torchao``);
+* ``encoder+bf16``: as ``encoder``, the whole model in bf16 (``precision: bf16``). It pays off only on
+  a CPU that computes bf16 natively (AVX512-BF16 or AMX; the header line says which this one has).
 
 The variants take turns request by request on the same held-out scenes (split "test"), so a
 neighbour that slows the machine slows all of them alike. Prints the median per stage, time to
@@ -34,7 +36,7 @@ from lisa_ros.data.scenes import split_scene
 from lisa_ros.engine import GenerationOptions, LisaEngine
 from lisa_ros.evaluate.metrics import intersection_union, query_iou
 from lisa_ros.model.loading import load_lisa
-from lisa_ros.model.options import LoadOptions
+from lisa_ros.model.options import LoadOptions, native_cpu_bf16
 from lisa_ros.model.tiny_vit import set_fast_inference
 
 STAGES = ("preprocess", "objects", "sam_encoder", "prefill", "decode", "mask_decode", "time_to_first_mask", "total")
@@ -61,9 +63,11 @@ def main() -> None:
     fp32 = LisaEngine(load_lisa("embedded", LoadOptions(precision="fp32", device="cpu")), generation)
     int8 = LisaEngine(load_lisa("embedded", LoadOptions(precision="fp32", quantization="8bit",
                                                         quantization_backend="torchao", device="cpu")), generation)
-    variants = {"before": (fp32, False), "encoder": (fp32, True), "encoder+int8": (int8, True)}
+    bf16 = LisaEngine(load_lisa("embedded", LoadOptions(precision="bf16", device="cpu")), generation)
+    variants = {"before": (fp32, False), "encoder": (fp32, True), "encoder+int8": (int8, True), "encoder+bf16": (bf16, True)}
     scenes = [split_scene(SCENE_SEED, "test", index) for index in range(args.scenes)]
     print(f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+          f"native bf16: {native_cpu_bf16()}, "
           f"{len(scenes)} scenes x {args.rounds} rounds, {len(variants)} variants", flush=True)
 
     timings: dict[str, dict[str, list[float]]] = {name: {stage: [] for stage in STAGES + PER_TOKEN}
@@ -86,6 +90,7 @@ def main() -> None:
             flush=True)
 
     report = {"threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+              "native_bf16": native_cpu_bf16(),
               "scenes": len(scenes), "timed_requests_per_variant": len(scenes) * (args.rounds - 1), "variants": {}}
     for name in variants:
         medians = {stage: statistics.median(timings[name][stage]) for stage in STAGES if timings[name][stage]}

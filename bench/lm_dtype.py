@@ -21,6 +21,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lisa_ros.model.embedded import embedded_checkpoint
+from lisa_ros.model.options import native_cpu_bf16
 
 SHAPE_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
                 "vocab_size", "rms_norm_eps", "rope_theta", "rope_parameters", "rope_scaling", "max_position_embeddings",
@@ -56,7 +57,8 @@ def main() -> None:
     models = {"fp32": LlamaForCausalLM(config).eval()}
     models["bf16"] = LlamaForCausalLM(config).eval().to(torch.bfloat16)
     prompt = torch.randint(0, config.vocab_size, (1, args.prompt_tokens))
-    print(f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}; "
+    print(f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+          f"native bf16: {native_cpu_bf16()}; "
           f"{config.num_hidden_layers} layers x {config.hidden_size}, prompt {args.prompt_tokens} tokens", flush=True)
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in models}
     for _ in range(args.rounds):

@@ -380,7 +380,8 @@ def test_embedded_benchmark_times_every_variant_with_the_same_masks(tmp_path, fo
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert list(report["variants"]) == ["before", "encoder", "encoder+int8"]
+    assert list(report["variants"]) == ["before", "encoder", "encoder+int8", "encoder+bf16"]
+    assert report["native_bf16"] in ("AMX", "AVX512-BF16", "none")
     assert report["timed_requests_per_variant"] == 1
     for name, variant in report["variants"].items():
         assert variant["median_s"]["total"] > variant["median_s"]["sam_encoder"] > 0, name

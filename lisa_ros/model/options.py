@@ -32,6 +32,16 @@ def _is_cuda(device: str) -> bool:
     return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
 
 
+def native_cpu_bf16() -> str:
+    """The bf16 instructions this CPU has: ``"AMX"``, ``"AVX512-BF16"`` or ``"none"``. Without them
+    torch emulates bf16 matrix products, and bf16 is slower than fp32 (docs/PERFORMANCE.md)."""
+    import torch
+
+    if torch.cpu._is_amx_tile_supported():
+        return "AMX"
+    return "AVX512-BF16" if torch.cpu._is_avx512_bf16_supported() else "none"
+
+
 def resolve_quantization_backend(backend: str, device: str) -> str:
     """``auto`` -> torchao on aarch64 (NVIDIA Jetson: bitsandbytes' PyPI wheels stop at the first
     kernel launch on Orin, bitsandbytes issue #1930) and wherever bitsandbytes is not installed;

@@ -245,7 +245,7 @@ def _check_invariants(annotation: dict):
         assert colours.count(colour) == 1
         words = {word.strip(".,;?!") for word in query.lower().split()}
         assert not words & set(rs.COLOURS)  # the colour is only implied
-        assert any(cue in query for cue in rs.COLOUR_CUES[colour])
+        assert any(cue.lower() in query.lower() for cue in rs.COLOUR_CUES[colour])  # "{Cue} comes to mind..."
         assert colour in annotation["explanation"]
         assert looked_for == f"I look for something {colour}"  # the cue's colour, said before the target
     elif kind in ("largest_of_colour", "smallest_of_colour"):

@@ -18,7 +18,7 @@ import re
 import shutil
 from pathlib import Path
 
-from lisa_ros.data.scenes import COLOUR_CUES, PHRASINGS, TRAINING_CUES
+from lisa_ros.data.scenes import COLOUR_CUES, PHRASINGS, TRAINING_CUES, cue_slots
 
 NEW_CUES = {"yellow": "a duckling", "green": "a kiwi's flesh", "blue": "Cookie Monster", "red": "pomegranate seeds",
             "orange": "Garfield the cat", "brown": "a hazelnut", "white": "a sheep's wool", "black": "a top hat",
@@ -53,7 +53,7 @@ def main() -> None:
         colour = re.search(r"something (\w+)", annotation["answer"]).group(1)
         cue = COLOUR_CUES[colour][count % len(COLOUR_CUES[colour])] if args.known_cues else NEW_CUES[colour]
         template = NEW_PHRASINGS[count % len(NEW_PHRASINGS)]
-        annotation["text"] = [template.format(cue=cue, Cue=cue[:1].upper() + cue[1:])]
+        annotation["text"] = [template.format(**cue_slots(cue))]
         shutil.copy(path.with_suffix(".jpg"), args.out / path.with_suffix(".jpg").name)
         (args.out / path.name).write_text(json.dumps(annotation) + "\n")
         count += 1

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from lisa_ros.data.scenes import COLOUR_CUES, COLOURS, TRAINING_CUES
+from lisa_ros.data.scenes import COLOUR_CUES, COLOURS, TRAINING_CUES, cue_slots
 from lisa_ros.model.embedded import _language_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -44,8 +44,7 @@ def main() -> None:
     prior = {colour: sentence_log_prob(f"It is usually {colour}.") for colour in COLOURS}
 
     def colour_of(cue: str, calibrated: bool) -> str:
-        subject = cue[:1].upper() + cue[1:]
-        return max(COLOURS, key=lambda colour: sentence_log_prob(f"{subject} is usually {colour}.")
+        return max(COLOURS, key=lambda colour: sentence_log_prob(f"{cue_slots(cue)['Cue']} is usually {colour}.")
                    - (prior[colour] if calibrated else 0.0))
 
     for cue in FREE_ANSWERS:

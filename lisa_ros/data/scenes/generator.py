@@ -24,6 +24,7 @@ from lisa_ros.data.scenes.vocabulary import (
     TARGET_ANSWER,
     COLOUR_CUES,
     TRAINING_CUES,
+    cue_slots,
     pick,
     region,
 )
@@ -142,8 +143,8 @@ def make_scene(rng: np.random.Generator, query_type: str, size: tuple[int, int] 
     chosen = objects[target_index] if target_index is not None else None
     cue = slots.get("cue", "")
     fields = {"colour": chosen.colour if chosen else slots.get("colour", ""),
-              "shape": chosen.shape if chosen else slots.get("shape", ""), "cue": cue,
-              "Cue": cue[:1].upper() + cue[1:], **{k: v for k, v in slots.items() if k not in ("cue", "colour", "shape")}}
+              "shape": chosen.shape if chosen else slots.get("shape", ""), **cue_slots(cue),
+              **{k: v for k, v in slots.items() if k not in ("cue", "colour", "shape")}}
     templates = PHRASINGS[query_type][phrasing]
     query = pick(rng, templates).format(**fields)
     look = LOOK_FOR[query_type].format(**fields)
@@ -163,7 +164,7 @@ def make_scene(rng: np.random.Generator, query_type: str, size: tuple[int, int] 
             if query_type == "colour_knowledge":  # other world knowledge for the same colour, too
                 cues = COLOUR_CUES[fields["colour"]] + TRAINING_CUES[fields["colour"]]
                 cue = cues[int(paraphrase_rng.integers(len(cues)))]
-                more_fields.update(cue=cue, Cue=cue[:1].upper() + cue[1:])
+                more_fields.update(cue_slots(cue))
             text = templates[int(paraphrase_rng.integers(len(templates)))].format(**more_fields)
             if text != query and text not in more:
                 more.append(text)

@@ -85,6 +85,11 @@ TRAINING_CUES: dict[str, tuple[str, ...]] = {
              "a pig's snout", "Peppa Pig", "a peony", "a ballet slipper", "ham", "a rose quartz stone"),
 }
 
+def cue_slots(cue: str) -> dict[str, str]:
+    """The phrasing slots of a world-knowledge cue: ``{cue}`` mid-sentence, ``{Cue}`` at its start."""
+    return {"cue": cue, "Cue": cue[:1].upper() + cue[1:]}
+
+
 # Query phrasings: train/val use "train", the held-out test split uses "test" only. Slots:
 # {cue} (colour_knowledge), {colour} (largest/smallest_of_colour).
 PHRASINGS: dict[str, dict[str, tuple[str, ...]]] = {

@@ -91,7 +91,7 @@ def generate_launch_description():
                                           "device, Jetson included, and the CPU); auto: torchao on aarch64"
                                           "; parameters file if not given"),
         DeclareLaunchArgument("precision", default_value="", choices=[""] + list(PRECISION_CHOICES),
-                              description="compute precision (auto: fp16 when quantized on CUDA)"
+                              description="compute precision (auto: bf16 on CUDA, fp16 when bitsandbytes quantizes; on the CPU bf16 with AMX or AVX512-BF16, else fp32)"
                                           "; parameters file if not given"),
         DeclareLaunchArgument("device", default_value="", description="auto, cpu, cuda or cuda:N"
                                                                       "; parameters file if not given"),

@@ -163,7 +163,8 @@ def test_node_answers_held_out_scenes_exactly_as_the_engine_does(ros_domain, spa
     from lisa_ros.srv import ReasonSegment
 
     samples = _held_out_scenes(tmp_path_factory)
-    engine = LisaEngine(load_lisa("embedded", LoadOptions(precision="fp32", device="cpu")),
+    # precision "auto", as the node's default: bf16 on a CPU with native bf16, fp32 elsewhere
+    engine = LisaEngine(load_lisa("embedded", LoadOptions(precision="auto", device="cpu")),
                         GenerationOptions(max_new_tokens=48))
     expected = []
     for index, sample in enumerate(samples):

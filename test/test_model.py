@@ -551,6 +551,24 @@ def test_quantization_backend_auto_picks_torchao_on_a_jetson_or_without_bitsandb
     assert LoadOptions(precision="auto", quantization="8bit", device="cpu").resolved().precision == "fp32"
 
 
+@pytest.mark.parametrize("native", ["AMX", "AVX512-BF16", "none"])
+def test_auto_precision_on_the_cpu_is_bf16_only_with_native_bf16_instructions(monkeypatch, native):
+    from lisa_ros.model import options
+
+    assert options.native_cpu_bf16() in ("AMX", "AVX512-BF16", "none")  # the real probe, on this CPU
+    monkeypatch.setattr(options, "native_cpu_bf16", lambda: native)
+    unquantized = LoadOptions(precision="auto", device="cpu").resolved().precision
+    assert unquantized == ("fp32" if native == "none" else "bf16")
+    # quantized: what the backend's layers compute in, whatever the CPU
+    assert LoadOptions(precision="auto", quantization="4bit", quantization_backend="bitsandbytes",
+                       device="cpu").resolved().precision == "bf16"
+    assert LoadOptions(precision="auto", quantization="8bit", quantization_backend="torchao",
+                       device="cpu").resolved().precision == "fp32"
+    # asked for: kept
+    assert LoadOptions(precision="fp32", device="cpu").resolved().precision == "fp32"
+    assert LoadOptions(precision="bf16", device="cpu").resolved().precision == "bf16"
+
+
 def test_importing_torchao_prints_nothing(capfd):
     import subprocess
     import sys

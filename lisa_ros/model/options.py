@@ -58,15 +58,20 @@ def resolve_quantization_backend(backend: str, device: str) -> str:
 
 def resolve_precision(precision: str, quantization: str, device: str, backend: str = "bitsandbytes") -> str:
     """``auto`` -> on CUDA bf16, or when quantized fp16 compute (bitsandbytes, as the official
-    tools) or bf16 (torchao: its int4 kernel, tinygemm, computes in bf16); on the CPU fp32, or bf16
-    when bitsandbytes quantizes (its layers compute in 16 bit; torchao's compute in fp32).
+    tools) or bf16 (torchao: its int4 kernel, tinygemm, computes in bf16). On the CPU: bf16 when
+    bitsandbytes quantizes (its layers compute in 16 bit), fp32 when torchao does (its CPU layers
+    compute in fp32); unquantized, bf16 where the CPU has native bf16 instructions
+    (:func:`native_cpu_bf16`: AMX or AVX512-BF16; measured there 1.85x faster per request, same
+    held-out gIoU, docs/PERFORMANCE.md) and fp32 elsewhere (emulated bf16 is slower than fp32).
     ``backend`` is a resolved one. Others unchanged."""
     if precision != "auto":
         return precision
     quantized = quantization != "none"
     if _is_cuda(device):
         return "fp16" if quantized and backend == "bitsandbytes" else "bf16"
-    return "bf16" if quantized and backend == "bitsandbytes" else "fp32"
+    if quantized:
+        return "bf16" if backend == "bitsandbytes" else "fp32"
+    return "bf16" if native_cpu_bf16() != "none" else "fp32"
 
 
 @dataclass(frozen=True)

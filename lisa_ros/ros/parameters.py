@@ -50,7 +50,7 @@ SPECS = [
     Spec("model", "embedded", "LISA checkpoint: folder or hub id (xinlai/LISA-7B-v1, ...) or 'embedded' (the small "
                               "offline model shipped with lisa_ros); changes need a reload"),
     Spec("vision_tower", "", "CLIP tower folder or hub id; empty = the one in the checkpoint's config.json"),
-    Spec("precision", "auto", "fp32 | bf16 | fp16 | auto (CUDA: bf16, fp16 when quantized; CPU: fp32, bf16 when quantized)"),
+    Spec("precision", "auto", "fp32 | bf16 | fp16 | auto (CUDA: bf16, fp16 when bitsandbytes quantizes; CPU: bf16 with AMX or AVX512-BF16, else fp32)"),
     Spec("quantization", "none", "none | 4bit | 8bit of the language model; SAM always stays 16-bit; 4bit fits a 7B in ~5 GB"),
     Spec("quantization_backend", "auto", "bitsandbytes (4bit NF4, 8bit LLM.int8) | torchao (int4/int8 weight-only; any "
                                          "CUDA device incl. Jetson, and the CPU) | auto (torchao on aarch64/Jetson or "

@@ -69,11 +69,16 @@ class SessionStore:
 
 
 class FrameCache:
-    """The ``capacity`` most recently used encoded frames, by key (e.g. camera + stamp)."""
+    """The ``capacity`` most recently used encoded frames, by key (e.g. camera + arrival number).
+
+    Frames encoded ahead of any request (:meth:`store_ahead`, the node's ``encode_ahead``) take
+    one slot per source: each replaces the previous one of its source unless a request used it.
+    """
 
     def __init__(self, capacity: int = 4):
         self.capacity = capacity
         self._frames: OrderedDict[Hashable, object] = OrderedDict()
+        self._used: set[Hashable] = set()  # keys a request has read
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
@@ -82,21 +87,41 @@ class FrameCache:
         with self._lock:
             if key in self._frames:
                 self._frames.move_to_end(key)
+                self._used.add(key)
                 self.hits += 1
                 return self._frames[key], True
         frame = encode()  # outside the lock: encoding takes long
         with self._lock:
             self.misses += 1
-            if self.capacity > 0:
-                self._frames[key] = frame
-                self._frames.move_to_end(key)
-                while len(self._frames) > self.capacity:
-                    self._frames.popitem(last=False)
+            self._put(key, frame)
+            self._used.add(key)
         return frame, False
+
+    def store_ahead(self, key: Hashable, frame: object, replaces: Hashable | None = None) -> None:
+        """Store ``frame``, encoded before any request asked for it; ``replaces``: the key its
+        source stored ahead before, dropped now unless a request has used it (so a camera
+        encoded ahead at its frame rate never pushes out the frames requests are using)."""
+        with self._lock:
+            if replaces is not None and replaces != key and replaces not in self._used:
+                self._frames.pop(replaces, None)
+            self._put(key, frame)
+
+    def _put(self, key: Hashable, frame: object) -> None:  # with the lock held
+        if self.capacity <= 0:
+            return
+        self._frames[key] = frame
+        self._frames.move_to_end(key)
+        while len(self._frames) > self.capacity:
+            self._used.discard(self._frames.popitem(last=False)[0])
+
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._frames
 
     def clear(self) -> None:
         with self._lock:
             self._frames.clear()
+            self._used.clear()
 
     def __len__(self) -> int:
         with self._lock:

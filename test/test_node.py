@@ -686,6 +686,40 @@ def test_min_stamp_waits_for_a_newer_frame_or_says_there_is_none(running):
     assert old_image.error_code == Codes.STALE_FRAME and "min_stamp" in old_image.message
 
 
+def test_encode_ahead_answers_about_a_frame_encoded_while_idle(running):
+    """With encode_ahead the worker encodes the camera's newest frame between requests: a request
+    then skips the encoding (image_encoding 0) and gets a frame within max_frame_age; one asking
+    with min_stamp for a newer frame waits for it and encodes it. Off, a new frame is encoded in
+    the request."""
+    from builtin_interfaces.msg import Time
+
+    def now_stamp(offset_s: float = 0.0) -> Time:
+        seconds = time.time() + offset_s  # the camera process stamps with the wall clock
+        return Time(sec=int(seconds), nanosec=int((seconds % 1) * 1e9))
+
+    def age_s(result) -> float:
+        return time.time() - (result.header.stamp.sec + result.header.stamp.nanosec * 1e-9)
+
+    off = running.ask(command="where is the cup?", camera="front", min_stamp=now_stamp(0.1))
+    assert off.success and off.result.timings.image_encoding > 0, off.message
+    assert running.set_parameter("encode_ahead", True)[0]
+    try:
+        time.sleep(1.0)  # new frames (15 Hz) arrive while idle, and are encoded
+        ahead = running.ask(command="where is the cup?", camera="front")
+        assert ahead.success, ahead.message
+        assert ahead.result.timings.image_encoding == 0.0, ahead.result.timings
+        assert ahead.result.header.stamp != off.result.header.stamp and age_s(ahead.result) <= 1.0
+        newer = now_stamp(0.3)
+        fresh = running.ask(command="where is the cup?", camera="front", min_stamp=newer)
+        assert fresh.success and fresh.result.timings.image_encoding > 0, fresh.message
+        taken = fresh.result.header.stamp
+        assert (taken.sec, taken.nanosec) >= (newer.sec, newer.nanosec)
+        own = running.ask(command="where is the cup?", image=explicit_image(width=150))  # its own image
+        assert own.success and own.result.header.frame_id == "explicit_optical", own.message
+    finally:
+        assert running.set_parameter("encode_ahead", False)[0]
+
+
 def test_a_goal_cancelled_while_queued_ends_at_once_and_frees_its_slot(running):
     """Goal A runs, goal B waits (queue_depth 1) and is cancelled: B ends while A still runs, and
     its slot takes the next request instead of answering BUSY."""
@@ -796,7 +830,7 @@ def test_one_request_converts_each_mask_and_its_3d_once(monkeypatch, kind):
     monkeypatch.setattr(outputs, "mask_to_image", lambda mask, header=None: converted.append(mask) or real_mask_to_image(mask, header))
     monkeypatch.setattr(messages, "geometry", lambda *args: located.append(args) or real_geometry(*args))
     live = LiveParameters(max_new_tokens=16, max_masks=8, stop_after_seg=True, segment_suffix="", explain_suffix="",
-                          max_command_length=100, max_image_pixels=10**6, max_frame_age=0.0, request_timeout=300.0,
+                          max_command_length=100, max_image_pixels=10**6, max_frame_age=0.0, request_timeout=300.0, encode_ahead=False,
                           publish_debug_image=True, publish_markers=True, target_frame="", tf_timeout=0.2)
     node = _PublishingNode()
     handler = RequestHandler(_TwoMaskEngine(), SessionStore(), FrameCache(2), {}, "front", 600.0,

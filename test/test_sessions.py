@@ -73,6 +73,20 @@ def test_frame_cache_encodes_once_and_evicts_the_least_recently_used():
     assert calls == ["a", "b", "c", "b"] and (cache.hits, cache.misses) == (2, 4) and len(cache) == 2
 
 
+def test_frames_encoded_ahead_take_one_slot_per_camera_unless_a_request_used_them():
+    cache = FrameCache(capacity=3)
+    cache.get_or_encode("request-image", lambda: "r")
+    cache.store_ahead(("front", 1), "f1")
+    cache.store_ahead(("front", 2), "f2", replaces=("front", 1))  # f1 unused: dropped
+    assert ("front", 1) not in cache and ("front", 2) in cache and len(cache) == 2
+    assert cache.get_or_encode(("front", 2), lambda: "never") == ("f2", True)  # a request uses f2
+    cache.store_ahead(("front", 3), "f3", replaces=("front", 2))  # f2 used: kept for follow-ups
+    assert ("front", 2) in cache and ("front", 3) in cache and "request-image" in cache
+    cache.store_ahead(("wrist", 1), "w1")  # over capacity: the least recently used goes
+    assert "request-image" not in cache and len(cache) == 3
+    assert (cache.hits, cache.misses) == (1, 1)  # storing ahead is neither
+
+
 def test_session_store_is_safe_under_concurrent_use():
     store = SessionStore(max_sessions=1000)
 

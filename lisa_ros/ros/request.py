@@ -6,7 +6,9 @@
    check the command (empty, too long: INVALID_COMMAND);
 2. find the frame (:func:`frame_source`): the request's own image (with its optional depth and
    camera_info), or the latest frame of a configured camera (UNKNOWN_CAMERA, NO_FRAME,
-   STALE_FRAME), as a typed :class:`FrameSource`;
+   STALE_FRAME), as a typed :class:`FrameSource`; with ``encode_ahead``, the camera's newest
+   frame already encoded while the node was idle (:meth:`RequestHandler.idle`) when it is
+   within ``max_frame_age`` and ``min_stamp``;
 3. decode it (:func:`decode`): RGB, depth in metres and intrinsics, with notes for what is
    missing (INVALID_IMAGE for an image that cannot be decoded or depth of another size);
 4. continue or start the session (UNKNOWN_SESSION);
@@ -41,7 +43,7 @@ from sensor_msgs.msg import CompressedImage
 from lisa_ros.errors import InvalidCommandError, InvalidImageError
 from lisa_ros.geometry import Intrinsics
 from lisa_ros.ros import messages
-from lisa_ros.ros.cameras import CameraInput, stamp_seconds, time_seconds
+from lisa_ros.ros.cameras import CameraFrame, CameraInput, stamp_seconds, time_seconds
 from lisa_ros.ros.conversions import (
     ImageConversionError,
     compressed_to_rgb8,
@@ -135,20 +137,29 @@ def camera_source(cameras: dict[str, CameraInput], name: str, max_frame_age: flo
     if max_frame_age > 0 and age > max_frame_age:
         raise RequestError(Codes.STALE_FRAME, f"latest frame of camera {name!r} is {age:.2f} s old by its stamp "
                            f"(max_frame_age {max_frame_age:g} s){camera.clock_offset_hint(age, frame.received_at)}")
+    return camera_frame_source(camera, frame)
+
+
+def camera_frame_source(camera: CameraInput, frame: CameraFrame) -> FrameSource:
+    """``frame`` of ``camera`` as a :class:`FrameSource` (cache key: camera name and arrival number)."""
     return FrameSource(
-        camera=name, header=frame.color.header, color=frame.color, depth=frame.depth,
+        camera=camera.name, header=frame.color.header, color=frame.color, depth=frame.depth,
         camera_info=frame.camera_info, depth_expected=camera.has_depth_stream(),
         depth_scale=camera.depth_scale, rectified=camera.rectified,
         # The arrival number, not the stamp: drivers that stamp 0 or a looping bag repeat
         # stamps, and a cache keyed on them would answer about an older image.
-        cache_key=(name, frame.sequence))
+        cache_key=(camera.name, frame.sequence))
 
 
 def frame_source(request, cameras: dict[str, CameraInput], default_camera: str, max_frame_age: float,
                  deadline: float = math.inf, poll_s: float = 0.02,
-                 should_stop: Callable[[], bool] = lambda: False) -> FrameSource:
+                 should_stop: Callable[[], bool] = lambda: False,
+                 encoded_ahead: dict[str, CameraFrame] | None = None) -> FrameSource:
     """The request's own image when it has one, else the latest frame of ``request.camera`` (or
-    of ``default_camera`` when the request names none).
+    of ``default_camera`` when the request names none). ``encoded_ahead``: per camera, a frame
+    already encoded (``encode_ahead``), taken instead of the latest one while its age is within
+    ``max_frame_age`` and its stamp at or after ``min_stamp`` (its depth paired again, as depth
+    may have come since).
 
     With a nonzero ``request.min_stamp``, only a frame stamped at or after it: the request's own
     image must be that new; a camera's newer frame is waited for (polling every ``poll_s``) until
@@ -166,6 +177,12 @@ def frame_source(request, cameras: dict[str, CameraInput], default_camera: str, 
                                f"before min_stamp {min_stamp_s:.3f} s")
         return own
     name = request.camera or default_camera
+    ahead = (encoded_ahead or {}).get(name)
+    if ahead is not None and name in cameras:
+        camera = cameras[name]
+        age = camera.frame_age_s(ahead.color, ahead.received_at)
+        if (max_frame_age <= 0 or age <= max_frame_age) and stamp_seconds(ahead.color.header) >= min_stamp_s:
+            return camera_frame_source(camera, camera.paired(ahead))
     give_up = min(deadline, time.monotonic() + MIN_STAMP_WAIT_S)
     while True:
         source = camera_source(cameras, name, max_frame_age)
@@ -184,6 +201,17 @@ def frame_source(request, cameras: dict[str, CameraInput], default_camera: str, 
         time.sleep(poll_s)
 
 
+def decode_color(color, max_pixels: int) -> np.ndarray:
+    """A sensor_msgs/Image or CompressedImage as ``(H, W, 3)`` uint8 RGB; RequestError
+    INVALID_IMAGE when it cannot be decoded or exceeds ``max_pixels``."""
+    try:
+        if isinstance(color, CompressedImage):
+            return compressed_to_rgb8(color, max_pixels)
+        return image_to_rgb8(color, max_pixels)
+    except ImageConversionError as exc:
+        raise RequestError(Codes.INVALID_IMAGE, f"image: {exc}") from exc
+
+
 def decode(source: FrameSource, max_pixels: int) -> DecodedFrame:
     """Decode ``source``; ``max_pixels`` bounds width x height of the colour and depth images.
 
@@ -192,14 +220,8 @@ def decode(source: FrameSource, max_pixels: int) -> DecodedFrame:
     ``depth_mismatch`` is set (for a diagnostics warning); that, depth without intrinsics, invalid
     intrinsics, all-invalid depth and missing depth are notes.
     """
-    try:
-        if isinstance(source.color, CompressedImage):
-            rgb = compressed_to_rgb8(source.color, max_pixels)
-        else:
-            rgb = image_to_rgb8(source.color, max_pixels)
-    except ImageConversionError as exc:
-        raise RequestError(Codes.INVALID_IMAGE, f"image: {exc}") from exc
-    decoded = DecodedFrame(rgb, None, None)
+    decoded = DecodedFrame(decode_color(source.color, max_pixels), None, None)
+    rgb = decoded.rgb
     if source.depth is not None:
         try:
             depth_m = depth_to_meters(source.depth, max_pixels, source.depth_scale)
@@ -274,6 +296,10 @@ class RequestHandler:
         self.publishers = publishers
         self.read_live = read_live
         self.tf = tf
+        # encode_ahead: per camera, the frame last encoded while idle (and its place in the turn)
+        self.encoded_ahead: dict[str, CameraFrame] = {}
+        self._tried_ahead: dict[str, int] = {}  # camera -> arrival number last tried
+        self._ahead_turn = 0
 
     def __call__(self, job: Job, stopping: threading.Event) -> tuple[str, dict[str, float]]:
         """Serve ``job``; returns the answer's message (notes, "" when none) and the timings in
@@ -291,8 +317,10 @@ class RequestHandler:
 
         # -- the frame, decoded; the session
         feedback.stage(Stage.STAGE_PREPROCESSING)
+        ahead = {name: frame for name, frame in self.encoded_ahead.items()
+                 if live.encode_ahead and (name, frame.sequence) in self.frame_cache}
         source = frame_source(request, self.cameras, self.default_camera, live.max_frame_age, job.deadline,
-                              should_stop=lambda: stopping.is_set() or feedback.cancel_requested)
+                              should_stop=lambda: stopping.is_set() or feedback.cancel_requested, encoded_ahead=ahead)
         header = job.result.header = source.header
         frame = decode(source, live.max_image_pixels)
         self.note_depth(source, frame)
@@ -354,6 +382,38 @@ class RequestHandler:
         for stage, value in timings.items():
             setattr(job.result.timings, stage, float(value))
         return "; ".join(answer.caveats + frame.notes), timings
+
+    def idle(self, stopping: threading.Event) -> bool:
+        """Called by the worker when no request waits. With ``encode_ahead``: encode the newest
+        frame of the next camera (in turn) whose newest frame is not encoded yet, into the frame
+        cache, so that a request about it starts at the language model. One frame per call, so a
+        request arriving meanwhile waits one encoding at most. A frame that would be refused
+        (stale, undecodable, not encodable) is skipped: the request about it says why. Returns
+        whether it encoded."""
+        live = self.read_live()
+        if not live.encode_ahead or self.frame_cache.capacity == 0 or stopping.is_set():
+            return False
+        names = list(self.cameras)
+        for offset in range(len(names)):
+            name = names[(self._ahead_turn + offset) % len(names)]
+            camera = self.cameras[name]
+            frame = camera.latest()
+            if frame is None or self._tried_ahead.get(name) == frame.sequence:
+                continue
+            self._ahead_turn = (self._ahead_turn + offset + 1) % len(names)
+            self._tried_ahead[name] = frame.sequence
+            if live.max_frame_age > 0 and camera.frame_age_s(frame.color, frame.received_at) > live.max_frame_age:
+                return False
+            try:
+                encoded = self.engine.encode_frame(decode_color(frame.color, live.max_image_pixels))
+            except (RequestError, InvalidImageError):
+                return False
+            previous = self.encoded_ahead.get(name)
+            self.frame_cache.store_ahead((name, frame.sequence), encoded,
+                                         replaces=None if previous is None else (name, previous.sequence))
+            self.encoded_ahead[name] = frame
+            return True
+        return False
 
     def _target_frame(self, job: Job, target: str, tf_timeout: float, shapes: list, frame: DecodedFrame):
         """With a ``target`` frame and some mask in 3D: fill ``job.result.target_poses`` and

@@ -11,6 +11,8 @@ a refusal with that code, any other exception a model failure (MODEL_ERROR, with
 CUDA out-of-memory). Every job is answered exactly once, through :meth:`Server.finish`, which
 also records the outcome in the statistics and logs refusals. :meth:`Server.stop` (deactivate)
 makes a running generation stop at its next token and answers the queued jobs NOT_READY.
+When no job waits, the worker calls the handler's ``idle(stopping)`` if it has one (the node's
+``encode_ahead``); a failure there is logged, never fatal.
 
 This module knows nothing of the node: the node passes a logger and a callable describing its
 state (for NOT_READY messages).
@@ -37,6 +39,8 @@ Codes = ReasonSegment.Response
 JOB_TIMEOUT_S = 86400.0  # backstop for a caller waiting on a job without a finite deadline
 BACKSTOP_S = 60.0  # how long past its deadline a caller waits for the worker before giving up
 CANCEL_POLL_S = 0.05  # how often a waiting goal checks whether its client cancelled it
+IDLE_POLL_S = 0.05  # with an idle task: how long the worker waits for a job before calling it again
+EMPTY = object()  # JobQueue.get's answer when nothing came within its timeout
 
 # Outcomes that are the client's input or the node's load, not a model failure.
 REJECTION_CODES = {Codes.INVALID_COMMAND, Codes.INVALID_IMAGE, Codes.NO_FRAME, Codes.STALE_FRAME,
@@ -110,11 +114,12 @@ class JobQueue:
             self._ready.notify()
             return True
 
-    def get(self) -> Job | None:
-        """The oldest item, waiting for one."""
+    def get(self, timeout: float | None = None):
+        """The oldest item, waiting for one; :data:`EMPTY` when none came within ``timeout``
+        seconds (None: wait as long as it takes)."""
         with self._ready:
-            while not self._items:
-                self._ready.wait()
+            if not self._ready.wait_for(lambda: bool(self._items), timeout):
+                return EMPTY
             return self._items.popleft()
 
     def remove(self, job: Job) -> bool:
@@ -291,9 +296,13 @@ class Server:
 
     def _work(self) -> None:
         handler = self._handler
+        idle = getattr(handler, "idle", None)
         try:
             while True:
-                job = self._queue.get()
+                job = self._queue.get(IDLE_POLL_S if idle is not None else None)
+                if job is EMPTY:
+                    self._idle(idle)
+                    continue
                 if job is None:
                     break
                 try:
@@ -313,6 +322,14 @@ class Server:
                         self.finish(job, Codes.MODEL_ERROR, "internal error: request ended without an answer")
         finally:
             self._drain()
+
+    def _idle(self, idle: Callable[[threading.Event], bool]) -> None:
+        """Run the handler's idle task once; a failure is a throttled warning, and the worker goes on."""
+        try:
+            idle(self._stopping)
+        except Exception as exc:
+            self._logger.warning(f"idle work failed: {type(exc).__name__}: {_clip(str(exc))}",
+                                 throttle_duration_sec=REFUSAL_LOG_PERIOD_S)
 
     def _drain(self) -> None:
         """Answer anything still queued when the worker stops."""

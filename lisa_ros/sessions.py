@@ -71,8 +71,9 @@ class SessionStore:
 class FrameCache:
     """The ``capacity`` most recently used encoded frames, by key (e.g. camera + arrival number).
 
-    Frames encoded ahead of any request (:meth:`store_ahead`, the node's ``encode_ahead``) take
-    one slot per source: each replaces the previous one of its source unless a request used it.
+    A frame encoded ahead of any request (:meth:`store_ahead`, the node's ``encode_ahead``)
+    replaces the previous one of its source unless a request used it, so frames encoded ahead
+    and never asked for hold one slot at most.
     """
 
     def __init__(self, capacity: int = 4):
@@ -94,13 +95,14 @@ class FrameCache:
         with self._lock:
             self.misses += 1
             self._put(key, frame)
-            self._used.add(key)
+            if key in self._frames:  # nothing is kept with capacity 0
+                self._used.add(key)
         return frame, False
 
     def store_ahead(self, key: Hashable, frame: object, replaces: Hashable | None = None) -> None:
         """Store ``frame``, encoded before any request asked for it; ``replaces``: the key its
         source stored ahead before, dropped now unless a request has used it (so a camera
-        encoded ahead at its frame rate never pushes out the frames requests are using)."""
+        encoded ahead at its frame rate holds one slot, not the whole cache)."""
         with self._lock:
             if replaces is not None and replaces != key and replaces not in self._used:
                 self._frames.pop(replaces, None)

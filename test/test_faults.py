@@ -33,7 +33,7 @@ FLOOD_TOPIC = "/flood/color/image_raw"
 @pytest.fixture(scope="module")
 def node(module_ros_domain, module_spawn, tmp_path_factory):
     checkpoint = write_tiny_lisa_checkpoint(tmp_path_factory.mktemp("faults") / "lisa", emit_seg=True)
-    params = {"model": str(checkpoint), "cameras": "['flood']", "flood.image_topic": FLOOD_TOPIC,
+    params = {"model": str(checkpoint), "precision": "fp32", "cameras": "['flood']", "flood.image_topic": FLOOD_TOPIC,
               "queue_depth": "1", "max_new_tokens": "16", "max_frame_age": "0.0"}
     args = ["--ros-args"] + [item for key, value in params.items() for item in ("-p", f"{key}:={value}")]
     process = module_spawn(module_ros_domain, "lisa_node_with_faults.py", *args, ready_timeout=90)

@@ -25,7 +25,7 @@ CASES = 300  # 30 of each family
 @pytest.fixture(scope="module")
 def fuzzed_node(module_ros_domain, module_spawn, tmp_path_factory):
     checkpoint = write_tiny_lisa_checkpoint(tmp_path_factory.mktemp("fuzz") / "lisa", emit_seg=True)
-    params = {"model": str(checkpoint), "max_new_tokens": "16", **fuzz_node_parameters()}
+    params = {"model": str(checkpoint), "precision": "fp32", "max_new_tokens": "16", **fuzz_node_parameters()}
     args = ["--ros-args"] + [item for key, value in params.items() for item in ("-p", f"{key}:={value}")]
     process = module_spawn(module_ros_domain, "lisa_node_with_faults.py", *args, ready_timeout=90)
     node = rclpy.create_node("fuzz_client", context=module_ros_domain.context())

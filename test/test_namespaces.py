@@ -30,7 +30,7 @@ def robot1(module_ros_domain, module_spawn, tmp_path_factory):
     checkpoint = write_tiny_lisa_checkpoint(tmp_path_factory.mktemp("ns") / "lisa", emit_seg=True)
     module_spawn(module_ros_domain, "camera_publisher.py", "front:rgbd")
     args = ["--ros-args", "--params-file", str(share_directory() / "config" / "lisa_ros.yaml"),
-            "-p", f"model:={checkpoint}", "-p", "max_new_tokens:=16", "-p", "max_frame_age:=5.0",
+            "-p", f"model:={checkpoint}", "-p", "precision:=fp32", "-p", "max_new_tokens:=16", "-p", "max_frame_age:=5.0",
             "-r", "__ns:=/robot1",
             # The colour image and its intrinsics come from another driver's topics; depth is left
             # relative (/robot1/camera/aligned_depth_to_color/image_raw, not published: 2D answers).
@@ -81,7 +81,7 @@ def test_under_sim_time_the_node_starts_without_clock_and_frame_age_follows_the_
     from lisa_ros.ros.conversions import numpy_to_image
 
     checkpoint = write_tiny_lisa_checkpoint(tmp_path / "lisa", emit_seg=True)
-    spawn(ros_domain, "lisa_node_with_faults.py", "--ros-args", "-p", f"model:={checkpoint}", "-p", "use_sim_time:=true",
+    spawn(ros_domain, "lisa_node_with_faults.py", "--ros-args", "-p", f"model:={checkpoint}", "-p", "precision:=fp32", "-p", "use_sim_time:=true",
           "-p", "cameras:=['sim']", "-p", "sim.image_topic:=/sim/image_raw", "-p", "max_frame_age:=1.0",
           "-p", "max_new_tokens:=8", ready_timeout=90)
     client = Client(ros_domain.context())

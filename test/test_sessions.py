@@ -85,6 +85,16 @@ def test_frames_encoded_ahead_take_one_slot_per_camera_unless_a_request_used_the
     cache.store_ahead(("wrist", 1), "w1")  # over capacity: the least recently used goes
     assert "request-image" not in cache and len(cache) == 3
     assert (cache.hits, cache.misses) == (1, 1)  # storing ahead is neither
+    cache.store_ahead(("wrist", 2), "w2", replaces=("wrist", 0))  # a replaced key already gone: fine
+    assert ("wrist", 2) in cache
+
+
+def test_a_frame_cache_of_capacity_zero_keeps_nothing():
+    cache = FrameCache(capacity=0)
+    for key in range(100):
+        assert cache.get_or_encode(key, lambda: "frame") == ("frame", False)
+        cache.store_ahead(("front", key), "frame", replaces=("front", key - 1))
+    assert len(cache) == 0 and not cache._used and cache.misses == 100
 
 
 def test_session_store_is_safe_under_concurrent_use():

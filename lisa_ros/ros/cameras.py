@@ -173,16 +173,13 @@ class CameraInput:
         return CameraFrame(self.name, color, None, info, received_at, None, sequence)
 
     def paired(self, frame: CameraFrame) -> CameraFrame:
-        """``frame`` with the depth frame nearest its stamp now (depth may arrive after colour),
-        or as it was when none is within the slop."""
+        """``frame`` with the depth frame nearest its stamp now (depth may arrive after colour;
+        none when none is within the slop) and the latest camera_info."""
         with self._lock:
             depths = list(self._depth)
             info = self._camera_info
         depth, offset = self._nearest_depth(frame.color, depths)
-        if depth is None:
-            return frame
-        return CameraFrame(self.name, frame.color, depth, info or frame.camera_info, frame.received_at, offset,
-                           frame.sequence)
+        return CameraFrame(self.name, frame.color, depth, info, frame.received_at, offset, frame.sequence)
 
     def frame_age_s(self, color: Any, received_at: float) -> float:
         """Seconds since the colour frame ``color`` was taken: the stamp clock's now minus its

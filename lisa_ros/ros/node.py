@@ -173,7 +173,7 @@ class LisaNode(LifecycleNodeMixin, Node):
         self._handler = RequestHandler(
             self.engine, SessionStore(config.session_timeout, config.max_sessions), FrameCache(config.frame_cache_size),
             self.cameras, config.default_camera_name, config.session_timeout, self._outputs,
-            read_live=functools.partial(parameters.read_live, self), tf=self._tf)
+            read_live=functools.partial(parameters.read_live, self), tf=self._tf, logger=self.get_logger())
         self._start_tf(self.get_parameter("target_frame").value)
         self.load_error = ""
         return TransitionCallbackReturn.SUCCESS

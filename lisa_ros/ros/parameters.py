@@ -50,7 +50,8 @@ SPECS = [
     Spec("model", "embedded", "LISA checkpoint: folder or hub id (xinlai/LISA-7B-v1, ...) or 'embedded' (the small "
                               "offline model shipped with lisa_ros); changes need a reload"),
     Spec("vision_tower", "", "CLIP tower folder or hub id; empty = the one in the checkpoint's config.json"),
-    Spec("precision", "auto", "fp32 | bf16 | fp16 | auto (CUDA: bf16, fp16 when bitsandbytes quantizes; CPU: bf16 with AMX or AVX512-BF16, else fp32)"),
+    Spec("precision", "auto", "fp32 | bf16 | fp16 | auto (CUDA: bf16, fp16 when bitsandbytes quantizes; CPU: bf16 with AMX or "
+                                  "AVX512-BF16, else fp32; quantized on the CPU: bf16 by bitsandbytes, fp32 by torchao)"),
     Spec("quantization", "none", "none | 4bit | 8bit of the language model; SAM always stays 16-bit; 4bit fits a 7B in ~5 GB"),
     Spec("quantization_backend", "auto", "bitsandbytes (4bit NF4, 8bit LLM.int8) | torchao (int4/int8 weight-only; any "
                                          "CUDA device incl. Jetson, and the CPU) | auto (torchao on aarch64/Jetson or "
@@ -77,12 +78,11 @@ SPECS = [
     Spec("session_timeout", 600.0, "seconds of inactivity after which a conversation is forgotten", True, 1.0, 86400.0),
     Spec("max_sessions", 64, "conversations kept at most (oldest dropped first)", True, 1, 10000),
     Spec("frame_cache_size", 4, "encoded frames kept to answer several commands on one frame", True, 0, 64),
-    Spec("encode_ahead", False, "while no request waits, encode each camera's newest frame, so that a request about "
-                                "it starts at the language model (saves the image encoding: about 0.9 s of a 2 s "
-                                "request for the embedded model on 2 CPU cores); a request then gets the newest "
-                                "frame encoded ahead while it is within max_frame_age and min_stamp (its header "
-                                "says which frame). Costs compute while idle, and a request with its own image "
-                                "may wait for one encoding to end"),
+    Spec("encode_ahead", False, "while no request waits, encode the default camera's newest frame, so that a request "
+                                "about it can skip the image encoding (docs/PERFORMANCE.md); it gets that frame "
+                                "when the frame is still the newest or was being encoded when the request came, "
+                                "within max_frame_age; any request may wait for one encoding to end, and the CPU "
+                                "or GPU works while the node is idle; needs frame_cache_size > 0"),
     Spec("publish_debug_image", True, "publish ~/debug_image (masks, boxes and answer drawn on the frame)"),
     Spec("publish_markers", True, "publish ~/markers (3D centroid and extent per mask)"),
     Spec("target_frame", "", "frame for result.target_poses and the point cloud (e.g. base_link), looked up in TF at "

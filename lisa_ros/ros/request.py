@@ -6,9 +6,9 @@
    check the command (empty, too long: INVALID_COMMAND);
 2. find the frame (:func:`frame_source`): the request's own image (with its optional depth and
    camera_info), or the latest frame of a configured camera (UNKNOWN_CAMERA, NO_FRAME,
-   STALE_FRAME), as a typed :class:`FrameSource`; with ``encode_ahead``, the camera's newest
-   frame already encoded while the node was idle (:meth:`RequestHandler.idle`) when it is
-   within ``max_frame_age`` and ``min_stamp``;
+   STALE_FRAME), as a typed :class:`FrameSource`; with ``encode_ahead``, the default camera's
+   frame encoded while the node was idle (:meth:`RequestHandler.idle`) when it is about as
+   fresh as the one the request would encode (:meth:`RequestHandler.usable_ahead`);
 3. decode it (:func:`decode`): RGB, depth in metres and intrinsics, with notes for what is
    missing (INVALID_IMAGE for an image that cannot be decoded or depth of another size);
 4. continue or start the session (UNKNOWN_SESSION);
@@ -53,7 +53,7 @@ from lisa_ros.ros.conversions import (
 )
 from lisa_ros.ros.outputs import GoalFeedback, MaskOutputs, Publishers, Stage
 from lisa_ros.ros.parameters import LiveParameters
-from lisa_ros.ros.serving import Codes, Job, RequestError, past_deadline
+from lisa_ros.ros.serving import IDLE_POLL_S, Codes, Job, RequestError, past_deadline
 from lisa_ros.transforms import TransformError
 
 
@@ -154,12 +154,12 @@ def camera_frame_source(camera: CameraInput, frame: CameraFrame) -> FrameSource:
 def frame_source(request, cameras: dict[str, CameraInput], default_camera: str, max_frame_age: float,
                  deadline: float = math.inf, poll_s: float = 0.02,
                  should_stop: Callable[[], bool] = lambda: False,
-                 encoded_ahead: dict[str, CameraFrame] | None = None) -> FrameSource:
+                 encoded_ahead: CameraFrame | None = None) -> FrameSource:
     """The request's own image when it has one, else the latest frame of ``request.camera`` (or
-    of ``default_camera`` when the request names none). ``encoded_ahead``: per camera, a frame
-    already encoded (``encode_ahead``), taken instead of the latest one while its age is within
-    ``max_frame_age`` and its stamp at or after ``min_stamp`` (its depth paired again, as depth
-    may have come since).
+    of ``default_camera`` when the request names none). ``encoded_ahead``: a frame of a camera
+    already encoded (``encode_ahead``) and judged fresh enough by the caller, taken instead of
+    the latest frame for a request about that camera when it is stamped at or after
+    ``min_stamp`` (its depth paired again, as depth may have come since).
 
     With a nonzero ``request.min_stamp``, only a frame stamped at or after it: the request's own
     image must be that new; a camera's newer frame is waited for (polling every ``poll_s``) until
@@ -177,12 +177,9 @@ def frame_source(request, cameras: dict[str, CameraInput], default_camera: str, 
                                f"before min_stamp {min_stamp_s:.3f} s")
         return own
     name = request.camera or default_camera
-    ahead = (encoded_ahead or {}).get(name)
-    if ahead is not None and name in cameras:
-        camera = cameras[name]
-        age = camera.frame_age_s(ahead.color, ahead.received_at)
-        if (max_frame_age <= 0 or age <= max_frame_age) and stamp_seconds(ahead.color.header) >= min_stamp_s:
-            return camera_frame_source(camera, camera.paired(ahead))
+    ahead = encoded_ahead
+    if ahead is not None and ahead.camera == name and name in cameras and stamp_seconds(ahead.color.header) >= min_stamp_s:
+        return camera_frame_source(cameras[name], cameras[name].paired(ahead))
     give_up = min(deadline, time.monotonic() + MIN_STAMP_WAIT_S)
     while True:
         source = camera_source(cameras, name, max_frame_age)
@@ -274,6 +271,16 @@ def generation_options(live: LiveParameters):
                              segment_suffix=live.segment_suffix, explain_suffix=live.explain_suffix)
 
 
+@dataclass(frozen=True)
+class EncodedAhead:
+    """A camera frame encoded while the node was idle (``encode_ahead``), in the frame cache
+    under ``key``; ``encoded_at``: monotonic seconds when it was ready."""
+
+    frame: CameraFrame
+    key: Hashable
+    encoded_at: float
+
+
 class RequestHandler:
     """Serves jobs with one loaded model (built at configure, dropped at cleanup).
 
@@ -282,11 +289,12 @@ class RequestHandler:
     when a request names none; ``session_timeout``: seconds, for the UNKNOWN_SESSION message;
     ``publishers``: the node's output topics; ``read_live()``: the run-time parameters now;
     ``tf``: a :class:`lisa_ros.ros.tf.TfLookup` (None: target_frame outputs are refused as
-    transform errors).
+    transform errors); ``logger``: for warnings outside a request (None: none).
     """
 
     def __init__(self, engine, sessions, frame_cache, cameras: dict[str, CameraInput], default_camera: str,
-                 session_timeout: float, publishers: Publishers, read_live: Callable[[], LiveParameters], tf=None):
+                 session_timeout: float, publishers: Publishers, read_live: Callable[[], LiveParameters], tf=None,
+                 logger=None):
         self.engine = engine
         self.sessions = sessions
         self.frame_cache = frame_cache
@@ -296,10 +304,14 @@ class RequestHandler:
         self.publishers = publishers
         self.read_live = read_live
         self.tf = tf
-        # encode_ahead: per camera, the frame last encoded while idle (and its place in the turn)
-        self.encoded_ahead: dict[str, CameraFrame] = {}
-        self._tried_ahead: dict[str, int] = {}  # camera -> arrival number last tried
-        self._ahead_turn = 0
+        self.logger = logger
+        # encode_ahead: the default camera's frame last encoded while idle, the arrival number
+        # last considered, the last encoding's duration (seconds), and whether the "slower than
+        # max_frame_age" warning was given
+        self.ahead: EncodedAhead | None = None
+        self._ahead_sequence = 0
+        self._encode_s = 0.0
+        self._warned_slow = False
 
     def __call__(self, job: Job, stopping: threading.Event) -> tuple[str, dict[str, float]]:
         """Serve ``job``; returns the answer's message (notes, "" when none) and the timings in
@@ -317,10 +329,9 @@ class RequestHandler:
 
         # -- the frame, decoded; the session
         feedback.stage(Stage.STAGE_PREPROCESSING)
-        ahead = {name: frame for name, frame in self.encoded_ahead.items()
-                 if live.encode_ahead and (name, frame.sequence) in self.frame_cache}
         source = frame_source(request, self.cameras, self.default_camera, live.max_frame_age, job.deadline,
-                              should_stop=lambda: stopping.is_set() or feedback.cancel_requested, encoded_ahead=ahead)
+                              should_stop=lambda: stopping.is_set() or feedback.cancel_requested,
+                              encoded_ahead=self.usable_ahead(live))
         header = job.result.header = source.header
         frame = decode(source, live.max_image_pixels)
         self.note_depth(source, frame)
@@ -383,37 +394,56 @@ class RequestHandler:
             setattr(job.result.timings, stage, float(value))
         return "; ".join(answer.caveats + frame.notes), timings
 
+    def usable_ahead(self, live: LiveParameters) -> CameraFrame | None:
+        """The frame encoded ahead, when a request now may take it instead of encoding the
+        camera's newest frame: it is in the frame cache, within ``max_frame_age`` (0 = no limit),
+        and it arrived at most one encoding (the last one's duration, plus two idle polls) before
+        the newest frame. The answer then comes one encoding sooner and is about a frame no older
+        than the one it would have encoded would be by the time that encoding ended. None
+        otherwise (e.g. the request waited behind others while newer frames came)."""
+        ahead, camera = self.ahead, self.cameras.get(self.default_camera)
+        if not live.encode_ahead or ahead is None or camera is None or ahead.key not in self.frame_cache:
+            return None
+        latest = camera.latest()
+        if latest is not None and latest.received_at - ahead.frame.received_at > self._encode_s + 2 * IDLE_POLL_S:
+            return None
+        if live.max_frame_age > 0 and camera.frame_age_s(ahead.frame.color, ahead.frame.received_at) > live.max_frame_age:
+            return None
+        return ahead.frame
+
     def idle(self, stopping: threading.Event) -> bool:
-        """Called by the worker when no request waits. With ``encode_ahead``: encode the newest
-        frame of the next camera (in turn) whose newest frame is not encoded yet, into the frame
-        cache, so that a request about it starts at the language model. One frame per call, so a
-        request arriving meanwhile waits one encoding at most. A frame that would be refused
-        (stale, undecodable, not encodable) is skipped: the request about it says why. Returns
-        whether it encoded."""
+        """Called by the worker when no request waits. With ``encode_ahead``: encode the default
+        camera's newest frame, if not encoded yet, into the frame cache, so that a request about
+        it starts at the language model. One frame per call, so a request arriving meanwhile
+        waits one encoding at most. Skipped: a frame that would be older than ``max_frame_age``
+        once encoded (a warning, once, when encoding takes that long), or one that cannot be
+        decoded or encoded (the request about it says why). Returns whether it encoded."""
         live = self.read_live()
-        if not live.encode_ahead or self.frame_cache.capacity == 0 or stopping.is_set():
+        camera = self.cameras.get(self.default_camera)
+        if not live.encode_ahead or self.frame_cache.capacity == 0 or stopping.is_set() or camera is None:
             return False
-        names = list(self.cameras)
-        for offset in range(len(names)):
-            name = names[(self._ahead_turn + offset) % len(names)]
-            camera = self.cameras[name]
-            frame = camera.latest()
-            if frame is None or self._tried_ahead.get(name) == frame.sequence:
-                continue
-            self._ahead_turn = (self._ahead_turn + offset + 1) % len(names)
-            self._tried_ahead[name] = frame.sequence
-            if live.max_frame_age > 0 and camera.frame_age_s(frame.color, frame.received_at) > live.max_frame_age:
-                return False
+        frame = camera.latest()
+        if frame is None or frame.sequence <= self._ahead_sequence:
+            return False
+        self._ahead_sequence = frame.sequence
+        if live.max_frame_age > 0 and camera.frame_age_s(frame.color, frame.received_at) + self._encode_s > live.max_frame_age:
+            if self._encode_s >= live.max_frame_age and not self._warned_slow and self.logger is not None:
+                self._warned_slow = True
+                self.logger.warning(f"encode_ahead: encoding a frame takes {self._encode_s:.2f} s, more than "
+                                    f"max_frame_age ({live.max_frame_age:g} s): frames encoded ahead would be stale, "
+                                    "so none are (raise max_frame_age, or turn encode_ahead off)")
+            return False
+        key = (camera.name, frame.sequence)
+        if key not in self.frame_cache:  # a request may have encoded it already
+            started = time.monotonic()
             try:
                 encoded = self.engine.encode_frame(decode_color(frame.color, live.max_image_pixels))
             except (RequestError, InvalidImageError):
                 return False
-            previous = self.encoded_ahead.get(name)
-            self.frame_cache.store_ahead((name, frame.sequence), encoded,
-                                         replaces=None if previous is None else (name, previous.sequence))
-            self.encoded_ahead[name] = frame
-            return True
-        return False
+            self._encode_s = time.monotonic() - started
+            self.frame_cache.store_ahead(key, encoded, replaces=self.ahead.key if self.ahead is not None else None)
+        self.ahead = EncodedAhead(frame, key, time.monotonic())
+        return True
 
     def _target_frame(self, job: Job, target: str, tf_timeout: float, shapes: list, frame: DecodedFrame):
         """With a ``target`` frame and some mask in 3D: fill ``job.result.target_poses`` and

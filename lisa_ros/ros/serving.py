@@ -114,9 +114,9 @@ class JobQueue:
             self._ready.notify()
             return True
 
-    def get(self, timeout: float | None = None):
-        """The oldest item, waiting for one; :data:`EMPTY` when none came within ``timeout``
-        seconds (None: wait as long as it takes)."""
+    def get(self, timeout: float | None = None) -> Job | None | object:
+        """The oldest item (a job, or None: the stop signal), waiting for one; :data:`EMPTY`
+        when none came within ``timeout`` seconds (None: wait as long as it takes)."""
         with self._ready:
             if not self._ready.wait_for(lambda: bool(self._items), timeout):
                 return EMPTY
@@ -324,11 +324,13 @@ class Server:
             self._drain()
 
     def _idle(self, idle: Callable[[threading.Event], bool]) -> None:
-        """Run the handler's idle task once; a failure is a throttled warning, and the worker goes on."""
+        """Run the handler's idle task once; a failure is a throttled warning (out of memory
+        frees what it can first), and the worker goes on."""
         try:
             idle(self._stopping)
         except Exception as exc:
-            self._logger.warning(f"idle work failed: {type(exc).__name__}: {_clip(str(exc))}",
+            hint = _free_after_out_of_memory(exc)
+            self._logger.warning(f"idle work failed: {hint + '; ' if hint else ''}{type(exc).__name__}: {_clip(str(exc))}",
                                  throttle_duration_sec=REFUSAL_LOG_PERIOD_S)
 
     def _drain(self) -> None:
@@ -340,21 +342,30 @@ class Server:
         """Answer MODEL_ERROR for a failure of the model. Out of memory (CUDA's OutOfMemoryError,
         or MemoryError on the CPU) frees what it can (the request's tensors are gone with its
         frames; the CUDA cache is emptied, the garbage collected) and says what to change."""
-        import gc
-
         message = f"model error: {type(exc).__name__}: {exc}"
-        try:
-            import torch
-
-            if isinstance(exc, torch.cuda.OutOfMemoryError):
-                gc.collect()
-                torch.cuda.empty_cache()
-                message = ("out of GPU memory; try quantization 4bit, a smaller image or fewer "
-                           f"max_new_tokens ({exc})")
-            elif isinstance(exc, MemoryError):
-                gc.collect()
-                message = f"out of memory (CPU); try a smaller image or fewer max_new_tokens ({exc})"
-        except Exception:
-            pass
+        hint = _free_after_out_of_memory(exc)
+        if hint:
+            message = f"{hint} ({exc})"
         self._logger.error(message + "\n" + traceback.format_exc(limit=5))
         self.finish(job, Codes.MODEL_ERROR, message)
+
+
+def _free_after_out_of_memory(exc: BaseException) -> str:
+    """For out of memory (CUDA's OutOfMemoryError, or MemoryError on the CPU): free what can be
+    freed (the garbage collected, the CUDA cache emptied) and return which memory ran out and
+    what to change; "" for any other failure."""
+    import gc
+
+    try:
+        import torch
+
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            gc.collect()
+            torch.cuda.empty_cache()
+            return "out of GPU memory; try quantization 4bit, a smaller image or fewer max_new_tokens"
+        if isinstance(exc, MemoryError):
+            gc.collect()
+            return "out of memory (CPU); try a smaller image or fewer max_new_tokens"
+    except Exception:
+        pass
+    return ""

@@ -22,8 +22,9 @@ neighbour that slows the machine slows all of them alike. Prints the median per 
 first mask and whole request, the ratio to ``before``, and each variant's mask IoU and answer
 agreement against ``before``.
 
-    python bench/embedded.py                    # 6 scenes x 3 rounds, about 3 minutes on 2 cores
+    python bench/embedded.py                    # 6 scenes x 3 rounds, about 5 minutes on 2 cores with bf16 instructions
     python bench/embedded.py --scenes 12 --rounds 2 --json runs/bench_embedded.json
+    python bench/embedded.py --variants encoder,ahead   # a CPU without bf16 instructions (bf16 is emulated: slow)
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ from lisa_ros.model.loading import load_lisa
 from lisa_ros.model.options import LoadOptions, native_cpu_bf16
 from lisa_ros.model.tiny_vit import set_fast_inference
 
+VARIANTS = ("before", "encoder", "encoder+int8", "encoder+bf16", "ahead", "bf16+ahead")
 STAGES = ("preprocess", "objects", "sam_encoder", "prefill", "decode", "mask_decode", "time_to_first_mask", "total")
 # Per request beside the stages: the answer's tokens, and decode seconds per decoding step (answers
 # of different lengths make the decode stage alone unfair between variants that answer differently).
@@ -60,16 +62,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="requests per scene and variant (the first is warm-up)")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--json", help="also write the numbers to this file")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma-separated subset (the bf16 ones take minutes per round on a CPU without bf16 "
+                             "instructions); 'before' is always run, as the reference")
     args = parser.parse_args()
 
+    chosen = {"before"} | set(args.variants.split(","))
+    if not chosen <= set(VARIANTS):
+        parser.error(f"--variants: unknown {sorted(chosen - set(VARIANTS))}; choose from {', '.join(VARIANTS)}")
     generation = GenerationOptions(max_new_tokens=args.max_new_tokens)
-    fp32 = LisaEngine(load_lisa("embedded", LoadOptions(precision="fp32", device="cpu")), generation)
-    int8 = LisaEngine(load_lisa("embedded", LoadOptions(precision="fp32", quantization="8bit",
-                                                        quantization_backend="torchao", device="cpu")), generation)
-    bf16 = LisaEngine(load_lisa("embedded", LoadOptions(precision="bf16", device="cpu")), generation)
-    # name: (engine, TinyViT's inference path, frame encoded before the request)
-    variants = {"before": (fp32, False, False), "encoder": (fp32, True, False), "encoder+int8": (int8, True, False),
-                "encoder+bf16": (bf16, True, False), "ahead": (fp32, True, True), "bf16+ahead": (bf16, True, True)}
+    options = {"fp32": LoadOptions(precision="fp32", device="cpu"),
+               "int8": LoadOptions(precision="fp32", quantization="8bit", quantization_backend="torchao", device="cpu"),
+               "bf16": LoadOptions(precision="bf16", device="cpu")}
+    # name: (loading, TinyViT's inference path, frame encoded before the request)
+    plan = {"before": ("fp32", False, False), "encoder": ("fp32", True, False), "encoder+int8": ("int8", True, False),
+            "encoder+bf16": ("bf16", True, False), "ahead": ("fp32", True, True), "bf16+ahead": ("bf16", True, True)}
+    engines = {kind: LisaEngine(load_lisa("embedded", options[kind]), generation)
+               for kind in {plan[name][0] for name in chosen}}
+    variants = {name: (engines[kind], fast, ahead) for name, (kind, fast, ahead) in plan.items() if name in chosen}
     scenes = [split_scene(SCENE_SEED, "test", index) for index in range(args.scenes)]
     print(f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
           f"native bf16: {native_cpu_bf16()}, "

@@ -39,6 +39,12 @@ class CameraFrame:
     depth_offset_s: float | None  # depth stamp - colour stamp, None without depth
     sequence: int = 0  # arrival number of the colour frame (unique even when stamps repeat)
 
+    @property
+    def cache_key(self) -> tuple[str, int]:
+        """The frame cache key: camera name and arrival number. Not the stamp: drivers that stamp
+        0 or a looping bag repeat stamps, and a cache keyed on them would answer about an older image."""
+        return (self.camera, self.sequence)
+
 
 class RateMeter:
     """Messages per second over the last ``window`` arrivals."""

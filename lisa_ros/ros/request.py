@@ -141,14 +141,11 @@ def camera_source(cameras: dict[str, CameraInput], name: str, max_frame_age: flo
 
 
 def camera_frame_source(camera: CameraInput, frame: CameraFrame) -> FrameSource:
-    """``frame`` of ``camera`` as a :class:`FrameSource` (cache key: camera name and arrival number)."""
+    """``frame`` of ``camera`` as a :class:`FrameSource` (cache key: :attr:`CameraFrame.cache_key`)."""
     return FrameSource(
         camera=camera.name, header=frame.color.header, color=frame.color, depth=frame.depth,
         camera_info=frame.camera_info, depth_expected=camera.has_depth_stream(),
-        depth_scale=camera.depth_scale, rectified=camera.rectified,
-        # The arrival number, not the stamp: drivers that stamp 0 or a looping bag repeat
-        # stamps, and a cache keyed on them would answer about an older image.
-        cache_key=(camera.name, frame.sequence))
+        depth_scale=camera.depth_scale, rectified=camera.rectified, cache_key=frame.cache_key)
 
 
 def frame_source(request, cameras: dict[str, CameraInput], default_camera: str, max_frame_age: float,
@@ -177,9 +174,9 @@ def frame_source(request, cameras: dict[str, CameraInput], default_camera: str, 
                                f"before min_stamp {min_stamp_s:.3f} s")
         return own
     name = request.camera or default_camera
-    ahead = encoded_ahead
-    if ahead is not None and ahead.camera == name and name in cameras and stamp_seconds(ahead.color.header) >= min_stamp_s:
-        return camera_frame_source(cameras[name], cameras[name].paired(ahead))
+    if (encoded_ahead is not None and encoded_ahead.camera == name and name in cameras
+            and stamp_seconds(encoded_ahead.color.header) >= min_stamp_s):
+        return camera_frame_source(cameras[name], cameras[name].paired(encoded_ahead))
     give_up = min(deadline, time.monotonic() + MIN_STAMP_WAIT_S)
     while True:
         source = camera_source(cameras, name, max_frame_age)
@@ -271,16 +268,6 @@ def generation_options(live: LiveParameters):
                              segment_suffix=live.segment_suffix, explain_suffix=live.explain_suffix)
 
 
-@dataclass(frozen=True)
-class EncodedAhead:
-    """A camera frame encoded while the node was idle (``encode_ahead``), in the frame cache
-    under ``key``; ``encoded_at``: monotonic seconds when it was ready."""
-
-    frame: CameraFrame
-    key: Hashable
-    encoded_at: float
-
-
 class RequestHandler:
     """Serves jobs with one loaded model (built at configure, dropped at cleanup).
 
@@ -305,10 +292,10 @@ class RequestHandler:
         self.read_live = read_live
         self.tf = tf
         self.logger = logger
-        # encode_ahead: the default camera's frame last encoded while idle, the arrival number
-        # last considered, the last encoding's duration (seconds), and whether the "slower than
-        # max_frame_age" warning was given
-        self.ahead: EncodedAhead | None = None
+        # encode_ahead: the default camera's frame last encoded while idle (in the frame cache
+        # under its cache_key), the arrival number last considered, the last encoding's duration
+        # (seconds), and whether the "slower than max_frame_age" warning was given
+        self.ahead: CameraFrame | None = None
         self._ahead_sequence = 0
         self._encode_s = 0.0
         self._warned_slow = False
@@ -402,14 +389,14 @@ class RequestHandler:
         than the one it would have encoded would be by the time that encoding ended. None
         otherwise (e.g. the request waited behind others while newer frames came)."""
         ahead, camera = self.ahead, self.cameras.get(self.default_camera)
-        if not live.encode_ahead or ahead is None or camera is None or ahead.key not in self.frame_cache:
+        if not live.encode_ahead or ahead is None or camera is None or ahead.cache_key not in self.frame_cache:
             return None
         latest = camera.latest()
-        if latest is not None and latest.received_at - ahead.frame.received_at > self._encode_s + 2 * IDLE_POLL_S:
+        if latest is not None and latest.received_at - ahead.received_at > self._encode_s + 2 * IDLE_POLL_S:
             return None
-        if live.max_frame_age > 0 and camera.frame_age_s(ahead.frame.color, ahead.frame.received_at) > live.max_frame_age:
+        if live.max_frame_age > 0 and camera.frame_age_s(ahead.color, ahead.received_at) > live.max_frame_age:
             return None
-        return ahead.frame
+        return ahead
 
     def idle(self, stopping: threading.Event) -> bool:
         """Called by the worker when no request waits. With ``encode_ahead``: encode the default
@@ -433,16 +420,16 @@ class RequestHandler:
                                     f"max_frame_age ({live.max_frame_age:g} s): frames encoded ahead would be stale, "
                                     "so none are (raise max_frame_age, or turn encode_ahead off)")
             return False
-        key = (camera.name, frame.sequence)
-        if key not in self.frame_cache:  # a request may have encoded it already
+        if frame.cache_key not in self.frame_cache:  # a request may have encoded it already
             started = time.monotonic()
             try:
                 encoded = self.engine.encode_frame(decode_color(frame.color, live.max_image_pixels))
             except (RequestError, InvalidImageError):
                 return False
             self._encode_s = time.monotonic() - started
-            self.frame_cache.store_ahead(key, encoded, replaces=self.ahead.key if self.ahead is not None else None)
-        self.ahead = EncodedAhead(frame, key, time.monotonic())
+            self.frame_cache.store_ahead(frame.cache_key, encoded,
+                                         replaces=self.ahead.cache_key if self.ahead is not None else None)
+        self.ahead = frame
         return True
 
     def _target_frame(self, job: Job, target: str, tf_timeout: float, shapes: list, frame: DecodedFrame):

@@ -4,6 +4,7 @@ phrasings, ReasonSeg compatibility, masks that match the drawn pixels, per-type 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from itertools import combinations
 from pathlib import Path
@@ -91,6 +92,21 @@ def test_phrasing_counts_and_disjoint_templates():
         for template in phrasings["train"] + phrasings["test"]:
             text = template.format(cue="a lemon", Cue="A lemon", colour="yellow")  # what a query starts with
             assert text[0].isupper() and text.rstrip()[-1] in ".?", template
+
+
+def _word_runs(template: str, length: int = 4) -> set[tuple[str, ...]]:
+    words = re.findall(r"[a-z{}]+", template.lower())
+    return {tuple(words[i:i + length]) for i in range(len(words) - length + 1)}
+
+
+def test_training_phrasings_share_no_four_word_run_with_the_test_phrasings():
+    # The test split checks generalisation to new wordings: a training phrasing that reused a
+    # test phrasing's words ("taking up the most space") would teach the test's wording.
+    # Per query type (across types, plain runs such as "which one of these" are fine).
+    for query_type, phrasings in rs.PHRASINGS.items():
+        test_runs = set().union(*(_word_runs(t) for t in phrasings["test"]))
+        for template in phrasings["train"]:
+            assert not _word_runs(template) & test_runs, (query_type, template)
 
 
 def test_training_cues_are_other_knowledge_than_the_test_cues():

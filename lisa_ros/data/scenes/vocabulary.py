@@ -181,10 +181,10 @@ PHRASINGS: dict[str, dict[str, tuple[str, ...]]] = {
             # Eighth run: more sentence structures and words (see roll).
             "Think of {cue}. Which object here has its colour?",
             "When you picture {cue}, which object's colour do you see?",
-            "A child drew {cue} with one of these objects' colours. Which object matches?",
+            "Which object has the colour a painter would mix for {cue}?",
             "Which object is painted in the colour of {cue}?",
             "Grab the thing that is coloured like {cue}, please.",
-            "Which object would I choose to stand for {cue} in a colour game?",
+            "In a colour quiz the answer is {cue}. Which object fits that answer?",
             "By colour alone, which object goes with {cue}?",
             "The robot should fetch the object coloured like {cue}. Which one is it?",
             "Which object's colour is the one {cue} is known for?",

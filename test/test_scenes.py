@@ -434,3 +434,32 @@ def _probe_new_cues() -> dict[str, str]:
     used = {cue for table in (rs.COLOUR_CUES, rs.TRAINING_CUES) for cues in table.values() for cue in cues}
     assert not used & set(module.NEW_CUES.values())
     return module.NEW_CUES
+
+
+def test_new_phrasings_probe_rewrites_every_query_with_words_no_phrasing_uses(splits, tmp_path):
+    """training/probe_new_phrasings.py: every test scene, same images, targets and answers, one
+    query in a phrasing of its type that shares no four-word run with any phrasing of that type,
+    with the scene's own colour (from its answer) filled in."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "training" / "probe_new_phrasings.py"
+    out = tmp_path / "probe"
+    run = subprocess.run([sys.executable, str(script), str(splits["test"]), str(out)], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    originals = {path.name: json.loads(path.read_text()) for path in splits["test"].glob("*.json")}
+    written = {path.name: json.loads(path.read_text()) for path in out.glob("*.json")}
+    assert set(written) == set(originals)
+    for name, annotation in written.items():
+        original = originals[name]
+        assert {k: v for k, v in annotation.items() if k != "text"} == {k: v for k, v in original.items() if k != "text"}
+        assert (out / name).with_suffix(".jpg").read_bytes() == (splits["test"] / name).with_suffix(".jpg").read_bytes()
+        [query] = annotation["text"]
+        assert "{" not in query and query != original["text"][0]
+        used = set().union(*(_word_runs(t) for phrasings in rs.PHRASINGS[original["query_type"]].values() for t in phrasings))
+        slotless = {words for words in used if not any("{" in word for word in words)}  # the query's slots are filled
+        assert not _word_runs(query) & slotless, query
+        if original["query_type"] in ("largest_of_colour", "smallest_of_colour"):
+            colour = original["answer"].split(original["query_type"].split("_")[0] + " ")[1].split()[0]
+            assert colour in query, (query, original["answer"])

@@ -462,4 +462,4 @@ def test_new_phrasings_probe_rewrites_every_query_with_words_no_phrasing_uses(sp
         assert not _word_runs(query) & slotless, query
         if original["query_type"] in ("largest_of_colour", "smallest_of_colour"):
             colour = original["answer"].split(original["query_type"].split("_")[0] + " ")[1].split()[0]
-            assert colour in query, (query, original["answer"])
+            assert re.search(rf"\b{colour}\b", query), (query, original["answer"])

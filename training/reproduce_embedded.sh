@@ -27,11 +27,14 @@ resume_from runs/embedded_language_look runs/embedded_language_look2
 #    ...then, from that run's delta, 1000 steps on today's phrasings (the sixth run)...
 "$BIN/lisa-ros" embedded extract runs/embedded_language_look2 --out runs/delta_fifth.safetensors
 "$BIN/lisa-ros" train training/embedded_model_language_phrasings.yaml
-#    ...and from the sixth run's delta, 800 more steps (the seventh run, shipped).
+#    ...from the sixth run's delta, 800 more steps (the seventh run)...
 "$BIN/lisa-ros" embedded extract runs/embedded_language_phrasings --out runs/delta_sixth.safetensors
 "$BIN/lisa-ros" train training/embedded_model_language_seventh.yaml
+#    ...and from the seventh run's delta, 700 steps on more varied phrasings (the eighth run, shipped).
+"$BIN/lisa-ros" embedded extract runs/embedded_language_seventh --out runs/delta_seventh.safetensors
+"$BIN/lisa-ros" train training/embedded_model_language_eighth.yaml
 # 3. The committed file: LoRA factors, new rows and small modules, fp16.
-"$BIN/lisa-ros" embedded extract runs/embedded_language_seventh
+"$BIN/lisa-ros" embedded extract runs/embedded_language_eighth
 # 4. Held-out test split, generate mode (the model answers freely; its first mask is scored).
 "$BIN/lisa-ros" eval --model embedded --precision fp32 --data runs/scenes/test --mode generate --out runs/eval_test_reproduced
 "$BIN/python" -c "import json, sys; from lisa_ros.evaluate.baseline import any_object_baseline; \

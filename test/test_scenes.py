@@ -329,7 +329,10 @@ def test_about_one_scene_in_ten_has_nothing_that_fits(tmp_path):
 
 def test_training_samples_carry_distinct_paraphrases_of_their_query():
     scene = rs.split_scene(0, "train", 2)
-    assert 2 <= len(scene.paraphrases) <= 4 and scene.query not in scene.paraphrases
+    from lisa_ros.data.scenes.writing import PARAPHRASES
+
+    # PARAPHRASES draws among the type's training phrasings, repeats dropped
+    assert 2 <= len(scene.paraphrases) <= PARAPHRASES and scene.query not in scene.paraphrases
     assert len(set(scene.paraphrases)) == len(scene.paraphrases)
     again = rs.split_scene(0, "train", 2)
     assert again.paraphrases == scene.paraphrases and np.array_equal(again.rgb, scene.rgb)

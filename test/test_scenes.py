@@ -94,19 +94,14 @@ def test_phrasing_counts_and_disjoint_templates():
             assert text[0].isupper() and text.rstrip()[-1] in ".?", template
 
 
-def _word_runs(template: str, length: int = 4) -> set[tuple[str, ...]]:
-    words = re.findall(r"[a-z{}]+", template.lower())
-    return {tuple(words[i:i + length]) for i in range(len(words) - length + 1)}
-
-
 def test_training_phrasings_share_no_four_word_run_with_the_test_phrasings():
     # The test split checks generalisation to new wordings: a training phrasing that reused a
     # test phrasing's words ("taking up the most space") would teach the test's wording.
     # Per query type (across types, plain runs such as "which one of these" are fine).
     for query_type, phrasings in rs.PHRASINGS.items():
-        test_runs = set().union(*(_word_runs(t) for t in phrasings["test"]))
+        test_runs = set().union(*(rs.word_runs(t) for t in phrasings["test"]))
         for template in phrasings["train"]:
-            assert not _word_runs(template) & test_runs, (query_type, template)
+            assert not rs.word_runs(template) & test_runs, (query_type, template)
 
 
 def test_training_cues_are_other_knowledge_than_the_test_cues():
@@ -454,15 +449,17 @@ def test_new_phrasings_probe_rewrites_every_query_with_words_no_phrasing_uses(sp
     originals = {path.name: json.loads(path.read_text()) for path in splits["test"].glob("*.json")}
     written = {path.name: json.loads(path.read_text()) for path in out.glob("*.json")}
     assert set(written) == set(originals)
+    slotless = {}  # per query type: the runs of its phrasings without a slot (the query's slots are filled)
+    for query_type, phrasings in rs.PHRASINGS.items():
+        used = set().union(*(rs.word_runs(t) for split in phrasings.values() for t in split))
+        slotless[query_type] = {words for words in used if not any("{" in word for word in words)}
     for name, annotation in written.items():
         original = originals[name]
         assert {k: v for k, v in annotation.items() if k != "text"} == {k: v for k, v in original.items() if k != "text"}
         assert (out / name).with_suffix(".jpg").read_bytes() == (splits["test"] / name).with_suffix(".jpg").read_bytes()
         [query] = annotation["text"]
         assert "{" not in query and query != original["text"][0]
-        used = set().union(*(_word_runs(t) for phrasings in rs.PHRASINGS[original["query_type"]].values() for t in phrasings))
-        slotless = {words for words in used if not any("{" in word for word in words)}  # the query's slots are filled
-        assert not _word_runs(query) & slotless, query
+        assert not rs.word_runs(query) & slotless[original["query_type"]], query
         if original["query_type"] in ("largest_of_colour", "smallest_of_colour"):
             colour = original["answer"].split(original["query_type"].split("_")[0] + " ")[1].split()[0]
             assert re.search(rf"\b{colour}\b", query), (query, original["answer"])

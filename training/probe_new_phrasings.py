@@ -19,7 +19,7 @@ import re
 import shutil
 from pathlib import Path
 
-from lisa_ros.data.scenes import COLOUR_CUES, PHRASINGS, cue_slots
+from lisa_ros.data.scenes import COLOUR_CUES, PHRASINGS, cue_slots, word_runs
 
 NEW_PHRASINGS: dict[str, tuple[str, ...]] = {
     "roll": (
@@ -84,12 +84,6 @@ NEW_PHRASINGS: dict[str, tuple[str, ...]] = {
     ),
 }
 _COLOUR = re.compile(r"(?:something|the largest|the smallest) (\w+)")
-
-
-def word_runs(template: str, length: int = 4) -> set[tuple[str, ...]]:
-    """The runs of ``length`` words of a template (lower case, slots as words)."""
-    words = re.findall(r"[a-z{}]+", template.lower())
-    return {tuple(words[i:i + length]) for i in range(len(words) - length + 1)}
 
 
 def check_new() -> None:

@@ -69,10 +69,11 @@ from lisa_ros.data.scenes.vocabulary import (
     TRAINING_CUES,
     cue_slots,
     region,
+    word_runs,
 )
 from lisa_ros.data.scenes.writing import split_scene, write_split
 
 __all__ = ["COLOUR_CUES", "COLOURS", "CONTAINER_SHAPES", "DEFAULT_SIZE", "EXPLANATIONS", "PALETTE", "PHRASINGS",
            "QUERY_TYPES", "ROUND_SHAPES", "SHAPES", "SPLIT_SEEDS", "SPLITS", "TEXTURES", "Scene", "SceneObject",
            "make_scene", "polygon_mask", "scene_annotation", "scene_rng", "split_scene", "write_split",
-           "LOOK_FOR", "PLURALS", "REFUSALS", "TRAINING_CUES", "cue_slots", "region"]
+           "LOOK_FOR", "PLURALS", "REFUSALS", "TRAINING_CUES", "cue_slots", "region", "word_runs"]

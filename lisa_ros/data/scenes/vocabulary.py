@@ -4,6 +4,8 @@ One place for everything a scene can say or show; the generator's other modules 
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 QUERY_TYPES: tuple[str, ...] = (
@@ -84,6 +86,14 @@ TRAINING_CUES: dict[str, tuple[str, ...]] = {
     "pink": ("a piglet", "cotton candy", "a cherry blossom", "a pink rose", "salmon flesh", "a tongue",
              "a pig's snout", "Peppa Pig", "a peony", "a ballet slipper", "ham", "a rose quartz stone"),
 }
+
+def word_runs(text: str, length: int = 4) -> set[tuple[str, ...]]:
+    """The runs of ``length`` consecutive words of a phrasing (lower case, punctuation dropped,
+    slots such as ``{colour}`` kept as words): how training, test and probe phrasings are kept
+    apart (no shared run of four words within a query type)."""
+    words = re.findall(r"[a-z{}]+", text.lower())
+    return {tuple(words[i:i + length]) for i in range(len(words) - length + 1)}
+
 
 def cue_slots(cue: str) -> dict[str, str]:
     """The phrasing slots of a world-knowledge cue: ``{cue}`` mid-sentence, ``{Cue}`` at its start."""

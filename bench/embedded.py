@@ -6,29 +6,40 @@ image tokens, prefill, greedy decoding with the KV cache, and a mask decoded at 
 (``LisaEngine.answer`` on a raw image, nothing cached between requests). Variants:
 
 * ``before``: TinyViT layer by layer (``set_fast_inference(False)``: BatchNorm as its own pass,
-  contiguous maps, MBConv on whole maps), language model in fp32;
+  contiguous maps, MBConv on whole maps), language model in fp32, one token per forward pass
+  (``draft_tokens: 0``);
 * ``encoder``: TinyViT's inference path (BatchNorm folded into the convolutions, channels-last
-  maps, MBConv in bands of rows), language model in fp32;
+  maps, MBConv in bands of rows), otherwise as ``before``;
+* ``drafted``: as ``encoder``, with up to 8 drafted tokens checked per forward pass
+  (``draft_tokens: 8``, :mod:`lisa_ros.drafting`; the same greedy answer in fewer passes);
+* ``ahead``: as ``drafted``, about a frame the node encoded while idle (node parameter
+  ``encode_ahead``): the frame is encoded and the prompt's start through the image prefilled
+  before the clock starts (``encode_frame(prefill=True)``, untimed); the request is
+  ``LisaEngine.answer`` on that frame. The whole faster path.
 * ``encoder+int8``: as ``encoder``, the language model's linear layers torchao int8 weight-only
   (``quantization: 8bit``, ``quantization_backend: torchao``);
-* ``encoder+bf16``: as ``encoder``, the whole model in bf16 (``precision: bf16``). It pays off only on
-  a CPU that computes bf16 natively (AVX512-BF16 or AMX; the header line says which this one has).
-* ``ahead`` and ``bf16+ahead``: the request about a frame the node encoded while idle (node
-  parameter ``encode_ahead``): the frame is encoded before the clock starts (``encode_frame``,
-  untimed), and the request is ``LisaEngine.answer`` on the encoded frame; fp32 and bf16.
+* ``encoder+bf16`` and ``bf16+ahead``: as ``encoder`` and ``ahead`` with the whole model in bf16
+  (``precision: bf16``). They pay off only on a CPU that computes bf16 natively (AVX512-BF16 or
+  AMX; the header line says which this one has).
+
+The draft table is what a node would have after answering other scenes: before timing, the
+``encoder`` engine answers ``--warm-scenes`` scenes of the validation split, and every drafted
+request starts from a copy of that table (so no request is helped by its own answer in an earlier
+round).
 
 The variants take turns request by request on the same held-out scenes (split "test"), so a
 neighbour that slows the machine slows all of them alike. Prints the median per stage, time to
 first mask and whole request, the ratio to ``before``, and each variant's mask IoU and answer
 agreement against ``before``.
 
-    python bench/embedded.py                    # 6 scenes x 3 rounds, about 5 minutes on 2 cores with bf16 instructions
+    python bench/embedded.py --variants encoder,drafted,ahead   # 6 scenes x 3 rounds, about 3 minutes on 2 cores
+    python bench/embedded.py                    # all variants (the bf16 ones: a CPU with bf16 instructions)
     python bench/embedded.py --scenes 12 --rounds 2 --json runs/bench_embedded.json
-    python bench/embedded.py --variants encoder,ahead   # a CPU without bf16 instructions (bf16 is emulated: slow)
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 from pathlib import Path
@@ -37,18 +48,19 @@ import numpy as np
 import torch
 
 from lisa_ros.data.scenes import split_scene
+from lisa_ros.drafting import NGramDrafter
 from lisa_ros.engine import GenerationOptions, LisaEngine
 from lisa_ros.evaluate.metrics import intersection_union, query_iou
 from lisa_ros.model.loading import load_lisa
 from lisa_ros.model.options import LoadOptions, native_cpu_bf16
 from lisa_ros.model.tiny_vit import set_fast_inference
 
-VARIANTS = ("before", "encoder", "encoder+int8", "encoder+bf16", "ahead", "bf16+ahead")
+VARIANTS = ("before", "encoder", "drafted", "ahead", "encoder+int8", "encoder+bf16", "bf16+ahead")
 STAGES = ("preprocess", "objects", "sam_encoder", "prefill", "decode", "mask_decode", "time_to_first_mask", "total")
-# Per request beside the stages: the answer's tokens, and decode seconds per decoding step (answers
-# of different lengths make the decode stage alone unfair between variants that answer differently).
-# N answer tokens take N - 1 steps: prefill gives the first, and the last one is never fed back.
-PER_TOKEN = ("generated_tokens", "decode_per_step")
+# Per request beside the stages: the answer's tokens, the language model's forward passes (the
+# prefill's included), and decode seconds per pass after the prefill (answers of different lengths
+# make the decode stage alone unfair between variants that answer differently).
+PER_TOKEN = ("generated_tokens", "forward_passes", "decode_per_pass")
 SCENE_SEED = 2  # the generator's seed of the held-out splits (lisa-ros scenes)
 
 
@@ -61,6 +73,8 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=6, help="held-out test scenes (one query type each in turn)")
     parser.add_argument("--rounds", type=int, default=3, help="requests per scene and variant (the first is warm-up)")
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--warm-scenes", type=int, default=12,
+                        help="validation scenes answered before timing, whose answers fill the draft table")
     parser.add_argument("--json", help="also write the numbers to this file")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="comma-separated subset (the bf16 ones take minutes per round on a CPU without bf16 "
@@ -71,36 +85,49 @@ def main() -> None:
     if not chosen <= set(VARIANTS):
         parser.error(f"--variants: unknown {sorted(chosen - set(VARIANTS))}; choose from {', '.join(VARIANTS)}")
     generation = GenerationOptions(max_new_tokens=args.max_new_tokens)
+    one_per_pass = GenerationOptions(max_new_tokens=args.max_new_tokens, draft_tokens=0)
     options = {"fp32": LoadOptions(precision="fp32", device="cpu"),
                "int8": LoadOptions(precision="fp32", quantization="8bit", quantization_backend="torchao", device="cpu"),
                "bf16": LoadOptions(precision="bf16", device="cpu")}
-    # name: (loading, TinyViT's inference path, frame encoded before the request)
-    plan = {"before": ("fp32", False, False), "encoder": ("fp32", True, False), "encoder+int8": ("int8", True, False),
-            "encoder+bf16": ("bf16", True, False), "ahead": ("fp32", True, True), "bf16+ahead": ("bf16", True, True)}
+    # name: (loading, TinyViT's inference path, drafting, frame encoded and prefilled before the request)
+    plan = {"before": ("fp32", False, False, False), "encoder": ("fp32", True, False, False),
+            "drafted": ("fp32", True, True, False), "ahead": ("fp32", True, True, True),
+            "encoder+int8": ("int8", True, False, False), "encoder+bf16": ("bf16", True, False, False),
+            "bf16+ahead": ("bf16", True, True, True)}
     engines = {kind: LisaEngine(load_lisa("embedded", options[kind]), generation)
                for kind in {plan[name][0] for name in chosen}}
-    variants = {name: (engines[kind], fast, ahead) for name, (kind, fast, ahead) in plan.items() if name in chosen}
+    variants = {name: (engines[kind], fast, generation if drafting else one_per_pass, ahead)
+                for name, (kind, fast, drafting, ahead) in plan.items() if name in chosen}
     scenes = [split_scene(SCENE_SEED, "test", index) for index in range(args.scenes)]
     print(f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
           f"native bf16: {native_cpu_bf16()}, "
           f"{len(scenes)} scenes x {args.rounds} rounds, {len(variants)} variants", flush=True)
+
+    # The draft table a node has after answering other scenes (the model's own answers).
+    warm = NGramDrafter()
+    for index in range(args.warm_scenes):
+        other = split_scene(SCENE_SEED, "val", index)
+        warm.observe(engines["fp32"].answer(other.rgb, other.query, options=one_per_pass)[0].token_ids)
+    print(f"draft table: answers to {args.warm_scenes} validation scenes, {len(warm)} contexts", flush=True)
 
     timings: dict[str, dict[str, list[float]]] = {name: {stage: [] for stage in STAGES + PER_TOKEN}
                                                   for name in variants}
     answers: dict[str, list] = {name: [None] * len(scenes) for name in variants}
     for round_index in range(args.rounds):
         for scene_index, scene in enumerate(scenes):
-            for name, (engine, fast, ahead) in variants.items():
+            for name, (engine, fast, generation_options, ahead) in variants.items():
                 set_fast_inference(engine.model.visual_model.image_encoder, fast)
-                frame = engine.encode_frame(scene.rgb) if ahead else scene.rgb
-                answer, _ = engine.answer(frame, scene.query)
+                engine.drafter = copy.deepcopy(warm)
+                frame = engine.encode_frame(scene.rgb, prefill=True) if ahead else scene.rgb
+                answer, _ = engine.answer(frame, scene.query, options=generation_options)
                 answers[name][scene_index] = answer
                 if round_index == 0:
                     continue  # warm-up: allocator, oneDNN primitive caches
                 for stage in STAGES:
                     timings[name][stage].append(answer.timings.get(stage, 0.0))
                 timings[name]["generated_tokens"].append(answer.generated_tokens)
-                timings[name]["decode_per_step"].append(answer.timings.get("decode", 0.0) / max(1, answer.generated_tokens - 1))
+                timings[name]["forward_passes"].append(answer.forward_passes)
+                timings[name]["decode_per_pass"].append(answer.timings.get("decode", 0.0) / max(1, answer.forward_passes - 1))
         print(f"round {round_index + 1}/{args.rounds}: " + ", ".join(
             f"{name} {statistics.median(timings[name]['total']):.2f} s" for name in variants if timings[name]["total"]),
             flush=True)
@@ -129,8 +156,10 @@ def main() -> None:
                                        for name in variants))
     print(f"{'answer tokens':<20}" + "".join(f"{report['variants'][name]['median_generated_tokens']:>14.0f}"
                                               for name in variants))
-    print(f"{'decode ms per step':<20}" + "".join(
-        f"{1000 * report['variants'][name]['median_decode_per_step']:>14.1f}" for name in variants))
+    print(f"{'forward passes':<20}" + "".join(f"{report['variants'][name]['median_forward_passes']:>14.0f}"
+                                               for name in variants))
+    print(f"{'decode ms per pass':<20}" + "".join(
+        f"{1000 * report['variants'][name]['median_decode_per_pass']:>14.1f}" for name in variants))
     print(f"{'ratio (total)':<20}" + "".join(
         f"{before['total'] / report['variants'][name]['median_s']['total']:>13.2f}x" for name in variants))
     print(f"{'mask IoU vs before':<20}" + "".join(

@@ -84,6 +84,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=512)
     parser.add_argument("--no-stop-after-seg", action="store_true",
                         help="keep generating after the [SEG] sentence when no explanation is asked")
+    parser.add_argument("--draft-tokens", type=int, default=8,
+                        help="tokens guessed from earlier answers and checked per forward pass (the same greedy answer "
+                             "in fewer passes); 0: one token per pass")
 
 
 def _load_engine(args: argparse.Namespace):
@@ -92,11 +95,14 @@ def _load_engine(args: argparse.Namespace):
 
     if args.max_new_tokens < 1:
         raise CliError("--max-new-tokens must be at least 1")
+    if args.draft_tokens < 0:
+        raise CliError("--draft-tokens must be 0 or more")
     options = LoadOptions(precision=args.precision, quantization=args.quantization,
                           quantization_backend=args.quantization_backend, device=args.device,
                           vision_tower=args.vision_tower, quantize_heads=args.quantize_heads)
     return LisaEngine(load_lisa(args.model, options), GenerationOptions(max_new_tokens=args.max_new_tokens,
-                                                                       stop_after_seg=not args.no_stop_after_seg))
+                                                                       stop_after_seg=not args.no_stop_after_seg,
+                                                                       draft_tokens=args.draft_tokens))
 
 
 def read_rgb(path: str | Path):

@@ -6,7 +6,8 @@ Like segment-anything's predictor (``set_image`` once, ``predict`` many times):
 1. :meth:`LisaEngine.encode_frame`: the SAM image embedding and the image tokens of an RGB image,
    computed once and reusable for any number of commands (the frame cache).
 2. :meth:`LisaEngine.answer`: prompt (llava_v1, optional history, automatic suffix), greedy
-   generation with the KV cache, and for every generated ``[SEG]`` the final post-norm hidden
+   generation with the KV cache (several drafted tokens verified per forward pass,
+   :mod:`lisa_ros.drafting`), and for every generated ``[SEG]`` the final post-norm hidden
    state of the position that *predicted* it (spec §1.5) -> ``text_hidden_fcs`` -> SAM prompt
    encoder + mask decoder (single-mask output) -> upsampled to the source size, threshold 0.
    Each mask is handed to ``on_mask`` the moment its [SEG] is generated, before the rest of the
@@ -21,19 +22,23 @@ per call and never stored per request. Nothing here imports rclpy.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 
+from lisa_ros.drafting import NGramDrafter
 from lisa_ros.errors import InvalidCommandError
 from lisa_ros.model.loading import LoadedLisa
 from lisa_ros.model.modeling import gather_seg_states
 from lisa_ros.model.preprocess import clip_preprocess, sam_preprocess
 from lisa_ros.model.prompts import (
+    ANSWER_TEMPLATES,
+    ASSISTANT,
     DEFAULT_EXPLAIN_SUFFIX,
     DEFAULT_SEGMENT_SUFFIX,
     Conversation,
@@ -41,6 +46,10 @@ from lisa_ros.model.prompts import (
     split_explanation,
     with_suffix,
 )
+from lisa_ros.model.tokenization import IMAGE_TOKEN_INDEX
+
+if TYPE_CHECKING:
+    from transformers import DynamicCache
 
 
 @dataclass(frozen=True)
@@ -53,11 +62,15 @@ class GenerationOptions:
     max_masks: the most [SEG] tokens one answer may decode; one more ends generation with
     ``stop_reason`` ``max_masks`` and a warning (runaway [SEG] tokens are a known failure of fp16
     and quantized LISA, issue #153 upstream).
+    draft_tokens: the most tokens guessed from earlier answers and checked in one forward pass
+    (:mod:`lisa_ros.drafting`); 0 generates one token per pass. The answer is the same either
+    way (greedy), only the number of passes differs.
     """
 
     max_new_tokens: int = 512
     stop_after_seg: bool = True
     max_masks: int = 8
+    draft_tokens: int = 8
     segment_suffix: str = DEFAULT_SEGMENT_SUFFIX
     explain_suffix: str = DEFAULT_EXPLAIN_SUFFIX
 
@@ -71,7 +84,10 @@ class EncodedFrame:
     patches for ViT-L/14 at 224 px; grid² pooled SAM cells for a ``mm_vision_source: sam`` model;
     6 phrase tokens per object slot for ``objects``); ``encoder_features``:
     ``[1, P, mm_hidden_size]`` the same before the projector (training projects them itself);
-    sizes in (height, width); ``timings`` in seconds per stage.
+    sizes in (height, width); ``timings`` in seconds per stage. ``prompt_cache``: the language
+    model's KV cache over the start every prompt about this frame shares (system prompt, ``USER:``,
+    the image tokens; :meth:`LisaEngine.prefill_image`), None until computed;
+    ``prompt_cache_ids``: the token ids it covers, the image placeholder (-200) last.
     """
 
     image_embedding: torch.Tensor | None
@@ -80,6 +96,8 @@ class EncodedFrame:
     original_size: tuple[int, int]
     timings: dict[str, float]
     encoder_features: torch.Tensor | None = None
+    prompt_cache: object | None = None
+    prompt_cache_ids: tuple[int, ...] = ()
 
 
 @dataclass
@@ -114,7 +132,9 @@ class Answer:
     ``max_new_tokens``, ``stopped`` (``should_stop``), ``max_masks``. ``notes``: what was changed to
     serve the command (history turns dropped, the answer shortened to fit the context), for the
     caller to report. ``warnings``: signs that the answer itself is broken, to check before acting
-    on it (:func:`mask_warning`, the [SEG] limit).
+    on it (:func:`mask_warning`, the [SEG] limit). ``forward_passes``: the language model's
+    passes this answer took, the prefill included (fewer than its tokens when drafted tokens were
+    accepted).
     """
 
     command: str
@@ -129,6 +149,7 @@ class Answer:
     stop_reason: str = STOP_EOS
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    forward_passes: int = 0
 
     @property
     def outcome(self) -> str:
@@ -177,7 +198,8 @@ def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 class LisaEngine:
     """Inference over a loaded LISA (see the module docstring). ``options`` are the defaults of
-    :meth:`answer`; a call may pass others."""
+    :meth:`answer`; a call may pass others. ``drafter``: the table drafted tokens come from,
+    seeded with the training answer templates and grown by every answer generated here."""
 
     def __init__(self, loaded: LoadedLisa, options: GenerationOptions | None = None):
         self.loaded = loaded
@@ -187,6 +209,14 @@ class LisaEngine:
         self.device = loaded.device
         self.dtype = loaded.dtype
         self.seg_token_id = self.tokenizer.seg_token_id
+        self.drafter = NGramDrafter()
+        self.drafter.observe_all(self._answer_ids(template) for template in ANSWER_TEMPLATES)
+
+    def _answer_ids(self, text: str) -> list[int]:
+        """The ids ``text`` has as an answer, after "ASSISTANT:" (as generation produces them)."""
+        head = self.tokenizer.encode(f"{ASSISTANT}:")
+        ids = self.tokenizer.encode(f"{ASSISTANT}: {text}")
+        return ids[len(head):] if ids[:len(head)] == head else ids
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -194,13 +224,14 @@ class LisaEngine:
 
     # ------------------------------------------------------------------ frame encoding
     @torch.no_grad()  # not inference_mode: training uses these tensors as constants in its graph
-    def encode_frame(self, rgb: np.ndarray, image_embedding: bool = True) -> EncodedFrame:
+    def encode_frame(self, rgb: np.ndarray, image_embedding: bool = True, prefill: bool = False) -> EncodedFrame:
         """Encode an ``(H, W, 3)`` uint8 RGB image once: the SAM embedding and the image tokens.
 
         ``image_embedding=False`` skips the SAM encoder when the image tokens do not need it
         (CLIP and object sources): the frame can then be answered in text but not segmented
-        (training without mask losses uses this). Raises ValueError for an array that is not an
-        RGB image."""
+        (training without mask losses uses this). ``prefill``: also run the language model over
+        the prompt's start through the image (:meth:`prefill_image`), for a frame encoded before
+        its command arrives. Raises ValueError for an array that is not an RGB image."""
         model, timings = self.model, {}
         source = model.config.mm_vision_source
         start = time.perf_counter()
@@ -231,8 +262,40 @@ class LisaEngine:
                 encoder_features = model.sam_encoder_features(embedding, sam_pixels)
             self._sync()
             timings["sam_encoder"] = time.perf_counter() - start
-        return EncodedFrame(embedding, model.project_image_features(encoder_features), sam_input.resized_size,
-                            sam_input.original_size, timings, encoder_features)
+        frame = EncodedFrame(embedding, model.project_image_features(encoder_features), sam_input.resized_size,
+                             sam_input.original_size, timings, encoder_features)
+        if prefill:
+            self.prefill_image(frame)
+        return frame
+
+    @torch.inference_mode()
+    def prefill_image(self, frame: EncodedFrame) -> None:
+        """Run the language model once over the start every prompt about ``frame`` shares, and
+        keep its KV cache in ``frame.prompt_cache``: the system prompt, ``USER: <im_start>`` and
+        the image tokens (spec §3.3: the image is in the first user turn, whatever the command
+        and history). A command about the frame then prefills only the rest of its prompt (for
+        the embedded model 24 of 93 positions). Adds ``timings["prefill_image"]`` (s)."""
+        from transformers import DynamicCache
+
+        start = time.perf_counter()
+        ids = self.tokenizer.encode_with_image(Conversation([("", None)]).prompt())
+        head = ids[:ids.index(IMAGE_TOKEN_INDEX) + 1]
+        cache = DynamicCache()
+        self.model.model(inputs_embeds=self._inputs_embeds(head, frame), past_key_values=cache, use_cache=True)
+        self._sync()
+        frame.prompt_cache, frame.prompt_cache_ids = cache, tuple(head)
+        frame.timings["prefill_image"] = time.perf_counter() - start
+
+    def _prompt_start(self, ids: list[int], frame: EncodedFrame) -> tuple[DynamicCache, torch.Tensor]:
+        """The KV cache a prompt's prefill continues (a copy of the frame's ``prompt_cache`` when
+        it covers the prompt's start, else empty) and ``[1, T, H]``, the embeddings of the rest."""
+        from transformers import DynamicCache
+
+        cut = ids.index(IMAGE_TOKEN_INDEX) + 1
+        if frame.prompt_cache is not None and tuple(ids[:cut]) == frame.prompt_cache_ids:
+            rest = torch.tensor([ids[cut:]], device=self.device)
+            return copy.deepcopy(frame.prompt_cache), self.model.model.get_input_embeddings()(rest)
+        return DynamicCache(), self._inputs_embeds(ids, frame)
 
     # ------------------------------------------------------------------ prompt, embeddings, masks
     @property
@@ -338,8 +401,6 @@ class LisaEngine:
         Raises InvalidCommandError for a command with reserved strings or one that does not fit
         the context even without history (see :meth:`fit_prompt`).
         """
-        from transformers import DynamicCache
-
         started = time.perf_counter()
         timings: dict[str, float] = {}
         if isinstance(frame, np.ndarray):
@@ -349,33 +410,22 @@ class LisaEngine:
         prompt, conversation, ids, limit, notes = self.fit_prompt(command, explain, history, options,
                                                                   frame.image_tokens.shape[1])
 
-        start = time.perf_counter()
-        embeds = self._inputs_embeds(ids, frame)
-        outputs = self.model.model(inputs_embeds=embeds, past_key_values=DynamicCache(), use_cache=True)
-        hidden = outputs.last_hidden_state[:, -1]  # post-norm state at the last prompt position
-        self._sync()
-        timings["prefill"] = time.perf_counter() - start
-
         generated: list[int] = []
         warnings: list[str] = []
         masks: list[DecodedMask] = []
         seg_states: list[torch.Tensor] = []
-        decode_time = mask_time = 0.0
+        mask_time = 0.0
         stop_at_sentence_end = options.stop_after_seg and not explain
         limit = limit if forced_ids is None else len(forced_ids)
-        stop_reason = STOP_MAX_NEW_TOKENS
-        for step in range(limit):
-            if should_stop is not None and should_stop():
-                stop_reason = STOP_REQUESTED
-                break
-            next_id = int(self.model.lm_head(hidden).float().argmax(dim=-1)[0])
-            if forced_ids is not None:
-                next_id = forced_ids[step]
+
+        def emit(next_id: int, hidden: torch.Tensor) -> str | None:
+            """Add one token (``hidden``: ``[1, H]``, the state that predicted it); returns why
+            generation ends with it, None to go on."""
+            nonlocal mask_time
             if next_id == self.seg_token_id and len(masks) >= options.max_masks and forced_ids is None:
-                stop_reason = STOP_MAX_MASKS
                 warnings.append(f"the model asked for more than max_masks ({options.max_masks}) masks: generation "
                                 f"stopped there (runaway [SEG] tokens, a known failure of fp16 and quantized models)")
-                break
+                return STOP_MAX_MASKS
             generated.append(next_id)
             if next_id == self.seg_token_id:
                 mask_start = time.perf_counter()
@@ -395,20 +445,59 @@ class LisaEngine:
             if on_token is not None:
                 on_token(clean_answer(self.tokenizer.decode(generated)), len(generated))
             if next_id == self.tokenizer.eos_token_id:
-                stop_reason = STOP_EOS
-                break
+                return STOP_EOS
             if stop_at_sentence_end and next_id != self.seg_token_id:
                 if self.tokenizer.decode([next_id]).rstrip().endswith((".", "!", "?")):
-                    stop_reason = STOP_SENTENCE_END
-                    break
-            if step == limit - 1:
-                break  # no forward pass for a token that will never be generated
-            step_start = time.perf_counter()
-            outputs = self.model.model(input_ids=torch.tensor([[next_id]], device=self.device),
-                                       past_key_values=outputs.past_key_values, use_cache=True)
-            hidden = outputs.last_hidden_state[:, -1]
+                    return STOP_SENTENCE_END
+            if len(generated) >= limit:
+                return STOP_MAX_NEW_TOKENS
+            return None
+
+        # Each pass feeds what the cache lacks (the prompt after the frame's cached start, then
+        # the last generated token) and up to draft_tokens guesses after it; its states at the
+        # last fed token and at each guess predict the next tokens. Guesses are kept while they
+        # equal the model's prediction; the cache drops the rejected ones.
+        prefill_start = time.perf_counter()
+        cache, pending_embeds = self._prompt_start(ids, frame)
+        drafting = forced_ids is None and options.draft_tokens > 0
+        passes, decode_time = 0, 0.0
+        stop_reason = STOP_MAX_NEW_TOKENS if limit <= 0 else None
+        timings["prefill"] = 0.0
+        while stop_reason is None:
+            if should_stop is not None and should_stop():
+                stop_reason = STOP_REQUESTED
+                break
+            room = limit - len(generated)  # >= 1 here; the last token needs no guess after it
+            drafts = self.drafter.propose(generated, min(options.draft_tokens, room - 1)) if drafting else []
+            pass_start = time.perf_counter()
+            if pending_embeds is not None:
+                embeds = pending_embeds
+                if drafts:
+                    drafted = self.model.model.get_input_embeddings()(torch.tensor([drafts], device=self.device))
+                    embeds = torch.cat([pending_embeds, drafted.to(pending_embeds.dtype)], dim=1)
+                outputs = self.model.model(inputs_embeds=embeds, past_key_values=cache, use_cache=True)
+                pending_embeds = None
+            else:
+                outputs = self.model.model(input_ids=torch.tensor([[generated[-1], *drafts]], device=self.device),
+                                           past_key_values=cache, use_cache=True)
+            states = outputs.last_hidden_state[0, -(len(drafts) + 1):]  # post-norm, [1 + guesses, H]
+            predicted = self.model.lm_head(states).float().argmax(dim=-1).tolist()
             self._sync()
-            decode_time += time.perf_counter() - step_start
+            if passes == 0:  # the prompt's pass (with the first guesses)
+                timings["prefill"] = time.perf_counter() - prefill_start
+            else:
+                decode_time += time.perf_counter() - pass_start
+            passes += 1
+            kept = 0
+            for position, next_id in enumerate(predicted):
+                if forced_ids is not None:
+                    next_id = forced_ids[len(generated)]
+                stop_reason = emit(next_id, states[position:position + 1])
+                if stop_reason is not None or position == len(drafts) or drafts[position] != next_id:
+                    break
+                kept += 1
+            if kept < len(drafts):
+                cache.crop(kept - len(drafts))
 
         text = clean_answer(self.tokenizer.decode(generated))
         conversation.answer(text)
@@ -417,7 +506,10 @@ class LisaEngine:
         timings["time_to_first_mask"] = masks[0].seconds_since_start if masks else math.nan
         timings["total"] = time.perf_counter() - started
         answer = Answer(command, prompt, text, split_explanation(text) if explain else "", masks, generated,
-                        timings, torch.stack(seg_states) if seg_states else None, stop_reason, notes, warnings)
+                        timings, torch.stack(seg_states) if seg_states else None, stop_reason, notes, warnings,
+                        passes)
+        if forced_ids is None:
+            self.drafter.observe(generated)
         return answer, conversation
 
     # ------------------------------------------------------------------ official reference

@@ -22,7 +22,8 @@ ALLOWED = {
     "transforms": set(),
     "visualization": {"errors"},
     "model": {"errors"},
-    "engine": {"errors", "model"},
+    "drafting": set(),  # token-id tables only
+    "engine": {"errors", "model", "drafting"},
     "sessions": {"errors", "model"},
     "data": {"errors", "model"},  # the scenes' questions use the embedded model's size words
     "evaluate": {"errors", "model", "engine", "data"},

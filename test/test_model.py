@@ -385,6 +385,108 @@ def test_should_stop_cancels_generation(seg_engine):
     assert answer.token_ids == [] and answer.masks == []
 
 
+# ------------------------------------------------------------------------------------ drafting
+
+
+def _answers_with(engine, frame, command, draft_tokens, drafter=None, **kwargs):
+    from dataclasses import replace
+
+    if drafter is not None:
+        engine.drafter = drafter
+    return engine.answer(frame, command, options=replace(engine.options, draft_tokens=draft_tokens), **kwargs)[0]
+
+
+def test_drafted_decoding_gives_the_greedy_answer_in_fewer_passes(seg_engine):
+    """Guesses from the table are checked against the model: the answer, its [SEG] states and
+    masks are those of one-token-per-pass greedy decoding, whatever the table holds; once the
+    table knows the answer, it takes a few passes instead of one per token."""
+    from lisa_ros.drafting import NGramDrafter
+
+    engine, frame = seg_engine
+    command = "what should I use to reach the shelf?"
+    saved = engine.drafter
+    try:
+        greedy = _answers_with(engine, frame, command, 0)
+        assert greedy.forward_passes == len(greedy.token_ids) >= 10 and len(greedy.masks) >= 2
+        wrong = NGramDrafter()
+        rows = engine.model.model.get_input_embeddings().num_embeddings
+        wrong.observe([(t + 1) % rows for t in greedy.token_ids] * 3)  # confident and always wrong
+        known = NGramDrafter()
+        known.observe(greedy.token_ids)
+        for drafter in (wrong, NGramDrafter(), known):
+            drafted = _answers_with(engine, frame, command, 8, drafter)
+            assert drafted.token_ids == greedy.token_ids and drafted.text == greedy.text
+            torch.testing.assert_close(drafted.seg_hidden_states, greedy.seg_hidden_states, atol=1e-4, rtol=1e-4)
+            for mask, reference in zip(drafted.masks, greedy.masks):
+                assert mask.token_index == reference.token_index
+                assert (mask.mask != reference.mask).mean() < 1e-3  # pixels with logits ~0 may flip
+        assert drafted.forward_passes <= len(greedy.token_ids) // 8 + 1  # all guesses right: 8 + 1 per pass
+        _check_cached_gather(engine, frame)  # [SEG] states gathered from multi-token passes
+    finally:
+        engine.drafter = saved
+
+
+def test_drafting_keeps_to_max_new_tokens_max_masks_and_the_sentence_end(seg_engine):
+    from dataclasses import replace
+
+    from lisa_ros.drafting import NGramDrafter
+
+    engine, frame = seg_engine
+    command = "what should I use to reach the shelf?"
+    saved = engine.drafter
+    try:
+        greedy = _answers_with(engine, frame, command, 0)
+        engine.drafter = NGramDrafter()
+        engine.drafter.observe(greedy.token_ids)
+        for options in (dict(max_new_tokens=5), dict(max_masks=1), dict(stop_after_seg=True)):
+            plain, _ = engine.answer(frame, command, options=replace(engine.options, draft_tokens=0, **options))
+            drafted, _ = engine.answer(frame, command, options=replace(engine.options, draft_tokens=8, **options))
+            assert drafted.token_ids == plain.token_ids and drafted.stop_reason == plain.stop_reason, options
+            assert len(drafted.masks) == len(plain.masks) and drafted.warnings == plain.warnings
+    finally:
+        engine.drafter = saved
+
+
+def test_a_frame_prefilled_ahead_answers_as_one_prefilled_with_its_command(seg_engine):
+    """prefill_image keeps the KV cache of the prompt through the image in the frame; answers
+    (with or without history) continue from a copy of it and equal those prefilled whole."""
+    from dataclasses import replace
+
+    engine, frame = seg_engine
+    prefilled = replace(frame)
+    engine.prefill_image(prefilled)
+    assert prefilled.prompt_cache is not None and frame.prompt_cache is None
+    assert prefilled.prompt_cache.get_seq_length() == len(prefilled.prompt_cache_ids) - 1 + frame.image_tokens.shape[1]
+    command = "what should I use to reach the shelf?"
+    whole, conversation = engine.answer(frame, command)
+    for _ in range(2):  # the frame's cache is copied, never extended
+        ahead, _ = engine.answer(prefilled, command)
+        assert ahead.token_ids == whole.token_ids
+        torch.testing.assert_close(ahead.seg_hidden_states, whole.seg_hidden_states, atol=1e-4, rtol=1e-4)
+    follow_whole, _ = engine.answer(frame, "and the second one?", history=conversation)
+    follow_ahead, _ = engine.answer(prefilled, "and the second one?", history=conversation)
+    assert follow_ahead.token_ids == follow_whole.token_ids
+    assert prefilled.prompt_cache.get_seq_length() == len(prefilled.prompt_cache_ids) - 1 + frame.image_tokens.shape[1]
+
+
+def test_the_draft_table_proposes_the_longest_known_continuation():
+    from lisa_ros.drafting import NGramDrafter
+
+    drafter = NGramDrafter(max_ngram=2)
+    assert drafter.propose([], 4) == []  # nothing seen: no guess
+    drafter.observe([5, 6, 7, 8])
+    drafter.observe([9, 6, 3])
+    assert drafter.propose([], 3) == [5, 6, 7]  # answers start the way seen answers start
+    assert drafter.propose([5, 6], 2) == [7, 8]  # (5, 6) -> 7 beats (6,) -> 7 or 3 by length
+    assert drafter.propose([9, 6], 5) == [3]  # (9, 6) -> 3; nothing ever followed 3
+    assert drafter.propose([42], 3) == []  # unknown context
+    assert drafter.propose([5, 6], 0) == []
+    small = NGramDrafter(max_ngram=1, max_entries=3)
+    small.observe([1, 2, 3, 4])
+    small.observe([7])  # more than 3 entries: the table starts again
+    assert small.propose([], 2) == [7] and small.propose([1], 1) == []
+
+
 def test_no_seg_gives_no_mask(loaded):
     engine = LisaEngine(loaded, GenerationOptions(max_new_tokens=6, stop_after_seg=False))
     rgb = np.zeros((64, 48, 3), np.uint8)

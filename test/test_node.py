@@ -607,9 +607,11 @@ class _CountingEncoder:
 
     def __init__(self):
         self.frames = 0
+        self.prefilled = []
 
-    def encode_frame(self, rgb):
+    def encode_frame(self, rgb, prefill=False):
         self.frames += 1
+        self.prefilled.append(prefill)
         return f"encoded-{self.frames}"
 
 
@@ -633,7 +635,7 @@ def test_encode_ahead_encodes_the_default_cameras_newest_frame_and_hands_it_out_
         cameras[name].on_color(message)
 
     def live(**changes):
-        values = dict(max_new_tokens=16, max_masks=8, stop_after_seg=True, segment_suffix="", explain_suffix="",
+        values = dict(max_new_tokens=16, max_masks=8, stop_after_seg=True, draft_tokens=8, segment_suffix="", explain_suffix="",
                       max_command_length=100, max_image_pixels=10**6, max_frame_age=1.0, request_timeout=300.0,
                       encode_ahead=True, publish_debug_image=False, publish_markers=False, target_frame="",
                       tf_timeout=0.2)
@@ -688,6 +690,7 @@ def test_encode_ahead_encodes_the_default_cameras_newest_frame_and_hands_it_out_
     handler.frame_cache = cache
     stopping.set()
     assert not handler.idle(stopping) and encoder.frames == 3
+    assert encoder.prefilled == [True] * 3  # frames encoded ahead also hold the prompt's start
 
 
 def test_the_frame_cache_key_covers_every_field_that_defines_the_pixels():
@@ -931,7 +934,8 @@ def test_one_request_converts_each_mask_and_its_3d_once(monkeypatch, kind):
     real_mask_to_image, real_geometry = outputs.mask_to_image, messages.geometry
     monkeypatch.setattr(outputs, "mask_to_image", lambda mask, header=None: converted.append(mask) or real_mask_to_image(mask, header))
     monkeypatch.setattr(messages, "geometry", lambda *args: located.append(args) or real_geometry(*args))
-    live = LiveParameters(max_new_tokens=16, max_masks=8, stop_after_seg=True, segment_suffix="", explain_suffix="",
+    live = LiveParameters(max_new_tokens=16, max_masks=8, stop_after_seg=True, draft_tokens=8, segment_suffix="",
+                          explain_suffix="",
                           max_command_length=100, max_image_pixels=10**6, max_frame_age=0.0, request_timeout=300.0, encode_ahead=False,
                           publish_debug_image=True, publish_markers=True, target_frame="", tf_timeout=0.2)
     node = _PublishingNode()

@@ -22,6 +22,11 @@ SYSTEM_PROMPT = (
 USER, ASSISTANT = "USER", "ASSISTANT"
 END_OF_TURN = "</s>"
 
+# The answers LISA is trained to give to a segmentation question (spec §5.5): training draws one per
+# sample, and inference seeds its draft table with them (lisa_ros.drafting).
+ANSWER_TEMPLATES = ("It is [SEG].", "Sure, [SEG].", "Sure, it is [SEG].", "Sure, the segmentation result is [SEG].",
+                    "[SEG].")
+
 DEFAULT_SEGMENT_SUFFIX = "Please output segmentation mask."
 DEFAULT_EXPLAIN_SUFFIX = "Please output segmentation mask and explain why."
 # A command that already asks for a mask is left alone (phrasings of the training templates).

@@ -62,6 +62,9 @@ SPECS = [
     Spec("max_masks", 8, "most [SEG] masks per answer; more stop generation with a warning (runaway [SEG])",
          low=1, high=256),
     Spec("stop_after_seg", True, "without explain: stop generating once the sentence holding [SEG] ends"),
+    Spec("draft_tokens", 8, "tokens guessed from earlier answers and checked per forward pass of the language model; "
+                            "the answer is the same, in fewer passes (docs/PERFORMANCE.md); 0 = one token per pass",
+         low=0, high=64),
     Spec("segment_suffix", DEFAULT_SEGMENT_SUFFIX, "appended to commands that do not ask for a mask ('' = never)"),
     Spec("explain_suffix", DEFAULT_EXPLAIN_SUFFIX, "appended when explain is requested"),
     Spec("model_roots", ["embedded"], "what a run-time change of model or vision_tower may name: folders (absolute; "
@@ -164,6 +167,7 @@ class NodeConfig:
     max_new_tokens: int
     max_masks: int
     stop_after_seg: bool
+    draft_tokens: int
     segment_suffix: str
     explain_suffix: str
     model_roots: list
@@ -197,6 +201,7 @@ class LiveParameters:
     max_new_tokens: int
     max_masks: int
     stop_after_seg: bool
+    draft_tokens: int
     segment_suffix: str
     explain_suffix: str
     max_command_length: int

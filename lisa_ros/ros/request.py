@@ -265,7 +265,7 @@ def generation_options(live: LiveParameters):
     from lisa_ros.engine import GenerationOptions  # torch: imported once a model is loaded
 
     return GenerationOptions(max_new_tokens=live.max_new_tokens, max_masks=live.max_masks, stop_after_seg=live.stop_after_seg,
-                             segment_suffix=live.segment_suffix, explain_suffix=live.explain_suffix)
+                             draft_tokens=live.draft_tokens, segment_suffix=live.segment_suffix, explain_suffix=live.explain_suffix)
 
 
 class RequestHandler:
@@ -423,7 +423,7 @@ class RequestHandler:
         if frame.cache_key not in self.frame_cache:  # a request may have encoded it already
             started = time.monotonic()
             try:
-                encoded = self.engine.encode_frame(decode_color(frame.color, live.max_image_pixels))
+                encoded = self.engine.encode_frame(decode_color(frame.color, live.max_image_pixels), prefill=True)
             except (RequestError, InvalidImageError):
                 return False
             self._encode_s = time.monotonic() - started

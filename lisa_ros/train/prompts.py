@@ -6,7 +6,7 @@ import random
 
 from lisa_ros.data.reasonseg import Sample
 from lisa_ros.errors import DataError
-from lisa_ros.model.prompts import Conversation
+from lisa_ros.model.prompts import ANSWER_TEMPLATES, Conversation
 from lisa_ros.model.tokenization import IMAGE_TOKEN_INDEX, LisaTokenizer
 from lisa_ros.train.losses import IGNORE_INDEX
 
@@ -20,7 +20,6 @@ LONG_QUESTIONS = [
     "{sent} Please respond with segmentation mask.",
     "{sent} Please output segmentation mask.",
 ]
-ANSWERS = ["It is [SEG].", "Sure, [SEG].", "Sure, it is [SEG].", "Sure, the segmentation result is [SEG].", "[SEG]."]
 EXPLANATORY_SUFFIXES = [
     "Please output segmentation mask and explain why.",
     "Please output segmentation mask and explain the reason.",
@@ -34,7 +33,7 @@ def question_and_answer(sample: Sample, text: str, rng: random.Random, explanato
         question = rng.choice(LONG_QUESTIONS).format(sent=text)
     else:
         question = rng.choice(SHORT_QUESTIONS).format(class_name=text.lower())
-    answer = sample.answer or rng.choice(ANSWERS)
+    answer = sample.answer or rng.choice(ANSWER_TEMPLATES)
     if explanatory and sample.explanation:
         question = f"{text} {rng.choice(EXPLANATORY_SUFFIXES)}" if sample.is_sentence else question
         answer = f"{answer} {sample.explanation}"

@@ -12,15 +12,16 @@ image tokens, prefill, greedy decoding with the KV cache, and a mask decoded at 
   maps, MBConv in bands of rows), otherwise as ``before``;
 * ``drafted``: as ``encoder``, with up to 8 drafted tokens checked per forward pass
   (``draft_tokens: 8``, :mod:`lisa_ros.drafting`; the same greedy answer in fewer passes);
-* ``ahead``: as ``drafted``, about a frame the node encoded while idle (node parameter
-  ``encode_ahead``): the frame is encoded and the prompt's start through the image prefilled
-  before the clock starts (``encode_frame(prefill=True)``, untimed); the request is
-  ``LisaEngine.answer`` on that frame. The whole faster path.
+* ``ahead``: as ``encoder``, about a frame encoded before the clock starts (``encode_frame``,
+  untimed); one token per pass;
+* ``drafted+ahead``: as ``drafted``, about a frame the node encoded while idle (node parameter
+  ``encode_ahead``): the frame encoded and the prompt's start through the image prefilled before
+  the clock starts (``encode_frame(prefill=True)``, untimed). The whole faster path.
 * ``encoder+int8``: as ``encoder``, the language model's linear layers torchao int8 weight-only
   (``quantization: 8bit``, ``quantization_backend: torchao``);
-* ``encoder+bf16`` and ``bf16+ahead``: as ``encoder`` and ``ahead`` with the whole model in bf16
-  (``precision: bf16``). They pay off only on a CPU that computes bf16 natively (AVX512-BF16 or
-  AMX; the header line says which this one has).
+* ``encoder+bf16``, ``bf16+ahead`` and ``bf16+drafted+ahead``: as ``encoder``, ``ahead`` and
+  ``drafted+ahead`` with the whole model in bf16 (``precision: bf16``). They pay off only on a CPU
+  that computes bf16 natively (AVX512-BF16 or AMX; the header line says which this one has).
 
 The draft table is what a node would have after answering other scenes: before timing, the
 ``encoder`` engine answers ``--warm-scenes`` scenes of the validation split, and every drafted
@@ -32,7 +33,7 @@ neighbour that slows the machine slows all of them alike. Prints the median per 
 first mask and whole request, the ratio to ``before``, and each variant's mask IoU and answer
 agreement against ``before``.
 
-    python bench/embedded.py --variants encoder,drafted,ahead   # 6 scenes x 3 rounds, about 3 minutes on 2 cores
+    python bench/embedded.py --variants encoder,drafted,drafted+ahead   # 6 scenes x 3 rounds, about 4 minutes on 2 cores
     python bench/embedded.py                    # all variants (the bf16 ones: a CPU with bf16 instructions)
     python bench/embedded.py --scenes 12 --rounds 2 --json runs/bench_embedded.json
 """
@@ -55,7 +56,8 @@ from lisa_ros.model.loading import load_lisa
 from lisa_ros.model.options import LoadOptions, native_cpu_bf16
 from lisa_ros.model.tiny_vit import set_fast_inference
 
-VARIANTS = ("before", "encoder", "drafted", "ahead", "encoder+int8", "encoder+bf16", "bf16+ahead")
+VARIANTS = ("before", "encoder", "drafted", "ahead", "drafted+ahead", "encoder+int8", "encoder+bf16", "bf16+ahead",
+            "bf16+drafted+ahead")
 STAGES = ("preprocess", "objects", "sam_encoder", "prefill", "decode", "mask_decode", "time_to_first_mask", "total")
 # Per request beside the stages: the answer's tokens, the language model's forward passes (the
 # prefill's included), and decode seconds per pass after the prefill (answers of different lengths
@@ -89,11 +91,13 @@ def main() -> None:
     options = {"fp32": LoadOptions(precision="fp32", device="cpu"),
                "int8": LoadOptions(precision="fp32", quantization="8bit", quantization_backend="torchao", device="cpu"),
                "bf16": LoadOptions(precision="bf16", device="cpu")}
-    # name: (loading, TinyViT's inference path, drafting, frame encoded and prefilled before the request)
-    plan = {"before": ("fp32", False, False, False), "encoder": ("fp32", True, False, False),
-            "drafted": ("fp32", True, True, False), "ahead": ("fp32", True, True, True),
-            "encoder+int8": ("int8", True, False, False), "encoder+bf16": ("bf16", True, False, False),
-            "bf16+ahead": ("bf16", True, True, True)}
+    # name: (loading, TinyViT's inference path, drafting, before the request: nothing, the frame
+    # encoded, or the frame encoded and the prompt's start prefilled)
+    plan = {"before": ("fp32", False, False, None), "encoder": ("fp32", True, False, None),
+            "drafted": ("fp32", True, True, None), "ahead": ("fp32", True, False, "encoded"),
+            "drafted+ahead": ("fp32", True, True, "prefilled"), "encoder+int8": ("int8", True, False, None),
+            "encoder+bf16": ("bf16", True, False, None), "bf16+ahead": ("bf16", True, False, "encoded"),
+            "bf16+drafted+ahead": ("bf16", True, True, "prefilled")}
     engines = {kind: LisaEngine(load_lisa("embedded", options[kind]), generation)
                for kind in {plan[name][0] for name in chosen}}
     variants = {name: (engines[kind], fast, generation if drafting else one_per_pass, ahead)
@@ -118,7 +122,7 @@ def main() -> None:
             for name, (engine, fast, generation_options, ahead) in variants.items():
                 set_fast_inference(engine.model.visual_model.image_encoder, fast)
                 engine.drafter = copy.deepcopy(warm)
-                frame = engine.encode_frame(scene.rgb, prefill=True) if ahead else scene.rgb
+                frame = engine.encode_frame(scene.rgb, prefill=ahead == "prefilled") if ahead else scene.rgb
                 answer, _ = engine.answer(frame, scene.query, options=generation_options)
                 answers[name][scene_index] = answer
                 if round_index == 0:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import torch
 
-from lisa_ros.drafting import NGramDrafter
+from lisa_ros.drafting import NGramDrafter, agreeing_prefix
 from lisa_ros.errors import InvalidCommandError
 from lisa_ros.model.loading import LoadedLisa
 from lisa_ros.model.modeling import gather_seg_states
@@ -63,8 +63,8 @@ class GenerationOptions:
     ``stop_reason`` ``max_masks`` and a warning (runaway [SEG] tokens are a known failure of fp16
     and quantized LISA, issue #153 upstream).
     draft_tokens: the most tokens guessed from earlier answers and checked in one forward pass
-    (:mod:`lisa_ros.drafting`); 0 generates one token per pass. The answer is the same either
-    way (greedy), only the number of passes differs.
+    (:mod:`lisa_ros.drafting`); 0 generates one token per pass. The answer is greedy either way
+    and the same up to rounding (a near-tie can go the other way in a pass over several tokens).
     """
 
     max_new_tokens: int = 512
@@ -87,7 +87,8 @@ class EncodedFrame:
     sizes in (height, width); ``timings`` in seconds per stage. ``prompt_cache``: the language
     model's KV cache over the start every prompt about this frame shares (system prompt, ``USER:``,
     the image tokens; :meth:`LisaEngine.prefill_image`), None until computed;
-    ``prompt_cache_ids``: the token ids it covers, the image placeholder (-200) last.
+    ``prompt_cache_ids``: the token ids it covers, the image placeholder (-200) last;
+    ``prompt_cache_model``: ``id()`` of the model that computed it (another model never uses it).
     """
 
     image_embedding: torch.Tensor | None
@@ -96,8 +97,14 @@ class EncodedFrame:
     original_size: tuple[int, int]
     timings: dict[str, float]
     encoder_features: torch.Tensor | None = None
-    prompt_cache: object | None = None
+    prompt_cache: DynamicCache | None = None
     prompt_cache_ids: tuple[int, ...] = ()
+    prompt_cache_model: int = 0
+
+    def drop_prompt_cache(self) -> None:
+        """Free ``prompt_cache`` (for LISA-7B in fp16 about 150 MB: 296 positions x 32 layers x
+        keys and values); answers then prefill the whole prompt again."""
+        self.prompt_cache, self.prompt_cache_ids, self.prompt_cache_model = None, (), 0
 
 
 @dataclass
@@ -134,7 +141,10 @@ class Answer:
     caller to report. ``warnings``: signs that the answer itself is broken, to check before acting
     on it (:func:`mask_warning`, the [SEG] limit). ``forward_passes``: the language model's
     passes this answer took, the prefill included (fewer than its tokens when drafted tokens were
-    accepted).
+    accepted). ``timings`` in seconds: ``prefill``, the first pass (the prompt after the frame's
+    cached start, the first guesses, the LM head); ``decode``, the later passes (LM head
+    included); ``mask_decode``; ``time_to_first_mask``; ``total``; and the encoding stages when
+    :meth:`LisaEngine.answer` was given an image.
     """
 
     command: str
@@ -199,7 +209,8 @@ def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
 class LisaEngine:
     """Inference over a loaded LISA (see the module docstring). ``options`` are the defaults of
     :meth:`answer`; a call may pass others. ``drafter``: the table drafted tokens come from,
-    seeded with the training answer templates and grown by every answer generated here."""
+    seeded with the training answer templates and grown by every answer generated here. Not
+    thread-safe: one thread answers at a time (the node's worker, the CLI)."""
 
     def __init__(self, loaded: LoadedLisa, options: GenerationOptions | None = None):
         self.loaded = loaded
@@ -209,8 +220,7 @@ class LisaEngine:
         self.device = loaded.device
         self.dtype = loaded.dtype
         self.seg_token_id = self.tokenizer.seg_token_id
-        self.drafter = NGramDrafter()
-        self.drafter.observe_all(self._answer_ids(template) for template in ANSWER_TEMPLATES)
+        self.drafter = NGramDrafter(seeds=[self._answer_ids(template) for template in ANSWER_TEMPLATES])
 
     def _answer_ids(self, text: str) -> list[int]:
         """The ids ``text`` has as an answer, after "ASSISTANT:" (as generation produces them)."""
@@ -283,7 +293,7 @@ class LisaEngine:
         cache = DynamicCache()
         self.model.model(inputs_embeds=self._inputs_embeds(head, frame), past_key_values=cache, use_cache=True)
         self._sync()
-        frame.prompt_cache, frame.prompt_cache_ids = cache, tuple(head)
+        frame.prompt_cache, frame.prompt_cache_ids, frame.prompt_cache_model = cache, tuple(head), id(self.model)
         frame.timings["prefill_image"] = time.perf_counter() - start
 
     def _prompt_start(self, ids: list[int], frame: EncodedFrame) -> tuple[DynamicCache, torch.Tensor]:
@@ -292,7 +302,8 @@ class LisaEngine:
         from transformers import DynamicCache
 
         cut = ids.index(IMAGE_TOKEN_INDEX) + 1
-        if frame.prompt_cache is not None and tuple(ids[:cut]) == frame.prompt_cache_ids:
+        if (frame.prompt_cache is not None and frame.prompt_cache_model == id(self.model)
+                and tuple(ids[:cut]) == frame.prompt_cache_ids):
             rest = torch.tensor([ids[cut:]], device=self.device)
             return copy.deepcopy(frame.prompt_cache), self.model.model.get_input_embeddings()(rest)
         return DynamicCache(), self._inputs_embeds(ids, frame)
@@ -480,24 +491,30 @@ class LisaEngine:
             else:
                 outputs = self.model.model(input_ids=torch.tensor([[generated[-1], *drafts]], device=self.device),
                                            past_key_values=cache, use_cache=True)
-            states = outputs.last_hidden_state[0, -(len(drafts) + 1):]  # post-norm, [1 + guesses, H]
-            predicted = self.model.lm_head(states).float().argmax(dim=-1).tolist()
+            # Post-norm states at the last fed token and at each guess, [1 + guesses, H]: each
+            # predicts the token after it.
+            predicting_states = outputs.last_hidden_state[0, -(len(drafts) + 1):]
+            greedy_ids = self.model.lm_head(predicting_states).float().argmax(dim=-1).tolist()
             self._sync()
             if passes == 0:  # the prompt's pass (with the first guesses)
                 timings["prefill"] = time.perf_counter() - prefill_start
             else:
                 decode_time += time.perf_counter() - pass_start
             passes += 1
-            kept = 0
-            for position, next_id in enumerate(predicted):
-                if forced_ids is not None:
-                    next_id = forced_ids[len(generated)]
-                stop_reason = emit(next_id, states[position:position + 1])
-                if stop_reason is not None or position == len(drafts) or drafts[position] != next_id:
+            if forced_ids is not None:
+                greedy_ids = [forced_ids[len(generated)]]
+            emitting = agreeing_prefix(drafts, greedy_ids)
+            for position, next_id in enumerate(emitting):
+                if position and should_stop is not None and should_stop():
+                    stop_reason = STOP_REQUESTED
                     break
-                kept += 1
-            if kept < len(drafts):
-                cache.crop(kept - len(drafts))
+                stop_reason = emit(next_id, predicting_states[position:position + 1])
+                if stop_reason is not None:
+                    break
+            else:
+                accepted = len(emitting) - 1  # guesses now in the cache as the model's own tokens
+                if accepted < len(drafts):
+                    cache.crop(accepted - len(drafts))
 
         text = clean_answer(self.tokenizer.decode(generated))
         conversation.answer(text)

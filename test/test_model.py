@@ -413,14 +413,20 @@ def test_drafted_decoding_gives_the_greedy_answer_in_fewer_passes(seg_engine):
         wrong.observe([(t + 1) % rows for t in greedy.token_ids] * 3)  # confident and always wrong
         known = NGramDrafter()
         known.observe(greedy.token_ids)
-        for drafter in (wrong, NGramDrafter(), known):
+        # every 4th token wrong: passes that keep some guesses and crop the rest, mid-answer
+        partly = NGramDrafter()
+        partly.observe([(t + 1) % rows if i % 4 == 3 else t for i, t in enumerate(greedy.token_ids)])
+        passes = {}
+        for name, drafter in (("wrong", wrong), ("empty", NGramDrafter()), ("partly", partly), ("known", known)):
             drafted = _answers_with(engine, frame, command, 8, drafter)
             assert drafted.token_ids == greedy.token_ids and drafted.text == greedy.text
             torch.testing.assert_close(drafted.seg_hidden_states, greedy.seg_hidden_states, atol=1e-4, rtol=1e-4)
             for mask, reference in zip(drafted.masks, greedy.masks):
                 assert mask.token_index == reference.token_index
                 assert (mask.mask != reference.mask).mean() < 1e-3  # pixels with logits ~0 may flip
-        assert drafted.forward_passes <= len(greedy.token_ids) // 8 + 1  # all guesses right: 8 + 1 per pass
+            passes[name] = drafted.forward_passes
+        assert passes["known"] <= len(greedy.token_ids) // 8 + 1  # all guesses right: 8 + 1 per pass
+        assert passes["known"] < passes["partly"] < len(greedy.token_ids), passes
         _check_cached_gather(engine, frame)  # [SEG] states gathered from multi-token passes
     finally:
         engine.drafter = saved
@@ -443,30 +449,48 @@ def test_drafting_keeps_to_max_new_tokens_max_masks_and_the_sentence_end(seg_eng
             drafted, _ = engine.answer(frame, command, options=replace(engine.options, draft_tokens=8, **options))
             assert drafted.token_ids == plain.token_ids and drafted.stop_reason == plain.stop_reason, options
             assert len(drafted.masks) == len(plain.masks) and drafted.warnings == plain.warnings
+            assert drafted.forward_passes < plain.forward_passes, options
+        # a stop asked for mid-pass (cancel, deadline) takes effect at the next token, as without drafting
+        for draft_tokens in (0, 8):
+            seen = []
+            stopped, _ = engine.answer(frame, command, options=replace(engine.options, draft_tokens=draft_tokens),
+                                       on_token=lambda text, n: seen.append(n), should_stop=lambda: len(seen) >= 3)
+            assert stopped.token_ids == greedy.token_ids[:3] and stopped.stop_reason == "stopped", draft_tokens
     finally:
         engine.drafter = saved
 
 
-def test_a_frame_prefilled_ahead_answers_as_one_prefilled_with_its_command(seg_engine):
+def test_a_frame_prefilled_ahead_answers_as_one_prefilled_with_its_command(seg_engine, monkeypatch):
     """prefill_image keeps the KV cache of the prompt through the image in the frame; answers
     (with or without history) continue from a copy of it and equal those prefilled whole."""
     from dataclasses import replace
 
     engine, frame = seg_engine
-    prefilled = replace(frame)
+    prefilled = replace(frame, timings=dict(frame.timings))
     engine.prefill_image(prefilled)
-    assert prefilled.prompt_cache is not None and frame.prompt_cache is None
+    assert prefilled.prompt_cache is not None and frame.prompt_cache is None and "prefill_image" not in frame.timings
     assert prefilled.prompt_cache.get_seq_length() == len(prefilled.prompt_cache_ids) - 1 + frame.image_tokens.shape[1]
     command = "what should I use to reach the shelf?"
     whole, conversation = engine.answer(frame, command)
+    follow_whole, _ = engine.answer(frame, "and the second one?", history=conversation)
+
+    def no_image_splice(*args):
+        raise AssertionError("the prompt's start was computed again instead of taken from the frame")
+
+    monkeypatch.setattr(engine, "_inputs_embeds", no_image_splice)
     for _ in range(2):  # the frame's cache is copied, never extended
         ahead, _ = engine.answer(prefilled, command)
         assert ahead.token_ids == whole.token_ids
         torch.testing.assert_close(ahead.seg_hidden_states, whole.seg_hidden_states, atol=1e-4, rtol=1e-4)
-    follow_whole, _ = engine.answer(frame, "and the second one?", history=conversation)
     follow_ahead, _ = engine.answer(prefilled, "and the second one?", history=conversation)
     assert follow_ahead.token_ids == follow_whole.token_ids
     assert prefilled.prompt_cache.get_seq_length() == len(prefilled.prompt_cache_ids) - 1 + frame.image_tokens.shape[1]
+    other_model = replace(prefilled, prompt_cache_model=id(prefilled))  # computed by another model: not used
+    with pytest.raises(AssertionError, match="computed again"):
+        engine.answer(other_model, command)
+    prefilled.drop_prompt_cache()
+    with pytest.raises(AssertionError, match="computed again"):
+        engine.answer(prefilled, command)
 
 
 def test_the_draft_table_proposes_the_longest_known_continuation():
@@ -481,10 +505,21 @@ def test_the_draft_table_proposes_the_longest_known_continuation():
     assert drafter.propose([9, 6], 5) == [3]  # (9, 6) -> 3; nothing ever followed 3
     assert drafter.propose([42], 3) == []  # unknown context
     assert drafter.propose([5, 6], 0) == []
-    small = NGramDrafter(max_ngram=1, max_entries=3)
+    small = NGramDrafter(seeds=[[9]], max_ngram=1, max_entries=3)
     small.observe([1, 2, 3, 4])
-    small.observe([7])  # more than 3 entries: the table starts again
-    assert small.propose([], 2) == [7] and small.propose([1], 1) == []
+    small.observe([7])  # more than 3 entries: the table starts again from its seeds
+    assert small.propose([1], 1) == [] and small.propose([], 1) == [9] and len(small) == 1
+
+
+def test_a_pass_keeps_the_greedy_tokens_up_to_the_first_wrong_guess():
+    from lisa_ros.drafting import agreeing_prefix
+
+    assert agreeing_prefix([], [5]) == [5]  # no guesses: the model's token
+    assert agreeing_prefix([5, 6, 7], [5, 6, 7, 8]) == [5, 6, 7, 8]  # all right: 3 guesses + 1
+    assert agreeing_prefix([5, 9, 7], [5, 6, 7, 8]) == [5, 6]  # the 2nd wrong: the model's 6 instead
+    assert agreeing_prefix([4, 6], [5, 6, 7]) == [5]  # the 1st wrong: one token, as without guesses
+    with pytest.raises(ValueError, match="2 guesses gives 3"):
+        agreeing_prefix([5, 6], [5, 6])
 
 
 def test_no_seg_gives_no_mask(loaded):

@@ -905,7 +905,8 @@ class _TwoMaskEngine:
         from lisa_ros.engine import Answer, DecodedMask, mask_box
         from lisa_ros.model.prompts import Conversation
 
-        assert options is not None and options.max_new_tokens == 16  # this request's, from the live parameters
+        # this request's, from the live parameters
+        assert options is not None and options.max_new_tokens == 16 and options.draft_tokens == 3
         height, width = frame[:2]
         masks = []
         for index, columns in enumerate((slice(0, width // 2), slice(width // 2, width))):
@@ -934,7 +935,7 @@ def test_one_request_converts_each_mask_and_its_3d_once(monkeypatch, kind):
     real_mask_to_image, real_geometry = outputs.mask_to_image, messages.geometry
     monkeypatch.setattr(outputs, "mask_to_image", lambda mask, header=None: converted.append(mask) or real_mask_to_image(mask, header))
     monkeypatch.setattr(messages, "geometry", lambda *args: located.append(args) or real_geometry(*args))
-    live = LiveParameters(max_new_tokens=16, max_masks=8, stop_after_seg=True, draft_tokens=8, segment_suffix="",
+    live = LiveParameters(max_new_tokens=16, max_masks=8, stop_after_seg=True, draft_tokens=3, segment_suffix="",
                           explain_suffix="",
                           max_command_length=100, max_image_pixels=10**6, max_frame_age=0.0, request_timeout=300.0, encode_ahead=False,
                           publish_debug_image=True, publish_markers=True, target_frame="", tf_timeout=0.2)

@@ -63,7 +63,7 @@ SPECS = [
          low=1, high=256),
     Spec("stop_after_seg", True, "without explain: stop generating once the sentence holding [SEG] ends"),
     Spec("draft_tokens", 8, "tokens guessed from earlier answers and checked per forward pass of the language model; "
-                            "the answer is the same, in fewer passes (docs/PERFORMANCE.md); 0 = one token per pass",
+                            "the same greedy answer (up to rounding) in fewer passes (docs/PERFORMANCE.md); 0 = one token per pass",
          low=0, high=64),
     Spec("segment_suffix", DEFAULT_SEGMENT_SUFFIX, "appended to commands that do not ask for a mask ('' = never)"),
     Spec("explain_suffix", DEFAULT_EXPLAIN_SUFFIX, "appended when explain is requested"),

@@ -346,6 +346,12 @@ class RequestHandler:
                 should_stop=lambda: stopping.is_set() or feedback.cancel_requested or time.monotonic() > job.deadline)
         except InvalidCommandError as exc:  # prompt syntax in the text, or too long for the context
             raise RequestError(Codes.INVALID_COMMAND, str(exc)) from exc
+        finally:
+            # A frame encoded ahead holds the KV cache of the prompt's start (for a 7B model
+            # ~150 MB); kept only until a request has used it, not for the frame's life in the cache.
+            drop_prompt_cache = getattr(encoded, "drop_prompt_cache", None)
+            if drop_prompt_cache is not None:
+                drop_prompt_cache()
         if stopping.is_set():
             raise RequestError(Codes.NOT_READY, "the node was deactivated while this request ran")
         if feedback.cancel_requested:

@@ -16,7 +16,10 @@ image tokens, prefill, greedy decoding with the KV cache, and a mask decoded at 
   untimed); one token per pass;
 * ``drafted+ahead``: as ``drafted``, about a frame the node encoded while idle (node parameter
   ``encode_ahead``): the frame encoded and the prompt's start through the image prefilled before
-  the clock starts (``encode_frame(prefill=True)``, untimed). The whole faster path.
+  the clock starts (``encode_frame(prefill=True)``, untimed).
+* ``drafted+packed`` and ``drafted+packed+ahead``: as ``drafted`` and ``drafted+ahead``, the
+  language model's linear layers packed by oneDNN (:mod:`lisa_ros.model.packed_linear`, what the
+  node and the CLI do on the CPU in fp32). ``drafted+packed+ahead`` is the whole faster path.
 * ``encoder+int8``: as ``encoder``, the language model's linear layers torchao int8 weight-only
   (``quantization: 8bit``, ``quantization_backend: torchao``);
 * ``encoder+bf16``, ``bf16+ahead`` and ``bf16+drafted+ahead``: as ``encoder``, ``ahead`` and
@@ -33,7 +36,7 @@ neighbour that slows the machine slows all of them alike. Prints the median per 
 first mask and whole request, the ratio to ``before``, and each variant's mask IoU and answer
 agreement against ``before``.
 
-    python bench/embedded.py --variants encoder,drafted,drafted+ahead   # 6 scenes x 3 rounds, about 4 minutes on 2 cores
+    python bench/embedded.py --variants encoder,drafted,drafted+packed,drafted+packed+ahead   # about 5 minutes on 2 cores
     python bench/embedded.py                    # all variants (the bf16 ones: a CPU with bf16 instructions)
     python bench/embedded.py --scenes 12 --rounds 2 --json runs/bench_embedded.json
 """
@@ -54,10 +57,11 @@ from lisa_ros.engine import GenerationOptions, LisaEngine
 from lisa_ros.evaluate.metrics import intersection_union, query_iou
 from lisa_ros.model.loading import load_lisa
 from lisa_ros.model.options import LoadOptions, native_cpu_bf16
+from lisa_ros.model.packed_linear import pack_language_model
 from lisa_ros.model.tiny_vit import set_fast_inference
 
-VARIANTS = ("before", "encoder", "drafted", "ahead", "drafted+ahead", "encoder+int8", "encoder+bf16", "bf16+ahead",
-            "bf16+drafted+ahead")
+VARIANTS = ("before", "encoder", "drafted", "ahead", "drafted+ahead", "drafted+packed", "drafted+packed+ahead",
+            "encoder+int8", "encoder+bf16", "bf16+ahead", "bf16+drafted+ahead")
 STAGES = ("preprocess", "objects", "sam_encoder", "prefill", "decode", "mask_decode", "time_to_first_mask", "total")
 # Per request beside the stages: the answer's tokens, the language model's forward passes (the
 # prefill's included), and decode seconds per pass after the prefill (answers of different lengths
@@ -88,18 +92,21 @@ def main() -> None:
         parser.error(f"--variants: unknown {sorted(chosen - set(VARIANTS))}; choose from {', '.join(VARIANTS)}")
     generation = GenerationOptions(max_new_tokens=args.max_new_tokens)
     one_per_pass = GenerationOptions(max_new_tokens=args.max_new_tokens, draft_tokens=0)
-    options = {"fp32": LoadOptions(precision="fp32", device="cpu"),
+    options = {"fp32": LoadOptions(precision="fp32", device="cpu"), "packed": LoadOptions(precision="fp32", device="cpu"),
                "int8": LoadOptions(precision="fp32", quantization="8bit", quantization_backend="torchao", device="cpu"),
                "bf16": LoadOptions(precision="bf16", device="cpu")}
     # name: (loading, TinyViT's inference path, drafting, before the request: nothing, the frame
     # encoded, or the frame encoded and the prompt's start prefilled)
     plan = {"before": ("fp32", False, False, None), "encoder": ("fp32", True, False, None),
             "drafted": ("fp32", True, True, None), "ahead": ("fp32", True, False, "encoded"),
-            "drafted+ahead": ("fp32", True, True, "prefilled"), "encoder+int8": ("int8", True, False, None),
+            "drafted+ahead": ("fp32", True, True, "prefilled"), "drafted+packed": ("packed", True, True, None),
+            "drafted+packed+ahead": ("packed", True, True, "prefilled"), "encoder+int8": ("int8", True, False, None),
             "encoder+bf16": ("bf16", True, False, None), "bf16+ahead": ("bf16", True, False, "encoded"),
             "bf16+drafted+ahead": ("bf16", True, True, "prefilled")}
     engines = {kind: LisaEngine(load_lisa("embedded", options[kind]), generation)
-               for kind in {plan[name][0] for name in chosen}}
+               for kind in {plan[name][0] for name in chosen} | {"fp32"}}
+    if "packed" in engines and not pack_language_model(engines["packed"].model):
+        parser.error("--variants: the packed ones need oneDNN's packed linear product, which this torch lacks")
     variants = {name: (engines[kind], fast, generation if drafting else one_per_pass, ahead)
                 for name, (kind, fast, drafting, ahead) in plan.items() if name in chosen}
     scenes = [split_scene(SCENE_SEED, "test", index) for index in range(args.scenes)]
@@ -154,22 +161,23 @@ def main() -> None:
 
     before = report["variants"]["before"]["median_s"]
     print(f"\nmedian seconds per request ({report['timed_requests_per_variant']} timed requests per variant)")
-    print(f"{'stage':<20}" + "".join(f"{name:>14}" for name in variants))
+    width = {name: max(14, len(name) + 2) for name in variants}  # one column per variant
+    print(f"{'stage':<20}" + "".join(f"{name:>{width[name]}}" for name in variants))
     for stage in STAGES:
-        print(f"{stage:<20}" + "".join(f"{report['variants'][name]['median_s'].get(stage, 0.0):>14.3f}"
+        print(f"{stage:<20}" + "".join(f"{report['variants'][name]['median_s'].get(stage, 0.0):>{width[name]}.3f}"
                                        for name in variants))
-    print(f"{'answer tokens':<20}" + "".join(f"{report['variants'][name]['median_generated_tokens']:>14.0f}"
+    print(f"{'answer tokens':<20}" + "".join(f"{report['variants'][name]['median_generated_tokens']:>{width[name]}.0f}"
                                               for name in variants))
-    print(f"{'forward passes':<20}" + "".join(f"{report['variants'][name]['median_forward_passes']:>14.0f}"
+    print(f"{'forward passes':<20}" + "".join(f"{report['variants'][name]['median_forward_passes']:>{width[name]}.0f}"
                                                for name in variants))
     print(f"{'decode ms per pass':<20}" + "".join(
-        f"{1000 * report['variants'][name]['median_decode_per_pass']:>14.1f}" for name in variants))
+        f"{1000 * report['variants'][name]['median_decode_per_pass']:>{width[name]}.1f}" for name in variants))
     print(f"{'ratio (total)':<20}" + "".join(
-        f"{before['total'] / report['variants'][name]['median_s']['total']:>13.2f}x" for name in variants))
+        f"{before['total'] / report['variants'][name]['median_s']['total']:>{width[name] - 1}.2f}x" for name in variants))
     print(f"{'mask IoU vs before':<20}" + "".join(
-        f"{report['variants'][name]['mask_iou_vs_before']:>14.3f}" for name in variants))
+        f"{report['variants'][name]['mask_iou_vs_before']:>{width[name]}.3f}" for name in variants))
     print(f"{'same answer':<20}" + "".join(
-        f"{report['variants'][name]['same_answer']:>11}/{len(scenes):<2}" for name in variants))
+        f"{report['variants'][name]['same_answer']:>{width[name] - 3}}/{len(scenes):<2}" for name in variants))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
 

@@ -92,6 +92,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def _load_engine(args: argparse.Namespace):
     from lisa_ros.engine import GenerationOptions, LisaEngine
     from lisa_ros.model.loading import load_lisa
+    from lisa_ros.model.packed_linear import pack_language_model
 
     if args.max_new_tokens < 1:
         raise CliError("--max-new-tokens must be at least 1")
@@ -100,9 +101,10 @@ def _load_engine(args: argparse.Namespace):
     options = LoadOptions(precision=args.precision, quantization=args.quantization,
                           quantization_backend=args.quantization_backend, device=args.device,
                           vision_tower=args.vision_tower, quantize_heads=args.quantize_heads)
-    return LisaEngine(load_lisa(args.model, options), GenerationOptions(max_new_tokens=args.max_new_tokens,
-                                                                       stop_after_seg=not args.no_stop_after_seg,
-                                                                       draft_tokens=args.draft_tokens))
+    loaded = load_lisa(args.model, options)
+    pack_language_model(loaded.model)  # fp32 on the CPU: oneDNN-packed linear layers (lisa_ros.model.packed_linear)
+    return LisaEngine(loaded, GenerationOptions(max_new_tokens=args.max_new_tokens, stop_after_seg=not args.no_stop_after_seg,
+                                                draft_tokens=args.draft_tokens))
 
 
 def read_rgb(path: str | Path):

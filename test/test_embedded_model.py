@@ -162,19 +162,22 @@ def test_node_answers_held_out_scenes_exactly_as_the_engine_does(ros_domain, spa
     from lisa_ros.engine import GenerationOptions
     from lisa_ros.model.loading import load_lisa
     from lisa_ros.model.options import LoadOptions
+    from lisa_ros.model.packed_linear import pack_language_model
     from lisa_ros.ros.conversions import image_to_numpy
     from lisa_ros.srv import ReasonSegment
 
     samples = _held_out_scenes(tmp_path_factory)
-    # precision "auto", as the node's default: bf16 on a CPU with native bf16, fp32 elsewhere
-    engine = LisaEngine(load_lisa("embedded", LoadOptions(precision="auto", device="cpu")),
-                        GenerationOptions(max_new_tokens=48))
+    # precision "auto", as the node's default: bf16 on a CPU with native bf16, fp32 elsewhere;
+    # in fp32 the node packs the language model's linear layers, so the reference does too
+    loaded = load_lisa("embedded", LoadOptions(precision="auto", device="cpu"))
+    pack_language_model(loaded.model)
+    engine = LisaEngine(loaded, GenerationOptions(max_new_tokens=48))
     expected = []
     for index, sample in enumerate(samples):
         _, rgb = _variant(sample.rgb(), index)
         answer, _ = engine.answer(rgb, sample.texts[0])
         expected.append((answer.text, answer.masks[0].mask if answer.masks else np.zeros(rgb.shape[:2], bool)))
-    del engine
+    del engine, loaded
 
     node, ask = _served_node(ros_domain, spawn, _variant(samples[0].rgb(), 0)[0])
     truth_ious = []
@@ -375,7 +378,8 @@ def test_torchao_int8_end_to_end_through_the_cli_and_the_node(ros_domain, spawn,
 def test_embedded_benchmark_times_every_variant_with_the_same_masks(tmp_path, folder):
     """bench/embedded.py (issue 15 item 3) on one held-out scene and one timed round: each variant
     asked for reaches the table and the JSON; the encoder's faster path, drafting and the frame
-    encoded ahead give "before"'s answer and mask, the last has no encoder time, and drafting takes
+    encoded ahead (also with oneDNN-packed linear layers) give "before"'s answer and mask, the
+    frame ahead has no encoder time, and drafting takes
     fewer forward passes than tokens with a table filled from two other scenes. (The bf16 variants
     are left out: on a CPU without bf16 instructions they take minutes; bf16 loading and answers
     have their own tests.)"""
@@ -385,11 +389,11 @@ def test_embedded_benchmark_times_every_variant_with_the_same_masks(tmp_path, fo
     bench = Path(__file__).resolve().parent.parent / "bench" / "embedded.py"
     out = tmp_path / "embedded.json"
     run = subprocess.run([sys.executable, str(bench), "--scenes", "1", "--rounds", "2", "--json", str(out),
-                          "--variants", "encoder,drafted,drafted+ahead,encoder+int8", "--warm-scenes", "2"], capture_output=True, text=True,
+                          "--variants", "encoder,drafted,drafted+ahead,drafted+packed+ahead,encoder+int8", "--warm-scenes", "2"], capture_output=True, text=True,
                          timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert list(report["variants"]) == ["before", "encoder", "drafted", "drafted+ahead", "encoder+int8"]
+    assert list(report["variants"]) == ["before", "encoder", "drafted", "drafted+ahead", "drafted+packed+ahead", "encoder+int8"]
     assert report["native_bf16"] in ("AMX", "AVX512-BF16", "none")
     assert report["timed_requests_per_variant"] == 1
     for name, variant in report["variants"].items():
@@ -398,7 +402,7 @@ def test_embedded_benchmark_times_every_variant_with_the_same_masks(tmp_path, fo
         assert variant["median_generated_tokens"] >= 1 and 0 < variant["median_decode_per_pass"] < variant["median_s"]["total"], name
         tokens, passes = variant["median_generated_tokens"], variant["median_forward_passes"]
         assert (passes < tokens if name.startswith("drafted") else passes == tokens), (name, passes, tokens)
-    for name in ("encoder", "drafted", "drafted+ahead"):
+    for name in ("encoder", "drafted", "drafted+ahead", "drafted+packed+ahead"):
         assert report["variants"][name]["same_answer"] == 1 and report["variants"][name]["mask_iou_vs_before"] > 0.98
     assert "ratio (total)" in run.stdout and "mask IoU vs before" in run.stdout and "decode ms per pass" in run.stdout
     unknown = subprocess.run([sys.executable, str(bench), "--variants", "encoder,fp8"], capture_output=True, text=True,

@@ -493,6 +493,45 @@ def test_a_frame_prefilled_ahead_answers_as_one_prefilled_with_its_command(seg_e
         engine.answer(prefilled, command)
 
 
+def test_packed_linear_layers_answer_as_the_plain_ones_and_step_aside_when_they_would_not(checkpoint):
+    """pack_language_model: every fp32 linear layer of the language model and the LM head get a
+    oneDNN-packed copy, parameters and keys unchanged; the answer is the same; the packed copy is
+    what inference uses, and a layer falls back to its weight while gradients are recorded or
+    once the weight was changed in place."""
+    from lisa_ros.model.packed_linear import PackedLinear, pack_language_model, packed_linear_available
+
+    assert packed_linear_available()  # x86 torch with oneDNN: the project's machines
+    fresh = load_lisa(checkpoint, LoadOptions(precision="fp32", device="cpu"))
+    engine = LisaEngine(fresh, GenerationOptions(max_new_tokens=12, stop_after_seg=False))
+    frame = engine.encode_frame(np.random.default_rng(3).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    plain, _ = engine.answer(frame, "where is the cup?")
+    keys = list(fresh.model.state_dict())
+    linears = sum(isinstance(m, torch.nn.Linear) for layer in fresh.model.model.layers for m in layer.modules())
+    assert pack_language_model(fresh.model) == linears + 1
+    assert list(fresh.model.state_dict()) == keys and isinstance(fresh.model.lm_head, PackedLinear)
+    outside = [fresh.model.model.mm_projector, fresh.model.model.text_hidden_fcs, fresh.model.model.visual_model]
+    assert not any(isinstance(m, PackedLinear) for part in outside for m in part.modules())  # only the language model
+    packed, _ = engine.answer(frame, "where is the cup?")
+    assert packed.token_ids == plain.token_ids
+
+    layer = fresh.model.model.layers[0].mlp.up_proj
+    x = torch.randn(2, 3, layer.in_features)
+    reference = torch.nn.functional.linear(x, layer.weight)
+    with torch.inference_mode():
+        torch.testing.assert_close(layer(x), reference, atol=1e-5, rtol=1e-5)
+    saved = layer.packed_weight
+    layer.packed_weight = torch.ops.mkldnn._reorder_linear_weight(torch.zeros_like(layer.weight), 8)
+    with torch.inference_mode():
+        assert layer(x).abs().max() == 0  # inference reads the packed copy
+    with torch.enable_grad():
+        torch.testing.assert_close(layer(x), reference)  # recording gradients: the weight itself
+    with torch.no_grad():
+        layer.weight.mul_(2.0)  # changed in place after packing: the packed copy is stale
+    with torch.inference_mode():
+        torch.testing.assert_close(layer(x), 2 * reference, atol=1e-5, rtol=1e-5)
+    layer.packed_weight = saved
+
+
 def test_the_draft_table_proposes_the_longest_known_continuation():
     from lisa_ros.drafting import NGramDrafter
 
@@ -650,6 +689,14 @@ def test_torchao_quantizes_only_the_language_models_layers_and_loads_strictly(ch
     answer, _ = LisaEngine(loaded_q, GenerationOptions(max_new_tokens=4)).answer(
         np.zeros((40, 50, 3), np.uint8), "where is the cup?")
     assert len(answer.token_ids) >= 1
+    # oneDNN packing (what the node and CLI do on the CPU) leaves the quantized layers alone
+    from lisa_ros.model.packed_linear import PackedLinear, pack_language_model
+
+    assert pack_language_model(model) == 1 and isinstance(model.lm_head, PackedLinear)
+    assert type(model.model.layers[0].self_attn.q_proj) is torch.nn.Linear
+    repeat, _ = LisaEngine(loaded_q, GenerationOptions(max_new_tokens=4)).answer(
+        np.zeros((40, 50, 3), np.uint8), "where is the cup?")
+    assert repeat.token_ids == answer.token_ids
 
 
 def test_torchao_with_quantize_heads_also_quantizes_the_heads_but_never_sam(checkpoint):

@@ -147,6 +147,7 @@ class LisaNode(LifecycleNodeMixin, Node):
             from lisa_ros.engine import LisaEngine
             from lisa_ros.model.loading import load_lisa
             from lisa_ros.model.options import LoadOptions
+            from lisa_ros.model.packed_linear import pack_language_model
             from lisa_ros.sessions import FrameCache, SessionStore
 
             self.get_logger().info(f"loading {config.model} (precision {config.precision}, quantization "
@@ -157,6 +158,9 @@ class LisaNode(LifecycleNodeMixin, Node):
                 precision=config.precision, quantization=config.quantization,
                 quantization_backend=config.quantization_backend, device=config.device,
                 vision_tower=config.vision_tower or None, quantize_heads=config.quantize_heads))
+            packed = pack_language_model(loaded.model)  # fp32 on the CPU: oneDNN-packed linear layers
+            if packed:
+                self.get_logger().info(f"{packed} linear layers of the language model packed by oneDNN (fp32 CPU)")
             self.engine = LisaEngine(loaded)  # generation options are passed per request
         except Exception as exc:  # the node stays alive, unconfigured, and says why
             self.load_error = f"{type(exc).__name__}: {exc}"

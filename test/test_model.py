@@ -498,10 +498,19 @@ def test_packed_linear_layers_answer_as_the_plain_ones_and_step_aside_when_they_
     oneDNN-packed copy, parameters and keys unchanged; the answer is the same; the packed copy is
     what inference uses, and a layer falls back to its weight while gradients are recorded or
     once the weight was changed in place."""
-    from lisa_ros.model.packed_linear import PackedLinear, pack_language_model, packed_linear_available
+    import copy
 
-    assert packed_linear_available()  # x86 torch with oneDNN: the project's machines
+    from lisa_ros.model.packed_linear import (
+        PackedLinear,
+        pack_language_model,
+        packed_linear_available,
+        unpack_language_model,
+    )
+
+    if not packed_linear_available():
+        pytest.skip("not an x86-64 torch with oneDNN: pack_language_model packs nothing here")
     fresh = load_lisa(checkpoint, LoadOptions(precision="fp32", device="cpu"))
+    weights_before = fresh.memory_bytes()["lisa"]
     engine = LisaEngine(fresh, GenerationOptions(max_new_tokens=12, stop_after_seg=False))
     frame = engine.encode_frame(np.random.default_rng(3).integers(0, 255, (48, 64, 3), dtype=np.uint8))
     plain, _ = engine.answer(frame, "where is the cup?")
@@ -509,6 +518,8 @@ def test_packed_linear_layers_answer_as_the_plain_ones_and_step_aside_when_they_
     linears = sum(isinstance(m, torch.nn.Linear) for layer in fresh.model.model.layers for m in layer.modules())
     assert pack_language_model(fresh.model) == linears + 1
     assert list(fresh.model.state_dict()) == keys and isinstance(fresh.model.lm_head, PackedLinear)
+    packed_bytes = sum(m.weight.numel() * 4 for m in fresh.model.modules() if isinstance(m, PackedLinear))
+    assert fresh.memory_bytes()["lisa"] == weights_before + packed_bytes  # the copies are counted
     outside = [fresh.model.model.mm_projector, fresh.model.model.text_hidden_fcs, fresh.model.model.visual_model]
     assert not any(isinstance(m, PackedLinear) for part in outside for m in part.modules())  # only the language model
     packed, _ = engine.answer(frame, "where is the cup?")
@@ -519,17 +530,30 @@ def test_packed_linear_layers_answer_as_the_plain_ones_and_step_aside_when_they_
     reference = torch.nn.functional.linear(x, layer.weight)
     with torch.inference_mode():
         torch.testing.assert_close(layer(x), reference, atol=1e-5, rtol=1e-5)
-    saved = layer.packed_weight
     layer.packed_weight = torch.ops.mkldnn._reorder_linear_weight(torch.zeros_like(layer.weight), 8)
     with torch.inference_mode():
         assert layer(x).abs().max() == 0  # inference reads the packed copy
     with torch.enable_grad():
         torch.testing.assert_close(layer(x), reference)  # recording gradients: the weight itself
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert layer(x).dtype == torch.bfloat16  # autocast: nn.Linear's own path
     with torch.no_grad():
         layer.weight.mul_(2.0)  # changed in place after packing: the packed copy is stale
     with torch.inference_mode():
         torch.testing.assert_close(layer(x), 2 * reference, atol=1e-5, rtol=1e-5)
-    layer.packed_weight = saved
+    layer.pack()
+    with torch.no_grad():
+        layer.weight.data = layer.weight.detach() * 1.5  # new storage behind the same Parameter
+    with torch.inference_mode():
+        torch.testing.assert_close(layer(x), 3 * reference, atol=1e-5, rtol=1e-5)
+    layer.pack()
+    layer.weight = torch.nn.Parameter(layer.weight.detach() / 3)  # another Parameter, version 0 too
+    with torch.inference_mode():
+        torch.testing.assert_close(layer(x), reference, atol=1e-5, rtol=1e-5)
+    # back to plain nn.Linear (before merging adapters or copying the module): copies work again
+    assert unpack_language_model(fresh.model) == linears + 1
+    assert type(fresh.model.lm_head) is torch.nn.Linear and fresh.memory_bytes()["lisa"] == weights_before
+    copy.deepcopy(fresh.model.lm_head)
 
 
 def test_the_draft_table_proposes_the_longest_known_continuation():

@@ -139,10 +139,15 @@ class LoadedLisa:
     folder: Path
 
     def memory_bytes(self) -> dict[str, int]:
-        """Bytes of parameters and buffers: LISA (quantized weights count as stored) and CLIP."""
+        """Bytes of parameters and buffers: LISA (quantized weights count as stored, oneDNN-packed
+        copies of :mod:`~lisa_ros.model.packed_linear` counted too) and CLIP."""
+        from lisa_ros.model.packed_linear import PackedLinear
+
         def size(module: torch.nn.Module) -> int:
             tensors = list(module.parameters()) + list(module.buffers())
-            return sum(stored_bytes(t) for t in tensors)
+            packed = sum(layer.weight.numel() * layer.weight.element_size() for layer in module.modules()
+                         if isinstance(layer, PackedLinear) and layer.packed_weight is not None)
+            return sum(stored_bytes(t) for t in tensors) + packed
 
         lisa = size(self.model)
         tower = self.model.vision_tower

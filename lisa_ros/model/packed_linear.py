@@ -12,7 +12,7 @@ decoder weights: 42 against 84 ms at M = 9, the 49k-row LM head 8 against 34 ms;
 layers and LM head) into :class:`PackedLinear`: still ``nn.Linear`` with the same parameters,
 state-dict keys and tied weights, plus the packed copy, so the linear weights take twice their
 memory (about 540 MB more for the embedded model in fp32; :meth:`LoadedLisa.memory_bytes` counts
-it). The packed copy is used only without gradients or autocast, for an fp32 CPU input, and while
+it); a quantized language model is left alone. The packed copy is used only without gradients or autocast, for an fp32 CPU input, and while
 the weight is the same tensor, at the same address, not changed in place through autograd's
 view of it (its version counter); anything else takes ``nn.Linear``'s own path. An edit through
 ``weight.data`` (peft's LoRA merge does that) is not seen: call :func:`unpack_language_model`
@@ -80,12 +80,15 @@ class PackedLinear(nn.Linear):
 def pack_language_model(model: nn.Module) -> int:
     """Pack every plain fp32 CPU ``nn.Linear`` of ``model.model.layers`` and ``model.lm_head``
     (a LISA model: :class:`~lisa_ros.model.modeling.LisaForCausalLM`) in place; returns how many
-    were packed (0 where oneDNN's packed product is unavailable). For inference: call it on a
-    model that is not trained afterwards (training still works, through the unpacked path, but
-    keeps the packed copies' memory)."""
+    were packed: 0 where oneDNN's packed product is unavailable, and 0 for a model whose language
+    model is quantized (quantizing is chosen to save memory; the packed copies would add to it).
+    For inference: call it on a model that is not trained afterwards (training still works,
+    through the unpacked path, but keeps the packed copies' memory)."""
     if not packed_linear_available():
         return 0
     candidates = [module for layer in model.model.layers for module in layer.modules()] + [model.lm_head]
+    if any(_is_quantized(module) for module in candidates):
+        return 0
     packed = 0
     for module in candidates:
         if type(module) is not nn.Linear:  # bitsandbytes' layers are subclasses: left alone
@@ -101,6 +104,13 @@ def pack_language_model(model: nn.Module) -> int:
                 continue
             packed += 1
     return packed
+
+
+def _is_quantized(module: nn.Module) -> bool:
+    """A bitsandbytes layer (an ``nn.Linear`` subclass) or one holding a torchao tensor subclass."""
+    if not isinstance(module, nn.Linear) or isinstance(module, PackedLinear):
+        return False
+    return type(module) is not nn.Linear or type(module.weight.detach()) is not torch.Tensor
 
 
 def unpack(module: PackedLinear) -> None:

@@ -21,6 +21,7 @@ from lisa_ros.errors import CheckpointError, MissingDependencyError
 from lisa_ros.model.configuration import LisaConfig
 from lisa_ros.model.modeling import LisaForCausalLM
 from lisa_ros.model.options import UNQUANTIZED_ALWAYS, UNQUANTIZED_HEADS, LoadOptions
+from lisa_ros.model.packed_linear import PackedLinear
 from lisa_ros.model.preprocess import CLIP_MEAN, CLIP_STD
 from lisa_ros.model.quiet_imports import import_torchao_quietly
 from lisa_ros.model.sources import resolve_folder
@@ -141,8 +142,6 @@ class LoadedLisa:
     def memory_bytes(self) -> dict[str, int]:
         """Bytes of parameters and buffers: LISA (quantized weights count as stored, oneDNN-packed
         copies of :mod:`~lisa_ros.model.packed_linear` counted too) and CLIP."""
-        from lisa_ros.model.packed_linear import PackedLinear
-
         def size(module: torch.nn.Module) -> int:
             tensors = list(module.parameters()) + list(module.buffers())
             packed = sum(layer.weight.numel() * layer.weight.element_size() for layer in module.modules()

@@ -12,14 +12,14 @@ decoder weights: 42 against 84 ms at M = 9, the 49k-row LM head 8 against 34 ms;
 layers and LM head) into :class:`PackedLinear`: still ``nn.Linear`` with the same parameters,
 state-dict keys and tied weights, plus the packed copy, so the linear weights take twice their
 memory (about 540 MB more for the embedded model in fp32; :meth:`LoadedLisa.memory_bytes` counts
-it); a quantized language model is left alone. The packed copy is used only without gradients or autocast, for an fp32 CPU input, and while
+it). The packed copy is used only without gradients or autocast, for an fp32 CPU input, and while
 the weight is the same tensor, at the same address, not changed in place through autograd's
 view of it (its version counter); anything else takes ``nn.Linear``'s own path. An edit through
 ``weight.data`` (peft's LoRA merge does that) is not seen: call :func:`unpack_language_model`
 before merging adapters or editing weights, and before copying or saving the whole module (the
-packed copy is an opaque oneDNN tensor). Only on x86-64, where it was measured; quantized layers
-(bitsandbytes, torchao), other dtypes and CUDA are left alone, and a layer oneDNN cannot pack
-stays as it was.
+packed copy is an opaque oneDNN tensor). Only on x86-64, where it was measured; a quantized
+language model (bitsandbytes, torchao), other dtypes and CUDA are left alone, and a layer oneDNN
+cannot pack stays as it was.
 """
 from __future__ import annotations
 
@@ -91,11 +91,7 @@ def pack_language_model(model: nn.Module) -> int:
         return 0
     packed = 0
     for module in candidates:
-        if type(module) is not nn.Linear:  # bitsandbytes' layers are subclasses: left alone
-            continue
-        weight = module.weight
-        # plain tensors only: torchao's quantized weights are tensor subclasses (detach keeps the type)
-        if type(weight.detach()) is torch.Tensor and weight.dtype == torch.float32 and weight.device.type == "cpu":
+        if type(module) is nn.Linear and module.weight.dtype == torch.float32 and module.weight.device.type == "cpu":
             module.__class__ = PackedLinear
             try:
                 module.pack()

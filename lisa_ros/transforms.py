@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from array import array
 import threading
 import time
 from dataclasses import dataclass
@@ -105,27 +106,39 @@ def interpolate(a: Transform, b: Transform, fraction: float) -> Transform:
 
 
 class _MovingEdge:
-    """The samples of one child frame's transform to its parent, sorted by time."""
+    """The samples of one child frame's transform to its parent, sorted by time.
+
+    Stored flat (``array('d')``: 8 bytes per stamp, 56 per transform) rather than as Transform
+    objects (about 300 bytes each), so that minutes of history stay small: a 20-edge tree at
+    100 Hz over 310 s is about 40 MB instead of about 190 MB.
+    """
+
+    _WIDTH = 7  # translation (3) then rotation (w, x, y, z) per sample
 
     def __init__(self, parent: str):
         self.parent = parent
-        self.stamps: list[float] = []
-        self.transforms: list[Transform] = []
+        self.stamps = array("d")
+        self._values = array("d")
+
+    def _transform(self, index: int) -> Transform:
+        row = self._values[self._WIDTH * index:self._WIDTH * (index + 1)]
+        return Transform(np.array(row[:3]), np.array(row[3:]))
 
     def insert(self, stamp: float, transform: Transform, cache_time_s: float) -> None:
         if self.stamps and stamp < self.stamps[-1] - cache_time_s:
             # Time jumped back (a bag looped, a simulator reset): the old samples describe another
             # run, and keeping them would make every new sample "too old". tf2 clears too.
-            self.stamps.clear()
-            self.transforms.clear()
+            del self.stamps[:], self._values[:]
+        row = array("d", (*transform.translation, *transform.rotation))
         index = bisect.bisect_left(self.stamps, stamp)
+        at = slice(self._WIDTH * index, self._WIDTH * (index + 1))
         if index < len(self.stamps) and self.stamps[index] == stamp:
-            self.transforms[index] = transform
+            self._values[at] = row
         else:
             self.stamps.insert(index, stamp)
-            self.transforms.insert(index, transform)
+            self._values[at.start:at.start] = row
         keep_from = bisect.bisect_left(self.stamps, self.stamps[-1] - cache_time_s)
-        del self.stamps[:keep_from], self.transforms[:keep_from]
+        del self.stamps[:keep_from], self._values[:self._WIDTH * keep_from]
 
     def at(self, stamp: float, child: str) -> Transform:
         first, last = self.stamps[0], self.stamps[-1]
@@ -134,9 +147,9 @@ class _MovingEdge:
                                  f"the {'past' if stamp < first else 'future'}; buffered {first:.3f}-{last:.3f} s)")
         index = bisect.bisect_left(self.stamps, stamp)
         if self.stamps[index] == stamp:
-            return self.transforms[index]
+            return self._transform(index)
         t0, t1 = self.stamps[index - 1], self.stamps[index]
-        return interpolate(self.transforms[index - 1], self.transforms[index], (stamp - t0) / (t1 - t0))
+        return interpolate(self._transform(index - 1), self._transform(index), (stamp - t0) / (t1 - t0))
 
 
 class TransformBuffer:

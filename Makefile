@@ -6,11 +6,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEPS_STAMP := $(VENV)/.deps-installed
 PKG_STAMP := $(VENV)/.lisa_ros-installed
-TF2_STAMP := $(VENV)/.tf2_msgs-ready
 PACKAGE_SOURCES := pyproject.toml CMakeLists.txt cmake/RosWheels.cmake package.xml README.md \
 	$(shell find lisa_ros msg srv action config launch scripts -type f -not -name '*.pyc' 2>/dev/null)
 PYTEST_ARGS ?=
 
+.SECONDEXPANSION:
 .PHONY: venv install test test-fast demo bench clean
 
 venv: $(PKG_STAMP)
@@ -28,18 +28,20 @@ $(DEPS_STAMP): requirements/ros.txt requirements/ml.txt requirements/build.txt r
 		echo "torchvision is installed in $(VENV): it breaks imports on CPU machines"; exit 1; fi
 	touch $@
 
-# `pip install .`: scikit-build-core runs CMakeLists.txt (rosidl C + Python type support) and
-# installs the Python package, console scripts, config/ and launch/ into the venv prefix.
-# tf2_msgs/msg/TFMessage (for /tf and /tf_static) is not on PyPI: unless a system ROS 2's tf2_msgs
-# is importable (and not ours), build the one-message package in interfaces/tf2_msgs into the venv;
-# rebuilt when its sources change.
-TF2_SOURCES := $(wildcard interfaces/tf2_msgs/*.* interfaces/tf2_msgs/msg/*) cmake/RosWheels.cmake
-$(TF2_STAMP): $(DEPS_STAMP) $(TF2_SOURCES)
-	if $(BIN)/python -c "import tf2_msgs.msg" 2>/dev/null && ! $(BIN)/python -m pip show -q lisa-ros-tf2-msgs 2>/dev/null; \
-	then echo "tf2_msgs: using the installed one"; else $(BIN)/python -m pip install ./interfaces/tf2_msgs; fi
+# Interface packages ROS 2 has but PyPI does not: tf2_msgs (TFMessage, for /tf and /tf_static) and
+# vision_msgs (Detection2DArray/Detection3DArray, for ~/detections). For each: unless a system
+# ROS 2's package is importable (and not ours), build interfaces/<name> into the venv (same field
+# lists, so the same type hashes); rebuilt when its sources change.
+INTERFACE_STAMPS := $(VENV)/.tf2_msgs-ready $(VENV)/.vision_msgs-ready
+$(VENV)/.%-ready: $(DEPS_STAMP) interfaces/%/package.xml interfaces/%/CMakeLists.txt interfaces/%/pyproject.toml \
+		$$(wildcard interfaces/%/msg/*) cmake/RosWheels.cmake
+	if $(BIN)/python -c "import $*.msg" 2>/dev/null && ! $(BIN)/python -m pip show -q lisa-ros-$(subst _,-,$*) 2>/dev/null; \
+	then echo "$*: using the installed one"; else $(BIN)/python -m pip install ./interfaces/$*; fi
 	touch $@
 
-$(PKG_STAMP): $(DEPS_STAMP) $(TF2_STAMP) $(PACKAGE_SOURCES)
+# `pip install .`: scikit-build-core runs CMakeLists.txt (rosidl C + Python type support) and
+# installs the Python package, console scripts, config/ and launch/ into the venv prefix.
+$(PKG_STAMP): $(DEPS_STAMP) $(INTERFACE_STAMPS) $(PACKAGE_SOURCES)
 	$(BIN)/python -m pip install .
 	touch $@
 

@@ -50,6 +50,7 @@ def main(argv=None) -> int:
         import rclpy
         from rclpy.executors import MultiThreadedExecutor
 
+        from lisa_ros.msg import Status
         from lisa_ros.srv import ReasonSegment
 
         rclpy.init()
@@ -65,7 +66,7 @@ def main(argv=None) -> int:
             future = service.call_async(ReasonSegment.Request(command="ping", camera="nope"))
             while not future.done():
                 time.sleep(0.01)
-            if future.result().error_code != ReasonSegment.Response.NOT_READY:
+            if future.result().result.status.code != Status.NOT_READY:
                 break
             time.sleep(0.2)
         start = time.monotonic()

@@ -75,6 +75,8 @@ def main(argv=None) -> int:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import MultiThreadedExecutor
 
+        from lisa_ros.msg import Status
+        from lisa_ros.ros.messages import duration_seconds
         from lisa_ros.srv import ReasonSegment
 
         rclpy.init()
@@ -102,8 +104,8 @@ def main(argv=None) -> int:
 
         # wait for the model (the service answers NOT_READY while it loads) and frames, then the idle phase
         deadline = time.monotonic() + 120
-        waiting = (ReasonSegment.Response.NOT_READY, ReasonSegment.Response.NO_FRAME)
-        while time.monotonic() < deadline and ask()[1].error_code in waiting:
+        waiting = (Status.NOT_READY, Status.NO_FRAME)
+        while time.monotonic() < deadline and ask()[1].result.status.code in waiting:
             time.sleep(0.2)
         time.sleep(args.phase_seconds)
         idle = camera_diagnostics(diagnostics, "camera")
@@ -112,13 +114,14 @@ def main(argv=None) -> int:
         end = time.monotonic() + args.phase_seconds
         while time.monotonic() < end:
             round_trip, response = ask()
-            if not response.success:
+            if response.result.status.code not in (Status.OK, Status.NO_TARGET):
                 continue
             timings = response.result.timings
-            model_time = timings.image_encoding + timings.generation + timings.mask_decoding
+            model_time = sum(duration_seconds(getattr(timings, stage))
+                             for stage in ("image_encoding", "generation", "mask_decoding"))
             round_trips.append(round_trip)
             model_times.append(model_time)
-            mask_counts.append(len(response.result.masks))
+            mask_counts.append(len(response.result.objects))
             overheads.append(round_trip - model_time)
         time.sleep(1.5)  # one more diagnostics message covering the busy phase
         busy = camera_diagnostics(diagnostics, "camera")

@@ -144,7 +144,8 @@ def main(argv=None) -> int:
         from lisa_ros.srv import ReasonSegment
 
         from lisa_ros.ros.qos import REQUEST_QOS, action_qos
-        from lisa_ros.ros.serving import CODE_NAMES, Codes
+        from lisa_ros.ros.messages import STATUS_NAMES
+        from lisa_ros.ros.serving import SERVED_CODES, Codes
         rclpy.init()
         node = rclpy.create_node("soak_client")
         diagnostics: list = []
@@ -166,7 +167,7 @@ def main(argv=None) -> int:
         deadline = time.monotonic() + 120  # the model loads, the first frames arrive
         while time.monotonic() < deadline:
             response = wait(service.call_async(ReasonSegment.Request(command="ping")), 30)
-            if response is not None and response.error_code not in (Codes.NOT_READY, Codes.NO_FRAME):
+            if response is not None and response.result.status.code not in (Codes.NOT_READY, Codes.NO_FRAME):
                 break
             time.sleep(0.5)
 
@@ -180,8 +181,8 @@ def main(argv=None) -> int:
                     command="what should I use to reach the shelf?", explain=explain, session_id=session)), args.timeout)
                 with tally.lock:
                     tally.sent += 1
-                tally.add(None if response is None else CODE_NAMES.get(response.error_code, "?"), time.monotonic() - start)
-                if explain and response is not None and response.success:
+                tally.add(None if response is None else STATUS_NAMES.get(response.result.status.code, "?"), time.monotonic() - start)
+                if explain and response is not None and response.result.status.code in SERVED_CODES:
                     turn += 1
                     session = response.result.session_id if turn % 3 else ""
 
@@ -201,7 +202,7 @@ def main(argv=None) -> int:
                     time.sleep(rng.uniform(0.0, 0.5))
                     handle.cancel_goal_async()
                 outcome = wait(result_future, args.timeout)
-                tally.add(None if outcome is None else CODE_NAMES.get(outcome.result.error_code, "?"),
+                tally.add(None if outcome is None else STATUS_NAMES.get(outcome.result.result.status.code, "?"),
                           time.monotonic() - start)
 
         threads = [threading.Thread(target=service_client, args=(False,)),

@@ -168,7 +168,9 @@ def client(out: Path, scenes: Path, script: list) -> int:
 
     from lisa_ros.action import ReasonSegment as ReasonSegmentAction
     from lisa_ros.evaluate.metrics import intersection_union, query_iou
+    from lisa_ros.msg import Status
     from lisa_ros.ros.conversions import image_to_numpy
+    from lisa_ros.ros.messages import STATUS_NAMES, duration_seconds
     from lisa_ros.srv import ReasonSegment
     from lisa_ros.visualization import draw_overlay
 
@@ -206,7 +208,7 @@ def client(out: Path, scenes: Path, script: list) -> int:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:  # until the node is active and has a camera frame
         probe = wait(service.call_async(ReasonSegment.Request(command="ping")))
-        if probe.success or probe.error_code not in (ReasonSegment.Response.NOT_READY, ReasonSegment.Response.NO_FRAME):
+        if probe.result.status.code not in (Status.NOT_READY, Status.NO_FRAME):
             break
         time.sleep(0.5)
 
@@ -215,43 +217,48 @@ def client(out: Path, scenes: Path, script: list) -> int:
 
     def report(number: int, scene: dict, command: str, how: str, response, seconds: float, target) -> None:
         nonlocal all_ok
-        result = response.result
-        all_ok &= bool(response.success)
-        masks = [image_to_numpy(m) > 0 for m in result.masks]
+        result, status = response.result, response.result.status
+        served = status.code in (Status.OK, Status.NO_TARGET)  # NO_TARGET: the model says nothing fits
+        all_ok &= served
+        masks = [image_to_numpy(o.mask) > 0 for o in result.objects]
         prediction = masks[0] if masks else np.zeros(target.shape, bool)
         iou = query_iou(*intersection_union(prediction, target))
         print(f"\n[{number}] {how}: {command!r}")
-        print(f"    success={response.success} ({response.message or 'ok'}) after {seconds:.2f} s")
+        print(f"    {STATUS_NAMES.get(status.code, status.code)}{f' ({status.message})' if status.message else ''} "
+              f"after {seconds:.2f} s")
         print(f"    answer: {result.answer!r}")
         if result.explanation:
             print(f"    explanation: {result.explanation!r}")
-        for index, (score, box, centroid) in enumerate(zip(result.scores, result.boxes, result.centroids)):
-            print(f"    mask #{index}: score {score:.2f}, box x={box.x_offset} y={box.y_offset} w={box.width} "
-                  f"h={box.height}, centroid ({centroid.x:+.3f}, {centroid.y:+.3f}, {centroid.z:.3f}) m "
-                  f"in {result.header.frame_id}")
-        t = result.timings
-        print(f"    timings: total {t.total:.2f} s = queue {t.queue_wait:.2f} + encoding {t.image_encoding:.2f} + "
-              f"generation {t.generation:.2f} + masks {t.mask_decoding:.2f} (+ pre/post "
-              f"{t.preprocess + t.postprocess:.2f}); {result.generated_tokens} tokens")
+        for o in result.objects:
+            p, box = o.pose.pose.position, o.box
+            print(f"    object #{o.id} {o.label!r}: score {o.score:.2f}, box x={box.x_offset} y={box.y_offset} "
+                  f"w={box.width} h={box.height}, centre ({p.x:+.3f}, {p.y:+.3f}, {p.z:.3f}) m in {o.pose.header.frame_id}")
+        t = {stage: duration_seconds(getattr(result.timings, stage)) for stage in result.timings.get_fields_and_field_types()}
+        print(f"    timings: total {t['total']:.2f} s = queue {t['queue_wait']:.2f} + encoding {t['image_encoding']:.2f} + "
+              f"generation {t['generation']:.2f} + masks {t['mask_decoding']:.2f} (+ pre/post "
+              f"{t['preprocess'] + t['postprocess']:.2f}); {result.generated_tokens} tokens")
         print(f"    IoU with the ground truth: {iou:.3f}")
-        overlay = draw_overlay(scene["rgb"], masks, [tuple(b) for b in
-                                                     ((x.x_offset, x.y_offset, x.width, x.height) for x in result.boxes)],
-                               list(result.scores), result.answer)
+        overlay = draw_overlay(scene["rgb"], masks, [(o.box.x_offset, o.box.y_offset, o.box.width, o.box.height)
+                                                     for o in result.objects],
+                               [o.score for o in result.objects], result.answer)
         outline, _ = cv2.findContours(target.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         cv2.drawContours(overlay, outline, -1, (255, 255, 255), 1)
         overlay = cv2.resize(overlay, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
         name = f"{number:02d}_{scene['annotation']['query_type']}.png"
         cv2.imwrite(str(out / name), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
-        records.append({"command": command, "how": how, "success": response.success, "answer": result.answer,
-                        "explanation": result.explanation, "scores": list(result.scores),
-                        "centroids": [[c.x, c.y, c.z] for c in result.centroids], "iou": round(iou, 4),
-                        "seconds": round(seconds, 3), "overlay": name})
+        records.append({"command": command, "how": how, "served": served,
+                        "status": STATUS_NAMES.get(status.code, status.code), "answer": result.answer,
+                        "explanation": result.explanation,
+                        "objects": [{"id": o.id, "label": o.label, "score": round(float(o.score), 4),
+                                     "centre": [o.pose.pose.position.x, o.pose.pose.position.y, o.pose.pose.position.z]}
+                                    for o in result.objects],
+                        "iou": round(iou, 4), "seconds": round(seconds, 3), "overlay": name})
 
     def feedback(message) -> None:
         f = message.feedback
-        if f.mask_index >= 0:
-            print(f"    [{f.elapsed:5.2f} s] feedback: mask #{f.mask_index} ready (score {f.score:.2f}) while the "
-                  f"answer is still being written", flush=True)
+        for o in f.objects:
+            print(f"    [{duration_seconds(f.elapsed):5.2f} s] feedback: object #{o.id} {o.label!r} ready (score "
+                  f"{o.score:.2f}) while the answer is still being written", flush=True)
 
     number = 0
     for scene_index, how, follow_up in script:
@@ -280,8 +287,8 @@ def client(out: Path, scenes: Path, script: list) -> int:
                    time.monotonic() - started, min(same, key=lambda m: m.sum()))
 
     bad = wait(service.call_async(ReasonSegment.Request(command="where?", camera="no_such_camera")))
-    print(f"\n[bad input] a request for an unknown camera: success={bad.success} error_code={bad.error_code} "
-          f"message={bad.message!r} (the node keeps serving)")
+    print(f"\n[bad input] a request for an unknown camera: {STATUS_NAMES.get(bad.result.status.code)} "
+          f"{bad.result.status.message!r} (the node keeps serving)")
     (out / "results.json").write_text(json.dumps(records, indent=2))
     mean_iou = sum(r["iou"] for r in records) / max(1, len(records))
     print(f"\n{len(records)} answers, mean IoU {mean_iou:.3f}. Pictures (prediction tinted, ground truth outlined "
@@ -289,7 +296,7 @@ def client(out: Path, scenes: Path, script: list) -> int:
     action.destroy()
     executor.shutdown()
     rclpy.try_shutdown()
-    return 0 if all_ok and not bad.success else 1
+    return 0 if all_ok and bad.result.status.code == Status.UNKNOWN_CAMERA else 1
 
 
 if __name__ == "__main__":

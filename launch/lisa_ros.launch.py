@@ -102,8 +102,9 @@ def generate_launch_description():
                               description="take time from /clock (simulation, bag replay)"
                                           "; parameters file if not given"),
         DeclareLaunchArgument("target_frame", default_value="",
-                              description="frame for the results' target_poses and point clouds (e.g. base_link), "
-                                          "via TF at the image stamp; parameters file if not given"),
+                              description="default frame for the objects' target poses, ~/detections_3d and point "
+                                          "clouds (odom or map on a moving base), via TF at the image stamp; "
+                                          "parameters file if not given"),
         DeclareLaunchArgument("debug", default_value="", choices=["", "true", "false"],
                               description="publish ~/debug_image and ~/markers; parameters file if not given"),
         DeclareLaunchArgument("camera", default_value="",

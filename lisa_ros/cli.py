@@ -222,16 +222,18 @@ def _cmd_chat(args: argparse.Namespace) -> int:
 
 
 def _cmd_ask(args: argparse.Namespace) -> int:
-    """Ask a running node (lisa_ros.ros.client.ask), print the summary; exit 1 when refused."""
+    """Ask a running node (lisa_ros.ros.client.ask), print the summary; exit 0 with objects, 3
+    when the model found nothing that fits (NO_TARGET), 1 when refused or failed."""
     from lisa_ros.ros.client import ask
 
     rgb = read_rgb(args.image) if args.image else None
     summary = ask(args.command_text, camera=args.camera or "", image=rgb, frame_id=args.frame_id,
-                  explain=args.explain, session_id=args.session or "", use_action=args.action, name=args.service, namespace=args.namespace,
+                  explain=args.explain, session_id=args.session or "", target_frame=args.target_frame,
+                  use_action=args.action, name=args.service, namespace=args.namespace,
                   wait_s=args.wait, timeout_s=args.timeout, out=Path(args.out) if args.out else None,
                   on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(json.dumps(summary))  # ClientError (a LisaError) becomes main()'s one-line error, status 2
-    return 0 if summary["success"] else 1
+    return 0 if summary["success"] else 3 if summary["status"]["name"] == "NO_TARGET" else 1
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -337,21 +339,24 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--out", default="lisa_chat_out", help="where each turn's masks and overlay go")
     chat.set_defaults(func=_cmd_chat)
 
-    ask = sub.add_parser("ask", help="ask a running lisa_ros node (no ros2 CLI needed); exit 1 when refused")
+    ask = sub.add_parser("ask", help="ask a running lisa_ros node (no ros2 CLI needed); exit 0 with objects, "
+                                     "3 when nothing fits (NO_TARGET), 1 when refused or failed")
     ask.add_argument("command_text", metavar="COMMAND", help='e.g. "what should I use to reach the shelf?"')
     ask.add_argument("--camera", help="configured camera name (default: the node's default camera)")
     ask.add_argument("--image", help="send this image file instead of using the camera's latest frame")
     ask.add_argument("--frame-id", default="camera_color_optical_frame", help="frame_id for --image")
     ask.add_argument("--explain", action="store_true")
     ask.add_argument("--session", help="continue this conversation (session_id of an earlier answer)")
-    ask.add_argument("--action", action="store_true", help="use the action: progress and early masks on stderr")
+    ask.add_argument("--target-frame", default="", help="frame for the objects' target poses, e.g. odom "
+                                                        "(default: the node's target_frame)")
+    ask.add_argument("--action", action="store_true", help="use the action: progress and early objects on stderr")
     ask.add_argument("--service", default="lisa_ros/reason_segment",
                      help="service/action name; a relative one is resolved in --namespace")
     ask.add_argument("--namespace", default=os.environ.get("ROS_NAMESPACE", ""),
                      help="namespace of the node, e.g. robot1 (default: $ROS_NAMESPACE, else none)")
     ask.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the node")
     ask.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the answer")
-    ask.add_argument("--out", help="folder for result.json and mask_<i>.png")
+    ask.add_argument("--out", help="folder for result.json and mask_<id>.png")
     ask.set_defaults(func=_cmd_ask)
 
     train = sub.add_parser("train", help="fine-tune (LoRA or QLoRA) from a released LISA checkpoint; see examples/train_robot.yaml")

@@ -44,6 +44,7 @@ from lisa_ros.model.prompts import (
     Conversation,
     clean_answer,
     split_explanation,
+    target_label,
     with_suffix,
 )
 from lisa_ros.model.tokenization import IMAGE_TOKEN_INDEX
@@ -112,7 +113,8 @@ class DecodedMask:
     """One mask: ``mask`` (H, W) bool at the source size; ``score`` in [0, 1] = mean sigmoid
     probability of the decoder logits over the mask's pixels (0 when empty); ``box`` = (x, y,
     width, height) in pixels, zeros when empty; ``token_index``: position of its [SEG] among the
-    generated tokens."""
+    generated tokens; ``label``: the answer's words naming its target, "" when none
+    (:func:`lisa_ros.model.prompts.target_label`)."""
 
     index: int
     mask: np.ndarray
@@ -120,6 +122,7 @@ class DecodedMask:
     box: tuple[int, int, int, int]
     token_index: int
     seconds_since_start: float
+    label: str = ""
 
 
 # Why generation ended (Answer.stop_reason).
@@ -445,7 +448,8 @@ class LisaEngine:
                 logits, scores = self.decode_masks(hidden, frame)
                 mask = (logits[0] > 0).cpu().numpy()
                 decoded = DecodedMask(len(masks), mask, float(scores[0]), mask_box(mask),
-                                      len(generated) - 1, time.perf_counter() - started)
+                                      len(generated) - 1, time.perf_counter() - started,
+                                      target_label(clean_answer(self.tokenizer.decode(generated[:-1]))))
                 problem = mask_warning(decoded)
                 if problem:
                     warnings.append(problem)

@@ -18,6 +18,7 @@ from rclpy.executors import SingleThreadedExecutor
 from std_msgs.msg import Header
 
 from lisa_ros.action import ReasonSegment as ReasonSegmentAction
+from lisa_ros.msg import Status
 from lisa_ros.ros.conversions import image_to_numpy, numpy_to_image
 from lisa_ros.srv import ReasonSegment
 
@@ -66,22 +67,23 @@ def test_service_returns_the_mask_and_the_source_header(responder):
     response = wait_for(executor, client.call_async(request))
     print(f"\nservice round trip with a 640x480 image: {(time.monotonic() - started) * 1e3:.1f} ms")
 
-    assert response.success, response.message
-    assert response.error_code == ReasonSegment.Response.OK
+    assert response.success, response.result.status.message
+    assert response.result.status.code == Status.OK
     result = response.result
     assert result.header.frame_id == "camera_color_optical_frame"
     assert (result.header.stamp.sec, result.header.stamp.nanosec) == (1763800000, 987654321)
     assert result.command == "segment the red box"
-    assert len(result.masks) == len(result.scores) == len(result.boxes) == len(result.centroids) == 1
-    mask = result.masks[0]
+    assert len(result.objects) == 1 and (result.objects[0].id, result.objects[0].label) == (1, "red box")
+    mask = result.objects[0].mask
     assert (mask.encoding, mask.height, mask.width) == ("mono8", 480, 640)
     assert mask.header.frame_id == "camera_color_optical_frame"
     pixels = image_to_numpy(mask)
     assert set(np.unique(pixels)) == {0, 255}
     np.testing.assert_array_equal(pixels == 255, expected_mask)
-    box = result.boxes[0]
+    box = result.objects[0].box
     assert (box.x_offset, box.y_offset, box.width, box.height) == (300, 100, 160, 120)
-    assert all(math.isnan(v) for v in (result.centroids[0].x, result.centroids[0].y, result.centroids[0].z))
+    position = result.objects[0].pose.pose.position
+    assert all(math.isnan(v) for v in (position.x, position.y, position.z))
 
 
 def test_service_answers_a_malformed_image_with_a_reason(responder):
@@ -92,8 +94,8 @@ def test_service_answers_a_malformed_image_with_a_reason(responder):
     image.data = bytes(image.data)[:-10]  # truncated frame
     response = wait_for(executor, client.call_async(ReasonSegment.Request(command="x", image=image)))
     assert not response.success
-    assert response.error_code == ReasonSegment.Response.INVALID_IMAGE
-    assert "data holds" in response.message
+    assert response.result.status.code == Status.INVALID_IMAGE
+    assert "data holds" in response.result.status.message
     # ...and the responder is still serving.
     good, _ = vga_image_with_red_box()
     response = wait_for(executor, client.call_async(ReasonSegment.Request(command="x", image=good)))
@@ -121,15 +123,16 @@ def test_action_streams_the_mask_as_feedback_before_the_result(responder):
     outcome = wait_for(executor, handle.get_result_async())
     assert outcome.result.success
     assert outcome.result.result.session_id == "s1"
-    # Feedback (a topic) and the result (a service reply) travel separately: the mask feedback was
-    # sent first but may be delivered after the result.
+    # Feedback (a topic) and the result (a service reply) travel separately: the object feedback
+    # was sent first but may be delivered after the result.
     deadline = time.monotonic() + 10
-    while not any(f.mask_index == 0 for f in feedback) and time.monotonic() < deadline:
+    while not any(f.objects for f in feedback) and time.monotonic() < deadline:
         executor.spin_once(timeout_sec=0.1)
-    mask_feedback = [f for f in feedback if f.mask_index == 0]
-    assert len(mask_feedback) == 1
-    assert mask_feedback[0].stage == ReasonSegmentAction.Feedback.STAGE_DECODING_MASK
-    np.testing.assert_array_equal(image_to_numpy(mask_feedback[0].mask) == 255, expected_mask)
+    object_feedback = [f for f in feedback if f.objects]
+    assert len(object_feedback) == 1
+    assert object_feedback[0].stage == ReasonSegmentAction.Feedback.STAGE_DECODING_MASK
+    assert object_feedback[0].objects[0].id == outcome.result.result.objects[0].id
+    np.testing.assert_array_equal(image_to_numpy(object_feedback[0].objects[0].mask) == 255, expected_mask)
     assert outcome.result.result.header.stamp.nanosec == 987654321
 
 
@@ -146,4 +149,4 @@ def test_action_can_be_cancelled_while_running(responder):
     outcome = wait_for(executor, handle.get_result_async())
     assert outcome.status == GoalStatus.STATUS_CANCELED
     assert not outcome.result.success
-    assert outcome.result.error_code == ReasonSegmentAction.Result.CANCELLED
+    assert outcome.result.result.status.code == Status.CANCELLED

@@ -18,8 +18,8 @@ def test_demo_runs_end_to_end(ros_domain, tmp_path):
     run = subprocess.run([sys.executable, str(DEMO), "--quick", "--out", str(out)],
                          env=ros_domain.env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "while the answer is still being written" in run.stdout  # a mask arrived as action feedback
+    assert "while the answer is still being written" in run.stdout  # an object arrived as action feedback
     records = json.loads((out / "results.json").read_text())
-    assert len(records) == 2 and all(r["success"] for r in records)
+    assert len(records) == 2 and all(r["served"] for r in records)
     assert all((out / r["overlay"]).is_file() for r in records)
     assert f"Pictures (prediction tinted, ground truth outlined in white): {out}" in run.stdout

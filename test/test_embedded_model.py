@@ -163,6 +163,7 @@ def test_node_answers_held_out_scenes_exactly_as_the_engine_does(ros_domain, spa
     from lisa_ros.model.loading import load_lisa
     from lisa_ros.model.options import LoadOptions
     from lisa_ros.model.packed_linear import pack_language_model
+    from lisa_ros.msg import Status
     from lisa_ros.ros.conversions import image_to_numpy
     from lisa_ros.srv import ReasonSegment
 
@@ -176,18 +177,21 @@ def test_node_answers_held_out_scenes_exactly_as_the_engine_does(ros_domain, spa
     for index, sample in enumerate(samples):
         _, rgb = _variant(sample.rgb(), index)
         answer, _ = engine.answer(rgb, sample.texts[0])
-        expected.append((answer.text, answer.masks[0].mask if answer.masks else np.zeros(rgb.shape[:2], bool)))
+        expected.append((answer.text, [m.label for m in answer.masks],
+                         answer.masks[0].mask if answer.masks else np.zeros(rgb.shape[:2], bool)))
     del engine, loaded
 
     node, ask = _served_node(ros_domain, spawn, _variant(samples[0].rgb(), 0)[0])
     truth_ious = []
-    for index, (sample, (text, mask)) in enumerate(zip(samples, expected)):
+    for index, (sample, (text, labels, mask)) in enumerate(zip(samples, expected)):
         message, rgb = _variant(sample.rgb(), index)
         response = ask(ReasonSegment.Request(command=sample.texts[0], image=message))
-        assert response.success, response.message
+        # an answer without [SEG] (the model says nothing fits) is NO_TARGET, one with masks OK
+        assert response.result.status.code == (Status.OK if labels else Status.NO_TARGET), response.result.status.message
         assert response.result.answer == text, (index, message.encoding)
-        masks = response.result.masks
-        got = image_to_numpy(masks[0]) > 0 if masks else np.zeros(mask.shape, bool)
+        assert [o.label for o in response.result.objects] == labels
+        objects = response.result.objects
+        got = image_to_numpy(objects[0].mask) > 0 if objects else np.zeros(mask.shape, bool)
         assert got.shape == mask.shape
         if mask.any() or got.any():
             assert query_iou(*intersection_union(got, mask)) > 0.98, (index, message.encoding, message.width)
@@ -227,10 +231,10 @@ def _served_node(ros_domain, spawn, image, *parameters: str):
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:  # until configured (the model loads in the background)
         response = ask(ReasonSegment.Request(command="ping", image=image))
-        if response.error_code != ReasonSegment.Response.NOT_READY:
+        if response.result.status.code != response.result.status.NOT_READY:
             return node, ask
         time.sleep(1.0)
-    raise AssertionError(f"the node did not configure in time: {response.message}")
+    raise AssertionError(f"the node did not configure in time: {response.result.status.message}")
 
 
 def _model_diagnostics(ros_domain) -> dict[str, str]:
@@ -368,10 +372,11 @@ def test_torchao_int8_end_to_end_through_the_cli_and_the_node(ros_domain, spawn,
     assert float(model_status["memory_weights_mb"]) < 0.6 * fp32_weights  # measured 360 of 663 MB
     for sample, answer in zip(samples, expected):
         response = ask(ReasonSegment.Request(command=sample.texts[0], image=numpy_to_image(sample.rgb(), "rgb8")))
-        assert response.success, response.message
+        assert response.result.status.code in (response.result.status.OK, response.result.status.NO_TARGET)
         assert response.result.answer == answer.text
-        masks = response.result.masks
-        assert same_mask(image_to_numpy(masks[0]) > 0 if masks else np.zeros(sample.rgb().shape[:2], bool), answer)
+        objects = response.result.objects
+        assert same_mask(image_to_numpy(objects[0].mask) > 0 if objects else np.zeros(sample.rgb().shape[:2], bool),
+                         answer)
     node.destroy_node()
 
 

@@ -20,13 +20,14 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 
 from lisa_ros.action import ReasonSegment as ReasonSegmentAction
+from lisa_ros.msg import Status
 from lisa_ros.ros.conversions import numpy_to_image
 from lisa_ros.srv import ReasonSegment
 from lisa_ros.testing.checkpoints import write_tiny_lisa_checkpoint
 from test_node import Client, explicit_image
 
 pytestmark = pytest.mark.ros
-Codes = ReasonSegment.Response
+Codes = Status
 FLOOD_TOPIC = "/flood/color/image_raw"
 
 
@@ -62,7 +63,7 @@ def serves(client) -> bool:
 def test_a_model_failure_is_answered_reported_and_recovered_from(node, command, expected):
     before = len(node.received["diagnostics"])
     response = node.ask(command=command, image=explicit_image(), explain=True)
-    assert not response.success and response.error_code == Codes.MODEL_ERROR and expected in response.message
+    assert not response.success and response.result.status.code == Codes.MODEL_ERROR and expected in response.result.status.message
     status = model_status(node, before)
     values = {kv.key: kv.value for kv in status.values}
     assert status.level == status.WARN and "model failure" in status.message and expected in values["last_failure"]
@@ -80,7 +81,7 @@ def test_a_client_that_vanishes_mid_action_frees_the_worker(node, module_ros_dom
     finally:
         assert node.set_parameter("max_new_tokens", 16)[0]
     # Served once the orphaned goal ended (queue_depth 1: it did not keep its slot).
-    assert response.success, response.message
+    assert response.success, response.result.status.message
     assert time.monotonic() - started < 120
 
 
@@ -106,7 +107,7 @@ def test_a_burst_of_goals_results_and_cancels_is_answered_in_full(node):
         assert node.set_parameter("max_new_tokens", 16)[0]
     assert [i for i, future in enumerate(results) if not future.done()] == []
     assert [i for i, future in enumerate(cancels) if not future.done()] == []
-    outcomes = [(future.result().status, future.result().result.error_code) for future in results]
+    outcomes = [(future.result().status, future.result().result.result.status.code) for future in results]
     assert set(outcomes) <= {(GoalStatus.STATUS_CANCELED, Codes.CANCELLED), (GoalStatus.STATUS_SUCCEEDED, Codes.OK),
                              (GoalStatus.STATUS_ABORTED, Codes.BUSY)}, outcomes
 
@@ -114,7 +115,7 @@ def test_a_burst_of_goals_results_and_cancels_is_answered_in_full(node):
              for _ in range(20)]
     node.wait_for(lambda: all(call.done() for call in calls), 60)
     assert [i for i, call in enumerate(calls) if not call.done()] == []
-    codes = [call.result().error_code for call in calls]
+    codes = [call.result().result.status.code for call in calls]
     assert set(codes) <= {Codes.OK, Codes.BUSY} and Codes.OK in codes, codes
     # About 35 refusals in the log as one WARN per 5 s at most; each answer as one INFO line.
     served = codes.count(Codes.OK) + sum(status == GoalStatus.STATUS_SUCCEEDED for status, _ in outcomes) // 20
@@ -149,9 +150,9 @@ def test_lifecycle_churn_while_requests_arrive(node):
     finally:
         stop.set()
         asker.join(180)
-    codes = [a.error_code for a in answers]
+    codes = [a.result.status.code for a in answers]
     assert set(codes) <= {Codes.OK, Codes.NOT_READY} and Codes.NOT_READY in codes, codes
-    assert all(a.message for a in answers if not a.success)
+    assert all(a.result.status.message for a in answers if not a.success)
     assert node.state() == State.PRIMARY_STATE_ACTIVE and serves(node)
 
 
@@ -177,8 +178,8 @@ def test_a_camera_flooding_at_1_khz_does_not_stop_serving(node):
         stop.set()
         flooder.join(10)
         node.node.destroy_publisher(publisher)
-    assert all(a.success for a in answers), [a.message for a in answers]
-    assert all(a.result.masks[0].height == 48 for a in answers if a.result.masks)
+    assert all(a.success for a in answers), [a.result.status.message for a in answers]
+    assert all(a.result.objects[0].mask.height == 48 for a in answers if a.result.objects)
     assert sent[0] > 2000  # about 1 kHz for the whole test
 
 
@@ -196,7 +197,7 @@ def test_the_clock_jumping_back_under_sim_time(node):
                 publisher.publish(frame)
                 time.sleep(0.05)
             response = node.ask(command="where is the cup?", camera="flood")
-            assert response.success, response.message
+            assert response.success, response.result.status.message
             stamps.append(response.result.header.stamp.sec)
         assert stamps == [1000, 1001, 5]  # each answer is about the frame just sent
     finally:

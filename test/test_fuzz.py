@@ -63,4 +63,4 @@ def test_every_fuzz_case_is_answered_with_a_reason_and_the_node_keeps_serving(fu
     future = client.call_async(ReasonSegment.Request(command="where is the cup?", image=image))
     event = threading.Event()
     future.add_done_callback(lambda _: event.set())
-    assert event.wait(60) and future.result().success, future.result().message
+    assert event.wait(60) and future.result().success, future.result().result.status.message

@@ -158,11 +158,13 @@ def test_parameters_file_matches_the_declared_parameters():
             assert type(params[spec.name]) is type(spec.default), spec.name
 
 
-def test_rviz_config_shows_the_debug_image_and_markers():
+def test_rviz_config_shows_the_debug_image_markers_and_object_points():
     config = yaml.safe_load((SHARE / "config" / "lisa_ros.rviz").read_text())
-    topics = {d["Topic"]["Value"]: d["Class"] for d in config["Visualization Manager"]["Displays"] if "Topic" in d}
-    assert topics["/lisa_ros/debug_image"] == "rviz_default_plugins/Image"  # moved under a namespace at launch
-    assert topics["/lisa_ros/markers"] == "rviz_default_plugins/MarkerArray"
+    displays = {d["Topic"]["Value"]: d for d in config["Visualization Manager"]["Displays"] if "Topic" in d}
+    assert displays["/lisa_ros/debug_image"]["Class"] == "rviz_default_plugins/Image"  # moved under a namespace at launch
+    assert displays["/lisa_ros/markers"]["Class"] == "rviz_default_plugins/MarkerArray"
+    points = displays["/lisa_ros/points"]
+    assert points["Class"] == "rviz_default_plugins/PointCloud2" and points["Channel Name"] == "label"  # coloured by id
 
 
 def test_typed_configs_have_one_field_per_parameter():

@@ -17,7 +17,7 @@ from lisa_ros.engine import GenerationOptions, LisaEngine
 from lisa_ros.errors import CheckpointError
 from lisa_ros.model.loading import load_lisa
 from lisa_ros.model.options import LoadOptions
-from lisa_ros.model.prompts import Conversation, split_explanation, with_suffix
+from lisa_ros.model.prompts import Conversation, split_explanation, target_label, with_suffix
 from lisa_ros.testing.checkpoints import write_tiny_lisa_checkpoint
 from lisa_ros.model.tokenization import IMAGE_TOKEN_INDEX, LisaTokenizer
 
@@ -249,6 +249,20 @@ def test_suffixes_and_explanations():
     assert with_suffix("explain where the cup is", True) == "explain where the cup is Please output segmentation mask."
 
 
+@pytest.mark.parametrize("before, label", [
+    ("I look for something yellow: it is the yellow cup at the bottom left ", "yellow cup at the bottom left"),
+    ("It is the step ladder ", "step ladder"),
+    ("Sure, the segmentation result is ", ""),   # the templates name nothing
+    ("Sure, it is ", ""),
+    ("", ""),
+    ("The cup [SEG] and the plate ", "plate"),   # a later [SEG]: only the words since the previous one
+    ("The cup is ", "cup"),
+    ("I would use the step ladder ", "step ladder"),
+])
+def test_a_target_label_is_the_answers_words_before_its_seg(before, label):
+    assert target_label(before) == label
+
+
 # ------------------------------------------------------------------------------------ gather and masks
 
 
@@ -323,6 +337,9 @@ def test_every_seg_yields_a_source_size_mask_as_soon_as_it_is_generated(seg_engi
         on_mask=lambda m: (streamed.append(m), tokens_when_streamed.append(len(progress))),
         on_token=lambda text, n: progress.append(n))
     assert len(answer.masks) == answer.token_ids.count(engine.seg_token_id) == len(streamed) >= 2
+    # each mask's label is taken from the answer text before its [SEG]
+    pieces = answer.text.split("[SEG]")
+    assert [m.label for m in answer.masks] == [target_label("[SEG]".join(pieces[:i + 1])) for i in range(len(answer.masks))]
     for decoded in answer.masks:
         assert decoded.mask.shape == (480, 640) and decoded.mask.dtype == bool
         assert 0.0 <= decoded.score <= 1.0

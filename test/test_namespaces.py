@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 from lifecycle_msgs.msg import State
 
+from lisa_ros.msg import Status
 from lisa_ros.resources import share_directory
-from lisa_ros.srv import ReasonSegment
 from lisa_ros.testing.checkpoints import write_tiny_lisa_checkpoint
 from test_node import Client
 
 pytestmark = pytest.mark.ros
-Codes = ReasonSegment.Response
+Codes = Status
 
 
 @pytest.fixture(scope="module")
@@ -45,16 +45,17 @@ def robot1(module_ros_domain, module_spawn, tmp_path_factory):
 
 def test_relative_topics_resolve_in_the_namespace_and_follow_remappings(robot1):
     # The camera's first frames may still be on their way right after activation.
-    assert robot1.wait_for(lambda: robot1.ask(command="x").error_code != Codes.NO_FRAME, 30)
+    assert robot1.wait_for(lambda: robot1.ask(command="x").result.status.code != Codes.NO_FRAME, 30)
     before = {k: len(v) for k, v in robot1.received.items()}
     response = robot1.ask(command="where is the cup?")  # the default camera's latest frame
-    assert response.success, response.message
+    assert response.success, response.result.status.message
     assert response.result.header.frame_id == "front_color_optical_frame"  # the remapped topic's frames
     # Every output under /robot1/lisa_ros/ (the client subscribes there, default reliable QoS).
     for topic in ("result", "mask", "debug_image", "markers"):
         assert robot1.wait_for(lambda: len(robot1.received[topic]) > before[topic]), topic
     names = dict(robot1.node.get_topic_names_and_types())
     assert "/robot1/lisa_ros/result" in names and "/lisa_ros/result" not in names
+    assert {"/robot1/lisa_ros/detections", "/robot1/lisa_ros/detections_3d", "/robot1/lisa_ros/points"} <= set(names)
     assert "/robot1/camera/aligned_depth_to_color/image_raw" in names  # relative depth, in the namespace
 
 
@@ -114,19 +115,19 @@ def test_under_sim_time_the_node_starts_without_clock_and_frame_age_follows_the_
         set_clock(1000)
         time.sleep(0.5)
         publish_frame(1000)
-        assert client.wait_for(lambda: client.ask(command="x", camera="sim").error_code != Codes.NO_FRAME, 30)
+        assert client.wait_for(lambda: client.ask(command="x", camera="sim").result.status.code != Codes.NO_FRAME, 30)
         fresh = client.ask(command="where is the cup?", camera="sim")
-        assert fresh.success, fresh.message
+        assert fresh.success, fresh.result.status.message
         assert fresh.result.header.stamp.sec == 1000
 
         set_clock(1010)  # sim time jumps; the last frame is now 10 s old by its stamp
         stale = None
         for _ in range(50):
             stale = client.ask(command="where is the cup?", camera="sim")
-            if stale.error_code == Codes.STALE_FRAME:
+            if stale.result.status.code == Codes.STALE_FRAME:
                 break
             time.sleep(0.1)
-        assert stale.error_code == Codes.STALE_FRAME and "10.00 s old by its stamp" in stale.message, stale.message
+        assert stale.result.status.code == Codes.STALE_FRAME and "10.00 s old by its stamp" in stale.result.status.message, stale.result.status.message
 
         publish_frame(1010)
         assert client.wait_for(lambda: client.ask(command="where is the cup?", camera="sim").success, 30)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import rclpy
 from action_msgs.msg import GoalStatus
+from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
@@ -24,19 +25,20 @@ from rcl_interfaces.srv import SetParameters
 from rclpy.action import ActionClient
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 from lisa_ros.action import ReasonSegment as ReasonSegmentAction
 from lisa_ros.testing.checkpoints import write_tiny_lisa_checkpoint
-from lisa_ros.msg import SegmentationResult
+from lisa_ros.msg import SegmentationResult, Status
 from lisa_ros.ros.conversions import image_to_numpy, numpy_to_image
+from lisa_ros.ros.messages import duration_seconds
 from lisa_ros.ros.qos import REQUEST_QOS, action_qos
 from lisa_ros.srv import ReasonSegment
 
 pytestmark = pytest.mark.ros
-Codes = ReasonSegment.Response
+Codes = Status
 K = [525.0, 0.0, 319.5, 0.0, 520.0, 239.5, 0.0, 0.0, 1.0]
 
 
@@ -168,7 +170,7 @@ def running(module_ros_domain, module_spawn, checkpoint):
     client = Client(module_ros_domain.context())
     client.env = module_ros_domain.env  # for client processes (examples) on the same domain
     client.wait_for_state(State.PRIMARY_STATE_ACTIVE)
-    assert client.wait_for(lambda: client.ask(command="ping", camera="front").error_code != Codes.NO_FRAME, 30)
+    assert client.wait_for(lambda: client.ask(command="ping", camera="front").result.status.code != Codes.NO_FRAME, 30)
     yield client
     client.close()
 
@@ -186,44 +188,52 @@ def explicit_image(width=160, height=120, encoding="rgb8", stamp=(1763800000, 12
 
 def test_latest_frame_request_carries_the_camera_header_and_source_size_masks(running):
     response = running.ask(command="where is the cup?", camera="front")
-    assert response.success, response.message
+    assert response.success, response.result.status.message
     result = response.result
+    assert result.status.code == Codes.OK
     assert result.header.frame_id == "front_color_optical_frame"
     assert result.header.stamp.sec > 0
-    assert len(result.masks) == len(result.scores) == len(result.boxes) == len(result.centroids) >= 1
-    assert result.answer.count("[SEG]") == len(result.masks)
-    for mask in result.masks:
-        assert (mask.encoding, mask.width, mask.height) == ("mono8", 640, 480)
-        assert mask.header == result.header
-        assert set(np.unique(image_to_numpy(mask))) <= {0, 255}
-    assert result.session_id and result.timings.total > 0 and result.timings.generation > 0
+    assert len(result.objects) >= 1 and result.answer.count("[SEG]") == len(result.objects)
+    ids = [o.id for o in result.objects]
+    assert 0 not in ids and ids == sorted(set(ids))  # unique, in the order decoded
+    for obj in result.objects:
+        assert (obj.mask.encoding, obj.mask.width, obj.mask.height) == ("mono8", 640, 480)
+        assert obj.mask.header == result.header and obj.pose.header == result.header
+        assert set(np.unique(image_to_numpy(obj.mask))) <= {0, 255}
+    assert result.session_id and duration_seconds(result.timings.total) > 0
+    assert duration_seconds(result.timings.generation) > 0
+    # ids stay unique across answers (the node's counter, not the answer's index)
+    again = running.ask(command="where is the cup?", camera="front").result.objects
+    assert again and min(o.id for o in again) > max(ids)
 
 
 def test_explicit_image_request_keeps_its_header(running):
     response = running.ask(command="where is the cup?", image=explicit_image())
-    assert response.success, response.message
+    assert response.success, response.result.status.message
     assert response.result.header.frame_id == "explicit_optical"
     assert (response.result.header.stamp.sec, response.result.header.stamp.nanosec) == (1763800000, 123456789)
-    assert (response.result.masks[0].width, response.result.masks[0].height) == (160, 120)
-    assert all(math.isnan(c.z) for c in response.result.centroids)  # no depth given
+    assert (response.result.objects[0].mask.width, response.result.objects[0].mask.height) == (160, 120)
+    assert all(math.isnan(o.pose.pose.position.z) for o in response.result.objects)  # no depth given
+    assert response.result.no_3d and "depth" not in response.result.status.message  # none was expected
 
 
 def test_two_cameras_one_model(running):
     front = running.ask(command="find the handle", camera="front")
     wrist = running.ask(command="find the handle", camera="wrist")  # jpeg CompressedImage input
-    assert front.success and wrist.success, (front.message, wrist.message)
+    assert front.success and wrist.success, (front.result.status.message, wrist.result.status.message)
     assert wrist.result.header.frame_id == "wrist_color_optical_frame"
-    assert (wrist.result.masks[0].width, wrist.result.masks[0].height) == (320, 240)
+    assert (wrist.result.objects[0].mask.width, wrist.result.objects[0].mask.height) == (320, 240)
 
 
 def test_centroid_matches_the_synthetic_depth_geometry(running):
     # The publisher's registered depth is a plane at 2.0 m with a NaN hole at rows 200-259,
     # columns 300-359; intrinsics fx 525, fy 520, cx 319.5, cy 239.5.
     response = running.ask(command="where is the cup?", camera="front")
-    assert response.success, response.message
+    assert response.success, response.result.status.message
     checked = 0
-    for mask_msg, centroid in zip(response.result.masks, response.result.centroids):
-        mask = image_to_numpy(mask_msg) > 0
+    for obj in response.result.objects:
+        centroid = obj.pose.pose.position
+        mask = image_to_numpy(obj.mask) > 0
         mask[200:260, 300:360] = False  # no depth there
         rows, cols = np.nonzero(mask)
         if rows.size < 10:
@@ -241,8 +251,8 @@ def test_explicit_depth_and_camera_info_give_3d(running):
     depth = numpy_to_image(np.full((480, 640), 1.5, np.float32), "32FC1")
     info = CameraInfo(width=640, height=480, k=K)
     response = running.ask(command="where is the cup?", image=image, depth=depth, camera_info=info)
-    assert response.success, response.message
-    assert any(c.z == pytest.approx(1.5) for c in response.result.centroids)
+    assert response.success, response.result.status.message
+    assert any(o.pose.pose.position.z == pytest.approx(1.5) for o in response.result.objects)
 
 
 def _optical_rotation() -> np.ndarray:
@@ -263,97 +273,150 @@ def _transform_msg(parent, child, stamp_s, rotation, translation):
     return message
 
 
-def test_3d_outputs_in_the_target_frame_through_tf_at_the_image_stamp(running):
-    """target_frame base_link, a static mount (base_link -> tf_mount: 1 m up, 0.2 m forward, pitched
-    30 deg down), a moving pan joint (tf_mount -> tf_pan: yaw 0 at stamp - 0.25 s, 90 deg at stamp
-    + 0.75 s) and the optical rotation (static): every target pose equals the hand-composed chain at
-    the image stamp (yaw 22.5 deg) within 1 mm; the point cloud in base_link maps back onto the 1.5 m
-    depth plane; labels, depth header and intrinsics are in the result."""
-    from tf2_msgs.msg import TFMessage
+def _rot(axis: str, angle: float) -> np.ndarray:
+    c, s = math.cos(angle), math.sin(angle)
+    return {"x": np.array([[1, 0, 0], [0, c, -s], [0, s, c]]), "z": np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])}[axis]
+
+
+def _homogeneous(rotation, translation) -> np.ndarray:
+    matrix = np.eye(4)
+    matrix[:3, :3], matrix[:3, 3] = rotation, translation
+    return matrix
+
+
+# The TF tree of the target-frame tests: base_link -> tf_mount (static: 1 m up, 0.2 m forward,
+# pitched 30 deg down) -> tf_pan (moving: yaw 0 at stamp - 0.25 s, 90 deg at stamp + 0.75 s) ->
+# tf_optical (static optical rotation); and base_link -> front_color_optical_frame (static, 1 m up).
+TF_STAMP, TF_STAMP_S = (1763800000, 500000000), 1763800000.5
+MOUNT = _homogeneous(_rot("x", -math.pi / 6), (0.2, 0.0, 1.0))
+
+
+def _frame_from_optical(frame: str) -> np.ndarray:
+    """The hand-composed transform from tf_optical to ``frame`` at the image stamp (yaw 22.5 deg)."""
+    mount_from_optical = _homogeneous(_rot("z", math.pi / 8), (0, 0, 0)) @ _homogeneous(_optical_rotation(), (0, 0, 0))
+    return {"base_link": MOUNT @ mount_from_optical, "tf_mount": mount_from_optical}[frame]
+
+
+def _publish_tf_tree(running) -> None:
     from rclpy.qos import DurabilityPolicy, QoSProfile
+    from tf2_msgs.msg import TFMessage
 
-    def rot(axis, angle):
-        c, s_ = math.cos(angle), math.sin(angle)
-        return {"x": np.array([[1, 0, 0], [0, c, -s_], [0, s_, c]]),
-                "z": np.array([[c, -s_, 0], [s_, c, 0], [0, 0, 1]])}[axis]
+    node = running.node
+    static_pub = node.create_publisher(TFMessage, "/tf_static", QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    moving_pub = node.create_publisher(TFMessage, "/tf", 100)
+    assert running.wait_for(lambda: moving_pub.get_subscription_count() >= 1, 20)
+    static_pub.publish(TFMessage(transforms=[
+        _transform_msg("base_link", "tf_mount", 0.0, MOUNT[:3, :3], MOUNT[:3, 3]),
+        _transform_msg("tf_pan", "tf_optical", 0.0, _optical_rotation(), (0.0, 0.0, 0.0)),
+        _transform_msg("base_link", "front_color_optical_frame", 0.0, np.eye(3), (0.0, 0.0, 1.0))]))
+    moving_pub.publish(TFMessage(transforms=[
+        _transform_msg("tf_mount", "tf_pan", TF_STAMP_S - 0.25, _rot("z", 0.0), (0, 0, 0)),
+        _transform_msg("tf_mount", "tf_pan", TF_STAMP_S + 0.75, _rot("z", math.pi / 2), (0, 0, 0))]))
+    running.static_tf_publisher = static_pub  # kept alive: transient local serves late joiners
 
-    def homogeneous(rotation, translation):
-        matrix = np.eye(4)
-        matrix[:3, :3], matrix[:3, 3] = rotation, translation
-        return matrix
 
-    stamp = (1763800000, 500000000)
-    stamp_s = 1763800000.5
-    image = explicit_image(640, 480, stamp=stamp, frame="tf_optical")
+def _tf_request(frame: str = "tf_optical", **fields) -> dict:
+    """A 640x480 explicit image in ``frame`` at TF_STAMP with a 1.5 m depth plane and K."""
+    image = explicit_image(640, 480, stamp=TF_STAMP, frame=frame)
     depth = numpy_to_image(np.full((480, 640), 1.5, np.float32), "32FC1")
     depth.header.frame_id = image.header.frame_id
-    depth.header.stamp.sec, depth.header.stamp.nanosec = stamp[0], stamp[1] + 5_000_000  # 5 ms after colour
-    info = CameraInfo(width=640, height=480, k=K)
+    depth.header.stamp.sec, depth.header.stamp.nanosec = TF_STAMP[0], TF_STAMP[1] + 5_000_000  # 5 ms after colour
+    return dict(command="where is the cup?", image=image, depth=depth, camera_info=CameraInfo(width=640, height=480, k=K),
+                **fields)
+
+
+def _assert_target_poses(objects, frame: str) -> int:
+    """Every object with 3D has a target pose in ``frame`` equal to its optical pose mapped by the
+    hand-composed chain (1 mm, 1e-6 in rotation); returns how many were checked."""
+    import transforms3d.quaternions as quaternions
+
+    frame_from_optical = _frame_from_optical(frame)
+    checked = 0
+    for obj in objects:
+        optical, target = obj.pose, obj.target_pose
+        assert optical.header.frame_id == "tf_optical"
+        if obj.valid_points == 0:
+            assert target.header.frame_id == ""  # no 3D, no target pose
+            continue
+        assert target.header.frame_id == frame and target.header.stamp == optical.header.stamp
+        p = optical.pose.position
+        expected = (frame_from_optical @ np.array([p.x, p.y, p.z, 1.0]))[:3]
+        got = target.pose.position
+        np.testing.assert_allclose([got.x, got.y, got.z], expected, atol=1e-3)
+        q_opt, q_tgt = optical.pose.orientation, target.pose.orientation
+        rotation = quaternions.quat2mat((q_tgt.w, q_tgt.x, q_tgt.y, q_tgt.z))
+        np.testing.assert_allclose(rotation, frame_from_optical[:3, :3] @ quaternions.quat2mat(
+            (q_opt.w, q_opt.x, q_opt.y, q_opt.z)), atol=1e-6)
+        checked += 1
+    return checked
+
+
+def _cloud_points(cloud) -> np.ndarray:
+    """A PointCloud2 read the way PCL's fromROSMsg reads PointXYZL: by its declared fields, which
+    must be x, y, z float32 at 0, 4, 8 and label uint32 at 12, point_step 16, little-endian."""
+    from sensor_msgs.msg import PointField
+
+    layout = [(f.name, f.offset, f.datatype, f.count) for f in cloud.fields]
+    assert layout == [("x", 0, PointField.FLOAT32, 1), ("y", 4, PointField.FLOAT32, 1), ("z", 8, PointField.FLOAT32, 1),
+                      ("label", 12, PointField.UINT32, 1)]
+    assert cloud.point_step == 16 and not cloud.is_bigendian and cloud.height == 1
+    assert cloud.row_step == 16 * cloud.width and len(cloud.data) == cloud.row_step
+    return np.frombuffer(bytes(cloud.data), np.dtype({"names": ["x", "y", "z", "label"],
+                                                      "formats": ["<f4", "<f4", "<f4", "<u4"],
+                                                      "offsets": [0, 4, 8, 12], "itemsize": 16}))
+
+
+def test_3d_outputs_in_the_target_frame_through_tf_at_the_image_stamp(running):
+    """target_frame base_link (the node's parameter): every target pose equals the hand-composed
+    chain at the image stamp (yaw 22.5 deg) within 1 mm; without TF the answer stands in the
+    optical frame with the no_target_pose flag; the point cloud and ~/points hold the object
+    points in base_link as PCL PointXYZL (label = object id); labels, depth header and the
+    camera_info used are in the result."""
     assert running.set_parameter("target_frame", "base_link")[0]
     assert running.set_parameter("tf_timeout", 2.0)[0]
+    points = []
+    subscription = running.node.create_subscription(PointCloud2, "/lisa_ros/points", points.append, 10)
     try:
-        # No transforms yet: the answer stands, in the optical frame, and says why there are no target poses.
-        first = running.ask(command="where is the cup?", image=image, depth=depth, camera_info=info)
-        assert first.success, first.message
-        assert not first.result.target_poses and "tf_optical -> base_link" in first.result.transform_error
-        assert "target_frame" in first.message
+        # A frame TF does not know: the answer stands, in the optical frame, flagged, saying why.
+        first = running.ask(**_tf_request(frame="untracked_optical"))
+        assert first.success, first.result.status.message
+        result = first.result
+        assert result.target_frame == "base_link" and result.no_target_pose
+        assert "untracked_optical -> base_link" in result.transform_error and "target_frame" in result.status.message
+        assert any(o.valid_points for o in result.objects)
+        for obj in result.objects:
+            assert obj.target_pose.header.frame_id == ""
+            if obj.valid_points:
+                assert obj.pose.pose.position.z == pytest.approx(1.5, abs=1e-3)  # the optical pose stands
 
-        node = running.node
-        static_pub = node.create_publisher(TFMessage, "/tf_static", QoSProfile(
-            depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL))
-        moving_pub = node.create_publisher(TFMessage, "/tf", 100)
-        assert running.wait_for(lambda: moving_pub.get_subscription_count() >= 1, 20)
-        mount = homogeneous(rot("x", -math.pi / 6), (0.2, 0.0, 1.0))
-        static_pub.publish(TFMessage(transforms=[
-            _transform_msg("base_link", "tf_mount", 0.0, mount[:3, :3], mount[:3, 3]),
-            _transform_msg("tf_pan", "tf_optical", 0.0, _optical_rotation(), (0.0, 0.0, 0.0)),
-            _transform_msg("base_link", "front_color_optical_frame", 0.0, np.eye(3), (0.0, 0.0, 1.0))]))
-        moving_pub.publish(TFMessage(transforms=[
-            _transform_msg("tf_mount", "tf_pan", stamp_s - 0.25, rot("z", 0.0), (0, 0, 0)),
-            _transform_msg("tf_mount", "tf_pan", stamp_s + 0.75, rot("z", math.pi / 2), (0, 0, 0))]))
-
-        response = running.ask(command="where is the cup?", image=image, depth=depth, camera_info=info,
-                               point_cloud=True)
-        assert response.success, response.message
+        _publish_tf_tree(running)
+        response = running.ask(**_tf_request(point_cloud=True))
+        assert response.success, response.result.status.message
         result = response.result
-        assert result.transform_error == "", result.transform_error
-        count = len(result.masks)
-        assert len(result.poses) == len(result.extents) == len(result.valid_points) == len(result.target_poses) == count
-        base_from_optical = mount @ homogeneous(rot("z", math.pi / 8), (0, 0, 0)) @ homogeneous(_optical_rotation(), (0, 0, 0))
-        import transforms3d.quaternions as quaternions
-
-        checked = 0
-        for optical, target, valid in zip(result.poses, result.target_poses, result.valid_points):
-            assert target.header.frame_id == "base_link" and target.header.stamp == image.header.stamp
-            assert optical.header.frame_id == "tf_optical"
-            if valid == 0:
-                assert math.isnan(target.pose.position.x)
-                continue
-            p = optical.pose.position
-            expected = (base_from_optical @ np.array([p.x, p.y, p.z, 1.0]))[:3]
-            got = target.pose.position
-            np.testing.assert_allclose([got.x, got.y, got.z], expected, atol=1e-3)
-            q_opt, q_tgt = optical.pose.orientation, target.pose.orientation
-            rotation = quaternions.quat2mat((q_tgt.w, q_tgt.x, q_tgt.y, q_tgt.z))
-            np.testing.assert_allclose(rotation, base_from_optical[:3, :3] @ quaternions.quat2mat(
-                (q_opt.w, q_opt.x, q_opt.y, q_opt.z)), atol=1e-6)
-            checked += 1
-        assert checked >= 1
+        assert result.transform_error == "" and not result.no_target_pose and not result.no_3d, result.transform_error
+        assert _assert_target_poses(result.objects, "base_link") >= 1
 
         cloud = result.point_cloud
-        assert cloud.header.frame_id == "base_link" and cloud.width == sum(result.valid_points) and cloud.point_step == 16
-        points = np.frombuffer(bytes(cloud.data), np.dtype({"names": ["x", "y", "z", "label"],
-                               "formats": ["<f4", "<f4", "<f4", "<u2"], "offsets": [0, 4, 8, 12], "itemsize": 16}))
-        xyz = np.stack([points["x"], points["y"], points["z"]], axis=1).astype(np.float64)
-        back = (np.linalg.inv(base_from_optical) @ np.c_[xyz, np.ones(len(xyz))].T)[:3].T
+        assert cloud.header.frame_id == "base_link" and cloud.header.stamp == result.header.stamp
+        cloud_points = _cloud_points(cloud)
+        assert len(cloud_points) == sum(o.valid_points for o in result.objects)
+        for obj in result.objects:  # label = the object's id, one label per object's points
+            assert int((cloud_points["label"] == obj.id).sum()) == obj.valid_points
+        xyz = np.stack([cloud_points["x"], cloud_points["y"], cloud_points["z"]], axis=1).astype(np.float64)
+        back = (np.linalg.inv(_frame_from_optical("base_link")) @ np.c_[xyz, np.ones(len(xyz))].T)[:3].T
         np.testing.assert_allclose(back[:, 2], 1.5, atol=1e-3)  # onto the depth plane, within 1 mm
-        assert set(np.unique(points["label"])) <= set(range(1, count + 1))
+
+        # ~/points carries the same cloud to a subscriber (built because someone subscribes).
+        assert running.wait_for(lambda: len(points) >= 2, 10)  # one per answer: the untracked one, then this
+        assert points[0].header.frame_id == "untracked_optical"  # no transform: the optical frame
+        assert points[-1].header.frame_id == "base_link" and bytes(points[-1].data) == bytes(cloud.data)
 
         labels = image_to_numpy(result.instance_labels)
         assert result.instance_labels.encoding == "16UC1" and labels.shape == (480, 640)
-        first_mask = image_to_numpy(result.masks[0]) > 0
-        assert (labels[first_mask] == 1).all() and (labels[labels > 0] <= count).all()
-        assert result.depth_header == depth.header and list(result.intrinsics) == [525.0, 520.0, 319.5, 239.5]
+        first_mask = image_to_numpy(result.objects[0].mask) > 0
+        assert (labels[first_mask] == 1).all() and (labels[labels > 0] <= len(result.objects)).all()
+        assert result.depth_header.frame_id == "tf_optical" and result.depth_header.stamp.nanosec == TF_STAMP[1] + 5_000_000
+        assert (result.camera_info.width, result.camera_info.height, list(result.camera_info.k)) == (640, 480, K)
 
         # examples/grasp_target.py on the live camera: its target in base_link, 1 m above the optical
         # frame (a static edge), the same object the node's own optical pose describes.
@@ -367,10 +430,111 @@ def test_3d_outputs_in_the_target_frame_through_tf_at_the_image_stamp(running):
                              capture_output=True, text=True, timeout=120, env=running.env)
         assert run.returncode == 0, run.stdout + run.stderr
         target = json.loads(run.stdout.strip().splitlines()[-1])
-        assert target["frame_id"] == "base_link" and target["transform_error"] == ""
+        assert target["frame_id"] == "base_link" and target["transform_error"] == "" and not target["no_target_pose"]
         assert target["valid_points"] >= 50 and target["position"][2] == pytest.approx(3.0, abs=1e-3)  # 2 m plane + 1 m
+        assert target["id"] > 0
     finally:
+        running.node.destroy_subscription(subscription)
         assert running.set_parameter("target_frame", "")[0]
+
+
+def test_each_request_gets_its_own_target_frame_and_the_first_streamed_object_carries_it(running):
+    """Two concurrent requests naming different target frames (the node's parameter is empty) each
+    get theirs; an action goal's first object in the feedback already carries its target pose, the
+    one the result gives the same object (same id)."""
+    _publish_tf_tree(running)
+    assert running.set_parameter("tf_timeout", 2.0)[0]
+    in_base = running.service.call_async(ReasonSegment.Request(**_tf_request(target_frame="base_link")))
+    in_mount = running.service.call_async(ReasonSegment.Request(**_tf_request(target_frame="/tf_mount")))
+    for future, frame in ((in_base, "base_link"), (in_mount, "tf_mount")):
+        response = running.wait(future, 120)
+        assert response.success, response.result.status.message
+        assert response.result.target_frame == frame and not response.result.no_target_pose
+        assert _assert_target_poses(response.result.objects, frame) >= 1
+    plain = running.ask(**_tf_request())  # none asked, none set: optical frame only, nothing flagged
+    assert plain.result.target_frame == "" and not plain.result.no_target_pose
+    assert all(o.target_pose.header.frame_id == "" for o in plain.result.objects)
+
+    assert running.action.wait_for_server(timeout_sec=30)
+    feedback = []
+    goal = ReasonSegmentAction.Goal(**_tf_request(target_frame="tf_mount"))
+    handle = running.wait(running.action.send_goal_async(goal, feedback_callback=lambda f: feedback.append(f.feedback)))
+    outcome = running.wait(handle.get_result_async(), 120)
+    assert outcome.status == GoalStatus.STATUS_SUCCEEDED and outcome.result.success
+    assert running.wait_for(lambda: any(f.objects for f in feedback), 10)
+    first = next(f for f in feedback if f.objects).objects[0]
+    final = {o.id: o for o in outcome.result.result.objects}[first.id]
+    assert first.valid_points > 0 and first.target_pose.header.frame_id == "tf_mount"
+    assert first.target_pose == final.target_pose and first.pose == final.pose
+
+
+def test_detections_reach_a_client_that_imports_only_vision_msgs(running, module_ros_domain, module_spawn):
+    """A separate process importing only rclpy and vision_msgs: one Detection2D per object with the
+    object's id, box and score; Detection3D boxes (pose + extent) in the target frame when TF
+    answered; the publisher's type hash is vision_msgs 4.1.1's."""
+    import json
+
+    from test_detections import UPSTREAM_TYPE_HASHES
+
+    listener = module_spawn(module_ros_domain, "detections_listener.py", "/lisa_ros")
+    _publish_tf_tree(running)
+    assert running.set_parameter("tf_timeout", 2.0)[0]
+    assert running.wait_for(lambda: len(running.node.get_subscriptions_info_by_topic("/lisa_ros/detections_3d")) >= 1, 20)
+    response = running.ask(**_tf_request(target_frame="base_link"))
+    assert response.success, response.result.status.message
+    result = response.result
+    stamp = f"{result.header.stamp.sec}.{result.header.stamp.nanosec:09d}"
+
+    def received(topic: str) -> dict | None:
+        for line in listener.lines():
+            if line.startswith("{"):
+                message = json.loads(line)
+                if message["topic"] == topic and message["stamp"] == stamp:
+                    return message
+        return None
+
+    assert running.wait_for(lambda: received("detections") and received("detections_3d"), 20), listener.lines()[-5:]
+    two_d, three_d = received("detections"), received("detections_3d")
+    assert two_d["frame_id"] == "tf_optical" and len(two_d["detections"]) == len(result.objects)
+    for detection, obj in zip(two_d["detections"], result.objects):
+        assert detection["id"] == str(obj.id) and detection["class_id"] == obj.label
+        assert detection["score"] == pytest.approx(obj.score, abs=1e-6)
+        assert detection["center"] == [obj.box.x_offset + obj.box.width / 2, obj.box.y_offset + obj.box.height / 2]
+        assert detection["size"] == [obj.box.width, obj.box.height]
+    with_3d = [o for o in result.objects if o.valid_points]
+    assert three_d["frame_id"] == "base_link" and [d["id"] for d in three_d["detections"]] == [str(o.id) for o in with_3d]
+    for detection, obj in zip(three_d["detections"], with_3d):
+        p = obj.target_pose.pose.position
+        np.testing.assert_allclose(detection["center"], [p.x, p.y, p.z], atol=1e-9)
+        np.testing.assert_allclose(detection["size"], [obj.extent.x, obj.extent.y, obj.extent.z], atol=1e-9)
+    hashes = {line.split()[1]: line.split()[2] for line in listener.lines() if line.startswith("hash ")}
+    assert hashes == {"detections": UPSTREAM_TYPE_HASHES["Detection2DArray"],
+                      "detections_3d": UPSTREAM_TYPE_HASHES["Detection3DArray"]}
+
+
+def test_an_answer_without_seg_is_no_target_not_an_error(running):
+    """Answers cut at one token: where that token is not [SEG] the model named no target; that is
+    NO_TARGET (served: success false, no objects, answer kept, published on ~/result and as an
+    empty Detection2DArray), never an error; where it is [SEG], OK with one object."""
+    assert running.set_parameter("max_new_tokens", 1)[0]
+    before = len(running.received["result"])
+    try:
+        responses = [running.ask(command=command, image=explicit_image())
+                     for command in ("where is the cup?", "what is red?", "find the handle", "which one rolls?")]
+    finally:
+        assert running.set_parameter("max_new_tokens", 16)[0]
+    no_target = [r for r in responses if "[SEG]" not in r.result.answer]
+    assert no_target, [r.result.answer for r in responses]  # the tiny model's first token is rarely [SEG]
+    for response in responses:
+        result = response.result
+        if "[SEG]" in result.answer:
+            assert result.status.code == Codes.OK and response.success and len(result.objects) == 1
+        else:
+            assert result.status.code == Codes.NO_TARGET and not response.success and not result.objects
+            assert result.answer and "no target segmented" in result.status.message
+            assert not result.no_3d and not result.no_target_pose
+    assert running.wait_for(lambda: len(running.received["result"]) >= before + len(responses))
+    assert any(r.status.code == Codes.NO_TARGET for r in running.received["result"][before:])
 
 
 def test_outputs_are_published_with_the_source_header(running):
@@ -398,7 +562,7 @@ def test_sessions_continue_or_are_refused(running):
     second = running.ask(command="and the plate?", image=explicit_image(), session_id=first.result.session_id)
     assert second.success and second.result.session_id == first.result.session_id
     unknown = running.ask(command="and the plate?", image=explicit_image(), session_id="no-such-session")
-    assert not unknown.success and unknown.error_code == Codes.UNKNOWN_SESSION
+    assert not unknown.success and unknown.result.status.code == Codes.UNKNOWN_SESSION
 
 
 # ------------------------------------------------------------------------------------ bad input
@@ -432,17 +596,17 @@ def test_bad_input_gets_a_reason_and_the_node_keeps_serving(running, case):
         fields["camera"] = {"no frame": "idle", "stale": "still", "unknown camera": "nope"}[case]
         if case == "stale":
             # "still" sent 5 frames when the node subscribed, then stopped; max_frame_age is 5 s.
-            assert running.wait_for(lambda: running.ask(command="x", camera="still").error_code != Codes.NO_FRAME, 10)
+            assert running.wait_for(lambda: running.ask(command="x", camera="still").result.status.code != Codes.NO_FRAME, 10)
             time.sleep(5.2)
     elif case == "OOM":
         fields["command"] = "SIMULATE_OOM where is the cup?"
     elif case == "failure":
         fields["command"] = "SIMULATE_FAILURE where is the cup?"
     response = running.ask(**fields)
-    assert not response.success and response.error_code == expected, response.message
-    assert response.message
+    assert not response.success and response.result.status.code == expected, response.result.status.message
+    assert response.result.status.message
     if case == "OOM":
-        assert "out of GPU memory" in response.message
+        assert "out of GPU memory" in response.result.status.message
     # ...and the next good request is served.
     assert running.ask(command="where is the cup?", image=explicit_image()).success
 
@@ -452,9 +616,9 @@ def test_depth_of_another_size_is_answered_in_2d_with_the_reason(running):
     response = running.ask(command="where is the cup?", image=image,
                            depth=numpy_to_image(np.ones((image.height + 12, image.width + 16), np.float32), "32FC1"),
                            camera_info=CameraInfo(width=image.width, height=image.height, k=K))
-    assert response.success and response.result.masks, response.message
-    assert "depth ignored" in response.message and "registered to colour" in response.message
-    assert all(math.isnan(c.z) for c in response.result.centroids)
+    assert response.success and response.result.objects, response.result.status.message
+    assert "depth ignored" in response.result.status.message and "registered to colour" in response.result.status.message
+    assert response.result.no_3d and all(math.isnan(o.pose.pose.position.z) for o in response.result.objects)
 
 
 def test_nan_only_depth_still_segments_with_nan_centroids(running):
@@ -462,8 +626,9 @@ def test_nan_only_depth_still_segments_with_nan_centroids(running):
     depth = numpy_to_image(np.full((480, 640), np.nan, np.float32), "32FC1")
     response = running.ask(command="where is the cup?", image=image, depth=depth,
                            camera_info=CameraInfo(width=640, height=480, k=K))
-    assert response.success and "no valid values" in response.message
-    assert all(math.isnan(c.x) and math.isnan(c.z) for c in response.result.centroids)
+    assert response.success and "no valid values" in response.result.status.message
+    assert response.result.no_3d and all(o.valid_points == 0 for o in response.result.objects)
+    assert all(math.isnan(o.pose.pose.position.x) and math.isnan(o.extent.z) for o in response.result.objects)
 
 
 def test_busy_requests_are_refused_at_once(running):
@@ -474,10 +639,10 @@ def test_busy_requests_are_refused_at_once(running):
         responses = [running.wait(f, 120) for f in futures]
     finally:
         assert running.set_parameter("max_new_tokens", 16)[0]
-    codes = [r.error_code for r in responses]
+    codes = [r.result.status.code for r in responses]
     assert codes.count(Codes.BUSY) >= 1 and codes.count(Codes.OK) >= 1, codes
-    busy = [r for r in responses if r.error_code == Codes.BUSY][0]
-    assert "busy" in busy.message
+    busy = [r for r in responses if r.result.status.code == Codes.BUSY][0]
+    assert "busy" in busy.result.status.message
 
 
 def test_action_streams_feedback_and_masks_and_can_be_cancelled(running):
@@ -487,12 +652,14 @@ def test_action_streams_feedback_and_masks_and_can_be_cancelled(running):
     handle = running.wait(running.action.send_goal_async(goal, feedback_callback=lambda f: feedback.append(f.feedback)))
     outcome = running.wait(handle.get_result_async())
     assert outcome.status == GoalStatus.STATUS_SUCCEEDED and outcome.result.success
-    running.wait_for(lambda: any(f.mask_index == 0 for f in feedback), 10)
+    running.wait_for(lambda: any(f.objects for f in feedback), 10)
     stages = [f.stage for f in feedback]
     assert "generating" in stages and "decoding_mask" in stages
-    first_mask = next(f for f in feedback if f.mask_index == 0)
-    assert first_mask.mask.width == 640 and first_mask.mask.header.frame_id == "front_color_optical_frame"
-    assert first_mask.centroid.z == pytest.approx(2.0) or math.isnan(first_mask.centroid.z)
+    streamed = [o for f in feedback for o in f.objects]
+    assert [o.id for o in streamed] == [o.id for o in outcome.result.result.objects]  # each object once
+    first = streamed[0]
+    assert first.mask.width == 640 and first.mask.header.frame_id == "front_color_optical_frame"
+    assert first.pose.pose.position.z == pytest.approx(2.0) or math.isnan(first.pose.pose.position.z)
 
     assert running.set_parameter("max_new_tokens", 2000)[0]
     try:
@@ -505,7 +672,7 @@ def test_action_streams_feedback_and_masks_and_can_be_cancelled(running):
     finally:
         assert running.set_parameter("max_new_tokens", 16)[0]
     assert outcome.status == GoalStatus.STATUS_CANCELED
-    assert outcome.result.error_code == ReasonSegmentAction.Result.CANCELLED
+    assert outcome.result.result.status.code == Codes.CANCELLED
     assert running.ask(command="where is the cup?", image=explicit_image()).success
 
 
@@ -520,12 +687,16 @@ def test_lisa_ros_ask_prints_and_saves_a_result(running, module_ros_domain, tmp_
                          env=module_ros_domain.env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     printed = json.loads(run.stdout.strip().splitlines()[-1])
-    assert printed["success"] and printed["frame_id"] == "front_color_optical_frame" and printed["masks"]
-    assert "decoding_mask" in run.stderr  # progress from the action's feedback
-    assert (tmp_path / printed["masks"][0]).is_file() and (tmp_path / "result.json").is_file()
+    assert printed["success"] and printed["status"]["name"] == "OK" and printed["frame_id"] == "front_color_optical_frame"
+    assert printed["objects"] and all(o["id"] > 0 and o["pose"]["frame_id"] == "front_color_optical_frame"
+                                      for o in printed["objects"])
+    assert "decoding_mask" in run.stderr and "object #" in run.stderr  # progress from the action's feedback
+    mask = tmp_path / printed["objects"][0]["mask"]
+    assert mask.name == f"mask_{printed['objects'][0]['id']}.png" and mask.is_file()
+    assert json.loads((tmp_path / "result.json").read_text())["objects"] == printed["objects"]
     refused = subprocess.run([ask, "ask", "where?", "--camera", "nope"], env=module_ros_domain.env,
                              capture_output=True, text=True, timeout=120)
-    assert refused.returncode == 1 and json.loads(refused.stdout)["error_code"] == Codes.UNKNOWN_CAMERA
+    assert refused.returncode == 1 and json.loads(refused.stdout)["status"]["code"] == Codes.UNKNOWN_CAMERA
 
 
 def test_parameters_are_validated(running):
@@ -575,9 +746,9 @@ def test_the_same_bytes_with_another_layout_are_another_image(running):
     data = np.random.default_rng(5).integers(0, 255, 64 * 48 * 3, dtype=np.uint8).tobytes()
     first = running.ask(command="where is the cup?", image=_rgb_message(64, 48, 192, data))
     second = running.ask(command="where is the cup?", image=_rgb_message(64, 24, 384, data))
-    assert first.success and second.success, second.message
-    assert all((m.height, m.width) == (48, 64) for m in first.result.masks)
-    assert second.result.masks and all((m.height, m.width) == (24, 64) for m in second.result.masks)
+    assert first.success and second.success, second.result.status.message
+    assert all((o.mask.height, o.mask.width) == (48, 64) for o in first.result.objects)
+    assert second.result.objects and all((o.mask.height, o.mask.width) == (24, 64) for o in second.result.objects)
 
 
 def test_the_job_queue_frees_a_slot_when_a_waiting_job_leaves():
@@ -711,8 +882,8 @@ def test_images_thinner_than_an_encoder_patch_are_invalid_images(running, size):
     width, height = size
     response = running.ask(command="where is the cup?", image=_rgb_message(width, height, width * 3,
                                                                             bytes(width * height * 3)))
-    assert not response.success and response.error_code == Codes.INVALID_IMAGE, response.message
-    assert "too thin" in response.message and f"{width}x{height}" in response.message
+    assert not response.success and response.result.status.code == Codes.INVALID_IMAGE, response.result.status.message
+    assert "too thin" in response.result.status.message and f"{width}x{height}" in response.result.status.message
     assert running.ask(command="where is the cup?", image=explicit_image()).success
 
 
@@ -724,8 +895,8 @@ def test_semi_planar_yuv_cameras_are_served(running, encoding):
     data = np.random.default_rng(9).integers(16, 235, planes, dtype=np.uint8).tobytes()
     response = running.ask(command="where is the cup?",
                            image=Image(width=width, height=height, encoding=encoding, step=width, data=data))
-    assert response.success, response.message
-    assert all((m.height, m.width) == (height, width) for m in response.result.masks)
+    assert response.success, response.result.status.message
+    assert all((o.mask.height, o.mask.width) == (height, width) for o in response.result.objects)
 
 
 def test_compressed_depth_on_a_colour_topic_is_refused(running):
@@ -742,7 +913,7 @@ def test_compressed_depth_on_a_colour_topic_is_refused(running):
     def refused_as_depth() -> bool:
         publisher.publish(depth)
         response = running.ask(command="where is the cup?", camera="packed")
-        return response.error_code == Codes.INVALID_IMAGE and "depth" in response.message
+        return response.result.status.code == Codes.INVALID_IMAGE and "depth" in response.result.status.message
 
     try:
         assert running.wait_for(refused_as_depth, 20)
@@ -756,15 +927,15 @@ def test_a_request_past_its_deadline_ends_running_or_queued(running):
     assert running.set_parameter("max_new_tokens", 2000)[0]
     try:
         long_running = running.service.call_async(ReasonSegment.Request(
-            command="SIMULATE_SLOW where is the cup?", image=explicit_image(), explain=True, timeout=3.0))
+            command="SIMULATE_SLOW where is the cup?", image=explicit_image(), explain=True, timeout=Duration(sec=3)))
         time.sleep(0.5)
         started = time.monotonic()
         queued = running.wait(running.service.call_async(ReasonSegment.Request(
-            command="where is the cup?", image=explicit_image(), timeout=1.0)), 30)
-        assert queued.error_code == Codes.DEADLINE_EXCEEDED and "queue" in queued.message, queued.message
+            command="where is the cup?", image=explicit_image(), timeout=Duration(sec=1))), 30)
+        assert queued.result.status.code == Codes.DEADLINE_EXCEEDED and "queue" in queued.result.status.message, queued.result.status.message
         assert time.monotonic() - started < 2.5
         first = running.wait(long_running, 30)
-        assert first.error_code == Codes.DEADLINE_EXCEEDED and "generating" in first.message, first.message
+        assert first.result.status.code == Codes.DEADLINE_EXCEEDED and "generating" in first.result.status.message, first.result.status.message
         assert time.monotonic() - started < 4.0  # stopped at its deadline (3 s), not after 360 slow tokens
     finally:
         assert running.set_parameter("max_new_tokens", 16)[0]
@@ -780,15 +951,15 @@ def test_min_stamp_waits_for_a_newer_frame_or_says_there_is_none(running):
 
     soon = stamp(0.3)
     fresh = running.ask(command="where is the cup?", camera="front", min_stamp=soon)
-    assert fresh.success, fresh.message
+    assert fresh.success, fresh.result.status.message
     taken = fresh.result.header.stamp
     assert (taken.sec, taken.nanosec) >= (soon.sec, soon.nanosec)
     started = time.monotonic()
     never = running.ask(command="where is the cup?", camera="front", min_stamp=stamp(3600.0))
-    assert never.error_code == Codes.STALE_FRAME and "min_stamp" in never.message
+    assert never.result.status.code == Codes.STALE_FRAME and "min_stamp" in never.result.status.message
     assert time.monotonic() - started < 8.0  # bounded wait, not the request's whole timeout
     old_image = running.ask(command="where is the cup?", image=explicit_image(), min_stamp=stamp(0.0))
-    assert old_image.error_code == Codes.STALE_FRAME and "min_stamp" in old_image.message
+    assert old_image.result.status.code == Codes.STALE_FRAME and "min_stamp" in old_image.result.status.message
 
 
 def test_encode_ahead_answers_about_a_frame_encoded_while_idle(running):
@@ -804,23 +975,23 @@ def test_encode_ahead_answers_about_a_frame_encoded_while_idle(running):
         return Time(sec=int(seconds), nanosec=int((seconds % 1) * 1e9))
 
     off = running.ask(command="where is the cup?", camera="front", min_stamp=stamp(0.1))
-    assert off.success and off.result.timings.image_encoding > 0, off.message
+    assert off.success and duration_seconds(off.result.timings.image_encoding) > 0, off.result.status.message
     assert running.set_parameter("encode_ahead", True)[0]
     try:
         skipped = []
         for _ in range(3):
             time.sleep(0.5)  # new frames (15 Hz) arrive while idle, and are encoded
             ahead = running.ask(command="where is the cup?", camera="front")
-            assert ahead.success and ahead.result.header.frame_id == "front_color_optical_frame", ahead.message
-            skipped.append(ahead.result.timings.image_encoding == 0.0)
+            assert ahead.success and ahead.result.header.frame_id == "front_color_optical_frame", ahead.result.status.message
+            skipped.append(duration_seconds(ahead.result.timings.image_encoding) == 0.0)
         assert any(skipped), skipped
         newer = stamp(1.5)  # no frame that new exists when the request reaches the worker
         fresh = running.ask(command="where is the cup?", camera="front", min_stamp=newer)
-        assert fresh.success and fresh.result.timings.image_encoding > 0, fresh.message
+        assert fresh.success and duration_seconds(fresh.result.timings.image_encoding) > 0, fresh.result.status.message
         taken = fresh.result.header.stamp
         assert (taken.sec, taken.nanosec) >= (newer.sec, newer.nanosec)
         own = running.ask(command="where is the cup?", image=explicit_image(width=150))  # its own image
-        assert own.success and own.result.header.frame_id == "explicit_optical", own.message
+        assert own.success and own.result.header.frame_id == "explicit_optical", own.result.status.message
     finally:
         assert running.set_parameter("encode_ahead", False)[0]
 
@@ -844,11 +1015,11 @@ def test_a_goal_cancelled_while_queued_ends_at_once_and_frees_its_slot(running):
         outcome = running.wait(queued.get_result_async(), 20)
         assert not first_result.done(), "the queued goal ended only when the running one did"
         assert outcome.status == GoalStatus.STATUS_CANCELED
-        assert outcome.result.error_code == ReasonSegmentAction.Result.CANCELLED and "queue" in outcome.result.message
+        assert outcome.result.result.status.code == Codes.CANCELLED and "queue" in outcome.result.result.status.message
         # Its slot is free: the next request waits for the worker (no BUSY at once).
         waiting = running.service.call_async(ReasonSegment.Request(command="where?", image=explicit_image()))
         time.sleep(1.0)
-        assert not waiting.done() or waiting.result().error_code != Codes.BUSY
+        assert not waiting.done() or waiting.result().result.status.code != Codes.BUSY
         # A may have ended by now (the random tiny model stops at EOS or max_masks; on a fast CPU
         # within a second): cancelled if it still ran, ended normally otherwise. Cancelling a
         # running goal has its own test (test_action_streams_feedback_and_masks_and_can_be_cancelled).
@@ -871,6 +1042,9 @@ class _Recorder:
 
     def publish(self, msg):
         self.messages.append(msg)
+
+    def get_subscription_count(self):
+        return 0
 
 
 class _PublishingNode:
@@ -948,23 +1122,26 @@ def test_one_request_converts_each_mask_and_its_3d_once(monkeypatch, kind):
     goal = _Goal(ReasonSegmentAction.Goal(**fields)) if kind == "action" else None
     job = Job(goal.request if goal else ReasonSegment.Request(**fields), goal_handle=goal)
 
-    message, timings = handler(job, threading.Event())
+    code, message, timings = handler(job, threading.Event())
 
-    assert message == "" and set(timings) == set(messages.STAGES)
-    assert len(located) == 2  # one geometry per mask: feedback, centroids and markers share it
+    assert code == Codes.OK and message == "" and set(timings) == set(messages.STAGES)
+    assert len(located) == 2  # one geometry per mask: feedback, poses, detections and markers share it
     assert len(converted) == 3  # one Image per mask, plus the union published on ~/mask
     result = job.result
-    assert [c.z for c in result.centroids] == [pytest.approx(1.5)] * 2
+    assert [o.pose.pose.position.z for o in result.objects] == [pytest.approx(1.5)] * 2
+    assert [o.id for o in result.objects] == [1, 2] and result.status.code == Codes.OK
     (published,) = node.topics["~/result"].messages  # the client's result, its session id as a digest
     assert published.session_id == messages.public_session_id(result.session_id) != result.session_id
     published.session_id = result.session_id
     assert published == result
     assert len(node.topics["~/markers"].messages[0].markers) == 1 + 3 * 2
     assert node.topics["~/debug_image"].messages[0].header == result.header
+    (detections,) = node.topics["~/detections"].messages
+    assert [d.id for d in detections.detections] == ["1", "2"]
+    assert not node.topics["~/points"].messages  # nobody subscribes, nobody asked: no cloud built
     if goal is not None:
-        streamed = [f for f in goal.feedback if f.mask_index >= 0]
-        assert [f.mask for f in streamed] == list(result.masks)
-        assert [f.centroid for f in streamed] == list(result.centroids)
+        streamed = [o for f in goal.feedback for o in f.objects]
+        assert streamed == list(result.objects)
 
 
 def test_frame_sources_are_typed_and_say_what_is_missing():
@@ -1010,7 +1187,7 @@ def test_a_slow_configure_blocks_neither_get_state_nor_refusals(ros_domain, spaw
         assert client.action.wait_for_server(timeout_sec=30)
         assert not client.wait(client.action.send_goal_async(ReasonSegmentAction.Goal(command="where?")), 5).accepted
         refused = client.ask(timeout=5, command="where?", image=explicit_image())
-        assert refused.error_code == Codes.NOT_READY and "configuring" in refused.message
+        assert refused.result.status.code == Codes.NOT_READY and "configuring" in refused.result.status.message
         assert not configuring.done()  # all of that while configure still ran
         assert client.wait(configuring, 120).success
         assert client.state() == State.PRIMARY_STATE_INACTIVE
@@ -1024,15 +1201,15 @@ def test_lifecycle_transitions_and_requests_in_each_state(ros_domain, spawn, che
     try:
         assert client.state() == State.PRIMARY_STATE_UNCONFIGURED
         refused = client.ask(command="where?", image=explicit_image())
-        assert refused.error_code == Codes.NOT_READY and "unconfigured" in refused.message
+        assert refused.result.status.code == Codes.NOT_READY and "unconfigured" in refused.result.status.message
         assert client.action.wait_for_server(timeout_sec=30)  # a goal is rejected, not accepted and aborted
         assert not client.wait(client.action.send_goal_async(ReasonSegmentAction.Goal(command="where?"))).accepted
         assert client.transition(Transition.TRANSITION_CONFIGURE)
-        assert client.ask(command="where?", image=explicit_image()).error_code == Codes.NOT_READY
+        assert client.ask(command="where?", image=explicit_image()).result.status.code == Codes.NOT_READY
         assert client.transition(Transition.TRANSITION_ACTIVATE)
         assert client.ask(command="where?", image=explicit_image()).success
         assert client.transition(Transition.TRANSITION_DEACTIVATE)
-        assert client.ask(command="where?", image=explicit_image()).error_code == Codes.NOT_READY
+        assert client.ask(command="where?", image=explicit_image()).result.status.code == Codes.NOT_READY
         assert client.transition(Transition.TRANSITION_CLEANUP)
         assert client.state() == State.PRIMARY_STATE_UNCONFIGURED
         # A reload: model parameters change while unconfigured, then configure loads them.
@@ -1050,7 +1227,7 @@ def test_lifecycle_transitions_and_requests_in_each_state(ros_domain, spawn, che
         assert client.transition(Transition.TRANSITION_DEACTIVATE)
         response = client.wait(long_request, 60)
         assert time.monotonic() - started < 30
-        assert response.error_code == Codes.NOT_READY and "deactivated" in response.message
+        assert response.result.status.code == Codes.NOT_READY and "deactivated" in response.result.status.message
     finally:
         client.close()
 
@@ -1059,9 +1236,9 @@ def test_an_invalid_parameter_at_start_keeps_the_node_alive_and_says_why(ros_dom
     spawn(ros_domain, "lisa_node_with_faults.py", *node_arguments(checkpoint, max_frame_age="2"), ready_timeout=90)
     client = Client(ros_domain.context())
     try:
-        assert client.wait_for(lambda: "max_frame_age" in client.ask(command="where?", image=explicit_image()).message, 30)
+        assert client.wait_for(lambda: "max_frame_age" in client.ask(command="where?", image=explicit_image()).result.status.message, 30)
         response = client.ask(command="where?", image=explicit_image())
-        assert response.error_code == Codes.NOT_READY and "2.0 not 2" in response.message
+        assert response.result.status.code == Codes.NOT_READY and "2.0 not 2" in response.result.status.message
         assert client.state() == State.PRIMARY_STATE_UNCONFIGURED
     finally:
         client.close()
@@ -1072,9 +1249,9 @@ def test_a_failed_load_leaves_the_node_alive_and_says_why(ros_domain, spawn, tmp
           ready_timeout=90)
     client = Client(ros_domain.context())
     try:
-        assert client.wait_for(lambda: client.ask(command="where?", image=explicit_image()).message.count("missing-model"), 30)
+        assert client.wait_for(lambda: client.ask(command="where?", image=explicit_image()).result.status.message.count("missing-model"), 30)
         response = client.ask(command="where?", image=explicit_image())
-        assert response.error_code == Codes.NOT_READY and "does not exist" in response.message
+        assert response.result.status.code == Codes.NOT_READY and "does not exist" in response.result.status.message
         assert client.state() == State.PRIMARY_STATE_UNCONFIGURED
         assert client.wait_for(lambda: any(s.level == s.ERROR for d in client.received["diagnostics"] for s in d.status), 10)
     finally:

@@ -18,57 +18,61 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_interfaces_have_the_documented_fields():
     from lisa_ros.action import ReasonSegment as Action
-    from lisa_ros.msg import SegmentationResult, StageTimings
+    from lisa_ros.msg import SegmentationResult, SegmentedObject, StageTimings, Status
     from lisa_ros.srv import ReasonSegment
 
     request = {"command": "string", "image": "sensor_msgs/Image", "camera": "string",
                "explain": "boolean", "session_id": "string", "depth": "sensor_msgs/Image",
-               "camera_info": "sensor_msgs/CameraInfo", "min_stamp": "builtin_interfaces/Time", "timeout": "double",
-               "point_cloud": "boolean"}
-    response = {"success": "boolean", "error_code": "uint8", "message": "string",
-                "result": "lisa_ros/SegmentationResult"}
+               "camera_info": "sensor_msgs/CameraInfo", "min_stamp": "builtin_interfaces/Time",
+               "timeout": "builtin_interfaces/Duration", "point_cloud": "boolean", "target_frame": "string"}
+    response = {"success": "boolean", "result": "lisa_ros/SegmentationResult"}
     assert ReasonSegment.Request.get_fields_and_field_types() == request
     assert ReasonSegment.Response.get_fields_and_field_types() == response
     assert Action.Goal.get_fields_and_field_types() == request
     assert Action.Result.get_fields_and_field_types() == response
-    result = SegmentationResult.get_fields_and_field_types()
-    assert result["header"] == "std_msgs/Header"
-    assert result["masks"] == "sequence<sensor_msgs/Image>"
-    assert result["scores"] == "sequence<float>"
-    assert result["boxes"] == "sequence<sensor_msgs/RegionOfInterest>"
-    assert result["centroids"] == "sequence<geometry_msgs/Point>"
-    assert result["timings"] == "lisa_ros/StageTimings"
-    assert {"command", "answer", "explanation", "session_id", "generated_tokens"} <= set(result)
-    assert set(StageTimings.get_fields_and_field_types()) == {
-        "total", "queue_wait", "preprocess", "image_encoding", "generation", "mask_decoding", "postprocess"}
-    feedback = Action.Feedback.get_fields_and_field_types()
-    assert {"stage", "partial_answer", "mask_index", "mask", "score", "box", "centroid"} <= set(feedback)
-    assert Action.Feedback().mask_index == 0 and Action.Feedback.STAGE_GENERATING == "generating"
+    # The per-object message: field names the tracking issue and external checks rely on.
+    assert SegmentedObject.get_fields_and_field_types() == {
+        "id": "uint32", "label": "string", "score": "float", "mask": "sensor_msgs/Image",
+        "box": "sensor_msgs/RegionOfInterest", "pose": "geometry_msgs/PoseStamped", "extent": "geometry_msgs/Vector3",
+        "valid_points": "uint32", "target_pose": "geometry_msgs/PoseStamped"}
+    assert SegmentationResult.get_fields_and_field_types() == {
+        "header": "std_msgs/Header", "status": "lisa_ros/Status", "command": "string", "answer": "string",
+        "explanation": "string", "session_id": "string", "objects": "sequence<lisa_ros/SegmentedObject>",
+        "instance_labels": "sensor_msgs/Image", "camera_info": "sensor_msgs/CameraInfo",
+        "depth_header": "std_msgs/Header", "target_frame": "string", "transform_error": "string",
+        "no_3d": "boolean", "no_target_pose": "boolean", "point_cloud": "sensor_msgs/PointCloud2",
+        "warnings": "sequence<string>", "generated_tokens": "uint32", "timings": "lisa_ros/StageTimings"}
+    assert StageTimings.get_fields_and_field_types() == dict.fromkeys(
+        ("total", "queue_wait", "preprocess", "image_encoding", "generation", "mask_decoding", "postprocess"),
+        "builtin_interfaces/Duration")
+    assert Action.Feedback.get_fields_and_field_types() == {
+        "stage": "string", "elapsed": "builtin_interfaces/Duration", "partial_answer": "string",
+        "generated_tokens": "uint32", "objects": "sequence<lisa_ros/SegmentedObject>"}
+    assert Action.Feedback.STAGE_GENERATING == "generating"
     codes = ("OK", "INVALID_COMMAND", "INVALID_IMAGE", "NO_FRAME", "STALE_FRAME", "UNKNOWN_CAMERA",
-             "UNKNOWN_SESSION", "BUSY", "NOT_READY", "MODEL_ERROR", "CANCELLED", "DEADLINE_EXCEEDED")
-    for index, code in enumerate(codes):  # the service and the action share one numbering
-        assert getattr(ReasonSegment.Response, code) == getattr(Action.Result, code) == index
+             "UNKNOWN_SESSION", "BUSY", "NOT_READY", "MODEL_ERROR", "CANCELLED", "DEADLINE_EXCEEDED", "NO_TARGET")
+    assert {name: getattr(Status, name) for name in codes} == {name: index for index, name in enumerate(codes)}
+    # Declared once: no interface but Status carries status constants.
+    for interface in (ReasonSegment.Response, Action.Result, SegmentationResult):
+        assert not [name for name in dir(interface) if name in codes]
 
 
 def test_messages_serialize_through_the_generated_type_support():
     from rclpy.serialization import deserialize_message, serialize_message
 
-    from lisa_ros.msg import SegmentationResult
+    from lisa_ros.msg import SegmentationResult, SegmentedObject, Status
 
-    msg = SegmentationResult(answer="Sure, [SEG].", scores=[0.75])
+    msg = SegmentationResult(answer="Sure, [SEG].", status=Status(code=Status.NO_TARGET, message="nothing fits"))
     msg.header.frame_id = "cam_optical"
-    msg.timings.total = 1.25
-    msg.centroids = [_nan_point()]
+    msg.timings.total.sec, msg.timings.total.nanosec = 1, 250_000_000
+    msg.objects = [SegmentedObject(id=7, label="red cup", score=0.75)]
+    msg.objects[0].pose.pose.position.x = math.nan
     back = deserialize_message(serialize_message(msg), SegmentationResult)
     assert back.answer == "Sure, [SEG]." and back.header.frame_id == "cam_optical"
-    assert back.timings.total == 1.25 and list(back.scores) == [0.75]
-    assert math.isnan(back.centroids[0].x)
-
-
-def _nan_point():
-    from geometry_msgs.msg import Point
-
-    return Point(x=math.nan, y=math.nan, z=math.nan)
+    assert (back.status.code, back.status.message) == (Status.NO_TARGET, "nothing fits")
+    assert (back.timings.total.sec, back.timings.total.nanosec) == (1, 250_000_000)
+    assert (back.objects[0].id, back.objects[0].label, back.objects[0].score) == (7, "red cup", 0.75)
+    assert math.isnan(back.objects[0].pose.pose.position.x)
 
 
 _FIELD = re.compile(r"^[A-Za-z][\w/]*(\[\d*\])?\s+\w+")

@@ -112,3 +112,32 @@ def split_explanation(answer: str) -> str:
         if sentence.strip():
             kept.append(sentence.strip())
     return " ".join(kept)
+
+
+# Clause boundaries inside an answer: a label is taken from the last clause before its [SEG].
+_CLAUSE_END = re.compile(r"[.!?:;,]")
+# Words that lead into a target's name in LISA-style answers ("Sure, it is the ...", "the
+# segmentation result is ...", "and the ...") or trail it ("... is [SEG]"): never part of the name.
+_LEAD_WORDS = {"sure", "yes", "ok", "okay", "it", "it's", "its", "is", "are", "this", "that", "these", "those",
+               "here", "there", "the", "a", "an", "and", "or", "also", "segmentation", "result", "mask", "of",
+               "i", "see", "found", "would", "use", "choose", "pick"}
+_TRAIL_WORDS = {"is", "are", "which", "that", "here", "there", "the", "a", "an", "and"}
+
+
+def target_label(answer_before_seg: str) -> str:
+    """The words that name the target of a ``[SEG]``, from the answer text that precedes it.
+
+    ``answer_before_seg``: the answer up to (not including) this [SEG], earlier [SEG] markers
+    included. The name is the last clause since the previous [SEG], without the lead-in words of
+    the answer templates: "I look for something yellow: it is the yellow cup at the bottom left"
+    -> "yellow cup at the bottom left"; "Sure, it is" -> "" (the answer names nothing); "The
+    cup [SEG] and the plate" -> "plate". Lower-case as written; no trailing punctuation.
+    """
+    text = answer_before_seg.rsplit(SEG_TOKEN, 1)[-1]
+    clause = _CLAUSE_END.split(text)[-1]
+    words = clause.split()
+    while words and words[0].lower() in _LEAD_WORDS:
+        words.pop(0)
+    while words and words[-1].lower() in _TRAIL_WORDS:
+        words.pop()
+    return " ".join(words)

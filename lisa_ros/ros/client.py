@@ -2,7 +2,7 @@
 
 :func:`ask` sends one command through the service, or the action (progress lines as feedback
 arrives, the goal cancelled on timeout so the node's model is freed for others), and returns a
-plain JSON-ready summary of the answer; with ``out`` it also writes ``mask_<i>.png`` (0/255) and
+plain JSON-ready summary of the answer; with ``out`` it also writes ``mask_<id>.png`` (0/255) and
 ``result.json`` there. It runs its own rclpy context, so it neither needs nor disturbs a global
 ``rclpy.init``.
 """
@@ -17,7 +17,7 @@ import numpy as np
 
 from lisa_ros.errors import ImageConversionError, LisaError
 from lisa_ros.ros.cameras import stamp_seconds
-from lisa_ros.ros.messages import STAGES
+from lisa_ros.ros.messages import STAGES, STATUS_NAMES, duration_seconds
 from lisa_ros.ros.qos import REQUEST_QOS, action_qos
 
 # Relative: resolved in the client's namespace (``namespace="robot1"`` -> /robot1/lisa_ros/reason_segment),
@@ -36,77 +36,82 @@ def _number(value: float, digits: int = 6) -> float | None:
 
 
 def format_feedback(feedback) -> str:
-    """One progress line for a ReasonSegment action feedback: elapsed seconds, stage, the mask
-    it carries (index and score) and the answer so far."""
-    extra = f" mask #{feedback.mask_index} ({feedback.score:.2f})" if feedback.mask_index >= 0 else ""
-    return f"[{feedback.elapsed:6.2f} s] {feedback.stage}{extra} {feedback.partial_answer}"
+    """One progress line for a ReasonSegment action feedback: elapsed seconds, stage, the objects
+    it carries (id, label and score) and the answer so far."""
+    extra = "".join(f" object #{o.id} {o.label!r} ({o.score:.2f})" for o in feedback.objects)
+    return f"[{duration_seconds(feedback.elapsed):6.2f} s] {feedback.stage}{extra} {feedback.partial_answer}"
+
+
+def _pose(stamped) -> dict | None:
+    """A PoseStamped as JSON-ready values (None when empty: no frame_id)."""
+    if not stamped.header.frame_id:
+        return None
+    p, q = stamped.pose.position, stamped.pose.orientation
+    return {"frame_id": stamped.header.frame_id, "position": [_number(p.x), _number(p.y), _number(p.z)],
+            "orientation": [round(q.x, 6), round(q.y, 6), round(q.z, 6), round(q.w, 6)]}
 
 
 def summarize(response) -> dict:
-    """A ReasonSegment response (or action result) as JSON-ready values: outcome, answer, the
-    source frame (frame_id, stamp in seconds), per mask score / box [x, y, w, h] in pixels /
-    centroid [x, y, z] in metres (None without depth) / pose (position and quaternion
-    [x, y, z, w] in the optical frame, and in target_frame when the node has one) / extent along
-    the pose axes in metres / valid depth points, and the timings in seconds per stage."""
+    """A ReasonSegment response (or action result) as JSON-ready values: ``success``, ``status``
+    (code, its name, message), the answer, the source frame (frame_id, stamp in seconds), the
+    target frame and the ``no_3d`` / ``no_target_pose`` flags, and per object: id, label, score,
+    box [x, y, w, h] in pixels, pose (position in metres, None without depth, and quaternion
+    [x, y, z, w], in the optical frame), extent along the pose axes in metres, valid depth points
+    and target_pose (None when there is none); the warnings and the timings in seconds per stage."""
     result = response.result
-
-    def pose(stamped) -> dict:
-        p, q = stamped.pose.position, stamped.pose.orientation
-        return {"frame_id": stamped.header.frame_id, "position": [_number(p.x), _number(p.y), _number(p.z)],
-                "orientation": [round(q.x, 6), round(q.y, 6), round(q.z, 6), round(q.w, 6)]}
-
     return {
-        "success": response.success, "error_code": response.error_code, "message": response.message,
+        "success": response.success,
+        "status": {"code": result.status.code, "name": STATUS_NAMES.get(result.status.code, "?"),
+                   "message": result.status.message},
         "answer": result.answer, "explanation": result.explanation, "session_id": result.session_id,
         "frame_id": result.header.frame_id, "stamp": stamp_seconds(result.header),
-        "scores": [round(float(v), 4) for v in result.scores],
-        "boxes": [[b.x_offset, b.y_offset, b.width, b.height] for b in result.boxes],
-        "centroids": [[_number(c.x), _number(c.y), _number(c.z)] for c in result.centroids],
-        "poses": [pose(p) for p in result.poses],
-        "extents": [[_number(e.x), _number(e.y), _number(e.z)] for e in result.extents],
-        "valid_points": list(result.valid_points),
-        "target_poses": [pose(p) for p in result.target_poses],
-        "transform_error": result.transform_error,
+        "target_frame": result.target_frame, "transform_error": result.transform_error,
+        "no_3d": result.no_3d, "no_target_pose": result.no_target_pose,
+        "objects": [{"id": o.id, "label": o.label, "score": round(float(o.score), 4),
+                     "box": [o.box.x_offset, o.box.y_offset, o.box.width, o.box.height],
+                     "pose": _pose(o.pose), "extent": [_number(o.extent.x), _number(o.extent.y), _number(o.extent.z)],
+                     "valid_points": o.valid_points, "target_pose": _pose(o.target_pose)} for o in result.objects],
         "warnings": list(result.warnings),
-        "timings": {stage: round(getattr(result.timings, stage), 4) for stage in STAGES},
+        "timings": {stage: round(duration_seconds(getattr(result.timings, stage)), 4) for stage in STAGES},
     }
 
 
 def write_masks(result, out: Path) -> list[str]:
-    """Write each mask of a SegmentationResult as ``out/mask_<i>.png``; returns the file names.
-    Raises ClientError for a mask message that cannot be decoded."""
+    """Write each object's mask of a SegmentationResult as ``out/mask_<id>.png`` (0/255); returns
+    the file names, in the objects' order. Raises ClientError for a mask that cannot be decoded."""
     import cv2
 
     from lisa_ros.ros.conversions import image_to_numpy
 
     out.mkdir(parents=True, exist_ok=True)
     names = []
-    for index, mask in enumerate(result.masks):
+    for obj in result.objects:
         try:
-            pixels = image_to_numpy(mask)
+            pixels = image_to_numpy(obj.mask)
         except ImageConversionError as exc:
-            raise ClientError(f"mask {index} in the answer is malformed: {exc}") from exc
-        names.append(f"mask_{index}.png")
+            raise ClientError(f"the mask of object {obj.id} in the answer is malformed: {exc}") from exc
+        names.append(f"mask_{obj.id}.png")
         cv2.imwrite(str(out / names[-1]), np.asarray(pixels, np.uint8))
     return names
 
 
 def ask(command: str, *, camera: str = "", image: np.ndarray | None = None,
         frame_id: str = "camera_color_optical_frame", explain: bool = False, session_id: str = "",
-        use_action: bool = False, name: str = DEFAULT_NAME, namespace: str = "", wait_s: float = 10.0, timeout_s: float = 300.0,
+        target_frame: str = "", use_action: bool = False, name: str = DEFAULT_NAME, namespace: str = "", wait_s: float = 10.0, timeout_s: float = 300.0,
         out: Path | None = None, on_progress: Callable[[str], None] | None = None) -> dict:
     """Ask the node serving ``name`` (service, or action with ``use_action``) and summarize.
 
     ``image``: ``(H, W, 3)`` uint8 RGB sent with the request (header frame_id ``frame_id``);
     None = the latest frame of ``camera`` ("" = the node's default camera). ``session_id``:
-    continue that conversation ("" = a new one). ``name``: the service/action, resolved in
+    continue that conversation ("" = a new one). ``target_frame``: the frame for the objects'
+    target poses ("" = the node's target_frame parameter). ``name``: the service/action, resolved in
     ``namespace`` when relative (the default: ``lisa_ros/reason_segment``). ``wait_s``: seconds to wait for the node to be
     discovered; ``timeout_s``: seconds to wait for the answer. ``on_progress``: called with a
-    line per action feedback (:func:`format_feedback`). ``out``: folder for ``mask_<i>.png`` and
-    ``result.json`` (the summary, with ``masks``: the file names).
+    line per action feedback (:func:`format_feedback`). ``out``: folder for ``mask_<id>.png`` and
+    ``result.json`` (the summary, each object with ``mask``: its file name).
 
-    Returns :func:`summarize`'s dict (``success`` false when the node refused; ``error_code``
-    and ``message`` say why). Raises ClientError for an empty command, no server within
+    Returns :func:`summarize`'s dict (``success`` false when the node found no target, refused or
+    failed; ``status`` says which and why). Raises ClientError for an empty command, no server within
     ``wait_s``, a refused goal, no answer within ``timeout_s`` or a malformed mask.
     """
     import rclpy
@@ -119,7 +124,7 @@ def ask(command: str, *, camera: str = "", image: np.ndarray | None = None,
 
     if not command.strip():
         raise ClientError("the command is empty")
-    fields = dict(command=command, camera=camera, explain=explain, session_id=session_id)
+    fields = dict(command=command, camera=camera, explain=explain, session_id=session_id, target_frame=target_frame)
     if image is not None:
         fields["image"] = numpy_to_image(image, "rgb8")
         fields["image"].header.frame_id = frame_id
@@ -170,6 +175,7 @@ def ask(command: str, *, camera: str = "", image: np.ndarray | None = None,
 
     summary = summarize(response)
     if out is not None:
-        summary["masks"] = write_masks(response.result, Path(out))
+        for obj, name in zip(summary["objects"], write_masks(response.result, Path(out))):
+            obj["mask"] = name
         (Path(out) / "result.json").write_text(json.dumps(summary, indent=2))
     return summary

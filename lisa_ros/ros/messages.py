@@ -5,25 +5,45 @@ with the frame, its depth and TF at that instant.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
-import math
 
 import numpy as np
+from builtin_interfaces.msg import Duration
 from geometry_msgs.msg import Point, PoseStamped, Vector3
-from sensor_msgs.msg import Image, PointCloud2, PointField, RegionOfInterest
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField, RegionOfInterest
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from lisa_ros.geometry import NO_GEOMETRY, Intrinsics, MaskGeometry, mask_geometry
 from lisa_ros.transforms import Transform
-from lisa_ros.msg import SegmentationResult, StageTimings
+from lisa_ros.msg import SegmentationResult, SegmentedObject, StageTimings, Status
 from lisa_ros.ros.conversions import numpy_to_image
 from lisa_ros.visualization import PALETTE, draw_overlay
 
 MARKER_NAMESPACE = "lisa_ros"
 # The timed stages of a request, in message order: the fields of msg/StageTimings.msg (total,
-# queue_wait, preprocess, image_encoding, generation, mask_decoding, postprocess), in seconds.
+# queue_wait, preprocess, image_encoding, generation, mask_decoding, postprocess).
 STAGES: tuple[str, ...] = tuple(StageTimings.get_fields_and_field_types())
+# The name of each status code (lisa_ros/msg/Status's constants): 0 -> "OK", 12 -> "NO_TARGET", ...
+STATUS_NAMES: dict[int, str] = {getattr(Status, name): name for name in dir(Status)
+                                if name.isupper() and isinstance(getattr(Status, name), int)}
+
+
+def duration(seconds: float) -> Duration:
+    """builtin_interfaces/Duration of ``seconds`` (>= 0; rounded to the nanosecond)."""
+    nanoseconds = max(0, round(seconds * 1e9))
+    return Duration(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
+
+
+def duration_seconds(value) -> float:
+    """Seconds of a builtin_interfaces/Duration."""
+    return value.sec + value.nanosec * 1e-9
+
+
+def stage_timings(seconds_per_stage: dict[str, float]) -> StageTimings:
+    """StageTimings from seconds per stage (:data:`STAGES`; a stage not given is 0)."""
+    return StageTimings(**{stage: duration(seconds_per_stage.get(stage, 0.0)) for stage in STAGES})
 
 
 def region_of_interest(box: tuple[int, int, int, int]) -> RegionOfInterest:
@@ -50,16 +70,36 @@ def public_session_id(session_id: str) -> str:
     return "sha256:" + hashlib.sha256(session_id.encode()).hexdigest()[:16] if session_id else ""
 
 
-def segmentation_result(header, answer, session_id: str, masks: list[Image], shapes: list[MaskGeometry],
-                        image_size: tuple[int, int], depth_header=None,
-                        intrinsics: Intrinsics | None = None) -> SegmentationResult:
-    """The SegmentationResult message of one answered request (timings filled by the caller;
-    target_poses and point_cloud by :func:`add_target_frame` and :func:`point_cloud`).
+def segmented_object(object_id: int, decoded, mask: Image, shape: MaskGeometry, header,
+                     target_frame: str = "", target_from_optical: Transform | None = None) -> SegmentedObject:
+    """The SegmentedObject of one decoded mask.
 
-    ``masks``: the mono8 Image of each of ``answer.masks`` and ``shapes`` their geometry, in the
-    same order, built once by the caller (lisa_ros.ros.outputs) and shared with the feedback;
-    ``image_size``: (height, width) of the source image; ``depth_header``: the header of the depth image used (None: no depth); ``intrinsics``: those
-    the geometry used, at the source image's size (None: none).
+    ``decoded``: the engine's DecodedMask (label, score, box); ``mask``: its mono8 Image;
+    ``shape``: its geometry in the optical frame of ``header`` (the source image's);
+    ``target_from_optical``: the request's transform into ``target_frame`` (None: no target
+    pose). An object without 3D gets no target pose either.
+    """
+    message = SegmentedObject(id=int(object_id), label=decoded.label, score=float(decoded.score), mask=mask,
+                              box=region_of_interest(decoded.box), valid_points=int(shape.valid_points))
+    message.pose = pose(header, shape.centroid, shape.orientation)
+    message.extent = Vector3(**dict(zip("xyz", (float(v) for v in shape.principal_extent))))
+    if target_from_optical is not None and shape.is_valid:
+        message.target_pose = pose(header, target_from_optical.apply(np.array(shape.centroid)),
+                                   target_from_optical.rotate(np.array(shape.orientation)), frame_id=target_frame)
+    return message
+
+
+def segmentation_result(header, answer, session_id: str, objects: list[SegmentedObject], masks: list[np.ndarray],
+                        image_size: tuple[int, int], depth_header=None,
+                        camera_info: CameraInfo | None = None) -> SegmentationResult:
+    """The SegmentationResult of one answered request (status, timings, target frame fields and
+    point cloud filled by the caller).
+
+    ``objects``: the SegmentedObject of each of ``answer.masks``, in order, built once by the
+    caller (lisa_ros.ros.outputs) and shared with the feedback; ``masks``: their ``(H, W)`` bool
+    pixels (for the label image); ``image_size``: (height, width) of the source image;
+    ``depth_header``: the header of the depth image used (None: no depth); ``camera_info``: the
+    one the 3D used, at the source image's size (None: none).
     """
     result = SegmentationResult()
     result.header = header
@@ -67,22 +107,38 @@ def segmentation_result(header, answer, session_id: str, masks: list[Image], sha
     result.answer = answer.text
     result.explanation = answer.explanation
     result.session_id = session_id
-    result.masks = list(masks)
-    result.scores = [float(m.score) for m in answer.masks]
-    result.boxes = [region_of_interest(m.box) for m in answer.masks]
-    result.centroids = [point(g.centroid) for g in shapes]
-    result.poses = [pose(header, g.centroid, g.orientation) for g in shapes]
-    result.extents = [Vector3(x=float(v[0]), y=float(v[1]), z=float(v[2])) for v in (g.principal_extent for g in shapes)]
-    result.valid_points = [int(g.valid_points) for g in shapes]
-    result.instance_labels = instance_labels(header, [m.mask for m in answer.masks], image_size)
+    result.objects = list(objects)
+    result.instance_labels = instance_labels(header, masks, image_size)
     if depth_header is not None:
         result.depth_header = depth_header
-    if intrinsics is not None:
-        at_size = intrinsics.scaled_to(image_size[1], image_size[0])
-        result.intrinsics = [at_size.fx, at_size.fy, at_size.cx, at_size.cy]
+    if camera_info is not None:
+        result.camera_info = camera_info
     result.warnings = list(answer.warnings)
     result.generated_tokens = answer.generated_tokens
     return result
+
+
+def camera_info_at(info: CameraInfo, width: int, height: int) -> CameraInfo:
+    """``info`` for an image of ``width`` x ``height`` (a copy): unchanged at its own size;
+    for a resized image, K and P scaled as :meth:`lisa_ros.geometry.Intrinsics.scaled_to` scales
+    the intrinsics the 3D used (binning and ROI cleared: the result describes the image itself)."""
+    out = copy.deepcopy(info)
+    own_width, own_height = info.width or width, info.height or height
+    out.width, out.height = width, height
+    if (own_width, own_height) == (width, height):
+        return out
+    k, p = [float(v) for v in info.k], [float(v) for v in info.p]
+    if k[0] > 0 and k[4] > 0:
+        at = Intrinsics(k[0], k[4], k[2], k[5], own_width, own_height).scaled_to(width, height)
+        k[0], k[4], k[2], k[5] = at.fx, at.fy, at.cx, at.cy
+    if p[0] > 0 and p[5] > 0:
+        at = Intrinsics(p[0], p[5], p[2], p[6], own_width, own_height).scaled_to(width, height)
+        p[3], p[7] = p[3] * at.fx / p[0], p[7] * at.fy / p[5]  # Tx = -fx' B and Ty scale with the focal length
+        p[0], p[5], p[2], p[6] = at.fx, at.fy, at.cx, at.cy
+    out.k, out.p = k, p
+    out.binning_x = out.binning_y = 0
+    out.roi = RegionOfInterest()
+    return out
 
 
 def pose(header, position, orientation_wxyz, frame_id: str | None = None) -> PoseStamped:
@@ -105,41 +161,34 @@ def instance_labels(header, masks: list[np.ndarray], size: tuple[int, int]) -> I
     return numpy_to_image(labels, "16UC1", header)
 
 
-def add_target_frame(result: SegmentationResult, shapes: list[MaskGeometry], target_frame: str,
-                     target_from_optical: Transform) -> None:
-    """Fill ``result.target_poses``: each shape's pose mapped into ``target_frame`` by
-    ``target_from_optical`` (a shape without 3D keeps NaN position and identity orientation)."""
-    result.target_poses = [
-        pose(result.header, target_from_optical.apply(np.array(g.centroid)),
-             target_from_optical.rotate(np.array(g.orientation)), frame_id=target_frame) if g.is_valid else
-        pose(result.header, g.centroid, g.orientation, frame_id=target_frame)
-        for g in shapes]
-
-
-# PointCloud2 layout of result.point_cloud: x, y, z float32 metres and the 1-based mask label.
+# PointCloud2 layout of ~/points and result.point_cloud: PCL's PointXYZL (x, y, z float32 metres,
+# label uint32 = the object's id).
 def cloud_fields() -> list[PointField]:
     """The fields of :data:`CLOUD_DTYPE` (a new list per message: messages are mutable)."""
     return [PointField(name="x", offset=0, datatype=PointField.FLOAT32, count=1),
             PointField(name="y", offset=4, datatype=PointField.FLOAT32, count=1),
             PointField(name="z", offset=8, datatype=PointField.FLOAT32, count=1),
-            PointField(name="label", offset=12, datatype=PointField.UINT16, count=1)]
+            PointField(name="label", offset=12, datatype=PointField.UINT32, count=1)]
 
 
-CLOUD_DTYPE = np.dtype({"names": ["x", "y", "z", "label"], "formats": ["<f4", "<f4", "<f4", "<u2"],
+CLOUD_DTYPE = np.dtype({"names": ["x", "y", "z", "label"], "formats": ["<f4", "<f4", "<f4", "<u4"],
                         "offsets": [0, 4, 8, 12], "itemsize": 16})
 
 
-def point_cloud(header, shapes: list[MaskGeometry], transform: Transform | None = None,
+def point_cloud(header, labelled_points: list[tuple[int, np.ndarray]], transform: Transform | None = None,
                 frame_id: str | None = None) -> PointCloud2:
-    """The object points of every shape as one unorganised PointCloud2 (:func:`cloud_fields`,
-    little-endian), mapped by ``transform`` into ``frame_id`` when given (else optical frame)."""
-    total = sum(len(g.points) for g in shapes)
+    """The points of every object as one unorganised PointCloud2 (:func:`cloud_fields`,
+    little-endian). ``labelled_points``: (object id, ``(N, 3)`` points in the optical frame of
+    ``header``) per object; mapped by ``transform`` into ``frame_id`` when given (else the optical
+    frame); stamp = the image's."""
+    total = sum(len(points) for _, points in labelled_points)
     cloud = np.zeros(total, CLOUD_DTYPE)
     start = 0
-    for label, shape in enumerate(shapes, start=1):
-        points = shape.points if transform is None else transform.apply(shape.points)
+    for label, points in labelled_points:
+        if transform is not None:
+            points = transform.apply(points)
         end = start + len(points)
-        cloud["x"][start:end], cloud["y"][start:end], cloud["z"][start:end] = points.T
+        cloud["x"][start:end], cloud["y"][start:end], cloud["z"][start:end] = np.asarray(points).T
         cloud["label"][start:end] = label
         start = end
     message = PointCloud2(height=1, width=total, fields=cloud_fields(), is_bigendian=False,
@@ -197,7 +246,3 @@ def debug_image(header, rgb: np.ndarray, answer) -> Image:
     overlay = draw_overlay(rgb, [m.mask for m in answer.masks], [m.box for m in answer.masks],
                            [m.score for m in answer.masks], answer.text)
     return numpy_to_image(overlay, "rgb8", header)
-
-
-def nan_point() -> Point:
-    return Point(x=math.nan, y=math.nan, z=math.nan)

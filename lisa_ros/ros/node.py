@@ -17,6 +17,7 @@ made while the node is not active is answered (NOT_READY) instead of hanging.
 from __future__ import annotations
 
 import functools
+import itertools
 import sys
 import time
 import weakref
@@ -39,7 +40,7 @@ from lisa_ros.ros.cameras import CameraInput
 from lisa_ros.ros.outputs import Publishers
 from lisa_ros.ros.qos import INPUT_QOS, REQUEST_QOS, RESULT_TIMEOUT_S, action_qos
 from lisa_ros.ros.request import RequestHandler
-from lisa_ros.ros.tf import TfLookup
+from lisa_ros.ros.tf import TfLookup, history_seconds
 from lisa_ros.transforms import TransformError
 from lisa_ros.ros.serving import Server
 from lisa_ros.srv import ReasonSegment
@@ -60,8 +61,6 @@ class LisaNode(LifecycleNodeMixin, Node):
         # What was given at start may always be set again (model_roots limits other values).
         self._start_models = {name: self.get_parameter(name).value for name in parameters.MODEL_SOURCE_PARAMETERS}
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.add_post_set_parameters_callback(
-            lambda changed: [self._start_tf(p.value) for p in changed if p.name == "target_frame"])
         self.config: parameters.NodeConfig | None = None
         self.engine = None  # lisa_ros.engine.LisaEngine while configured
         self.cameras: dict[str, CameraInput] = {}
@@ -70,6 +69,8 @@ class LisaNode(LifecycleNodeMixin, Node):
         self._camera_subscriptions = []  # not _subscriptions/_publishers: rclpy's Node uses those names
         self._weights_bytes = 0
         self._hardware_id = ""
+        # Object ids, unique within the node's life (not reset by a reload): SegmentedObject.id.
+        self._object_ids = itertools.count(1)
 
         self._server = Server(self.get_parameter("queue_depth").value, self.get_logger(), self._describe_state,
                               request_timeout=lambda: self.get_parameter("request_timeout").value)
@@ -177,8 +178,9 @@ class LisaNode(LifecycleNodeMixin, Node):
         self._handler = RequestHandler(
             self.engine, SessionStore(config.session_timeout, config.max_sessions), FrameCache(config.frame_cache_size),
             self.cameras, config.default_camera_name, config.session_timeout, self._outputs,
-            read_live=functools.partial(parameters.read_live, self), tf=self._tf, logger=self.get_logger())
-        self._start_tf(self.get_parameter("target_frame").value)
+            read_live=functools.partial(parameters.read_live, self), tf=self._tf, logger=self.get_logger(),
+            next_id=functools.partial(next, self._object_ids))
+        self._start_tf()
         self.load_error = ""
         return TransitionCallbackReturn.SUCCESS
 
@@ -255,15 +257,15 @@ class LisaNode(LifecycleNodeMixin, Node):
             pass
 
     # ------------------------------------------------------------------ diagnostics
-    def _start_tf(self, target_frame: str) -> None:
-        """Start the TF subscriptions once a target_frame is set, so the buffer fills before the
-        first request needs it (a failure is logged; requests then report it as transform_error)."""
-        if not target_frame:
-            return
+    def _start_tf(self) -> None:
+        """Start the TF subscriptions (once), so the buffer holds history before a request names a
+        target frame (a failure is logged; such requests then report it as transform_error)."""
+        live = parameters.read_live(self)
+        self._tf.keep_history(history_seconds(live.max_frame_age, live.request_timeout))
         try:
             self._tf.start()
         except TransformError as exc:
-            self.get_logger().warning(f"target_frame {target_frame!r}: {exc}")
+            self.get_logger().warning(f"no target-frame poses: {exc}")
 
     def _now_seconds(self) -> float:
         """The node's clock in seconds: ROS time, so sim time (/clock) under use_sim_time."""

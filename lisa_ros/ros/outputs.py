@@ -1,75 +1,96 @@
 """What one request sends out: action feedback while it runs, then the node's output topics.
 
-Each mask is converted to a ``sensor_msgs/Image`` and its 3D geometry computed once per request
-(:class:`MaskOutputs`): the action feedback that carries a mask the moment it is decoded, the
-SegmentationResult, the rviz markers and the debug image all reuse them. The message layout
-itself is :mod:`lisa_ros.ros.messages`; every output carries the source image's header.
+Each decoded mask becomes a ``SegmentedObject`` once per request (:class:`ObjectOutputs`): its id,
+mono8 Image, 3D geometry and, through the request's :class:`~lisa_ros.ros.tf.TargetTransform`,
+its pose in the target frame. The action feedback that carries the object the moment it is
+decoded, the SegmentationResult, the detections, the point cloud, the rviz markers and the debug
+image all reuse it. The message layout itself is :mod:`lisa_ros.ros.messages` (and
+:mod:`lisa_ros.ros.detections`); every output carries the source image's stamp.
 
-Topics (all under the node's ``~/``): ``result`` (SegmentationResult; its ``session_id`` replaced
-by :func:`lisa_ros.ros.messages.public_session_id`), ``mask`` (mono8 union of
-the masks), ``explanation`` (String), ``markers`` (MarkerArray) with reliable QoS, and
-``debug_image`` (rgb8; reliable, keep last 1: one image per answer). Every publisher takes QoS
-overrides (``qos_overrides./<ns>/lisa_ros/<topic>.publisher.*`` in the parameters file).
+Topics (all under the node's ``~/``), published for every served request (OK and NO_TARGET):
+``result`` (SegmentationResult; its ``session_id`` replaced by
+:func:`lisa_ros.ros.messages.public_session_id`), ``mask`` (mono8 union of the masks),
+``explanation`` (String), ``detections`` (vision_msgs/Detection2DArray), ``detections_3d``
+(vision_msgs/Detection3DArray, in the target frame when TF answered) and ``markers``
+(MarkerArray) with reliable QoS; ``debug_image`` (rgb8; reliable, keep last 1: one image per
+answer); ``points`` (PointCloud2, PCL PointXYZL: label = object id; built only while someone
+subscribes). Every publisher takes QoS overrides
+(``qos_overrides./<ns>/lisa_ros/<topic>.publisher.*`` in the parameters file).
 """
 from __future__ import annotations
 
 import copy
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 from lisa_ros.action import ReasonSegment as ReasonSegmentAction
 from lisa_ros.geometry import Intrinsics, MaskGeometry
-from lisa_ros.msg import SegmentationResult
+from lisa_ros.msg import SegmentationResult, SegmentedObject
 from lisa_ros.ros import messages
 from lisa_ros.ros.conversions import mask_to_image
+from lisa_ros.ros.tf import TargetTransform
 
 Stage = ReasonSegmentAction.Feedback
 FEEDBACK_PERIOD_S = 0.2  # partial-text feedback at most this often (masks are sent at once)
 
 
 @dataclass(frozen=True)
-class MaskOutput:
+class ObjectOutput:
     """One decoded mask as it goes out: the engine's mask (``decoded.mask`` (H, W) bool, score,
-    box), its mono8 Image with the source header, and its 3D geometry in the optical frame."""
+    box, label), its SegmentedObject (``message``: id, mono8 mask, poses) and its 3D geometry in
+    the optical frame (``geometry``, with its points)."""
 
     decoded: Any  # lisa_ros.engine.DecodedMask
-    image: Image
+    message: SegmentedObject
     geometry: MaskGeometry
 
 
-class MaskOutputs:
+class ObjectOutputs:
     """Converts each mask of one request once: by :meth:`get` as masks stream in, and by
     :meth:`all` for the finished answer (the masks already converted are reused).
 
-    ``depth_m``: ``(H, W)`` float32 metres registered to the colour image, or None;
-    ``intrinsics``: of the colour image, or None (no depth or no intrinsics: NaN geometry).
+    ``header``: the source image's; ``depth_m``: ``(H, W)`` float32 metres registered to the
+    colour image, or None; ``intrinsics``: of the colour image, or None (no depth or no
+    intrinsics: NaN geometry); ``next_id()``: a new object id (unique within the node's life);
+    ``target``: the request's transform into its target frame, looked up by the first object
+    with 3D.
     """
 
-    def __init__(self, header, depth_m: np.ndarray | None, intrinsics: Intrinsics | None):
+    def __init__(self, header, depth_m: np.ndarray | None, intrinsics: Intrinsics | None,
+                 next_id: Callable[[], int], target: TargetTransform):
         self._header = header
         self._depth_m = depth_m
         self._intrinsics = intrinsics
-        self._done: dict[int, MaskOutput] = {}
+        self._next_id = next_id
+        self.target = target
+        self._done: dict[int, ObjectOutput] = {}
 
-    def get(self, decoded) -> MaskOutput:
+    def get(self, decoded) -> ObjectOutput:
         """``decoded`` (an engine DecodedMask) converted, once per mask index."""
         done = self._done.get(decoded.index)
         if done is None or done.decoded is not decoded:
-            done = MaskOutput(decoded, mask_to_image(decoded.mask, self._header),
-                              messages.geometry(decoded.mask, self._depth_m, self._intrinsics))
-            self._done[decoded.index] = done
+            shape = messages.geometry(decoded.mask, self._depth_m, self._intrinsics)
+            transform = self.target.get() if shape.is_valid else None
+            message = messages.segmented_object(self._next_id(), decoded, mask_to_image(decoded.mask, self._header),
+                                                shape, self._header, self.target.frame, transform)
+            done = self._done[decoded.index] = ObjectOutput(decoded, message, shape)
         return done
 
-    def all(self, masks: list) -> list[MaskOutput]:
+    def all(self, masks: list) -> list[ObjectOutput]:
         return [self.get(decoded) for decoded in masks]
+
+
+def labelled_points(outputs: list[ObjectOutput]) -> list[tuple[int, np.ndarray]]:
+    """(object id, ``(N, 3)`` optical-frame points) per object, for :func:`messages.point_cloud`."""
+    return [(output.message.id, output.geometry.points) for output in outputs]
 
 
 class GoalFeedback:
@@ -91,24 +112,20 @@ class GoalFeedback:
         return self._goal is not None and self._goal.is_cancel_requested
 
     def _message(self, stage: str):
-        feedback = ReasonSegmentAction.Feedback(stage=stage, mask_index=-1)
-        feedback.elapsed = time.monotonic() - self._received_at
-        feedback.centroid = messages.nan_point()
-        return feedback
+        return ReasonSegmentAction.Feedback(stage=stage, elapsed=messages.duration(time.monotonic() - self._received_at))
 
     def stage(self, stage: str) -> None:
         """A stage change (one of the Feedback STAGE_* constants)."""
         if self._goal is not None:
             self._goal.publish_feedback(self._message(stage))
 
-    def mask(self, output: MaskOutput) -> None:
-        """A mask the moment it is decoded (stage decoding_mask), with its score, box and centroid."""
+    def object(self, output: ObjectOutput) -> None:
+        """An object the moment its mask is decoded (stage decoding_mask), complete: id, label,
+        mask, box, score, poses."""
         if self._goal is None:
             return
         feedback = self._message(Stage.STAGE_DECODING_MASK)
-        feedback.mask_index, feedback.mask = output.decoded.index, output.image
-        feedback.score, feedback.box = float(output.decoded.score), messages.region_of_interest(output.decoded.box)
-        feedback.centroid = messages.point(output.geometry.centroid)
+        feedback.objects = [output.message]
         self._goal.publish_feedback(feedback)
 
     def text(self, partial_answer: str, generated_tokens: int) -> None:
@@ -122,12 +139,13 @@ class GoalFeedback:
 
 
 class Publishers:
-    """The node's output topics (see the module docstring); created once, with the node."""
+    """The node's output topics (see the module docstring); created once, with the node. Without
+    vision_msgs (a ROS 2 install lacking it) the detection topics are off, with one warning."""
 
     def __init__(self, node):
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        # One image per answer: reliable (a default subscriber gets it; a best-effort one too),
-        # and only the newest kept, so a slow subscriber does not hold several frames.
+        # One image (or cloud) per answer: reliable (a default subscriber gets it; a best-effort
+        # one too), and only the newest kept, so a slow subscriber does not hold several.
         newest_reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
         # Every publisher takes qos_overrides./lisa_ros/<topic>.publisher.* from the parameters.
         overridable = dict(qos_overriding_options=QoSOverridingOptions.with_default_policies())
@@ -136,22 +154,46 @@ class Publishers:
         self._explanation = node.create_publisher(String, "~/explanation", reliable, **overridable)
         self._debug = node.create_publisher(Image, "~/debug_image", newest_reliable, **overridable)
         self._markers = node.create_publisher(MarkerArray, "~/markers", reliable, **overridable)
+        self._points = node.create_publisher(PointCloud2, "~/points", newest_reliable, **overridable)
+        try:
+            from vision_msgs.msg import Detection2DArray, Detection3DArray
 
-    def publish(self, result: SegmentationResult, masks: list[MaskOutput], rgb: np.ndarray, answer,
-                debug_image: bool, markers: bool) -> None:
-        """One answered request: ``result`` as sent to the client, ``masks`` its converted masks,
-        ``rgb`` the ``(H, W, 3)`` uint8 source image, ``answer`` the engine's Answer."""
+            from lisa_ros.ros import detections
+        except ImportError as exc:  # a ROS 2 install without vision_msgs: everything else still works
+            node.get_logger().warning(f"~/detections and ~/detections_3d are off: {exc} (install ros-<distro>-vision-msgs, "
+                                      "or `make install`, which builds it)")
+            self._detections = self._detections_3d = None
+        else:
+            self._to_detections = detections
+            self._detections = node.create_publisher(Detection2DArray, "~/detections", reliable, **overridable)
+            self._detections_3d = node.create_publisher(Detection3DArray, "~/detections_3d", reliable, **overridable)
+
+    @property
+    def points_wanted(self) -> bool:
+        """Whether anyone subscribes to ~/points (the cloud is built only then)."""
+        return self._points.get_subscription_count() > 0
+
+    def publish(self, result: SegmentationResult, outputs: list[ObjectOutput], rgb: np.ndarray, answer,
+                debug_image: bool, markers: bool, cloud: PointCloud2 | None = None) -> None:
+        """One served request: ``result`` as sent to the client, ``outputs`` its converted objects,
+        ``rgb`` the ``(H, W, 3)`` uint8 source image, ``answer`` the engine's Answer, ``cloud``
+        the object points for ~/points (None: nobody asked)."""
         header = result.header
         public = copy.copy(result)  # the client's own result keeps the session id itself
         public.session_id = messages.public_session_id(result.session_id)
         self._result.publish(public)
         union = np.zeros(rgb.shape[:2], bool)
-        for output in masks:
+        for output in outputs:
             union |= output.decoded.mask
         self._mask.publish(mask_to_image(union, header))
         self._explanation.publish(String(data=result.explanation))
+        if self._detections is not None:
+            self._detections.publish(self._to_detections.detections_2d(result))
+            self._detections_3d.publish(self._to_detections.detections_3d(result))
+        if cloud is not None:
+            self._points.publish(cloud)
         if debug_image:
             self._debug.publish(messages.debug_image(header, rgb, answer))
         if markers:
-            labels = [f"#{m.decoded.index} {m.decoded.score:.2f}" for m in masks]
-            self._markers.publish(messages.markers(header, [m.geometry for m in masks], labels))
+            labels = [" ".join(filter(None, (f"#{o.message.id}", o.message.label, f"{o.message.score:.2f}"))) for o in outputs]
+            self._markers.publish(messages.markers(header, [o.geometry for o in outputs], labels))

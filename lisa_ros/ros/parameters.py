@@ -88,10 +88,11 @@ SPECS = [
                                 "or GPU works while the node is idle; needs frame_cache_size > 0"),
     Spec("publish_debug_image", True, "publish ~/debug_image (masks, boxes and answer drawn on the frame)"),
     Spec("publish_markers", True, "publish ~/markers (3D centroid and extent per mask)"),
-    Spec("target_frame", "", "frame for result.target_poses and the point cloud (e.g. base_link), looked up in TF at "
-                             "the image's stamp; empty = optical frame only"),
-    Spec("tf_timeout", 0.2, "seconds a request waits for the target_frame transform (then transform_error)",
-         low=0.0, high=10.0),
+    Spec("target_frame", "", "frame for the objects' target_pose, ~/detections_3d and the point clouds when a request "
+                             "names none, looked up in TF at the image's stamp; on a moving base a fixed frame (odom, "
+                             "map); empty = optical frame only"),
+    Spec("tf_timeout", 0.2, "seconds a request waits for its target-frame transform (then transform_error and "
+                            "no_target_pose)", low=0.0, high=10.0),
     Spec("autostart", True, "configure and activate at start (no lifecycle manager needed)", True),
 ]
 

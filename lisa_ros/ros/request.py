@@ -14,23 +14,27 @@
 4. continue or start the session (UNKNOWN_SESSION);
 5. encode the frame, or reuse it from the frame cache (key: :attr:`FrameSource.cache_key`; an
    image the encoders cannot take, e.g. thinner than one patch, is INVALID_IMAGE);
-6. generate, streaming masks and text as action feedback, stopping on cancel or deactivate
-   (CANCELLED, NOT_READY); a command the model cannot take as text (prompt syntax such as
-   ``<image>``, or too long for the context even without the session's history) is
-   INVALID_COMMAND; history that does not fit is trimmed, oldest turns first;
-7. build the result and publish the outputs (:mod:`lisa_ros.ros.outputs`), with timings per
-   stage (:data:`lisa_ros.ros.messages.STAGES`); the message says when no target was segmented
-   and why, and what was trimmed to fit the context;
-8. with ``target_frame`` set, the poses also in that frame through TF at the image stamp
-   (:mod:`lisa_ros.ros.tf`; a failed lookup is ``transform_error`` and a note, not a failure),
-   and the point cloud when the request asks for it.
+6. generate, streaming each object as action feedback the moment its mask is decoded (with its
+   id, 3D pose and, when a target frame is asked, its pose in that frame: TF is looked up at the
+   image stamp by the first object with 3D, :class:`lisa_ros.ros.tf.TargetTransform`; a failed
+   lookup is ``transform_error``, the ``no_target_pose`` flag and a note, not a failure), and text,
+   stopping on cancel or deactivate (CANCELLED, NOT_READY); a command the model cannot take as text
+   (prompt syntax such as ``<image>``, or too long for the context even without the session's
+   history) is INVALID_COMMAND; history that does not fit is trimmed, oldest turns first;
+7. build the result (OK with objects, NO_TARGET when the answer holds no [SEG]; ``no_3d`` when an
+   object lacks 3D) and publish the outputs (:mod:`lisa_ros.ros.outputs`), with timings per stage
+   (:data:`lisa_ros.ros.messages.STAGES`); the message says why there is no target, why 3D or the
+   target pose is missing, and what was trimmed to fit the context; the point cloud when the
+   request asks for it or someone subscribes to ``~/points``.
 
 A refusal is a :class:`~lisa_ros.ros.serving.RequestError` with its code; anything else that
 raises is a model failure, answered by the server.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import math
 import threading
 import time
@@ -42,6 +46,7 @@ from sensor_msgs.msg import CompressedImage
 
 from lisa_ros.errors import InvalidCommandError, InvalidImageError
 from lisa_ros.geometry import Intrinsics
+from lisa_ros.msg import Status
 from lisa_ros.ros import messages
 from lisa_ros.ros.cameras import CameraFrame, CameraInput, stamp_seconds, time_seconds
 from lisa_ros.ros.conversions import (
@@ -51,10 +56,10 @@ from lisa_ros.ros.conversions import (
     image_to_rgb8,
     is_empty_image,
 )
-from lisa_ros.ros.outputs import GoalFeedback, MaskOutputs, Publishers, Stage
+from lisa_ros.ros.outputs import GoalFeedback, ObjectOutputs, Publishers, Stage, labelled_points
 from lisa_ros.ros.parameters import LiveParameters
 from lisa_ros.ros.serving import IDLE_POLL_S, Codes, Job, RequestError, past_deadline
-from lisa_ros.transforms import TransformError
+from lisa_ros.ros.tf import TargetTransform, TfLookup, history_seconds, wait_until
 
 
 @dataclass(frozen=True)
@@ -275,13 +280,14 @@ class RequestHandler:
     SessionStore/FrameCache; ``cameras``: the camera inputs by name; ``default_camera``: used
     when a request names none; ``session_timeout``: seconds, for the UNKNOWN_SESSION message;
     ``publishers``: the node's output topics; ``read_live()``: the run-time parameters now;
-    ``tf``: a :class:`lisa_ros.ros.tf.TfLookup` (None: target_frame outputs are refused as
-    transform errors); ``logger``: for warnings outside a request (None: none).
+    ``tf``: a :class:`lisa_ros.ros.tf.TfLookup` (None: target poses are refused as transform
+    errors); ``logger``: for warnings outside a request (None: none); ``next_id()``: a new object
+    id, unique within the node's life (the node's counter survives reloads).
     """
 
     def __init__(self, engine, sessions, frame_cache, cameras: dict[str, CameraInput], default_camera: str,
-                 session_timeout: float, publishers: Publishers, read_live: Callable[[], LiveParameters], tf=None,
-                 logger=None):
+                 session_timeout: float, publishers: Publishers, read_live: Callable[[], LiveParameters],
+                 tf: TfLookup | None = None, logger=None, next_id: Callable[[], int] | None = None):
         self.engine = engine
         self.sessions = sessions
         self.frame_cache = frame_cache
@@ -292,6 +298,7 @@ class RequestHandler:
         self.read_live = read_live
         self.tf = tf
         self.logger = logger
+        self.next_id = next_id if next_id is not None else functools.partial(next, itertools.count(1))
         # encode_ahead: the default camera's frame last encoded while idle (in the frame cache
         # under its cache_key), the arrival number last considered, the last encoding's duration
         # (seconds), and whether the "slower than max_frame_age" warning was given
@@ -300,9 +307,10 @@ class RequestHandler:
         self._encode_s = 0.0
         self._warned_slow = False
 
-    def __call__(self, job: Job, stopping: threading.Event) -> tuple[str, dict[str, float]]:
-        """Serve ``job``; returns the answer's message (notes, "" when none) and the timings in
-        seconds per stage. ``stopping``: a threading.Event set on deactivate."""
+    def __call__(self, job: Job, stopping: threading.Event) -> tuple[int, str, dict[str, float]]:
+        """Serve ``job``; returns its code (OK, or NO_TARGET for an answer without objects), the
+        answer's message (notes, "" when none) and the timings in seconds per stage. ``stopping``:
+        a threading.Event set on deactivate."""
         request, engine = job.request, self.engine
         live = self.read_live()
         options = generation_options(live)
@@ -335,13 +343,17 @@ class RequestHandler:
             raise RequestError(Codes.INVALID_IMAGE, f"image: {exc}") from exc
         timings["image_encoding"] = 0.0 if cached else time.monotonic() - encode_start
 
-        # -- generation, masks streamed as they are decoded
+        # -- generation, objects streamed as their masks are decoded
         feedback.stage(Stage.STAGE_GENERATING)
-        masks = MaskOutputs(header, frame.depth_m, frame.intrinsics)
+        if self.tf is not None:
+            self.tf.keep_history(history_seconds(live.max_frame_age, live.request_timeout))
+        target = TargetTransform(self.tf, request.target_frame or live.target_frame, header,
+                                 wait_until(job.deadline, live.tf_timeout))
+        objects = ObjectOutputs(header, frame.depth_m, frame.intrinsics, self.next_id, target)
         try:
             answer, conversation = engine.answer(
                 encoded, command, explain=request.explain, history=history, options=options,
-                on_mask=(lambda decoded: feedback.mask(masks.get(decoded))) if feedback.streaming else None,
+                on_mask=(lambda decoded: feedback.object(objects.get(decoded))) if feedback.streaming else None,
                 on_token=feedback.text,
                 should_stop=lambda: stopping.is_set() or feedback.cancel_requested or time.monotonic() > job.deadline)
         except InvalidCommandError as exc:  # prompt syntax in the text, or too long for the context
@@ -367,25 +379,36 @@ class RequestHandler:
         # -- result and outputs
         feedback.stage(Stage.STAGE_POSTPROCESSING)
         post_start = time.monotonic()
-        outputs = masks.all(answer.masks)
-        shapes = [output.geometry for output in outputs]
+        outputs = objects.all(answer.masks)
         with_3d = frame.depth_m is not None and frame.intrinsics is not None
-        job.result = messages.segmentation_result(
-            header, answer, session_id, [o.image for o in outputs], shapes, frame.rgb.shape[:2],
-            depth_header=source.depth.header if with_3d else None, intrinsics=frame.intrinsics if with_3d else None)
-        if frame.depth_m is not None and answer.masks and not any(s.is_valid for s in shapes):
+        result = job.result = messages.segmentation_result(
+            header, answer, session_id, [o.message for o in outputs], [m.mask for m in answer.masks],
+            frame.rgb.shape[:2], depth_header=source.depth.header if with_3d else None,
+            camera_info=messages.camera_info_at(source.camera_info, frame.rgb.shape[1], frame.rgb.shape[0])
+            if with_3d else None)
+        result.target_frame = target.frame
+        result.no_3d = any(not o.geometry.is_valid for o in outputs)
+        if frame.depth_m is not None and outputs and not any(o.geometry.is_valid for o in outputs):
             frame.notes.append("no mask has valid depth: centroids are NaN")
-        target_frame = live.target_frame.lstrip("/")  # tf2 frame ids have no leading "/"
-        target_from_optical = self._target_frame(job, target_frame, live.tf_timeout, shapes, frame)
-        if getattr(request, "point_cloud", False):
-            job.result.point_cloud = messages.point_cloud(
-                header, shapes, target_from_optical, target_frame if target_from_optical is not None else None)
-        self.publishers.publish(job.result, outputs, frame.rgb, answer, live.publish_debug_image, live.publish_markers)
+        transform = target.get() if any(o.geometry.is_valid for o in outputs) else None
+        if target.error:
+            result.transform_error = target.error
+            result.no_target_pose = True
+            frame.notes.append(f"no poses in target_frame: {target.error}")
+        cloud = None
+        if request.point_cloud or self.publishers.points_wanted:
+            cloud = messages.point_cloud(header, labelled_points(outputs), transform,
+                                         target.frame if transform is not None else None)
+            if request.point_cloud:
+                result.point_cloud = cloud
+        code, message = Codes.OK if outputs else Codes.NO_TARGET, "; ".join(answer.caveats + frame.notes)
+        result.status = Status(code=code, message=message)  # the published result says it too
         timings["postprocess"] = time.monotonic() - post_start
         timings["total"] = time.monotonic() - job.received_at
-        for stage, value in timings.items():
-            setattr(job.result.timings, stage, float(value))
-        return "; ".join(answer.caveats + frame.notes), timings
+        result.timings = messages.stage_timings(timings)
+        self.publishers.publish(result, outputs, frame.rgb, answer, live.publish_debug_image, live.publish_markers,
+                                cloud)
+        return code, message, timings
 
     def usable_ahead(self, live: LiveParameters) -> CameraFrame | None:
         """The frame encoded ahead, when a request now may take it instead of encoding the
@@ -437,28 +460,6 @@ class RequestHandler:
                                          replaces=self.ahead.cache_key if self.ahead is not None else None)
         self.ahead = frame
         return True
-
-    def _target_frame(self, job: Job, target: str, tf_timeout: float, shapes: list, frame: DecodedFrame):
-        """With a ``target`` frame and some mask in 3D: fill ``job.result.target_poses`` and
-        return target_from_optical at the image stamp; None otherwise (``transform_error`` and a
-        note say why when the lookup failed). Waits at most ``tf_timeout`` seconds, never past the
-        deadline."""
-        source_frame = job.result.header.frame_id
-        if not target or not any(s.is_valid for s in shapes):
-            return None
-        try:
-            if not source_frame:
-                raise TransformError("the image header has no frame_id")
-            if self.tf is None:
-                raise TransformError("TF is not available in this node")
-            wait = max(0.0, min(tf_timeout, job.deadline - time.monotonic()))
-            transform = self.tf.lookup(target, source_frame, job.result.header.stamp, wait)
-        except TransformError as exc:
-            job.result.transform_error = f"{source_frame or '(no frame)'} -> {target}: {exc}"
-            frame.notes.append(f"no poses in target_frame: {job.result.transform_error}")
-            return None
-        messages.add_target_frame(job.result, shapes, target, transform)
-        return transform
 
     def note_depth(self, source: FrameSource, frame: DecodedFrame) -> None:
         """Tell the camera the frame came from whether its depth was usable (a camera whose depth

@@ -6,10 +6,12 @@ it is answered; a full queue answers BUSY at once, a server that is not started 
 An action goal that would get either is rejected before it is accepted (:meth:`Server.on_goal_request`).
 A goal cancelled while it waits leaves the queue at once (CANCELLED), freeing its slot.
 The worker thread takes one job at a time and runs the handler given to :meth:`Server.start`
-(:class:`lisa_ros.ros.request.RequestHandler`): its return is a success, a :class:`RequestError`
-a refusal with that code, any other exception a model failure (MODEL_ERROR, with a hint for
-CUDA out-of-memory). Every job is answered exactly once, through :meth:`Server.finish`, which
-also records the outcome in the statistics and logs refusals. :meth:`Server.stop` (deactivate)
+(:class:`lisa_ros.ros.request.RequestHandler`): its return is a served answer (OK, or NO_TARGET
+when the model found nothing that fits), a :class:`RequestError` a refusal with that code, any
+other exception a model failure (MODEL_ERROR, with a hint for CUDA out-of-memory). Every job is
+answered exactly once, through :meth:`Server.finish`, which sets the result's ``status``, records
+the outcome in the statistics and logs it. The codes are ``lisa_ros/msg/Status``'s, declared once
+for the service, the action and the published result. :meth:`Server.stop` (deactivate)
 makes a running generation stop at its next token and answers the queued jobs NOT_READY.
 When no job waits, the worker calls the handler's ``idle(stopping)`` if it has one (the node's
 ``encode_ahead``); a failure there is logged, never fatal.
@@ -31,23 +33,24 @@ from rclpy.action import GoalResponse
 
 from lisa_ros.action import ReasonSegment as ReasonSegmentAction
 from lisa_ros.errors import LisaError
-from lisa_ros.msg import SegmentationResult
+from lisa_ros.msg import SegmentationResult, Status
 from lisa_ros.ros.diagnostics import RequestStats
-from lisa_ros.srv import ReasonSegment
+from lisa_ros.ros.messages import STATUS_NAMES, duration_seconds
 
-Codes = ReasonSegment.Response
+Codes = Status
 JOB_TIMEOUT_S = 86400.0  # backstop for a caller waiting on a job without a finite deadline
 BACKSTOP_S = 60.0  # how long past its deadline a caller waits for the worker before giving up
 CANCEL_POLL_S = 0.05  # how often a waiting goal checks whether its client cancelled it
 IDLE_POLL_S = 0.05  # with an idle task: how long the worker waits for a job before calling it again
 EMPTY = object()  # JobQueue.get's answer when nothing came within its timeout
 
+# Outcomes of a served request: the model answered (with objects, or that nothing fits).
+SERVED_CODES = {Codes.OK, Codes.NO_TARGET}
 # Outcomes that are the client's input or the node's load, not a model failure.
 REJECTION_CODES = {Codes.INVALID_COMMAND, Codes.INVALID_IMAGE, Codes.NO_FRAME, Codes.STALE_FRAME,
                    Codes.UNKNOWN_CAMERA, Codes.UNKNOWN_SESSION, Codes.BUSY, Codes.NOT_READY, Codes.CANCELLED,
                    Codes.DEADLINE_EXCEEDED}
 REFUSAL_LOG_PERIOD_S = 5.0  # at most one refusal WARN per period (the statistics count them all)
-CODE_NAMES = {getattr(Codes, n): n for n in dir(Codes) if n.isupper() and isinstance(getattr(Codes, n), int)}
 
 
 def past_deadline(job: Job, when: str) -> str:
@@ -62,7 +65,7 @@ def _clip(text: str, limit: int = 120) -> str:
 
 
 class RequestError(LisaError):
-    """A request that cannot be served: ``code`` (a ReasonSegment.Response code) and the message
+    """A request that cannot be served: ``code`` (a lisa_ros/msg/Status code) and the message
     go back to the client as ``success=false``."""
 
     def __init__(self, code: int, message: str):
@@ -75,7 +78,8 @@ class Job:
     """One request on its way through the worker.
 
     ``result`` is filled as the request proceeds (command, then header, then session id), so a
-    refusal half-way still tells the client which frame and session it was about.
+    refusal half-way still tells the client which frame and session it was about; its ``status``
+    is set when the job is answered (``code``/``message`` here are the same).
     """
 
     request: Any  # ReasonSegment.Request or ReasonSegmentAction.Goal (same fields)
@@ -90,9 +94,10 @@ class Job:
     result: SegmentationResult = field(default_factory=SegmentationResult)
 
 
-# handler(job, stopping) -> (message, timings in seconds per stage); raises RequestError to refuse.
-# ``stopping`` is set when the server stops: a running generation should end at its next token.
-Handler = Callable[[Job, threading.Event], tuple[str, dict[str, float]]]
+# handler(job, stopping) -> (code OK or NO_TARGET, message, timings in seconds per stage); raises
+# RequestError to refuse. ``stopping`` is set when the server stops: a running generation should
+# end at its next token.
+Handler = Callable[[Job, threading.Event], tuple[int, str, dict[str, float]]]
 
 
 class JobQueue:
@@ -193,10 +198,10 @@ class Server:
 
     # ------------------------------------------------------------------ executor callbacks
     def _job(self, request, goal_handle=None) -> Job:
-        """A job for ``request`` with its deadline: the request's ``timeout`` when positive (and
-        finite or inf), else the ``request_timeout`` parameter."""
+        """A job for ``request`` with its deadline: the request's ``timeout`` (a
+        builtin_interfaces/Duration) when positive, else the ``request_timeout`` parameter."""
         job = Job(request, goal_handle=goal_handle)
-        timeout = float(getattr(request, "timeout", 0.0))
+        timeout = duration_seconds(request.timeout)
         job.deadline = job.received_at + (timeout if timeout > 0 else self._request_timeout())
         return job
 
@@ -206,20 +211,19 @@ class Server:
         job = self._job(request)
         if self._submit(job):
             self._wait(job)
-        response.success, response.error_code, response.message = job.success, job.code, job.message
-        response.result = job.result
+        response.success, response.result = job.success, job.result
         return response
 
     def on_goal(self, goal_handle):
-        """The ReasonSegment action's execute callback: canceled, succeeded or aborted."""
+        """The ReasonSegment action's execute callback: canceled, succeeded (served: OK or
+        NO_TARGET) or aborted (refused or failed)."""
         job = self._job(goal_handle.request, goal_handle)
         if self._submit(job):
             self._wait(job)
-        result = ReasonSegmentAction.Result(success=job.success, error_code=job.code, message=job.message,
-                                            result=job.result)
+        result = ReasonSegmentAction.Result(success=job.success, result=job.result)
         if job.code == Codes.CANCELLED and goal_handle.is_cancel_requested:
             goal_handle.canceled()
-        elif job.success:
+        elif job.code in SERVED_CODES:
             goal_handle.succeed()
         else:
             goal_handle.abort()
@@ -274,22 +278,25 @@ class Server:
 
     # ------------------------------------------------------------------ answers
     def finish(self, job: Job, code: int, message: str = "", timings: dict[str, float] | None = None) -> None:
-        """Answer ``job`` once: set its outcome, record it, log it, wake the caller. A second
-        answer (the worker ending a job its waiting caller already gave up on) is dropped."""
+        """Answer ``job`` once: set its outcome (and its result's ``status``), record it, log it,
+        wake the caller. A second answer (the worker ending a job its waiting caller already gave
+        up on) is dropped."""
         with self._finish_lock:
             if job.answered:
                 return
             job.answered = True
         try:
             job.success, job.code, job.message = code == Codes.OK, code, message
-            kind = "served" if code == Codes.OK else ("rejected" if code in REJECTION_CODES else "failed")
-            self.stats.record(CODE_NAMES.get(code, str(code)), kind, timings, message)
-            if code == Codes.OK:
+            job.result.status = Status(code=code, message=message)
+            kind = "served" if code in SERVED_CODES else ("rejected" if code in REJECTION_CODES else "failed")
+            self.stats.record(STATUS_NAMES.get(code, str(code)), kind, timings, message)
+            if code in SERVED_CODES:
                 seconds = (timings or {}).get("total", time.monotonic() - job.received_at)
-                self._logger.info(f"answered in {seconds:.2f} s with {len(job.result.masks)} mask(s): "
+                found = f"{len(job.result.objects)} object(s)" if code == Codes.OK else "no target"
+                self._logger.info(f"answered in {seconds:.2f} s with {found}: "
                                   f"{_clip(getattr(job.request, 'command', ''))!r}")
             else:  # a client retrying a bad request must not flood the log: one line per 5 s
-                self._logger.warning(f"request refused ({CODE_NAMES.get(code, code)}): {_clip(message)}",
+                self._logger.warning(f"request refused ({STATUS_NAMES.get(code, code)}): {_clip(message)}",
                                      throttle_duration_sec=REFUSAL_LOG_PERIOD_S)
         finally:
             job.done.set()  # whatever happens above, the caller gets its answer
@@ -311,8 +318,8 @@ class Server:
                     elif time.monotonic() > job.deadline:
                         self.finish(job, Codes.DEADLINE_EXCEEDED, past_deadline(job, "before it ran"))
                     else:
-                        message, timings = handler(job, self._stopping)
-                        self.finish(job, Codes.OK, message, timings)
+                        code, message, timings = handler(job, self._stopping)
+                        self.finish(job, code, message, timings)
                 except RequestError as exc:
                     self.finish(job, exc.code, str(exc))
                 except Exception as exc:  # the worker never dies: any failure (MemoryError too) is an answer

@@ -5,21 +5,36 @@ has no tf2 (it is not on PyPI): then :class:`TfLookup` subscribes to ``/tf`` and
 (``tf2_msgs/msg/TFMessage``, built by ``make install`` when absent, same type hash as ROS 2's) and
 feeds :class:`lisa_ros.transforms.TransformBuffer` (same semantics as tf2: interpolation, no
 extrapolation, static edges at every time). The topics are absolute, as tf2's are (remap them for
-a namespaced TF tree). The subscriptions start with the first lookup, or at configure when
-``target_frame`` is set then, so a node that never asks for TF never deserialises ``/tf``.
+a namespaced TF tree). The node starts the subscriptions at configure (any request may name a
+target frame), so the buffer holds history by the time a request's image needs it.
+
+History: a request looks its transform up once, when its first object with 3D is ready
+(:class:`TargetTransform`), at the image's stamp. That can be as late as the frame's age when the
+request started plus the request's whole time budget, so the buffer keeps
+:func:`history_seconds` of it (at least tf2's default of 10 s).
 """
 from __future__ import annotations
 
 import threading
+import time
+from typing import Callable
 
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from lisa_ros.ros.cameras import stamp_seconds, time_seconds
-from lisa_ros.transforms import Transform, TransformBuffer, TransformError
+from lisa_ros.transforms import DEFAULT_CACHE_TIME_S, Transform, TransformBuffer, TransformError
 
 # tf2_ros's listener QoS: /tf keep-last 100; /tf_static transient local (latched), keep-last 100.
 TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 TF_STATIC_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def history_seconds(max_frame_age: float, request_timeout: float) -> float:
+    """How much TF history a lookup may need (seconds): a camera frame is at most
+    ``max_frame_age`` old when its request starts (0 = no limit: then only the request's own
+    time), and the lookup happens before the request's ``request_timeout`` ends; never less than
+    tf2's default cache (10 s)."""
+    return max(DEFAULT_CACHE_TIME_S, max_frame_age + request_timeout)
 
 
 def transform_from_msg(transform) -> Transform:
@@ -35,11 +50,12 @@ class TfLookup:
     the transform; raises :class:`TransformError` with tf's reason. ``backend`` says which is used:
     "tf2_ros" or "lisa_ros" (our buffer)."""
 
-    def __init__(self, node, callback_group=None):
+    def __init__(self, node, callback_group=None, history_s: float = DEFAULT_CACHE_TIME_S):
         self._node = node
         self._group = callback_group
         self._lock = threading.Lock()
         self._started = False
+        self._history_s = history_s
         try:
             import tf2_ros  # noqa: F401  (a sourced ROS 2)
 
@@ -58,7 +74,9 @@ class TfLookup:
             if self.backend == "tf2_ros":
                 import tf2_ros
 
-                self._buffer = tf2_ros.Buffer()
+                from rclpy.duration import Duration
+
+                self._buffer = tf2_ros.Buffer(cache_time=Duration(seconds=self._history_s))
                 self._listener = tf2_ros.TransformListener(self._buffer, self._node, spin_thread=False)
             else:
                 try:
@@ -66,13 +84,20 @@ class TfLookup:
                 except ImportError as exc:
                     raise TransformError("TF is unavailable: neither tf2_ros nor tf2_msgs is installed "
                                          "(`make install` builds tf2_msgs)") from exc
-                self._buffer = TransformBuffer()
+                self._buffer = TransformBuffer(cache_time_s=self._history_s)
                 self._subscriptions = [
                     self._node.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), TF_QOS,
                                                    callback_group=self._group),
                     self._node.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True),
                                                    TF_STATIC_QOS, callback_group=self._group)]
             self._started = True
+
+    def keep_history(self, seconds: float) -> None:
+        """Keep ``seconds`` of moving transforms from now on (our buffer follows at once; tf2_ros's
+        cache length is fixed when it starts, so it keeps the value :meth:`start` saw)."""
+        self._history_s = seconds
+        if isinstance(self._buffer, TransformBuffer):
+            self._buffer.cache_time_s = seconds
 
     def _on_tf(self, message, static: bool) -> None:
         for stamped in message.transforms:
@@ -98,3 +123,47 @@ class TfLookup:
         except tf2_ros.TransformException as exc:
             raise TransformError(str(exc)) from exc
         return transform_from_msg(stamped.transform)
+
+
+class TargetTransform:
+    """One request's transform from its image's optical frame into its target frame.
+
+    Looked up once, at the image's stamp, the first time :meth:`get` is called (by the first object
+    with 3D, so the action's first object already carries its target pose), then reused for every
+    object of the request. ``frame``: the target frame ("" = none: :meth:`get` is None);
+    ``header``: the source image's; ``wait_s()``: how long the lookup may wait for TF, asked when
+    it runs (the node passes its tf_timeout, cut at the request's deadline). ``error``: why the
+    lookup failed, "source -> target: reason" ("" when it has not failed).
+    """
+
+    def __init__(self, tf: TfLookup | None, frame: str, header, wait_s: Callable[[], float]):
+        self.frame = frame.lstrip("/")  # tf2 frame ids have no leading "/"
+        self.error = ""
+        self._tf, self._header, self._wait_s = tf, header, wait_s
+        self._looked_up = False
+        self._transform: Transform | None = None
+
+    @property
+    def looked_up(self) -> bool:
+        return self._looked_up
+
+    def get(self) -> Transform | None:
+        """target_from_optical, or None (no target frame, or the lookup failed: see ``error``)."""
+        if not self.frame or self._looked_up:
+            return self._transform
+        self._looked_up = True
+        source = self._header.frame_id
+        try:
+            if not source:
+                raise TransformError("the image header has no frame_id")
+            if self._tf is None:
+                raise TransformError("TF is not available in this node")
+            self._transform = self._tf.lookup(self.frame, source, self._header.stamp, max(0.0, self._wait_s()))
+        except TransformError as exc:
+            self.error = f"{source or '(no frame)'} -> {self.frame}: {exc}"
+        return self._transform
+
+
+def wait_until(deadline: float, timeout_s: float) -> Callable[[], float]:
+    """A ``wait_s`` for :class:`TargetTransform`: ``timeout_s``, cut at ``deadline`` (monotonic s)."""
+    return lambda: min(timeout_s, deadline - time.monotonic())

@@ -21,6 +21,7 @@ import random
 from dataclasses import dataclass, field
 
 import numpy as np
+from builtin_interfaces.msg import Duration
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from lisa_ros.ros.conversions import numpy_to_compressed, numpy_to_image, supported_encodings
@@ -30,7 +31,7 @@ from lisa_ros.srv import ReasonSegment
 FUZZ_CAMERA = "fuzz"
 FUZZ_TOPIC = "/fuzz/color/image_raw/compressed"
 FAMILIES = ("encoding", "layout", "endianness", "thin", "depth", "camera_info", "command", "session",
-            "camera", "compressed")
+            "camera", "compressed", "target_frame", "timeout")
 _ODD_ENCODINGS = ("", "RGB8", "rgb8 ", "jpeg", "png", "yuv420", "i420", "8UC5", "16FC1", "bgr565", "rgb8\x00",
                   "bayer_xyzw8", "mono12", "32FC1; png compressed", "ünïcode")
 _PROMPT_LIKE = ("<image>", "[SEG]", "</s>", "<s>", "<im_start>", "<im_end>", "<|im_start|>", "<|endoftext|>",
@@ -180,6 +181,22 @@ def _camera_case(rng, pick):
     return f"camera {camera[:12]!r}", _request(rng, camera=camera)
 
 
+def _target_frame_case(rng, pick):
+    """Odd target frames on a request with 3D, so the TF lookup runs (no TF is published)."""
+    frame = pick(["/", "//", "map", "no_such_frame", "ü", "x" * 5000, "\x00", "a b", "base_link/", "*"])
+    image = _good_image(rng)
+    depth = numpy_to_image(np.full((image.height, image.width), 1.0, np.float32), "32FC1")
+    return (f"target_frame {frame[:12]!r}",
+            _request(rng, image=image, depth=depth, camera_info=_camera_info(image.width, image.height, 500.0, 500.0),
+                     target_frame=frame))
+
+
+def _timeout_case(rng, pick):
+    """Durations at the edges of builtin_interfaces/Duration (sec int32, nanosec uint32)."""
+    sec, nanosec = pick([(-5, 0), (0, 1), (2**31 - 1, 0), (-(2**31), 0), (0, 2**32 - 1), (-1, 999_999_999)])
+    return f"timeout {sec} s {nanosec} ns", _request(rng, timeout=Duration(sec=sec, nanosec=nanosec))
+
+
 def _compressed_case(rng, pick):
     pixels = _pixels(rng, 24, 32)
     jpeg = numpy_to_compressed(pixels, "rgb8", "jpeg")
@@ -224,7 +241,8 @@ def fuzz_cases(count: int, seed: int = 0, max_command_length: int = 200, familie
         "encoding": _encoding_case, "layout": _layout_case, "endianness": _endianness_case,
         "thin": _thin_case, "depth": _depth_case, "camera_info": _camera_info_case,
         "command": lambda r, p: _command_case(r, p, max_command_length), "session": _session_case,
-        "camera": _camera_case, "compressed": _compressed_case,
+        "camera": _camera_case, "compressed": _compressed_case, "target_frame": _target_frame_case,
+        "timeout": _timeout_case,
     }
     for index in range(count):
         family = families[index % len(families)]
@@ -263,7 +281,8 @@ def send_fuzz(node, cases, timeout_s: float = 60.0, on_answer=None) -> FuzzRepor
     from rclpy.qos import qos_profile_sensor_data
 
     from lisa_ros.ros.qos import REQUEST_QOS
-    from lisa_ros.ros.serving import CODE_NAMES, Codes
+    from lisa_ros.ros.messages import STATUS_NAMES
+    from lisa_ros.ros.serving import Codes
     client = node.create_client(ReasonSegment, "/lisa_ros/reason_segment", qos_profile=REQUEST_QOS)
     publisher = node.create_publisher(CompressedImage, FUZZ_TOPIC, qos_profile_sensor_data)
     report = FuzzReport()
@@ -291,13 +310,13 @@ def send_fuzz(node, cases, timeout_s: float = 60.0, on_answer=None) -> FuzzRepor
                 continue
             response = future.result()
             report.answered += 1
-            name = CODE_NAMES.get(response.error_code, str(response.error_code))
+            name = STATUS_NAMES.get(response.result.status.code, str(response.result.status.code))
             report.by_code[name] = report.by_code.get(name, 0) + 1
             if seconds > report.slowest_s:
                 report.slowest_s, report.slowest_case = seconds, where
-            if response.error_code == Codes.MODEL_ERROR:
-                report.failures.append(f"MODEL_ERROR for {where}: {response.message}")
-            elif not response.success and not response.message:
+            if response.result.status.code == Codes.MODEL_ERROR:
+                report.failures.append(f"MODEL_ERROR for {where}: {response.result.status.message}")
+            elif not response.success and not response.result.status.message:
                 report.failures.append(f"{name} without a message for {where}")
             if on_answer is not None:
                 on_answer(case, response, seconds)

@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 import rclpy
-from geometry_msgs.msg import Point
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -20,12 +19,12 @@ from rclpy.node import Node
 from sensor_msgs.msg import RegionOfInterest
 
 from lisa_ros.action import ReasonSegment as ReasonSegmentAction
-from lisa_ros.msg import SegmentationResult
+from lisa_ros.msg import SegmentationResult, SegmentedObject, Status
 from lisa_ros.ros.conversions import ImageConversionError, image_to_rgb8, mask_to_image
 from lisa_ros.srv import ReasonSegment
 
 
-def segment_red(request) -> tuple[bool, int, str, SegmentationResult]:
+def segment_red(request) -> SegmentationResult:
     result = SegmentationResult()
     result.header = request.image.header
     result.command = request.command
@@ -33,20 +32,22 @@ def segment_red(request) -> tuple[bool, int, str, SegmentationResult]:
     try:
         rgb = image_to_rgb8(request.image)
     except ImageConversionError as exc:
-        return False, ReasonSegment.Response.INVALID_IMAGE, f"bad image: {exc}", result
+        result.status = Status(code=Status.INVALID_IMAGE, message=f"bad image: {exc}")
+        return result
     mask = rgb[:, :, 0] > 127
     ys, xs = np.nonzero(mask)
     box = RegionOfInterest()
     if xs.size:
         box.x_offset, box.y_offset = int(xs.min()), int(ys.min())
         box.width, box.height = int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
-    result.answer = "Sure, [SEG]."
-    result.masks = [mask_to_image(mask, request.image.header)]
-    result.scores = [1.0]
-    result.boxes = [box]
-    result.centroids = [Point(x=math.nan, y=math.nan, z=math.nan)]
+    result.answer = "Sure, it is the red box [SEG]."
+    obj = SegmentedObject(id=1, label="red box", score=1.0, mask=mask_to_image(mask, request.image.header), box=box)
+    obj.pose.header = request.image.header
+    obj.pose.pose.position.x = obj.pose.pose.position.y = obj.pose.pose.position.z = math.nan  # no depth
+    result.objects = [obj]
     result.generated_tokens = 4
-    return True, ReasonSegment.Response.OK, "", result
+    result.status = Status(code=Status.OK)
+    return result
 
 
 class TrivialResponder(Node):
@@ -62,37 +63,37 @@ class TrivialResponder(Node):
         )
 
     def on_service(self, request, response):
-        response.success, response.error_code, response.message, response.result = segment_red(request)
+        response.result = segment_red(request)
+        response.success = response.result.status.code == Status.OK
         return response
 
     def on_goal(self, handle):
         goal = handle.request
         started = time.monotonic()
-        feedback = ReasonSegmentAction.Feedback(stage=ReasonSegmentAction.Feedback.STAGE_GENERATING,
-                                                mask_index=-1)
+        feedback = ReasonSegmentAction.Feedback(stage=ReasonSegmentAction.Feedback.STAGE_GENERATING)
         # "wait" commands stream text until cancelled (or 30 s), to exercise cancel.
         while goal.command.startswith("wait"):
             if handle.is_cancel_requested:
                 handle.canceled()
-                return ReasonSegmentAction.Result(success=False, message="cancelled",
-                                                  error_code=ReasonSegmentAction.Result.CANCELLED)
+                return ReasonSegmentAction.Result(result=SegmentationResult(
+                    status=Status(code=Status.CANCELLED, message="cancelled")))
             if time.monotonic() - started > 30:
                 break
             feedback.partial_answer += "."
-            feedback.elapsed = time.monotonic() - started
+            feedback.elapsed.sec = int(time.monotonic() - started)
             handle.publish_feedback(feedback)
             time.sleep(0.05)
-        ok, code, message, result = segment_red(goal)
-        if ok:  # the mask goes out as feedback before the result, as the node will do
+        result = segment_red(goal)
+        ok = result.status.code == Status.OK
+        if ok:  # the object goes out as feedback before the result, as the node does
             feedback.stage = ReasonSegmentAction.Feedback.STAGE_DECODING_MASK
             feedback.partial_answer = result.answer
-            feedback.mask_index = 0
-            feedback.mask, feedback.score = result.masks[0], result.scores[0]
-            feedback.box, feedback.centroid = result.boxes[0], result.centroids[0]
-            feedback.elapsed = time.monotonic() - started
+            feedback.objects = list(result.objects)
             handle.publish_feedback(feedback)
-        handle.succeed()
-        return ReasonSegmentAction.Result(success=ok, error_code=code, message=message, result=result)
+            handle.succeed()
+        else:
+            handle.abort()
+        return ReasonSegmentAction.Result(success=ok, result=result)
 
 
 def main() -> None:

@@ -143,10 +143,6 @@ class TargetTransform:
         self._looked_up = False
         self._transform: Transform | None = None
 
-    @property
-    def looked_up(self) -> bool:
-        return self._looked_up
-
     def get(self) -> Transform | None:
         """target_from_optical, or None (no target frame, or the lookup failed: see ``error``)."""
         if not self.frame or self._looked_up:

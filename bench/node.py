@@ -77,6 +77,7 @@ def main(argv=None) -> int:
 
         from lisa_ros.msg import Status
         from lisa_ros.ros.messages import duration_seconds
+        from lisa_ros.ros.serving import SERVED_CODES
         from lisa_ros.srv import ReasonSegment
 
         rclpy.init()
@@ -114,7 +115,7 @@ def main(argv=None) -> int:
         end = time.monotonic() + args.phase_seconds
         while time.monotonic() < end:
             round_trip, response = ask()
-            if response.result.status.code not in (Status.OK, Status.NO_TARGET):
+            if response.result.status.code not in SERVED_CODES:
                 continue
             timings = response.result.timings
             model_time = sum(duration_seconds(getattr(timings, stage))

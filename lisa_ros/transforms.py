@@ -7,9 +7,9 @@ The semantics follow tf2's: frames form a tree (each child has one parent); a tr
 (``p_parent = R p_child + t``, REP 105 / geometry_msgs/TransformStamped); a lookup at time ``t``
 interpolates every moving edge between its two samples around ``t`` (linear in translation,
 spherical in rotation) and refuses to extrapolate; static edges hold at every time; time 0 means
-"the latest": the newest time every moving edge of the lookup has; a sample more than the cache
-time older than an edge's newest means time jumped back (a looped bag, a reset simulator) and
-clears that edge. The maths (quaternions, matrices) is transforms3d's.
+"the latest": the newest time every moving edge of the lookup has; a sample more than
+:data:`JUMP_BACK_S` older than an edge's newest means time jumped back (a looped bag, a reset
+simulator) and clears that edge, however long the history kept. The maths (quaternions, matrices) is transforms3d's.
 
 Quaternions here are ``(w, x, y, z)`` (transforms3d's order); geometry_msgs's are ``x, y, z, w``.
 Times are seconds (float) in the clock of the stamps (sim time under use_sim_time).
@@ -28,6 +28,8 @@ import transforms3d.quaternions as quaternions
 
 # Moving-edge samples older than this behind an edge's newest are dropped (tf2's default cache).
 DEFAULT_CACHE_TIME_S = 10.0
+# A sample this much older than its edge's newest is not a late message but time jumping back.
+JUMP_BACK_S = 10.0
 
 
 class TransformError(LookupError):
@@ -110,7 +112,9 @@ class _MovingEdge:
 
     Stored flat (``array('d')``: 8 bytes per stamp, 56 per transform) rather than as Transform
     objects (about 300 bytes each), so that minutes of history stay small: a 20-edge tree at
-    100 Hz over 310 s is about 40 MB instead of about 190 MB.
+    100 Hz over 310 s is about 40 MB instead of about 190 MB. Old samples are dropped in batches
+    (once they are a quarter of the edge), not one per insert, so that keeping minutes does not
+    move the whole history at every message; until then lookups may reach a little further back.
     """
 
     _WIDTH = 7  # translation (3) then rotation (w, x, y, z) per sample
@@ -125,7 +129,7 @@ class _MovingEdge:
         return Transform(np.array(row[:3]), np.array(row[3:]))
 
     def insert(self, stamp: float, transform: Transform, cache_time_s: float) -> None:
-        if self.stamps and stamp < self.stamps[-1] - cache_time_s:
+        if self.stamps and stamp < self.stamps[-1] - JUMP_BACK_S:
             # Time jumped back (a bag looped, a simulator reset): the old samples describe another
             # run, and keeping them would make every new sample "too old". tf2 clears too.
             del self.stamps[:], self._values[:]
@@ -138,7 +142,8 @@ class _MovingEdge:
             self.stamps.insert(index, stamp)
             self._values[at.start:at.start] = row
         keep_from = bisect.bisect_left(self.stamps, self.stamps[-1] - cache_time_s)
-        del self.stamps[:keep_from], self._values[:self._WIDTH * keep_from]
+        if keep_from and keep_from * 4 >= len(self.stamps):
+            del self.stamps[:keep_from], self._values[:self._WIDTH * keep_from]
 
     def at(self, stamp: float, child: str) -> Transform:
         first, last = self.stamps[0], self.stamps[-1]

@@ -10,8 +10,6 @@ vision_msgs is not on PyPI: ``make install`` builds its interfaces from ``interf
 """
 from __future__ import annotations
 
-import math
-
 from std_msgs.msg import Header
 from vision_msgs.msg import (
     BoundingBox2D,
@@ -48,17 +46,12 @@ def detections_2d(result) -> Detection2DArray:
     return array
 
 
-def _has_3d(obj) -> bool:
-    position = obj.pose.pose.position
-    return obj.valid_points > 0 and all(math.isfinite(v) for v in (position.x, position.y, position.z))
-
-
 def detections_3d(result) -> Detection3DArray:
     """Each object with 3D as an oriented box: centre and orientation = its pose, size = its extent
     (metres along the pose's axes). In the result's target frame when TF answered (every object
     with 3D then has a target pose), else in the source camera's optical frame; the stamp is the
     image's either way. Objects without 3D (no depth) are left out."""
-    objects = [obj for obj in result.objects if _has_3d(obj)]
+    objects = [obj for obj in result.objects if obj.valid_points > 0]
     in_target = bool(objects) and all(obj.target_pose.header.frame_id for obj in objects)
     header = Header(stamp=result.header.stamp,
                     frame_id=objects[0].target_pose.header.frame_id if in_target else result.header.frame_id)

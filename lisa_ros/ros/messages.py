@@ -84,9 +84,15 @@ def segmented_object(object_id: int, decoded, mask: Image, shape: MaskGeometry, 
     message.pose = pose(header, shape.centroid, shape.orientation)
     message.extent = Vector3(**dict(zip("xyz", (float(v) for v in shape.principal_extent))))
     if target_from_optical is not None and shape.is_valid:
-        message.target_pose = pose(header, target_from_optical.apply(np.array(shape.centroid)),
-                                   target_from_optical.rotate(np.array(shape.orientation)), frame_id=target_frame)
+        message.target_pose = target_pose(header, shape, target_frame, target_from_optical)
     return message
+
+
+def target_pose(header, shape: MaskGeometry, target_frame: str, target_from_optical: Transform) -> PoseStamped:
+    """``shape``'s pose (centroid and principal axes, in the optical frame of ``header``) mapped
+    into ``target_frame`` by ``target_from_optical``; stamped with the image's stamp."""
+    return pose(header, target_from_optical.apply(np.array(shape.centroid)),
+                target_from_optical.rotate(np.array(shape.orientation)), frame_id=target_frame)
 
 
 def segmentation_result(header, answer, session_id: str, objects: list[SegmentedObject], masks: list[np.ndarray],
@@ -162,25 +168,25 @@ def instance_labels(header, masks: list[np.ndarray], size: tuple[int, int]) -> I
 
 
 # PointCloud2 layout of ~/points and result.point_cloud: PCL's PointXYZL (x, y, z float32 metres,
-# label uint32 = the object's id).
-def cloud_fields() -> list[PointField]:
-    """The fields of :data:`CLOUD_DTYPE` (a new list per message: messages are mutable)."""
-    return [PointField(name="x", offset=0, datatype=PointField.FLOAT32, count=1),
-            PointField(name="y", offset=4, datatype=PointField.FLOAT32, count=1),
-            PointField(name="z", offset=8, datatype=PointField.FLOAT32, count=1),
-            PointField(name="label", offset=12, datatype=PointField.UINT32, count=1)]
-
-
+# label uint32 = the object's id), little-endian.
 CLOUD_DTYPE = np.dtype({"names": ["x", "y", "z", "label"], "formats": ["<f4", "<f4", "<f4", "<u4"],
                         "offsets": [0, 4, 8, 12], "itemsize": 16})
+_POINT_FIELD_TYPES = {np.dtype("<f4"): PointField.FLOAT32, np.dtype("<u4"): PointField.UINT32}
 
 
-def point_cloud(header, labelled_points: list[tuple[int, np.ndarray]], transform: Transform | None = None,
-                frame_id: str | None = None) -> PointCloud2:
-    """The points of every object as one unorganised PointCloud2 (:func:`cloud_fields`,
-    little-endian). ``labelled_points``: (object id, ``(N, 3)`` points in the optical frame of
-    ``header``) per object; mapped by ``transform`` into ``frame_id`` when given (else the optical
-    frame); stamp = the image's."""
+def cloud_fields() -> list[PointField]:
+    """The PointFields of :data:`CLOUD_DTYPE` (a new list per message: messages are mutable)."""
+    return [PointField(name=name, offset=offset, datatype=_POINT_FIELD_TYPES[dtype], count=1)
+            for name, (dtype, offset) in CLOUD_DTYPE.fields.items()]
+
+
+def point_cloud(header, labelled_points: list[tuple[int, np.ndarray]],
+                target: tuple[str, Transform] | None = None) -> PointCloud2:
+    """The points of every object as one unorganised PointCloud2 (:data:`CLOUD_DTYPE`).
+    ``labelled_points``: (object id, ``(N, 3)`` points in the optical frame of ``header``) per
+    object; ``target``: (frame, target_from_optical) to map them into (None: the optical frame);
+    stamp = the image's."""
+    frame_id, transform = target if target is not None else (header.frame_id, None)
     total = sum(len(points) for _, points in labelled_points)
     cloud = np.zeros(total, CLOUD_DTYPE)
     start = 0
@@ -193,7 +199,7 @@ def point_cloud(header, labelled_points: list[tuple[int, np.ndarray]], transform
         start = end
     message = PointCloud2(height=1, width=total, fields=cloud_fields(), is_bigendian=False,
                           point_step=CLOUD_DTYPE.itemsize, row_step=CLOUD_DTYPE.itemsize * total, is_dense=True)
-    message.header = Header(stamp=header.stamp, frame_id=header.frame_id if frame_id is None else frame_id)
+    message.header = Header(stamp=header.stamp, frame_id=frame_id)
     message.data = cloud.tobytes()
     return message
 

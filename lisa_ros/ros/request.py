@@ -228,11 +228,11 @@ def decode(source: FrameSource, max_pixels: int) -> DecodedFrame:
             raise RequestError(Codes.INVALID_IMAGE, f"depth: {exc}") from exc
         if depth_m.shape != rgb.shape[:2]:  # not registered to colour: answer in 2D, say why
             decoded.notes.append(f"depth ignored: it is {depth_m.shape[1]}x{depth_m.shape[0]} but the colour image is "
-                                 f"{rgb.shape[1]}x{rgb.shape[0]} (use depth registered to colour); centroids are NaN")
+                                 f"{rgb.shape[1]}x{rgb.shape[0]} (use depth registered to colour); no 3D")
             decoded.depth_mismatch = True
         else:
             if not np.isfinite(depth_m).any():
-                decoded.notes.append("depth has no valid values: centroids are NaN")
+                decoded.notes.append("depth has no valid values: no 3D")
             decoded.depth_m = depth_m
     info = source.camera_info
     if info is not None:
@@ -248,9 +248,9 @@ def decode(source: FrameSource, max_pixels: int) -> DecodedFrame:
         except ValueError as exc:
             decoded.notes.append(f"camera_info ignored: {exc}")
     if decoded.depth_m is not None and decoded.intrinsics is None:
-        decoded.notes.append("depth without camera_info: centroids are NaN")
+        decoded.notes.append("depth without camera_info: no 3D")
     if source.depth is None and source.depth_expected:
-        decoded.notes.append("no depth frame within depth_slop of the colour frame: centroids are NaN")
+        decoded.notes.append("no depth frame within depth_slop of the colour frame: no 3D")
     return decoded
 
 
@@ -263,6 +263,22 @@ def checked_command(command: str, max_length: int) -> str:
         raise RequestError(Codes.INVALID_COMMAND, f"command has {len(command)} characters; the limit "
                            f"(max_command_length) is {max_length}")
     return command
+
+
+def complete_target_poses(with_3d: list, target: TargetTransform, header):
+    """The request's target transform once its answer is complete (``with_3d``: its
+    :class:`~lisa_ros.ros.outputs.ObjectOutput` objects with 3D). A lookup that failed while the
+    objects streamed is tried once more (TF for the image's stamp may have come since) and the
+    objects still without a target pose get one; ``target.error`` says why when there is none.
+    None without a target frame, without objects with 3D, or when TF has no transform."""
+    if not with_3d:
+        return None
+    transform = target.get(retry=True)
+    if transform is not None:
+        for output in with_3d:
+            if not output.message.target_pose.header.frame_id:
+                output.message.target_pose = messages.target_pose(header, output.geometry, target.frame, transform)
+    return transform
 
 
 def generation_options(live: LiveParameters):
@@ -347,7 +363,7 @@ class RequestHandler:
         feedback.stage(Stage.STAGE_GENERATING)
         if self.tf is not None:
             self.tf.keep_history(history_seconds(live.max_frame_age, live.request_timeout))
-        target = TargetTransform(self.tf, request.target_frame or live.target_frame, header,
+        target = TargetTransform(self.tf, request.target_frame.lstrip("/") or live.target_frame, header,
                                  wait_until(job.deadline, live.tf_timeout))
         objects = ObjectOutputs(header, frame.depth_m, frame.intrinsics, self.next_id, target)
         try:
@@ -380,25 +396,24 @@ class RequestHandler:
         feedback.stage(Stage.STAGE_POSTPROCESSING)
         post_start = time.monotonic()
         outputs = objects.all(answer.masks)
-        with_3d = frame.depth_m is not None and frame.intrinsics is not None
-        result = job.result = messages.segmentation_result(
-            header, answer, session_id, [o.message for o in outputs], [m.mask for m in answer.masks],
-            frame.rgb.shape[:2], depth_header=source.depth.header if with_3d else None,
-            camera_info=messages.camera_info_at(source.camera_info, frame.rgb.shape[1], frame.rgb.shape[0])
-            if with_3d else None)
-        result.target_frame = target.frame
-        result.no_3d = any(not o.geometry.is_valid for o in outputs)
-        if frame.depth_m is not None and outputs and not any(o.geometry.is_valid for o in outputs):
-            frame.notes.append("no mask has valid depth: centroids are NaN")
-        transform = target.get() if any(o.geometry.is_valid for o in outputs) else None
+        with_3d = [o for o in outputs if o.geometry.is_valid]
+        if frame.depth_m is not None and outputs and not with_3d:
+            frame.notes.append("no mask has valid depth: no 3D")
+        transform = complete_target_poses(with_3d, target, header)
         if target.error:
-            result.transform_error = target.error
-            result.no_target_pose = True
             frame.notes.append(f"no poses in target_frame: {target.error}")
+        used_3d = frame.depth_m is not None and frame.intrinsics is not None
+        result = messages.segmentation_result(
+            header, answer, session_id, [o.message for o in outputs], [m.mask for m in answer.masks],
+            frame.rgb.shape[:2], depth_header=source.depth.header if used_3d else None,
+            camera_info=messages.camera_info_at(source.camera_info, frame.rgb.shape[1], frame.rgb.shape[0])
+            if used_3d else None)
+        result.no_3d = len(with_3d) < len(outputs)
+        result.target_frame, result.transform_error, result.no_target_pose = target.frame, target.error, bool(target.error)
         cloud = None
         if request.point_cloud or self.publishers.points_wanted:
-            cloud = messages.point_cloud(header, labelled_points(outputs), transform,
-                                         target.frame if transform is not None else None)
+            cloud = messages.point_cloud(header, labelled_points(outputs),
+                                         (target.frame, transform) if transform is not None else None)
             if request.point_cloud:
                 result.point_cloud = cloud
         code, message = Codes.OK if outputs else Codes.NO_TARGET, "; ".join(answer.caveats + frame.notes)
@@ -408,6 +423,7 @@ class RequestHandler:
         result.timings = messages.stage_timings(timings)
         self.publishers.publish(result, outputs, frame.rgb, answer, live.publish_debug_image, live.publish_markers,
                                 cloud)
+        job.result = result  # only now: a failure above leaves the client a result without objects
         return code, message, timings
 
     def usable_ahead(self, live: LiveParameters) -> CameraFrame | None:

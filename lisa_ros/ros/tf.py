@@ -8,10 +8,11 @@ extrapolation, static edges at every time). The topics are absolute, as tf2's ar
 a namespaced TF tree). The node starts the subscriptions at configure (any request may name a
 target frame), so the buffer holds history by the time a request's image needs it.
 
-History: a request looks its transform up once, when its first object with 3D is ready
+History: a request looks its transform up when its first object with 3D is ready
 (:class:`TargetTransform`), at the image's stamp. That can be as late as the frame's age when the
 request started plus the request's whole time budget, so the buffer keeps
-:func:`history_seconds` of it (at least tf2's default of 10 s).
+:func:`history_seconds` of it (at least tf2's default of 10 s, at most 10 minutes). tf2_ros's
+buffer takes the length the parameters give at configure; ours follows them per request.
 """
 from __future__ import annotations
 
@@ -29,12 +30,19 @@ TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 TF_STATIC_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
+# The most TF history kept (seconds), whatever the limits: 10 minutes of a busy tree (20 moving
+# frames at 100 Hz) is about 80 MB in our buffer.
+MAX_HISTORY_S = 600.0
+
+
 def history_seconds(max_frame_age: float, request_timeout: float) -> float:
     """How much TF history a lookup may need (seconds): a camera frame is at most
     ``max_frame_age`` old when its request starts (0 = no limit: then only the request's own
-    time), and the lookup happens before the request's ``request_timeout`` ends; never less than
-    tf2's default cache (10 s)."""
-    return max(DEFAULT_CACHE_TIME_S, max_frame_age + request_timeout)
+    time), and the lookup happens before the node's ``request_timeout`` ends; never less than
+    tf2's default cache (10 s), never more than :data:`MAX_HISTORY_S`. (A request with a longer
+    timeout of its own may outlast the history; it looks TF up when its first object is ready,
+    seconds after the frame, so it rarely needs more.)"""
+    return min(MAX_HISTORY_S, max(DEFAULT_CACHE_TIME_S, max_frame_age + request_timeout))
 
 
 def transform_from_msg(transform) -> Transform:
@@ -128,34 +136,37 @@ class TfLookup:
 class TargetTransform:
     """One request's transform from its image's optical frame into its target frame.
 
-    Looked up once, at the image's stamp, the first time :meth:`get` is called (by the first object
-    with 3D, so the action's first object already carries its target pose), then reused for every
-    object of the request. ``frame``: the target frame ("" = none: :meth:`get` is None);
-    ``header``: the source image's; ``wait_s()``: how long the lookup may wait for TF, asked when
+    Looked up at the image's stamp the first time :meth:`get` is called (by the first object with
+    3D, so the action's first object already carries its target pose), then reused for every
+    object of the request; a failed lookup is not repeated, except once more, without waiting, by
+    ``get(retry=True)`` (when the answer is complete: TF for the stamp may have arrived since). ``frame``: the target frame ("" = none: :meth:`get` is None);
+    ``header``: the source image's; ``wait_s()``: how long a lookup may wait for TF, asked when
     it runs (the node passes its tf_timeout, cut at the request's deadline). ``error``: why the
-    lookup failed, "source -> target: reason" ("" when it has not failed).
+    last lookup failed, "source -> target: reason" ("" when none failed or the retry succeeded).
     """
 
     def __init__(self, tf: TfLookup | None, frame: str, header, wait_s: Callable[[], float]):
         self.frame = frame.lstrip("/")  # tf2 frame ids have no leading "/"
         self.error = ""
         self._tf, self._header, self._wait_s = tf, header, wait_s
-        self._looked_up = False
+        self._tries = 0
         self._transform: Transform | None = None
 
-    def get(self) -> Transform | None:
+    def get(self, retry: bool = False) -> Transform | None:
         """target_from_optical, or None (no target frame, or the lookup failed: see ``error``)."""
-        if not self.frame or self._looked_up:
+        if not self.frame or self._transform is not None or self._tries >= (2 if retry else 1):
             return self._transform
-        self._looked_up = True
-        source = self._header.frame_id
+        self._tries += 1
+        source = self._header.frame_id.lstrip("/")
         try:
             if not source:
                 raise TransformError("the image header has no frame_id")
             if self._tf is None:
                 raise TransformError("TF is not available in this node")
-            self._transform = self._tf.lookup(self.frame, source, self._header.stamp, max(0.0, self._wait_s()))
-        except TransformError as exc:
+            wait = max(0.0, self._wait_s()) if self._tries == 1 else 0.0
+            self._transform = self._tf.lookup(self.frame, source, self._header.stamp, wait)
+            self.error = ""
+        except (TransformError, ValueError) as exc:  # ValueError: a stamp tf2_ros cannot take (negative)
             self.error = f"{source or '(no frame)'} -> {self.frame}: {exc}"
         return self._transform
 

@@ -1377,3 +1377,22 @@ def test_camera_diagnostics_hold_the_rate_to_its_expected_value():
     import torch
 
     assert diagnostics.device_description(torch.device("cpu")).startswith("cpu ")
+
+
+def test_the_camera_info_in_the_result_describes_the_image_the_3d_used():
+    """Unchanged at its own size; for an image at half the camera_info's size, K and P scaled the
+    way the 3D scaled the intrinsics (pixel centres kept), Tx with the focal length, ROI cleared."""
+    from lisa_ros.geometry import Intrinsics
+    from lisa_ros.ros.messages import camera_info_at
+
+    info = CameraInfo(width=640, height=480, k=K, p=[525.0, 0.0, 319.5, -52.5, 0.0, 520.0, 239.5, 0.0, 0.0, 0.0, 1.0, 0.0],
+                      d=[0.1, 0.0, 0.0, 0.0, 0.0], distortion_model="plumb_bob")
+    info.roi.width = 100
+    same = camera_info_at(info, 640, 480)
+    assert same == info and same is not info
+    half = camera_info_at(info, 320, 240)
+    expected = Intrinsics.from_k(K, 640, 480).scaled_to(320, 240)
+    assert (half.width, half.height) == (320, 240) and list(half.d) == list(info.d) and half.roi.width == 0
+    assert [half.k[0], half.k[4], half.k[2], half.k[5]] == [expected.fx, expected.fy, expected.cx, expected.cy]
+    assert [half.p[0], half.p[5], half.p[2], half.p[6]] == [expected.fx, expected.fy, expected.cx, expected.cy]
+    assert half.p[3] == pytest.approx(-52.5 / 2) and list(info.k) == K  # the source is untouched

@@ -70,7 +70,7 @@ class ObjectOutputs:
         self._depth_m = depth_m
         self._intrinsics = intrinsics
         self._next_id = next_id
-        self.target = target
+        self._target = target
         self._done: dict[int, ObjectOutput] = {}
 
     def get(self, decoded) -> ObjectOutput:
@@ -78,9 +78,9 @@ class ObjectOutputs:
         done = self._done.get(decoded.index)
         if done is None or done.decoded is not decoded:
             shape = messages.geometry(decoded.mask, self._depth_m, self._intrinsics)
-            transform = self.target.get() if shape.is_valid else None
+            transform = self._target.get() if shape.is_valid else None
             message = messages.segmented_object(self._next_id(), decoded, mask_to_image(decoded.mask, self._header),
-                                                shape, self._header, self.target.frame, transform)
+                                                shape, self._header, self._target.frame, transform)
             done = self._done[decoded.index] = ObjectOutput(decoded, message, shape)
         return done
 

@@ -18,7 +18,7 @@ import numpy as np
 
 
 def time_seconds(stamp) -> float:
-    """builtin_interfaces/Time -> seconds."""
+    """builtin_interfaces/Time (or Duration: the same fields) -> seconds."""
     return stamp.sec + stamp.nanosec * 1e-9
 
 

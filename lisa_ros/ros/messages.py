@@ -18,6 +18,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from lisa_ros.geometry import NO_GEOMETRY, Intrinsics, MaskGeometry, mask_geometry
 from lisa_ros.transforms import Transform
 from lisa_ros.msg import SegmentationResult, SegmentedObject, StageTimings, Status
+from lisa_ros.ros.cameras import time_seconds
 from lisa_ros.ros.conversions import numpy_to_image
 from lisa_ros.visualization import PALETTE, draw_overlay
 
@@ -36,9 +37,8 @@ def duration(seconds: float) -> Duration:
     return Duration(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
 
 
-def duration_seconds(value) -> float:
-    """Seconds of a builtin_interfaces/Duration."""
-    return value.sec + value.nanosec * 1e-9
+# Seconds of a builtin_interfaces/Duration: the same fields (sec, nanosec) as a Time.
+duration_seconds = time_seconds
 
 
 def stage_timings(seconds_per_stage: dict[str, float]) -> StageTimings:

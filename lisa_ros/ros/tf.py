@@ -58,12 +58,12 @@ class TfLookup:
     the transform; raises :class:`TransformError` with tf's reason. ``backend`` says which is used:
     "tf2_ros" or "lisa_ros" (our buffer)."""
 
-    def __init__(self, node, callback_group=None, history_s: float = DEFAULT_CACHE_TIME_S):
+    def __init__(self, node, callback_group=None):
         self._node = node
         self._group = callback_group
         self._lock = threading.Lock()
         self._started = False
-        self._history_s = history_s
+        self._history_s = DEFAULT_CACHE_TIME_S  # until keep_history says otherwise
         try:
             import tf2_ros  # noqa: F401  (a sourced ROS 2)
 
@@ -139,10 +139,11 @@ class TargetTransform:
     Looked up at the image's stamp the first time :meth:`get` is called (by the first object with
     3D, so the action's first object already carries its target pose), then reused for every
     object of the request; a failed lookup is not repeated, except once more, without waiting, by
-    ``get(retry=True)`` (when the answer is complete: TF for the stamp may have arrived since). ``frame``: the target frame ("" = none: :meth:`get` is None);
-    ``header``: the source image's; ``wait_s()``: how long a lookup may wait for TF, asked when
-    it runs (the node passes its tf_timeout, cut at the request's deadline). ``error``: why the
-    last lookup failed, "source -> target: reason" ("" when none failed or the retry succeeded).
+    ``get(retry=True)`` (when the answer is complete: TF for the stamp may have arrived since).
+    ``frame``: the target frame ("" = none: :meth:`get` is None); ``header``: the source image's;
+    ``wait_s()``: how long a lookup may wait for TF, asked when it runs (the node passes its
+    tf_timeout, cut at the request's deadline). ``error``: why the last lookup failed,
+    "source -> target: reason" ("" when none failed or the retry succeeded).
     """
 
     def __init__(self, tf: TfLookup | None, frame: str, header, wait_s: Callable[[], float]):

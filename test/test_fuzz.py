@@ -14,6 +14,7 @@ from lifecycle_msgs.srv import GetState
 from rclpy.executors import MultiThreadedExecutor
 
 from lisa_ros.ros.conversions import numpy_to_image
+from lisa_ros.ros.spinning import spin
 from lisa_ros.srv import ReasonSegment
 from lisa_ros.testing.checkpoints import write_tiny_lisa_checkpoint
 from lisa_ros.testing.fuzzing import FAMILIES, fuzz_cases, fuzz_node_parameters, send_fuzz
@@ -31,7 +32,7 @@ def fuzzed_node(module_ros_domain, module_spawn, tmp_path_factory):
     node = rclpy.create_node("fuzz_client", context=module_ros_domain.context())
     executor = MultiThreadedExecutor(num_threads=2, context=module_ros_domain.context())
     executor.add_node(node)
-    threading.Thread(target=executor.spin, daemon=True).start()
+    threading.Thread(target=spin, args=(executor,), daemon=True).start()
     get_state = node.create_client(GetState, "/lisa_ros/get_state")
     assert get_state.wait_for_service(timeout_sec=60)
     for _ in range(600):

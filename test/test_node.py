@@ -36,6 +36,7 @@ from lisa_ros.msg import SegmentationResult, Status
 from lisa_ros.ros.conversions import image_to_numpy, numpy_to_image
 from lisa_ros.ros.messages import duration_seconds
 from lisa_ros.ros.qos import REQUEST_QOS, action_qos
+from lisa_ros.ros.spinning import spin
 from lisa_ros.srv import ReasonSegment
 
 pytestmark = pytest.mark.ros
@@ -105,7 +106,7 @@ class Client:
         self.node.create_subscription(MarkerArray, f"{node_name}/markers", record("markers"), 10)
         self.node.create_subscription(Detection2DArray, f"{node_name}/detections", record("detections"), 10)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", record("diagnostics"), 10)
-        self._spinner = threading.Thread(target=self.executor.spin, daemon=True)
+        self._spinner = threading.Thread(target=spin, args=(self.executor,), daemon=True)
         self._spinner.start()
 
     def wait(self, future, timeout=60.0):

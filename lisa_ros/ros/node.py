@@ -43,6 +43,7 @@ from lisa_ros.ros.request import RequestHandler
 from lisa_ros.ros.tf import TfLookup, history_seconds
 from lisa_ros.transforms import TransformError
 from lisa_ros.ros.serving import Server
+from lisa_ros.ros.spinning import spin
 from lisa_ros.srv import ReasonSegment
 
 class LisaNode(LifecycleNodeMixin, Node):
@@ -308,7 +309,7 @@ def main(args: list[str] | None = None, node_class: type[LisaNode] = LisaNode) -
     executor = MultiThreadedExecutor(num_threads=threads)
     executor.add_node(node)
     try:
-        executor.spin()
+        spin(executor, node.get_logger())
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

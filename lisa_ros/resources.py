@@ -40,9 +40,39 @@ def config_path(name: str) -> Path:
     return path
 
 
+# The environment variables Fast DDS reads its XML profile from: FASTDDS_DEFAULT_PROFILES_FILE
+# from Fast DDS 3 (ROS 2 Kilted on), FASTRTPS_DEFAULT_PROFILES_FILE in Fast DDS 2 (Humble, Iron,
+# Jazzy), which ignores the new name. Kilted still reads the old one, with a deprecation warning
+# for every participant.
+PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+FAST_DDS_2_DISTRIBUTIONS = ("humble", "iron", "jazzy")
+
+
+def fast_dds_2() -> bool | None:
+    """Whether this machine's ROS 2 has Fast DDS 2.x: from ``ROS_DISTRO`` (a sourced ROS 2), else
+    the installed ``ros-rclpy`` wheel (7.x is Jazzy, 9.x Kilted); None when neither tells."""
+    distro = os.environ.get("ROS_DISTRO", "").lower()
+    if distro:
+        return distro in FAST_DDS_2_DISTRIBUTIONS
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return int(version("ros-rclpy").split(".")[0]) < 9
+    except (PackageNotFoundError, ValueError):
+        return None
+
+
+def dds_profile_variables(path: str | Path) -> dict[str, str]:
+    """``{variable: path}`` selecting the Fast DDS profile at ``path`` for this machine's Fast DDS
+    (both variables when :func:`fast_dds_2` cannot tell)."""
+    version_2 = fast_dds_2()
+    names = PROFILE_VARIABLES if version_2 is None else PROFILE_VARIABLES[1:] if version_2 else PROFILE_VARIABLES[:1]
+    return {name: str(path) for name in names}
+
+
 def environment_with_dds_profile(profile: str = "fastdds.xml", base: dict | None = None) -> dict:
     """A copy of ``base`` (default: os.environ) with the shipped Fast DDS profile selected."""
     env = dict(os.environ if base is None else base)
-    env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(config_path(profile))
+    env.update(dds_profile_variables(config_path(profile)))
     env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
     return env

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from lisa_ros.testing.processes import die_with_parent
+from lisa_ros.resources import PROFILE_VARIABLES, dds_profile_variables
+from lisa_ros.testing.processes import die_with_parent, localhost_discovery
 
 SUPPORT = Path(__file__).parent / "support"
 _LOCK_DIR = Path(os.environ.get("LISA_ROS_TEST_LOCK_DIR", "/tmp"))
@@ -52,9 +53,8 @@ def _localhost_profile() -> str:
 _FOREIGN_DDS_SETTINGS = (
     "ROS_DISCOVERY_SERVER", "ROS_STATIC_PEERS", "ROS_LOCALHOST_ONLY", "ROS_SECURITY_ENABLE",
     "ROS_SECURITY_STRATEGY", "ROS_SECURITY_KEYSTORE", "ROS_SECURITY_ENCLAVE_OVERRIDE",
-    "FASTDDS_ENVIRONMENT_FILE", "FASTDDS_BUILTIN_TRANSPORTS", "FASTRTPS_DEFAULT_PROFILES_FILE",
-    "RMW_FASTRTPS_USE_QOS_FROM_XML", "CYCLONEDDS_URI",
-)
+    "FASTDDS_ENVIRONMENT_FILE", "FASTDDS_BUILTIN_TRANSPORTS", "RMW_FASTRTPS_USE_QOS_FROM_XML", "CYCLONEDDS_URI",
+) + PROFILE_VARIABLES
 
 
 class RosDomain:
@@ -67,13 +67,11 @@ class RosDomain:
         for key in _FOREIGN_DDS_SETTINGS:  # a developer's own DDS set-up must not leak in
             self.env.pop(key, None)
         self.env["ROS_DOMAIN_ID"] = str(domain_id)
-        self.env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+        self.env.update(localhost_discovery())  # ROS_LOCALHOST_ONLY too under a sourced Humble
         self.env["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
         self.env["PYTHONUNBUFFERED"] = "1"
         if profile:
-            self.env["FASTDDS_DEFAULT_PROFILES_FILE"] = profile
-        else:
-            self.env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
+            self.env.update(dds_profile_variables(profile))  # Fast DDS 2 and 3 read different names
         self._contexts = []
 
     def context(self):
@@ -84,8 +82,7 @@ class RosDomain:
         """
         import rclpy
 
-        for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "RMW_IMPLEMENTATION",
-                    "FASTDDS_DEFAULT_PROFILES_FILE") + _FOREIGN_DDS_SETTINGS:
+        for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "RMW_IMPLEMENTATION") + _FOREIGN_DDS_SETTINGS:
             if key in self.env:
                 self._monkeypatch.setenv(key, self.env[key])
             else:

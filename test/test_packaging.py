@@ -208,7 +208,7 @@ def test_colcon_workspace_build_installs_interfaces_executables_and_data(tmp_pat
     """`colcon build` with this package in src/, against the ament/rosidl wheels in the venv."""
     bin_dir = Path(sys.executable).parent
     colcon = bin_dir / "colcon"
-    assert colcon.exists(), "colcon missing: `make venv` installs requirements/build.txt"
+    assert colcon.exists(), "colcon missing: `make venv` installs requirements/colcon.txt"
     _source_tree_copy(tmp_path / "src" / "lisa_ros")
     env = dict(os.environ)
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
@@ -247,12 +247,12 @@ def test_colcon_workspace_build_installs_interfaces_executables_and_data(tmp_pat
 
     # `colcon test` runs the package's tests (test/ros_tests.txt) from the sourced workspace; three
     # light ones here, the whole list being what the lanes run.
-    chosen = "^(test_transforms|test_python_versions|test_spinning)$"
+    chosen = "^(test_transforms|test_dds_profile|test_spinning)$"
     shell = (f". {tmp_path}/install/setup.sh && {colcon} test --packages-select lisa_ros --ctest-args -R '{chosen}'"
              f" && {colcon} test-result --test-result-base build/lisa_ros")
     run = subprocess.run(["bash", "-c", shell], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
     results = sorted((tmp_path / "build/lisa_ros/test_results/lisa_ros").glob("*.xunit.xml"))
-    assert [r.name.split(".")[0] for r in results] == ["test_python_versions", "test_spinning", "test_transforms"]
+    assert [r.name.split(".")[0] for r in results] == ["test_dds_profile", "test_spinning", "test_transforms"]
     suites = [ElementTree.parse(r).getroot().find("testsuite").attrib for r in results]
     assert all(int(s["tests"]) > 0 and s["failures"] == s["errors"] == s["skipped"] == "0" for s in suites), suites

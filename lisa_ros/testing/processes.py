@@ -11,14 +11,27 @@ def die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def localhost_discovery() -> dict[str, str]:
+    """The environment that keeps DDS discovery on this machine: ``ROS_AUTOMATIC_DISCOVERY_RANGE``
+    (Iron on), and ``ROS_LOCALHOST_ONLY`` where the sourced ROS 2 is Humble, which knows only that."""
+    import os
+
+    variables = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    if os.environ.get("ROS_DISTRO") == "humble":
+        variables["ROS_LOCALHOST_ONLY"] = "1"
+    return variables
+
+
 def isolated_ros_environment(domain_id: int, fastdds_profile: str) -> dict[str, str]:
     """``os.environ`` plus what keeps a benchmark's processes to themselves: their own
     ``ROS_DOMAIN_ID``, discovery on localhost only, Fast DDS with ``fastdds_profile``, unbuffered
     Python output."""
     import os
 
-    return dict(os.environ, ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-                RMW_IMPLEMENTATION="rmw_fastrtps_cpp", PYTHONUNBUFFERED="1", FASTDDS_DEFAULT_PROFILES_FILE=fastdds_profile)
+    from lisa_ros.resources import dds_profile_variables
+
+    return dict(os.environ, ROS_DOMAIN_ID=str(domain_id), RMW_IMPLEMENTATION="rmw_fastrtps_cpp",
+                PYTHONUNBUFFERED="1", **localhost_discovery(), **dds_profile_variables(fastdds_profile))
 
 
 def node_command(parameters: dict[str, str]) -> list[str]:

@@ -13,6 +13,10 @@ newer rclpy is shaped to Humble's API, as recorded from Humble's sources in
 rclpy's own code (and the test's) keeps the full API, so rclpy still works underneath. Each refusal
 is printed as ``HUMBLE-REFUSED <what> <where>`` (and kept in :data:`REFUSED`), so a test can tell
 a declared fallback's probe from an unguarded newer call.
+
+Not covered here: enum members (enum classes cannot be patched; test_humble_rclpy.py scans
+lisa_ros's source for them), instance attributes, names on the C extension, and changes of
+behaviour behind an unchanged name. Only the code paths a test runs are checked.
 """
 from __future__ import annotations
 
@@ -69,14 +73,15 @@ def _refuse(what: str, where: str, error: type[Exception]) -> Exception:
     return error(f"{what} is not in Humble's rclpy ({SOURCE})")
 
 
-def _checked(function, what: str, humble: dict, skip_first: bool):
-    """``function`` refusing, for lisa_ros callers, arguments Humble's version does not take."""
+def _checked(function, what: str, humble: dict, skip_first: bool, fetched_by: str | None = None):
+    """``function`` refusing arguments Humble's version does not take, when lisa_ros calls it or
+    fetched it (``fetched_by``: a bound method handed to a thread or a partial is checked too)."""
     positional = humble["positional"][1:] if skip_first else humble["positional"]
     names = set(humble["positional"]) | set(humble["keyword_only"])
 
     @functools.wraps(function)
     def call(*args, **kwargs):
-        where = _lisa_ros_caller(sys._getframe(1))
+        where = fetched_by or _lisa_ros_caller(sys._getframe(1))
         if where:
             extra = [k for k in kwargs if k not in names]
             if extra and not humble["var_keyword"]:
@@ -105,7 +110,7 @@ class _Member:
                 original, (types.FunctionType, classmethod, staticmethod)):
             skip_first = isinstance(original, classmethod) or (isinstance(original, types.FunctionType)
                                                                and obj is not None)
-            return _checked(value, self.what, self.humble, skip_first)
+            return _checked(value, self.what, self.humble, skip_first, fetched_by=where)
         return value
 
 
@@ -133,23 +138,41 @@ class _HumbleModule(types.ModuleType):
             if name not in spec["names"] and f"{module}.{name}" not in API:
                 raise _refuse(f"{module}.{name}", where, AttributeError)
             if isinstance(value, types.FunctionType) and name in spec["functions"]:
-                return _checked(value, f"{module}.{name}", spec["functions"][name], skip_first=False)
+                return _checked(value, f"{module}.{name}", spec["functions"][name], skip_first=False, fetched_by=where)
         return value
 
 
 _real_import = builtins.__import__
+_real_import_module = importlib.import_module
+
+
+def _newer_module(name: str) -> bool:
+    return (name == "rclpy" or name.startswith("rclpy.")) and name not in API
 
 
 def _import(name, globals=None, locals=None, fromlist=(), level=0):
-    if level == 0 and (name == "rclpy" or name.startswith("rclpy.")) and globals is not None:
+    if level == 0 and globals is not None and _newer_module(name):
         importer = globals.get("__name__", "")
-        if (importer == "lisa_ros" or importer.startswith("lisa_ros.")) and name not in API:
+        if importer == "lisa_ros" or importer.startswith("lisa_ros."):
             raise _refuse(f"import {name}", importer, ImportError)
     return _real_import(name, globals, locals, fromlist, level)
 
 
+def _import_module(name, package=None):
+    where = _lisa_ros_caller(sys._getframe(1))
+    if where and _newer_module(name):
+        raise _refuse(f"import {name}", where, ImportError)
+    return _real_import_module(name, package)
+
+
+# The special methods a newer rclpy may add that change what lisa_ros code can do with an object
+# (``with node:``, iterating, awaiting); other dunders are Python's own.
+_PROTOCOL_METHODS = {"__init__", "__enter__", "__exit__", "__aenter__", "__aexit__", "__iter__", "__next__",
+                     "__await__", "__len__", "__contains__", "__getitem__"}
+
+
 def _patchable(name: str) -> bool:
-    return name == "__init__" or not name.startswith("_")
+    return name in _PROTOCOL_METHODS or not name.startswith("_")
 
 
 def shape() -> None:
@@ -182,9 +205,9 @@ def shape() -> None:
             continue  # __slots__ entries and other data descriptors: instance data, not API
         what = f"{cls.__module__}.{cls.__name__}.{attribute}"
         present = attribute in members
+        if attribute.startswith("__") and not isinstance(original, types.FunctionType):
+            continue  # object's own (e.g. a class that builds itself in __new__ has object.__init__)
         if attribute == "__init__":  # every class has one: check the arguments Humble's took
-            if not isinstance(original, types.FunctionType):
-                continue  # object's own (the class builds itself in __new__)
             present = True
             if "__init__" not in members:
                 members = dict(members, __init__=members.get("__new__"))
@@ -198,3 +221,4 @@ def shape() -> None:
     for module in modules:
         module.__class__ = _HumbleModule
     builtins.__import__ = _import
+    importlib.import_module = _import_module

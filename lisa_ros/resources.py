@@ -70,9 +70,17 @@ def dds_profile_variables(path: str | Path) -> dict[str, str]:
     return {name: str(path) for name in names}
 
 
+def with_dds_profile(env: dict, path: str | Path) -> dict:
+    """``env`` with the Fast DDS profile at ``path`` selected, and no other profile variable left
+    (Kilted prefers a leftover FASTRTPS_DEFAULT_PROFILES_FILE to FASTDDS_DEFAULT_PROFILES_FILE)."""
+    for name in PROFILE_VARIABLES:
+        env.pop(name, None)
+    env.update(dds_profile_variables(path))
+    return env
+
+
 def environment_with_dds_profile(profile: str = "fastdds.xml", base: dict | None = None) -> dict:
     """A copy of ``base`` (default: os.environ) with the shipped Fast DDS profile selected."""
-    env = dict(os.environ if base is None else base)
-    env.update(dds_profile_variables(config_path(profile)))
+    env = with_dds_profile(dict(os.environ if base is None else base), config_path(profile))
     env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
     return env

@@ -38,8 +38,9 @@ def test_the_profile_variable_follows_the_fast_dds_version(monkeypatch):
     assert set(environment_with_dds_profile("fastdds.xml", base={})) & set(PROFILE_VARIABLES) == {
         "FASTRTPS_DEFAULT_PROFILES_FILE"}
     monkeypatch.setenv("ROS_DISTRO", "kilted")
-    assert set(environment_with_dds_profile("fastdds.xml", base={})) & set(PROFILE_VARIABLES) == {
-        "FASTDDS_DEFAULT_PROFILES_FILE"}
+    # A profile variable left in the environment goes: Kilted would prefer the old name's file.
+    env = environment_with_dds_profile("fastdds.xml", base={"FASTRTPS_DEFAULT_PROFILES_FILE": "/theirs.xml"})
+    assert set(env) & set(PROFILE_VARIABLES) == {"FASTDDS_DEFAULT_PROFILES_FILE"}
     monkeypatch.delenv("ROS_DISTRO")  # the pip venv: the installed rclpy wheel tells
     expected = "FASTRTPS_DEFAULT_PROFILES_FILE" if rclpy_major() < 9 else "FASTDDS_DEFAULT_PROFILES_FILE"
     assert set(environment_with_dds_profile("fastdds.xml", base={})) & set(PROFILE_VARIABLES) == {expected}

@@ -28,10 +28,10 @@ def isolated_ros_environment(domain_id: int, fastdds_profile: str) -> dict[str, 
     Python output."""
     import os
 
-    from lisa_ros.resources import dds_profile_variables
+    from lisa_ros.resources import with_dds_profile
 
-    return dict(os.environ, ROS_DOMAIN_ID=str(domain_id), RMW_IMPLEMENTATION="rmw_fastrtps_cpp",
-                PYTHONUNBUFFERED="1", **localhost_discovery(), **dds_profile_variables(fastdds_profile))
+    return with_dds_profile(dict(os.environ, ROS_DOMAIN_ID=str(domain_id), RMW_IMPLEMENTATION="rmw_fastrtps_cpp",
+                                 PYTHONUNBUFFERED="1", **localhost_discovery()), fastdds_profile)
 
 
 def node_command(parameters: dict[str, str]) -> list[str]:

@@ -317,11 +317,38 @@ class LisaEngine:
         """The language model's context in tokens (``max_position_embeddings``), None if unknown."""
         return getattr(self.model.config, "max_position_embeddings", None)
 
+    def _prompt_syntax_in(self, text: str) -> list[str]:
+        """The strings in ``text`` the tokenizer would turn into prompt structure instead of text
+        (``<image>``, ``[SEG]``, ``</s>``, the base model's special tokens:
+        :meth:`~lisa_ros.model.tokenization.LisaTokenizer.reserved_strings`)."""
+        return [token for token in self.tokenizer.reserved_strings() if token in text]
+
+    def check_options(self, options: GenerationOptions) -> None:
+        """Raise ValueError, naming the option, when a suffix (``segment_suffix``,
+        ``explain_suffix``: added to commands) holds prompt syntax (:meth:`_prompt_syntax_in`:
+        every request would fail or silently change) or is so long that a one-word command with
+        it leaves the model's context less than :data:`MIN_ANSWER_TOKENS` for the answer, image
+        tokens aside. Run it on options before serving with them (the node does, at configure
+        and when a suffix parameter is set)."""
+        for name, explain in (("segment_suffix", False), ("explain_suffix", True)):
+            text = getattr(options, name)
+            found = self._prompt_syntax_in(text)
+            if found:
+                raise ValueError(f"{name} contains {', '.join(map(repr, found))}: the model's prompt syntax (image "
+                                 "slot, segmentation token or turn marker), which a suffix added to every command "
+                                 "cannot carry")
+            if self.context_length is not None:
+                prompt, _ = self.build_prompt("x", explain, None, options)
+                length = len(self.tokenizer.encode_with_image(prompt)) - 1
+                if length + MIN_ANSWER_TOKENS > self.context_length:
+                    raise ValueError(f"{name} is too long: with a one-word command the prompt takes {length} of the "
+                                     f"model's {self.context_length} tokens before the image, leaving less than "
+                                     f"{MIN_ANSWER_TOKENS} for the answer")
+
     def check_command(self, command: str) -> None:
         """Raise InvalidCommandError when ``command`` holds a string the tokenizer would turn into
-        prompt structure instead of text (``<image>``, ``[SEG]``, ``</s>``, the base model's
-        special tokens: :meth:`~lisa_ros.model.tokenization.LisaTokenizer.reserved_strings`)."""
-        found = [token for token in self.tokenizer.reserved_strings() if token in command]
+        prompt structure instead of text (:meth:`_prompt_syntax_in`)."""
+        found = self._prompt_syntax_in(command)
         if found:
             raise InvalidCommandError(
                 f"the command contains {', '.join(map(repr, found))}: the model's prompt syntax (image slot, "
@@ -365,13 +392,20 @@ class LisaEngine:
                 break
             raise InvalidCommandError(
                 f"the command is too long for the model: its prompt takes {length} of the model's {context} "
-                f"tokens (image {image_token_count}), leaving less than {MIN_ANSWER_TOKENS} for the answer")
+                f"tokens (image {image_token_count}, command {len(self.tokenizer.encode(command))}, "
+                f"{'explain' if explain else 'segment'}_suffix {self._suffix_tokens(command, explain, options)}), "
+                f"leaving less than {MIN_ANSWER_TOKENS} for the answer")
         dropped = len(history.turns) - len(turns) if history else 0
         if dropped:
             notes.insert(0, f"the {dropped} oldest turn(s) of the conversation were dropped to fit the model's "
                             f"{context}-token context")
         limit = options.max_new_tokens if context is None else min(options.max_new_tokens, context - length)
         return prompt, conversation, ids, limit, notes
+
+    def _suffix_tokens(self, command: str, explain: bool, options: GenerationOptions) -> int:
+        """Tokens the suffix added to ``command`` takes (0 when none is added)."""
+        asked = with_suffix(command, explain, options.segment_suffix, options.explain_suffix)
+        return len(self.tokenizer.encode(asked)) - len(self.tokenizer.encode(command.strip()))
 
     def _inputs_embeds(self, ids: list[int], frame: EncodedFrame) -> torch.Tensor:
         """``[1, L + P - 1, H]`` for one token sequence holding one placeholder."""

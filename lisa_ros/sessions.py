@@ -16,6 +16,10 @@ from typing import Callable, Hashable
 from lisa_ros.model.prompts import Conversation
 
 
+# Forgotten session ids whose reason is kept (a few KB).
+FORGOTTEN_KEPT = 1024
+
+
 class SessionStore:
     """Conversations by session id, with expiry and a size bound.
 
@@ -30,15 +34,29 @@ class SessionStore:
         self.max_turns = max_turns
         self._clock = clock
         self._sessions: OrderedDict[str, tuple[float, Conversation]] = OrderedDict()
+        # Why recently forgotten sessions were forgotten (expired or dropped), for the refusal.
+        self._forgotten: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
 
     @staticmethod
     def new_id() -> str:
         return uuid.uuid4().hex[:16]
 
+    def _forget(self, session_id: str, reason: str) -> None:
+        del self._sessions[session_id]
+        self._forgotten[session_id] = reason
+        while len(self._forgotten) > FORGOTTEN_KEPT:
+            self._forgotten.popitem(last=False)
+
     def _expire(self, now: float) -> None:
         for key in [k for k, (seen, _) in self._sessions.items() if now - seen > self.timeout_s]:
-            del self._sessions[key]
+            self._forget(key, f"expired after {self.timeout_s:g} s without a request (session_timeout)")
+
+    def forgotten(self, session_id: str) -> str:
+        """Why ``session_id`` was forgotten ("expired after ...", "dropped ..."), or "" when it
+        was never known here (or forgotten long ago)."""
+        with self._lock:
+            return self._forgotten.get(session_id, "")
 
     def get(self, session_id: str) -> Conversation | None:
         """A copy of the conversation so far, or None when unknown or expired."""
@@ -56,7 +74,8 @@ class SessionStore:
             self._sessions[session_id] = (now, Conversation(turns))
             self._sessions.move_to_end(session_id)
             while len(self._sessions) > self.max_sessions:
-                self._sessions.popitem(last=False)
+                self._forget(next(iter(self._sessions)), f"dropped to keep max_sessions ({self.max_sessions}) "
+                             "conversations: the least recently used goes first")
 
     def clear(self) -> None:
         with self._lock:

@@ -1,6 +1,7 @@
 """Latest-frame store and depth pairing by stamp (no DDS needed: plain message objects)."""
 from __future__ import annotations
 
+import pytest
 from sensor_msgs.msg import CameraInfo, Image
 
 from lisa_ros.ros.cameras import CameraInput, RateMeter
@@ -116,23 +117,54 @@ def test_frame_age_is_from_the_stamp_in_the_node_clock_and_from_arrival_when_uns
     camera.on_color(image(1000, 0))
     node_clock.now = 1010.0  # sim time advanced 10 s, (almost) no wall time passed
     frame = camera.latest()
-    assert camera.frame_age_s(frame.color, frame.received_at) == 10.0 and camera.age_s() == 10.0
-    node_clock.now = 999.5  # stamped slightly ahead of this clock: not negative
+    assert camera.frame_age_s(frame) == 10.0 and camera.age_s() == 10.0
+    node_clock.now = 999.5  # the clock jumped back: not negative
     assert camera.age_s() == 0.0
+    node_clock.now = 1000.0
     camera.on_color(image(0, 0))  # a driver that does not stamp
-    arrival.now += 2.5
+    node_clock.now += 2.5
     assert camera.age_s() == 2.5
 
 
-def test_a_camera_stamping_in_another_clock_is_named_as_such():
-    """Old by its stamp but just arrived: the camera's clock is not the node's (no NTP, device
-    time stamps, a bag without use_sim_time); the reason says so instead of a bare 'stale'."""
+@pytest.mark.parametrize("ahead_s", [0.6, 2.0, 30.0, 3600.0, 86400.0 * 365])
+def test_a_frame_stamped_ahead_of_the_node_clock_ages_from_its_arrival(ahead_s):
+    """A camera stamping ahead (a wrong clock, device time, wall time under use_sim_time) and
+    then stopping: its last frame goes stale like any other, min_stamp comparisons use when it
+    arrived, and the clock problem is named."""
     arrival, node_clock = Clock(), Clock()
     camera = CameraInput("front", clock=arrival, stamp_clock=node_clock)
-    node_clock.now = 1030.0
+    node_clock.now = 1000.0
+    camera.on_color(image(int(1000 + ahead_s), int(round(ahead_s % 1 * 1e9))))
+    frame = camera.latest()
+    assert frame.taken_s == 1000.0 and abs(frame.stamp_ahead_s - ahead_s) < 1e-6
+    node_clock.now = 1003.0  # the camera stopped 3 s ago
+    assert camera.frame_age_s(frame) == 3.0 and camera.age_s() == 3.0
+    problem = camera.clock_problem()
+    assert f"{ahead_s:.1f} s ahead of this node's clock" in problem and "synchronise" in problem
+
+
+@pytest.mark.parametrize("offset_s", [-0.4, -0.05, 0.0, 0.3, 0.9])
+def test_stamps_within_transport_latency_and_clock_sync_are_no_clock_problem(offset_s):
+    """offset_s: node clock at arrival minus stamp (negative: stamped slightly ahead)."""
+    node_clock = Clock()
+    camera = CameraInput("front", stamp_clock=node_clock)
+    node_clock.now = 1000.0
+    stamp = 1000.0 - offset_s
+    camera.on_color(image(int(stamp), int(round((stamp % 1) * 1e9))))
+    assert camera.clock_problem() == ""
+    assert abs(camera.latest().taken_s - min(stamp, 1000.0)) < 1e-6
+
+
+@pytest.mark.parametrize("behind_s", [1.5, 30.0, 3600.0])
+def test_a_camera_stamping_behind_the_node_clock_is_named_as_such(behind_s):
+    """Old by its stamp but just arrived: the camera's clock is not the node's (no NTP, device
+    time stamps, a bag without use_sim_time); the reason says so instead of a bare 'stale'."""
+    node_clock = Clock()
+    camera = CameraInput("front", stamp_clock=node_clock)
+    node_clock.now = 1000.0 + behind_s
     camera.on_color(image(1000, 0))
-    arrival.now += 0.1
-    hint = camera.clock_offset_hint(camera.age_s())
-    assert "29.9 s behind" in hint and "synchronise" in hint
-    camera.on_color(image(1030, 0))  # in step with the node's clock: no hint
-    assert camera.clock_offset_hint(camera.age_s()) == ""
+    problem = camera.clock_problem()
+    assert f"{behind_s:.1f} s behind this node's clock" in problem and "synchronise" in problem
+    assert camera.age_s() == behind_s
+    camera.on_color(image(int(node_clock.now), 0))  # in step with the node's clock: no problem
+    assert camera.clock_problem() == ""

@@ -894,6 +894,61 @@ def test_encode_ahead_encodes_the_default_cameras_newest_frame_and_hands_it_out_
     assert encoder.prefilled == [True] * 3  # frames encoded ahead also hold the prompt's start
 
 
+@pytest.mark.parametrize("rate_hz", [15.0, 30.0, 60.0, 90.0])
+def test_a_frame_encoded_ahead_keeps_its_depth_and_is_used_when_encoding_takes_longer_than_max_frame_age(rate_hz):
+    """An RGB-D camera at ``rate_hz`` while one encoding takes 1.2 s (more than max_frame_age,
+    1 s, and more than the camera input's 10 depth frames span): the frame encoded ahead is
+    paired with its depth when the encoding ends and keeps it, and a request takes it with that
+    depth. (Before: 3D was lost at 30 Hz and above, and with max_frame_age 1 s nothing was
+    encoded ahead at all.)"""
+    from builtin_interfaces.msg import Time
+
+    from lisa_ros.ros.cameras import CameraInput
+    from lisa_ros.ros.parameters import LiveParameters
+    from lisa_ros.ros.request import RequestHandler, frame_source
+    from lisa_ros.sessions import FrameCache, SessionStore
+
+    monotonic, wall = [100.0], [1000.0]
+    camera = CameraInput("front", depth_slop=0.005, clock=lambda: monotonic[0], stamp_clock=lambda: wall[0])
+    cameras = {"front": camera}
+
+    def frame(encoding):
+        message = numpy_to_image(np.zeros((8, 8) if encoding == "32FC1" else (8, 8, 3),
+                                          np.float32 if encoding == "32FC1" else np.uint8), encoding)
+        message.header.stamp = Time(sec=int(wall[0]), nanosec=int(round(wall[0] % 1 * 1e9)))
+        return message
+
+    def tick():  # one camera period: colour and its depth
+        monotonic[0] += 1 / rate_hz
+        wall[0] += 1 / rate_hz
+        camera.on_color(frame("rgb8"))
+        camera.on_depth(frame("32FC1"))
+
+    class SlowEncoder(_CountingEncoder):
+        def encode_frame(self, rgb, prefill=False):
+            for _ in range(int(1.2 * rate_hz)):  # the camera keeps publishing during the encoding
+                tick()
+            return super().encode_frame(rgb, prefill)
+
+    live = LiveParameters(max_new_tokens=16, max_masks=8, stop_after_seg=True, draft_tokens=8, segment_suffix="",
+                          explain_suffix="", max_command_length=100, max_image_pixels=10**6, max_frame_age=1.0,
+                          request_timeout=300.0, encode_ahead=True, publish_debug_image=False, publish_markers=False,
+                          target_frame="", tf_timeout=0.2)
+    handler = RequestHandler(SlowEncoder(), SessionStore(), FrameCache(4), cameras, "front", 600.0, None, lambda: live)
+    for _ in range(3):
+        tick()
+    for _ in range(3):  # encode ahead three times in a row, as an idle worker does
+        assert handler.idle(threading.Event())
+    ahead = handler.ahead
+    assert ahead.depth is not None and ahead.depth.header.stamp == ahead.color.header.stamp
+    assert len(camera._depth) == 10 and all(d.header.stamp != ahead.color.header.stamp for d in camera._depth)
+    usable = handler.usable_ahead(live)
+    assert usable is ahead
+    source = frame_source(ReasonSegment.Request(command="where is the cup?"), cameras, "front", 1.0,
+                          encoded_ahead=usable)
+    assert source.cache_key == ahead.cache_key and source.depth is ahead.depth
+
+
 def test_the_frame_cache_key_covers_every_field_that_defines_the_pixels():
     from lisa_ros.ros.request import image_cache_key
 

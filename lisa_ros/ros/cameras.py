@@ -8,6 +8,7 @@ history so that the depth frame with the colour frame's stamp can be found when 
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -15,6 +16,12 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
+
+
+# A stamp this far ahead of the node's clock when its frame arrives, or this far behind it, is named
+# as a clock problem (seconds): more than clock synchronisation (ms) and transport latency explain.
+STAMP_AHEAD_TOLERANCE_S = 0.5
+STAMP_BEHIND_TOLERANCE_S = 1.0
 
 
 def time_seconds(stamp) -> float:
@@ -38,6 +45,22 @@ class CameraFrame:
     received_at: float  # monotonic clock of this process
     depth_offset_s: float | None  # depth stamp - colour stamp, None without depth
     sequence: int = 0  # arrival number of the colour frame (unique even when stamps repeat)
+    arrived_s: float = 0.0  # the node's clock (ROS time: sim time under use_sim_time) when it arrived
+
+    @property
+    def taken_s(self) -> float:
+        """When the picture was taken at the latest, in the node's clock (seconds): its stamp, but
+        never after it arrived (a picture cannot be taken after it arrives, so a camera stamping
+        ahead of this node's clock, or in another clock, is held to its arrival); a frame stamped
+        0 (some drivers) is taken when it arrived."""
+        stamp = stamp_seconds(self.color.header)
+        return self.arrived_s if stamp == 0.0 else min(stamp, self.arrived_s)
+
+    @property
+    def stamp_ahead_s(self) -> float:
+        """How far its stamp was ahead of the node's clock when it arrived (s; 0 when not ahead)."""
+        stamp = stamp_seconds(self.color.header)
+        return max(0.0, stamp - self.arrived_s) if stamp else 0.0
 
     @property
     def cache_key(self) -> tuple[str, int]:
@@ -104,9 +127,10 @@ class CameraInput:
     times, rates); ``stamp_clock``: seconds in the clock the stamps are in, the node's ROS clock
     (``node.get_clock()``: sim time under use_sim_time); both injectable for tests.
 
-    A frame's age (:meth:`frame_age_s`) is the stamp clock's now minus its header stamp, so it
-    means "how old is the picture", also under sim time; a frame stamped 0 (some drivers) falls
-    back to the time since it arrived.
+    A frame's age (:meth:`frame_age_s`) is the stamp clock's now minus when the picture was
+    taken (:attr:`CameraFrame.taken_s`: its header stamp, but no later than its arrival), so it
+    means "how old is the picture", also under sim time, and a camera that stops goes stale even
+    when it stamped ahead of this node's clock.
     """
 
     def __init__(self, name: str, depth_slop: float = 0.02, depth_history: int = 10, color_history: int = 3,
@@ -123,7 +147,7 @@ class CameraInput:
         self._lock = threading.Lock()
         # The newest few colour frames: the newest that has a matching depth frame is used, so
         # depth arriving a little after colour still pairs.
-        self._colors: deque[tuple[Any, float, int]] = deque(maxlen=color_history)
+        self._colors: deque[tuple[Any, float, int, float]] = deque(maxlen=color_history)
         self._depth: deque[Any] = deque(maxlen=depth_history)
         self._camera_info: Any | None = None
         self.color_rate = RateMeter()
@@ -133,13 +157,15 @@ class CameraInput:
         # (e.g. not registered to colour), "" when it could; diagnostics show it as a WARN.
         self.depth_problem = ""
         self.frame_id = ""  # of the latest colour frame: the camera's identity in diagnostics
+        # Set by the node once subscribed: what the ROS graph says about a silent colour topic.
+        self.describe_silence: Callable[[], str] | None = None
 
     def on_color(self, msg: Any) -> None:
-        now = self._clock()
-        latency = self._stamp_clock() - stamp_seconds(msg.header)
+        now, arrived_s = self._clock(), self._stamp_clock()
+        latency = arrived_s - stamp_seconds(msg.header)
         with self._lock:
             self.frames_received += 1
-            self._colors.append((msg, now, self.frames_received))
+            self._colors.append((msg, now, self.frames_received, arrived_s))
             self.frame_id = msg.header.frame_id
             self.color_rate.tick(now)
             self.callback_latency.add(latency)
@@ -171,12 +197,12 @@ class CameraInput:
             colors = list(self._colors)
             depths = list(self._depth)
             info = self._camera_info
-        for color, received_at, sequence in reversed(colors):
+        for color, received_at, sequence, arrived_s in reversed(colors):
             depth, offset = self._nearest_depth(color, depths)
             if depth is not None:
-                return CameraFrame(self.name, color, depth, info, received_at, offset, sequence)
-        color, received_at, sequence = colors[-1]
-        return CameraFrame(self.name, color, None, info, received_at, None, sequence)
+                return CameraFrame(self.name, color, depth, info, received_at, offset, sequence, arrived_s)
+        color, received_at, sequence, arrived_s = colors[-1]
+        return CameraFrame(self.name, color, None, info, received_at, None, sequence, arrived_s)
 
     def paired(self, frame: CameraFrame) -> CameraFrame:
         """``frame`` with the depth frame nearest its stamp now (depth may arrive after colour;
@@ -185,42 +211,56 @@ class CameraInput:
             depths = list(self._depth)
             info = self._camera_info
         depth, offset = self._nearest_depth(frame.color, depths)
-        return CameraFrame(self.name, frame.color, depth, info, frame.received_at, offset, frame.sequence)
+        return dataclasses.replace(frame, depth=depth, camera_info=info, depth_offset_s=offset)
 
-    def frame_age_s(self, color: Any, received_at: float) -> float:
-        """Seconds since the colour frame ``color`` was taken: the stamp clock's now minus its
-        stamp (never negative: a stamp slightly ahead is age 0), or, stamped 0, since it arrived
-        (``received_at``, monotonic)."""
-        stamp = stamp_seconds(color.header)
-        if stamp == 0.0:
-            return self._clock() - received_at
-        return max(0.0, self._stamp_clock() - stamp)
+    def now(self) -> float:
+        """This input's arrival clock now (monotonic seconds: :attr:`CameraFrame.received_at`)."""
+        return self._clock()
+
+    def frame_age_s(self, frame: CameraFrame) -> float:
+        """Seconds since ``frame``'s picture was taken, in the node's clock: now minus
+        :attr:`CameraFrame.taken_s` (its stamp, but no later than its arrival). Never negative
+        (under sim time the clock may jump back)."""
+        return max(0.0, self._stamp_clock() - frame.taken_s)
 
     def age_s(self) -> float | None:
         """Age of the latest colour frame (:meth:`frame_age_s`; None before the first one)."""
+        frame = self.newest()
+        return None if frame is None else self.frame_age_s(frame)
+
+    def newest(self) -> CameraFrame | None:
+        """The newest colour frame as it arrived (no depth paired), None before the first."""
         with self._lock:
             if not self._colors:
                 return None
-            color, received_at, _ = self._colors[-1]
-        return self.frame_age_s(color, received_at)
+            color, received_at, sequence, arrived_s = self._colors[-1]
+        return CameraFrame(self.name, color, None, None, received_at, None, sequence, arrived_s)
 
-    def arrival_age_s(self, received_at: float | None = None) -> float | None:
-        """Seconds since a frame arrived (``received_at``, monotonic; default the latest frame)."""
-        if received_at is None:
-            with self._lock:
-                if not self._colors:
-                    return None
-                received_at = self._colors[-1][1]
-        return self._clock() - received_at
-
-    def clock_offset_hint(self, age_s: float, received_at: float | None = None) -> str:
-        """When a frame is old by its stamp but arrived recently, the camera stamps in another clock
-        than this node's: a sentence saying so and what to do ("" otherwise)."""
-        arrived = self.arrival_age_s(received_at)
-        if arrived is None or age_s - arrived < 1.0:
+    def clock_problem(self, frame: CameraFrame | None = None) -> str:
+        """A sentence naming a clock problem of ``frame`` (default: the newest), "" when none: its
+        stamp ahead of this node's clock when it arrived (more than :data:`STAMP_AHEAD_TOLERANCE_S`),
+        or more than :data:`STAMP_BEHIND_TOLERANCE_S` behind it although it had just arrived. The
+        camera then stamps in another clock than this node's (no time synchronisation, device time
+        stamps, a bag played without use_sim_time, or use_sim_time with a camera in wall time)."""
+        frame = frame if frame is not None else self.newest()
+        if frame is None or not stamp_seconds(frame.color.header):
             return ""
-        return (f"; it arrived {arrived:.2f} s ago, so the camera's stamps are {age_s - arrived:.1f} s behind this "
-                "node's clock (synchronise the clocks, or use_sim_time for a bag; max_frame_age 0 turns the check off)")
+        lag = frame.arrived_s - stamp_seconds(frame.color.header)
+        if -lag > STAMP_AHEAD_TOLERANCE_S:
+            where = f"{-lag:.1f} s ahead of"
+        elif lag > STAMP_BEHIND_TOLERANCE_S:
+            where = f"{lag:.1f} s behind"
+        else:
+            return ""
+        return (f"the camera's stamps are {where} this node's clock when its frames arrive (synchronise the "
+                "clocks, or use_sim_time for a bag; frame age is taken from arrival when the stamp is ahead)")
+
+    def silence_reason(self) -> str:
+        """Why no colour frame may have come (the topic's publishers and their QoS, when the node
+        has set :attr:`describe_silence`)."""
+        if self.describe_silence is not None:
+            return self.describe_silence()
+        return "check the topic and QoS (the node subscribes with sensor-data QoS, best effort)"
 
     def has_depth_stream(self) -> bool:
         with self._lock:

@@ -70,7 +70,8 @@ def camera_values(camera, now: float, max_age_s: float) -> dict:
     """The diagnostics of one lisa_ros.ros.cameras.CameraInput: name, frame_id, age of its latest
     frame (s, None before the first), colour rate, its expected value and jitter (Hz, Hz or None,
     ms), depth rate (Hz), frames received, image-callback latency (ms), the max_frame_age it is
-    judged by (s) and why its depth was last unusable (None when it was usable). ``now``:
+    judged by (s), why its depth was last unusable (None when it was usable), a clock problem of
+    its stamps (None when none) and, before the first frame, why it may be silent. ``now``:
     monotonic seconds."""
     latency = camera.callback_latency.summary_ms()
     age = camera.age_s()
@@ -81,7 +82,8 @@ def camera_values(camera, now: float, max_age_s: float) -> dict:
             "callback_latency_mean_ms": latency["mean"], "callback_latency_p99_ms": latency["p99"],
             "callback_latency_max_ms": latency["max"], "max_age_s": max_age_s,
             "depth_problem": camera.depth_problem or None,
-            "clock_problem": (camera.clock_offset_hint(age).lstrip("; ") or None) if age is not None else None}
+            "clock_problem": camera.clock_problem() or None,
+            "silence": camera.silence_reason() if age is None else None}
 
 
 def _kv(key: str, value) -> KeyValue:
@@ -126,11 +128,13 @@ def build(node_name: str, stamp, state: str, model_info: dict, stats: RequestSta
         age = camera["age_s"]
         expected = camera["expected_rate_hz"]
         if age is None:
-            status.level, status.message = DiagnosticStatus.WARN, "no frame received yet"
+            status.level, status.message = DiagnosticStatus.WARN, f"no frame received yet: {camera['silence']}"
         elif camera["max_age_s"] and age > camera["max_age_s"]:
             status.level, status.message = DiagnosticStatus.WARN, f"latest frame is {age:.1f} s old"
             if camera.get("clock_problem"):
-                status.message += f" by its stamp: {camera['clock_problem']}"
+                status.message += f"; {camera['clock_problem']}"
+        elif camera.get("clock_problem"):
+            status.level, status.message = DiagnosticStatus.WARN, f"receiving, but {camera['clock_problem']}"
         elif expected and abs(camera["rate_hz"] - expected) > RATE_TOLERANCE * expected:
             status.level, status.message = (DiagnosticStatus.WARN, f"colour at {camera['rate_hz']:.1f} Hz, "
                                             f"expected {expected:g} Hz (jitter {camera['jitter_ms']:.1f} ms)")

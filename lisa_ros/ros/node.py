@@ -16,6 +16,7 @@ made while the node is not active is answered (NOT_READY) instead of hanging.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import sys
@@ -30,17 +31,17 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
-from rclpy.qos_overriding_options import QoSOverridingOptions
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from lisa_ros.action import ReasonSegment as ReasonSegmentAction
-from lisa_ros.ros import diagnostics, parameters
+from lisa_ros.ros import diagnostics, graph, parameters
 from lisa_ros.ros.cameras import CameraInput
 from lisa_ros.ros.outputs import Publishers
-from lisa_ros.ros.qos import INPUT_QOS, REQUEST_QOS, RESULT_TIMEOUT_S, action_qos
-from lisa_ros.ros.request import RequestHandler
+from lisa_ros.ros.qos import INPUT_QOS, REQUEST_QOS, RESULT_TIMEOUT_S, action_qos, input_overrides
+from lisa_ros.ros.request import RequestHandler, options_problem
 from lisa_ros.ros.tf import TfLookup, history_seconds
+from lisa_ros.resources import release_freed_memory
 from lisa_ros.transforms import TransformError
 from lisa_ros.ros.serving import Server
 from lisa_ros.ros.spinning import spin
@@ -109,6 +110,11 @@ class LisaNode(LifecycleNodeMixin, Node):
 
     def _on_set_parameters(self, changes):
         result = parameters.on_set(changes, self.get_parameter("model_roots").value, self._start_models)
+        suffixes = {c.name: c.value for c in changes if c.name in parameters.SUFFIX_PARAMETERS}
+        engine = self.engine
+        if result.successful and suffixes and engine is not None:  # what the loaded model's tokenizer refuses
+            problem = options_problem(engine, dataclasses.replace(parameters.read_live(self), **suffixes))
+            result.successful, result.reason = not problem, problem
         if result.successful and self.state_name not in ("unconfigured", "error"):
             reload = [c.name for c in changes if c.name in parameters.RELOAD_PARAMETERS]
             if reload:
@@ -164,6 +170,9 @@ class LisaNode(LifecycleNodeMixin, Node):
             if packed:
                 self.get_logger().info(f"{packed} linear layers of the language model packed by oneDNN (fp32 CPU)")
             self.engine = LisaEngine(loaded)  # generation options are passed per request
+            problem = options_problem(self.engine, parameters.read_live(self))
+            if problem:
+                raise ValueError(problem)
         except Exception as exc:  # the node stays alive, unconfigured, and says why
             self.load_error = f"{type(exc).__name__}: {exc}"
             self.get_logger().error(f"configure failed: {self.load_error}")
@@ -200,11 +209,11 @@ class LisaNode(LifecycleNodeMixin, Node):
 
     def _subscribe(self, camera: parameters.CameraConfig) -> None:
         inputs = self.cameras[camera.name]
-        qos = dict(qos_overriding_options=QoSOverridingOptions.with_default_policies(),
-                   callback_group=self._input_group)
-        colour_type = CompressedImage if camera.compressed else Image
-        self._camera_subscriptions.append(self.create_subscription(
-            colour_type, camera.image_topic, inputs.on_color, INPUT_QOS, **qos))
+        qos = dict(qos_overriding_options=input_overrides(), callback_group=self._input_group)
+        colour = self.create_subscription(CompressedImage if camera.compressed else Image, camera.image_topic,
+                                          inputs.on_color, INPUT_QOS, **qos)
+        self._camera_subscriptions.append(colour)
+        inputs.describe_silence = functools.partial(graph.silence_reason, self, colour)
         if camera.depth_topic:
             # A few depth frames so the one matching a colour stamp can be found.
             self._camera_subscriptions.append(self.create_subscription(
@@ -216,6 +225,8 @@ class LisaNode(LifecycleNodeMixin, Node):
     def _unsubscribe(self) -> None:
         for subscription in self._camera_subscriptions:
             self.destroy_subscription(subscription)
+        for camera in self.cameras.values():
+            camera.describe_silence = None
         self._camera_subscriptions = []  # not _subscriptions/_publishers: rclpy's Node uses those names
 
     def _stop_serving(self) -> None:
@@ -242,20 +253,13 @@ class LisaNode(LifecycleNodeMixin, Node):
         return TransitionCallbackReturn.SUCCESS
 
     def _free_model(self) -> None:
+        """Drop the model, its encoded frames and sessions, and give the memory back to the system
+        (lisa_ros.resources.release_freed_memory: cleanup must free it for the process)."""
         self.engine = None
         if self._handler is not None:
             self._handler.frame_cache.clear()
             self._handler = None
-        import gc
-
-        gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except Exception:
-            pass
+        release_freed_memory()
 
     # ------------------------------------------------------------------ diagnostics
     def _start_tf(self) -> None:

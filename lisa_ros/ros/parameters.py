@@ -27,6 +27,7 @@ from lisa_ros.model.options import (
     is_valid_device,
 )
 from lisa_ros.model.prompts import DEFAULT_EXPLAIN_SUFFIX, DEFAULT_SEGMENT_SUFFIX
+from lisa_ros.model.tokenization import IM_END_TOKEN, IM_START_TOKEN, IMAGE_PLACEHOLDER, SEG_TOKEN
 
 # Offered unchanged: "auto" precision is resolved by load_lisa, not here.
 CHOICES = {
@@ -65,8 +66,10 @@ SPECS = [
     Spec("draft_tokens", 8, "tokens guessed from earlier answers and checked per forward pass of the language model; "
                             "the same greedy answer (up to rounding) in fewer passes (docs/PERFORMANCE.md); 0 = one token per pass",
          low=0, high=64),
-    Spec("segment_suffix", DEFAULT_SEGMENT_SUFFIX, "appended to commands that do not ask for a mask ('' = never)"),
-    Spec("explain_suffix", DEFAULT_EXPLAIN_SUFFIX, "appended when explain is requested"),
+    Spec("segment_suffix", DEFAULT_SEGMENT_SUFFIX, "appended to commands that do not ask for a mask ('' = never); "
+                                                   "plain text: prompt syntax (<image>, [SEG], the model's special "
+                                                   "tokens) is refused, as is a suffix too long for the context"),
+    Spec("explain_suffix", DEFAULT_EXPLAIN_SUFFIX, "appended when explain is requested (plain text, as segment_suffix)"),
     Spec("model_roots", ["embedded"], "what a run-time change of model or vision_tower may name: folders (absolute; "
                                       "anything under them), hub id prefixes ending in '/' (e.g. 'xinlai/'), or exact values; "
                                       "the values given at start are always allowed", True),
@@ -243,8 +246,24 @@ def declare(node) -> list[str]:
     return problems
 
 
+# Parameters whose text goes into every prompt (the loaded model checks them further:
+# lisa_ros.engine.LisaEngine.check_options).
+SUFFIX_PARAMETERS = ("segment_suffix", "explain_suffix")
+# Prompt syntax of every LISA checkpoint, refused in a suffix before any model is loaded.
+PROMPT_SYNTAX = (IMAGE_PLACEHOLDER, SEG_TOKEN, IM_START_TOKEN, IM_END_TOKEN)
+# Longest suffix accepted (characters); the loaded model's context may allow less.
+MAX_SUFFIX_LENGTH = 1000
+
+
 def validate_value(name: str, value) -> str | None:
     """Reason why ``value`` is invalid for ``name``, or None. (Ranges are enforced by rclpy.)"""
+    if name in SUFFIX_PARAMETERS:
+        found = [token for token in PROMPT_SYNTAX if token in str(value)]
+        if found:
+            return (f"{name} contains {', '.join(map(repr, found))}: prompt syntax, which a suffix added to every "
+                    "command cannot carry")
+        if len(str(value)) > MAX_SUFFIX_LENGTH:
+            return f"{name} has {len(str(value))} characters; at most {MAX_SUFFIX_LENGTH}"
     if name in CHOICES and value not in CHOICES[name]:
         return f"{name} must be one of {', '.join(CHOICES[name])}, got {value!r}"
     if name == "device" and not is_valid_device(str(value)):

@@ -1,6 +1,8 @@
 """Quality of service of the node's inputs and of its requests, for the node and for its clients.
 
-Inputs (camera topics): best effort, keep last 1 (:data:`INPUT_QOS`).
+Inputs (camera topics): best effort, keep last 1 (:data:`INPUT_QOS`). Every policy of an input
+subscription can be overridden at start (:func:`input_overrides`), e.g. a camera_info published
+once and latched needs ``durability: transient_local``.
 
 Requests (the ReasonSegment service and the action's goal, cancel and result services):
 reliable, volatile, keep last :data:`REQUEST_HISTORY_DEPTH` (:data:`REQUEST_QOS`). rclpy's
@@ -13,7 +15,8 @@ responses it has not yet taken are kept by its reader): :func:`action_qos` for a
 """
 from __future__ import annotations
 
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSPolicyKind, QoSProfile, ReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
 
 # Sensor-data QoS (best effort) with depth 1: only the newest frame matters, and a busy executor
 # should not turn a backlog of stale 1080p frames into Python objects. Overridable per topic.
@@ -37,3 +40,13 @@ def action_qos() -> dict[str, QoSProfile]:
     for its goal, cancel and result services (feedback and status keep rclpy's defaults)."""
     return {"goal_service_qos_profile": REQUEST_QOS, "result_service_qos_profile": REQUEST_QOS,
             "cancel_service_qos_profile": REQUEST_QOS}
+
+
+def input_overrides() -> QoSOverridingOptions:
+    """Options that declare a ``qos_overrides.<topic>.subscription.<policy>`` parameter for every
+    policy a subscription has (history, depth, reliability, durability, deadline, liveliness,
+    liveliness_lease_duration; rclpy leaves out lifespan, a publisher's policy). rclpy's
+    ``with_default_policies()`` declares only history, depth and reliability, so an override of
+    durability (``transient_local`` for a latched camera_info) would be silently ignored: a
+    parameter that is not declared is not read."""
+    return QoSOverridingOptions(policy_kinds=[kind for kind in QoSPolicyKind if kind is not QoSPolicyKind.INVALID])

@@ -38,6 +38,7 @@ import itertools
 import math
 import threading
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
@@ -83,6 +84,7 @@ class FrameSource:
     depth_expected: bool = False
     depth_scale: float = 0.001  # metres per 16UC1 unit (REP 118: millimetres)
     rectified: bool = False  # intrinsics from CameraInfo's P (rectified image), else K
+    notes: tuple[str, ...] = ()  # caveats known before decoding (a clock problem of its stamp)
 
 
 @dataclass
@@ -124,10 +126,10 @@ def request_source(request) -> FrameSource | None:
 MIN_STAMP_WAIT_S = 5.0
 
 
-def camera_source(cameras: dict[str, CameraInput], name: str, max_frame_age: float) -> FrameSource:
-    """The latest frame of camera ``name``; ``max_frame_age`` in seconds (0 = no limit), against
-    the frame's age from its header stamp (:meth:`CameraInput.frame_age_s`: the node's clock, so
-    sim time under use_sim_time).
+def latest_frame(cameras: dict[str, CameraInput], name: str, max_frame_age: float) -> tuple[CameraInput, CameraFrame]:
+    """Camera ``name`` and its latest frame (:meth:`CameraInput.latest`); ``max_frame_age`` in seconds (0 = no limit), against
+    the frame's age (:meth:`CameraInput.frame_age_s`: the node's clock, so sim time under
+    use_sim_time; from its stamp, but never younger than its arrival says).
 
     Raises RequestError UNKNOWN_CAMERA, NO_FRAME or STALE_FRAME.
     """
@@ -136,42 +138,82 @@ def camera_source(cameras: dict[str, CameraInput], name: str, max_frame_age: flo
         raise RequestError(Codes.UNKNOWN_CAMERA, f"unknown camera {name!r}; configured: {', '.join(cameras)}")
     frame = camera.latest()
     if frame is None:
-        raise RequestError(Codes.NO_FRAME, f"no frame received yet from camera {name!r}; check the topic "
-                           f"and QoS (the node subscribes with sensor-data QoS, best effort)")
-    age = camera.frame_age_s(frame.color, frame.received_at)
+        raise RequestError(Codes.NO_FRAME, f"no frame received yet from camera {name!r}: {camera.silence_reason()}")
+    age = camera.frame_age_s(frame)
     if max_frame_age > 0 and age > max_frame_age:
-        raise RequestError(Codes.STALE_FRAME, f"latest frame of camera {name!r} is {age:.2f} s old by its stamp "
-                           f"(max_frame_age {max_frame_age:g} s){camera.clock_offset_hint(age, frame.received_at)}")
-    return camera_frame_source(camera, frame)
+        problem = camera.clock_problem(frame)
+        raise RequestError(Codes.STALE_FRAME, f"latest frame of camera {name!r} is {age:.2f} s old (max_frame_age "
+                           f"{max_frame_age:g} s){'; ' + problem if problem else ''}")
+    return camera, frame
 
 
 def camera_frame_source(camera: CameraInput, frame: CameraFrame) -> FrameSource:
-    """``frame`` of ``camera`` as a :class:`FrameSource` (cache key: :attr:`CameraFrame.cache_key`)."""
+    """``frame`` of ``camera`` as a :class:`FrameSource` (cache key: :attr:`CameraFrame.cache_key`;
+    a clock problem of its stamp is a note of the answer)."""
+    problem = camera.clock_problem(frame)
     return FrameSource(
         camera=camera.name, header=frame.color.header, color=frame.color, depth=frame.depth,
         camera_info=frame.camera_info, depth_expected=camera.has_depth_stream(),
-        depth_scale=camera.depth_scale, rectified=camera.rectified, cache_key=frame.cache_key)
+        depth_scale=camera.depth_scale, rectified=camera.rectified, cache_key=frame.cache_key,
+        notes=(f"clock: {problem}",) if problem else ())
+
+
+def min_stamp_seconds(request) -> float:
+    """The request's ``min_stamp`` in seconds (0 = none)."""
+    min_stamp = getattr(request, "min_stamp", None)
+    return time_seconds(min_stamp) if min_stamp is not None else 0.0
+
+
+def wait_for_min_stamp(request, cameras: dict[str, CameraInput], default_camera: str, deadline: float = math.inf,
+                       stopped: Callable[[], str] = lambda: "", poll_s: float = 0.02) -> None:
+    """For a request about a camera with a nonzero ``min_stamp``: wait until the camera has a
+    frame taken at or after it (:attr:`CameraFrame.taken_s`, so a stamp ahead of the node's
+    clock cannot pass for a new frame), polling every ``poll_s``, until ``deadline`` (monotonic
+    seconds) or :data:`MIN_STAMP_WAIT_S` at most (a client clock far ahead cannot hold a request
+    long). Called before the request is queued, on its caller's thread, so the worker serves
+    requests about other cameras meanwhile. Returns at once for a request with its own image,
+    without min_stamp, or about a camera that is not configured (the worker refuses it).
+
+    ``stopped()``: why to stop waiting ("" to go on): "deactivated" raises NOT_READY, anything
+    else CANCELLED. Raises RequestError DEADLINE_EXCEEDED when the deadline ended the wait and
+    STALE_FRAME when no such frame came."""
+    min_stamp_s = min_stamp_seconds(request)
+    camera = cameras.get(request.camera or default_camera)
+    if not min_stamp_s or request_source(request) is not None or camera is None:
+        return
+    give_up = min(deadline, time.monotonic() + MIN_STAMP_WAIT_S)
+    while True:
+        frame = camera.newest()
+        if frame is not None and frame.taken_s >= min_stamp_s:
+            return
+        latest = f"latest taken at {frame.taken_s:.3f} s" if frame is not None else "no frame yet"
+        reason = stopped()
+        if reason:
+            code = Codes.NOT_READY if reason == "deactivated" else Codes.CANCELLED
+            raise RequestError(code, f"{reason} while waiting for a frame newer than min_stamp")
+        now = time.monotonic()
+        if now >= deadline:
+            raise RequestError(Codes.DEADLINE_EXCEEDED, f"past its deadline waiting for a frame of camera "
+                               f"{camera.name!r} taken at or after min_stamp {min_stamp_s:.3f} s ({latest})")
+        if now >= give_up:
+            raise RequestError(Codes.STALE_FRAME, f"no frame of camera {camera.name!r} taken at or after min_stamp "
+                               f"{min_stamp_s:.3f} s arrived within {MIN_STAMP_WAIT_S:g} s ({latest})")
+        time.sleep(poll_s)
 
 
 def frame_source(request, cameras: dict[str, CameraInput], default_camera: str, max_frame_age: float,
-                 deadline: float = math.inf, poll_s: float = 0.02,
-                 should_stop: Callable[[], bool] = lambda: False,
                  encoded_ahead: CameraFrame | None = None) -> FrameSource:
     """The request's own image when it has one, else the latest frame of ``request.camera`` (or
     of ``default_camera`` when the request names none). ``encoded_ahead``: a frame of a camera
     already encoded (``encode_ahead``) and judged fresh enough by the caller, taken instead of
-    the latest frame for a request about that camera when it is stamped at or after
-    ``min_stamp`` (its depth paired again, as depth may have come since).
+    the latest frame for a request about that camera when it was taken at or after
+    ``min_stamp`` (with the depth paired when it was encoded, or paired now).
 
-    With a nonzero ``request.min_stamp``, only a frame stamped at or after it: the request's own
-    image must be that new; a camera's newer frame is waited for (polling every ``poll_s``) until
-    ``deadline`` (monotonic seconds) or :data:`MIN_STAMP_WAIT_S` at most, so a client clock far
-    ahead cannot hold the worker, and no longer once ``should_stop()`` (deactivate, cancel).
-    Raises RequestError STALE_FRAME when there is none (DEADLINE_EXCEEDED when the deadline
-    ended the wait; CANCELLED when ``should_stop``), and UNKNOWN_CAMERA/NO_FRAME/STALE_FRAME as
-    :func:`camera_source`."""
-    min_stamp = getattr(request, "min_stamp", None)
-    min_stamp_s = time_seconds(min_stamp) if min_stamp is not None else 0.0
+    With a nonzero ``request.min_stamp``, only a frame stamped (own image) or taken (camera
+    frame, :attr:`CameraFrame.taken_s`) at or after it; :func:`wait_for_min_stamp` has waited
+    for it before the request was queued. Raises RequestError STALE_FRAME when there is none,
+    and UNKNOWN_CAMERA/NO_FRAME/STALE_FRAME as :func:`latest_frame`."""
+    min_stamp_s = min_stamp_seconds(request)
     own = request_source(request)
     if own is not None:
         if min_stamp_s and stamp_seconds(own.header) < min_stamp_s:
@@ -180,24 +222,15 @@ def frame_source(request, cameras: dict[str, CameraInput], default_camera: str, 
         return own
     name = request.camera or default_camera
     if (encoded_ahead is not None and encoded_ahead.camera == name and name in cameras
-            and stamp_seconds(encoded_ahead.color.header) >= min_stamp_s):
-        return camera_frame_source(cameras[name], cameras[name].paired(encoded_ahead))
-    give_up = min(deadline, time.monotonic() + MIN_STAMP_WAIT_S)
-    while True:
-        source = camera_source(cameras, name, max_frame_age)
-        stamp = stamp_seconds(source.header)
-        if not min_stamp_s or stamp >= min_stamp_s:
-            return source
-        now = time.monotonic()
-        if should_stop():
-            raise RequestError(Codes.CANCELLED, "stopped while waiting for a frame newer than min_stamp")
-        if now >= deadline:
-            raise RequestError(Codes.DEADLINE_EXCEEDED, f"past its deadline waiting for a frame of camera {name!r} "
-                               f"stamped at or after min_stamp {min_stamp_s:.3f} s (latest: {stamp:.3f} s)")
-        if now >= give_up:
-            raise RequestError(Codes.STALE_FRAME, f"no frame of camera {name!r} stamped at or after min_stamp "
-                               f"{min_stamp_s:.3f} s arrived within {MIN_STAMP_WAIT_S:g} s (latest: {stamp:.3f} s)")
-        time.sleep(poll_s)
+            and encoded_ahead.taken_s >= min_stamp_s):
+        camera = cameras[name]
+        return camera_frame_source(camera, encoded_ahead if encoded_ahead.depth is not None
+                                   else camera.paired(encoded_ahead))
+    camera, frame = latest_frame(cameras, name, max_frame_age)
+    if min_stamp_s and frame.taken_s < min_stamp_s:
+        raise RequestError(Codes.STALE_FRAME, f"no frame of camera {name!r} taken at or after min_stamp "
+                           f"{min_stamp_s:.3f} s (latest taken at {frame.taken_s:.3f} s)")
+    return camera_frame_source(camera, frame)
 
 
 def decode_color(color, max_pixels: int) -> np.ndarray:
@@ -219,7 +252,7 @@ def decode(source: FrameSource, max_pixels: int) -> DecodedFrame:
     ``depth_mismatch`` is set (for a diagnostics warning); that, depth without intrinsics, invalid
     intrinsics, all-invalid depth and missing depth are notes.
     """
-    decoded = DecodedFrame(decode_color(source.color, max_pixels), None, None)
+    decoded = DecodedFrame(decode_color(source.color, max_pixels), None, None, list(source.notes))
     rgb = decoded.rgb
     if source.depth is not None:
         try:
@@ -254,11 +287,24 @@ def decode(source: FrameSource, max_pixels: int) -> DecodedFrame:
     return decoded
 
 
+# Unicode categories that show nothing: separators (spaces), control, format (U+FEFF byte-order
+# mark, zero-width spaces and joiners, bidi marks), surrogates and unassigned code points.
+INVISIBLE_CATEGORIES = ("Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Cn")
+
+
+def _visible(character: str) -> bool:
+    return unicodedata.category(character) not in INVISIBLE_CATEGORIES
+
+
 def checked_command(command: str, max_length: int) -> str:
-    """``command`` stripped; RequestError INVALID_COMMAND when empty or longer than ``max_length``."""
-    command = command.strip()
-    if not command:
-        raise RequestError(Codes.INVALID_COMMAND, "command is empty")
+    """``command`` without the invisible characters at its ends (spaces, a byte-order mark,
+    zero-width characters: :data:`INVISIBLE_CATEGORIES`); RequestError INVALID_COMMAND when
+    nothing visible is left or it is longer than ``max_length``."""
+    visible = [index for index, character in enumerate(command) if _visible(character)]
+    if not visible:
+        shown = "" if not command else f" (only invisible characters: {', '.join(sorted({f'U+{ord(c):04X}' for c in command})[:5])})"
+        raise RequestError(Codes.INVALID_COMMAND, f"command is empty{shown}")
+    command = command[visible[0]:visible[-1] + 1]
     if len(command) > max_length:
         raise RequestError(Codes.INVALID_COMMAND, f"command has {len(command)} characters; the limit "
                            f"(max_command_length) is {max_length}")
@@ -289,6 +335,17 @@ def generation_options(live: LiveParameters):
                              draft_tokens=live.draft_tokens, segment_suffix=live.segment_suffix, explain_suffix=live.explain_suffix)
 
 
+def options_problem(engine, live: LiveParameters) -> str:
+    """Why the run-time parameters ``live`` cannot go into ``engine``'s prompts, "" when they
+    can (a suffix holding the loaded model's prompt syntax or too long for its context:
+    :meth:`lisa_ros.engine.LisaEngine.check_options`)."""
+    try:
+        engine.check_options(generation_options(live))
+    except ValueError as exc:
+        return str(exc)
+    return ""
+
+
 class RequestHandler:
     """Serves jobs with one loaded model (built at configure, dropped at cleanup).
 
@@ -316,12 +373,11 @@ class RequestHandler:
         self.logger = logger
         self.next_id = next_id if next_id is not None else functools.partial(next, itertools.count(1))
         # encode_ahead: the default camera's frame last encoded while idle (in the frame cache
-        # under its cache_key), the arrival number last considered, the last encoding's duration
-        # (seconds), and whether the "slower than max_frame_age" warning was given
+        # under its cache_key, with its depth), the arrival number last considered, and the last
+        # encoding's duration (seconds)
         self.ahead: CameraFrame | None = None
         self._ahead_sequence = 0
         self._encode_s = 0.0
-        self._warned_slow = False
 
     def __call__(self, job: Job, stopping: threading.Event) -> tuple[int, str, dict[str, float]]:
         """Serve ``job``; returns its code (OK, or NO_TARGET for an answer without objects), the
@@ -340,8 +396,7 @@ class RequestHandler:
 
         # -- the frame, decoded; the session
         feedback.stage(Stage.STAGE_PREPROCESSING)
-        source = frame_source(request, self.cameras, self.default_camera, live.max_frame_age, job.deadline,
-                              should_stop=lambda: stopping.is_set() or feedback.cancel_requested,
+        source = frame_source(request, self.cameras, self.default_camera, live.max_frame_age,
                               encoded_ahead=self.usable_ahead(live))
         header = job.result.header = source.header
         frame = decode(source, live.max_image_pixels)
@@ -428,28 +483,38 @@ class RequestHandler:
 
     def usable_ahead(self, live: LiveParameters) -> CameraFrame | None:
         """The frame encoded ahead, when a request now may take it instead of encoding the
-        camera's newest frame: it is in the frame cache, within ``max_frame_age`` (0 = no limit),
-        and it arrived at most one encoding (the last one's duration, plus two idle polls) before
-        the newest frame. The answer then comes one encoding sooner and is about a frame no older
-        than the one it would have encoded would be by the time that encoding ended. None
-        otherwise (e.g. the request waited behind others while newer frames came)."""
+        camera's newest frame: it is in the frame cache, it arrived at most one encoding (the
+        last one's duration, plus two idle polls) before the newest frame, and the camera is
+        alive (its newest frame within ``max_frame_age``; 0 = no limit). The answer then comes
+        one encoding sooner and is about a frame no older than the one the request would have
+        encoded would be once encoded. None otherwise (e.g. the request waited behind others
+        while newer frames came)."""
         ahead, camera = self.ahead, self.cameras.get(self.default_camera)
         if not live.encode_ahead or ahead is None or camera is None or ahead.cache_key not in self.frame_cache:
             return None
-        latest = camera.latest()
-        if latest is not None and latest.received_at - ahead.received_at > self._encode_s + 2 * IDLE_POLL_S:
+        newest = camera.newest()
+        if newest is not None and newest.received_at - ahead.received_at > self._encode_s + 2 * IDLE_POLL_S:
             return None
-        if live.max_frame_age > 0 and camera.frame_age_s(ahead.color, ahead.received_at) > live.max_frame_age:
+        if live.max_frame_age > 0 and (newest is None or camera.frame_age_s(newest) > live.max_frame_age):
             return None
         return ahead
+
+    def before_queue(self, job: Job, stopped: Callable[[], str]) -> None:
+        """Called on the job's caller thread before it is queued: wait for a frame new enough for
+        its ``min_stamp`` (:func:`wait_for_min_stamp`), so the worker serves others meanwhile."""
+        feedback_cancelled = (lambda: job.goal_handle is not None and job.goal_handle.is_cancel_requested)
+        wait_for_min_stamp(job.request, self.cameras, self.default_camera, job.deadline,
+                           stopped=lambda: stopped() or ("cancelled" if feedback_cancelled() else ""))
 
     def idle(self, stopping: threading.Event) -> bool:
         """Called by the worker when no request waits. With ``encode_ahead``: encode the default
         camera's newest frame, if not encoded yet, into the frame cache, so that a request about
         it starts at the language model. One frame per call, so a request arriving meanwhile
-        waits one encoding at most. Skipped: a frame that would be older than ``max_frame_age``
-        once encoded (a warning, once, when encoding takes that long), or one that cannot be
-        decoded or encoded (the request about it says why). Returns whether it encoded."""
+        waits one encoding at most. Skipped: a frame already older than ``max_frame_age`` (a
+        camera that stopped), or one that cannot be decoded or encoded (the request about it
+        says why). Once encoded, the frame is paired with its depth (which has come by then)
+        and keeps that depth frame, however many depth frames come during the encoding.
+        Returns whether it encoded."""
         live = self.read_live()
         camera = self.cameras.get(self.default_camera)
         if not live.encode_ahead or self.frame_cache.capacity == 0 or stopping.is_set() or camera is None:
@@ -458,23 +523,18 @@ class RequestHandler:
         if frame is None or frame.sequence <= self._ahead_sequence:
             return False
         self._ahead_sequence = frame.sequence
-        if live.max_frame_age > 0 and camera.frame_age_s(frame.color, frame.received_at) + self._encode_s > live.max_frame_age:
-            if self._encode_s >= live.max_frame_age and not self._warned_slow and self.logger is not None:
-                self._warned_slow = True
-                self.logger.warning(f"encode_ahead: encoding a frame takes {self._encode_s:.2f} s, more than "
-                                    f"max_frame_age ({live.max_frame_age:g} s): frames encoded ahead would be stale, "
-                                    "so none are (raise max_frame_age, or turn encode_ahead off)")
+        if live.max_frame_age > 0 and camera.frame_age_s(frame) > live.max_frame_age:
             return False
         if frame.cache_key not in self.frame_cache:  # a request may have encoded it already
-            started = time.monotonic()
+            started = camera.now()  # the clock frames arrive by, which usable_ahead compares it with
             try:
                 encoded = self.engine.encode_frame(decode_color(frame.color, live.max_image_pixels), prefill=True)
             except (RequestError, InvalidImageError):
                 return False
-            self._encode_s = time.monotonic() - started
+            self._encode_s = camera.now() - started
             self.frame_cache.store_ahead(frame.cache_key, encoded,
                                          replaces=self.ahead.cache_key if self.ahead is not None else None)
-        self.ahead = frame
+        self.ahead = camera.paired(frame) if frame.depth is None else frame
         return True
 
     def note_depth(self, source: FrameSource, frame: DecodedFrame) -> None:
@@ -489,6 +549,8 @@ class RequestHandler:
             return self.sessions.new_id(), None
         history = self.sessions.get(session_id)
         if history is None:
-            raise RequestError(Codes.UNKNOWN_SESSION, f"session {session_id!r} is unknown or expired (sessions "
-                               f"expire after {self.session_timeout:g} s); send an empty session_id to start a new one")
+            why = self.sessions.forgotten(session_id) or (
+                f"unknown (never started here, or forgotten long ago; sessions expire after {self.session_timeout:g} s)")
+            raise RequestError(Codes.UNKNOWN_SESSION, f"session {session_id!r} is {why}; send an empty session_id "
+                               "to start a new one")
         return session_id, history

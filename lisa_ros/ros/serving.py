@@ -14,7 +14,9 @@ the outcome in the statistics and logs it. The codes are ``lisa_ros/msg/Status``
 for the service, the action and the published result. :meth:`Server.stop` (deactivate)
 makes a running generation stop at its next token and answers the queued jobs NOT_READY.
 When no job waits, the worker calls the handler's ``idle(stopping)`` if it has one (the node's
-``encode_ahead``); a failure there is logged, never fatal.
+``encode_ahead``); a failure there is logged, never fatal. Before a job is queued, its caller's
+thread runs the handler's ``before_queue(job, stopped)`` if it has one (the wait for a frame
+newer than ``min_stamp``), so that one request's wait never holds the worker.
 
 This module knows nothing of the node: the node passes a logger and a callable describing its
 state (for NOT_READY messages).
@@ -253,6 +255,18 @@ class Server:
         return Codes.NOT_READY, self._describe_state()
 
     def _submit(self, job: Job) -> bool:
+        """Queue ``job``, or answer it now (BUSY, NOT_READY, or what the handler's
+        ``before_queue`` refused it with); whether it was queued."""
+        before_queue = getattr(self._handler, "before_queue", None)
+        if before_queue is not None:
+            try:
+                before_queue(job, lambda: "" if self._active else "deactivated")
+            except RequestError as exc:
+                self.finish(job, exc.code, str(exc))
+                return False
+            except Exception as exc:  # a bug there must not leave the caller without an answer
+                self._model_failure(job, exc)
+                return False
         with self._lock:
             ready = self._serving()
             if ready and self._queue.put(job):

@@ -18,6 +18,7 @@ lost, RSS grew 5 % or more after the warm-up, or the thread count changed.
 
     python bench/soak.py                          # 10 minutes, 1920x1080 at 30 Hz, tiny model
     python bench/soak.py --seconds 20 --size 640x480 --rate 15     # the short form CI runs
+    python bench/soak.py --seconds 1800 --warmup 120 --encode-ahead   # 30 minutes, encode_ahead on
 """
 from __future__ import annotations
 
@@ -110,6 +111,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rate", type=float, default=30.0)
     parser.add_argument("--model", help="checkpoint folder (default: a tiny one written now)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds after which a request counts as lost")
+    parser.add_argument("--encode-ahead", action="store_true", help="run the node with encode_ahead on (idle time "
+                        "encodes the camera's newest frame)")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     args = parser.parse_args(argv)
     if args.role == "camera":
@@ -123,7 +126,8 @@ def main(argv=None) -> int:
     model = model_or_tiny(args.model, tmp.name)
     params = {"model": model, "max_new_tokens": "24", "queue_depth": "4", "max_frame_age": "0.0",
               "cameras": "['soak']", "soak.image_topic": f"{TOPIC}/color/image_raw",
-              "soak.depth_topic": f"{TOPIC}/depth/image_raw", "soak.camera_info_topic": f"{TOPIC}/color/camera_info"}
+              "soak.depth_topic": f"{TOPIC}/depth/image_raw", "soak.camera_info_topic": f"{TOPIC}/color/camera_info",
+              "encode_ahead": str(args.encode_ahead).lower()}
     command = node_command(params)
     node_process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                     preexec_fn=die_with_parent)
@@ -243,7 +247,8 @@ def main(argv=None) -> int:
     # Growth in the second half of the measured time: a leak keeps growing, warm-up levels off.
     half = rss_series[len(rss_series) // 2][1]
     late_growth = (rss_series[-1][1] - half) / half * 100
-    figures = {"seconds": round(elapsed, 1), "camera": f"{args.size}@{args.rate:g}Hz rgbd", "sent": tally.sent,
+    figures = {"seconds": round(elapsed, 1), "camera": f"{args.size}@{args.rate:g}Hz rgbd",
+               "encode_ahead": args.encode_ahead, "sent": tally.sent,
                "answered": answered, "lost": tally.lost, "by_code": tally.by_code, "latency_p50_s": round(p50, 3),
                "latency_p99_s": round(p99, 3), "image_callback_p99_ms": callback_p99,
                "frames_published_after_warmup": frames_end - frames_start, "frames_missed_after_warmup": missed,
@@ -252,7 +257,7 @@ def main(argv=None) -> int:
                "rss_growth_second_half_pct": round(late_growth, 2),
                "threads": [threads_start, threads_end], "node_alive": alive}
     print(f"soak: {elapsed:.0f} s, camera {figures['camera']}, model "
-          f"{'tiny (test-made)' if args.model is None else model}, 4 clients")
+          f"{'tiny (test-made)' if args.model is None else model}, 4 clients, encode_ahead {args.encode_ahead}")
     print(f"requests: sent {tally.sent}, answered {answered}, lost {tally.lost}; by code "
           + ", ".join(f"{k} {v}" for k, v in sorted(tally.by_code.items())))
     print(f"served latency: p50 {p50:.3f} s, p99 {p99:.3f} s; image callback p99 {callback_p99:.1f} ms")

@@ -221,6 +221,19 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _min_stamp(text: str) -> str | float:
+    """--min-stamp: "now" or seconds (argparse type)."""
+    if text == "now":
+        return text
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither 'now' nor seconds") from None
+    if not 0 <= seconds < 2**31:
+        raise argparse.ArgumentTypeError(f"{text!r} is outside builtin_interfaces/Time (0 to 2^31 s)")
+    return seconds
+
+
 def _cmd_ask(args: argparse.Namespace) -> int:
     """Ask a running node (lisa_ros.ros.client.ask), print the summary; exit 0 with objects, 3
     when the model found nothing that fits (NO_TARGET), 1 when refused or failed."""
@@ -229,7 +242,7 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     rgb = read_rgb(args.image) if args.image else None
     summary = ask(args.command_text, camera=args.camera or "", image=rgb, frame_id=args.frame_id,
                   explain=args.explain, session_id=args.session or "", target_frame=args.target_frame,
-                  use_action=args.action, name=args.service, namespace=args.namespace,
+                  min_stamp=args.min_stamp, point_cloud=args.point_cloud, use_action=args.action, name=args.service, namespace=args.namespace,
                   wait_s=args.wait, timeout_s=args.timeout, out=Path(args.out) if args.out else None,
                   on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(json.dumps(summary))  # ClientError (a LisaError) becomes main()'s one-line error, status 2
@@ -349,13 +362,18 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--session", help="continue this conversation (session_id of an earlier answer)")
     ask.add_argument("--target-frame", default="", help="frame for the objects' target poses, e.g. odom "
                                                         "(default: the node's target_frame)")
+    ask.add_argument("--min-stamp", type=_min_stamp, help="only a frame taken at or after this time: 'now' "
+                                                          "(this client's clock) or seconds in the ROS clock")
+    ask.add_argument("--point-cloud", action="store_true", help="the result carries the objects' points "
+                                                                "(--out gets points.npy)")
     ask.add_argument("--action", action="store_true", help="use the action: progress and early objects on stderr")
     ask.add_argument("--service", default="lisa_ros/reason_segment",
                      help="service/action name; a relative one is resolved in --namespace")
     ask.add_argument("--namespace", default=os.environ.get("ROS_NAMESPACE", ""),
                      help="namespace of the node, e.g. robot1 (default: $ROS_NAMESPACE, else none)")
     ask.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the node")
-    ask.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the answer")
+    ask.add_argument("--timeout", type=float, default=300.0, help="seconds the node may take (the request's "
+                                                                  "timeout; then DEADLINE_EXCEEDED)")
     ask.add_argument("--out", help="folder for result.json and mask_<id>.png")
     ask.set_defaults(func=_cmd_ask)
 

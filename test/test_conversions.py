@@ -5,6 +5,7 @@ bug cannot be cancelled out by the matching encoder bug.
 """
 from __future__ import annotations
 
+import struct
 import sys
 
 import cv2
@@ -133,13 +134,23 @@ def test_big_endian_16_bit_depth_is_byte_swapped():
 # Colour: what the model receives
 
 
-@given(image_cases(["rgb8", "bgr8", "rgba8", "bgra8", "8UC3", "8UC4", "rgb16", "bgr16"]))
+def eight_bit(colour: np.ndarray) -> np.ndarray:
+    """The documented 16-bit rule, written out: shift right by (bits - 8), where bits (at least 8)
+    is the bit length of the largest value; uint8 passes through."""
+    if colour.dtype == np.uint8:
+        return colour
+    bits = max(8, int(colour.max()).bit_length())
+    return (colour >> (bits - 8)).astype(np.uint8)
+
+
+@given(image_cases(["rgb8", "bgr8", "rgba8", "bgra8", "8UC3", "8UC4", "rgb16", "bgr16", "rgba16",
+                    "bgra16", "16UC3", "16UC4"]))
 def test_colour_encodings_decode_to_rgb(case):
     encoding, pixels, padding, bigendian = case
     rgb = image_to_rgb8(raw_message(pixels, encoding, padding, bigendian))
-    eight_bit = (pixels >> 8).astype(np.uint8) if pixels.dtype == np.uint16 else pixels
     layout = image_format(encoding).layout
-    expected = eight_bit[:, :, :3] if layout.startswith("rgb") else eight_bit[:, :, 2::-1]
+    colour = pixels[:, :, :3] if layout.startswith("rgb") else pixels[:, :, 2::-1]
+    expected = eight_bit(colour)  # alpha does not count towards the bit depth
     assert rgb.shape == pixels.shape[:2] + (3,) and rgb.dtype == np.uint8
     np.testing.assert_array_equal(rgb, expected)
 
@@ -148,7 +159,7 @@ def test_colour_encodings_decode_to_rgb(case):
 def test_mono_encodings_decode_to_grey_rgb(case):
     encoding, pixels, padding, bigendian = case
     rgb = image_to_rgb8(raw_message(pixels, encoding, padding, bigendian))
-    grey = (pixels >> 8).astype(np.uint8) if pixels.dtype == np.uint16 else pixels
+    grey = eight_bit(pixels)
     for channel in range(3):
         np.testing.assert_array_equal(rgb[:, :, channel], grey)
 
@@ -184,14 +195,67 @@ def test_yuyv_and_uyvy_differ_only_in_byte_order():
                                   image_to_rgb8(raw_message(uyvy, "yuv422")))
 
 
-@pytest.mark.parametrize("pattern", ["rggb", "bggr", "gbrg", "grbg"])
-def test_bayer_mosaic_of_a_uniform_colour_demosaics_to_that_colour(pattern):
-    colour = {"r": 200, "g": 90, "b": 20}
-    mosaic = np.zeros((8, 10), np.uint8)
+def uniform_mosaic(pattern: str, colour: dict[str, int], dtype) -> np.ndarray:
+    """An 8x10 Bayer mosaic (``pattern`` such as "rggb") of one colour."""
+    mosaic = np.zeros((8, 10), dtype)
     for index, name in enumerate(pattern):
         mosaic[index // 2::2, index % 2::2] = colour[name]
+    return mosaic
+
+
+@pytest.mark.parametrize("pattern", ["rggb", "bggr", "gbrg", "grbg"])
+def test_bayer_mosaic_of_a_uniform_colour_demosaics_to_that_colour(pattern):
+    mosaic = uniform_mosaic(pattern, {"r": 200, "g": 90, "b": 20}, np.uint8)
     rgb = image_to_rgb8(raw_message(mosaic, f"bayer_{pattern}8"))
     np.testing.assert_array_equal(rgb[2:-2, 2:-2], np.broadcast_to([200, 90, 20], (4, 6, 3)))
+
+
+@pytest.mark.parametrize("bits", [10, 12])
+def test_10_and_12_bit_mono16_spans_the_full_8_bit_range(bits):
+    """Industrial and IR cameras put 10/12-bit values in mono16: scaled as 16-bit data (/257 or
+    >> 8) they come out near-black (at most 3 or 15)."""
+    ramp = np.linspace(0, 2**bits - 1, 7 * 9).round().astype(np.uint16).reshape(7, 9)
+    rgb = image_to_rgb8(raw_message(ramp, "mono16", padding=2, bigendian=True))
+    assert rgb.dtype == np.uint8 and rgb.shape == (7, 9, 3)
+    assert (rgb.min(), rgb.max()) == (0, 255)
+    np.testing.assert_array_equal(rgb[:, :, 1], (ramp >> (bits - 8)).astype(np.uint8))
+
+
+def test_full_16_bit_data_is_scaled_as_before():
+    pixels = np.array([[0, 255, 256, 4095], [4096, 32768, 40000, 65535]], np.uint16)
+    for encoding, frame in (("mono16", pixels), ("rgb16", np.dstack([pixels] * 3))):
+        rgb = image_to_rgb8(raw_message(frame, encoding))
+        np.testing.assert_array_equal(rgb[:, :, 0], (pixels >> 8).astype(np.uint8))
+
+
+def test_dark_or_8_bit_values_in_16_bit_encodings_are_not_scaled():
+    pixels = np.array([[0, 17, 200, 255]], np.uint16)  # needs 8 bits: the minimum, kept as is
+    np.testing.assert_array_equal(image_to_rgb8(raw_message(pixels, "mono16"))[:, :, 0], pixels)
+
+
+def test_12_bit_colour_ignores_the_alpha_channel_for_the_bit_depth():
+    rng = np.random.default_rng(11)
+    colour = rng.integers(0, 4096, (5, 6, 3), dtype=np.uint16)
+    colour[0, 0, 0] = 4095
+    rgba = np.dstack([colour, np.full((5, 6), 65535, np.uint16)])  # opaque, 16-bit alpha
+    np.testing.assert_array_equal(image_to_rgb8(raw_message(rgba, "rgba16")), (colour >> 4).astype(np.uint8))
+    np.testing.assert_array_equal(image_to_rgb8(raw_message(colour[:, :, ::-1].copy(), "bgr16")),
+                                  (colour >> 4).astype(np.uint8))
+
+
+@pytest.mark.parametrize("pattern", ["rggb", "grbg"])
+def test_12_bit_bayer16_demosaics_to_the_full_8_bit_range(pattern):
+    mosaic = uniform_mosaic(pattern, {"r": 4095, "g": 2048, "b": 16}, np.uint16)
+    rgb = image_to_rgb8(raw_message(mosaic, f"bayer_{pattern}16"))
+    np.testing.assert_array_equal(rgb[2:-2, 2:-2], np.broadcast_to([255, 128, 1], (4, 6, 3)))
+
+
+def test_12_bit_mono16_png_spans_the_full_8_bit_range():
+    ramp = np.arange(0, 4096, 64, dtype=np.uint16).reshape(8, 8)
+    ramp[-1, -1] = 4095
+    rgb = compressed_to_rgb8(numpy_to_compressed(ramp, "mono16", "png"))
+    np.testing.assert_array_equal(rgb[:, :, 2], (ramp >> 4).astype(np.uint8))
+    assert rgb.max() == 255
 
 
 @pytest.mark.parametrize("encoding", ["32FC1", "16SC1", "64FC1", "8UC2", "16UC1"])
@@ -224,6 +288,187 @@ def test_32fc1_depth_is_metres_with_invalid_values_as_nan():
 def test_colour_image_is_not_depth():
     with pytest.raises(ImageConversionError, match="depth encoding"):
         depth_to_meters(raw_message(random_pixels("rgb8", 2, 2, 0), "rgb8"))
+
+
+# compressed_depth_image_transport (image_transport_plugins): data = a 12-byte ConfigHeader
+# (int32 format = INV_DEPTH = 0, float32 depthParam[2]), then the 16-bit image as PNG, or as RVL
+# (uint32 cols, uint32 rows, then the RVL words). Built here from that description.
+
+
+def config_header(quant_a: float = 0.0, quant_b: float = 0.0, fmt: int = 0) -> bytes:
+    return struct.pack("<iff", fmt, quant_a, quant_b)
+
+
+def png16(values: np.ndarray) -> bytes:
+    ok, encoded = cv2.imencode(".png", values)
+    assert ok and values.dtype == np.uint16
+    return encoded.tobytes()
+
+
+def rvl_encode(values: np.ndarray) -> bytes:
+    """RVL (Wilson 2017) as compressed_depth_image_transport writes it: cols and rows as uint32,
+    then runs of (zero count, non-zero count, zigzag deltas of the non-zero values), each number
+    in 3-bit groups, least significant first, one group per nibble with 0x8 = "more follows",
+    eight nibbles to a little-endian uint32, the first nibble in the high bits."""
+    flat = [int(v) for v in values.ravel()]
+    nibbles: list[int] = []
+
+    def put(number):
+        while True:
+            group, number = number & 7, number >> 3
+            nibbles.append(group | (8 if number else 0))
+            if not number:
+                return
+
+    index, previous = 0, 0
+    while index < len(flat):
+        start = index
+        while index < len(flat) and flat[index] == 0:
+            index += 1
+        put(index - start)
+        start = index
+        while index < len(flat) and flat[index] != 0:
+            index += 1
+        put(index - start)
+        for value in flat[start:index]:
+            delta = value - previous
+            put(2 * delta if delta >= 0 else -2 * delta - 1)
+            previous = value
+    nibbles += [0] * (-len(nibbles) % 8)
+    words = [int("".join(f"{n:x}" for n in nibbles[k:k + 8]), 16) for k in range(0, len(nibbles), 8)]
+    return struct.pack("<II", values.shape[1], values.shape[0]) + struct.pack(f"<{len(words)}I", *words)
+
+
+def quantize_inverse_depth(depth: np.ndarray, depth_max: float = 10.0, z0: float = 100.0):
+    """The publisher's 32FC1 coding (float32 as in C++): A = z0 (z0 + 1), B = 1 - A / depth_max,
+    value = uint16(A / depth + B) below depth_max, else 0 (NaN included)."""
+    quant_a = np.float32(z0) * (np.float32(z0) + np.float32(1))
+    quant_b = np.float32(1) - quant_a / np.float32(depth_max)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        coded = np.where(depth < depth_max, quant_a / depth + quant_b, 0)
+    return np.trunc(np.nan_to_num(coded)).astype(np.uint16), float(quant_a), float(quant_b)
+
+
+def test_rvl_test_encoder_matches_a_hand_worked_example():
+    # 2 zeros, 3 non-zeros (deltas 5, 0, 2 -> zigzag 10, 0, 4): nibbles 2 3 A 1 0 4, padded
+    # with zeros to one word 0x23A10400, stored little-endian.
+    assert rvl_encode(np.array([[0, 0, 5, 5, 7]], np.uint16)) == struct.pack("<II", 5, 1) + bytes.fromhex("0004a123")
+
+
+@pytest.mark.parametrize("fmt", ["16UC1; compressedDepth png", "16UC1; compressedDepth", "16UC1; compressedDepth rvl",
+                                 "mono16; compressedDepth png"])
+def test_compressed_depth_16uc1_is_scaled_with_zero_as_no_return(fmt):
+    depth_mm = np.array([[0, 1000, 1500], [65535, 0, 300]], np.uint16)
+    payload = rvl_encode(depth_mm) if fmt.endswith("rvl") else png16(depth_mm)
+    msg = CompressedImage(format=fmt, data=config_header() + payload)
+    metres = depth_to_meters(msg)
+    assert metres.dtype == np.float32 and metres.shape == (2, 3)
+    assert np.isnan(metres[0, 0]) and np.isnan(metres[1, 1])
+    np.testing.assert_allclose(metres[0, 1:], [1.0, 1.5], rtol=1e-6)
+    np.testing.assert_allclose(metres[1, [0, 2]], [65.535, 0.3], rtol=1e-6)
+    np.testing.assert_allclose(depth_to_meters(msg, depth_scale=0.0001)[0, 1], 0.1, rtol=1e-6)
+
+
+@pytest.mark.parametrize("codec", ["png", "rvl"])
+def test_compressed_depth_32fc1_round_trips_within_one_inverse_depth_step(codec):
+    rng = np.random.default_rng(21)
+    depth = rng.uniform(0.3, 10.0, (40, 50)).astype(np.float32)
+    depth[0, :3] = [0.3, 9.999, np.nan]
+    depth[1, 0] = 10.0  # at depth_max: coded as 0, no return
+    coded, quant_a, quant_b = quantize_inverse_depth(depth)
+    payload = rvl_encode(coded) if codec == "rvl" else png16(coded)
+    metres = depth_to_meters(CompressedImage(format=f"32FC1; compressedDepth {codec}",
+                                             data=config_header(quant_a, quant_b) + payload))
+    assert metres.dtype == np.float32 and metres.shape == depth.shape
+    invalid = ~(depth < 10.0)
+    np.testing.assert_array_equal(np.isnan(metres), invalid)
+    # The coded value is A / d + B truncated: one step of inverse depth, so the decoded depth
+    # A / (value - B) lies in [d, d / (1 - d / A)], an error up to d^2 / (A - d) (9.9 mm at 10 m,
+    # 9 um at 0.3 m with A = 10100), plus float32 rounding (a few 1e-6 relative).
+    truth, decoded = depth[~invalid].astype(np.float64), metres[~invalid].astype(np.float64)
+    step = truth ** 2 / (quant_a - truth)
+    error = decoded - truth
+    assert np.all(error >= -1e-5 * truth) and np.all(error <= step + 1e-5 * truth)
+    assert error.max() > 0.5 * step.max()  # the bound is tight: the test sees the quantization
+
+
+def test_compressed_depth_is_still_refused_as_colour():
+    coded, quant_a, quant_b = quantize_inverse_depth(np.full((4, 4), 2.0, np.float32))
+    for fmt in ("32FC1; compressedDepth png", "16UC1; compressedDepth png", "mono16; compressedDepth png"):
+        msg = CompressedImage(format=fmt, data=config_header(quant_a, quant_b) + png16(coded))
+        with pytest.raises(ImageConversionError, match="depth"):
+            compressed_to_rgb8(msg)
+        assert depth_to_meters(msg).shape == (4, 4)
+
+
+def _malformed_compressed_depth():
+    depth = np.arange(1, 13, dtype=np.uint16).reshape(3, 4) * 100
+    good_png, good_rvl = png16(depth), rvl_encode(depth)
+    grey8 = cv2.imencode(".png", depth.astype(np.uint8))[1].tobytes()
+    colour16 = cv2.imencode(".png", np.dstack([depth] * 3))[1].tobytes()
+    corrupt_png = bytearray(good_png)
+    corrupt_png[40] ^= 0xFF
+    cases = {
+        "empty": ("16UC1; compressedDepth png", b"", "12-byte"),
+        "short header": ("16UC1; compressedDepth png", config_header()[:8], "12-byte"),
+        "header only": ("16UC1; compressedDepth png", config_header(), "12-byte"),
+        "no header": ("16UC1; compressedDepth png", good_png, "format"),  # PNG magic read as the format
+        "unknown format enum": ("16UC1; compressedDepth png", config_header(fmt=1) + good_png, "format"),
+        "bad png": ("16UC1; compressedDepth png", config_header() + b"\x89PNG\r\n\x1a\n not a png", "not a PNG"),
+        "corrupt png": ("16UC1; compressedDepth png", config_header() + bytes(corrupt_png), "corrupt or truncated"),
+        "truncated png": ("16UC1; compressedDepth png", config_header() + good_png[:-30], "corrupt or truncated"),
+        "8-bit png": ("16UC1; compressedDepth png", config_header() + grey8, "16-bit"),
+        "3-channel png": ("32FC1; compressedDepth png", config_header(1.0, 0.0) + colour16, "16-bit"),
+        "jpeg payload": ("16UC1; compressedDepth png",
+                         config_header() + cv2.imencode(".jpg", depth.astype(np.uint8))[1].tobytes(), "not a PNG"),
+        "rvl without size": ("16UC1; compressedDepth rvl", config_header() + good_rvl[:6], "rvl"),
+        "rvl zero size": ("16UC1; compressedDepth rvl", config_header() + struct.pack("<II", 0, 3) + good_rvl[8:],
+                          "zero size"),
+        "rvl cut a word": ("16UC1; compressedDepth rvl", config_header() + good_rvl[:-4], "corrupt or truncated"),
+        "rvl cut a byte": ("16UC1; compressedDepth rvl", config_header() + good_rvl[:-1], "corrupt or truncated"),
+        "rvl extra words": ("16UC1; compressedDepth rvl", config_header() + good_rvl + bytes(8),
+                            "corrupt or truncated"),
+        "rvl size too small": ("16UC1; compressedDepth rvl",
+                               config_header() + struct.pack("<II", 4, 2) + good_rvl[8:], "corrupt or truncated"),
+        "unknown codec": ("16UC1; compressedDepth jpeg", config_header() + good_png, "compressedDepth"),
+        "not depth": ("8UC1; compressedDepth png", config_header() + good_png, "depth encoding"),
+        "compressed_image_transport": ("16UC1; png compressed mono16", good_png, "compressedDepth"),
+        "jpeg": ("jpeg", cv2.imencode(".jpg", depth.astype(np.uint8))[1].tobytes(), "compressedDepth"),
+    }
+    return [pytest.param(*case, id=name) for name, case in cases.items()]
+
+
+@pytest.mark.parametrize("fmt,data,message", _malformed_compressed_depth())
+def test_malformed_compressed_depth_is_refused(fmt, data, message):
+    with pytest.raises(ImageConversionError, match=message):
+        depth_to_meters(CompressedImage(format=fmt, data=data))
+
+
+@pytest.mark.parametrize("codec", ["png", "rvl"])
+def test_compressed_depth_size_limit_is_checked_before_decoding(codec):
+    depth = np.full((100, 100), 1000, np.uint16)
+    payload = rvl_encode(depth) if codec == "rvl" else png16(depth)
+    msg = CompressedImage(format=f"16UC1; compressedDepth {codec}", data=config_header() + payload)
+    assert depth_to_meters(msg, max_pixels=10_000).shape == (100, 100)
+    with pytest.raises(ImageConversionError, match="exceeds"):
+        depth_to_meters(msg, max_pixels=9_999)
+    if codec == "rvl":  # a few bytes of RVL can claim a huge image of zeros: refused unread
+        bomb = config_header() + struct.pack("<II", 100_000, 100_000) + bytes(8)
+        with pytest.raises(ImageConversionError, match="100000x100000 exceeds"):
+            depth_to_meters(CompressedImage(format="16UC1; compressedDepth rvl", data=bomb), max_pixels=4_000_000)
+
+
+@given(codec=st.sampled_from(["png", "rvl"]), source=st.sampled_from(["16UC1", "32FC1"]),
+       data=st.binary(max_size=200), keep=st.integers(0, 400))
+def test_arbitrary_compressed_depth_decodes_or_raises_conversion_error(codec, source, data, keep):
+    depth = np.arange(1, 21, dtype=np.uint16).reshape(4, 5) * 50
+    payload = (rvl_encode(depth) if codec == "rvl" else png16(depth))[:keep] + data
+    msg = CompressedImage(format=f"{source}; compressedDepth {codec}", data=config_header(10100.0, -1009.0) + payload)
+    try:
+        metres = depth_to_meters(msg, max_pixels=10**6)
+    except ImageConversionError:
+        return
+    assert metres.ndim == 2 and metres.dtype == np.float32
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,6 +528,183 @@ def test_jpeg_round_trip_of_a_smooth_image_is_close():
 def test_bad_compressed_images_raise_conversion_error(fmt, data):
     with pytest.raises(ImageConversionError):
         compressed_to_rgb8(CompressedImage(format=fmt, data=data))
+
+
+def textured_bgr(height: int = 240, width: int = 320) -> np.ndarray:
+    """A camera-like frame: gradients plus noise, so every JPEG block carries entropy-coded data."""
+    ys, xs = np.mgrid[0:height, 0:width]
+    smooth = np.stack([xs % 256, ys % 256, (xs + ys) % 256], axis=2)
+    noise = np.random.default_rng(0).integers(0, 40, (height, width, 3))
+    return (smooth + noise).clip(0, 255).astype(np.uint8)
+
+
+def jpeg_bytes(image: np.ndarray, *params: int) -> bytes:
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90, *params])
+    assert ok
+    return encoded.tobytes()
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    ok, encoded = cv2.imencode(".png", image)
+    assert ok
+    return encoded.tobytes()
+
+
+def jpeg_scan_start(data: bytes) -> int:
+    """Offset of the entropy-coded data: just after the start-of-scan (FF DA) segment."""
+    sos = data.index(b"\xff\xda")
+    return sos + 2 + int.from_bytes(data[sos + 2:sos + 4], "big")
+
+
+def without_huffman_tables(data: bytes) -> bytes:
+    """The JPEG minus its DHT segments, as UVC MJPEG cameras send frames (the decoder then uses
+    the standard tables, which OpenCV's encoder also uses)."""
+    out, pos = bytearray(data[:2]), 2
+    while data[pos + 1] != 0xDA:
+        end = pos + 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+        if data[pos + 1] != 0xC4:
+            out += data[pos:end]
+        pos = end
+    return bytes(out + data[pos:])
+
+
+def png_chunks(data: bytes) -> list[tuple[int, int, bytes]]:
+    """(offset, data length, type) of each chunk."""
+    chunks, pos = [], 8
+    while pos < len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        chunks.append((pos, length, data[pos + 4:pos + 8]))
+        pos += 12 + length
+    return chunks
+
+
+def damaged_jpeg(kind: str) -> bytes:
+    data = jpeg_bytes(textured_bgr())
+    scan = jpeg_scan_start(data)
+    middle = scan + (len(data) - scan) // 2
+    if kind == "cut at 40% + EOI":  # an MJPEG USB camera that lost packets
+        return data[:int(len(data) * 0.4)] + b"\xff\xd9"
+    if kind == "cut at 70%":
+        return data[:int(len(data) * 0.7)]
+    if kind == "FF 00 run in the scan":  # stuffed FF bytes: valid syntax, wrong bits
+        return data[:middle] + b"\xff\x00" * 32 + data[middle + 64:]
+    if kind == "extraneous bytes before a marker":
+        sos = data.index(b"\xff\xda")
+        return data[:sos] + b"\x12\x34\x56" + data[sos:]
+    if kind == "restart marker without restart interval":
+        return data[:middle] + b"\xff\xd3" + data[middle:]
+    raise AssertionError(kind)
+
+
+# Zeroed bytes in the scan are not on the list: they are valid Huffman codes, and libjpeg
+# decodes them without a warning (the damage cannot be seen from the stream).
+JPEG_DAMAGE = ["cut at 40% + EOI", "cut at 70%", "FF 00 run in the scan", "extraneous bytes before a marker",
+               "restart marker without restart interval"]
+
+
+@pytest.mark.parametrize("kind", JPEG_DAMAGE)
+def test_damaged_jpeg_is_refused(kind):
+    msg = CompressedImage(format="rgb8; jpeg compressed bgr8", data=damaged_jpeg(kind))
+    for decode in (compressed_to_numpy, compressed_to_rgb8):
+        with pytest.raises(ImageConversionError, match=r"jpeg data is corrupt or truncated \(.+\)"):
+            decode(msg)
+
+
+@pytest.mark.parametrize("padding", [b"\x00" * 40, b"\xff" * 7, b"\x00" * 3000])
+def test_padding_after_a_complete_scan_is_decoded_not_refused(padding):
+    """Some UVC cameras pad every MJPEG frame before its end marker; libjpeg warns ("N extraneous
+    bytes before marker 0xd9") but the picture is complete: refusing it would lose every frame."""
+    intact = jpeg_bytes(textured_bgr())
+    padded = intact[:-2] + padding + b"\xff\xd9"
+    decoded = compressed_to_numpy(CompressedImage(format="jpeg", data=padded))
+    assert np.array_equal(decoded, compressed_to_numpy(CompressedImage(format="jpeg", data=intact)))
+
+
+def test_a_cut_jpeg_with_an_end_marker_is_what_opencv_decodes_silently():
+    """Why the check exists: OpenCV returns a full-size frame with a grey lower half."""
+    data = damaged_jpeg("cut at 40% + EOI")
+    silently = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert silently is not None and silently.shape == (240, 320, 3)
+    with pytest.raises(ImageConversionError, match="premature end of data segment"):
+        compressed_to_numpy(CompressedImage(format="jpeg", data=data))
+
+
+def damaged_png(kind: str) -> bytes:
+    data = png_bytes(textured_bgr())
+    chunks = png_chunks(data)
+    pos, length, _ = next(c for c in chunks if c[2] == b"IDAT")
+    if kind == "cut in IDAT":
+        return data[:pos + 8 + length // 2]
+    if kind == "cut in IDAT + IEND":
+        return data[:pos + 8 + length // 2] + data[chunks[-1][0]:]
+    if kind == "IDAT CRC corrupted":
+        broken = bytearray(data)
+        broken[pos + 8 + length] ^= 0xFF
+        return bytes(broken)
+    if kind == "IDAT byte flipped":
+        broken = bytearray(data)
+        broken[pos + 8 + length // 3] ^= 0x55
+        return bytes(broken)
+    if kind == "IEND missing":
+        return data[:chunks[-1][0]]
+    raise AssertionError(kind)
+
+
+PNG_DAMAGE = {"cut in IDAT": "ends inside the IDAT chunk", "cut in IDAT + IEND": "IDAT",
+              "IDAT CRC corrupted": "CRC", "IDAT byte flipped": "CRC", "IEND missing": "IEND"}
+
+
+@pytest.mark.parametrize("kind", PNG_DAMAGE)
+def test_damaged_png_is_refused_with_the_damage_named(kind):
+    msg = CompressedImage(format="rgb8; png compressed bgr8", data=damaged_png(kind))
+    for decode in (compressed_to_numpy, compressed_to_rgb8):
+        with pytest.raises(ImageConversionError, match="png data is corrupt or truncated") as raised:
+            decode(msg)
+        assert PNG_DAMAGE[kind] in str(raised.value)
+
+
+def _intact_frames():
+    image = textured_bgr(61, 83)
+    rgba16 = np.dstack([image.astype(np.uint16) * 257, np.full((61, 83), 40000, np.uint16)])
+    return {
+        "baseline jpeg": ("jpeg", jpeg_bytes(image)),
+        "progressive jpeg": ("jpeg", jpeg_bytes(image, cv2.IMWRITE_JPEG_PROGRESSIVE, 1)),
+        "grayscale jpeg": ("jpeg", jpeg_bytes(image[:, :, 1])),
+        "jpeg with restart markers": ("jpeg", jpeg_bytes(image, cv2.IMWRITE_JPEG_RST_INTERVAL, 2)),
+        "4:4:4 jpeg": ("jpeg", jpeg_bytes(image, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+                                          cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444)),
+        "4:2:2 jpeg (UVC MJPEG)": ("jpeg", jpeg_bytes(image, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+                                                      cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422)),
+        "jpeg without Huffman tables (UVC MJPEG)": ("jpeg", without_huffman_tables(jpeg_bytes(image))),
+        "16-bit png": ("png", png_bytes(image[:, :, 0].astype(np.uint16) * 201)),
+        "rgba png": ("png", png_bytes(np.dstack([image, image[:, :, 0]]))),
+        "16-bit rgba png": ("png", png_bytes(rgba16)),
+        "grey png": ("png", png_bytes(image[:, :, 2])),
+    }
+
+
+@pytest.mark.parametrize("name", _intact_frames())
+def test_intact_jpeg_and_png_decode_to_the_same_pixels_as_opencv(name):
+    kind, data = _intact_frames()[name]
+    expected = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    decoded = compressed_to_numpy(CompressedImage(format=kind, data=data))
+    assert decoded.dtype == expected.dtype and decoded.shape == expected.shape
+    np.testing.assert_array_equal(decoded, expected)
+    rgb = compressed_to_rgb8(CompressedImage(format=kind, data=data))
+    assert rgb.shape == expected.shape[:2] + (3,) and rgb.dtype == np.uint8
+
+
+def test_cmyk_jpeg_decodes_as_opencv_does():
+    image_module = pytest.importorskip("PIL.Image")
+    import io
+
+    buffer = io.BytesIO()
+    image_module.fromarray(textured_bgr(40, 56)[:, :, ::-1].copy()).convert("CMYK").save(buffer, "JPEG")
+    data = buffer.getvalue()
+    expected = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(compressed_to_numpy(CompressedImage(format="jpeg", data=data)), expected)
+    with pytest.raises(ImageConversionError, match="jpeg data is corrupt or truncated"):
+        compressed_to_numpy(CompressedImage(format="jpeg", data=data[:len(data) * 2 // 3] + b"\xff\xd9"))
 
 
 def test_size_limit_is_checked_from_the_header_before_decoding():

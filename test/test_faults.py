@@ -183,6 +183,34 @@ def test_a_camera_flooding_at_1_khz_does_not_stop_serving(node):
     assert sent[0] > 2000  # about 1 kHz for the whole test
 
 
+def test_a_camera_stamped_in_wall_time_under_sim_time_goes_stale_when_it_stops(node):
+    """use_sim_time with a camera stamping in wall time (stamps ~1.7e9 s, sim time ~1000 s):
+    the frames are far ahead of the node's clock, so by their stamps they never aged. Now they
+    age from their arrival in sim time, and the clock problem is named."""
+    clock = node.node.create_publisher(Clock, "/clock", 10)
+    publisher = node.node.create_publisher(Image, FLOOD_TOPIC, qos_profile_sensor_data)
+    frame = numpy_to_image(np.zeros((48, 64, 3), np.uint8), "rgb8")
+    assert node.set_parameter("use_sim_time", True)[0] and node.set_parameter("max_frame_age", 1.0)[0]
+    try:
+        clock.publish(Clock(clock=Time(sec=1000)))
+        time.sleep(0.3)
+        for _ in range(5):
+            frame.header.stamp = Time(sec=int(time.time()))  # wall time
+            publisher.publish(frame)
+            time.sleep(0.05)
+        fresh = node.ask(command="where is the cup?", camera="flood")
+        assert fresh.success and "ahead of this node's clock" in fresh.result.status.message, fresh.result.status.message
+        clock.publish(Clock(clock=Time(sec=1003)))  # 3 s of sim time pass without a frame
+        time.sleep(0.3)
+        stale = node.ask(command="where is the cup?", camera="flood")
+        assert stale.result.status.code == Status.STALE_FRAME and "ahead of" in stale.result.status.message
+    finally:
+        assert node.set_parameter("use_sim_time", False)[0] and node.set_parameter("max_frame_age", 0.0)[0]
+        node.node.destroy_publisher(clock)
+        node.node.destroy_publisher(publisher)
+    assert serves(node)
+
+
 def test_the_clock_jumping_back_under_sim_time(node):
     clock = node.node.create_publisher(Clock, "/clock", 10)
     publisher = node.node.create_publisher(Image, FLOOD_TOPIC, qos_profile_sensor_data)

@@ -727,6 +727,21 @@ def test_lisa_ros_ask_prints_and_saves_a_result(running, module_ros_domain, tmp_
     refused = subprocess.run([ask, "ask", "where?", "--camera", "nope"], env=module_ros_domain.env,
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1 and json.loads(refused.stdout)["status"]["code"] == Codes.UNKNOWN_CAMERA
+    # a frame taken after the question, the timeout sent to the node, the points
+    out = tmp_path / "points"
+    fresh = subprocess.run([ask, "ask", "where is the cup?", "--camera", "front", "--min-stamp", "now", "--timeout",
+                            "60", "--point-cloud", "--out", str(out)], env=module_ros_domain.env,
+                           capture_output=True, text=True, timeout=120)
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    printed = json.loads(fresh.stdout.strip().splitlines()[-1])
+    points = np.load(out / "points.npy")
+    assert printed["points"] == len(points) > 0 and set(points["label"]) <= {o["id"] for o in printed["objects"]}
+    future = subprocess.run([ask, "ask", "where is the cup?", "--camera", "front", "--min-stamp",
+                             str(time.time() + 3600), "--timeout", "1"], env=module_ros_domain.env,
+                            capture_output=True, text=True, timeout=60)
+    assert future.returncode == 1 and json.loads(future.stdout)["status"]["name"] == "DEADLINE_EXCEEDED"
+    bad = subprocess.run([ask, "ask", "x", "--min-stamp", "soon"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "neither 'now' nor seconds" in bad.stderr
 
 
 def test_parameters_are_validated(running):
@@ -758,7 +773,8 @@ def test_diagnostics_report_model_requests_and_cameras(running):
         return float({kv.key: kv.value for kv in latest["lisa_ros: camera front"].values}["rate_hz"])
 
     assert running.wait_for(lambda: front_rate() > 5, 15), front_rate()
-    assert statuses["lisa_ros: camera idle"].message == "no frame received yet"
+    assert statuses["lisa_ros: camera idle"].message.startswith(
+        "no frame received yet: no publisher on /idle/color/image_raw (sensor_msgs/msg/Image)")
 
 
 # ------------------------------------------------------------------------------------ replayed bug reports
@@ -838,7 +854,7 @@ def test_encode_ahead_encodes_the_default_cameras_newest_frame_and_hands_it_out_
     def live(**changes):
         values = dict(max_new_tokens=16, max_masks=8, stop_after_seg=True, draft_tokens=8, segment_suffix="", explain_suffix="",
                       max_command_length=100, max_image_pixels=10**6, max_frame_age=1.0, request_timeout=300.0,
-                      encode_ahead=True, publish_debug_image=False, publish_markers=False, target_frame="",
+                      encode_ahead=True, result_masks="instances", publish_debug_image=False, publish_markers=False, target_frame="",
                       tf_timeout=0.2)
         return LiveParameters(**{**values, **changes})
 
@@ -932,7 +948,7 @@ def test_a_frame_encoded_ahead_keeps_its_depth_and_is_used_when_encoding_takes_l
 
     live = LiveParameters(max_new_tokens=16, max_masks=8, stop_after_seg=True, draft_tokens=8, segment_suffix="",
                           explain_suffix="", max_command_length=100, max_image_pixels=10**6, max_frame_age=1.0,
-                          request_timeout=300.0, encode_ahead=True, publish_debug_image=False, publish_markers=False,
+                          request_timeout=300.0, encode_ahead=True, result_masks="instances", publish_debug_image=False, publish_markers=False,
                           target_frame="", tf_timeout=0.2)
     handler = RequestHandler(SlowEncoder(), SessionStore(), FrameCache(4), cameras, "front", 600.0, None, lambda: live)
     for _ in range(3):
@@ -1122,24 +1138,27 @@ def test_a_goal_cancelled_while_queued_ends_at_once_and_frees_its_slot(running):
 
 
 class _Recorder:
-    def __init__(self):
+    def __init__(self, subscribers: int = 0):
         self.messages = []
+        self.subscribers = subscribers
 
     def publish(self, msg):
         self.messages.append(msg)
 
     def get_subscription_count(self):
-        return 0
+        return self.subscribers
 
 
 class _PublishingNode:
-    """Enough of a node for lisa_ros.ros.outputs.Publishers: records what is published, by topic."""
+    """Enough of a node for lisa_ros.ros.outputs.Publishers: records what is published, by topic;
+    ``subscribed``: the topics someone subscribes to (the others: nobody)."""
 
-    def __init__(self):
+    def __init__(self, subscribed=("~/debug_image",)):
         self.topics: dict[str, _Recorder] = {}
+        self.subscribed = subscribed
 
     def create_publisher(self, _msg_type, name, _qos, **_options):
-        return self.topics.setdefault(name, _Recorder())
+        return self.topics.setdefault(name, _Recorder(int(name in self.subscribed)))
 
 
 class _Goal:
@@ -1197,7 +1216,7 @@ def test_one_request_converts_each_mask_and_its_3d_once(monkeypatch, kind):
     live = LiveParameters(max_new_tokens=16, max_masks=8, stop_after_seg=True, draft_tokens=3, segment_suffix="",
                           explain_suffix="",
                           max_command_length=100, max_image_pixels=10**6, max_frame_age=0.0, request_timeout=300.0, encode_ahead=False,
-                          publish_debug_image=True, publish_markers=True, target_frame="", tf_timeout=0.2)
+                          result_masks="instances", publish_debug_image=True, publish_markers=True, target_frame="", tf_timeout=0.2)
     node = _PublishingNode()
     handler = RequestHandler(_TwoMaskEngine(), SessionStore(), FrameCache(2), {}, "front", 600.0,
                              outputs.Publishers(node), lambda: live)
@@ -1241,7 +1260,8 @@ def test_frame_sources_are_typed_and_say_what_is_missing():
         with pytest.raises(RequestError) as refused:
             frame_source(ReasonSegment.Request(command="x", camera=camera), cameras, "front", 1.0)
         assert refused.value.code == code
-    cameras["front"].on_color(explicit_image(frame="front_optical"))
+    now = time.time()  # in step with the node's clock: no clock note
+    cameras["front"].on_color(explicit_image(frame="front_optical", stamp=(int(now), int(now % 1 * 1e9))))
     cameras["front"].on_depth(numpy_to_image(np.ones((60, 80), np.float32), "32FC1"))  # another stamp
     latest = frame_source(ReasonSegment.Request(command="x"), cameras, "front", 0.0)
     assert latest.camera == "front" and latest.header.frame_id == "front_optical" and latest.cache_key == ("front", 1)
@@ -1358,13 +1378,61 @@ def test_a_camera_whose_depth_is_not_registered_is_a_diagnostics_warning():
     camera.on_depth(depth)
     source = frame_source(ReasonSegment.Request(command="x"), {"front": camera}, "front", 0.0)
     frame = decode(source, 10**6)
-    assert frame.depth_mismatch and frame.depth_m is None and "registered to colour" in frame.notes[0]
+    assert frame.depth_m is None and "registered to colour" in frame.input_problem
     handler = RequestHandler(None, None, None, {"front": camera}, "front", 600.0, None, None)
-    handler.note_depth(source, frame)
+    handler.note_inputs(source, frame)
     values = diagnostics.camera_values(camera, time.monotonic(), 0.0)  # the frame is stamped in 2025: no age check
     array = diagnostics.build("lisa_ros", None, "active", {}, diagnostics.RequestStats(), [values], {})
     status = array.status[-1]
     assert status.level == DiagnosticStatus.WARN and "registered to colour" in status.message
+
+
+@pytest.mark.parametrize("disagreement,expected", [
+    ("depth_frame", "not registered to colour"),  # an unaligned depth stream of the same size
+    ("depth_size", "registered to colour"),
+    ("info_frame", "another camera"),  # the depth camera's camera_info on the colour image
+    ("info_aspect", "another aspect ratio"),
+    ("info_frame_and_depth_frame", "not registered to colour"),
+])
+def test_depth_and_camera_info_that_disagree_with_the_colour_image_give_2d_and_a_warning(disagreement, expected):
+    """Inputs that disagree are never quiet 3D: the answer is in 2D with a note, and the camera's
+    diagnostics WARN. Agreeing inputs (empty frame_ids count as agreeing; camera_info of the
+    same aspect at another resolution is scaled) give 3D."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from lisa_ros.ros import diagnostics
+    from lisa_ros.ros.cameras import CameraInput
+    from lisa_ros.ros.request import RequestHandler, decode, frame_source
+
+    def decoded(kind):
+        camera = CameraInput("front")
+        now = time.time()  # stamped now: the camera is in step with the node's (wall) clock
+        colour = explicit_image(640, 480, stamp=(int(now), int(now % 1 * 1e9)), frame="front_color_optical_frame")
+        depth = numpy_to_image(np.ones((240, 320) if kind == "depth_size" else (480, 640), np.float32), "32FC1")
+        depth.header.stamp = colour.header.stamp
+        depth.header.frame_id = "front_depth_optical_frame" if "depth_frame" in kind else colour.header.frame_id
+        info = CameraInfo(width=640, height=360 if kind == "info_aspect" else 480, k=K)
+        info.header.frame_id = "front_depth_optical_frame" if "info_frame" in kind else ""
+        if kind == "scaled":
+            info.width, info.height, info.header.frame_id = 1280, 960, colour.header.frame_id
+        camera.on_camera_info(info)
+        camera.on_color(colour)
+        camera.on_depth(depth)
+        source = frame_source(ReasonSegment.Request(command="x"), {"front": camera}, "front", 0.0)
+        frame = decode(source, 10**7)
+        RequestHandler(None, None, None, {"front": camera}, "front", 600.0, None, None).note_inputs(source, frame)
+        values = diagnostics.camera_values(camera, time.monotonic(), 0.0)
+        status = diagnostics.build("lisa_ros", None, "active", {}, diagnostics.RequestStats(), [values], {}).status[-1]
+        return frame, status
+
+    frame, status = decoded(disagreement)
+    assert frame.depth_m is None or frame.intrinsics is None  # no 3D
+    assert expected in frame.input_problem and any(expected in note for note in frame.notes)
+    assert status.level == DiagnosticStatus.WARN and expected in status.message
+    for agreeing in ("none", "scaled"):
+        frame, status = decoded(agreeing)
+        assert frame.depth_m is not None and frame.intrinsics is not None and not frame.input_problem
+        assert status.level == DiagnosticStatus.OK, status.message
 
 
 def test_rectified_images_use_p_raw_ones_k_and_16uc1_follows_depth_scale():
@@ -1413,7 +1481,8 @@ def test_camera_diagnostics_hold_the_rate_to_its_expected_value():
     from lisa_ros.ros.cameras import CameraInput
 
     now = [100.0]
-    frame = explicit_image()
+    wall = time.time()  # stamped in step with the node's clock: no clock problem
+    frame = explicit_image(stamp=(int(wall), int(wall % 1 * 1e9)))
     frame.header.frame_id = "front_color_optical_frame"
 
     def camera_status(period_s: float, expected_hz: float):

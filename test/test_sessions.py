@@ -111,3 +111,15 @@ def test_session_store_is_safe_under_concurrent_use():
     for thread in threads:
         thread.join()
     assert len(store) == 8
+
+
+def test_a_forgotten_session_says_whether_it_expired_or_was_dropped():
+    """An evicted session used to be reported as expired; the refusal now says which it was."""
+    now = [0.0]
+    store = SessionStore(timeout_s=10.0, max_sessions=2, clock=lambda: now[0])
+    for name in ("a", "b", "c"):  # "a" is dropped for "c": two at most
+        store.save(name, answered(("q", "a")))
+    assert store.get("a") is None and "max_sessions (2)" in store.forgotten("a") and "expired" not in store.forgotten("a")
+    now[0] = 11.0
+    assert store.get("b") is None and store.forgotten("b").startswith("expired after 10 s")
+    assert store.forgotten("never") == ""

@@ -153,9 +153,9 @@ class CameraInput:
         self.color_rate = RateMeter()
         self.depth_rate = RateMeter()
         self.frames_received = 0
-        # Set by the request handler: why the last request could not use this camera's depth
-        # (e.g. not registered to colour), "" when it could; diagnostics show it as a WARN.
-        self.depth_problem = ""
+        # Set by the request handler: why the last request could not use this camera's depth or
+        # camera_info (not registered to colour, another camera's), "" when it could; a WARN.
+        self.input_problem = ""
         self.frame_id = ""  # of the latest colour frame: the camera's identity in diagnostics
         # Set by the node once subscribed: what the ROS graph says about a silent colour topic.
         self.describe_silence: Callable[[], str] | None = None

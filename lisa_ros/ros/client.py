@@ -17,12 +17,16 @@ import numpy as np
 
 from lisa_ros.errors import ImageConversionError, LisaError
 from lisa_ros.ros.cameras import stamp_seconds
-from lisa_ros.ros.messages import STAGES, STATUS_NAMES, duration_seconds
+from lisa_ros.ros.messages import CLOUD_DTYPE, STAGES, STATUS_NAMES, duration_seconds
 from lisa_ros.ros.qos import REQUEST_QOS, action_qos
 
 # Relative: resolved in the client's namespace (``namespace="robot1"`` -> /robot1/lisa_ros/reason_segment),
 # like the node's own ~/reason_segment under ``namespace:=robot1``.
 DEFAULT_NAME = "lisa_ros/reason_segment"
+
+
+# Seconds a client waits past the request's timeout for the node's DEADLINE_EXCEEDED answer.
+ANSWER_MARGIN_S = 5.0
 
 
 class ClientError(LisaError):
@@ -67,6 +71,7 @@ def summarize(response) -> dict:
         "frame_id": result.header.frame_id, "stamp": stamp_seconds(result.header),
         "target_frame": result.target_frame, "transform_error": result.transform_error,
         "no_3d": result.no_3d, "no_target_pose": result.no_target_pose,
+        "points": result.point_cloud.width * result.point_cloud.height,
         "objects": [{"id": o.id, "label": o.label, "score": round(float(o.score), 4),
                      "box": [o.box.x_offset, o.box.y_offset, o.box.width, o.box.height],
                      "pose": _pose(o.pose), "extent": [_number(o.extent.x), _number(o.extent.y), _number(o.extent.z)],
@@ -97,16 +102,21 @@ def write_masks(result, out: Path) -> list[str]:
 
 def ask(command: str, *, camera: str = "", image: np.ndarray | None = None,
         frame_id: str = "camera_color_optical_frame", explain: bool = False, session_id: str = "",
-        target_frame: str = "", use_action: bool = False, name: str = DEFAULT_NAME, namespace: str = "", wait_s: float = 10.0, timeout_s: float = 300.0,
-        out: Path | None = None, on_progress: Callable[[str], None] | None = None) -> dict:
+        target_frame: str = "", min_stamp: float | str | None = None, point_cloud: bool = False,
+        use_action: bool = False, name: str = DEFAULT_NAME, namespace: str = "", wait_s: float = 10.0,
+        timeout_s: float = 300.0, out: Path | None = None, on_progress: Callable[[str], None] | None = None) -> dict:
     """Ask the node serving ``name`` (service, or action with ``use_action``) and summarize.
 
     ``image``: ``(H, W, 3)`` uint8 RGB sent with the request (header frame_id ``frame_id``);
     None = the latest frame of ``camera`` ("" = the node's default camera). ``session_id``:
     continue that conversation ("" = a new one). ``target_frame``: the frame for the objects'
-    target poses ("" = the node's target_frame parameter). ``name``: the service/action, resolved in
+    target poses ("" = the node's target_frame parameter). ``min_stamp``: only a frame taken at or
+    after it (seconds in the ROS clock, or "now": this client's clock when it asks; None = any).
+    ``point_cloud``: the result carries the objects' points (``out`` gets ``points.npy``, a
+    structured array x, y, z in metres and label = object id). ``name``: the service/action, resolved in
     ``namespace`` when relative (the default: ``lisa_ros/reason_segment``). ``wait_s``: seconds to wait for the node to be
-    discovered; ``timeout_s``: seconds to wait for the answer. ``on_progress``: called with a
+    discovered; ``timeout_s``: seconds to wait for the answer, sent as the request's timeout too
+    (the node answers DEADLINE_EXCEEDED by then instead of working on). ``on_progress``: called with a
     line per action feedback (:func:`format_feedback`). ``out``: folder for ``mask_<id>.png`` and
     ``result.json`` (the summary, each object with ``mask``: its file name).
 
@@ -115,6 +125,7 @@ def ask(command: str, *, camera: str = "", image: np.ndarray | None = None,
     ``wait_s``, a refused goal, no answer within ``timeout_s`` or a malformed mask.
     """
     import rclpy
+    from builtin_interfaces.msg import Duration, Time
     from rclpy.action import ActionClient
     from rclpy.executors import SingleThreadedExecutor
 
@@ -124,7 +135,8 @@ def ask(command: str, *, camera: str = "", image: np.ndarray | None = None,
 
     if not command.strip():
         raise ClientError("the command is empty")
-    fields = dict(command=command, camera=camera, explain=explain, session_id=session_id, target_frame=target_frame)
+    fields = dict(command=command, camera=camera, explain=explain, session_id=session_id, target_frame=target_frame,
+                  point_cloud=point_cloud, timeout=Duration(sec=int(timeout_s), nanosec=int(timeout_s % 1 * 1e9)))
     if image is not None:
         fields["image"] = numpy_to_image(image, "rgb8")
         fields["image"].header.frame_id = frame_id
@@ -139,6 +151,9 @@ def ask(command: str, *, camera: str = "", image: np.ndarray | None = None,
         executor.spin_until_future_complete(future, timeout_sec=seconds)
         return future.result() if future.done() else None
 
+    if min_stamp is not None:
+        seconds = node.get_clock().now().nanoseconds * 1e-9 if min_stamp == "now" else float(min_stamp)
+        fields["min_stamp"] = Time(sec=int(seconds), nanosec=int(round(seconds % 1 * 1e9)) % 10**9)
     action_client = None
     try:
         where = node.resolve_service_name(name)  # what a relative name means in this namespace
@@ -153,7 +168,7 @@ def ask(command: str, *, camera: str = "", image: np.ndarray | None = None,
             if handle is None or not handle.accepted:
                 raise ClientError("the goal was rejected: the node is busy (its queue is full) or not active; "
                                   "its log and /diagnostics say which, and the service answers with the reason")
-            outcome = wait_for(handle.get_result_async(), timeout_s)
+            outcome = wait_for(handle.get_result_async(), timeout_s + ANSWER_MARGIN_S)
             if outcome is None:
                 # Free the node's model for others instead of leaving the goal running.
                 wait_for(handle.cancel_goal_async(), 10)
@@ -163,7 +178,7 @@ def ask(command: str, *, camera: str = "", image: np.ndarray | None = None,
             client = node.create_client(ReasonSegment, name, qos_profile=REQUEST_QOS)
             if not client.wait_for_service(timeout_sec=wait_s):
                 raise ClientError(f"no ReasonSegment service at {where} (is lisa_ros_node running, same ROS_DOMAIN_ID?)")
-            response = wait_for(client.call_async(ReasonSegment.Request(**fields)), timeout_s)
+            response = wait_for(client.call_async(ReasonSegment.Request(**fields)), timeout_s + ANSWER_MARGIN_S)
             if response is None:
                 raise ClientError(f"no answer within {timeout_s:g} s")
     finally:
@@ -177,5 +192,8 @@ def ask(command: str, *, camera: str = "", image: np.ndarray | None = None,
     if out is not None:
         for obj, name in zip(summary["objects"], write_masks(response.result, Path(out))):
             obj["mask"] = name
+        if response.result.point_cloud.width:
+            np.save(Path(out) / "points.npy", np.frombuffer(bytes(response.result.point_cloud.data), CLOUD_DTYPE))
+            summary["points_file"] = "points.npy"
         (Path(out) / "result.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -70,7 +70,7 @@ def camera_values(camera, now: float, max_age_s: float) -> dict:
     """The diagnostics of one lisa_ros.ros.cameras.CameraInput: name, frame_id, age of its latest
     frame (s, None before the first), colour rate, its expected value and jitter (Hz, Hz or None,
     ms), depth rate (Hz), frames received, image-callback latency (ms), the max_frame_age it is
-    judged by (s), why its depth was last unusable (None when it was usable), a clock problem of
+    judged by (s), why its depth or camera_info was last ignored (None when they were used), a clock problem of
     its stamps (None when none) and, before the first frame, why it may be silent. ``now``:
     monotonic seconds."""
     latency = camera.callback_latency.summary_ms()
@@ -81,7 +81,7 @@ def camera_values(camera, now: float, max_age_s: float) -> dict:
             "depth_rate_hz": camera.depth_rate.rate_hz(now), "frames": camera.frames_received,
             "callback_latency_mean_ms": latency["mean"], "callback_latency_p99_ms": latency["p99"],
             "callback_latency_max_ms": latency["max"], "max_age_s": max_age_s,
-            "depth_problem": camera.depth_problem or None,
+            "input_problem": camera.input_problem or None,
             "clock_problem": camera.clock_problem() or None,
             "silence": camera.silence_reason() if age is None else None}
 
@@ -128,20 +128,20 @@ def build(node_name: str, stamp, state: str, model_info: dict, stats: RequestSta
         age = camera["age_s"]
         expected = camera["expected_rate_hz"]
         if age is None:
-            status.level, status.message = DiagnosticStatus.WARN, f"no frame received yet: {camera['silence']}"
-        elif camera["max_age_s"] and age > camera["max_age_s"]:
-            status.level, status.message = DiagnosticStatus.WARN, f"latest frame is {age:.1f} s old"
+            problems = [f"no frame received yet: {camera['silence']}"]
+        else:  # every problem at once: fixing one must not reveal the next only then
+            problems = []
+            if camera["max_age_s"] and age > camera["max_age_s"]:
+                problems.append(f"latest frame is {age:.1f} s old")
             if camera.get("clock_problem"):
-                status.message += f"; {camera['clock_problem']}"
-        elif camera.get("clock_problem"):
-            status.level, status.message = DiagnosticStatus.WARN, f"receiving, but {camera['clock_problem']}"
-        elif expected and abs(camera["rate_hz"] - expected) > RATE_TOLERANCE * expected:
-            status.level, status.message = (DiagnosticStatus.WARN, f"colour at {camera['rate_hz']:.1f} Hz, "
-                                            f"expected {expected:g} Hz (jitter {camera['jitter_ms']:.1f} ms)")
-        elif camera["depth_problem"]:
-            status.level, status.message = DiagnosticStatus.WARN, camera["depth_problem"]
-        else:
-            status.level, status.message = DiagnosticStatus.OK, "receiving"
+                problems.append(camera["clock_problem"])
+            if expected and abs(camera["rate_hz"] - expected) > RATE_TOLERANCE * expected:
+                problems.append(f"colour at {camera['rate_hz']:.1f} Hz, expected {expected:g} Hz "
+                                f"(jitter {camera['jitter_ms']:.1f} ms)")
+            if camera["input_problem"]:
+                problems.append(camera["input_problem"])
+        status.level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
+        status.message = "; ".join(problems) or "receiving"
         status.values = [_kv(k, v if v is not None else "none") for k, v in camera.items() if k != "name"]
         array.status.append(status)
     return array

@@ -29,7 +29,8 @@ def silence_reason(node, subscription) -> str:
         wanted = subscription.msg_type.__module__.split(".")[0] + "/msg/" + subscription.msg_type.__name__
         publishers = node.get_publishers_info_by_topic(topic)
         if not publishers:
-            same_type = sorted(name for name, types in node.get_topic_names_and_types() if wanted in types)
+            same_type = sorted(name for name, types in node.get_topic_names_and_types()
+                               if wanted in types and node.count_publishers(name) > 0)
             listed = ", ".join(same_type[:MAX_LISTED_TOPICS]) + (", ..." if len(same_type) > MAX_LISTED_TOPICS else "")
             return (f"no publisher on {topic} ({wanted}); "
                     + (f"topics of that type: {listed}" if same_type else f"no topic of type {wanted} is published")

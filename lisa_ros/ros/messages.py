@@ -247,8 +247,7 @@ def markers(header, shapes: list[MaskGeometry], labels: list[str]) -> MarkerArra
     return array
 
 
-def debug_image(header, rgb: np.ndarray, answer) -> Image:
-    """The source image with the masks, boxes, scores and answer drawn on it (rgb8)."""
-    overlay = draw_overlay(rgb, [m.mask for m in answer.masks], [m.box for m in answer.masks],
-                           [m.score for m in answer.masks], answer.text)
-    return numpy_to_image(overlay, "rgb8", header)
+def debug_overlay(rgb: np.ndarray, answer) -> np.ndarray:
+    """``(H, W, 3)`` uint8: the source image with the masks, boxes, scores and answer drawn on it."""
+    return draw_overlay(rgb, [m.mask for m in answer.masks], [m.box for m in answer.masks],
+                        [m.score for m in answer.masks], answer.text)

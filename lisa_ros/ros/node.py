@@ -38,7 +38,7 @@ from lisa_ros.action import ReasonSegment as ReasonSegmentAction
 from lisa_ros.ros import diagnostics, graph, parameters
 from lisa_ros.ros.cameras import CameraInput
 from lisa_ros.ros.outputs import Publishers
-from lisa_ros.ros.qos import INPUT_QOS, REQUEST_QOS, RESULT_TIMEOUT_S, action_qos, input_overrides
+from lisa_ros.ros.qos import INPUT_QOS, REQUEST_QOS, RESULT_TIMEOUT_S, action_qos, every_policy, fresh
 from lisa_ros.ros.request import RequestHandler, options_problem
 from lisa_ros.ros.tf import TfLookup, history_seconds
 from lisa_ros.resources import release_freed_memory
@@ -209,18 +209,19 @@ class LisaNode(LifecycleNodeMixin, Node):
 
     def _subscribe(self, camera: parameters.CameraConfig) -> None:
         inputs = self.cameras[camera.name]
-        qos = dict(qos_overriding_options=input_overrides(), callback_group=self._input_group)
+        qos = dict(qos_overriding_options=every_policy(), callback_group=self._input_group)
         colour = self.create_subscription(CompressedImage if camera.compressed else Image, camera.image_topic,
-                                          inputs.on_color, INPUT_QOS, **qos)
+                                          inputs.on_color, fresh(INPUT_QOS), **qos)
         self._camera_subscriptions.append(colour)
         inputs.describe_silence = functools.partial(graph.silence_reason, self, colour)
         if camera.depth_topic:
             # A few depth frames so the one matching a colour stamp can be found.
             self._camera_subscriptions.append(self.create_subscription(
-                Image, camera.depth_topic, inputs.on_depth, qos_profile_sensor_data, **qos))
+                CompressedImage if camera.compressed_depth else Image, camera.depth_topic, inputs.on_depth,
+                fresh(qos_profile_sensor_data), **qos))
         if camera.camera_info_topic:
             self._camera_subscriptions.append(self.create_subscription(
-                CameraInfo, camera.camera_info_topic, inputs.on_camera_info, INPUT_QOS, **qos))
+                CameraInfo, camera.camera_info_topic, inputs.on_camera_info, fresh(INPUT_QOS), **qos))
 
     def _unsubscribe(self) -> None:
         for subscription in self._camera_subscriptions:

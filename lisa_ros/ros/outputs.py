@@ -12,22 +12,23 @@ Topics (all under the node's ``~/``), published for every served request (OK and
 :func:`lisa_ros.ros.messages.public_session_id`), ``mask`` (mono8 union of the masks),
 ``explanation`` (String), ``detections`` (vision_msgs/Detection2DArray), ``detections_3d``
 (vision_msgs/Detection3DArray, in the target frame when TF answered) and ``markers``
-(MarkerArray) with reliable QoS; ``debug_image`` (rgb8; reliable, keep last 1: one image per
-answer); ``points`` (PointCloud2, PCL PointXYZL: label = object id; built only while someone
+(MarkerArray) with reliable QoS; ``debug_image`` (rgb8) and ``debug_image/compressed`` (JPEG,
+image_transport's name), reliable, keep last 1, each drawn and sent only while someone subscribes;
+``points`` (PointCloud2, PCL PointXYZL: label = object id; built only while someone
 subscribes). Every publisher takes QoS overrides
 (``qos_overrides./<ns>/lisa_ros/<topic>.publisher.*`` in the parameters file).
 """
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from rclpy.qos_overriding_options import QoSOverridingOptions
-from sensor_msgs.msg import Image, PointCloud2
+from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
@@ -35,7 +36,8 @@ from lisa_ros.action import ReasonSegment as ReasonSegmentAction
 from lisa_ros.geometry import Intrinsics, MaskGeometry
 from lisa_ros.msg import SegmentationResult, SegmentedObject
 from lisa_ros.ros import messages
-from lisa_ros.ros.conversions import mask_to_image
+from lisa_ros.ros.conversions import mask_to_image, numpy_to_compressed, numpy_to_image
+from lisa_ros.ros.qos import every_policy
 from lisa_ros.ros.tf import TargetTransform
 
 Stage = ReasonSegmentAction.Feedback
@@ -143,18 +145,23 @@ class Publishers:
     vision_msgs (a ROS 2 install lacking it) the detection topics are off, with one warning."""
 
     def __init__(self, node):
-        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        # A new profile per publisher (lisa_ros.ros.qos.fresh: overrides apply to it in place).
+        reliable = functools.partial(QoSProfile, depth=10, reliability=ReliabilityPolicy.RELIABLE)
         # One image (or cloud) per answer: reliable (a default subscriber gets it; a best-effort
         # one too), and only the newest kept, so a slow subscriber does not hold several.
-        newest_reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
-        # Every publisher takes qos_overrides./lisa_ros/<topic>.publisher.* from the parameters.
-        overridable = dict(qos_overriding_options=QoSOverridingOptions.with_default_policies())
-        self._result = node.create_publisher(SegmentationResult, "~/result", reliable, **overridable)
-        self._mask = node.create_publisher(Image, "~/mask", reliable, **overridable)
-        self._explanation = node.create_publisher(String, "~/explanation", reliable, **overridable)
-        self._debug = node.create_publisher(Image, "~/debug_image", newest_reliable, **overridable)
-        self._markers = node.create_publisher(MarkerArray, "~/markers", reliable, **overridable)
-        self._points = node.create_publisher(PointCloud2, "~/points", newest_reliable, **overridable)
+        newest_reliable = functools.partial(QoSProfile, depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        # Every publisher takes qos_overrides./lisa_ros/<topic>.publisher.<policy> from the
+        # parameters, for every policy (durability transient_local latches a topic).
+        overridable = dict(qos_overriding_options=every_policy())
+        self._result = node.create_publisher(SegmentationResult, "~/result", reliable(), **overridable)
+        self._mask = node.create_publisher(Image, "~/mask", reliable(), **overridable)
+        self._explanation = node.create_publisher(String, "~/explanation", reliable(), **overridable)
+        self._debug = node.create_publisher(Image, "~/debug_image", newest_reliable(), **overridable)
+        # image_transport's name for the same picture as JPEG (a 1080p overlay: ~0.3 MB, not 6 MB)
+        self._debug_compressed = node.create_publisher(CompressedImage, "~/debug_image/compressed", newest_reliable(),
+                                                       **overridable)
+        self._markers = node.create_publisher(MarkerArray, "~/markers", reliable(), **overridable)
+        self._points = node.create_publisher(PointCloud2, "~/points", newest_reliable(), **overridable)
         try:
             from vision_msgs.msg import Detection2DArray, Detection3DArray
 
@@ -165,8 +172,8 @@ class Publishers:
             self._detections = self._detections_3d = None
         else:
             self._to_detections = detections
-            self._detections = node.create_publisher(Detection2DArray, "~/detections", reliable, **overridable)
-            self._detections_3d = node.create_publisher(Detection3DArray, "~/detections_3d", reliable, **overridable)
+            self._detections = node.create_publisher(Detection2DArray, "~/detections", reliable(), **overridable)
+            self._detections_3d = node.create_publisher(Detection3DArray, "~/detections_3d", reliable(), **overridable)
 
     @property
     def points_wanted(self) -> bool:
@@ -192,8 +199,14 @@ class Publishers:
             self._detections_3d.publish(self._to_detections.detections_3d(result))
         if cloud is not None:
             self._points.publish(cloud)
-        if debug_image:
-            self._debug.publish(messages.debug_image(header, rgb, answer))
+        raw, compressed = (debug_image and publisher.get_subscription_count() > 0
+                           for publisher in (self._debug, self._debug_compressed))
+        if raw or compressed:  # drawn only for someone
+            overlay = messages.debug_overlay(rgb, answer)
+            if raw:
+                self._debug.publish(numpy_to_image(overlay, "rgb8", header))
+            if compressed:
+                self._debug_compressed.publish(numpy_to_compressed(overlay, "rgb8", "jpeg", header))
         if markers:
             labels = [" ".join(filter(None, (f"#{o.message.id}", o.message.label, f"{o.message.score:.2f}"))) for o in outputs]
             self._markers.publish(messages.markers(header, [o.geometry for o in outputs], labels))

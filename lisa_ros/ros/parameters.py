@@ -35,6 +35,8 @@ CHOICES = {
     "quantization": QUANTIZATION_CHOICES,
     "quantization_backend": QUANTIZATION_BACKEND_CHOICES,
 }
+# What a result may carry of its masks (the result_masks parameter).
+RESULT_MASKS_CHOICES = ("instances", "label_image", "none")
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,9 @@ SPECS = [
                                 "when the frame is still the newest or was being encoded when the request came, "
                                 "within max_frame_age; any request may wait for one encoding to end, and the CPU "
                                 "or GPU works while the node is idle; needs frame_cache_size > 0"),
+    Spec("result_masks", "instances", "masks the result carries (the service response, the action result and ~/result): "
+                                      "instances (each object's mask and the label image) | label_image (only the "
+                                      "label image) | none (boxes, poses and ~/mask only): a 1080p mask is 2 MB"),
     Spec("publish_debug_image", True, "publish ~/debug_image (masks, boxes and answer drawn on the frame)"),
     Spec("publish_markers", True, "publish ~/markers (3D centroid and extent per mask)"),
     Spec("target_frame", "", "frame for the objects' target_pose, ~/detections_3d and the point clouds when a request "
@@ -110,7 +115,8 @@ LIVE_PARAMETERS = [s.name for s in SPECS if not s.read_only and s.name not in RE
 CAMERA_SPECS = [
     Spec("image_topic", "image_raw", "colour image topic (sensor_msgs/Image, or CompressedImage with compressed)", True),
     Spec("compressed", False, "subscribe to sensor_msgs/CompressedImage (jpeg/png) instead of Image", True),
-    Spec("depth_topic", "", "registered depth topic (16UC1 mm or 32FC1 m); empty = no 3D", True),
+    Spec("depth_topic", "", "registered depth topic (16UC1 mm or 32FC1 m; image_transport's compressedDepth "
+                            "when the name ends in compressedDepth); empty = no 3D", True),
     Spec("camera_info_topic", "", "CameraInfo of the colour camera; empty = no 3D", True),
     Spec("depth_slop", 0.02, "seconds: largest colour/depth stamp difference accepted as a pair", True, 0.0, 1.0),
     Spec("depth_scale", 0.001, "metres per unit of 16UC1 depth (REP 118: 0.001, millimetres)", True, 1e-6, 1.0),
@@ -145,6 +151,12 @@ class CameraConfig:
     depth_scale: float  # metres per 16UC1 unit
     expected_rate: float  # Hz, 0 = not checked
     intrinsics: str  # auto | k | p
+
+    @property
+    def compressed_depth(self) -> bool:
+        """Whether the depth topic carries compressedDepth (sensor_msgs/CompressedImage): its name
+        ends in ``compressedDepth``, as image_transport names it."""
+        return self.depth_topic.rstrip("/").endswith("compressedDepth")
 
     @property
     def rectified(self) -> bool:
@@ -186,6 +198,7 @@ class NodeConfig:
     max_sessions: int
     frame_cache_size: int
     encode_ahead: bool
+    result_masks: str  # instances | label_image | none
     publish_debug_image: bool
     publish_markers: bool
     target_frame: str  # "" = optical frame only
@@ -213,6 +226,7 @@ class LiveParameters:
     max_frame_age: float  # seconds; 0 = no limit
     request_timeout: float  # seconds
     encode_ahead: bool
+    result_masks: str  # instances | label_image | none
     publish_debug_image: bool
     publish_markers: bool
     target_frame: str  # "" = optical frame only
@@ -266,6 +280,8 @@ def validate_value(name: str, value) -> str | None:
             return f"{name} has {len(str(value))} characters; at most {MAX_SUFFIX_LENGTH}"
     if name in CHOICES and value not in CHOICES[name]:
         return f"{name} must be one of {', '.join(CHOICES[name])}, got {value!r}"
+    if name == "result_masks" and value not in RESULT_MASKS_CHOICES:
+        return f"result_masks must be one of {', '.join(RESULT_MASKS_CHOICES)}, got {value!r}"
     if name == "device" and not is_valid_device(str(value)):
         return f"device must be auto, cpu, cuda or cuda:N, got {value!r}"
     if name == "cameras":

@@ -1,7 +1,7 @@
 """Quality of service of the node's inputs and of its requests, for the node and for its clients.
 
 Inputs (camera topics): best effort, keep last 1 (:data:`INPUT_QOS`). Every policy of an input
-subscription can be overridden at start (:func:`input_overrides`), e.g. a camera_info published
+subscription can be overridden at start (:func:`every_policy`), e.g. a camera_info published
 once and latched needs ``durability: transient_local``.
 
 Requests (the ReasonSegment service and the action's goal, cancel and result services):
@@ -42,11 +42,24 @@ def action_qos() -> dict[str, QoSProfile]:
             "cancel_service_qos_profile": REQUEST_QOS}
 
 
-def input_overrides() -> QoSOverridingOptions:
-    """Options that declare a ``qos_overrides.<topic>.subscription.<policy>`` parameter for every
-    policy a subscription has (history, depth, reliability, durability, deadline, liveliness,
-    liveliness_lease_duration; rclpy leaves out lifespan, a publisher's policy). rclpy's
+def every_policy() -> QoSOverridingOptions:
+    """Options that declare a ``qos_overrides.<topic>.<publisher|subscription>.<policy>``
+    parameter for every policy the entity has (history, depth, reliability, durability,
+    deadline, liveliness, liveliness_lease_duration, and lifespan for a publisher). rclpy's
     ``with_default_policies()`` declares only history, depth and reliability, so an override of
     durability (``transient_local`` for a latched camera_info) would be silently ignored: a
     parameter that is not declared is not read."""
     return QoSOverridingOptions(policy_kinds=[kind for kind in QoSPolicyKind if kind is not QoSPolicyKind.INVALID])
+
+
+# A QoSProfile's fields, as its constructor takes them.
+_PROFILE_FIELDS = ("history", "depth", "reliability", "durability", "lifespan", "deadline", "liveliness",
+                   "liveliness_lease_duration", "avoid_ros_namespace_conventions")
+
+
+def fresh(profile: QoSProfile) -> QoSProfile:
+    """A new QoSProfile equal to ``profile``, to create one publisher or subscription with. rclpy
+    applies ``qos_overrides`` to the profile object it is given, in place: a profile shared by
+    several entities (a module constant, rclpy's ``qos_profile_sensor_data``) would carry one
+    topic's overrides to every entity created after it."""
+    return QoSProfile(**{name: getattr(profile, name) for name in _PROFILE_FIELDS})

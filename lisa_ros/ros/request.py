@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
 import numpy as np
-from sensor_msgs.msg import CompressedImage
+from sensor_msgs.msg import CompressedImage, Image
 
 from lisa_ros.errors import InvalidCommandError, InvalidImageError
 from lisa_ros.geometry import Intrinsics
@@ -97,7 +97,7 @@ class DecodedFrame:
     depth_m: np.ndarray | None
     intrinsics: Intrinsics | None
     notes: list[str] = field(default_factory=list)
-    depth_mismatch: bool = False  # depth came, of another size than colour, and was ignored
+    input_problem: str = ""  # depth or camera_info came but disagreed with the colour image (ignored)
 
 
 def image_cache_key(image) -> tuple:
@@ -244,13 +244,30 @@ def decode_color(color, max_pixels: int) -> np.ndarray:
         raise RequestError(Codes.INVALID_IMAGE, f"image: {exc}") from exc
 
 
+# Relative difference of aspect ratio between camera_info and the image beyond which the
+# intrinsics are not scaled to the image but ignored (a resized image keeps its aspect).
+ASPECT_TOLERANCE = 0.01
+
+
+def _disagreement(kind: str, frame_id: str, color) -> str:
+    """Why ``kind`` (depth, camera_info) stamped in ``frame_id`` does not belong to ``color``,
+    "" when it does or either frame_id is empty (some drivers leave it so)."""
+    if frame_id and color.header.frame_id and frame_id != color.header.frame_id:
+        return (f"{kind} ignored: its frame_id {frame_id!r} is not the colour image's {color.header.frame_id!r} "
+                f"({'not registered to colour: use the depth aligned to colour' if kind == 'depth' else 'another camera'})"
+                "; no 3D")
+    return ""
+
+
 def decode(source: FrameSource, max_pixels: int) -> DecodedFrame:
     """Decode ``source``; ``max_pixels`` bounds width x height of the colour and depth images.
 
-    Raises RequestError INVALID_IMAGE for an image or depth that cannot be decoded. Depth of
-    another size than the colour image (not registered to it) is ignored, the answer is in 2D and
-    ``depth_mismatch`` is set (for a diagnostics warning); that, depth without intrinsics, invalid
-    intrinsics, all-invalid depth and missing depth are notes.
+    Raises RequestError INVALID_IMAGE for an image or depth that cannot be decoded. Inputs that
+    disagree with the colour image are ignored, so the answer is in 2D, never in wrong 3D, and
+    ``input_problem`` says why (a diagnostics warning): depth of another size or frame_id (not
+    registered to colour), camera_info of another frame_id or aspect ratio (another camera).
+    That, depth without intrinsics, invalid intrinsics, all-invalid depth and missing depth are
+    notes.
     """
     decoded = DecodedFrame(decode_color(source.color, max_pixels), None, None, list(source.notes))
     rgb = decoded.rgb
@@ -259,10 +276,13 @@ def decode(source: FrameSource, max_pixels: int) -> DecodedFrame:
             depth_m = depth_to_meters(source.depth, max_pixels, source.depth_scale)
         except ImageConversionError as exc:
             raise RequestError(Codes.INVALID_IMAGE, f"depth: {exc}") from exc
-        if depth_m.shape != rgb.shape[:2]:  # not registered to colour: answer in 2D, say why
-            decoded.notes.append(f"depth ignored: it is {depth_m.shape[1]}x{depth_m.shape[0]} but the colour image is "
-                                 f"{rgb.shape[1]}x{rgb.shape[0]} (use depth registered to colour); no 3D")
-            decoded.depth_mismatch = True
+        problem = _disagreement("depth", source.depth.header.frame_id, source.color)
+        if not problem and depth_m.shape != rgb.shape[:2]:
+            problem = (f"depth ignored: it is {depth_m.shape[1]}x{depth_m.shape[0]} but the colour image is "
+                       f"{rgb.shape[1]}x{rgb.shape[0]} (use depth registered to colour); no 3D")
+        if problem:
+            decoded.notes.append(problem)
+            decoded.input_problem = problem
         else:
             if not np.isfinite(depth_m).any():
                 decoded.notes.append("depth has no valid values: no 3D")
@@ -270,6 +290,15 @@ def decode(source: FrameSource, max_pixels: int) -> DecodedFrame:
     info = source.camera_info
     if info is not None:
         width, height = info.width or rgb.shape[1], info.height or rgb.shape[0]
+        problem = _disagreement("camera_info", info.header.frame_id, source.color)
+        if not problem and abs(width / height - rgb.shape[1] / rgb.shape[0]) > ASPECT_TOLERANCE * rgb.shape[1] / rgb.shape[0]:
+            problem = (f"camera_info ignored: it is for {width}x{height}, another aspect ratio than the colour image's "
+                       f"{rgb.shape[1]}x{rgb.shape[0]} (another camera or a cropped image); no 3D")
+        if problem:
+            decoded.notes.append(problem)
+            decoded.input_problem = decoded.input_problem or problem
+            info = None
+    if info is not None:
         try:
             if source.rectified:
                 decoded.intrinsics = Intrinsics.from_p(info.p, width, height)
@@ -280,7 +309,7 @@ def decode(source: FrameSource, max_pixels: int) -> DecodedFrame:
                                          "a pinhole: subscribe to the rectified image (image_rect) for exact 3D")
         except ValueError as exc:
             decoded.notes.append(f"camera_info ignored: {exc}")
-    if decoded.depth_m is not None and decoded.intrinsics is None:
+    if decoded.depth_m is not None and decoded.intrinsics is None and source.camera_info is None:
         decoded.notes.append("depth without camera_info: no 3D")
     if source.depth is None and source.depth_expected:
         decoded.notes.append("no depth frame within depth_slop of the colour frame: no 3D")
@@ -325,6 +354,18 @@ def complete_target_poses(with_3d: list, target: TargetTransform, header):
             if not output.message.target_pose.header.frame_id:
                 output.message.target_pose = messages.target_pose(header, output.geometry, target.frame, transform)
     return transform
+
+
+def strip_masks(result, result_masks: str) -> None:
+    """Keep in ``result`` only the masks the ``result_masks`` parameter asks for: "instances"
+    (each object's mask and the label image), "label_image" (each object's mask emptied) or
+    "none" (the label image emptied too). An emptied image keeps its header. The action's
+    feedback, sent before, keeps each object's mask."""
+    if result_masks != "instances":
+        for obj in result.objects:
+            obj.mask = Image(header=obj.mask.header)
+    if result_masks == "none":
+        result.instance_labels = Image(header=result.instance_labels.header)
 
 
 def generation_options(live: LiveParameters):
@@ -400,7 +441,7 @@ class RequestHandler:
                               encoded_ahead=self.usable_ahead(live))
         header = job.result.header = source.header
         frame = decode(source, live.max_image_pixels)
-        self.note_depth(source, frame)
+        self.note_inputs(source, frame)
         session_id, history = self._session(request.session_id)
         job.result.session_id = session_id
         timings["preprocess"] = time.monotonic() - started
@@ -463,6 +504,7 @@ class RequestHandler:
             frame.rgb.shape[:2], depth_header=source.depth.header if used_3d else None,
             camera_info=messages.camera_info_at(source.camera_info, frame.rgb.shape[1], frame.rgb.shape[0])
             if used_3d else None)
+        strip_masks(result, live.result_masks)
         result.no_3d = len(with_3d) < len(outputs)
         result.target_frame, result.transform_error, result.no_target_pose = target.frame, target.error, bool(target.error)
         cloud = None
@@ -537,11 +579,12 @@ class RequestHandler:
         self.ahead = camera.paired(frame) if frame.depth is None else frame
         return True
 
-    def note_depth(self, source: FrameSource, frame: DecodedFrame) -> None:
-        """Tell the camera the frame came from whether its depth was usable (a camera whose depth
-        is not registered to colour shows WARN in /diagnostics until it is)."""
+    def note_inputs(self, source: FrameSource, frame: DecodedFrame) -> None:
+        """Tell the camera the frame came from whether its depth and camera_info agreed with its
+        colour image (a camera whose depth is not registered to colour, or whose camera_info is
+        another camera's, shows WARN in /diagnostics until they agree)."""
         if source.camera in self.cameras:
-            self.cameras[source.camera].depth_problem = frame.notes[0] if frame.depth_mismatch else ""
+            self.cameras[source.camera].input_problem = frame.input_problem
 
     def _session(self, session_id: str):
         """(session id, conversation so far): a new id and no history for an empty one."""

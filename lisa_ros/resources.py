@@ -108,3 +108,25 @@ def release_freed_memory() -> bool:
         return bool(ctypes.CDLL(None).malloc_trim(0))
     except (OSError, AttributeError):
         return False
+
+
+# glibc's mallopt parameter for the size from which blocks are mmapped (returned to the system
+# when freed) instead of carved from the heap.
+_M_MMAP_THRESHOLD = -3
+# Blocks of this size and larger (bytes) are mmapped: weights, activations and images.
+MMAP_THRESHOLD_BYTES = 32 << 20
+
+
+def keep_large_blocks_out_of_the_heap(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
+    """Have glibc mmap every allocation of ``threshold`` bytes or more (``mallopt``), for a
+    process that loads and frees models for its whole life (the node's reloads). By default glibc
+    raises this threshold each time a large mmapped block is freed (up to 32 MiB): after a model
+    is freed, the next model's tensors come from the heap, between live blocks, and are not given
+    back when freed; the process grows with every reload. A fixed threshold keeps them out of the
+    heap. Returns whether glibc took it (False elsewhere: a no-op)."""
+    import ctypes
+
+    try:
+        return bool(ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, int(threshold)))
+    except (OSError, AttributeError):
+        return False

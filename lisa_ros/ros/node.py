@@ -41,7 +41,7 @@ from lisa_ros.ros.outputs import Publishers
 from lisa_ros.ros.qos import INPUT_QOS, REQUEST_QOS, RESULT_TIMEOUT_S, action_qos, every_policy, fresh
 from lisa_ros.ros.request import RequestHandler, options_problem
 from lisa_ros.ros.tf import TfLookup, history_seconds
-from lisa_ros.resources import release_freed_memory
+from lisa_ros.resources import keep_large_blocks_out_of_the_heap, release_freed_memory
 from lisa_ros.transforms import TransformError
 from lisa_ros.ros.serving import Server
 from lisa_ros.ros.spinning import spin
@@ -308,6 +308,7 @@ class LisaNode(LifecycleNodeMixin, Node):
 
 
 def main(args: list[str] | None = None, node_class: type[LisaNode] = LisaNode) -> int:
+    keep_large_blocks_out_of_the_heap()  # reloads must not grow the process
     rclpy.init(args=args if args is not None else sys.argv)
     node = node_class()
     threads = max(4, node.get_parameter("queue_depth").value + 4)

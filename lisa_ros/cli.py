@@ -372,8 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--namespace", default=os.environ.get("ROS_NAMESPACE", ""),
                      help="namespace of the node, e.g. robot1 (default: $ROS_NAMESPACE, else none)")
     ask.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the node")
-    ask.add_argument("--timeout", type=float, default=300.0, help="seconds the node may take (the request's "
-                                                                  "timeout; then DEADLINE_EXCEEDED)")
+    ask.add_argument("--timeout", type=float, help="seconds the node may take (the request's timeout; then "
+                                                   "DEADLINE_EXCEEDED; default: the node's request_timeout)")
     ask.add_argument("--out", help="folder for result.json and mask_<id>.png")
     ask.set_defaults(func=_cmd_ask)
 

@@ -224,6 +224,9 @@ class LisaEngine:
         self.dtype = loaded.dtype
         self.seg_token_id = self.tokenizer.seg_token_id
         self.drafter = NGramDrafter(seeds=[self._answer_ids(template) for template in ANSWER_TEMPLATES])
+        # Tokens an image takes in the prompt, known once a frame is encoded (the same for every
+        # frame of a model); check_options counts them.
+        self.image_token_count: int | None = None
 
     def _answer_ids(self, text: str) -> list[int]:
         """The ids ``text`` has as an answer, after "ASSISTANT:" (as generation produces them)."""
@@ -277,6 +280,7 @@ class LisaEngine:
             timings["sam_encoder"] = time.perf_counter() - start
         frame = EncodedFrame(embedding, model.project_image_features(encoder_features), sam_input.resized_size,
                              sam_input.original_size, timings, encoder_features)
+        self.image_token_count = frame.image_tokens.shape[1]
         if prefill:
             self.prefill_image(frame)
         return frame
@@ -327,8 +331,9 @@ class LisaEngine:
         """Raise ValueError, naming the option, when a suffix (``segment_suffix``,
         ``explain_suffix``: added to commands) holds prompt syntax (:meth:`_prompt_syntax_in`:
         every request would fail or silently change) or is so long that a one-word command with
-        it leaves the model's context less than :data:`MIN_ANSWER_TOKENS` for the answer, image
-        tokens aside. Run it on options before serving with them (the node does, at configure
+        it leaves the model's context less than :data:`MIN_ANSWER_TOKENS` for the answer, with
+        the image's tokens (:attr:`image_token_count`, once a frame has been encoded; before,
+        without them). Run it on options before serving with them (the node does, at configure
         and when a suffix parameter is set)."""
         for name, explain in (("segment_suffix", False), ("explain_suffix", True)):
             text = getattr(options, name)
@@ -339,10 +344,11 @@ class LisaEngine:
                                  "cannot carry")
             if self.context_length is not None:
                 prompt, _ = self.build_prompt("x", explain, None, options)
-                length = len(self.tokenizer.encode_with_image(prompt)) - 1
+                image = self.image_token_count or 0
+                length = len(self.tokenizer.encode_with_image(prompt)) - 1 + image
                 if length + MIN_ANSWER_TOKENS > self.context_length:
                     raise ValueError(f"{name} is too long: with a one-word command the prompt takes {length} of the "
-                                     f"model's {self.context_length} tokens before the image, leaving less than "
+                                     f"model's {self.context_length} tokens (image {image}), leaving less than "
                                      f"{MIN_ANSWER_TOKENS} for the answer")
 
     def check_command(self, command: str) -> None:

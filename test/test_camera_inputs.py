@@ -196,6 +196,11 @@ def test_a_min_stamp_wait_holds_neither_the_worker_nor_a_deactivation(node):
     other = node.ask(command="where is the cup?", image=explicit_image())
     assert other.result.status.code == Codes.OK, other.result.status.message
     assert not waiting.done() and time.monotonic() - started < 4.0
+    # the waiting room has queue_depth (1) places: one more waiter is BUSY at once
+    started = time.monotonic()
+    second = node.ask(command="where is the cup?", camera="ahead", min_stamp=stamp(now + 1.0))
+    assert second.result.status.code == Codes.BUSY and "min_stamp" in second.result.status.message
+    assert time.monotonic() - started < 2.0 and not waiting.done()
     assert node.transition(Transition.TRANSITION_DEACTIVATE)
     try:
         answer = node.wait(waiting, 10)
@@ -352,7 +357,7 @@ def test_answers_about_frames_encoded_ahead_keep_their_depth(node, rate_hz):
 
 
 @pytest.mark.parametrize("result_masks", ["instances", "label_image", "none"])
-def test_results_carry_the_masks_asked_for_and_the_debug_image_comes_compressed(node, result_masks):
+def test_results_carry_the_masks_asked_for_and_the_debug_image_comes_compressed(node, result_masks, tmp_path):
     debug: list = []
     subscription = node.node.create_subscription(CompressedImage, "/lisa_ros/debug_image/compressed", debug.append, 10)
     assert node.set_parameter("result_masks", result_masks)[0]
@@ -363,6 +368,14 @@ def test_results_carry_the_masks_asked_for_and_the_debug_image_comes_compressed(
         assert all(bool(o.mask.data) == (result_masks == "instances") for o in result.objects)
         assert bool(result.instance_labels.data) == (result_masks != "none")
         assert all(o.box.width > 0 for o in result.objects)  # the rest stays
+        from lisa_ros.ros.client import write_masks
+
+        names = write_masks(result, tmp_path / result_masks)  # what lisa-ros ask --out writes
+        assert (None in names) == (result_masks == "none")
+        for index, name in enumerate(names, 1):
+            if name is not None:
+                written = cv2.imread(str(tmp_path / result_masks / name), cv2.IMREAD_GRAYSCALE)
+                assert written.shape == (120, 160) and written.max() == 255
         assert node.wait_for(lambda: debug, 10)
         picture = cv2.imdecode(np.frombuffer(bytes(debug[-1].data), np.uint8), cv2.IMREAD_COLOR)
         assert "jpeg" in debug[-1].format and picture.shape == (120, 160, 3)

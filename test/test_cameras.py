@@ -168,3 +168,18 @@ def test_a_camera_stamping_behind_the_node_clock_is_named_as_such(behind_s):
     assert camera.age_s() == behind_s
     camera.on_color(image(int(node_clock.now), 0))  # in step with the node's clock: no problem
     assert camera.clock_problem() == ""
+
+
+@pytest.mark.parametrize("back_s", [2.0, 996.0])
+def test_frames_from_before_the_clock_went_back_are_never_fresh(back_s):
+    """A bag or simulation restarted: sim time jumps back. The last frame of the old time line
+    must not become fresh again (age 0 until the clock catches up) for a camera that stopped."""
+    node_clock = Clock()
+    camera = CameraInput("front", stamp_clock=node_clock)
+    node_clock.now = 1000.0
+    camera.on_color(image(1000, 0))
+    node_clock.now = 1000.0 - back_s
+    assert camera.age_s() == float("inf")
+    assert f"went back {back_s:.1f} s" in camera.clock_problem()
+    camera.on_color(image(int(node_clock.now), 0))  # the first frame of the new time line
+    assert camera.age_s() == 0.0 and camera.clock_problem() == ""

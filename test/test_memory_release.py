@@ -4,6 +4,7 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -22,3 +23,14 @@ def test_glibc_takes_the_mmap_threshold_and_gives_freed_heap_back():
     run = subprocess.run([sys.executable, "-P", "-c", CHECK], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["True", "True"]
+
+
+def test_cleanup_releases_the_freed_memory(monkeypatch):
+    """The node's cleanup (and shutdown, error) path calls the release, after dropping the model."""
+    from lisa_ros.ros import node as node_module
+
+    calls = []
+    fake = types.SimpleNamespace(engine=object(), _handler=None)
+    monkeypatch.setattr(node_module, "release_freed_memory", lambda: calls.append(fake.engine))
+    node_module.LisaNode._free_model(fake)
+    assert calls == [None]  # called once, with the model already dropped

@@ -34,6 +34,7 @@ from lisa_ros.action import ReasonSegment as ReasonSegmentAction
 from lisa_ros.testing.checkpoints import write_tiny_lisa_checkpoint
 from lisa_ros.msg import SegmentationResult, Status
 from lisa_ros.ros.conversions import image_to_numpy, numpy_to_image
+from lisa_ros.ros.cameras import stamp_seconds
 from lisa_ros.ros.messages import duration_seconds
 from lisa_ros.ros.qos import REQUEST_QOS, action_qos
 from lisa_ros.ros.spinning import spin
@@ -853,7 +854,7 @@ def test_encode_ahead_encodes_the_default_cameras_newest_frame_and_hands_it_out_
 
     def live(**changes):
         values = dict(max_new_tokens=16, max_masks=8, stop_after_seg=True, draft_tokens=8, segment_suffix="", explain_suffix="",
-                      max_command_length=100, max_image_pixels=10**6, max_frame_age=1.0, request_timeout=300.0,
+                      max_command_length=100, max_image_pixels=10**6, max_frame_age=1.0, min_stamp_wait=5.0, request_timeout=300.0,
                       encode_ahead=True, result_masks="instances", publish_debug_image=False, publish_markers=False, target_frame="",
                       tf_timeout=0.2)
         return LiveParameters(**{**values, **changes})
@@ -910,13 +911,16 @@ def test_encode_ahead_encodes_the_default_cameras_newest_frame_and_hands_it_out_
     assert encoder.prefilled == [True] * 3  # frames encoded ahead also hold the prompt's start
 
 
+@pytest.mark.parametrize("depth_lag", [0, 3])
 @pytest.mark.parametrize("rate_hz", [15.0, 30.0, 60.0, 90.0])
-def test_a_frame_encoded_ahead_keeps_its_depth_and_is_used_when_encoding_takes_longer_than_max_frame_age(rate_hz):
+def test_a_frame_encoded_ahead_keeps_its_depth_and_is_used_when_encoding_takes_longer_than_max_frame_age(
+        rate_hz, depth_lag):
     """An RGB-D camera at ``rate_hz`` while one encoding takes 1.2 s (more than max_frame_age,
-    1 s, and more than the camera input's 10 depth frames span): the frame encoded ahead is
-    paired with its depth when the encoding ends and keeps it, and a request takes it with that
-    depth. (Before: 3D was lost at 30 Hz and above, and with max_frame_age 1 s nothing was
-    encoded ahead at all.)"""
+    1 s, and more than the camera input's 10 depth frames span); its depth arrives with colour,
+    or ``depth_lag`` frames later (so the frame encoded ahead has none yet when its encoding
+    starts). The frame encoded ahead keeps its depth, and a request takes it with that depth.
+    (Before: 3D was lost at 30 Hz and above, and with max_frame_age 1 s nothing was encoded
+    ahead at all.)"""
     from builtin_interfaces.msg import Time
 
     from lisa_ros.ros.cameras import CameraInput
@@ -934,11 +938,15 @@ def test_a_frame_encoded_ahead_keeps_its_depth_and_is_used_when_encoding_takes_l
         message.header.stamp = Time(sec=int(wall[0]), nanosec=int(round(wall[0] % 1 * 1e9)))
         return message
 
-    def tick():  # one camera period: colour and its depth
+    depths = []
+
+    def tick():  # one camera period: colour, and depth ``depth_lag`` periods late
         monotonic[0] += 1 / rate_hz
         wall[0] += 1 / rate_hz
         camera.on_color(frame("rgb8"))
-        camera.on_depth(frame("32FC1"))
+        depths.append(frame("32FC1"))
+        if len(depths) > depth_lag:
+            camera.on_depth(depths.pop(0))
 
     class SlowEncoder(_CountingEncoder):
         def encode_frame(self, rgb, prefill=False):
@@ -948,7 +956,8 @@ def test_a_frame_encoded_ahead_keeps_its_depth_and_is_used_when_encoding_takes_l
 
     live = LiveParameters(max_new_tokens=16, max_masks=8, stop_after_seg=True, draft_tokens=8, segment_suffix="",
                           explain_suffix="", max_command_length=100, max_image_pixels=10**6, max_frame_age=1.0,
-                          request_timeout=300.0, encode_ahead=True, result_masks="instances", publish_debug_image=False, publish_markers=False,
+                          min_stamp_wait=5.0, request_timeout=300.0, encode_ahead=True, result_masks="instances",
+                          publish_debug_image=False, publish_markers=False,
                           target_frame="", tf_timeout=0.2)
     handler = RequestHandler(SlowEncoder(), SessionStore(), FrameCache(4), cameras, "front", 600.0, None, lambda: live)
     for _ in range(3):
@@ -963,6 +972,49 @@ def test_a_frame_encoded_ahead_keeps_its_depth_and_is_used_when_encoding_takes_l
     source = frame_source(ReasonSegment.Request(command="where is the cup?"), cameras, "front", 1.0,
                           encoded_ahead=usable)
     assert source.cache_key == ahead.cache_key and source.depth is ahead.depth
+
+
+@pytest.mark.parametrize("depth_comes", [True, False])
+def test_a_min_stamp_request_gets_the_new_frame_with_its_depth(depth_comes):
+    """An RGB-D camera whose depth comes 0.1 s after colour: a request with min_stamp used to
+    take the newest frame that had depth (older than min_stamp: STALE_FRAME although the new
+    frame was there). Now the wait also waits for the new frame's depth (0.25 s at most) and the
+    request gets the new frame, with its depth when it came, else without."""
+    from builtin_interfaces.msg import Time
+
+    from lisa_ros.ros.cameras import CameraInput
+    from lisa_ros.ros.request import frame_source, wait_for_min_stamp
+
+    camera = CameraInput("front", depth_slop=0.01)
+    cameras = {"front": camera}
+
+    def message(encoding, seconds):
+        msg = numpy_to_image(np.zeros((8, 8) if encoding == "32FC1" else (8, 8, 3),
+                                      np.float32 if encoding == "32FC1" else np.uint8), encoding)
+        msg.header.stamp = Time(sec=int(seconds), nanosec=int(round(seconds % 1 * 1e9)))
+        return msg
+
+    old = time.time() - 0.5
+    camera.on_color(message("rgb8", old))
+    camera.on_depth(message("32FC1", old))
+    min_stamp = time.time()
+    request = ReasonSegment.Request(command="x", min_stamp=Time(sec=int(min_stamp), nanosec=int(min_stamp % 1 * 1e9)))
+
+    def camera_thread():
+        time.sleep(0.1)
+        new = time.time()
+        camera.on_color(message("rgb8", new))
+        if depth_comes:
+            time.sleep(0.1)
+            camera.on_depth(message("32FC1", new))
+
+    thread = threading.Thread(target=camera_thread)
+    thread.start()
+    wait_for_min_stamp(request, cameras, "front", deadline=time.monotonic() + 5.0)
+    thread.join()
+    source = frame_source(request, cameras, "front", 0.0)
+    assert stamp_seconds(source.header) >= min_stamp
+    assert (source.depth is not None) == depth_comes
 
 
 def test_the_frame_cache_key_covers_every_field_that_defines_the_pixels():
@@ -1215,7 +1267,7 @@ def test_one_request_converts_each_mask_and_its_3d_once(monkeypatch, kind):
     monkeypatch.setattr(messages, "geometry", lambda *args: located.append(args) or real_geometry(*args))
     live = LiveParameters(max_new_tokens=16, max_masks=8, stop_after_seg=True, draft_tokens=3, segment_suffix="",
                           explain_suffix="",
-                          max_command_length=100, max_image_pixels=10**6, max_frame_age=0.0, request_timeout=300.0, encode_ahead=False,
+                          max_command_length=100, max_image_pixels=10**6, max_frame_age=0.0, min_stamp_wait=5.0, request_timeout=300.0, encode_ahead=False,
                           result_masks="instances", publish_debug_image=True, publish_markers=True, target_frame="", tf_timeout=0.2)
     node = _PublishingNode()
     handler = RequestHandler(_TwoMaskEngine(), SessionStore(), FrameCache(2), {}, "front", 600.0,
@@ -1467,7 +1519,7 @@ def test_intrinsics_follow_the_topic_unless_set():
     from lisa_ros.ros.parameters import CameraConfig, validate_value
 
     def camera(topic, intrinsics="auto"):
-        return CameraConfig("front", topic, False, "", "", 0.02, 0.001, 0.0, intrinsics)
+        return CameraConfig("front", topic, False, "", "", 0.02, 0.001, True, 0.0, intrinsics)
 
     assert camera("camera/color/image_rect_color").rectified and not camera("camera/color/image_raw").rectified
     assert camera("camera/color/image_raw", "p").rectified and not camera("camera/image_rect", "k").rectified

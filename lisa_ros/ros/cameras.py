@@ -9,6 +9,7 @@ history so that the depth frame with the colour frame's stamp can be found when 
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import time
 from collections import deque
@@ -22,6 +23,8 @@ import numpy as np
 # as a clock problem (seconds): more than clock synchronisation (ms) and transport latency explain.
 STAMP_AHEAD_TOLERANCE_S = 0.5
 STAMP_BEHIND_TOLERANCE_S = 1.0
+# The node's clock this far behind a frame's arrival means it went back (seconds).
+CLOCK_BACK_TOLERANCE_S = 0.5
 
 
 def time_seconds(stamp) -> float:
@@ -123,7 +126,8 @@ class CameraInput:
     ``depth_slop``: seconds, the largest |depth stamp - colour stamp| accepted as a pair (the
     ``<camera>.depth_slop`` parameter); ``depth_scale``: metres per 16UC1 unit; ``rectified``:
     the image is rectified, so 3D uses CameraInfo's P instead of K; ``expected_rate_hz``: the
-    colour rate diagnostics hold it to (0 = not checked). ``clock``: monotonic seconds (arrival
+    colour rate diagnostics hold it to (0 = not checked); ``check_depth_frame``: depth whose
+    frame_id is not the colour image's is not registered to it and is ignored. ``clock``: monotonic seconds (arrival
     times, rates); ``stamp_clock``: seconds in the clock the stamps are in, the node's ROS clock
     (``node.get_clock()``: sim time under use_sim_time); both injectable for tests.
 
@@ -135,8 +139,10 @@ class CameraInput:
 
     def __init__(self, name: str, depth_slop: float = 0.02, depth_history: int = 10, color_history: int = 3,
                  clock: Callable[[], float] = time.monotonic, stamp_clock: Callable[[], float] = time.time,
-                 depth_scale: float = 0.001, rectified: bool = False, expected_rate_hz: float = 0.0):
+                 depth_scale: float = 0.001, rectified: bool = False, expected_rate_hz: float = 0.0,
+                 check_depth_frame: bool = True):
         self.name = name
+        self.check_depth_frame = check_depth_frame  # depth of another frame_id than colour is ignored
         self.expected_rate_hz = expected_rate_hz  # 0 = not checked
         self.depth_scale = depth_scale  # metres per 16UC1 unit
         self.rectified = rectified  # the image is rectified: intrinsics from CameraInfo's P
@@ -150,6 +156,8 @@ class CameraInput:
         self._colors: deque[tuple[Any, float, int, float]] = deque(maxlen=color_history)
         self._depth: deque[Any] = deque(maxlen=depth_history)
         self._camera_info: Any | None = None
+        self._pinned_for: Any | None = None  # the colour message whose depth is kept (pin_depth)
+        self._pinned: Any | None = None
         self.color_rate = RateMeter()
         self.depth_rate = RateMeter()
         self.frames_received = 0
@@ -174,6 +182,20 @@ class CameraInput:
         with self._lock:
             self._depth.append(msg)
             self.depth_rate.tick(self._clock())
+            if self._pinned_for is not None:  # keep the best match for the pinned colour frame
+                best, _ = self._nearest_depth(self._pinned_for, [d for d in (self._pinned, msg) if d is not None])
+                self._pinned = best
+
+    def pin_depth(self, frame: CameraFrame | None) -> None:
+        """Keep the depth frame nearest ``frame``'s stamp (within the slop) as it arrives, beyond
+        the depth history, until the next call (None: stop). For a frame that is worked on longer
+        than the history spans (encoded ahead: ~1 s, while 10 depth frames span 0.33 s at 30 Hz):
+        :meth:`paired` finds its depth however late it is asked."""
+        with self._lock:
+            self._pinned_for = frame.color if frame is not None else None
+            self._pinned = None
+            if frame is not None:
+                self._pinned, _ = self._nearest_depth(frame.color, list(self._depth))
 
     def on_camera_info(self, msg: Any) -> None:
         with self._lock:
@@ -206,9 +228,12 @@ class CameraInput:
 
     def paired(self, frame: CameraFrame) -> CameraFrame:
         """``frame`` with the depth frame nearest its stamp now (depth may arrive after colour;
-        none when none is within the slop) and the latest camera_info."""
+        none when none is within the slop; a depth frame pinned for it counts, :meth:`pin_depth`)
+        and the latest camera_info."""
         with self._lock:
             depths = list(self._depth)
+            if self._pinned is not None and self._pinned_for is frame.color:
+                depths.append(self._pinned)
             info = self._camera_info
         depth, offset = self._nearest_depth(frame.color, depths)
         return dataclasses.replace(frame, depth=depth, camera_info=info, depth_offset_s=offset)
@@ -219,9 +244,14 @@ class CameraInput:
 
     def frame_age_s(self, frame: CameraFrame) -> float:
         """Seconds since ``frame``'s picture was taken, in the node's clock: now minus
-        :attr:`CameraFrame.taken_s` (its stamp, but no later than its arrival). Never negative
-        (under sim time the clock may jump back)."""
-        return max(0.0, self._stamp_clock() - frame.taken_s)
+        :attr:`CameraFrame.taken_s` (its stamp, but no later than its arrival); never negative.
+        Infinite for a frame that arrived before the node's clock went back (more than
+        :data:`CLOCK_BACK_TOLERANCE_S`: a bag or simulation restarted): it belongs to the old
+        time line and is never fresh again."""
+        now = self._stamp_clock()
+        if frame.arrived_s - now > CLOCK_BACK_TOLERANCE_S:
+            return math.inf
+        return max(0.0, now - frame.taken_s)
 
     def age_s(self) -> float | None:
         """Age of the latest colour frame (:meth:`frame_age_s`; None before the first one)."""
@@ -243,7 +273,13 @@ class CameraInput:
         camera then stamps in another clock than this node's (no time synchronisation, device time
         stamps, a bag played without use_sim_time, or use_sim_time with a camera in wall time)."""
         frame = frame if frame is not None else self.newest()
-        if frame is None or not stamp_seconds(frame.color.header):
+        if frame is None:
+            return ""
+        back = frame.arrived_s - self._stamp_clock()
+        if back > CLOCK_BACK_TOLERANCE_S:
+            return (f"this node's clock went back {back:.1f} s since the frame arrived (a bag or simulation "
+                    "restarted): frames from before are not used")
+        if not stamp_seconds(frame.color.header):
             return ""
         lag = frame.arrived_s - stamp_seconds(frame.color.header)
         if -lag > STAMP_AHEAD_TOLERANCE_S:

@@ -27,6 +27,8 @@ DEFAULT_NAME = "lisa_ros/reason_segment"
 
 # Seconds a client waits past the request's timeout for the node's DEADLINE_EXCEEDED answer.
 ANSWER_MARGIN_S = 5.0
+# Seconds a client waits for an answer when it sends no timeout (the node's request_timeout default).
+DEFAULT_WAIT_S = 300.0
 
 
 class ClientError(LisaError):
@@ -81,22 +83,32 @@ def summarize(response) -> dict:
     }
 
 
-def write_masks(result, out: Path) -> list[str]:
+def write_masks(result, out: Path) -> list[str | None]:
     """Write each object's mask of a SegmentationResult as ``out/mask_<id>.png`` (0/255); returns
-    the file names, in the objects' order. Raises ClientError for a mask that cannot be decoded."""
+    the file names, in the objects' order. A result without the objects' own masks (the node's
+    ``result_masks: label_image``) gives each object its pixels of the label image (an overlap
+    goes to the earlier object); one without either (``none``) writes nothing (None names).
+    Raises ClientError for a mask that cannot be decoded."""
     import cv2
 
     from lisa_ros.ros.conversions import image_to_numpy
 
     out.mkdir(parents=True, exist_ok=True)
-    names = []
-    for obj in result.objects:
-        try:
-            pixels = image_to_numpy(obj.mask)
-        except ImageConversionError as exc:
-            raise ClientError(f"the mask of object {obj.id} in the answer is malformed: {exc}") from exc
-        names.append(f"mask_{obj.id}.png")
-        cv2.imwrite(str(out / names[-1]), np.asarray(pixels, np.uint8))
+    names: list[str | None] = []
+    try:
+        labels = image_to_numpy(result.instance_labels) if len(result.instance_labels.data) else None
+        for index, obj in enumerate(result.objects, 1):
+            if len(obj.mask.data):
+                pixels = np.asarray(image_to_numpy(obj.mask), np.uint8)
+            elif labels is not None:
+                pixels = np.where(labels == index, 255, 0).astype(np.uint8)
+            else:
+                names.append(None)
+                continue
+            names.append(f"mask_{obj.id}.png")
+            cv2.imwrite(str(out / names[-1]), pixels)
+    except ImageConversionError as exc:
+        raise ClientError(f"a mask in the answer is malformed: {exc}") from exc
     return names
 
 
@@ -104,7 +116,7 @@ def ask(command: str, *, camera: str = "", image: np.ndarray | None = None,
         frame_id: str = "camera_color_optical_frame", explain: bool = False, session_id: str = "",
         target_frame: str = "", min_stamp: float | str | None = None, point_cloud: bool = False,
         use_action: bool = False, name: str = DEFAULT_NAME, namespace: str = "", wait_s: float = 10.0,
-        timeout_s: float = 300.0, out: Path | None = None, on_progress: Callable[[str], None] | None = None) -> dict:
+        timeout_s: float | None = None, out: Path | None = None, on_progress: Callable[[str], None] | None = None) -> dict:
     """Ask the node serving ``name`` (service, or action with ``use_action``) and summarize.
 
     ``image``: ``(H, W, 3)`` uint8 RGB sent with the request (header frame_id ``frame_id``);
@@ -115,8 +127,9 @@ def ask(command: str, *, camera: str = "", image: np.ndarray | None = None,
     ``point_cloud``: the result carries the objects' points (``out`` gets ``points.npy``, a
     structured array x, y, z in metres and label = object id). ``name``: the service/action, resolved in
     ``namespace`` when relative (the default: ``lisa_ros/reason_segment``). ``wait_s``: seconds to wait for the node to be
-    discovered; ``timeout_s``: seconds to wait for the answer, sent as the request's timeout too
-    (the node answers DEADLINE_EXCEEDED by then instead of working on). ``on_progress``: called with a
+    discovered; ``timeout_s``: the request's timeout, seconds the node may take (it answers
+    DEADLINE_EXCEEDED by then instead of working on); None = the node's ``request_timeout``, and
+    this client waits :data:`DEFAULT_WAIT_S` for the answer. ``on_progress``: called with a
     line per action feedback (:func:`format_feedback`). ``out``: folder for ``mask_<id>.png`` and
     ``result.json`` (the summary, each object with ``mask``: its file name).
 
@@ -136,7 +149,10 @@ def ask(command: str, *, camera: str = "", image: np.ndarray | None = None,
     if not command.strip():
         raise ClientError("the command is empty")
     fields = dict(command=command, camera=camera, explain=explain, session_id=session_id, target_frame=target_frame,
-                  point_cloud=point_cloud, timeout=Duration(sec=int(timeout_s), nanosec=int(timeout_s % 1 * 1e9)))
+                  point_cloud=point_cloud)
+    if timeout_s is not None:
+        fields["timeout"] = Duration(sec=int(timeout_s), nanosec=int(timeout_s % 1 * 1e9))
+    answer_s = (timeout_s if timeout_s is not None else DEFAULT_WAIT_S) + ANSWER_MARGIN_S
     if image is not None:
         fields["image"] = numpy_to_image(image, "rgb8")
         fields["image"].header.frame_id = frame_id
@@ -164,23 +180,23 @@ def ask(command: str, *, camera: str = "", image: np.ndarray | None = None,
                                   "same ROS_DOMAIN_ID?)")
             show = (lambda message: on_progress(format_feedback(message.feedback))) if on_progress else None
             handle = wait_for(client.send_goal_async(ReasonSegmentAction.Goal(**fields), feedback_callback=show),
-                              timeout_s)
+                              answer_s)
             if handle is None or not handle.accepted:
                 raise ClientError("the goal was rejected: the node is busy (its queue is full) or not active; "
                                   "its log and /diagnostics say which, and the service answers with the reason")
-            outcome = wait_for(handle.get_result_async(), timeout_s + ANSWER_MARGIN_S)
+            outcome = wait_for(handle.get_result_async(), answer_s)
             if outcome is None:
                 # Free the node's model for others instead of leaving the goal running.
                 wait_for(handle.cancel_goal_async(), 10)
-                raise ClientError(f"no result within {timeout_s:g} s (goal cancelled)")
+                raise ClientError(f"no result within {answer_s:g} s (goal cancelled)")
             response = outcome.result
         else:
             client = node.create_client(ReasonSegment, name, qos_profile=REQUEST_QOS)
             if not client.wait_for_service(timeout_sec=wait_s):
                 raise ClientError(f"no ReasonSegment service at {where} (is lisa_ros_node running, same ROS_DOMAIN_ID?)")
-            response = wait_for(client.call_async(ReasonSegment.Request(**fields)), timeout_s + ANSWER_MARGIN_S)
+            response = wait_for(client.call_async(ReasonSegment.Request(**fields)), answer_s)
             if response is None:
-                raise ClientError(f"no answer within {timeout_s:g} s")
+                raise ClientError(f"no answer within {answer_s:g} s")
     finally:
         if action_client is not None:
             action_client.destroy()

@@ -1,6 +1,7 @@
 """Request statistics and the node's /diagnostics message (diagnostic_updater is not on PyPI)."""
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -132,7 +133,8 @@ def build(node_name: str, stamp, state: str, model_info: dict, stats: RequestSta
         else:  # every problem at once: fixing one must not reveal the next only then
             problems = []
             if camera["max_age_s"] and age > camera["max_age_s"]:
-                problems.append(f"latest frame is {age:.1f} s old")
+                problems.append(f"latest frame is {age:.1f} s old" if math.isfinite(age)
+                                else "latest frame is from before the clock went back")
             if camera.get("clock_problem"):
                 problems.append(camera["clock_problem"])
             if expected and abs(camera["rate_hz"] - expected) > RATE_TOLERANCE * expected:

@@ -183,7 +183,8 @@ class LisaNode(LifecycleNodeMixin, Node):
         self.get_logger().info(f"model ready on {loaded.device} ({loaded.options.precision}) in "
                                f"{time.monotonic() - started:.1f} s ({self._weights_bytes / 2**20:.0f} MB of weights)")
         self.cameras = {c.name: CameraInput(c.name, c.depth_slop, depth_scale=c.depth_scale, rectified=c.rectified,
-                                                  expected_rate_hz=c.expected_rate, stamp_clock=self._now_seconds)
+                                            expected_rate_hz=c.expected_rate, stamp_clock=self._now_seconds,
+                                            check_depth_frame=c.check_depth_frame)
                         for c in config.cameras}
         self._handler = RequestHandler(
             self.engine, SessionStore(config.session_timeout, config.max_sessions), FrameCache(config.frame_cache_size),
@@ -311,7 +312,9 @@ def main(args: list[str] | None = None, node_class: type[LisaNode] = LisaNode) -
     keep_large_blocks_out_of_the_heap()  # reloads must not grow the process
     rclpy.init(args=args if args is not None else sys.argv)
     node = node_class()
-    threads = max(4, node.get_parameter("queue_depth").value + 4)
+    # queue_depth callers waiting in the queue and as many waiting for a new frame before it
+    # (serving.Server._submit) each hold a thread; four more for cameras, transitions, the rest.
+    threads = 2 * node.get_parameter("queue_depth").value + 4
     executor = MultiThreadedExecutor(num_threads=threads)
     executor.add_node(node)
     try:

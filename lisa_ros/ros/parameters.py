@@ -81,6 +81,8 @@ SPECS = [
     Spec("max_command_length", 1000, "longest accepted command (characters)", low=1, high=100000),
     Spec("max_image_pixels", 4096 * 4096, "largest accepted image (width x height)", low=1, high=2**31 - 1),
     Spec("max_frame_age", 1.0, "seconds; an older latest frame is refused as STALE_FRAME (0 = no limit)", low=0.0, high=3600.0),
+    Spec("min_stamp_wait", 5.0, "seconds a request with min_stamp waits for a frame taken at or after it (then "
+                                "STALE_FRAME); such requests wait beside the queue (queue_depth of them), not in the worker", low=0.0, high=60.0),
     Spec("request_timeout", 300.0, "seconds a request may take from arrival to answer, queue wait included, when "
                                    "it sets no timeout of its own (then DEADLINE_EXCEEDED)", low=0.1, high=86400.0),
     Spec("session_timeout", 600.0, "seconds of inactivity after which a conversation is forgotten", True, 1.0, 86400.0),
@@ -120,6 +122,9 @@ CAMERA_SPECS = [
     Spec("camera_info_topic", "", "CameraInfo of the colour camera; empty = no 3D", True),
     Spec("depth_slop", 0.02, "seconds: largest colour/depth stamp difference accepted as a pair", True, 0.0, 1.0),
     Spec("depth_scale", 0.001, "metres per unit of 16UC1 depth (REP 118: 0.001, millimetres)", True, 1e-6, 1.0),
+    Spec("check_depth_frame", True, "ignore depth whose frame_id is not the colour image's (not registered to colour: "
+                                    "no 3D rather than wrong 3D); false for a driver that keeps the depth camera's "
+                                    "frame_id on depth aligned to colour", True),
     Spec("expected_rate", 0.0, "Hz the colour stream should arrive at; diagnostics WARN outside +-10 % "
                                "(0 = not checked)", True, 0.0, 1000.0),
     Spec("intrinsics", "auto", "k (raw image) | p (rectified image) | auto: p when the image topic is "
@@ -149,6 +154,7 @@ class CameraConfig:
     camera_info_topic: str
     depth_slop: float  # seconds
     depth_scale: float  # metres per 16UC1 unit
+    check_depth_frame: bool  # depth of another frame_id than colour is ignored
     expected_rate: float  # Hz, 0 = not checked
     intrinsics: str  # auto | k | p
 
@@ -193,6 +199,7 @@ class NodeConfig:
     max_command_length: int
     max_image_pixels: int
     max_frame_age: float
+    min_stamp_wait: float
     request_timeout: float
     session_timeout: float
     max_sessions: int
@@ -224,6 +231,7 @@ class LiveParameters:
     max_command_length: int
     max_image_pixels: int
     max_frame_age: float  # seconds; 0 = no limit
+    min_stamp_wait: float  # seconds
     request_timeout: float  # seconds
     encode_ahead: bool
     result_masks: str  # instances | label_image | none

@@ -49,7 +49,12 @@ def every_policy() -> QoSOverridingOptions:
     ``with_default_policies()`` declares only history, depth and reliability, so an override of
     durability (``transient_local`` for a latched camera_info) would be silently ignored: a
     parameter that is not declared is not read."""
-    return QoSOverridingOptions(policy_kinds=[kind for kind in QoSPolicyKind if kind is not QoSPolicyKind.INVALID])
+    return QoSOverridingOptions(policy_kinds=[kind for kind in QoSPolicyKind if kind.name not in NOT_OVERRIDABLE])
+
+
+# QoSPolicyKind members that are not policies to set per topic: INVALID, and (newer rclpy)
+# AVOID_ROS_NAMESPACE_CONVENTIONS, which would put the topic outside ROS's name mangling.
+NOT_OVERRIDABLE = ("INVALID", "AVOID_ROS_NAMESPACE_CONVENTIONS")
 
 
 # A QoSProfile's fields, as its constructor takes them.

@@ -85,6 +85,7 @@ class FrameSource:
     depth_scale: float = 0.001  # metres per 16UC1 unit (REP 118: millimetres)
     rectified: bool = False  # intrinsics from CameraInfo's P (rectified image), else K
     notes: tuple[str, ...] = ()  # caveats known before decoding (a clock problem of its stamp)
+    check_depth_frame: bool = True  # depth of another frame_id than colour is not registered to it
 
 
 @dataclass
@@ -122,8 +123,12 @@ def request_source(request) -> FrameSource | None:
         cache_key=image_cache_key(request.image))
 
 
-# The longest a request with min_stamp waits for a new enough camera frame (seconds).
+# The longest a request with min_stamp waits for a new enough camera frame (seconds), unless the
+# min_stamp_wait parameter says otherwise.
 MIN_STAMP_WAIT_S = 5.0
+# How long, once a new enough colour frame has come, a min_stamp request also waits for its
+# depth (seconds): depth pipelines deliver some tens of milliseconds after colour.
+DEPTH_WAIT_S = 0.25
 
 
 def latest_frame(cameras: dict[str, CameraInput], name: str, max_frame_age: float) -> tuple[CameraInput, CameraFrame]:
@@ -142,7 +147,8 @@ def latest_frame(cameras: dict[str, CameraInput], name: str, max_frame_age: floa
     age = camera.frame_age_s(frame)
     if max_frame_age > 0 and age > max_frame_age:
         problem = camera.clock_problem(frame)
-        raise RequestError(Codes.STALE_FRAME, f"latest frame of camera {name!r} is {age:.2f} s old (max_frame_age "
+        old = f"{age:.2f} s old" if math.isfinite(age) else "from before the clock went back"
+        raise RequestError(Codes.STALE_FRAME, f"latest frame of camera {name!r} is {old} (max_frame_age "
                            f"{max_frame_age:g} s){'; ' + problem if problem else ''}")
     return camera, frame
 
@@ -155,7 +161,7 @@ def camera_frame_source(camera: CameraInput, frame: CameraFrame) -> FrameSource:
         camera=camera.name, header=frame.color.header, color=frame.color, depth=frame.depth,
         camera_info=frame.camera_info, depth_expected=camera.has_depth_stream(),
         depth_scale=camera.depth_scale, rectified=camera.rectified, cache_key=frame.cache_key,
-        notes=(f"clock: {problem}",) if problem else ())
+        notes=(f"clock: {problem}",) if problem else (), check_depth_frame=camera.check_depth_frame)
 
 
 def min_stamp_seconds(request) -> float:
@@ -165,40 +171,51 @@ def min_stamp_seconds(request) -> float:
 
 
 def wait_for_min_stamp(request, cameras: dict[str, CameraInput], default_camera: str, deadline: float = math.inf,
-                       stopped: Callable[[], str] = lambda: "", poll_s: float = 0.02) -> None:
+                       stopped: Callable[[], str] = lambda: "", poll_s: float = 0.02,
+                       wait_s: float = MIN_STAMP_WAIT_S) -> None:
     """For a request about a camera with a nonzero ``min_stamp``: wait until the camera has a
     frame taken at or after it (:attr:`CameraFrame.taken_s`, so a stamp ahead of the node's
-    clock cannot pass for a new frame), polling every ``poll_s``, until ``deadline`` (monotonic
-    seconds) or :data:`MIN_STAMP_WAIT_S` at most (a client clock far ahead cannot hold a request
-    long). Called before the request is queued, on its caller's thread, so the worker serves
-    requests about other cameras meanwhile. Returns at once for a request with its own image,
-    without min_stamp, or about a camera that is not configured (the worker refuses it).
+    clock cannot pass for a new frame) and, for a camera with depth, until that frame's depth
+    has come (at most :data:`DEPTH_WAIT_S` more), polling every ``poll_s``, until ``deadline``
+    (monotonic seconds) or ``wait_s`` at most (the ``min_stamp_wait`` parameter: a client clock
+    far ahead cannot hold a request long). Called before the request is queued, on its caller's
+    thread, so the worker serves other requests meanwhile. Returns at once for a request with
+    its own image, without min_stamp, or about a camera that is not configured (the worker
+    refuses it).
 
     ``stopped()``: why to stop waiting ("" to go on): "deactivated" raises NOT_READY, anything
-    else CANCELLED. Raises RequestError DEADLINE_EXCEEDED when the deadline ended the wait and
-    STALE_FRAME when no such frame came."""
+    else CANCELLED. Raises RequestError DEADLINE_EXCEEDED when the deadline ended the wait,
+    NO_FRAME when the camera sent nothing at all, and STALE_FRAME when no new enough frame came."""
     min_stamp_s = min_stamp_seconds(request)
     camera = cameras.get(request.camera or default_camera)
     if not min_stamp_s or request_source(request) is not None or camera is None:
         return
-    give_up = min(deadline, time.monotonic() + MIN_STAMP_WAIT_S)
+    give_up = min(deadline, time.monotonic() + wait_s)
     while True:
-        frame = camera.newest()
-        if frame is not None and frame.taken_s >= min_stamp_s:
-            return
-        latest = f"latest taken at {frame.taken_s:.3f} s" if frame is not None else "no frame yet"
+        newest = camera.newest()
+        if newest is not None and newest.taken_s >= min_stamp_s and math.isfinite(camera.frame_age_s(newest)):
+            paired = camera.latest()
+            if (not camera.has_depth_stream() or paired.taken_s >= min_stamp_s
+                    or camera.now() - newest.received_at > DEPTH_WAIT_S):
+                return
         reason = stopped()
         if reason:
             code = Codes.NOT_READY if reason == "deactivated" else Codes.CANCELLED
             raise RequestError(code, f"{reason} while waiting for a frame newer than min_stamp")
         now = time.monotonic()
-        if now >= deadline:
-            raise RequestError(Codes.DEADLINE_EXCEEDED, f"past its deadline waiting for a frame of camera "
-                               f"{camera.name!r} taken at or after min_stamp {min_stamp_s:.3f} s ({latest})")
-        if now >= give_up:
-            raise RequestError(Codes.STALE_FRAME, f"no frame of camera {camera.name!r} taken at or after min_stamp "
-                               f"{min_stamp_s:.3f} s arrived within {MIN_STAMP_WAIT_S:g} s ({latest})")
+        if now >= deadline or now >= give_up:
+            break
         time.sleep(poll_s)
+    if newest is None:
+        raise RequestError(Codes.NO_FRAME, f"no frame received yet from camera {camera.name!r}: "
+                           f"{camera.silence_reason()}")
+    problem = camera.clock_problem(newest)
+    latest = f"latest taken at {newest.taken_s:.3f} s{'; ' + problem if problem else ''}"
+    if now >= deadline:
+        raise RequestError(Codes.DEADLINE_EXCEEDED, f"past its deadline waiting for a frame of camera "
+                           f"{camera.name!r} taken at or after min_stamp {min_stamp_s:.3f} s ({latest})")
+    raise RequestError(Codes.STALE_FRAME, f"no frame of camera {camera.name!r} taken at or after min_stamp "
+                       f"{min_stamp_s:.3f} s arrived within {wait_s:g} s (min_stamp_wait; {latest})")
 
 
 def frame_source(request, cameras: dict[str, CameraInput], default_camera: str, max_frame_age: float,
@@ -228,8 +245,11 @@ def frame_source(request, cameras: dict[str, CameraInput], default_camera: str, 
                                    else camera.paired(encoded_ahead))
     camera, frame = latest_frame(cameras, name, max_frame_age)
     if min_stamp_s and frame.taken_s < min_stamp_s:
-        raise RequestError(Codes.STALE_FRAME, f"no frame of camera {name!r} taken at or after min_stamp "
-                           f"{min_stamp_s:.3f} s (latest taken at {frame.taken_s:.3f} s)")
+        # the newest frame with a depth frame is too old: the newest colour frame, with its depth if come
+        frame = camera.paired(camera.newest())
+        if frame.taken_s < min_stamp_s:
+            raise RequestError(Codes.STALE_FRAME, f"no frame of camera {name!r} taken at or after min_stamp "
+                               f"{min_stamp_s:.3f} s (latest taken at {frame.taken_s:.3f} s)")
     return camera_frame_source(camera, frame)
 
 
@@ -253,9 +273,9 @@ def _disagreement(kind: str, frame_id: str, color) -> str:
     """Why ``kind`` (depth, camera_info) stamped in ``frame_id`` does not belong to ``color``,
     "" when it does or either frame_id is empty (some drivers leave it so)."""
     if frame_id and color.header.frame_id and frame_id != color.header.frame_id:
-        return (f"{kind} ignored: its frame_id {frame_id!r} is not the colour image's {color.header.frame_id!r} "
-                f"({'not registered to colour: use the depth aligned to colour' if kind == 'depth' else 'another camera'})"
-                "; no 3D")
+        why = ("not registered to colour: use the depth aligned to colour, or check_depth_frame false if it is"
+               if kind == "depth" else "another camera")
+        return f"{kind} ignored: its frame_id {frame_id!r} is not the colour image's {color.header.frame_id!r} ({why}); no 3D"
     return ""
 
 
@@ -276,7 +296,7 @@ def decode(source: FrameSource, max_pixels: int) -> DecodedFrame:
             depth_m = depth_to_meters(source.depth, max_pixels, source.depth_scale)
         except ImageConversionError as exc:
             raise RequestError(Codes.INVALID_IMAGE, f"depth: {exc}") from exc
-        problem = _disagreement("depth", source.depth.header.frame_id, source.color)
+        problem = _disagreement("depth", source.depth.header.frame_id, source.color) if source.check_depth_frame else ""
         if not problem and depth_m.shape != rgb.shape[:2]:
             problem = (f"depth ignored: it is {depth_m.shape[1]}x{depth_m.shape[0]} but the colour image is "
                        f"{rgb.shape[1]}x{rgb.shape[0]} (use depth registered to colour); no 3D")
@@ -541,12 +561,19 @@ class RequestHandler:
             return None
         return ahead
 
+    @staticmethod
+    def waits(job: Job) -> bool:
+        """Whether ``job`` may wait for a frame before it is queued (:meth:`before_queue`): a
+        request about a camera with a nonzero ``min_stamp``."""
+        return bool(min_stamp_seconds(job.request)) and request_source(job.request) is None
+
     def before_queue(self, job: Job, stopped: Callable[[], str]) -> None:
         """Called on the job's caller thread before it is queued: wait for a frame new enough for
         its ``min_stamp`` (:func:`wait_for_min_stamp`), so the worker serves others meanwhile."""
         feedback_cancelled = (lambda: job.goal_handle is not None and job.goal_handle.is_cancel_requested)
         wait_for_min_stamp(job.request, self.cameras, self.default_camera, job.deadline,
-                           stopped=lambda: stopped() or ("cancelled" if feedback_cancelled() else ""))
+                           stopped=lambda: stopped() or ("cancelled" if feedback_cancelled() else ""),
+                           wait_s=self.read_live().min_stamp_wait)
 
     def idle(self, stopping: threading.Event) -> bool:
         """Called by the worker when no request waits. With ``encode_ahead``: encode the default
@@ -569,6 +596,7 @@ class RequestHandler:
             return False
         if frame.cache_key not in self.frame_cache:  # a request may have encoded it already
             started = camera.now()  # the clock frames arrive by, which usable_ahead compares it with
+            camera.pin_depth(frame)  # its depth may come during the encoding and leave the history
             try:
                 encoded = self.engine.encode_frame(decode_color(frame.color, live.max_image_pixels), prefill=True)
             except (RequestError, InvalidImageError):

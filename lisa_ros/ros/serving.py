@@ -15,8 +15,9 @@ for the service, the action and the published result. :meth:`Server.stop` (deact
 makes a running generation stop at its next token and answers the queued jobs NOT_READY.
 When no job waits, the worker calls the handler's ``idle(stopping)`` if it has one (the node's
 ``encode_ahead``); a failure there is logged, never fatal. Before a job is queued, its caller's
-thread runs the handler's ``before_queue(job, stopped)`` if it has one (the wait for a frame
-newer than ``min_stamp``), so that one request's wait never holds the worker.
+thread runs the handler's ``before_queue(job, stopped)`` when ``waits(job)`` says it must (the
+wait for a frame newer than ``min_stamp``), so that one request's wait never holds the worker;
+at most ``queue_depth`` callers wait so at once (more are BUSY).
 
 This module knows nothing of the node: the node passes a logger and a callable describing its
 state (for NOT_READY messages).
@@ -169,6 +170,7 @@ class Server:
         self._lock = threading.Lock()  # _active and queue puts change together
         self._finish_lock = threading.Lock()  # a job is answered once
         self._active = False
+        self._waiting = 0  # callers waiting for a frame before their job is queued (_submit)
         self._stopping = threading.Event()  # makes a running generation stop on stop()
 
     @property
@@ -256,17 +258,35 @@ class Server:
 
     def _submit(self, job: Job) -> bool:
         """Queue ``job``, or answer it now (BUSY, NOT_READY, or what the handler's
-        ``before_queue`` refused it with); whether it was queued."""
-        before_queue = getattr(self._handler, "before_queue", None)
-        if before_queue is not None:
+        ``before_queue`` refused it with); whether it was queued. A job the handler must make
+        wait first (``waits(job)``, then ``before_queue``: a frame newer than min_stamp) waits
+        in a waiting room of ``queue_depth`` places, apart from the queue: a full room is BUSY at
+        once, so waiting callers stay bounded (each holds an executor thread) and requests that
+        need no wait are queued as usual meanwhile."""
+        handler = self._handler
+        if handler is not None and getattr(handler, "waits", lambda _job: False)(job):
+            with self._lock:
+                ready = self._serving()
+                room = ready and self._waiting < self._queue.capacity
+                self._waiting += room
+            if not room:
+                code, message = self._refusal(ready)
+                if ready:
+                    message = (f"busy: {self._queue.capacity} request(s) already wait for a frame newer than "
+                               "their min_stamp; try again")
+                self.finish(job, code, message)
+                return False
             try:
-                before_queue(job, lambda: "" if self._active else "deactivated")
+                handler.before_queue(job, lambda: "" if self._active else "deactivated")
             except RequestError as exc:
                 self.finish(job, exc.code, str(exc))
                 return False
             except Exception as exc:  # a bug there must not leave the caller without an answer
                 self._model_failure(job, exc)
                 return False
+            finally:
+                with self._lock:
+                    self._waiting -= 1
         with self._lock:
             ready = self._serving()
             if ready and self._queue.put(job):

@@ -242,7 +242,8 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     rgb = read_rgb(args.image) if args.image else None
     summary = ask(args.command_text, camera=args.camera or "", image=rgb, frame_id=args.frame_id,
                   explain=args.explain, session_id=args.session or "", target_frame=args.target_frame,
-                  min_stamp=args.min_stamp, point_cloud=args.point_cloud, use_action=args.action, name=args.service, namespace=args.namespace,
+                  min_stamp=args.min_stamp, point_cloud=args.point_cloud, use_action=args.action,
+                  name=args.service, namespace=args.namespace,
                   wait_s=args.wait, timeout_s=args.timeout, out=Path(args.out) if args.out else None,
                   on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(json.dumps(summary))  # ClientError (a LisaError) becomes main()'s one-line error, status 2

@@ -91,8 +91,8 @@ def release_freed_memory() -> bool:
     garbage, empty torch's CUDA cache when torch is loaded with CUDA, and call glibc's
     ``malloc_trim(0)``. Without the last, a process that frees a model keeps most of its heap:
     glibc returns only the top of the heap, and freed blocks between live ones stay mapped (ten
-    reloads of the node with the embedded model grew it from 1.8 to 3.7 GB: bench/reload.py). Returns whether glibc released memory
-    (False elsewhere, e.g. musl or macOS, where it is a no-op)."""
+    reloads of the node with the embedded model grew it from 1.8 to 3.7 GB: bench/reload.py).
+    Returns whether glibc released memory (False elsewhere, e.g. musl or macOS: a no-op)."""
     import ctypes
     import gc
 

@@ -136,7 +136,7 @@ def test_a_frame_stamped_ahead_of_the_node_clock_ages_from_its_arrival(ahead_s):
     node_clock.now = 1000.0
     camera.on_color(image(int(1000 + ahead_s), int(round(ahead_s % 1 * 1e9))))
     frame = camera.latest()
-    assert frame.taken_s == 1000.0 and abs(frame.stamp_ahead_s - ahead_s) < 1e-6
+    assert frame.taken_s == 1000.0  # held to its arrival, not its stamp
     node_clock.now = 1003.0  # the camera stopped 3 s ago
     assert camera.frame_age_s(frame) == 3.0 and camera.age_s() == 3.0
     problem = camera.clock_problem()

@@ -60,12 +60,6 @@ class CameraFrame:
         return self.arrived_s if stamp == 0.0 else min(stamp, self.arrived_s)
 
     @property
-    def stamp_ahead_s(self) -> float:
-        """How far its stamp was ahead of the node's clock when it arrived (s; 0 when not ahead)."""
-        stamp = stamp_seconds(self.color.header)
-        return max(0.0, stamp - self.arrived_s) if stamp else 0.0
-
-    @property
     def cache_key(self) -> tuple[str, int]:
         """The frame cache key: camera name and arrival number. Not the stamp: drivers that stamp
         0 or a looping bag repeat stamps, and a cache keyed on them would answer about an older image."""
@@ -127,9 +121,10 @@ class CameraInput:
     ``<camera>.depth_slop`` parameter); ``depth_scale``: metres per 16UC1 unit; ``rectified``:
     the image is rectified, so 3D uses CameraInfo's P instead of K; ``expected_rate_hz``: the
     colour rate diagnostics hold it to (0 = not checked); ``check_depth_frame``: depth whose
-    frame_id is not the colour image's is not registered to it and is ignored. ``clock``: monotonic seconds (arrival
-    times, rates); ``stamp_clock``: seconds in the clock the stamps are in, the node's ROS clock
-    (``node.get_clock()``: sim time under use_sim_time); both injectable for tests.
+    frame_id is not the colour image's is not registered to it and is ignored. ``clock``:
+    monotonic seconds (arrival times, rates); ``stamp_clock``: seconds in the clock the stamps
+    are in, the node's ROS clock (``node.get_clock()``: sim time under use_sim_time); both
+    injectable for tests.
 
     A frame's age (:meth:`frame_age_s`) is the stamp clock's now minus when the picture was
     taken (:attr:`CameraFrame.taken_s`: its header stamp, but no later than its arrival), so it

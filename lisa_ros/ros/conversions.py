@@ -499,8 +499,8 @@ def _decode_jpeg(data: bytes) -> np.ndarray:
     Strict mode turns libjpeg's warnings ("Corrupt JPEG data: premature end of data segment",
     "N extraneous bytes before marker", "Premature end of JPEG file"), which OpenCV only prints
     while it returns a patched-up frame, into errors; except padding after a complete scan,
-    before the end marker, which some UVC cameras add to every frame and which loses nothing. Damage that yields valid codes (e.g. zeroed
-    scan bytes) raises no warning and cannot be seen.
+    before the end marker, which some UVC cameras add to every frame and which loses nothing.
+    Damage that yields valid codes (e.g. zeroed scan bytes) raises no warning and cannot be seen.
     """
     strict = True
     while True:

@@ -82,7 +82,8 @@ SPECS = [
     Spec("max_image_pixels", 4096 * 4096, "largest accepted image (width x height)", low=1, high=2**31 - 1),
     Spec("max_frame_age", 1.0, "seconds; an older latest frame is refused as STALE_FRAME (0 = no limit)", low=0.0, high=3600.0),
     Spec("min_stamp_wait", 5.0, "seconds a request with min_stamp waits for a frame taken at or after it (then "
-                                "STALE_FRAME); such requests wait beside the queue (queue_depth of them), not in the worker", low=0.0, high=60.0),
+                                "STALE_FRAME); such requests wait beside the queue (queue_depth of them), not in "
+                                "the worker", low=0.0, high=60.0),
     Spec("request_timeout", 300.0, "seconds a request may take from arrival to answer, queue wait included, when "
                                    "it sets no timeout of its own (then DEADLINE_EXCEEDED)", low=0.1, high=86400.0),
     Spec("session_timeout", 600.0, "seconds of inactivity after which a conversation is forgotten", True, 1.0, 86400.0),

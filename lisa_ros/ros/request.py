@@ -132,9 +132,9 @@ DEPTH_WAIT_S = 0.25
 
 
 def latest_frame(cameras: dict[str, CameraInput], name: str, max_frame_age: float) -> tuple[CameraInput, CameraFrame]:
-    """Camera ``name`` and its latest frame (:meth:`CameraInput.latest`); ``max_frame_age`` in seconds (0 = no limit), against
-    the frame's age (:meth:`CameraInput.frame_age_s`: the node's clock, so sim time under
-    use_sim_time; from its stamp, but never younger than its arrival says).
+    """Camera ``name`` and its latest frame (:meth:`CameraInput.latest`); ``max_frame_age`` in
+    seconds (0 = no limit), against the frame's age (:meth:`CameraInput.frame_age_s`: the node's
+    clock, so sim time under use_sim_time; from its stamp, but never younger than its arrival says).
 
     Raises RequestError UNKNOWN_CAMERA, NO_FRAME or STALE_FRAME.
     """
@@ -311,7 +311,8 @@ def decode(source: FrameSource, max_pixels: int) -> DecodedFrame:
     if info is not None:
         width, height = info.width or rgb.shape[1], info.height or rgb.shape[0]
         problem = _disagreement("camera_info", info.header.frame_id, source.color)
-        if not problem and abs(width / height - rgb.shape[1] / rgb.shape[0]) > ASPECT_TOLERANCE * rgb.shape[1] / rgb.shape[0]:
+        aspect = rgb.shape[1] / rgb.shape[0]
+        if not problem and abs(width / height - aspect) > ASPECT_TOLERANCE * aspect:
             problem = (f"camera_info ignored: it is for {width}x{height}, another aspect ratio than the colour image's "
                        f"{rgb.shape[1]}x{rgb.shape[0]} (another camera or a cropped image); no 3D")
         if problem:
@@ -351,7 +352,8 @@ def checked_command(command: str, max_length: int) -> str:
     nothing visible is left or it is longer than ``max_length``."""
     visible = [index for index, character in enumerate(command) if _visible(character)]
     if not visible:
-        shown = "" if not command else f" (only invisible characters: {', '.join(sorted({f'U+{ord(c):04X}' for c in command})[:5])})"
+        codes = sorted({f"U+{ord(c):04X}" for c in command})[:5]
+        shown = f" (only invisible characters: {', '.join(codes)})" if command else ""
         raise RequestError(Codes.INVALID_COMMAND, f"command is empty{shown}")
     command = command[visible[0]:visible[-1] + 1]
     if len(command) > max_length:

@@ -13,7 +13,6 @@ frames with the stamps, QoS and payloads each case needs, and is the client:
 """
 from __future__ import annotations
 
-import struct
 import threading
 import time
 
@@ -35,7 +34,7 @@ from lisa_ros.msg import Status
 from lisa_ros.srv import ReasonSegment
 from lisa_ros.ros.conversions import numpy_to_compressed, numpy_to_image
 from lisa_ros.testing.checkpoints import write_tiny_lisa_checkpoint
-from test_conversions import JPEG_DAMAGE, PNG_DAMAGE, damaged_jpeg, damaged_png
+from test_conversions import JPEG_DAMAGE, PNG_DAMAGE, config_header, damaged_jpeg, damaged_png, png16
 from test_node import Client, explicit_image
 
 pytestmark = pytest.mark.ros
@@ -285,11 +284,8 @@ def test_a_damaged_compressed_frame_is_refused_not_segmented(node, kind):
 
 
 def compressed_depth(depth_mm: np.ndarray) -> CompressedImage:
-    """image_transport's compressedDepth for 16UC1: a 12-byte header (format 0, two unused
-    quantisation floats), then a 16-bit PNG."""
-    ok, png = cv2.imencode(".png", depth_mm)
-    assert ok
-    return CompressedImage(format="16UC1; compressedDepth png", data=struct.pack("<iff", 0, 0.0, 0.0) + png.tobytes())
+    """image_transport's compressedDepth for 16UC1: its 12-byte header, then a 16-bit PNG."""
+    return CompressedImage(format="16UC1; compressedDepth png", data=config_header() + png16(depth_mm))
 
 
 def test_compressed_depth_gives_3d(node):

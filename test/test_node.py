@@ -1118,9 +1118,10 @@ def test_min_stamp_waits_for_a_newer_frame_or_says_there_is_none(running):
 def test_encode_ahead_answers_about_a_frame_encoded_while_idle(running):
     """Through the running node: with encode_ahead the worker encodes the default camera's
     newest frame between requests, so requests about it skip the encoding (image_encoding 0);
-    one asking with min_stamp for a frame not yet taken waits for it and encodes it. Off, a new
-    frame is encoded in the request. (Which frame a request gets is timing; the rule has its own
-    test above, on a fake clock.)"""
+    one asking with min_stamp for a frame not yet taken waits for it and gets that frame (encoded
+    in the request, or ahead by the idle worker while the request waited for it: both are right).
+    Off, a new frame is encoded in the request. (Which frame a request gets is timing; the rule
+    has its own test above, on a fake clock.)"""
     from builtin_interfaces.msg import Time
 
     def stamp(offset_s: float = 0.0) -> Time:
@@ -1140,7 +1141,7 @@ def test_encode_ahead_answers_about_a_frame_encoded_while_idle(running):
         assert any(skipped), skipped
         newer = stamp(1.5)  # no frame that new exists when the request reaches the worker
         fresh = running.ask(command="where is the cup?", camera="front", min_stamp=newer)
-        assert fresh.success and duration_seconds(fresh.result.timings.image_encoding) > 0, fresh.result.status.message
+        assert fresh.success, fresh.result.status.message
         taken = fresh.result.header.stamp
         assert (taken.sec, taken.nanosec) >= (newer.sec, newer.nanosec)
         own = running.ask(command="where is the cup?", image=explicit_image(width=150))  # its own image

@@ -114,7 +114,8 @@ class DecodedMask:
     probability of the decoder logits over the mask's pixels (0 when empty); ``box`` = (x, y,
     width, height) in pixels, zeros when empty; ``token_index``: position of its [SEG] among the
     generated tokens; ``label``: the answer's words naming its target, "" when none
-    (:func:`lisa_ros.model.prompts.target_label`)."""
+    (:func:`lisa_ros.model.prompts.target_label`); ``predicted_iou``: the mask decoder's own
+    estimate of the mask's IoU with the object (SAM's IoU head), NaN when not known."""
 
     index: int
     mask: np.ndarray
@@ -123,6 +124,7 @@ class DecodedMask:
     token_index: int
     seconds_since_start: float
     label: str = ""
+    predicted_iou: float = math.nan
 
 
 # Why generation ended (Answer.stop_reason).
@@ -421,14 +423,35 @@ class LisaEngine:
     @torch.inference_mode()
     def decode_masks(self, seg_hidden_states: torch.Tensor, frame: EncodedFrame) -> tuple[torch.Tensor, torch.Tensor]:
         """``[N, H]`` [SEG] states -> (``[N, H_src, W_src]`` float32 logits, ``[N]`` scores in [0, 1])."""
-        prompts = self.model.project_seg_hidden_states(seg_hidden_states)
-        logits = self.model.decode_mask_logits(prompts, frame.image_embedding, frame.resized_size, frame.original_size)
+        logits, scores, _ = self.segment(frame, seg_hidden_states=seg_hidden_states)
+        return logits, scores
+
+    @torch.inference_mode()
+    def segment(self, frame: EncodedFrame, seg_hidden_states: torch.Tensor | None = None,
+                boxes: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """SAM's decoder on ``frame`` prompted by ``[N, H]`` [SEG] states (projected by
+        ``text_hidden_fcs``), by ``(N, 4)`` boxes (x0, y0, x1, y1) in source-image pixels, or by
+        both (one box and one state per mask). Returns ``[N, H_src, W_src]`` float32 logits
+        (threshold 0), ``[N]`` scores (mean probability over each mask's pixels, 0 when empty)
+        and ``[N]`` the decoder's predicted IoU. Raises ValueError when the frame was encoded
+        without its SAM embedding or neither prompt is given."""
+        if frame.image_embedding is None:
+            raise ValueError("the frame was encoded without its SAM image embedding")
+        tokens = None if seg_hidden_states is None else self.model.project_seg_hidden_states(seg_hidden_states)
+        sam_boxes = None
+        if boxes is not None:
+            scale_y = frame.resized_size[0] / frame.original_size[0]
+            scale_x = frame.resized_size[1] / frame.original_size[1]
+            to_sam = np.float32([scale_x, scale_y, scale_x, scale_y])
+            sam_boxes = torch.as_tensor(np.asarray(boxes, np.float32).reshape(-1, 4) * to_sam, device=self.device)
+        logits, ious = self.model.decode_prompted_masks(frame.image_embedding, frame.resized_size, frame.original_size,
+                                                        tokens=tokens, boxes=sam_boxes)
         masks = logits > 0
         probabilities = torch.sigmoid(logits)
         counts = masks.sum(dim=(1, 2))
         scores = torch.where(counts > 0, (probabilities * masks).sum(dim=(1, 2)) / counts.clamp(min=1),
                              torch.zeros_like(counts, dtype=probabilities.dtype))
-        return logits, scores
+        return logits, scores, ious
 
     # ------------------------------------------------------------------ generation
     @torch.inference_mode()
@@ -485,11 +508,12 @@ class LisaEngine:
                 mask_start = time.perf_counter()
                 # `hidden` is the state that predicted this [SEG]: the one LISA projects.
                 seg_states.append(hidden[0].detach().clone())
-                logits, scores = self.decode_masks(hidden, frame)
+                logits, scores, ious = self.segment(frame, seg_hidden_states=hidden)
                 mask = (logits[0] > 0).cpu().numpy()
                 decoded = DecodedMask(len(masks), mask, float(scores[0]), mask_box(mask),
                                       len(generated) - 1, time.perf_counter() - started,
-                                      target_label(clean_answer(self.tokenizer.decode(generated[:-1]))))
+                                      target_label(clean_answer(self.tokenizer.decode(generated[:-1]))),
+                                      float(ious[0]))
                 problem = mask_warning(decoded)
                 if problem:
                     warnings.append(problem)

@@ -24,15 +24,16 @@ ALLOWED = {
     "model": {"errors"},
     "drafting": set(),  # token-id tables only
     "engine": {"errors", "model", "drafting"},
+    "tracking": {"errors", "model", "engine"},  # ROS-free following of an answer's masks
     "sessions": {"errors", "model"},
     "data": {"errors", "model"},  # the scenes' questions use the embedded model's size words
     "evaluate": {"errors", "model", "engine", "data"},
     "train": {"errors", "model", "engine", "data"},
     "testing": {"errors", "resources", "interfaces", "model", "engine", "ros"},  # fuzzing sends ROS requests
-    "ros": {"errors", "resources", "interfaces", "geometry", "transforms", "visualization", "model", "engine",
+    "ros": {"errors", "resources", "interfaces", "geometry", "transforms", "visualization", "model", "engine", "tracking",
             "sessions"},
-    "cli": {"errors", "resources", "interfaces", "geometry", "transforms", "visualization", "model", "engine", "sessions",
-            "data", "evaluate", "train", "ros", "package"},
+    "cli": {"errors", "resources", "interfaces", "geometry", "transforms", "visualization", "model", "engine", "tracking",
+            "sessions", "data", "evaluate", "train", "ros", "package"},
     "package": set(),  # lisa_ros/__init__.py
 }
 

@@ -36,7 +36,7 @@ from transformers.models.llama.modeling_llama import LlamaPreTrainedModel
 from lisa_ros.model import objects
 from lisa_ros.model.configuration import LisaConfig
 from lisa_ros.model.preprocess import postprocess_masks
-from lisa_ros.model.sam import build_sam, dense_positional_encoding, positional_encoding
+from lisa_ros.model.sam import box_prompt_tokens, build_sam, dense_positional_encoding, positional_encoding
 from lisa_ros.model.tokenization import IMAGE_TOKEN_INDEX
 
 
@@ -278,22 +278,49 @@ class LisaForCausalLM(LlamaForCausalLM):
         """``[N, out_dim]`` sparse prompt tokens (projected [SEG] states, or point tokens) on one
         image's ``[1, 256, g, g]`` embedding -> ``[N, H_src, W_src]`` float32 mask logits at the
         source size (threshold 0). Each prompt goes with SAM's empty sparse prompt and the
-        no-mask dense embedding, single-mask output (spec §1.6)."""
+        no-mask dense embedding, single-mask output (spec §1.6). :meth:`decode_prompted_masks`
+        gives the same with the decoder's predicted IoU and other prompts."""
+        return self.decode_prompted_masks(image_embedding, resized_size, original_size, tokens=prompts)[0]
+
+    def decode_prompted_masks(self, image_embedding: torch.Tensor, resized_size: tuple[int, int],
+                              original_size: tuple[int, int], tokens: torch.Tensor | None = None,
+                              boxes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM's mask decoder on one image's ``[1, 256, g, g]`` embedding, N prompts at a time.
+
+        ``tokens``: ``[N, out_dim]`` sparse prompt tokens (projected [SEG] states, point tokens);
+        ``boxes``: ``[N, 4]`` (x0, y0, x1, y1) pixels in the SAM input frame (the resized image,
+        before padding); one of them or both (then the box's two tokens come first). Single-mask
+        output, no mask prompt. Returns ``[N, H_src, W_src]`` float32 logits at the source size
+        (threshold 0) and ``[N]`` float32, the decoder's own estimate of each mask's IoU with the
+        object (SAM's IoU head; LISA discards it). Raises ValueError when neither is given or
+        their counts differ."""
+        if tokens is None and boxes is None:
+            raise ValueError("give tokens, boxes or both")
+        count = len(tokens) if tokens is not None else len(boxes)
+        if tokens is not None and boxes is not None and len(boxes) != count:
+            raise ValueError(f"{len(tokens)} tokens but {len(boxes)} boxes")
         sam = self.visual_model
         encoder, decoder = sam.prompt_encoder, sam.mask_decoder
         dtype = image_embedding.dtype
-        logits = []
-        for prompt in prompts:  # the decoder repeats the image embedding per prompt: one at a time
+        if count == 0:
+            return (torch.zeros((0, *original_size), device=image_embedding.device),
+                    torch.zeros(0, device=image_embedding.device))
+        box_tokens = box_prompt_tokens(encoder, boxes) if boxes is not None else None
+        logits, ious = [], []
+        for index in range(count):  # the decoder repeats the image embedding per prompt: one at a time
             sparse, dense = encoder(points=None, boxes=None, masks=None)
-            sparse = torch.cat([sparse.to(prompt.dtype), prompt.view(1, 1, -1)], dim=1)
-            low_res, _iou = decoder(
+            parts = [sparse.to(dtype)]
+            if box_tokens is not None:
+                parts.append(box_tokens[index:index + 1].to(dtype))
+            if tokens is not None:
+                parts.append(tokens[index].view(1, 1, -1).to(dtype))
+            low_res, iou = decoder(
                 image_embeddings=image_embedding,
                 image_pe=dense_positional_encoding(encoder).to(dtype),
-                sparse_prompt_embeddings=sparse.to(dtype),
+                sparse_prompt_embeddings=torch.cat(parts, dim=1),
                 dense_prompt_embeddings=dense.to(dtype),
                 multimask_output=False,
             )
             logits.append(postprocess_masks(low_res, resized_size, original_size, encoder.input_image_size[0]))
-        if not logits:
-            return torch.zeros((0, *original_size), device=image_embedding.device)
-        return torch.cat(logits, dim=0)
+            ious.append(iou.float().reshape(1))
+        return torch.cat(logits, dim=0), torch.cat(ious)

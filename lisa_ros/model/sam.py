@@ -247,3 +247,19 @@ def point_prompt_tokens(prompt_encoder, points):
     size = torch.tensor([width, height], device=points.device, dtype=torch.float32)
     encoding = positional_encoding(prompt_encoder, (points.to(torch.float32) + 0.5) / size)
     return encoding + prompt_encoder.point_embeddings[1].weight.to(encoding.dtype)
+
+
+def box_prompt_tokens(prompt_encoder, boxes):
+    """``[N, 4]`` (x0, y0, x1, y1) pixels in the SAM input frame -> ``[N, 2, prompt_dim]``: the two
+    sparse tokens SAM's prompt encoder makes of one box (the positional encoding of each corner's
+    pixel centre plus the top-left and bottom-right corner embeddings), in the Gaussian matrix's
+    dtype (SAM's own box path casts to fp32)."""
+    import torch
+
+    height, width = prompt_encoder.input_image_size
+    size = torch.tensor([width, height], device=boxes.device, dtype=torch.float32)
+    corners = (boxes.to(torch.float32).reshape(-1, 2, 2) + 0.5) / size
+    encoding = positional_encoding(prompt_encoder, corners)
+    top_left = prompt_encoder.point_embeddings[2].weight.to(encoding.dtype)
+    bottom_right = prompt_encoder.point_embeddings[3].weight.to(encoding.dtype)
+    return encoding + torch.cat([top_left, bottom_right], dim=0).unsqueeze(0)

@@ -387,11 +387,11 @@ def test_degenerate_masks_are_warned_about(seg_engine, monkeypatch, logit, words
     plausible, _ = engine.answer(frame, "what should I use to reach the shelf?")
     assert not [w for w in plausible.warnings if "mask #" in w]
 
-    def degenerate(states, frame_):
-        logits = torch.full((states.shape[0], *frame_.original_size), logit)
-        return logits, torch.sigmoid(logits).mean(dim=(1, 2))
+    def degenerate(frame_, seg_hidden_states=None, boxes=None):
+        logits = torch.full((seg_hidden_states.shape[0], *frame_.original_size), logit)
+        return logits, torch.sigmoid(logits).mean(dim=(1, 2)), torch.ones(seg_hidden_states.shape[0])
 
-    monkeypatch.setattr(engine, "decode_masks", degenerate)
+    monkeypatch.setattr(engine, "segment", degenerate)
     answer, _ = engine.answer(frame, "what should I use to reach the shelf?")
     assert answer.masks and len([w for w in answer.warnings if words in w]) == len(answer.masks)
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from lisa_ros.engine import mask_box
 from lisa_ros.tracking.appearance import ColourModel
 from lisa_ros.tracking.motion import FlowField, fit_similarity
 
@@ -132,14 +133,6 @@ def translation(x: float, y: float) -> np.ndarray:
     return matrix
 
 
-def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """Tight (x, y, width, height) of a bool mask; zeros when empty."""
-    if not mask.any():
-        return 0, 0, 0, 0
-    x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
-    return int(x), int(y), int(w), int(h)
-
-
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     """Intersection over union of two bool masks (1 when both are empty)."""
     union = np.count_nonzero(a | b)
@@ -166,6 +159,7 @@ class Tracker:
         self.frame_index = 0
         self.stamp = float(stamp)
         self._grey = self._working_grey(rgb)
+        self._rgb = rgb
         ids = list(range(len(masks))) if ids is None else list(ids)
         labels = [""] * len(masks) if labels is None else list(labels)
         seg_states = [None] * len(masks) if seg_states is None else list(seg_states)
@@ -202,7 +196,7 @@ class Tracker:
             raise ValueError(f"frame {rgb.shape[:2]} is not the size the track started with {self.size}")
         grey = self._working_grey(rgb)
         flow = self._flow.compute(self._grey, grey)
-        self._grey, self.frame_index, self.stamp = grey, self.frame_index + 1, float(stamp)
+        self._grey, self._rgb, self.frame_index, self.stamp = grey, rgb, self.frame_index + 1, float(stamp)
         to_work = np.diag([self.scale, self.scale, 1.0])
         from_work = np.diag([1 / self.scale, 1 / self.scale, 1.0])
         for track in self.tracks:
@@ -357,7 +351,8 @@ class Tracker:
         """Apply the decoder's masks (bool (H, W) per object id, about the snapshot's frame, whose
         pixels are ``rgb``) with their predicted IoUs. A mask is trusted when both its predicted
         IoU and its IoU with the followed mask then reach the options' minimums, and the object
-        was not occluded then: it becomes the template, moved by the motion since the snapshot."""
+        was neither occluded nor cut by the border then (the template must be the whole object):
+        it becomes the template, moved by the motion since the snapshot."""
         options, results = self.options, []
         for track in self.tracks:
             if track.id not in masks or track.state == LOST or track.id not in snapshot.poses:
@@ -367,8 +362,9 @@ class Tracker:
             agreement = iou(mask, followed)
             shape_then = self._shape(track, snapshot.poses[track.id])
             seen_then = float(followed.sum()) / max(1.0, float(shape_then.sum()))
+            whole_then = float(shape_then.sum()) / max(1.0, track.template_area) >= 0.95  # not cut by the border
             good = predicted >= options.min_predicted_iou and agreement >= options.min_agreement
-            trusted = good and seen_then >= options.occluded_below and mask.any()
+            trusted = good and seen_then >= options.occluded_below and whole_then and mask.any()
             if trusted:
                 since = track.pose @ np.linalg.inv(snapshot.poses[track.id])  # motion after the snapshot
                 x, y, w, h = mask_box(mask)
@@ -396,14 +392,18 @@ class Tracker:
                 area / max(1.0, track.template_area))
 
     def reacquire(self, track_id: int, rgb: np.ndarray, mask: np.ndarray) -> None:
-        """Continue object ``track_id`` from ``mask`` (bool (H, W)) on the current frame ``rgb``:
-        a new template and colours, state ``tracking``. Raises KeyError for an unknown id and
-        ValueError for an empty mask."""
+        """Continue object ``track_id`` from ``mask`` (bool (H, W)) on ``rgb``, a frame at most a
+        few seconds old: a new template and colours, placed on the newest frame where its shape
+        best fits its colours (:meth:`_search`). Raises KeyError for an unknown id and ValueError
+        for an empty mask."""
         track = self._track(track_id)
         fresh = self._new_track(rgb, np.asarray(mask, bool), track.id, track.label, track.seg_state)
         fresh.colour = track.colour.blend(fresh.colour, 0.5)
         fresh.state_since = self.stamp
+        fresh.poses.clear()
         self.tracks[self.tracks.index(track)] = fresh
+        self._observe(fresh, self._rgb)
+        fresh.poses.append((self.frame_index, fresh.pose.copy()))
 
     def _track(self, track_id: int) -> _Track:
         for track in self.tracks:

@@ -1,0 +1,178 @@
+"""Reason once, then follow: the loop around a :class:`~lisa_ros.tracking.tracker.Tracker` that
+uses the model (ROS-free; the node, the CLI and ``bench/track.py`` drive it).
+
+Two kinds of work, meant for two threads:
+
+* :meth:`Follower.step`, every camera frame (milliseconds, no model): the tracker moves every
+  object onto the frame. Frames that arrive while the first answer is being reasoned are kept
+  (at most ``catch_up_frames``) and stepped through once it is ready, so the track starts on
+  the newest frame and not on the one the answer was about.
+* :meth:`Follower.model_pass`, whenever the model is free (hundreds of ms): either a
+  *correction* (the newest frame encoded, SAM's decoder prompted with each object's box there,
+  :meth:`Tracker.correct`), or, when an object has been lost longer than ``reacquire_after_s``
+  and ``reacquire`` is on, a *re-acquisition*: the original command asked again on the newest
+  frame (full reasoning), and a mask of the answer continues the lost object's id when its
+  colours and size are the lost object's (:meth:`Tracker.matches`); otherwise the object stays
+  lost and the reason says what the answer found instead.
+
+The engine is used only inside :meth:`Follower.start` and :meth:`Follower.model_pass`, under
+``engine_lock`` (the caller's, shared with whatever else uses the engine); the tracker only under
+the follower's own lock, held for milliseconds.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from lisa_ros.engine import Answer, LisaEngine
+from lisa_ros.errors import InvalidCommandError
+from lisa_ros.tracking.tracker import LOST, TrackedObject, Tracker, TrackerOptions
+
+
+@dataclass(frozen=True)
+class FollowOptions:
+    """``reacquire``: ask the command again when an object stays lost; ``reacquire_after_s``: how
+    long lost before asking (s); ``min_colour_similarity`` and ``max_size_ratio``: a re-asked
+    mask continues the lost object when its colour histogram's Bhattacharyya coefficient with
+    the object's reaches the first and its area is within that factor of the object's;
+    ``correct``: run SAM corrections when the model is free; ``seg_prompt``: add the answer's
+    [SEG] prompt to the box in corrections; ``catch_up_frames``: frames kept while the first
+    answer is reasoned."""
+
+    reacquire: bool = True
+    reacquire_after_s: float = 0.5
+    min_colour_similarity: float = 0.6
+    max_size_ratio: float = 2.0
+    correct: bool = True
+    seg_prompt: bool = False
+    catch_up_frames: int = 120
+    tracker: TrackerOptions = TrackerOptions()
+
+
+class NoTargetError(InvalidCommandError):
+    """The first answer segmented nothing: there is nothing to follow (the message says why)."""
+
+
+class Follower:
+    """Follows the objects the answer to ``command`` segments (see the module docstring).
+
+    ``engine_lock``: held around every engine call (default: a lock of its own)."""
+
+    def __init__(self, engine: LisaEngine, command: str, options: FollowOptions | None = None,
+                 engine_lock: threading.Lock | None = None):
+        self.engine = engine
+        self.command = command
+        self.options = options or FollowOptions()
+        self.engine_lock = engine_lock or threading.Lock()
+        self.tracker: Tracker | None = None
+        self.answer: Answer | None = None
+        self._lock = threading.Lock()
+        self._pending: deque = deque(maxlen=self.options.catch_up_frames)
+        self._newest: tuple[np.ndarray, float] | None = None
+        self.corrections = 0
+        self.reacquisitions = 0
+        self.reasons: dict[int, str] = {}  # per lost id, what the last re-asking found
+
+    # ------------------------------------------------------------------ the first answer
+    def start(self, rgb: np.ndarray, stamp: float) -> Answer:
+        """Reason about ``rgb`` (taken at ``stamp`` s) and start following the answer's masks;
+        frames given to :meth:`step` meanwhile are caught up. Raises NoTargetError when the
+        answer has no usable mask, InvalidCommandError for a command the model refuses."""
+        with self.engine_lock:
+            answer, _ = self.engine.answer(rgb, self.command)
+        usable = [m for m in answer.masks if m.mask.any()]
+        if not usable:
+            raise NoTargetError(answer.outcome or "the answer's masks are all empty: nothing to follow")
+        states = answer.seg_hidden_states
+        seg_states = [None if states is None else states[m.index] for m in usable]
+        with self._lock:
+            self.answer = answer
+            self.tracker = Tracker(rgb, [m.mask for m in usable], stamp, ids=[m.index for m in usable],
+                                   labels=[m.label for m in usable], seg_states=seg_states,
+                                   options=self.options.tracker)
+            while self._pending:
+                pending_rgb, pending_stamp = self._pending.popleft()
+                if pending_rgb.shape[:2] == self.tracker.size:
+                    self.tracker.step(pending_rgb, pending_stamp)
+        return answer
+
+    # ------------------------------------------------------------------ every frame
+    def step(self, rgb: np.ndarray, stamp: float) -> list[TrackedObject] | None:
+        """Move every object onto ``rgb`` taken at ``stamp`` s; None while the first answer is
+        still being reasoned (the frame is kept for the catch-up). Raises ValueError for a frame
+        of another size than the first."""
+        with self._lock:
+            self._newest = (rgb, stamp)
+            if self.tracker is None:
+                self._pending.append((rgb, stamp))
+                return None
+            objects = self.tracker.step(rgb, stamp)
+        for found in objects:
+            if found.state == LOST and found.id in self.reasons:
+                found.reason = f"{found.reason}; {self.reasons[found.id]}"
+        return objects
+
+    # ------------------------------------------------------------------ when the model is free
+    def model_pass(self) -> str:
+        """One unit of model work on the newest frame; returns what it did: ``"reacquire"``,
+        ``"correct"`` or ``""`` (nothing to do)."""
+        with self._lock:
+            if self.tracker is None or self._newest is None:
+                return ""
+            rgb, stamp = self._newest
+            overdue = [o for o in self.tracker.objects()
+                       if o.state == LOST and o.seconds_in_state >= self.options.reacquire_after_s]
+            snapshot = self.tracker.snapshot() if self.options.correct else None
+        if overdue and self.options.reacquire:
+            self._reacquire(rgb, [o.id for o in overdue])
+            return "reacquire"
+        if snapshot is None or not snapshot.poses:
+            return ""
+        with self._lock:
+            boxes = self.tracker.correction_boxes(snapshot)
+            states = {t.id: t.seg_state for t in self.tracker.tracks}
+        if not boxes:
+            return ""
+        ids = list(boxes)
+        with self.engine_lock:
+            frame = self.engine.encode_frame(rgb)
+            seg = None
+            if self.options.seg_prompt and all(states[i] is not None for i in ids):
+                import torch
+                seg = torch.stack([states[i] for i in ids])
+            logits, _, ious = self.engine.segment(frame, seg_hidden_states=seg, boxes=np.array([boxes[i] for i in ids]))
+        masks = {i: (logits[n] > 0).cpu().numpy() for n, i in enumerate(ids)}
+        with self._lock:
+            self.tracker.correct(snapshot, masks, {i: float(ious[n]) for n, i in enumerate(ids)}, rgb)
+        self.corrections += 1
+        return "correct"
+
+    def _reacquire(self, rgb: np.ndarray, lost_ids: list[int]) -> None:
+        """Ask the command again about ``rgb``; continue each lost id with a mask that looks like it."""
+        started = time.monotonic()
+        with self.engine_lock:
+            answer, _ = self.engine.answer(rgb, self.command)
+        masks = [m for m in answer.masks if m.mask.any()]
+        with self._lock:
+            for track_id in lost_ids:
+                best, best_similarity = None, -1.0
+                for candidate in masks:
+                    similarity, ratio = self.tracker.matches(track_id, rgb, candidate.mask)
+                    fits = (similarity >= self.options.min_colour_similarity
+                            and 1 / self.options.max_size_ratio <= ratio <= self.options.max_size_ratio)
+                    if fits and similarity > best_similarity:
+                        best, best_similarity = candidate, similarity
+                if best is not None:
+                    self.tracker.reacquire(track_id, rgb, best.mask)
+                    masks.remove(best)
+                    self.reasons.pop(track_id, None)
+                    self.reacquisitions += 1
+                elif not answer.masks:
+                    self.reasons[track_id] = f"asked again ({time.monotonic() - started:.1f} s): {answer.outcome}"
+                else:
+                    self.reasons[track_id] = (f"asked again ({time.monotonic() - started:.1f} s): the answer's "
+                                              f"mask is not the lost object (colours or size differ)")

@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 
 from lisa_ros.data.scenes.motion import MOTION_KINDS, make_moving_sequence
-from lisa_ros.tracking import LOST, OCCLUDED, TRACKING, UNCERTAIN, Tracker
+from lisa_ros.tracking import LOST, OCCLUDED, TRACKING, UNCERTAIN, Tracker, TrackerOptions
 from lisa_ros.tracking.follow import FollowOptions, Follower, NoTargetError
 from lisa_ros.tracking.tracker import iou
 
 SEED = 3  # bench/track.py uses seed 7: the tests' sequences are others
 
 
-def follow_ground_truth(sequence, correct_every: int = 0, engine=None) -> list:
+def follow_ground_truth(sequence, correct_every: int = 0, engine=None, options: TrackerOptions | None = None) -> list:
     """The tracker started from frame 0's true mask, stepped over every frame; with an engine, a
     SAM correction every ``correct_every`` frames. Returns the per-frame objects (frame 0: None)."""
-    tracker = Tracker(sequence.frames[0], [sequence.target_masks[0]], 0.0)
+    tracker = Tracker(sequence.frames[0], [sequence.target_masks[0]], 0.0, options=options)
     found = [None]
     for index in range(1, len(sequence)):
         found.append(tracker.step(sequence.frames[index], index / sequence.fps)[0])
@@ -80,14 +80,22 @@ def test_an_occluded_target_is_reported_hidden_and_found_again_after_the_occlude
     assert found[after].state == TRACKING and iou(found[after].mask, sequence.target_masks[after]) > 0.7
 
 
-def test_a_target_leaving_the_view_is_lost_at_once_with_the_reason():
+@pytest.mark.parametrize("redetect", [True, False])
+def test_a_target_leaving_the_view_is_lost_at_once_and_found_again_by_its_looks(redetect):
     sequence = make_moving_sequence(SEED, 0, "exit")
-    found = follow_ground_truth(sequence)
-    last_visible = int(np.flatnonzero(sequence.target_fractions == 0)[0]) - 1
+    found = follow_ground_truth(sequence, options=TrackerOptions(redetect=redetect))
+    gone = np.flatnonzero(sequence.target_fractions == 0)
     first_lost = next(i for i in range(1, len(sequence)) if found[i].state == LOST)
-    assert first_lost <= last_visible + 0.5 * sequence.fps
+    assert first_lost <= gone[0] - 1 + 0.5 * sequence.fps
     assert found[first_lost].reason == "left the view" and not found[first_lost].mask.any()
-    assert found[-1].state == LOST and found[-1].score == 0.0  # stays lost without re-acquisition
+    assert all(found[i].state == LOST for i in gone)
+    back = next(i for i in range(gone[-1], len(sequence)) if sequence.target_fractions[i] >= 0.5)
+    if redetect:  # found again within a few frames of being half back in view, under its id
+        again = next(i for i in range(gone[-1], len(sequence)) if found[i].state == TRACKING)
+        assert again <= back + 3 and found[-1].id == 0
+        assert iou(found[-1].mask, sequence.target_masks[-1]) > 0.8
+    else:
+        assert found[-1].state == LOST and found[-1].score == 0.0  # until the command is asked again
 
 
 def test_the_tracker_refuses_what_it_cannot_follow():
@@ -150,9 +158,11 @@ def test_a_decoder_that_keeps_disagreeing_makes_the_target_uncertain(engine):
 
 def test_a_lost_target_is_reacquired_under_its_id_when_the_command_is_asked_again(engine):
     """Synchronous run of the Follower on an exit sequence: the model's own answer starts the
-    track; model passes every 8 frames (corrections, and re-asking once the target is lost)."""
+    track; model passes every 8 frames (corrections, and re-asking once the target is lost).
+    Re-detection by looks is off, so that only asking again can find it."""
     sequence = make_moving_sequence(SEED, 0, "exit")
-    follower = Follower(engine, sequence.query, FollowOptions(reacquire_after_s=0.0))
+    follower = Follower(engine, sequence.query, FollowOptions(reacquire_after_s=0.0,
+                                                              tracker=TrackerOptions(redetect=False)))
     answer = follower.start(sequence.frames[0], 0.0)
     target_id = answer.masks[0].index
     states = []

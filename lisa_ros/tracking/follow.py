@@ -79,26 +79,36 @@ class Follower:
 
     # ------------------------------------------------------------------ the first answer
     def start(self, rgb: np.ndarray, stamp: float) -> Answer:
-        """Reason about ``rgb`` (taken at ``stamp`` s) and start following the answer's masks;
-        frames given to :meth:`step` meanwhile are caught up. Raises NoTargetError when the
-        answer has no usable mask, InvalidCommandError for a command the model refuses."""
+        """Reason about ``rgb`` (taken at ``stamp`` s) and start following the answer's masks
+        (:meth:`begin`). Raises NoTargetError when the answer has no usable mask,
+        InvalidCommandError for a command the model refuses."""
         with self.engine_lock:
-            answer, _ = self.engine.answer(rgb, self.command)
+            encoded = self.engine.encode_frame(rgb)
+            answer, _ = self.engine.answer(encoded, self.command)
+        self.begin(answer, rgb, stamp, encoded)
+        return answer
+
+    def begin(self, answer: Answer, rgb: np.ndarray, stamp: float, encoded=None) -> None:
+        """Start following ``answer``'s masks, about ``rgb`` taken at ``stamp`` s; frames given to
+        :meth:`step` meanwhile are caught up. ``encoded``: the frame's encoding (an
+        :class:`~lisa_ros.engine.EncodedFrame`), when at hand: the first correction is then made
+        on it at once (a [SEG] mask is often a rounded blob; the decoder prompted by its box
+        gives the object's outline). Raises NoTargetError when the answer has no usable mask."""
         usable = [m for m in answer.masks if m.mask.any()]
         if not usable:
             raise NoTargetError(answer.outcome or "the answer's masks are all empty: nothing to follow")
         states = answer.seg_hidden_states
         seg_states = [None if states is None else states[m.index] for m in usable]
+        tracker = Tracker(rgb, [m.mask for m in usable], stamp, ids=[m.index for m in usable],
+                          labels=[m.label for m in usable], seg_states=seg_states, options=self.options.tracker)
+        if encoded is not None and self.options.correct and getattr(encoded, "image_embedding", None) is not None:
+            self._correct(tracker, tracker.snapshot(), rgb, encoded)
         with self._lock:
-            self.answer = answer
-            self.tracker = Tracker(rgb, [m.mask for m in usable], stamp, ids=[m.index for m in usable],
-                                   labels=[m.label for m in usable], seg_states=seg_states,
-                                   options=self.options.tracker)
+            self.answer, self.tracker = answer, tracker
             while self._pending:
                 pending_rgb, pending_stamp = self._pending.popleft()
-                if pending_rgb.shape[:2] == self.tracker.size:
-                    self.tracker.step(pending_rgb, pending_stamp)
-        return answer
+                if pending_rgb.shape[:2] == tracker.size:
+                    tracker.step(pending_rgb, pending_stamp)
 
     # ------------------------------------------------------------------ every frame
     def step(self, rgb: np.ndarray, stamp: float) -> list[TrackedObject] | None:
@@ -132,24 +142,30 @@ class Follower:
             return "reacquire"
         if snapshot is None or not snapshot.poses:
             return ""
-        with self._lock:
-            boxes = self.tracker.correction_boxes(snapshot)
-            states = {t.id: t.seg_state for t in self.tracker.tracks}
-        if not boxes:
-            return ""
-        ids = list(boxes)
         with self.engine_lock:
             frame = self.engine.encode_frame(rgb)
-            seg = None
-            if self.options.seg_prompt and all(states[i] is not None for i in ids):
-                import torch
-                seg = torch.stack([states[i] for i in ids])
+        return "correct" if self._correct(self.tracker, snapshot, rgb, frame) else ""
+
+    def _correct(self, tracker: Tracker, snapshot, rgb: np.ndarray, frame) -> bool:
+        """Decode each object's box on ``frame`` (the encoding of ``rgb``, the snapshot's frame)
+        and hand the masks to the tracker; whether there was anything to correct."""
+        with self._lock:
+            boxes = tracker.correction_boxes(snapshot)
+            states = {t.id: t.seg_state for t in tracker.tracks}
+        if not boxes:
+            return False
+        ids = list(boxes)
+        seg = None
+        if self.options.seg_prompt and all(states[i] is not None for i in ids):
+            import torch
+            seg = torch.stack([states[i] for i in ids])
+        with self.engine_lock:
             logits, _, ious = self.engine.segment(frame, seg_hidden_states=seg, boxes=np.array([boxes[i] for i in ids]))
         masks = {i: (logits[n] > 0).cpu().numpy() for n, i in enumerate(ids)}
         with self._lock:
-            self.tracker.correct(snapshot, masks, {i: float(ious[n]) for n, i in enumerate(ids)}, rgb)
+            tracker.correct(snapshot, masks, {i: float(ious[n]) for n, i in enumerate(ids)}, rgb)
         self.corrections += 1
-        return "correct"
+        return True
 
     def _reacquire(self, rgb: np.ndarray, lost_ids: list[int]) -> None:
         """Ask the command again about ``rgb``; continue each lost id with a mask that looks like it."""

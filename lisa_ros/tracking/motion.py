@@ -69,7 +69,11 @@ def fit_similarity(flow: np.ndarray, points_xy: np.ndarray, rng: np.random.Gener
         return MotionFit(identity(), 0.0, 0)
     scale = float(np.hypot(affine[0, 0], affine[1, 0]))
     if abs(scale - 1) > max_scale_step:
+        # Bound the scale about the points' centre, which keeps the fitted move of the centre.
+        centre = source.mean(axis=0)
+        moved_centre = affine[:, :2] @ centre + affine[:, 2]
         bounded = float(np.clip(scale, 1 - max_scale_step, 1 + max_scale_step))
         affine[:, :2] *= bounded / scale
+        affine[:, 2] = moved_centre - affine[:, :2] @ centre
     matrix = np.vstack([affine, [0.0, 0.0, 1.0]])
     return MotionFit(matrix, float(inliers.mean()) if inliers is not None else 0.0, len(source))

@@ -39,27 +39,36 @@ STATES = (TRACKING, OCCLUDED, UNCERTAIN, LOST)
 
 @dataclass(frozen=True)
 class TrackerOptions:
-    """``work_size``: long side (px) of the frames the flow runs on; ``occluded_below``: share of
+    """``work_size``: long side (px) of the frames the flow runs on; ``max_scale_step``: the most
+    a shape's scale may change from one frame to the next by flow (0: rigid, the size changes
+    only by corrections; flow over plain regions is biased towards shrinking); ``occluded_below``: share of
     the shape's in-view pixels that must look like the object, below which it is occluded;
     ``hidden_below``: the same share below which it is hidden (no flow fit, kept moving at its
     last velocity); ``hidden_timeout_s``: hidden longer than this, it is lost; ``left_view_below``:
     share of the shape's area in view below which it has left the view (lost);
-    ``min_predicted_iou`` and ``min_agreement``: a correction is trusted when SAM's predicted IoU
-    and the IoU between SAM's mask and the followed mask both reach these; ``history``: frames
+    ``min_predicted_iou``, ``min_agreement`` and ``min_colour_share``: a correction is trusted when
+    SAM's predicted IoU, the IoU between SAM's mask and the followed mask, and the share of SAM's
+    mask whose colours are the object's all reach these; ``history``: frames
     whose poses are kept for corrections that finish late; ``velocity_decay``: per-frame factor
     on a hidden object's velocity; ``colour_adaptation``: weight of a trusted correction's colours
-    in the colour model."""
+    in the colour model; ``redetect``: look for a lost object over the whole frame by its shape
+    and colours (:meth:`Tracker._redetect`, no model) and continue it when found;
+    ``redetect_above``: the least score for that, as a share of its area."""
 
     work_size: int = 320
+    max_scale_step: float = 0.0
     occluded_below: float = 0.6
     hidden_below: float = 0.1
     hidden_timeout_s: float = 2.0
     left_view_below: float = 0.05
     min_predicted_iou: float = 0.6
     min_agreement: float = 0.5
+    min_colour_share: float = 0.8
     history: int = 90
     velocity_decay: float = 0.9
     colour_adaptation: float = 0.2
+    redetect: bool = True
+    redetect_above: float = 0.5
 
 
 @dataclass
@@ -125,6 +134,19 @@ class Correction:
     predicted_iou: float
     agreement: float
     trusted: bool
+
+
+RING_PX = 3  # width of the ring around a shape that must not be of its colour, working-size pixels
+
+
+def _matched_filter(inside: np.ndarray) -> np.ndarray:
+    """The kernel that scores a place for a shape (``inside``: float32 (h, w), 1 in the shape):
+    +1 over the shape, -1 over a ring of :data:`RING_PX` around it, 0 elsewhere; correlated with
+    a map of "has the object's colour" (1/0), it gives the shape's pixels of that colour minus
+    the ring's."""
+    padded = cv2.copyMakeBorder(inside, RING_PX, RING_PX, RING_PX, RING_PX, cv2.BORDER_CONSTANT)
+    ring = np.clip(cv2.dilate(padded, np.ones((2 * RING_PX + 1,) * 2, np.uint8)) - padded, 0, 1)
+    return padded - ring
 
 
 def translation(x: float, y: float) -> np.ndarray:
@@ -201,6 +223,9 @@ class Tracker:
         from_work = np.diag([1 / self.scale, 1 / self.scale, 1.0])
         for track in self.tracks:
             if track.state == LOST:
+                if self.options.redetect and self._redetect(track, rgb):
+                    self._observe(track, rgb)
+                    track.poses.append((self.frame_index, track.pose.copy()))
                 continue
             self._move(track, flow, grey, to_work, from_work)
             track.poses.append((self.frame_index, track.pose.copy()))
@@ -216,7 +241,8 @@ class Tracker:
         flow beside an occluder is the occluder's; :meth:`_search` then finds it)."""
         ys, xs = np.nonzero(track.visible)
         points = np.stack([xs, ys], axis=1) * self.scale
-        fit = fit_similarity(flow, points, self._rng) if track.state in (TRACKING, UNCERTAIN) else None
+        fit = (fit_similarity(flow, points, self._rng, max_scale_step=self.options.max_scale_step)
+               if track.state in (TRACKING, UNCERTAIN) else None)
         if fit is not None and fit.found and fit.inliers >= 0.5:
             step = from_work @ fit.matrix @ to_work
             before = track.pose @ self._template_centre(track)
@@ -244,6 +270,9 @@ class Tracker:
             track.visible = track.colour.object_pixels(rgb, shape)
             seen = float(track.visible.sum()) / max(1.0, float(shape.sum()))
         if in_view < options.left_view_below:
+            self._set_state(track, LOST, "left the view")
+            return
+        if seen < options.hidden_below and in_view < 0.9:  # hidden, with its shape across the border
             self._set_state(track, LOST, "left the view")
             return
         if seen < options.hidden_below:
@@ -283,27 +312,62 @@ class Tracker:
                                                  max(1, round(image.shape[0] * scale))), interpolation=cv2.INTER_AREA)
         evidence = small(evidence)
         inside = small(shape[y:y + h, x:x + w].astype(np.float32))
-        ring_px = 3
-        padded = cv2.copyMakeBorder(inside, ring_px, ring_px, ring_px, ring_px, cv2.BORDER_CONSTANT)
-        ring = np.clip(cv2.dilate(padded, np.ones((2 * ring_px + 1,) * 2, np.uint8)) - padded, 0, 1)
-        kernel = padded - ring
+        kernel = _matched_filter(inside)
         if kernel.shape[0] > evidence.shape[0] or kernel.shape[1] > evidence.shape[1]:
             return False
         scores = cv2.matchTemplate(evidence, kernel, cv2.TM_CCORR)
         area = float(inside.sum())
         best = float(scores.max())
-        # Where the shape is now, in the score map (the kernel's top-left is ring_px before it).
-        here_x = int(round((x - x0) * scale)) - ring_px
-        here_y = int(round((y - y0) * scale)) - ring_px
+        # Where the shape is now, in the score map (the kernel's top-left is RING_PX before it).
+        here_x = int(round((x - x0) * scale)) - RING_PX
+        here_y = int(round((y - y0) * scale)) - RING_PX
         here = scores[np.clip(here_y, 0, scores.shape[0] - 1), np.clip(here_x, 0, scores.shape[1] - 1)]
-        if best < self.options.hidden_below * area * 2 or best <= here + 0.05 * area:
+        # A wide search (the object hidden) must find a clearly better place; a local one may
+        # nudge the shape by a pixel or two.
+        margin = (0.05 if grow_fraction > 0 else 0.005) * area
+        if best < self.options.hidden_below * area * 2 or best <= here + margin:
             return False
         # Among places nearly as good as the best, the nearest to where it was expected.
-        ys, xs = np.nonzero(scores >= best - 0.05 * area)
+        ys, xs = np.nonzero(scores >= best - margin)
         nearest = int(np.argmin((xs - here_x) ** 2 + (ys - here_y) ** 2))
         dx, dy = (xs[nearest] - here_x) / scale, (ys[nearest] - here_y) / scale
         track.pose = translation(dx, dy) @ track.pose
         track.shift = track.shift + np.array([dx, dy]) * 0.5
+        return True
+
+    def _redetect(self, track: _Track, rgb: np.ndarray) -> bool:
+        """Look over the whole frame for a lost object: where its whole shape (as last followed,
+        turned and scaled as then) best fits pixels of its colour with a ring around it that is
+        not, at least half of it in view. Place it there and return True when such a place
+        covers at least ``redetect_above`` of its area more than its ring; False otherwise."""
+        linear = track.pose.copy()
+        height, width = track.template.shape
+        corners = linear[:2, :2] @ np.array([[0, width, 0, width], [0, 0, height, height]], float)
+        linear[:2, 2] = -corners.min(axis=1)
+        size = np.ceil(corners.max(axis=1) - corners.min(axis=1)).astype(int) + 1
+        whole = cv2.warpAffine(track.template.astype(np.uint8), linear[:2], (int(size[0]), int(size[1])),
+                               flags=cv2.INTER_NEAREST).astype(np.float32)
+        scale = self.scale
+        inside = cv2.resize(whole, (max(1, round(whole.shape[1] * scale)), max(1, round(whole.shape[0] * scale))),
+                            interpolation=cv2.INTER_AREA)
+        kernel = _matched_filter(inside)
+        evidence = track.colour.object_pixels(rgb, np.ones(self.size, bool)).astype(np.float32)
+        evidence = cv2.resize(evidence, self.work_shape, interpolation=cv2.INTER_AREA)
+        # Half the kernel may hang over the border (an object coming back into view).
+        pad_y, pad_x = kernel.shape[0] // 2, kernel.shape[1] // 2
+        evidence = cv2.copyMakeBorder(evidence, pad_y, pad_y, pad_x, pad_x, cv2.BORDER_CONSTANT)
+        if kernel.shape[0] > evidence.shape[0] or kernel.shape[1] > evidence.shape[1]:
+            return False
+        scores = cv2.matchTemplate(evidence, kernel, cv2.TM_CCORR)
+        best = float(scores.max())
+        if best < self.options.redetect_above * float(inside.sum()):
+            return False
+        y, x = np.unravel_index(int(scores.argmax()), scores.shape)
+        left = (x - pad_x + RING_PX) / scale  # the whole shape's top-left, full-size pixels
+        top = (y - pad_y + RING_PX) / scale
+        track.pose = translation(left, top) @ linear
+        track.shift = np.zeros(2)
+        track.hidden_since = None
         return True
 
     def _set_state(self, track: _Track, state: str, reason: str) -> None:
@@ -363,7 +427,11 @@ class Tracker:
             shape_then = self._shape(track, snapshot.poses[track.id])
             seen_then = float(followed.sum()) / max(1.0, float(shape_then.sum()))
             whole_then = float(shape_then.sum()) / max(1.0, track.template_area) >= 0.95  # not cut by the border
-            good = predicted >= options.min_predicted_iou and agreement >= options.min_agreement
+            # The decoder can spill over the background with a confident IoU estimate: its mask
+            # must also look like the object (a share of its pixels of the object's colours).
+            looks_like = (float(track.colour.object_pixels(rgb, mask).sum()) / max(1.0, float(mask.sum()))
+                          >= options.min_colour_share)
+            good = predicted >= options.min_predicted_iou and agreement >= options.min_agreement and looks_like
             trusted = good and seen_then >= options.occluded_below and whole_then and mask.any()
             if trusted:
                 since = track.pose @ np.linalg.inv(snapshot.poses[track.id])  # motion after the snapshot

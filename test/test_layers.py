@@ -29,7 +29,7 @@ ALLOWED = {
     "data": {"errors", "model"},  # the scenes' questions use the embedded model's size words
     "evaluate": {"errors", "model", "engine", "data"},
     "train": {"errors", "model", "engine", "data"},
-    "testing": {"errors", "resources", "interfaces", "model", "engine", "ros"},  # fuzzing sends ROS requests
+    "testing": {"errors", "resources", "interfaces", "model", "engine", "ros", "data"},  # ROS requests, scenes
     "ros": {"errors", "resources", "interfaces", "geometry", "transforms", "visualization", "model", "engine", "tracking",
             "sessions"},
     "cli": {"errors", "resources", "interfaces", "geometry", "transforms", "visualization", "model", "engine", "tracking",

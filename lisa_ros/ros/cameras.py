@@ -162,6 +162,7 @@ class CameraInput:
         self.frame_id = ""  # of the latest colour frame: the camera's identity in diagnostics
         # Set by the node once subscribed: what the ROS graph says about a silent colour topic.
         self.describe_silence: Callable[[], str] | None = None
+        self._listeners: list[Callable[[CameraFrame], None]] = []  # add_listener
 
     def on_color(self, msg: Any) -> None:
         now, arrived_s = self._clock(), self._stamp_clock()
@@ -172,6 +173,23 @@ class CameraInput:
             self.frame_id = msg.header.frame_id
             self.color_rate.tick(now)
             self.callback_latency.add(latency)
+            listeners, sequence = list(self._listeners), self.frames_received
+        if listeners:
+            frame = CameraFrame(self.name, msg, None, None, now, None, sequence, arrived_s)
+            for listener in listeners:
+                listener(frame)
+
+    def add_listener(self, listener: Callable[[CameraFrame], None]) -> None:
+        """Call ``listener(frame)`` with every colour frame from now on (on the subscription's
+        thread: it must only hand the frame over; the frame has no depth or camera_info yet:
+        :meth:`paired` adds them)."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[CameraFrame], None]) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
 
     def on_depth(self, msg: Any) -> None:
         with self._lock:

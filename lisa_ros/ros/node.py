@@ -35,6 +35,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from lisa_ros.action import ReasonSegment as ReasonSegmentAction
+from lisa_ros.action import Track as TrackAction
 from lisa_ros.ros import diagnostics, graph, parameters
 from lisa_ros.ros.cameras import CameraInput
 from lisa_ros.ros.outputs import Publishers
@@ -44,6 +45,7 @@ from lisa_ros.ros.tf import TfLookup, history_seconds
 from lisa_ros.resources import keep_large_blocks_out_of_the_heap, release_freed_memory
 from lisa_ros.transforms import TransformError
 from lisa_ros.ros.serving import Server
+from lisa_ros.ros.tracks import Tracks
 from lisa_ros.ros.spinning import spin
 from lisa_ros.srv import ReasonSegment
 
@@ -86,6 +88,12 @@ class LisaNode(LifecycleNodeMixin, Node):
             self, ReasonSegmentAction, "~/reason_segment", execute_callback=self._server.on_goal,
             goal_callback=self._server.on_goal_request, cancel_callback=lambda _handle: CancelResponse.ACCEPT,
             callback_group=serving_group, result_timeout=RESULT_TIMEOUT_S, **action_qos())
+        self._tracks = Tracks(self._server, lambda: self._handler, functools.partial(parameters.read_live, self),
+                              self._tf, self._outputs.tracks.publish, lambda: self.state_name == "active",
+                              self.get_parameter("max_tracks").value, self.get_logger())
+        ActionServer(self, TrackAction, "~/track", execute_callback=self._tracks.on_goal,
+                     cancel_callback=lambda _handle: CancelResponse.ACCEPT, callback_group=serving_group,
+                     result_timeout=RESULT_TIMEOUT_S, **action_qos())
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # Timers on the steady clock: under use_sim_time the node clock stands still until /clock
         # is published (a paused bag, a simulator not started yet), and autostart and diagnostics
@@ -190,7 +198,7 @@ class LisaNode(LifecycleNodeMixin, Node):
             self.engine, SessionStore(config.session_timeout, config.max_sessions), FrameCache(config.frame_cache_size),
             self.cameras, config.default_camera_name, config.session_timeout, self._outputs,
             read_live=functools.partial(parameters.read_live, self), tf=self._tf, logger=self.get_logger(),
-            next_id=functools.partial(next, self._object_ids))
+            next_id=functools.partial(next, self._object_ids), background=self._tracks.model_work)
         self._start_tf()
         self.load_error = ""
         return TransitionCallbackReturn.SUCCESS
@@ -204,6 +212,7 @@ class LisaNode(LifecycleNodeMixin, Node):
             self._unsubscribe()
             return TransitionCallbackReturn.FAILURE
         self._server.start(self._handler)
+        self._tracks.start()
         names = ", ".join(f"{c.name} <- {self.resolve_topic_name(c.image_topic)}" for c in self.config.cameras)
         self.get_logger().info(f"active: serving {self.resolve_service_name('~/reason_segment')}; cameras: {names}")
         return super().on_activate(state)
@@ -232,7 +241,9 @@ class LisaNode(LifecycleNodeMixin, Node):
         self._camera_subscriptions = []  # not _subscriptions/_publishers: rclpy's Node uses those names
 
     def _stop_serving(self) -> None:
-        """No new jobs, the running one stopped, the queued ones answered; then no camera input."""
+        """No new jobs, the running one stopped, the queued ones answered, the tracks ended; then
+        no camera input."""
+        self._tracks.stop()
         self._server.stop()
         self._unsubscribe()
 
@@ -313,8 +324,9 @@ def main(args: list[str] | None = None, node_class: type[LisaNode] = LisaNode) -
     rclpy.init(args=args if args is not None else sys.argv)
     node = node_class()
     # queue_depth callers waiting in the queue and as many waiting for a new frame before it
-    # (serving.Server._submit) each hold a thread; four more for cameras, transitions, the rest.
-    threads = 2 * node.get_parameter("queue_depth").value + 4
+    # (serving.Server._submit) each hold a thread, and every track (its goal's life); four more for
+    # cameras, transitions, the rest.
+    threads = 2 * node.get_parameter("queue_depth").value + node.get_parameter("max_tracks").value + 4
     executor = MultiThreadedExecutor(num_threads=threads)
     executor.add_node(node)
     try:

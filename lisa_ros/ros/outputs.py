@@ -15,7 +15,7 @@ Topics (all under the node's ``~/``), published for every served request (OK and
 (MarkerArray) with reliable QoS; ``debug_image`` (rgb8) and ``debug_image/compressed`` (JPEG,
 image_transport's name), reliable, keep last 1, each drawn and sent only while someone subscribes;
 ``points`` (PointCloud2, PCL PointXYZL: label = object id; built only while someone
-subscribes). Every publisher takes QoS overrides
+subscribes); ``tracks`` (TrackedObjects, every frame a ``~/track`` goal followed, reliable). Every publisher takes QoS overrides
 (``qos_overrides./<ns>/lisa_ros/<topic>.publisher.*`` in the parameters file).
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ from visualization_msgs.msg import MarkerArray
 
 from lisa_ros.action import ReasonSegment as ReasonSegmentAction
 from lisa_ros.geometry import Intrinsics, MaskGeometry
-from lisa_ros.msg import SegmentationResult, SegmentedObject
+from lisa_ros.msg import SegmentationResult, SegmentedObject, TrackedObjects
 from lisa_ros.ros import messages
 from lisa_ros.ros.conversions import mask_to_image, numpy_to_compressed, numpy_to_image
 from lisa_ros.ros.qos import every_policy
@@ -162,6 +162,8 @@ class Publishers:
                                                        **overridable)
         self._markers = node.create_publisher(MarkerArray, "~/markers", reliable(), **overridable)
         self._points = node.create_publisher(PointCloud2, "~/points", newest_reliable(), **overridable)
+        # Every followed frame of every ~/track goal (lisa_ros.ros.tracks).
+        self.tracks = node.create_publisher(TrackedObjects, "~/tracks", reliable(), **overridable)
         try:
             from vision_msgs.msg import Detection2DArray, Detection3DArray
 

@@ -104,6 +104,18 @@ SPECS = [
                              "map); empty = optical frame only"),
     Spec("tf_timeout", 0.2, "seconds a request waits for its target-frame transform (then transform_error and "
                             "no_target_pose)", low=0.0, high=10.0),
+    Spec("max_tracks", 2, "~/track goals that may follow at once (each holds an executor thread); more end BUSY",
+         True, 0, 16),
+    Spec("track_frame_timeout", 2.0, "seconds without a new frame from its camera after which a track ends NO_FRAME",
+         low=0.1, high=3600.0),
+    Spec("track_correct_period", 1.0, "seconds between a track's model passes (a correction by the mask decoder on "
+                                      "a new encoding, or asking again for a lost object); they run while no request "
+                                      "waits, and an image encoding takes the CPU or GPU from the per-frame "
+                                      "following (0 = as often as the model is free)", low=0.0, high=3600.0),
+    Spec("track_reacquire_after", 0.5, "seconds an object stays lost before a track with reacquire asks its command "
+                                       "again", low=0.0, high=3600.0),
+    Spec("track_lost_timeout", 5.0, "seconds every object of a track without reacquire may stay lost before the "
+                                    "track ends NO_TARGET", low=0.0, high=86400.0),
     Spec("autostart", True, "configure and activate at start (no lifecycle manager needed)", True),
 ]
 
@@ -211,6 +223,11 @@ class NodeConfig:
     publish_markers: bool
     target_frame: str  # "" = optical frame only
     tf_timeout: float  # seconds
+    max_tracks: int
+    track_frame_timeout: float  # seconds
+    track_correct_period: float  # seconds
+    track_reacquire_after: float  # seconds
+    track_lost_timeout: float  # seconds
     autostart: bool
 
     @property
@@ -240,6 +257,10 @@ class LiveParameters:
     publish_markers: bool
     target_frame: str  # "" = optical frame only
     tf_timeout: float  # seconds
+    track_frame_timeout: float  # seconds
+    track_correct_period: float  # seconds
+    track_reacquire_after: float  # seconds
+    track_lost_timeout: float  # seconds
 
 
 def _declare_one(node, name: str, spec: Spec, problems: list[str]) -> None:

@@ -418,12 +418,15 @@ class RequestHandler:
     ``publishers``: the node's output topics; ``read_live()``: the run-time parameters now;
     ``tf``: a :class:`lisa_ros.ros.tf.TfLookup` (None: target poses are refused as transform
     errors); ``logger``: for warnings outside a request (None: none); ``next_id()``: a new object
-    id, unique within the node's life (the node's counter survives reloads).
+    id, unique within the node's life (the node's counter survives reloads); ``background()``:
+    model work to do while no request waits, before encoding ahead (the tracks' corrections);
+    returns whether it did any.
     """
 
     def __init__(self, engine, sessions, frame_cache, cameras: dict[str, CameraInput], default_camera: str,
                  session_timeout: float, publishers: Publishers, read_live: Callable[[], LiveParameters],
-                 tf: TfLookup | None = None, logger=None, next_id: Callable[[], int] | None = None):
+                 tf: TfLookup | None = None, logger=None, next_id: Callable[[], int] | None = None,
+                 background: Callable[[], bool] | None = None):
         self.engine = engine
         self.sessions = sessions
         self.frame_cache = frame_cache
@@ -435,6 +438,7 @@ class RequestHandler:
         self.tf = tf
         self.logger = logger
         self.next_id = next_id if next_id is not None else functools.partial(next, itertools.count(1))
+        self.background = background
         # encode_ahead: the default camera's frame last encoded while idle (in the frame cache
         # under its cache_key, with its depth), the arrival number last considered, and the last
         # encoding's duration (seconds)
@@ -543,6 +547,8 @@ class RequestHandler:
         self.publishers.publish(result, outputs, frame.rgb, answer, live.publish_debug_image, live.publish_markers,
                                 cloud)
         job.result = result  # only now: a failure above leaves the client a result without objects
+        if job.on_answer is not None and outputs:
+            job.on_answer(answer, frame.rgb, encoded, source)
         return code, message, timings
 
     def usable_ahead(self, live: LiveParameters) -> CameraFrame | None:
@@ -578,7 +584,8 @@ class RequestHandler:
                            wait_s=self.read_live().min_stamp_wait)
 
     def idle(self, stopping: threading.Event) -> bool:
-        """Called by the worker when no request waits. With ``encode_ahead``: encode the default
+        """Called by the worker when no request waits. First one pass of ``background`` work (the
+        tracks' corrections), if any is due; else, with ``encode_ahead``: encode the default
         camera's newest frame, if not encoded yet, into the frame cache, so that a request about
         it starts at the language model. One frame per call, so a request arriving meanwhile
         waits one encoding at most. Skipped: a frame already older than ``max_frame_age`` (a
@@ -586,6 +593,8 @@ class RequestHandler:
         says why). Once encoded, the frame is paired with its depth (which has come by then)
         and keeps that depth frame, however many depth frames come during the encoding.
         Returns whether it encoded."""
+        if self.background is not None and not stopping.is_set() and self.background():
+            return True
         live = self.read_live()
         camera = self.cameras.get(self.default_camera)
         if not live.encode_ahead or self.frame_cache.capacity == 0 or stopping.is_set() or camera is None:

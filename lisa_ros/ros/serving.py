@@ -95,6 +95,9 @@ class Job:
     code: int = Codes.MODEL_ERROR
     message: str = ""
     result: SegmentationResult = field(default_factory=SegmentationResult)
+    # Called by the handler on the worker with (answer, rgb, encoded frame, frame source) once the
+    # answer is in, before the job is answered (the track action starts following there).
+    on_answer: Callable | None = None
 
 
 # handler(job, stopping) -> (code OK or NO_TARGET, message, timings in seconds per stage); raises
@@ -201,7 +204,13 @@ class Server:
         self._handler = None  # drops the handler's model reference
 
     # ------------------------------------------------------------------ executor callbacks
-    def _job(self, request, goal_handle=None) -> Job:
+    def serve(self, job: Job) -> Job:
+        """Queue ``job`` (or answer it at once: BUSY, NOT_READY, ...) and block until answered."""
+        if self._submit(job):
+            self._wait(job)
+        return job
+
+    def job(self, request, goal_handle=None) -> Job:
         """A job for ``request`` with its deadline: the request's ``timeout`` (a
         builtin_interfaces/Duration) when positive, else the ``request_timeout`` parameter."""
         job = Job(request, goal_handle=goal_handle)
@@ -212,18 +221,14 @@ class Server:
     def on_service(self, request, response):
         """The ReasonSegment service callback: blocks its executor thread until answered (by the
         request's deadline at the latest)."""
-        job = self._job(request)
-        if self._submit(job):
-            self._wait(job)
+        job = self.serve(self.job(request))
         response.success, response.result = job.success, job.result
         return response
 
     def on_goal(self, goal_handle):
         """The ReasonSegment action's execute callback: canceled, succeeded (served: OK or
         NO_TARGET) or aborted (refused or failed)."""
-        job = self._job(goal_handle.request, goal_handle)
-        if self._submit(job):
-            self._wait(job)
+        job = self.serve(self.job(goal_handle.request, goal_handle))
         result = ReasonSegmentAction.Result(success=job.success, result=job.result)
         if job.code == Codes.CANCELLED and goal_handle.is_cancel_requested:
             goal_handle.canceled()

@@ -71,7 +71,7 @@ class Follower:
         self.tracker: Tracker | None = None
         self.answer: Answer | None = None
         self._lock = threading.Lock()
-        self._pending: deque = deque(maxlen=self.options.catch_up_frames)
+        self._pending: deque = deque()
         self._newest: tuple[np.ndarray, float] | None = None
         self.corrections = 0
         self.reacquisitions = 0
@@ -110,6 +110,17 @@ class Follower:
                 if pending_rgb.shape[:2] == tracker.size:
                     tracker.step(pending_rgb, pending_stamp)
 
+    def keep(self, rgb: np.ndarray, stamp: float) -> None:
+        """Keep a frame that came while the first answer is reasoned, for the catch-up. Beyond
+        ``catch_up_frames``, every other kept frame is dropped (the oldest stays: the flow from
+        the answer's frame must start close to it)."""
+        with self._lock:
+            if len(self._pending) >= self.options.catch_up_frames:
+                thinned = list(self._pending)[::2]
+                self._pending.clear()
+                self._pending.extend(thinned)
+            self._pending.append((rgb, stamp))
+
     # ------------------------------------------------------------------ every frame
     def step(self, rgb: np.ndarray, stamp: float) -> list[TrackedObject] | None:
         """Move every object onto ``rgb`` taken at ``stamp`` s; None while the first answer is
@@ -117,9 +128,11 @@ class Follower:
         of another size than the first."""
         with self._lock:
             self._newest = (rgb, stamp)
-            if self.tracker is None:
-                self._pending.append((rgb, stamp))
-                return None
+            tracker = self.tracker
+        if tracker is None:
+            self.keep(rgb, stamp)
+            return None
+        with self._lock:
             objects = self.tracker.step(rgb, stamp)
         for found in objects:
             if found.state == LOST and found.id in self.reasons:

@@ -10,6 +10,10 @@ node through the service and the action: a plain command, one with an explanatio
 masks stream as action feedback, and a multi-turn follow-up in the same session. For every answer
 it prints the text, score, box, 3D centroid, timings and the IoU against the scene's ground truth,
 and writes an overlay (prediction tinted, ground truth outlined in white) to the output folder.
+Then a second camera plays a held-out moving scene (the target leaves the view and comes back) and
+the client follows the answer to its command with the ~/track action: per frame the node sends
+the target's mask, state and 3D position; the client prints the states over time, the mean IoU
+against the ground truth of each frame, and writes them as an animation (track.gif).
 """
 from __future__ import annotations
 
@@ -107,6 +111,8 @@ SCRIPT = [
     (21, "service", None),  # nothing here fits: the answer says so, with no mask
 ]
 QUICK_SCRIPT = [(0, "service", None), (5, "action", None)]
+TRACK_SEQUENCE = 0  # lisa_ros.data.scenes.motion: held-out "exit" sequence 0 of seed 3
+TRACK_SECONDS = 8.0
 
 
 def main(argv=None) -> int:
@@ -140,15 +146,21 @@ def main(argv=None) -> int:
         [sys.executable, "-m", "lisa_ros.ros.node", "--ros-args", "-p", f"model:={args.model}",
          "-p", "camera.image_topic:=/demo/color/image_raw", "-p", "camera.depth_topic:=/demo/depth/image_raw",
          "-p", "camera.camera_info_topic:=/demo/color/camera_info", "-p", "max_new_tokens:=64",
+         "-p", "cameras:=['camera','moving']", "-p", "moving.image_topic:=/moving/color/image_raw",
+         "-p", "moving.depth_topic:=/moving/depth/image_raw",
+         "-p", "moving.camera_info_topic:=/moving/color/camera_info",
          # The demo camera shares two busy cores with the model: tolerate its stalls.
          "-p", "max_frame_age:=5.0"],
         env=env, preexec_fn=die_with_parent)
     camera = subprocess.Popen([sys.executable, __file__, "--role", "camera", "--scenes", str(scenes)], env=env,
                               preexec_fn=die_with_parent)
+    moving = subprocess.Popen([sys.executable, "-m", "lisa_ros.testing.sequence_camera", "--kind", "exit",
+                               "--index", str(TRACK_SEQUENCE), "--name", "moving", "--loop"], env=env,
+                              stdout=subprocess.DEVNULL, preexec_fn=die_with_parent)
     try:
         return client(out, scenes, QUICK_SCRIPT if args.quick else SCRIPT)
     finally:
-        for process in (camera, node):
+        for process in (moving, camera, node):
             process.terminate()
             try:
                 process.wait(10)
@@ -285,6 +297,7 @@ def client(out: Path, scenes: Path, script: list) -> int:
             report(number, scene, command, "service, same session (multi-turn)", follow,
                    time.monotonic() - started, min(same, key=lambda m: m.sum()))
 
+    tracked = follow(node, out, wait)
     bad = wait(service.call_async(ReasonSegment.Request(command="where?", camera="no_such_camera")))
     print(f"\n[bad input] a request for an unknown camera: {STATUS_NAMES.get(bad.result.status.code)} "
           f"{bad.result.status.message!r} (the node keeps serving)")
@@ -295,7 +308,81 @@ def client(out: Path, scenes: Path, script: list) -> int:
     action.destroy()
     executor.shutdown()
     rclpy.try_shutdown()
-    return 0 if all_ok and bad.result.status.code == Status.UNKNOWN_CAMERA else 1
+    return 0 if all_ok and tracked and bad.result.status.code == Status.UNKNOWN_CAMERA else 1
+
+
+def follow(node, out: Path, wait) -> bool:
+    """Follow the moving camera's target with ~/track; print and draw it. Whether it ran its course."""
+    import numpy as np
+    from PIL import Image as PilImage
+    from rclpy.action import ActionClient
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    from lisa_ros.action import Track
+    from lisa_ros.data.scenes.motion import make_moving_sequence
+    from lisa_ros.msg import Status, TrackedObject
+    from lisa_ros.ros.conversions import image_to_numpy
+    from lisa_ros.ros.messages import STATUS_NAMES, duration
+    from lisa_ros.visualization import draw_overlay
+
+    sequence = make_moving_sequence(3, TRACK_SEQUENCE, "exit")  # what the moving camera plays
+    truth: dict = {}
+    node.create_subscription(Image, "/moving/target_mask", lambda m: truth.__setitem__(
+        (m.header.stamp.sec, m.header.stamp.nanosec), image_to_numpy(m) > 0), 50)
+    frames: dict = {}
+
+    def keep_frame(message) -> None:  # the camera's recent frames, to draw the masks on
+        frames[(message.header.stamp.sec, message.header.stamp.nanosec)] = image_to_numpy(message)
+        while len(frames) > 200:
+            frames.pop(next(iter(frames)))
+
+    node.create_subscription(Image, "/moving/color/image_raw", keep_frame, qos_profile_sensor_data)
+    action = ActionClient(node, Track, "/lisa_ros/track")
+    if not action.wait_for_server(timeout_sec=60):
+        print("no ~/track action server", file=sys.stderr)
+        return False
+    time.sleep(1.0)
+    print(f"\n[track] following {sequence.query!r} on the moving camera for {TRACK_SECONDS:g} s (the target "
+          "leaves the view and comes back)", flush=True)
+    updates: list = []
+    goal = Track.Goal(command=sequence.query, camera="moving", reacquire=True, duration=duration(TRACK_SECONDS))
+    handle = wait(action.send_goal_async(goal, feedback_callback=lambda m: updates.append(m.feedback)))
+    result = wait(handle.get_result_async()).result
+    names = {TrackedObject.TRACKING: "tracking", TrackedObject.OCCLUDED: "occluded",
+             TrackedObject.UNCERTAIN: "uncertain", TrackedObject.LOST: "lost"}
+    ious, timeline, pictures = [], [], []
+    for update in updates[1:]:
+        tracks = update.tracks
+        key = (tracks.header.stamp.sec, tracks.header.stamp.nanosec)
+        target = tracks.objects[0]
+        mask = image_to_numpy(target.object.mask) > 0
+        if key in truth and truth[key].sum() >= 0.1 * sequence.target_masks[0].sum():
+            ious.append(float((mask & truth[key]).sum() / max(1, (mask | truth[key]).sum())))
+        state = names[target.state]
+        if not timeline or timeline[-1][1] != state:
+            timeline.append((len(pictures), state, target.reason))
+        if key in frames:
+            shown = [o for o in tracks.objects if o.state != TrackedObject.LOST]
+            boxes = [(o.object.box.x_offset, o.object.box.y_offset, o.object.box.width, o.object.box.height)
+                     for o in shown]
+            drawn = draw_overlay(frames[key], [image_to_numpy(o.object.mask) > 0 for o in shown], boxes,
+                                 [o.object.score for o in shown], f"#{target.object.id} {state} {target.reason}",
+                                 labels=[f"#{o.object.id} {names[o.state]}" for o in shown],
+                                 colours=[o.object.id for o in shown])
+            pictures.append(PilImage.fromarray(drawn[::2, ::2]))
+    status = result.status
+    print(f"    {STATUS_NAMES.get(status.code, status.code)}: {status.message}; first answer {result.answer.answer!r}")
+    print(f"    {result.frames} frames followed at {result.rate_hz:.1f} Hz (camera 15 Hz); mean IoU with the ground "
+          f"truth of each frame {np.mean(ious) if ious else float('nan'):.3f} over {len(ious)} frames with the "
+          f"target in view")
+    for frame, state, reason in timeline:
+        print(f"    frame {frame:3d}: {state}{f' ({reason})' if reason else ''}")
+    if pictures:
+        pictures[0].save(out / "track.gif", save_all=True, append_images=pictures[1:], duration=67, loop=0)
+        print(f"    animation: {out}/track.gif", flush=True)
+    action.destroy()
+    return status.code == Status.OK and result.frames > 0 and bool(pictures)
 
 
 if __name__ == "__main__":

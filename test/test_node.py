@@ -837,7 +837,7 @@ def test_encode_ahead_encodes_the_default_cameras_newest_frame_and_hands_it_out_
     from builtin_interfaces.msg import Time
 
     from lisa_ros.ros.cameras import CameraInput
-    from lisa_ros.ros.parameters import LiveParameters
+    from lisa_ros.ros.parameters import default_live
     from lisa_ros.ros.request import RequestHandler, frame_source
     from lisa_ros.sessions import FrameCache, SessionStore
 
@@ -853,11 +853,9 @@ def test_encode_ahead_encodes_the_default_cameras_newest_frame_and_hands_it_out_
         cameras[name].on_color(message)
 
     def live(**changes):
-        values = dict(max_new_tokens=16, max_masks=8, stop_after_seg=True, draft_tokens=8, segment_suffix="", explain_suffix="",
-                      max_command_length=100, max_image_pixels=10**6, max_frame_age=1.0, min_stamp_wait=5.0, request_timeout=300.0,
-                      encode_ahead=True, result_masks="instances", publish_debug_image=False, publish_markers=False, target_frame="",
-                      tf_timeout=0.2)
-        return LiveParameters(**{**values, **changes})
+        return default_live(**{**dict(max_new_tokens=16, segment_suffix="", explain_suffix="", max_command_length=100,
+                                      max_image_pixels=10**6, encode_ahead=True, publish_debug_image=False,
+                                      publish_markers=False), **changes})
 
     parameters = [live()]
     encoder, cache, stopping = _CountingEncoder(), FrameCache(4), threading.Event()
@@ -924,7 +922,7 @@ def test_a_frame_encoded_ahead_keeps_its_depth_and_is_used_when_encoding_takes_l
     from builtin_interfaces.msg import Time
 
     from lisa_ros.ros.cameras import CameraInput
-    from lisa_ros.ros.parameters import LiveParameters
+    from lisa_ros.ros.parameters import default_live
     from lisa_ros.ros.request import RequestHandler, frame_source
     from lisa_ros.sessions import FrameCache, SessionStore
 
@@ -954,11 +952,8 @@ def test_a_frame_encoded_ahead_keeps_its_depth_and_is_used_when_encoding_takes_l
                 tick()
             return super().encode_frame(rgb, prefill)
 
-    live = LiveParameters(max_new_tokens=16, max_masks=8, stop_after_seg=True, draft_tokens=8, segment_suffix="",
-                          explain_suffix="", max_command_length=100, max_image_pixels=10**6, max_frame_age=1.0,
-                          min_stamp_wait=5.0, request_timeout=300.0, encode_ahead=True, result_masks="instances",
-                          publish_debug_image=False, publish_markers=False,
-                          target_frame="", tf_timeout=0.2)
+    live = default_live(max_new_tokens=16, segment_suffix="", explain_suffix="", max_command_length=100,
+                        max_image_pixels=10**6, encode_ahead=True, publish_debug_image=False, publish_markers=False)
     handler = RequestHandler(SlowEncoder(), SessionStore(), FrameCache(4), cameras, "front", 600.0, None, lambda: live)
     for _ in range(3):
         tick()
@@ -1257,7 +1252,7 @@ class _TwoMaskEngine:
 @pytest.mark.parametrize("kind", ["action", "service"])
 def test_one_request_converts_each_mask_and_its_3d_once(monkeypatch, kind):
     from lisa_ros.ros import messages, outputs
-    from lisa_ros.ros.parameters import LiveParameters
+    from lisa_ros.ros.parameters import default_live
     from lisa_ros.ros.request import RequestHandler
     from lisa_ros.ros.serving import Job
     from lisa_ros.sessions import FrameCache, SessionStore
@@ -1266,10 +1261,8 @@ def test_one_request_converts_each_mask_and_its_3d_once(monkeypatch, kind):
     real_mask_to_image, real_geometry = outputs.mask_to_image, messages.geometry
     monkeypatch.setattr(outputs, "mask_to_image", lambda mask, header=None: converted.append(mask) or real_mask_to_image(mask, header))
     monkeypatch.setattr(messages, "geometry", lambda *args: located.append(args) or real_geometry(*args))
-    live = LiveParameters(max_new_tokens=16, max_masks=8, stop_after_seg=True, draft_tokens=3, segment_suffix="",
-                          explain_suffix="",
-                          max_command_length=100, max_image_pixels=10**6, max_frame_age=0.0, min_stamp_wait=5.0, request_timeout=300.0, encode_ahead=False,
-                          result_masks="instances", publish_debug_image=True, publish_markers=True, target_frame="", tf_timeout=0.2)
+    live = default_live(max_new_tokens=16, draft_tokens=3, segment_suffix="", explain_suffix="",
+                        max_command_length=100, max_image_pixels=10**6, max_frame_age=0.0)
     node = _PublishingNode()
     handler = RequestHandler(_TwoMaskEngine(), SessionStore(), FrameCache(2), {}, "front", 600.0,
                              outputs.Publishers(node), lambda: live)

@@ -263,6 +263,13 @@ class LiveParameters:
     track_lost_timeout: float  # seconds
 
 
+def default_live(**changes) -> LiveParameters:
+    """The run-time parameters at their defaults (:data:`SPECS`), with ``changes``: for code that
+    serves requests without a node (tests, benchmarks)."""
+    defaults = {spec.name: spec.default for spec in SPECS if spec.name in LIVE_PARAMETERS}
+    return LiveParameters(**{**defaults, **changes})
+
+
 def _declare_one(node, name: str, spec: Spec, problems: list[str]) -> None:
     from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 

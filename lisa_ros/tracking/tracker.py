@@ -16,9 +16,11 @@ The answer's reasoning happens once; then each object is followed:
 
 States (:data:`TRACKING`, :data:`OCCLUDED`, :data:`UNCERTAIN`, :data:`LOST`), each with a
 reason: occluded when under ``occluded_below`` of its shape's pixels in view look like it; lost
-when its shape has left the view, or when hidden for longer than ``hidden_timeout_s``. A lost
-object stays lost (its last mask is not reported) until :meth:`Tracker.reacquire` gives it a new
-mask. Masks are bool ``(H, W)`` at the frame's size; motion is estimated at a working size whose
+when its shape has left the view (a partly hidden object is followed over the border by a
+matched filter of its shape against its colours), or when hidden for longer than
+``hidden_timeout_s``. A lost object's mask is empty; it is looked for over the whole frame by its
+shape and colours (``redetect``, no model) and continues under its id when found, or when
+:meth:`Tracker.reacquire` gives it a new mask (the command asked again). Masks are bool ``(H, W)`` at the frame's size; motion is estimated at a working size whose
 long side is at most ``work_size`` pixels. ROS-free; one thread calls a tracker at a time.
 """
 from __future__ import annotations
@@ -265,7 +267,7 @@ class Tracker:
         track.visible = track.colour.object_pixels(rgb, shape)
         seen = float(track.visible.sum()) / max(1.0, float(shape.sum()))
         hidden = seen < options.occluded_below
-        if self._search(track, rgb, shape, grow_fraction=0.6 if hidden else 0.0, grow_px=16 if hidden else 6):
+        if self._search(track, rgb, grow_fraction=0.6 if hidden else 0.0, grow_px=16 if hidden else 6):
             shape = self._shape(track)
             track.visible = track.colour.object_pixels(rgb, shape)
             seen = float(track.visible.sum()) / max(1.0, float(shape.sum()))
@@ -292,35 +294,64 @@ class Tracker:
         else:
             self._set_state(track, TRACKING, "")
 
-    def _search(self, track: _Track, rgb: np.ndarray, shape: np.ndarray, grow_fraction: float, grow_px: int) -> bool:
+    def _whole_shape(self, track: _Track) -> tuple[np.ndarray, float, float]:
+        """The object's whole shape as it is posed now, uncut by the view: float32 (h, w), 1 in
+        the shape, and the frame coordinates (x, y) of its top-left corner (may be outside)."""
+        linear = track.pose.copy()
+        height, width = track.template.shape
+        corners = track.pose[:2, :2] @ np.array([[0, width, 0, width], [0, 0, height, height]], float)
+        low = corners.min(axis=1)
+        linear[:2, 2] = -low
+        size = np.ceil(corners.max(axis=1) - low).astype(int) + 1
+        whole = cv2.warpAffine(track.template.astype(np.uint8), linear[:2], (int(size[0]), int(size[1])),
+                               flags=cv2.INTER_NEAREST).astype(np.float32)
+        left, top = track.pose[:2, 2] + low
+        return whole, float(left), float(top)
+
+    def _scores(self, track: _Track, rgb: np.ndarray, whole: np.ndarray, window: tuple[int, int, int, int]):
+        """The matched filter's score of every place of ``whole`` (the shape, full size) in
+        ``window`` = (x0, y0, x1, y1), frame pixels that may reach outside the image (no evidence
+        there: a shape may hang over the border). Returns the scores at the working size (the
+        kernel's top-left :data:`RING_PX` before the shape's) and the shape's working-size area;
+        None when the window holds no image or is smaller than the shape."""
+        x0, y0, x1, y1 = window
+        cx0, cy0 = max(0, x0), max(0, y0)
+        cx1, cy1 = min(self.size[1], x1), min(self.size[0], y1)
+        if cx0 >= cx1 or cy0 >= cy1:
+            return None
+        region = np.zeros(self.size, bool)
+        region[cy0:cy1, cx0:cx1] = True
+        evidence = track.colour.object_pixels(rgb, region)[cy0:cy1, cx0:cx1].astype(np.float32)
+        evidence = cv2.copyMakeBorder(evidence, cy0 - y0, y1 - cy1, cx0 - x0, x1 - cx1, cv2.BORDER_CONSTANT)
+        scale = self.scale
+        small = lambda image: cv2.resize(image, (max(1, round(image.shape[1] * scale)),  # noqa: E731
+                                                 max(1, round(image.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+        evidence, inside = small(evidence), small(whole)
+        kernel = _matched_filter(inside)
+        if kernel.shape[0] > evidence.shape[0] or kernel.shape[1] > evidence.shape[1]:
+            return None
+        return cv2.matchTemplate(evidence, kernel, cv2.TM_CCORR), float(inside.sum())
+
+    def _search(self, track: _Track, rgb: np.ndarray, grow_fraction: float, grow_px: int) -> bool:
         """Look around a partly or wholly hidden object for where its shape best fits pixels of
         its colour, with a ring around the shape that must *not* be of its colour (so a larger
         object of the same colour does not fit); move it there and return True when that place
         is better than where it is. Runs at the working size over the shape's box grown by
-        ``grow_fraction`` of its size plus ``grow_px`` each way."""
-        x, y, w, h = mask_box(shape)
-        if not (w and h):
-            return False
+        ``grow_fraction`` of its size plus ``grow_px`` each way; the shape may hang over the
+        image's border (an object leaving the view is followed out of it)."""
+        whole, left, top = self._whole_shape(track)
+        h, w = whole.shape
         grow = int(grow_fraction * max(w, h)) + grow_px
-        x0, y0 = max(0, x - grow), max(0, y - grow)
-        x1, y1 = min(self.size[1], x + w + grow), min(self.size[0], y + h + grow)
-        window = np.zeros(self.size, bool)
-        window[y0:y1, x0:x1] = True
-        evidence = track.colour.object_pixels(rgb, window)[y0:y1, x0:x1].astype(np.float32)
-        scale = self.scale
-        small = lambda image: cv2.resize(image, (max(1, round(image.shape[1] * scale)),  # noqa: E731
-                                                 max(1, round(image.shape[0] * scale))), interpolation=cv2.INTER_AREA)
-        evidence = small(evidence)
-        inside = small(shape[y:y + h, x:x + w].astype(np.float32))
-        kernel = _matched_filter(inside)
-        if kernel.shape[0] > evidence.shape[0] or kernel.shape[1] > evidence.shape[1]:
+        x0, y0 = int(np.floor(left)) - grow, int(np.floor(top)) - grow
+        found = self._scores(track, rgb, whole, (x0, y0, x0 + w + 2 * grow, y0 + h + 2 * grow))
+        if found is None:
             return False
-        scores = cv2.matchTemplate(evidence, kernel, cv2.TM_CCORR)
-        area = float(inside.sum())
+        scores, area = found
+        scale = self.scale
         best = float(scores.max())
         # Where the shape is now, in the score map (the kernel's top-left is RING_PX before it).
-        here_x = int(round((x - x0) * scale)) - RING_PX
-        here_y = int(round((y - y0) * scale)) - RING_PX
+        here_x = int(round((left - x0) * scale)) - RING_PX
+        here_y = int(round((top - y0) * scale)) - RING_PX
         here = scores[np.clip(here_y, 0, scores.shape[0] - 1), np.clip(here_x, 0, scores.shape[1] - 1)]
         # A wide search (the object hidden) must find a clearly better place; a local one may
         # nudge the shape by a pixel or two.
@@ -340,32 +371,19 @@ class Tracker:
         turned and scaled as then) best fits pixels of its colour with a ring around it that is
         not, at least half of it in view. Place it there and return True when such a place
         covers at least ``redetect_above`` of its area more than its ring; False otherwise."""
-        linear = track.pose.copy()
-        height, width = track.template.shape
-        corners = linear[:2, :2] @ np.array([[0, width, 0, width], [0, 0, height, height]], float)
-        linear[:2, 2] = -corners.min(axis=1)
-        size = np.ceil(corners.max(axis=1) - corners.min(axis=1)).astype(int) + 1
-        whole = cv2.warpAffine(track.template.astype(np.uint8), linear[:2], (int(size[0]), int(size[1])),
-                               flags=cv2.INTER_NEAREST).astype(np.float32)
-        scale = self.scale
-        inside = cv2.resize(whole, (max(1, round(whole.shape[1] * scale)), max(1, round(whole.shape[0] * scale))),
-                            interpolation=cv2.INTER_AREA)
-        kernel = _matched_filter(inside)
-        evidence = track.colour.object_pixels(rgb, np.ones(self.size, bool)).astype(np.float32)
-        evidence = cv2.resize(evidence, self.work_shape, interpolation=cv2.INTER_AREA)
-        # Half the kernel may hang over the border (an object coming back into view).
-        pad_y, pad_x = kernel.shape[0] // 2, kernel.shape[1] // 2
-        evidence = cv2.copyMakeBorder(evidence, pad_y, pad_y, pad_x, pad_x, cv2.BORDER_CONSTANT)
-        if kernel.shape[0] > evidence.shape[0] or kernel.shape[1] > evidence.shape[1]:
+        whole, left, top = self._whole_shape(track)
+        h, w = whole.shape
+        pad_x, pad_y = w // 2, h // 2  # half the shape may hang over the border
+        found = self._scores(track, rgb, whole, (-pad_x, -pad_y, self.size[1] + pad_x, self.size[0] + pad_y))
+        if found is None:
             return False
-        scores = cv2.matchTemplate(evidence, kernel, cv2.TM_CCORR)
-        best = float(scores.max())
-        if best < self.options.redetect_above * float(inside.sum()):
+        scores, area = found
+        if float(scores.max()) < self.options.redetect_above * area:
             return False
         y, x = np.unravel_index(int(scores.argmax()), scores.shape)
-        left = (x - pad_x + RING_PX) / scale  # the whole shape's top-left, full-size pixels
-        top = (y - pad_y + RING_PX) / scale
-        track.pose = translation(left, top) @ linear
+        new_left = (x + RING_PX) / self.scale - pad_x  # the whole shape's top-left, frame pixels
+        new_top = (y + RING_PX) / self.scale - pad_y
+        track.pose = translation(new_left - left, new_top - top) @ track.pose
         track.shift = np.zeros(2)
         track.hidden_since = None
         return True

@@ -297,7 +297,7 @@ def client(out: Path, scenes: Path, script: list) -> int:
             report(number, scene, command, "service, same session (multi-turn)", follow,
                    time.monotonic() - started, min(same, key=lambda m: m.sum()))
 
-    tracked = follow(node, out, wait)
+    tracked = follow_target(node, out, wait)
     bad = wait(service.call_async(ReasonSegment.Request(command="where?", camera="no_such_camera")))
     print(f"\n[bad input] a request for an unknown camera: {STATUS_NAMES.get(bad.result.status.code)} "
           f"{bad.result.status.message!r} (the node keeps serving)")
@@ -311,7 +311,7 @@ def client(out: Path, scenes: Path, script: list) -> int:
     return 0 if all_ok and tracked and bad.result.status.code == Status.UNKNOWN_CAMERA else 1
 
 
-def follow(node, out: Path, wait) -> bool:
+def follow_target(node, out: Path, wait) -> bool:
     """Follow the moving camera's target with ~/track; print and draw it. Whether it ran its course."""
     import numpy as np
     from PIL import Image as PilImage

@@ -1,5 +1,6 @@
 """`make demo` (examples/demo.py) in its short form: camera, node (embedded model) and client,
-end to end over DDS, exits 0 with overlays and results written."""
+end to end over DDS, exits 0 with overlays and results written, and a target followed with
+~/track through leaving the view, drawn as track.gif."""
 from __future__ import annotations
 
 import json
@@ -23,3 +24,5 @@ def test_demo_runs_end_to_end(ros_domain, tmp_path):
     assert len(records) == 2 and all(r["served"] for r in records)
     assert all((out / r["overlay"]).is_file() for r in records)
     assert f"Pictures (prediction tinted, ground truth outlined in white): {out}" in run.stdout
+    assert "[track] following" in run.stdout and (out / "track.gif").is_file()  # ~/track, drawn
+    assert "OK: followed for its duration" in run.stdout and "(left the view)" in run.stdout

@@ -43,7 +43,8 @@ STATES = (TRACKING, OCCLUDED, UNCERTAIN, LOST)
 class TrackerOptions:
     """``work_size``: long side (px) of the frames the flow runs on; ``max_scale_step``: the most
     a shape's scale may change from one frame to the next by flow (0: rigid, the size changes
-    only by corrections; flow over plain regions is biased towards shrinking); ``occluded_below``: share of
+    only by corrections; flow over plain regions is biased towards shrinking); ``mask_margin_px``:
+    how far outside its shape an object's colours still count as its mask; ``occluded_below``: share of
     the shape's in-view pixels that must look like the object, below which it is occluded;
     ``hidden_below``: the same share below which it is hidden (no flow fit, kept moving at its
     last velocity); ``hidden_timeout_s``: hidden longer than this, it is lost; ``left_view_below``:
@@ -59,6 +60,7 @@ class TrackerOptions:
 
     work_size: int = 320
     max_scale_step: float = 0.0
+    mask_margin_px: int = 3
     occluded_below: float = 0.6
     hidden_below: float = 0.1
     hidden_timeout_s: float = 2.0
@@ -259,18 +261,25 @@ class Tracker:
         ys, xs = np.nonzero(track.template)
         return np.array([xs.mean(), ys.mean(), 1.0])
 
+    def _look(self, track: _Track, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+        """Set ``track.visible``: the pixels of its shape, grown by ``mask_margin_px`` (a shape a
+        pixel or two off still gives the whole object), whose colours are the object's. Returns
+        the shape (cut at the view) and the share of its pixels that look like the object."""
+        shape = self._shape(track)
+        margin = self.options.mask_margin_px
+        grown = shape if margin <= 0 else cv2.dilate(
+            shape.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1,) * 2)).astype(bool)
+        track.visible = track.colour.object_pixels(rgb, grown)
+        return shape, float((track.visible & shape).sum()) / max(1.0, float(shape.sum()))
+
     def _observe(self, track: _Track, rgb: np.ndarray) -> None:
         """The visible mask and state of ``track`` at its current pose on ``rgb``."""
         options = self.options
-        shape = self._shape(track)
-        in_view = float(shape.sum()) / max(1.0, track.template_area)
-        track.visible = track.colour.object_pixels(rgb, shape)
-        seen = float(track.visible.sum()) / max(1.0, float(shape.sum()))
+        shape, seen = self._look(track, rgb)
         hidden = seen < options.occluded_below
         if self._search(track, rgb, grow_fraction=0.6 if hidden else 0.0, grow_px=16 if hidden else 6):
-            shape = self._shape(track)
-            track.visible = track.colour.object_pixels(rgb, shape)
-            seen = float(track.visible.sum()) / max(1.0, float(shape.sum()))
+            shape, seen = self._look(track, rgb)
+        in_view = float(shape.sum()) / max(1.0, track.template_area)
         if in_view < options.left_view_below:
             self._set_state(track, LOST, "left the view")
             return

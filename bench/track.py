@@ -24,10 +24,11 @@ Printed per sequence and overall:
   the model's answer (the tracker alone, not the reasoning).
 
 Then the latency of reasoning requests (``engine.answer`` on a held-out scene) with no track
-running and while one runs.
+running and while one runs, and that track's rate meanwhile (the other way round).
 
     python bench/track.py                        # 4 kinds x 3 sequences, about 6 minutes on 2 cores
     python bench/track.py --sequences 1 --gif runs/track.gif
+    python bench/track.py --sequences 0         # only the reasoning requests alone and while tracking
 """
 from __future__ import annotations
 
@@ -189,8 +190,9 @@ def write_gif(sequence, played: dict, path: Path) -> None:
 
 
 def reasoning_latency(engine: LisaEngine, engine_lock: threading.Lock, sequence, options: FollowOptions,
-                      requests: int) -> tuple[list[float], list[float]]:
-    """Latencies of ``requests`` reasoning requests alone, then while ``sequence`` is tracked."""
+                      requests: int) -> tuple[list[float], list[float], dict]:
+    """Latencies of ``requests`` reasoning requests alone, then while ``sequence`` is tracked;
+    and the figures of that track (its rate while the requests were served)."""
     scenes = [split_scene(1, "test", i, (640, 480)) for i in range(requests)]
 
     def ask(scene) -> float:
@@ -210,9 +212,9 @@ def reasoning_latency(engine: LisaEngine, engine_lock: threading.Lock, sequence,
 
     thread = threading.Thread(target=requester, daemon=True)
     thread.start()
-    play(engine, sequence, options, engine_lock)
+    played = play(engine, sequence, options, engine_lock)
     thread.join()
-    return alone, during
+    return alone, during, score(sequence, played)
 
 
 def main() -> None:
@@ -260,6 +262,20 @@ def main() -> None:
                   f"{result.get('loss_s', float('nan')):6.2f} {result.get('reacquire_s', float('nan')):7.2f}  "
                   f"{sequence.query}", flush=True)
     tracked = [r for r in results if "J" in r]
+    if tracked:
+        print_overall(results, tracked)
+    if args.requests:
+        sequence = make_moving_sequence(args.seed, 0, "move", "test", (640, 480), args.seconds, args.fps)
+        alone, during, track = reasoning_latency(engine, lock, sequence, options, args.requests)
+        print(f"reasoning requests: median {statistics.median(alone):.2f} s alone, "
+              f"{statistics.median(during):.2f} s while a track runs ({len(during)} requests); "
+              f"that track meanwhile: {track.get('fps', float('nan')):.1f} frames per second, J {track.get('J', float('nan')):.2f}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1, default=float))
+
+
+def print_overall(results: list[dict], tracked: list[dict]) -> None:
     print(f"overall: J {np.mean([r['J'] for r in tracked]):.3f} (held still {np.mean([r['held'] for r in tracked]):.3f}, "
           f"tracker from ground truth {np.mean([r['J_gt_start'] for r in results]):.3f}), "
           f"sequences above the held-still baseline {sum(r['J'] > r['held'] for r in tracked)}/{len(tracked)}, "
@@ -270,14 +286,6 @@ def main() -> None:
     if losses:
         print(f"loss reported after (s): {', '.join(f'{v:.2f}' for v in losses)}; "
               f"re-acquired after (s): {', '.join(f'{v:.2f}' for v in reacquired)}")
-    if args.requests:
-        sequence = make_moving_sequence(args.seed, 0, "move", "test", (640, 480), args.seconds, args.fps)
-        alone, during = reasoning_latency(engine, lock, sequence, options, args.requests)
-        print(f"reasoning requests: median {statistics.median(alone):.2f} s alone, "
-              f"{statistics.median(during):.2f} s while a track runs ({len(during)} requests)")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=1, default=float))
 
 
 if __name__ == "__main__":

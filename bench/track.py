@@ -26,7 +26,7 @@ Printed per sequence and overall:
 Then the latency of reasoning requests (``engine.answer`` on a held-out scene) with no track
 running and while one runs, and that track's rate meanwhile (the other way round).
 
-    python bench/track.py                        # 4 kinds x 3 sequences, about 6 minutes on 2 cores
+    python bench/track.py                        # 4 kinds x 3 sequences, about 4 minutes on 2 cores
     python bench/track.py --sequences 1 --gif runs/track.gif
     python bench/track.py --sequences 0         # only the reasoning requests alone and while tracking
 """

@@ -154,13 +154,10 @@ def main(argv=None) -> int:
         env=env, preexec_fn=die_with_parent)
     camera = subprocess.Popen([sys.executable, __file__, "--role", "camera", "--scenes", str(scenes)], env=env,
                               preexec_fn=die_with_parent)
-    moving = subprocess.Popen([sys.executable, "-m", "lisa_ros.testing.sequence_camera", "--kind", "exit",
-                               "--index", str(TRACK_SEQUENCE), "--name", "moving", "--loop"], env=env,
-                              stdout=subprocess.DEVNULL, preexec_fn=die_with_parent)
     try:
         return client(out, scenes, QUICK_SCRIPT if args.quick else SCRIPT)
     finally:
-        for process in (moving, camera, node):
+        for process in (camera, node):
             process.terminate()
             try:
                 process.wait(10)
@@ -312,65 +309,75 @@ def client(out: Path, scenes: Path, script: list) -> int:
 
 
 def follow_target(node, out: Path, wait) -> bool:
-    """Follow the moving camera's target with ~/track; print and draw it. Whether it ran its course."""
+    """Play a moving scene as the "moving" camera (from its first frame, so the target is in view
+    when the command is asked), follow its target with ~/track, print and draw it. Whether the
+    goal ran its course."""
     import numpy as np
     from PIL import Image as PilImage
     from rclpy.action import ActionClient
-    from rclpy.qos import qos_profile_sensor_data
-    from sensor_msgs.msg import Image
 
     from lisa_ros.action import Track
     from lisa_ros.data.scenes.motion import make_moving_sequence
     from lisa_ros.msg import Status, TrackedObject
     from lisa_ros.ros.conversions import image_to_numpy
     from lisa_ros.ros.messages import STATUS_NAMES, duration
+    from lisa_ros.testing.sequence_camera import SequenceCamera
     from lisa_ros.visualization import draw_overlay
 
-    sequence = make_moving_sequence(3, TRACK_SEQUENCE, "exit")  # what the moving camera plays
-    truth: dict = {}
-    node.create_subscription(Image, "/moving/target_mask", lambda m: truth.__setitem__(
-        (m.header.stamp.sec, m.header.stamp.nanosec), image_to_numpy(m) > 0), 50)
-    frames: dict = {}
+    sequence = make_moving_sequence(3, TRACK_SEQUENCE, "exit")
+    camera = SequenceCamera(node, sequence, "moving")
+    sent: dict = {}  # stamp -> frame index
+    playing = threading.Event()
+    playing.set()
 
-    def keep_frame(message) -> None:  # the camera's recent frames, to draw the masks on
-        frames[(message.header.stamp.sec, message.header.stamp.nanosec)] = image_to_numpy(message)
-        while len(frames) > 200:
-            frames.pop(next(iter(frames)))
+    def play() -> None:
+        count, start = 0, time.monotonic()
+        while playing.is_set():
+            header = camera.publish(count % len(sequence))
+            sent[(header.stamp.sec, header.stamp.nanosec)] = count % len(sequence)
+            count += 1
+            time.sleep(max(0.0, start + count / sequence.fps - time.monotonic()))
 
-    node.create_subscription(Image, "/moving/color/image_raw", keep_frame, qos_profile_sensor_data)
     action = ActionClient(node, Track, "/lisa_ros/track")
     if not action.wait_for_server(timeout_sec=60):
         print("no ~/track action server", file=sys.stderr)
         return False
-    time.sleep(1.0)
+    player = threading.Thread(target=play, daemon=True)
+    player.start()
+    time.sleep(1.0)  # the node has the camera's first frames
     print(f"\n[track] following {sequence.query!r} on the moving camera for {TRACK_SECONDS:g} s (the target "
           "leaves the view and comes back)", flush=True)
     updates: list = []
     goal = Track.Goal(command=sequence.query, camera="moving", reacquire=True, duration=duration(TRACK_SECONDS))
-    handle = wait(action.send_goal_async(goal, feedback_callback=lambda m: updates.append(m.feedback)))
-    result = wait(handle.get_result_async()).result
+    try:
+        handle = wait(action.send_goal_async(goal, feedback_callback=lambda m: updates.append(m.feedback)))
+        result = wait(handle.get_result_async()).result
+    finally:
+        playing.clear()
+        player.join(5)
     names = {TrackedObject.TRACKING: "tracking", TrackedObject.OCCLUDED: "occluded",
              TrackedObject.UNCERTAIN: "uncertain", TrackedObject.LOST: "lost"}
     ious, timeline, pictures = [], [], []
     for update in updates[1:]:
         tracks = update.tracks
-        key = (tracks.header.stamp.sec, tracks.header.stamp.nanosec)
+        index = sent.get((tracks.header.stamp.sec, tracks.header.stamp.nanosec))
+        if index is None:
+            continue
         target = tracks.objects[0]
-        mask = image_to_numpy(target.object.mask) > 0
-        if key in truth and truth[key].sum() >= 0.1 * sequence.target_masks[0].sum():
-            ious.append(float((mask & truth[key]).sum() / max(1, (mask | truth[key]).sum())))
+        mask, truth = image_to_numpy(target.object.mask) > 0, sequence.target_masks[index]
+        if sequence.target_fractions[index] >= 0.1:
+            ious.append(float((mask & truth).sum() / max(1, (mask | truth).sum())))
         state = names[target.state]
         if not timeline or timeline[-1][1] != state:
             timeline.append((len(pictures), state, target.reason))
-        if key in frames:
-            shown = [o for o in tracks.objects if o.state != TrackedObject.LOST]
-            boxes = [(o.object.box.x_offset, o.object.box.y_offset, o.object.box.width, o.object.box.height)
-                     for o in shown]
-            drawn = draw_overlay(frames[key], [image_to_numpy(o.object.mask) > 0 for o in shown], boxes,
-                                 [o.object.score for o in shown], f"#{target.object.id} {state} {target.reason}",
-                                 labels=[f"#{o.object.id} {names[o.state]}" for o in shown],
-                                 colours=[o.object.id for o in shown])
-            pictures.append(PilImage.fromarray(drawn[::2, ::2]))
+        shown = [o for o in tracks.objects if o.state != TrackedObject.LOST]
+        boxes = [(o.object.box.x_offset, o.object.box.y_offset, o.object.box.width, o.object.box.height)
+                 for o in shown]
+        drawn = draw_overlay(sequence.frames[index], [image_to_numpy(o.object.mask) > 0 for o in shown], boxes,
+                             [o.object.score for o in shown], f"#{target.object.id} {state} {target.reason}",
+                             labels=[f"#{o.object.id} {names[o.state]}" for o in shown],
+                             colours=[o.object.id for o in shown])
+        pictures.append(PilImage.fromarray(drawn[::2, ::2]))
     status = result.status
     print(f"    {STATUS_NAMES.get(status.code, status.code)}: {status.message}; first answer {result.answer.answer!r}")
     print(f"    {result.frames} frames followed at {result.rate_hz:.1f} Hz (camera 15 Hz); mean IoU with the ground "

@@ -177,13 +177,31 @@ def test_a_lost_target_is_reacquired_under_its_id_when_the_command_is_asked_agai
 
 
 def test_a_reasked_answer_about_another_object_does_not_continue_the_lost_one(engine):
+    """The target leaves the view; asking again finds another object (here: a command naming
+    another colour, as a reasoning answer about a scene without the target may): colours differ,
+    so the lost object stays lost, and its reason says what the answer found. Then an answer
+    about nothing says so."""
     sequence = make_moving_sequence(SEED, 0, "exit")
-    follower = Follower(engine, sequence.query, FollowOptions(reacquire_after_s=0.0, correct=False))
+    options = FollowOptions(reacquire_after_s=0.0, correct=False, tracker=TrackerOptions(redetect=False))
+    follower = Follower(engine, sequence.query, options)
     follower.start(sequence.frames[0], 0.0)
-    target = sequence.scene.target_index
-    other = next(i for i, o in enumerate(sequence.scene.objects)
-                 if i != target and o.colour != sequence.scene.objects[target].colour)
-    similarity, ratio = follower.tracker.matches(0, sequence.frames[0], sequence.scene.objects[other].mask)
+    gone = int(np.flatnonzero(sequence.target_fractions == 0)[0])
+    for index in range(1, gone + 2):
+        found = follower.step(sequence.frames[index], index / sequence.fps)
+    assert found[0].state == LOST
+    target = sequence.scene.objects[sequence.scene.target_index]
+    other = next(o for o in sequence.scene.objects if o.colour != target.colour)
+    follower.command = f"Which object is {other.colour}?"
+    assert follower.model_pass() == "reacquire" and follower.reacquisitions == 0
+    found = follower.step(sequence.frames[gone + 2], (gone + 2) / sequence.fps)
+    assert found[0].state == LOST and "not the lost object (colours or size differ)" in found[0].reason
+    colour = next(c for c in ("white", "black", "green", "blue", "yellow")
+                  if c not in {o.colour for o in sequence.scene.objects})
+    follower.command = f"Which thing here is {colour}?"
+    assert follower.model_pass() == "reacquire"
+    found = follower.step(sequence.frames[gone + 3], (gone + 3) / sequence.fps)
+    assert found[0].state == LOST and "no target segmented" in found[0].reason
+    similarity, _ = follower.tracker.matches(0, sequence.frames[0], other.mask)
     assert similarity < FollowOptions().min_colour_similarity
     same, same_ratio = follower.tracker.matches(0, sequence.frames[0], sequence.target_masks[0])
     assert same > 0.9 and 0.9 < same_ratio < 1.1

@@ -375,7 +375,7 @@ class Server:
         try:
             idle(self._stopping)
         except Exception as exc:
-            hint = _free_after_out_of_memory(exc)
+            hint = free_after_out_of_memory(exc)
             self._logger.warning(f"idle work failed: {hint + '; ' if hint else ''}{type(exc).__name__}: {_clip(str(exc))}",
                                  throttle_duration_sec=REFUSAL_LOG_PERIOD_S)
 
@@ -389,14 +389,14 @@ class Server:
         or MemoryError on the CPU) frees what it can (the request's tensors are gone with its
         frames; the CUDA cache is emptied, the garbage collected) and says what to change."""
         message = f"model error: {type(exc).__name__}: {exc}"
-        hint = _free_after_out_of_memory(exc)
+        hint = free_after_out_of_memory(exc)
         if hint:
             message = f"{hint} ({exc})"
         self._logger.error(message + "\n" + traceback.format_exc(limit=5))
         self.finish(job, Codes.MODEL_ERROR, message)
 
 
-def _free_after_out_of_memory(exc: BaseException) -> str:
+def free_after_out_of_memory(exc: BaseException) -> str:
     """For out of memory (CUDA's OutOfMemoryError, or MemoryError on the CPU): free what can be
     freed (the garbage collected, the CUDA cache emptied) and return which memory ran out and
     what to change; "" for any other failure."""

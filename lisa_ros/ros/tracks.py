@@ -17,10 +17,12 @@ One goal's path (:meth:`Tracks.on_goal`, on its executor thread for the goal's w
    target pose, with the ids of the first answer);
 5. the model's share (SAM corrections, re-asking the command for a lost object when ``reacquire``)
    runs on the worker while no request waits (:meth:`Tracks.model_work`), so reasoning requests
-   are served first and wait at most one such pass;
+   are served first and wait at most one such pass (an image encoding, or a whole answer when a
+   lost object is asked for again); a failure there stops the goal's corrections, not the goal;
 6. the goal ends when its duration is over (OK), on cancel (CANCELLED), when the node is
    deactivated (NOT_READY), when the camera sends nothing for ``track_frame_timeout`` (NO_FRAME),
-   on a frame of another size or one that cannot be decoded (INVALID_IMAGE), when every object
+   on a frame of another size, or BAD_FRAMES_LIMIT in a row that cannot be decoded (one is
+   skipped) (INVALID_IMAGE), when every object
    has been lost for ``track_lost_timeout`` without ``reacquire`` (NO_TARGET), or on a failure
    (MODEL_ERROR): the result's status says which, with the first answer, the frame count and rate.
 """
@@ -41,7 +43,7 @@ from lisa_ros.ros.cameras import CameraFrame
 from lisa_ros.ros.messages import duration, duration_seconds
 from lisa_ros.ros.outputs import ObjectOutputs
 from lisa_ros.ros.request import camera_frame_source, decode, decode_color
-from lisa_ros.ros.serving import Codes, RequestError, Server
+from lisa_ros.ros.serving import Codes, RequestError, Server, free_after_out_of_memory
 from lisa_ros.ros.tf import TargetTransform
 from lisa_ros.srv import ReasonSegment
 
@@ -50,6 +52,7 @@ STATE_CODES = {"tracking": TrackedObject.TRACKING, "occluded": TrackedObject.OCC
 POLL_S = 0.05  # how often a track checks cancel, deactivation and its duration while no frame comes
 CATCH_UP_FRAMES = 60  # frames kept while the first answer is reasoned (thinned out beyond)
 DEPTH_WAIT_S = 0.05  # how long a followed frame waits for its depth frame
+BAD_FRAMES_LIMIT = 15  # frames in a row that cannot be decoded before a track ends INVALID_IMAGE
 
 
 class _Goal:
@@ -62,15 +65,45 @@ class _Goal:
         self.command = command
         self.follower = None  # lisa_ros.tracking.follow.Follower once the first answer is in
         self.node_ids: dict[int, int] = {}  # answer mask index -> SegmentedObject id
-        self.answer_sequence = 0  # arrival number of the frame the answer was about
-        self.inbox: deque[CameraFrame] = deque(maxlen=CATCH_UP_FRAMES)
+        self.inbox: deque[CameraFrame] = deque()
+        self.lock = threading.Lock()  # the inbox: the subscription's thread adds, the goal's takes
         self.arrived = threading.Event()
         self.last_model_pass = 0.0
-        self.failure = ""  # why the model's work for this track failed, if it did
+        self.model_problem = ""  # why the model's work for this track stopped, if it did
 
     def on_frame(self, frame: CameraFrame) -> None:
-        self.inbox.append(frame)
+        """A new frame (the subscription's thread). Before the first answer all are kept, for the
+        catch-up: beyond CATCH_UP_FRAMES every other one is dropped, the oldest kept (the flow from
+        the answer's frame must start close to it); after it, only the newest matters."""
+        with self.lock:
+            if self.follower is None and len(self.inbox) >= CATCH_UP_FRAMES:
+                thinned = list(self.inbox)[::2]
+                self.inbox.clear()
+                self.inbox.extend(thinned)
+            elif self.follower is not None:
+                self.inbox.clear()
+            self.inbox.append(frame)
         self.arrived.set()
+
+    def take(self) -> list[CameraFrame]:
+        with self.lock:
+            frames, self.inbox = list(self.inbox), deque()
+        return frames
+
+
+class _CancelOnly:
+    """What the first answer's job sees of the track goal: its cancel, no feedback (a Track goal
+    carries no ReasonSegment feedback)."""
+
+    def __init__(self, goal_handle):
+        self._goal_handle = goal_handle
+
+    @property
+    def is_cancel_requested(self) -> bool:
+        return self._goal_handle.is_cancel_requested
+
+    def publish_feedback(self, _feedback) -> None:
+        pass
 
 
 class Tracks:
@@ -114,17 +147,18 @@ class Tracks:
         now = time.monotonic()
         with self._lock:
             ready = [g for g in self._goals.values() if g.follower is not None and g.follower.tracker is not None
-                     and not g.failure and now - g.last_model_pass >= period]
+                     and not g.model_problem and now - g.last_model_pass >= period]
         if not ready:
             return False
         goal = min(ready, key=lambda g: g.last_model_pass)
         goal.last_model_pass = time.monotonic()
         try:
             return bool(goal.follower.model_pass())
-        except Exception as exc:  # the track ends with the reason; the worker goes on
-            goal.failure = f"model error while following: {type(exc).__name__}: {exc}"
-            self._logger.error(goal.failure + "\n" + traceback.format_exc(limit=5))
-            goal.arrived.set()
+        except Exception as exc:  # the track goes on without the model; the worker goes on
+            hint = free_after_out_of_memory(exc)
+            goal.model_problem = (f"corrections stopped after a model error: {hint + '; ' if hint else ''}"
+                                  f"{type(exc).__name__}: {exc}")
+            self._logger.error(goal.model_problem + "\n" + traceback.format_exc(limit=5))
             return False
 
     # ------------------------------------------------------------------ one goal
@@ -192,26 +226,30 @@ class Tracks:
         feedback.tracks = TrackedObjects(track_id=goal.track_id, command=goal.command, camera=goal.camera.name)
         goal.goal_handle.publish_feedback(feedback)
         job = self._server.job(ReasonSegment.Request(command=request.command, camera=goal.camera.name,
-                                                      target_frame=request.target_frame))
+                                                      target_frame=request.target_frame), _CancelOnly(goal.goal_handle))
+        stopping = self._stopping
 
         def on_answer(answer, rgb, encoded, source):
             # On the worker thread: the model is free here, and the answer's encoding is at hand.
             options = FollowOptions(reacquire=request.reacquire, reacquire_after_s=live.track_reacquire_after)
-            follower = Follower(self._handler().engine, request.command, options)
-            goal.answer_sequence = source.cache_key[1] if source.camera else 0
-            arrived = [f for f in list(goal.inbox) if f.sequence == goal.answer_sequence]
-            stamp = arrived[0].received_at if arrived else time.monotonic()
-            for frame in [f for f in list(goal.inbox) if f.sequence > goal.answer_sequence]:
+            follower = Follower(self._handler().engine, request.command, options,
+                                should_stop=lambda: stopping.is_set() or goal.goal_handle.is_cancel_requested)
+            sequence = source.cache_key[1] if source.camera else 0
+            frames = goal.take()
+            answered = [f for f in frames if f.sequence == sequence]
+            # The answer's frame arrived before the goal listened when it is not among them.
+            stamp = answered[0].received_at if answered else time.monotonic() - answer.timings.get("total", 0.0)
+            for frame in [f for f in frames if f.sequence > sequence]:
                 try:
                     follower.keep(decode_color(frame.color, live.max_image_pixels), frame.received_at)
                 except RequestError:  # the track loop meets it again, if it is the newest
                     pass
-            goal.inbox.clear()
             try:
                 follower.begin(answer, rgb, stamp, encoded)
             except NoTargetError:  # every mask empty: the goal ends NO_TARGET
                 return
-            goal.follower = follower
+            with goal.lock:
+                goal.follower = follower
 
         job.on_answer = on_answer
         self._server.serve(job)
@@ -241,6 +279,7 @@ class Tracks:
         following_since = time.monotonic()
         last_frame_at = time.monotonic()
         all_lost_since = None
+        bad_frames = 0
         while True:
             live = self._read_live()
             now = time.monotonic()
@@ -248,25 +287,29 @@ class Tracks:
                 return Codes.CANCELLED, "cancelled"
             if self._stopping.is_set() or not self._serving():
                 return Codes.NOT_READY, "the node was deactivated while tracking"
-            if goal.failure:
-                return Codes.MODEL_ERROR, goal.failure
             if length > 0 and now - following_since >= length:
-                return Codes.OK, f"followed for its duration ({length:g} s)"
+                note = f"; {goal.model_problem}" if goal.model_problem else ""
+                return Codes.OK, f"followed for its duration ({length:g} s){note}"
             if now - last_frame_at > live.track_frame_timeout:
                 return Codes.NO_FRAME, (f"camera {goal.camera.name!r} sent no frame for {live.track_frame_timeout:g} s "
                                         f"(track_frame_timeout): {goal.camera.silence_reason()}")
             if not goal.arrived.wait(POLL_S):
                 continue
             goal.arrived.clear()
-            if not goal.inbox:
+            frames = goal.take()
+            if not frames:
                 continue
-            frame = goal.inbox[-1]
-            goal.inbox.clear()
+            frame = frames[-1]
             last_frame_at = time.monotonic()
             try:
                 decoded = self._decode(frame, live, goal.camera)
-            except RequestError as exc:
-                return Codes.INVALID_IMAGE, f"a frame of camera {goal.camera.name!r} could not be used: {exc}"
+                bad_frames = 0
+            except RequestError as exc:  # skipped; a camera that sends only such frames ends it
+                bad_frames += 1
+                if bad_frames >= BAD_FRAMES_LIMIT:
+                    return Codes.INVALID_IMAGE, (f"{bad_frames} frames in a row of camera {goal.camera.name!r} could "
+                                                 f"not be used: {exc}")
+                continue
             try:
                 objects = goal.follower.step(decoded.rgb, frame.received_at)
             except ValueError as exc:

@@ -60,11 +60,14 @@ class NoTargetError(InvalidCommandError):
 class Follower:
     """Follows the objects the answer to ``command`` segments (see the module docstring).
 
-    ``engine_lock``: held around every engine call (default: a lock of its own)."""
+    ``engine_lock``: held around every engine call (default: a lock of its own);
+    ``should_stop()``: True stops a re-asking's generation at its next token (the node passes
+    its deactivation and the goal's cancel)."""
 
     def __init__(self, engine: LisaEngine, command: str, options: FollowOptions | None = None,
-                 engine_lock: threading.Lock | None = None):
+                 engine_lock: threading.Lock | None = None, should_stop=None):
         self.engine = engine
+        self.should_stop = should_stop  # ends a re-asking's generation early (deactivation, cancel)
         self.command = command
         self.options = options or FollowOptions()
         self.engine_lock = engine_lock or threading.Lock()
@@ -72,7 +75,6 @@ class Follower:
         self.answer: Answer | None = None
         self._lock = threading.Lock()
         self._pending: deque = deque()
-        self._newest: tuple[np.ndarray, float] | None = None
         self.corrections = 0
         self.reacquisitions = 0
         self.reasons: dict[int, str] = {}  # per lost id, what the last re-asking found
@@ -127,26 +129,26 @@ class Follower:
         still being reasoned (the frame is kept for the catch-up). Raises ValueError for a frame
         of another size than the first."""
         with self._lock:
-            self._newest = (rgb, stamp)
             tracker = self.tracker
-        if tracker is None:
-            self.keep(rgb, stamp)
-            return None
-        with self._lock:
-            objects = self.tracker.step(rgb, stamp)
-        for found in objects:
-            if found.state == LOST and found.id in self.reasons:
-                found.reason = f"{found.reason}; {self.reasons[found.id]}"
-        return objects
+            if tracker is not None:
+                objects = tracker.step(rgb, stamp)
+                for found in objects:
+                    if found.state != LOST:
+                        self.reasons.pop(found.id, None)  # found again: the old reason is history
+                    elif found.id in self.reasons:
+                        found.reason = f"{found.reason}; {self.reasons[found.id]}"
+                return objects
+        self.keep(rgb, stamp)
+        return None
 
     # ------------------------------------------------------------------ when the model is free
     def model_pass(self) -> str:
         """One unit of model work on the newest frame; returns what it did: ``"reacquire"``,
         ``"correct"`` or ``""`` (nothing to do)."""
         with self._lock:
-            if self.tracker is None or self._newest is None:
+            if self.tracker is None:
                 return ""
-            rgb, stamp = self._newest
+            rgb = self.tracker.rgb  # the frame the snapshot below is about
             overdue = [o for o in self.tracker.objects()
                        if o.state == LOST and o.seconds_in_state >= self.options.reacquire_after_s]
             snapshot = self.tracker.snapshot() if self.options.correct else None
@@ -184,10 +186,13 @@ class Follower:
         """Ask the command again about ``rgb``; continue each lost id with a mask that looks like it."""
         started = time.monotonic()
         with self.engine_lock:
-            answer, _ = self.engine.answer(rgb, self.command)
+            answer, _ = self.engine.answer(rgb, self.command, should_stop=self.should_stop)
         masks = [m for m in answer.masks if m.mask.any()]
         with self._lock:
+            still_lost = {o.id for o in self.tracker.objects() if o.state == LOST}
             for track_id in lost_ids:
+                if track_id not in still_lost:  # found again by its looks meanwhile
+                    continue
                 best, best_similarity = None, -1.0
                 for candidate in masks:
                     similarity, ratio = self.tracker.matches(track_id, rgb, candidate.mask)
@@ -200,7 +205,7 @@ class Follower:
                     masks.remove(best)
                     self.reasons.pop(track_id, None)
                     self.reacquisitions += 1
-                elif not answer.masks:
+                elif not masks:
                     self.reasons[track_id] = f"asked again ({time.monotonic() - started:.1f} s): {answer.outcome}"
                 else:
                     self.reasons[track_id] = (f"asked again ({time.monotonic() - started:.1f} s): the answer's "

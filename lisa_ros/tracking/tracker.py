@@ -204,6 +204,11 @@ class Tracker:
         track.poses.append((self.frame_index, track.pose.copy()))
         return track
 
+    @property
+    def rgb(self) -> np.ndarray:
+        """The last frame stepped onto (the one :meth:`snapshot` is about)."""
+        return self._rgb
+
     # ------------------------------------------------------------------ per frame
     def _working_grey(self, rgb: np.ndarray) -> np.ndarray:
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
@@ -350,7 +355,8 @@ class Tracker:
         image's border (an object leaving the view is followed out of it)."""
         whole, left, top = self._whole_shape(track)
         h, w = whole.shape
-        grow = int(grow_fraction * max(w, h)) + grow_px
+        # The window holds the kernel (the shape and its ring, RING_PX working pixels) plus the room.
+        grow = int(grow_fraction * max(w, h)) + grow_px + int(np.ceil(RING_PX / self.scale))
         x0, y0 = int(np.floor(left)) - grow, int(np.floor(top)) - grow
         found = self._scores(track, rgb, whole, (x0, y0, x0 + w + 2 * grow, y0 + h + 2 * grow))
         if found is None:
@@ -409,10 +415,11 @@ class Tracker:
         found = []
         for track in self.tracks:
             mask = track.visible if track.visible is not None else np.zeros(self.size, bool)
-            shape_pixels = float(self._shape(track).sum()) if track.state != LOST else 0.0
-            seen = float(mask.sum()) / shape_pixels if shape_pixels else 0.0
-            found.append(TrackedObject(track.id, track.label, mask, mask_box(mask),
-                                       float(np.clip(seen, 0, 1) * track.quality) if track.state != LOST else 0.0,
+            seen = 0.0
+            if track.state != LOST:  # the share _observe judges by: the shape's pixels that look like it
+                shape = self._shape(track)
+                seen = float((mask & shape).sum()) / max(1.0, float(shape.sum()))
+            found.append(TrackedObject(track.id, track.label, mask, mask_box(mask), seen * track.quality,
                                        track.state, track.reason, seen, self.stamp - track.state_since))
         return found
 

@@ -75,14 +75,14 @@ class _Goal:
         """A new frame (the subscription's thread). Before the first answer all are kept, for the
         catch-up: beyond CATCH_UP_FRAMES every other one is dropped, the oldest kept (the flow from
         the answer's frame must start close to it); after it, only the newest matters."""
+        from lisa_ros.tracking.follow import keep_thinned  # with the model stack, loaded by now
+
         with self.lock:
-            if self.follower is None and len(self.inbox) >= CATCH_UP_FRAMES:
-                thinned = list(self.inbox)[::2]
+            if self.follower is None:
+                keep_thinned(self.inbox, frame, CATCH_UP_FRAMES)
+            else:
                 self.inbox.clear()
-                self.inbox.extend(thinned)
-            elif self.follower is not None:
-                self.inbox.clear()
-            self.inbox.append(frame)
+                self.inbox.append(frame)
         self.arrived.set()
 
     def take(self) -> list[CameraFrame]:

@@ -53,6 +53,17 @@ class FollowOptions:
     tracker: TrackerOptions = TrackerOptions()
 
 
+def keep_thinned(buffer: deque, item, limit: int) -> None:
+    """Append ``item`` to ``buffer``; when it holds ``limit`` items already, every other one is
+    dropped first, the oldest kept (frames kept for a catch-up: the flow from the answer's frame
+    must start close to it, and the span stays covered)."""
+    if len(buffer) >= limit:
+        thinned = list(buffer)[::2]
+        buffer.clear()
+        buffer.extend(thinned)
+    buffer.append(item)
+
+
 class NoTargetError(InvalidCommandError):
     """The first answer segmented nothing: there is nothing to follow (the message says why)."""
 
@@ -117,11 +128,7 @@ class Follower:
         ``catch_up_frames``, every other kept frame is dropped (the oldest stays: the flow from
         the answer's frame must start close to it)."""
         with self._lock:
-            if len(self._pending) >= self.options.catch_up_frames:
-                thinned = list(self._pending)[::2]
-                self._pending.clear()
-                self._pending.extend(thinned)
-            self._pending.append((rgb, stamp))
+            keep_thinned(self._pending, (rgb, stamp), self.options.catch_up_frames)
 
     # ------------------------------------------------------------------ every frame
     def step(self, rgb: np.ndarray, stamp: float) -> list[TrackedObject] | None:

@@ -25,7 +25,6 @@ long side is at most ``work_size`` pixels. ROS-free; one thread calls a tracker 
 """
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 
 import cv2
@@ -51,8 +50,7 @@ class TrackerOptions:
     share of the shape's area in view below which it has left the view (lost);
     ``min_predicted_iou``, ``min_agreement`` and ``min_colour_share``: a correction is trusted when
     SAM's predicted IoU, the IoU between SAM's mask and the followed mask, and the share of SAM's
-    mask whose colours are the object's all reach these; ``history``: frames
-    whose poses are kept for corrections that finish late; ``velocity_decay``: per-frame factor
+    mask whose colours are the object's all reach these; ``velocity_decay``: per-frame factor
     on a hidden object's velocity; ``colour_adaptation``: weight of a trusted correction's colours
     in the colour model; ``redetect``: look for a lost object over the whole frame by its shape
     and colours (:meth:`Tracker._redetect`, no model) and continue it when found;
@@ -68,7 +66,6 @@ class TrackerOptions:
     min_predicted_iou: float = 0.6
     min_agreement: float = 0.5
     min_colour_share: float = 0.8
-    history: int = 90
     velocity_decay: float = 0.9
     colour_adaptation: float = 0.2
     redetect: bool = True
@@ -111,7 +108,6 @@ class _Track:
     hidden_since: float | None = None
     quality: float = 1.0
     disagreements: int = 0
-    poses: deque = field(default_factory=deque)  # (frame index, pose) of recent frames
 
     @property
     def template_area(self) -> float:
@@ -201,7 +197,6 @@ class Tracker:
         x, y, w, h = mask_box(mask)
         track = _Track(track_id, label, mask[y:y + h, x:x + w].copy(), translation(x, y),
                        ColourModel.from_mask(rgb, mask), seg_state, mask, state_since=self.stamp)
-        track.poses.append((self.frame_index, track.pose.copy()))
         return track
 
     @property
@@ -234,17 +229,12 @@ class Tracker:
             if track.state == LOST:
                 if self.options.redetect and self._redetect(track, rgb):
                     self._observe(track, rgb)
-                    track.poses.append((self.frame_index, track.pose.copy()))
                 continue
-            self._move(track, flow, grey, to_work, from_work)
-            track.poses.append((self.frame_index, track.pose.copy()))
-            while len(track.poses) > self.options.history:
-                track.poses.popleft()
+            self._move(track, flow, to_work, from_work)
             self._observe(track, rgb)
         return self.objects()
 
-    def _move(self, track: _Track, flow: np.ndarray, grey: np.ndarray, to_work: np.ndarray,
-              from_work: np.ndarray) -> None:
+    def _move(self, track: _Track, flow: np.ndarray, to_work: np.ndarray, from_work: np.ndarray) -> None:
         """Move ``track.pose`` onto the new frame: the similarity its visible pixels moved by when
         it is in plain view; when partly or wholly hidden, its last shift, slowing down (the
         flow beside an occluder is the occluder's; :meth:`_search` then finds it)."""
@@ -482,9 +472,6 @@ class Tracker:
         return results
 
     # ------------------------------------------------------------------ lost and found
-    def lost(self) -> list[TrackedObject]:
-        return [o for o in self.objects() if o.state == LOST]
-
     def matches(self, track_id: int, rgb: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
         """How much ``mask`` on ``rgb`` looks like object ``track_id``: (colour similarity in [0, 1],
         area ratio new / known, >= 1 means larger)."""
@@ -502,10 +489,8 @@ class Tracker:
         fresh = self._new_track(rgb, np.asarray(mask, bool), track.id, track.label, track.seg_state)
         fresh.colour = track.colour.blend(fresh.colour, 0.5)
         fresh.state_since = self.stamp
-        fresh.poses.clear()
         self.tracks[self.tracks.index(track)] = fresh
         self._observe(fresh, self._rgb)
-        fresh.poses.append((self.frame_index, fresh.pose.copy()))
 
     def _track(self, track_id: int) -> _Track:
         for track in self.tracks:

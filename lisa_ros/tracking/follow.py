@@ -159,20 +159,24 @@ class Follower:
             overdue = [o for o in self.tracker.objects()
                        if o.state == LOST and o.seconds_in_state >= self.options.reacquire_after_s]
             snapshot = self.tracker.snapshot() if self.options.correct else None
+            boxes = self.tracker.correction_boxes(snapshot) if snapshot is not None else {}
         if overdue and self.options.reacquire:
             self._reacquire(rgb, [o.id for o in overdue])
             return "reacquire"
-        if snapshot is None or not snapshot.poses:
+        if not boxes:  # nothing in view to correct: no encoding
             return ""
         with self.engine_lock:
             frame = self.engine.encode_frame(rgb)
-        return "correct" if self._correct(self.tracker, snapshot, rgb, frame) else ""
+        self._correct(self.tracker, snapshot, rgb, frame, boxes)
+        return "correct"
 
-    def _correct(self, tracker: Tracker, snapshot, rgb: np.ndarray, frame) -> bool:
-        """Decode each object's box on ``frame`` (the encoding of ``rgb``, the snapshot's frame)
-        and hand the masks to the tracker; whether there was anything to correct."""
+    def _correct(self, tracker: Tracker, snapshot, rgb: np.ndarray, frame, boxes: dict | None = None) -> bool:
+        """Decode each object's box (``boxes``: :meth:`Tracker.correction_boxes` of the snapshot,
+        computed here when None) on ``frame`` (the encoding of ``rgb``, the snapshot's frame) and
+        hand the masks to the tracker; whether there was anything to correct."""
         with self._lock:
-            boxes = tracker.correction_boxes(snapshot)
+            if boxes is None:
+                boxes = tracker.correction_boxes(snapshot)
             states = {t.id: t.seg_state for t in tracker.tracks}
         if not boxes:
             return False

@@ -3,11 +3,12 @@
 
     make demo            (or: python examples/demo.py [--model FOLDER_OR_HUB_ID] [--out DIR] [--quick])
 
-Three processes talk over real DDS. The camera plays held-out reasoning scenes (made by
+Three processes talk over real DDS. The camera plays held-out scenes (made by
 lisa_ros.data.scenes with the test split's seed and phrasings, never seen in
 training) with a registered depth image and CameraInfo. The client switches scenes and asks the
-node through the service and the action: a plain command, one with an explanation, one whose
-masks stream as action feedback, and a multi-turn follow-up in the same session. For every answer
+node through the service and the action: reasoning commands (one with an explanation, one whose
+masks stream as action feedback), a plain referring command, a command with several targets (one
+mask each), a multi-turn follow-up in the same session, and one where nothing fits. For every answer
 it prints the text, score, box, 3D centroid, timings and the IoU against the scene's ground truth,
 and writes an overlay (prediction tinted, ground truth outlined in white) to the output folder.
 Then a second camera plays a held-out moving scene (the target leaves the view and comes back) and
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from lisa_ros.testing.processes import die_with_parent
 
-SCENE_COUNT = 22  # the first 22 held-out test scenes (21 is the first where nothing fits the query)
+SCENE_COUNT = 45  # the first 45 held-out test scenes: three of each query type, some where nothing fits
 TABLE_DEPTH, OBJECT_DEPTH = 1.5, 1.3  # metres: the scene is a table top seen from above
 FX = FY = 300.0
 
@@ -55,6 +56,16 @@ def load_scene(folder: Path, index: int) -> dict:
         depth[mask] = OBJECT_DEPTH
     return {"rgb": rgb, "depth": depth, "annotation": annotation, "objects": objects,
             "target": rasterize_shapes(annotation["shapes"], height, width) == 1}
+
+
+def first_scene(folder: Path, kind: str) -> int:
+    """The index of the first scene of query type ``kind`` (one with a target), or with
+    "nothing_fits" the first scene where nothing fits its query."""
+    for index in range(SCENE_COUNT):
+        annotation = json.loads((folder / f"{index:05d}.json").read_text())
+        if (kind == "nothing_fits") == annotation["nothing_fits"] and kind in ("nothing_fits", annotation["query_type"]):
+            return index
+    raise LookupError(f"no {kind} scene among the first {SCENE_COUNT}")
 
 
 def run_camera(scenes: Path) -> None:
@@ -100,17 +111,19 @@ def run_camera(scenes: Path) -> None:
         pass
 
 
-# (scene index, how to ask, follow-up command or None). Scene types cycle: 0 roll,
-# 1 colour_knowledge, 2 largest_of_colour, 3 smallest_of_colour, 4 odd_one_out, 5 hold_water.
+# (the first held-out scene of this query type, how to ask). "nothing_fits": the first scene where
+# nothing fits its query (the answer says so, with no mask); "follow_up": the session's first
+# command, then the follow-up in the same session.
 SCRIPT = [
-    (0, "service", None),
-    (1, "service+explain", None),
-    (5, "action", None),
-    (2, "service", "Now which is the smallest of the {colour} things?"),
-    (10, "service", None),
-    (21, "service", None),  # nothing here fits: the answer says so, with no mask
+    ("roll", "service"),
+    ("colour_knowledge", "service+explain"),
+    ("hold_water", "action"),
+    ("refer_colour_shape", "service"),  # a plain referring command
+    ("all_of_colour", "service"),       # several targets: one [SEG] and one mask each
+    ("follow_up", "service"),
+    ("nothing_fits", "service"),
 ]
-QUICK_SCRIPT = [(0, "service", None), (5, "action", None)]
+QUICK_SCRIPT = [("roll", "service"), ("hold_water", "action")]
 TRACK_SEQUENCE = 0  # lisa_ros.data.scenes.motion: held-out "exit" sequence 0 of seed 3
 TRACK_SECONDS = 8.0
 
@@ -175,7 +188,7 @@ def client(out: Path, scenes: Path, script: list) -> int:
     from std_msgs.msg import Int32
 
     from lisa_ros.action import ReasonSegment as ReasonSegmentAction
-    from lisa_ros.evaluate.metrics import intersection_union, query_iou
+    from lisa_ros.evaluate.metrics import intersection_union, match_masks, query_iou
     from lisa_ros.msg import Status
     from lisa_ros.ros.conversions import image_to_numpy
     from lisa_ros.ros.messages import STATUS_NAMES, duration_seconds
@@ -223,13 +236,16 @@ def client(out: Path, scenes: Path, script: list) -> int:
     out.mkdir(parents=True, exist_ok=True)
     records, all_ok = [], True
 
-    def report(number: int, scene: dict, command: str, how: str, response, seconds: float, target) -> None:
+    def report(number: int, scene: dict, command: str, how: str, response, seconds: float, target,
+               targets: list) -> None:
         nonlocal all_ok
         result, status = response.result, response.result.status
         served = status.code in (Status.OK, Status.NO_TARGET)  # NO_TARGET: the model says nothing fits
         all_ok &= served
         masks = [image_to_numpy(o.mask) > 0 for o in result.objects]
         prediction = masks[0] if masks else np.zeros(target.shape, bool)
+        if len(targets) > 1:  # several targets: all the masks against all the targets
+            prediction = np.logical_or.reduce(masks) if masks else prediction
         iou = query_iou(*intersection_union(prediction, target))
         print(f"\n[{number}] {how}: {command!r}")
         print(f"    {STATUS_NAMES.get(status.code, status.code)}{f' ({status.message})' if status.message else ''} "
@@ -246,6 +262,11 @@ def client(out: Path, scenes: Path, script: list) -> int:
               f"generation {t['generation']:.2f} + masks {t['mask_decoding']:.2f} (+ pre/post "
               f"{t['preprocess'] + t['postprocess']:.2f}); {result.generated_tokens} tokens")
         print(f"    IoU with the ground truth: {iou:.3f}")
+        matched = []
+        if len(targets) > 1:
+            matched, missing, extra = match_masks(masks, targets)
+            print(f"    {len(targets)} targets, {len(masks)} masks: matched IoUs "
+                  f"{', '.join(f'{v:.3f}' for v in matched)}; {missing} missing, {extra} extra")
         overlay = draw_overlay(scene["rgb"], masks, [(o.box.x_offset, o.box.y_offset, o.box.width, o.box.height)
                                                      for o in result.objects],
                                [o.score for o in result.objects], result.answer)
@@ -260,7 +281,8 @@ def client(out: Path, scenes: Path, script: list) -> int:
                         "objects": [{"id": o.id, "label": o.label, "score": round(float(o.score), 4),
                                      "centre": [o.pose.pose.position.x, o.pose.pose.position.y, o.pose.pose.position.z]}
                                     for o in result.objects],
-                        "iou": round(iou, 4), "seconds": round(seconds, 3), "overlay": name})
+                        "iou": round(iou, 4), "matched_ious": [round(v, 4) for v in matched],
+                        "seconds": round(seconds, 3), "overlay": name})
 
     def feedback(message) -> None:
         f = message.feedback
@@ -269,30 +291,31 @@ def client(out: Path, scenes: Path, script: list) -> int:
                   f"{o.score:.2f}) while the answer is still being written", flush=True)
 
     number = 0
-    for scene_index, how, follow_up in script:
+    for kind, how in script:
+        scene_index = first_scene(scenes, kind)
         scene = load_scene(scenes, scene_index)
         show_scene(scene_index)
-        command = scene["annotation"]["text"][0]
-        number += 1
-        started = time.monotonic()
-        if how == "action":
-            handle = wait(action.send_goal_async(ReasonSegmentAction.Goal(command=command), feedback_callback=feedback))
-            response = wait(handle.get_result_async()).result
-        else:
-            request = ReasonSegment.Request(command=command, explain=how.endswith("explain"))
-            response = wait(service.call_async(request))
-        report(number, scene, command, how, response, time.monotonic() - started, scene["target"])
-        if follow_up:
-            target_colour = scene["annotation"]["objects"][scene["annotation"]["target_index"]]["label"].split()[0]
-            same = [m for m, o in zip(scene["objects"], scene["annotation"]["objects"])
-                    if o["label"].split()[0] == target_colour]
-            command = follow_up.format(colour=target_colour)
+        annotation = scene["annotation"]
+        commands = [(annotation["text"][0], scene["target"], annotation.get("target_indices", []))]
+        if annotation.get("history"):  # a follow-up: its session's first command comes first
+            [(asked, _)] = annotation["history"]
+            [first_targets] = annotation["history_targets"]
+            first = np.logical_or.reduce([scene["objects"][i] for i in first_targets])
+            commands.insert(0, (asked.removesuffix(" Please output segmentation mask."), first, first_targets))
+        session = ""
+        for turn, (command, target, target_indices) in enumerate(commands):
             number += 1
             started = time.monotonic()
-            request = ReasonSegment.Request(command=command, session_id=response.result.session_id)
-            follow = wait(service.call_async(request))
-            report(number, scene, command, "service, same session (multi-turn)", follow,
-                   time.monotonic() - started, min(same, key=lambda m: m.sum()))
+            if how == "action":
+                handle = wait(action.send_goal_async(ReasonSegmentAction.Goal(command=command),
+                                                     feedback_callback=feedback))
+                response = wait(handle.get_result_async()).result
+            else:
+                request = ReasonSegment.Request(command=command, explain=how.endswith("explain"), session_id=session)
+                response = wait(service.call_async(request))
+            session = response.result.session_id
+            report(number, scene, command, how if not turn else "service, same session (multi-turn)", response,
+                   time.monotonic() - started, target, [scene["objects"][i] for i in target_indices])
 
     tracked = follow_target(node, out, wait)
     bad = wait(service.call_async(ReasonSegment.Request(command="where?", camera="no_such_camera")))

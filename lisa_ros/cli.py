@@ -5,7 +5,7 @@
     lisa-ros ask "COMMAND" [--camera NAME] [--image PATH] [--out DIR] (client of a running node)
     lisa-ros train CONFIG.yaml                                         (LoRA/QLoRA fine-tuning, merged export)
     lisa-ros eval --model M --data DIR [--mode teacher-forced|generate] (gIoU / cIoU)
-    lisa-ros scenes OUT_DIR [--splits ...] [--count-train N ...]      (reasoning-scene datasets)
+    lisa-ros scenes OUT_DIR [--splits ...] [--count-train N ...]      (scene datasets)
     lisa-ros embedded path|base|extract RUN_DIR                        (the embedded default model)
     lisa-ros info                                                      (versions and locations)
 
@@ -302,7 +302,7 @@ def _cmd_scenes(args: argparse.Namespace) -> int:
     unknown = [s for s in splits if s not in SPLITS]
     if unknown or not splits:
         raise UsageError(f"unknown split(s) {unknown} (choose from {', '.join(SPLITS)})")
-    counts = {"train": args.count_train, "val": args.count_val, "test": args.count_test}
+    counts = {"train": args.count_train, "val": args.count_val, "test": args.count_test, "camera": args.count_camera}
     for split in splits:
         seed = SPLIT_SEEDS[split] + args.seed_offset
         if seed < 0:
@@ -395,12 +395,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     scenes = sub.add_parser("scenes", help="write procedural reasoning-scene splits (ReasonSeg format)")
     scenes.add_argument("out_dir", help="output folder; each split goes to OUT_DIR/<split>/")
-    scenes.add_argument("--splits", default="train,val,test", help="comma-separated (train,val,test)")
-    scenes.add_argument("--count-train", type=int, default=3000)
-    scenes.add_argument("--count-val", type=int, default=200)
-    scenes.add_argument("--count-test", type=int, default=200)
+    scenes.add_argument("--splits", default="train,val,test",
+                        help="comma-separated (train,val,test; camera: the camera-like probe split)")
+    scenes.add_argument("--count-train", type=int, default=4500)
+    scenes.add_argument("--count-val", type=int, default=300)
+    scenes.add_argument("--count-test", type=int, default=300)
+    scenes.add_argument("--count-camera", type=int, default=150)
     scenes.add_argument("--seed-offset", type=int, default=0, help="added to each split's seed")
-    scenes.add_argument("--size", type=_parse_size, default=DEFAULT_SIZE, help="WIDTHxHEIGHT (320x240)")
+    scenes.add_argument("--size", type=_parse_size, default=DEFAULT_SIZE,
+                        help="WIDTHxHEIGHT (320x240) of the default scenes (camera-like ones have their own)")
     scenes.add_argument("--no-progress", action="store_true")
     scenes.set_defaults(func=_cmd_scenes)
 

@@ -258,6 +258,10 @@ def test_suffixes_and_explanations():
     ("The cup [SEG] and the plate ", "plate"),   # a later [SEG]: only the words since the previous one
     ("The cup is ", "cup"),
     ("I would use the step ladder ", "step ladder"),
+    # several targets (the embedded model's list answers)
+    ("I look for every red object: they are the red ball on the left ", "red ball on the left"),
+    ("...: they are the red ball on the left [SEG], the red cup at the top ", "red cup at the top"),
+    ("...: they are the red ball [SEG], the red cup [SEG] and the red star in the middle ", "red star in the middle"),
 ])
 def test_a_target_label_is_the_answers_words_before_its_seg(before, label):
     assert target_label(before) == label

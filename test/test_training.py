@@ -41,6 +41,35 @@ def test_iou_by_hand():
     assert accumulator.ciou == pytest.approx((2 + 0 + 0) / (4 + 0 + 4), abs=1e-9)
 
 
+def test_several_target_masks_are_matched_one_to_one():
+    """Masks matched to targets for the largest total IoU; unmatched targets score 0 (missing),
+    unmatched masks are extra."""
+    from lisa_ros.evaluate.metrics import SeveralAccumulator, match_masks
+
+    def box(x0, x1):
+        mask = np.zeros((10, 20), bool)
+        mask[2:8, x0:x1] = True
+        return mask
+
+    left, right = box(0, 6), box(10, 16)
+    half_left = box(0, 3)  # IoU 0.5 with left
+    # given in the other order: still matched to their own targets
+    assert match_masks([right, left], [left, right]) == (pytest.approx([1.0, 1.0]), 0, 0)
+    assert match_masks([half_left], [left, right]) == (pytest.approx([0.5, 0.0], abs=1e-4), 1, 0)
+    assert match_masks([left, half_left, right], [left, right]) == (pytest.approx([1.0, 1.0]), 0, 1)
+    assert match_masks([], [left, right]) == ([0.0, 0.0], 2, 0)
+    # one mask over both targets: it matches one of them, by the better IoU; the other is missing
+    both = left | right
+    per_target, missing, extra = match_masks([both], [left, right])
+    assert sorted(per_target) == pytest.approx([0.0, 0.5], abs=1e-4) and (missing, extra) == (1, 0)
+    several = SeveralAccumulator()
+    several.add([right, left], [left, right])
+    several.add([half_left], [left, right])
+    summary = several.summary()
+    assert summary == {"queries": 2, "targets": 4, "mean_matched_iou": pytest.approx(2.5 / 4, abs=1e-4),
+                       "missing_masks": 1, "extra_masks": 0}
+
+
 def test_ignore_pixels_never_count_and_value_two_is_not_target():
     target = np.array([[255, 255], [2, 1]], np.uint8)
     prediction = np.ones((2, 2), bool)
@@ -407,17 +436,17 @@ def test_one_padded_batch_gives_the_per_conversation_losses(tmp_path, checkpoint
                               loss_weights={"ce": 1.0, "bce": 2.0, "dice": 0.5, "point": 1.0}), progress=False)
     samples = trainer.samples
     # Fixed conversations of different lengths (one without [SEG]), and a fixed point per [SEG].
-    fixed = {samples[0].image_path: ("Where is the red box? Please output segmentation mask.", "Sure, [SEG].", None),
-             samples[1].image_path: ("What should I pick up first if I want to open the door? Please output segmentation "
-                                     "mask.", "It is [SEG]. The handle opens it.", (40.0, 30.0)),
-             samples[2].image_path: ("Is there a cup?", "No, there is none.", None)}
+    fixed = {samples[0].image_path: ([], "Where is the red box? Please output segmentation mask.", "Sure, [SEG].", None),
+             samples[1].image_path: ([], "What should I pick up first if I want to open the door? Please output "
+                                     "segmentation mask.", "It is [SEG]. The handle opens it.", [(40.0, 30.0)]),
+             samples[2].image_path: ([], "Is there a cup?", "No, there is none.", None)}
     trainer.conversation = lambda sample: fixed[sample.image_path]
     trainer.model.eval()  # no dropout: the same numbers every time
     with torch.no_grad():
         together = trainer.batch_loss(samples)
         alone = [trainer.batch_loss([sample]) for sample in samples]
     counts = [len([t for t in training_tokens(trainer.loaded.tokenizer, q, a)[1] if t != IGNORE_INDEX])
-              for q, a, _ in fixed.values()]
+              for _, q, a, _ in fixed.values()]
     expected_ce = sum(float(part["ce"]) * count for part, count in zip(alone, counts)) / sum(counts)
     assert float(together["ce"]) == pytest.approx(expected_ce, rel=1e-4)
     expected_point = (float(alone[0]["point"]) + float(alone[1]["point"])) / 2  # one [SEG] each
@@ -425,6 +454,48 @@ def test_one_padded_batch_gives_the_per_conversation_losses(tmp_path, checkpoint
     # Only the first [SEG] has a mask target (the second points at a pixel: an alignment question).
     assert float(alone[0]["dice"]) > 0 and float(alone[1]["dice"]) == 0
     assert float(together["dice"]) == pytest.approx(float(alone[0]["dice"]), rel=1e-4)
+
+
+def test_follow_ups_supervise_the_last_answer_and_each_seg_points_at_its_own_target(tmp_path, checkpoint):
+    """A follow-up trains on the session as the engine renders it: the earlier turn is context
+    (its answer and its [SEG] unsupervised); an answer with several [SEG]s regresses the k-th
+    prompt onto the k-th target's point token."""
+    from lisa_ros.model.modeling import gather_seg_states
+    from lisa_ros.train.trainer import Trainer
+
+    trainer = Trainer(_config(tmp_path, checkpoint, write_robot_jsonl(tmp_path / "d", count=1),
+                              loss_weights={"ce": 1.0, "bce": 0.0, "dice": 0.0, "point": 1.0}), progress=False)
+    tokenizer, lisa = trainer.loaded.tokenizer, trainer.lisa
+    history = [("Segment the red ball. Please output segmentation mask.", "It is the red ball [SEG].")]
+    question, answer = "And the cup and the star?", "They are the cup [SEG] and the star [SEG]."
+    ids, labels = training_tokens(tokenizer, question, answer, history)
+    supervised = [token for token in labels if token != IGNORE_INDEX]
+    assert supervised == tokenizer.encode(answer + "</s>")  # the last answer only
+    assert ids.count(tokenizer.seg_token_id) == 3 and supervised.count(tokenizer.seg_token_id) == 2
+    alone_ids, _ = training_tokens(tokenizer, question, answer)
+    assert len(ids) > len(alone_ids)  # the history is in the prompt
+
+    [sample] = trainer.samples
+    frame = trainer._frame(sample)[0]
+    points = [(10.0, 12.0), (50.0, 40.0)]
+    trainer.model.eval()
+    losses = {}
+    for order in ("as named", "swapped"):
+        chosen = points if order == "as named" else points[::-1]
+        trainer.conversation = lambda _sample, chosen=chosen: (history, question, answer, chosen)
+        with torch.no_grad():
+            losses[order] = float(trainer.batch_loss([sample])["point"])
+    # by hand: the prompts of the answer's two [SEG]s against the two points' tokens, in order
+    with torch.no_grad():
+        tokens = torch.stack([trainer._point_token(p, frame) for p in points])
+        spliced = lisa.embed_with_image_tokens(torch.tensor([ids]), frame.image_tokens, torch.ones(1, len(ids), dtype=torch.long))
+        hidden = lisa.model(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask,
+                            use_cache=False).last_hidden_state[0]
+        states = gather_seg_states(hidden, ids, tokenizer.seg_token_id, frame.image_tokens.shape[1])
+        prompts = lisa.project_seg_hidden_states(states[-2:])
+        expected = float(torch.stack([((p - t) ** 2).mean() for p, t in zip(prompts, tokens)]).mean())
+    assert losses["as named"] == pytest.approx(expected, rel=1e-4)
+    assert losses["swapped"] != pytest.approx(losses["as named"], rel=1e-3)
 
 
 def test_answer_counts_report_naming_false_masks_and_refusals(tmp_path):

@@ -4,8 +4,9 @@
     lisa-ros eval --model embedded --precision fp32 --data runs/probe_phrasings --mode generate --out runs/probe_phrasings_eval
 
 Writes every scene of the test split (images, targets, "nothing fits" flags and answers as they
-are) with new query text: for each query type one of the 8 phrasings of :data:`NEW_PHRASINGS` in
-turn. None shares a run of four words with a training or test phrasing of its type (checked here,
+are) with new query text: for each query type one of the phrasings of :data:`NEW_PHRASINGS` in
+turn (8 per reasoning type, 7 per plain command type or follow-up kind, the scene's ``slots``
+filled in). None shares a run of four words with a training or test phrasing of its type (checked here,
 before anything is written), so the probe measures how far the model reads the meaning of a
 command rather than its wording. ``colour_knowledge`` keeps the test split's own cues (the colour
 probe, ``probe_colour_knowledge.py``, asks about new cues); the colour slot of the "...of colour"
@@ -20,6 +21,7 @@ import shutil
 from pathlib import Path
 
 from lisa_ros.data.scenes import COLOUR_CUES, PHRASINGS, cue_slots, word_runs
+from lisa_ros.data.scenes.commands import PROBE_COMMAND_PHRASINGS
 
 NEW_PHRASINGS: dict[str, tuple[str, ...]] = {
     "roll": (
@@ -83,6 +85,9 @@ NEW_PHRASINGS: dict[str, tuple[str, ...]] = {
         "I am off to the well for water; which item comes along?",
     ),
 }
+# The plain commands' probe phrasings (referring, several targets, follow-ups), written with them
+# before the ninth run trained on them.
+NEW_PHRASINGS.update(PROBE_COMMAND_PHRASINGS)
 _COLOUR = re.compile(r"(?:something|the largest|the smallest) (\w+)")
 
 
@@ -105,12 +110,13 @@ def main() -> None:
     counts = dict.fromkeys(NEW_PHRASINGS, 0)
     for path in sorted(args.split.glob("*.json")):
         annotation = json.loads(path.read_text())
-        query_type = annotation["query_type"]
+        slots = annotation.get("slots", {})
+        query_type = slots["kind"] if annotation["query_type"] == "follow_up" else annotation["query_type"]  # per kind
         index = counts[query_type]
         found = _COLOUR.search(annotation["answer"])
         colour = found.group(1) if found else ""
         cues = COLOUR_CUES.get(colour, ("",))
-        fields = {"colour": colour, **cue_slots(cues[index % len(cues)])}
+        fields = {**slots, "colour": slots.get("colour", colour), **cue_slots(cues[index % len(cues)])}
         annotation["text"] = [NEW_PHRASINGS[query_type][index % len(NEW_PHRASINGS[query_type])].format(**fields)]
         shutil.copy(path.with_suffix(".jpg"), args.out / path.with_suffix(".jpg").name)
         (args.out / path.name).write_text(json.dumps(annotation) + "\n")

@@ -4,8 +4,10 @@ ReasonSeg (spec §5.7): a folder of ``*.jpg`` images, each with a LabelMe-style 
 ``text`` (1-5 instructions), ``is_sentence`` (long sentence vs short phrase), ``shapes`` (polygons
 with ``label`` and ``points``); optionally (ours, e.g. the generated reasoning scenes)
 ``explanation`` (a sentence for explanatory answers), ``answer`` (the reply to train on, instead of
-a template), ``query_type`` (for per-type reports), ``objects`` (every object's polygon) and
-``nothing_fits`` (no object answers the query: no shapes, the answer has no ``[SEG]``). Masks are
+a template), ``query_type`` (for per-type reports), ``objects`` (every object's polygon),
+``nothing_fits`` (no object answers the query: no shapes, the answer has no ``[SEG]``),
+``target_indices`` (the targets among ``objects``, several for "all the red objects") and
+``history`` (earlier turns of a session, ``[[user text, answer], ...]``, for a follow-up). Masks are
 rasterised with smaller shapes drawn over larger ones:
 value 1 for targets, 255 for shapes whose label contains "ignore"; "flag" shapes are skipped.
 
@@ -47,6 +49,28 @@ class Sample:
     nothing_fits: bool = False  # ours, optional: no object answers the query (no [SEG] expected)
     target_index: int | None = None  # ours, optional: which of ``objects`` is the target
     annotation_size: tuple[int, int] | None = None  # (height, width) the annotation gives, if any
+    # ours, optional: every target of a several-target query (indices into ``objects``)
+    target_indices: list[int] | None = None
+    # ours, optional: earlier turns of the session, (user text as the engine sends it, answer)
+    history: list[tuple[str, str]] | None = None
+
+    @property
+    def target_labels(self) -> list[str]:
+        """Every target's label (one for most queries, several for "all the red objects")."""
+        indices = self.target_indices if self.target_indices else (
+            [self.target_index] if self.target_index is not None else [])
+        if self.objects is None:
+            return []
+        return [self.objects[i].get("label", "") for i in indices if 0 <= i < len(self.objects)]
+
+    def target_masks(self, height: int, width: int) -> list[np.ndarray]:
+        """One bool mask per target object (several-target queries), from ``objects``; [] when
+        the annotation does not list them."""
+        indices = self.target_indices or ([self.target_index] if self.target_index is not None else [])
+        if self.objects is None:
+            return []
+        return [rasterize_shapes([{"label": "target", "points": self.objects[i]["points"]}], height, width) == 1
+                for i in indices if 0 <= i < len(self.objects)]
 
     @property
     def target_label(self) -> str | None:
@@ -119,7 +143,8 @@ def read_reasonseg(folder: str | Path) -> list[Sample]:
                               shapes=data.get("shapes", []), explanation=data.get("explanation"),
                               query_type=data.get("query_type"), objects=data.get("objects"),
                               answer=data.get("answer"), nothing_fits=bool(data.get("nothing_fits", False)),
-                              target_index=data.get("target_index"),
+                              target_index=data.get("target_index"), target_indices=data.get("target_indices"),
+                              history=[tuple(turn) for turn in data["history"]] if data.get("history") else None,
                               annotation_size=(int(data["imageHeight"]), int(data["imageWidth"]))
                               if "imageHeight" in data and "imageWidth" in data else None))
     if not samples:

@@ -71,3 +71,50 @@ class IoUAccumulator:
 
     def summary(self) -> dict:
         return {"queries": self.count, "giou": self.giou, "ciou": self.ciou, "iou_over_0_5": self.share_over_half}
+
+
+def match_masks(predictions: list[np.ndarray], targets: list[np.ndarray]) -> tuple[list[float], int, int]:
+    """Match a several-target answer's masks to the targets, one to one, for the largest total
+    IoU (every assignment is tried: answers name a handful of objects).
+
+    Returns (per-target IoU, 0 for a target no mask is matched to; the number of missing masks,
+    targets left without one; the number of extra masks, masks left without a target).
+    ``predictions`` and ``targets``: bool (H, W) masks of one image.
+    """
+    from itertools import permutations
+
+    ious = np.array([[query_iou(*intersection_union(p, t.astype(np.uint8))) for t in targets] for p in predictions])
+    best: tuple[float, tuple] = (-1.0, ())
+    if predictions and targets:
+        slots = list(range(len(predictions))) + [None] * len(targets)  # None: the target gets no mask
+        for chosen in set(permutations(slots, len(targets))):
+            total = sum(ious[p, t] for t, p in enumerate(chosen) if p is not None)
+            if total > best[0]:
+                best = (total, chosen)
+    chosen = best[1] or (None,) * len(targets)
+    per_target = [float(ious[p, t]) if p is not None else 0.0 for t, p in enumerate(chosen)]
+    matched = sum(p is not None for p in chosen)
+    return per_target, len(targets) - matched, len(predictions) - matched
+
+
+@dataclass
+class SeveralAccumulator:
+    """Several-target answers: the mean matched IoU per target, missing and extra masks."""
+
+    target_ious: list[float] = field(default_factory=list)
+    queries: int = 0
+    missing: int = 0
+    extra: int = 0
+
+    def add(self, predictions: list[np.ndarray], targets: list[np.ndarray]) -> list[float]:
+        per_target, missing, extra = match_masks(predictions, targets)
+        self.target_ious += per_target
+        self.queries += 1
+        self.missing += missing
+        self.extra += extra
+        return per_target
+
+    def summary(self) -> dict:
+        return {"queries": self.queries, "targets": len(self.target_ious),
+                "mean_matched_iou": float(np.mean(self.target_ious)) if self.target_ious else float("nan"),
+                "missing_masks": self.missing, "extra_masks": self.extra}

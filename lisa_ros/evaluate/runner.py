@@ -2,8 +2,10 @@
 
 * teacher-forced: each image's first instruction becomes a conversation whose assistant turn is
   the literal ``[SEG].``; one forward pass gives the [SEG] state, its mask is the prediction.
-* generate: the model answers freely (greedy, KV cache); the first mask is the prediction, and no
-  mask means an empty prediction.
+* generate: the model answers freely (greedy, KV cache); the first mask is the prediction (the
+  union of all masks for a several-target query, whose masks are also matched to the targets one
+  to one: per-target IoU, missing and extra masks), and no mask means an empty prediction. A
+  follow-up sample's ``history`` goes before its question, as a session's turns do.
 
 Prompts: long sentences "{text} Please output segmentation mask.", short phrases "What is {text}
 in this image? Please output segmentation mask." Results are split into the short and long query
@@ -25,39 +27,50 @@ import torch
 from lisa_ros.data.reasonseg import Sample
 from lisa_ros.engine import LisaEngine
 from lisa_ros.errors import UsageError
-from lisa_ros.evaluate.metrics import IoUAccumulator, query_iou
-from lisa_ros.model.prompts import Conversation
+from lisa_ros.evaluate.metrics import IoUAccumulator, SeveralAccumulator, query_iou
+from lisa_ros.model.prompts import Conversation, with_suffix
 
 MODES = ("teacher-forced", "generate", "alignment")
 ALIGNMENT_EVAL_TASKS = ("colour", "where", "count", "list")
 
 
 def evaluation_question(sample: Sample) -> str:
+    """Long sentences as the engine sends them ("{text} Please output segmentation mask.", no
+    suffix when the text already asks for a segmentation); short phrases "What is {text} in this
+    image? Please output segmentation mask."."""
     text = sample.texts[0]
     if sample.is_sentence:
-        return f"{text} Please output segmentation mask."
+        return with_suffix(text, explain=False)
     return f"What is {text} in this image? Please output segmentation mask."
 
 
 @torch.no_grad()
-def predict(engine: LisaEngine, sample: Sample, rgb: np.ndarray, mode: str) -> tuple[np.ndarray, str | None]:
-    """The predicted binary mask of ``sample``'s first instruction, and in generate mode the answer
-    text (None when teacher-forced). No mask = an empty prediction."""
+def predict(engine: LisaEngine, sample: Sample, rgb: np.ndarray, mode: str) -> tuple[np.ndarray, str | None, list[np.ndarray]]:
+    """The predicted binary mask of ``sample``'s first instruction (after its ``history``, a
+    follow-up's earlier turns), in generate mode the answer text (None when teacher-forced), and
+    every mask of the answer. The prediction is the first mask, or for a several-target sample
+    the union of all; no mask = an empty prediction."""
     frame = engine.encode_frame(rgb)
     question = evaluation_question(sample)
+    history = Conversation([tuple(turn) for turn in sample.history or []])
     if mode == "teacher-forced":
-        conversation = Conversation()
+        conversation = Conversation(list(history.turns))
         conversation.ask(question)
         ids = engine.tokenizer.encode_with_image(conversation.prompt() + " [SEG].</s>")
         states = engine.teacher_forced_seg_states(frame, ids)
-        logits, _ = engine.decode_masks(states[:1], frame)
-        return (logits[0] > 0).cpu().numpy(), None
+        logits, _ = engine.decode_masks(states[-1:], frame)
+        mask = (logits[0] > 0).cpu().numpy()
+        return mask, None, [mask]
     if mode == "generate":
         # The question already asks for the mask: no suffix.
-        answer, _ = engine.answer(frame, question, options=replace(engine.options, segment_suffix=""))
-        if answer.masks:
-            return answer.masks[0].mask, answer.text
-        return np.zeros(rgb.shape[:2], bool), answer.text
+        answer, _ = engine.answer(frame, question, history=history if history.turns else None,
+                                  options=replace(engine.options, segment_suffix=""))
+        masks = [decoded.mask for decoded in answer.masks]
+        if not masks:
+            return np.zeros(rgb.shape[:2], bool), answer.text, masks
+        if len(sample.target_indices or []) > 1:
+            return np.logical_or.reduce(masks), answer.text, masks
+        return masks[0], answer.text, masks
     raise UsageError(f"mode must be one of {MODES}, got {mode!r}")
 
 
@@ -101,8 +114,8 @@ def evaluate_alignment(engine: LisaEngine, samples: list[Sample], out: str | Pat
 class AnswerCounts:
     """What the generated answers say, per group of samples (generate mode only).
 
-    ``named``: of the samples whose target has a label (the scenes' "red ball"), the share whose
-    answer names it; ``false_mask``: of the "nothing fits" samples, the share answered with a
+    ``named``: of the samples whose targets have labels (the scenes' "red ball"), the share whose
+    answer names every one; ``false_mask``: of the "nothing fits" samples, the share answered with a
     mask anyway; ``refused``: of the samples with a target, the share answered without a mask.
     """
 
@@ -116,10 +129,10 @@ class AnswerCounts:
             return
         self.targets += 1
         self.refusals += int(not has_mask)
-        label = sample.target_label
-        if label:
+        labels = sample.target_labels
+        if labels:
             self.labelled += 1
-            self.named += int(label.lower() in text.lower())
+            self.named += int(all(label.lower() in text.lower() for label in labels))
 
     def summary(self) -> dict:
         def share(part: int, whole: int):
@@ -143,12 +156,19 @@ def evaluate(engine: LisaEngine, samples: list[Sample], mode: str = "teacher-for
     overall, short, long_ = IoUAccumulator(), IoUAccumulator(), IoUAccumulator()
     by_type: dict[str, IoUAccumulator] = {}
     answers: dict[str, AnswerCounts] = {}
+    several: dict[str, SeveralAccumulator] = {}
     rows = []
     started = time.perf_counter()
     for sample in tqdm(samples, desc=f"evaluating ({mode})", unit="image", disable=not progress):
         rgb = sample.rgb()
         target = sample.target(*rgb.shape[:2])
-        prediction, text = predict(engine, sample, rgb, mode)
+        prediction, text, masks = predict(engine, sample, rgb, mode)
+        matched = ""
+        if len(sample.target_indices or []) > 1:  # several targets: masks matched one to one
+            targets = sample.target_masks(*rgb.shape[:2])
+            for group in ("overall", sample.query_type or "overall"):
+                per_target = several.setdefault(group, SeveralAccumulator()).add(masks, targets)
+            matched = " ".join(f"{value:.3f}" for value in per_target)
         accumulators = [overall, long_ if sample.is_sentence else short]
         if sample.query_type:
             accumulators.append(by_type.setdefault(sample.query_type, IoUAccumulator()))
@@ -161,11 +181,13 @@ def evaluate(engine: LisaEngine, samples: list[Sample], mode: str = "teacher-for
                      "is_sentence": sample.is_sentence, "nothing_fits": sample.nothing_fits,
                      "intersection": overall.intersections[-1], "union": overall.unions[-1],
                      "iou": round(query_iou(overall.intersections[-1], overall.unions[-1]), 6),
-                     "answer": text if text is not None else ""})
+                     "answer": text if text is not None else "", "masks": len(masks), "matched_ious": matched})
     report = {"mode": mode, "seconds": round(time.perf_counter() - started, 2), "overall": overall.summary(),
               "short": short.summary(), "long": long_.summary()}
     if answers:
         report["overall"].update(answers["overall"].summary())
+    if several:
+        report["several_targets"] = {group: acc.summary() for group, acc in sorted(several.items())}
     if by_type:
         report["by_query_type"] = {name: {**by_type[name].summary(), **(answers[name].summary() if name in answers else {})}
                                    for name in sorted(by_type)}

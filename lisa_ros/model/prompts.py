@@ -33,6 +33,12 @@ DEFAULT_EXPLAIN_SUFFIX = "Please output segmentation mask and explain why."
 _ASKS_FOR_MASK = re.compile(r"segment|segmentation mask", re.IGNORECASE)
 
 
+def asks_for_mask(command: str) -> bool:
+    """Whether ``command`` already asks for a segmentation ("Segment the cup", "... segmentation
+    mask"): :func:`with_suffix` then adds no segmentation suffix."""
+    return bool(_ASKS_FOR_MASK.search(command))
+
+
 def with_suffix(command: str, explain: bool, segment_suffix: str = DEFAULT_SEGMENT_SUFFIX,
                 explain_suffix: str = DEFAULT_EXPLAIN_SUFFIX) -> str:
     """``command`` with the segmentation (or explanatory) suffix the model was trained with.
@@ -42,10 +48,9 @@ def with_suffix(command: str, explain: bool, segment_suffix: str = DEFAULT_SEGME
     segmentation. An empty suffix disables that addition.
     """
     command = command.strip()
-    asks_for_mask = bool(_ASKS_FOR_MASK.search(command))
     if explain and "explain" not in command.lower():
         return f"{command} {explain_suffix}" if explain_suffix else command
-    if segment_suffix and not asks_for_mask:
+    if segment_suffix and not asks_for_mask(command):
         return f"{command} {segment_suffix}"
     return command
 
@@ -118,7 +123,7 @@ def split_explanation(answer: str) -> str:
 _CLAUSE_END = re.compile(r"[.!?:;,]")
 # Words that lead into a target's name in LISA-style answers ("Sure, it is the ...", "the
 # segmentation result is ...", "and the ...") or trail it ("... is [SEG]"): never part of the name.
-_LEAD_WORDS = {"sure", "yes", "ok", "okay", "it", "it's", "its", "is", "are", "this", "that", "these", "those",
+_LEAD_WORDS = {"sure", "yes", "ok", "okay", "it", "it's", "its", "they", "is", "are", "this", "that", "these", "those",
                "here", "there", "the", "a", "an", "and", "or", "also", "segmentation", "result", "mask", "of",
                "i", "see", "found", "would", "use", "choose", "pick"}
 _TRAIL_WORDS = {"is", "are", "which", "that", "here", "there", "the", "a", "an", "and"}

@@ -73,6 +73,10 @@ class TrainConfig:
     # of `init_parts` (e.g. its object encoder and decoder warm-up; [""] = every weight).
     init_from: str | None = None
     init_parts: list[str] = field(default_factory=lambda: ["mm_object_encoder", "mask_decoder"])
+    # Train these finished stages again on this run's data, starting from `init_from`'s weights
+    # (fine-tuning, e.g. on new kinds of images): "objects" (object_encoder_epochs more epochs)
+    # and/or "decoder" (decoder_warmup_steps more warm-up steps).
+    retrain: list[str] = field(default_factory=list)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
@@ -97,6 +101,13 @@ class TrainConfig:
             raise UsageError("`embedding_rows` must be all or added")
         if not 0.0 <= self.nothing_fits_share < 1.0:
             raise UsageError("`nothing_fits_share` must be in [0, 1)")
+        unknown = set(self.retrain) - {"objects", "decoder"}
+        if unknown:
+            raise UsageError(f"`retrain` takes objects and/or decoder, not {sorted(unknown)}")
+        if "objects" in self.retrain and not self.object_encoder_epochs:
+            raise UsageError("`retrain: [objects]` needs object_encoder_epochs > 0")
+        if "decoder" in self.retrain and not self.decoder_warmup_steps:
+            raise UsageError("`retrain: [decoder]` needs decoder_warmup_steps > 0")
 
 
 def add_lora(model, config: TrainConfig):

@@ -6,7 +6,7 @@ import random
 
 from lisa_ros.data.reasonseg import Sample
 from lisa_ros.errors import DataError
-from lisa_ros.model.prompts import ANSWER_TEMPLATES, Conversation
+from lisa_ros.model.prompts import ANSWER_TEMPLATES, Conversation, asks_for_mask
 from lisa_ros.model.tokenization import IMAGE_TOKEN_INDEX, LisaTokenizer
 from lisa_ros.train.losses import IGNORE_INDEX
 
@@ -28,8 +28,14 @@ EXPLANATORY_SUFFIXES = [
 
 
 def question_and_answer(sample: Sample, text: str, rng: random.Random, explanatory: bool = False) -> tuple[str, str]:
-    """A training question/answer pair from the templates (spec §5.5)."""
-    if sample.is_sentence:
+    """A training question/answer pair from the templates (spec §5.5).
+
+    A sentence that already asks for a segmentation ("Segment the red ball.") goes as it is most
+    of the time, as the engine sends it (:func:`~lisa_ros.model.prompts.with_suffix` adds no
+    suffix then), and with a suffix otherwise."""
+    if sample.is_sentence and asks_for_mask(text) and rng.random() < 0.7:
+        question = text
+    elif sample.is_sentence:
         question = rng.choice(LONG_QUESTIONS).format(sent=text)
     else:
         question = rng.choice(SHORT_QUESTIONS).format(class_name=text.lower())
@@ -40,14 +46,17 @@ def question_and_answer(sample: Sample, text: str, rng: random.Random, explanato
     return question, answer
 
 
-def training_tokens(tokenizer: LisaTokenizer, question: str, answer: str) -> tuple[list[int], list[int]]:
-    """Token ids and labels of one single-turn training conversation (spec §5.5).
+def training_tokens(tokenizer: LisaTokenizer, question: str, answer: str,
+                    history: list[tuple[str, str]] | None = None) -> tuple[list[int], list[int]]:
+    """Token ids and labels of one training conversation (spec §5.5): ``history`` (earlier
+    (user, answer) turns, rendered as the engine renders a session), then ``question``.
 
-    Labels ignore the BOS, the system prompt, the user turn and "ASSISTANT:"; the answer tokens
-    and the closing ``</s>`` are supervised. The -200 image placeholder is ignored too (its P
-    expanded positions are ignored when the labels are expanded).
+    Labels ignore the BOS, the system prompt, the earlier turns, the last user turn and
+    "ASSISTANT:"; the last answer's tokens and the closing ``</s>`` are supervised. The -200
+    image placeholder is ignored too (its P expanded positions are ignored when the labels are
+    expanded).
     """
-    conversation = Conversation()
+    conversation = Conversation([tuple(turn) for turn in history or []])
     conversation.ask(question)
     prompt = conversation.prompt()  # ends with "ASSISTANT:"
     conversation.answer(answer)

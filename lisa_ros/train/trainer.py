@@ -36,6 +36,7 @@ from lisa_ros.model.modeling import expand_at_image, gather_seg_states
 from lisa_ros.model.options import LoadOptions
 from lisa_ros.model.preprocess import sam_preprocess
 from lisa_ros.model.sam import point_prompt_tokens
+from lisa_ros.model.tokenization import SEG_TOKEN
 from lisa_ros.train.config import TrainConfig, add_lora
 from lisa_ros.train.export import export_merged
 from lisa_ros.train.losses import IGNORE_INDEX, LossWeights, combine, mask_bce, mask_dice
@@ -136,24 +137,26 @@ class Trainer:
         return bool(self.weights.bce or self.weights.dice or not self.warmed_up or not self._uses_objects)
 
     def _frame(self, sample: Sample) -> tuple[EncodedFrame, np.ndarray, torch.Tensor]:
-        """(encoded image, 0/1 float target, the point-prompt token of the target's deepest pixel)."""
+        """(encoded image, 0/1 float target, ``[T, 256]`` the point-prompt tokens of the targets'
+        deepest pixels, in the order the answer names them)."""
         key = str(sample.image_path)
         if key not in self._frames:  # the encoders are frozen here: encode each image once
             frame = self._encoded(sample)
             target = np.where(sample.target(*frame.original_size) == 1, 1, 0).astype(np.float32)  # ignore -> 0
-            token = torch.zeros(0)
-            if self.weights.point and target.any():  # only the point loss needs it
-                token = self._point_token(self._target_point(sample, target), frame)
-            self._frames[key] = (frame, target, token)
+            tokens = torch.zeros(0)
+            if self.weights.point and target.any():  # only the point loss needs them
+                tokens = torch.stack([self._point_token(point, frame) for point in self._target_points(sample, target)])
+            self._frames[key] = (frame, target, tokens)
         return self._frames[key]
 
     @staticmethod
-    def _target_point(sample: Sample, target: np.ndarray) -> tuple[float, float]:
-        """(x, y) source pixel deepest inside the target (from the annotation when it has it)."""
-        index = sample.target_index
-        if sample.objects and index is not None and "point" in sample.objects[index]:
-            return tuple(sample.objects[index]["point"])
-        return interior_point(target)
+    def _target_points(sample: Sample, target: np.ndarray) -> list[tuple[float, float]]:
+        """(x, y) source pixels deepest inside each target, in the answer's order (from the
+        annotation when it has them; else one, inside the whole target mask)."""
+        indices = sample.target_indices or ([sample.target_index] if sample.target_index is not None else [])
+        if sample.objects and indices and all("point" in sample.objects[i] for i in indices):
+            return [tuple(sample.objects[i]["point"]) for i in indices]
+        return [interior_point(target)]
 
     def _point_token(self, point: tuple[float, float], frame: EncodedFrame) -> torch.Tensor:
         """``[256]``: SAM's token for a positive point at source pixel ``point``."""
@@ -316,22 +319,23 @@ class Trainer:
             return self.rng.choice(self.samples)
         return self.rng.choice(self.nothing_fits_samples if self.rng.random() < share else self.ordinary_samples)
 
-    def conversation(self, sample: Sample) -> tuple[str, str, tuple[float, float] | None]:
-        """(question, answer, the source pixel the answer's [SEG] should point at or None) of
-        one training conversation about ``sample``: an alignment question with probability
-        ``alignment`` (when the sample lists its objects), else its own query."""
+    def conversation(self, sample: Sample) -> tuple[list[tuple[str, str]], str, str, list[tuple[float, float]] | None]:
+        """(earlier turns, question, answer, the source pixels the answer's [SEG]s should point
+        at, in order, or None for the sample's own targets) of one training conversation about
+        ``sample``: an alignment question with probability ``alignment`` (when the sample lists
+        its objects), else its own query after its history (a follow-up's first turn)."""
         if self.config.alignment and self.rng.random() < self.config.alignment:
             example = alignment_example(sample, self.rng)
             if example is not None:
                 task, question, answer = example
-                point = None
+                points = None
                 if task == "refer":
                     label = answer.split("it is the ", 1)[1]
-                    point = next(tuple(o["point"]) for o in sample.objects if label.startswith(o["label"] + " "))
-                return question, answer, point
+                    points = [next(tuple(o["point"]) for o in sample.objects if label.startswith(o["label"] + " "))]
+                return [], question, answer, points
         explanatory = bool(sample.explanation) and self.rng.random() < self.config.explanatory
         question, answer = question_and_answer(sample, self.rng.choice(sample.texts), self.rng, explanatory)
-        return question, answer, None
+        return list(sample.history or []), question, answer, None
 
     def batch_loss(self, batch: list[Sample]) -> dict[str, torch.Tensor]:
         """The loss of one micro-batch: every conversation in ONE padded forward (right padding,
@@ -339,12 +343,14 @@ class Trainer:
         tokenizer, lisa, device = self.loaded.tokenizer, self.lisa, self.loaded.device
         rows = []
         for sample in batch:
-            frame, target, target_token = self._frame(sample)
-            question, answer, point = self.conversation(sample)
-            ids, labels = training_tokens(tokenizer, question, answer)
-            token = target_token if point is None else (self._point_token(point, frame) if self.weights.point else torch.zeros(0))
-            mask_target = target if point is None else None  # an alignment [SEG] has no mask here
-            rows.append((ids, labels, frame, mask_target, token))
+            frame, target, target_tokens = self._frame(sample)
+            history, question, answer, points = self.conversation(sample)
+            ids, labels = training_tokens(tokenizer, question, answer, history)
+            if points is not None:  # an alignment [SEG]: its own object
+                target_tokens = (torch.stack([self._point_token(p, frame) for p in points])
+                                 if self.weights.point else torch.zeros(0))
+            mask_target = target if points is None else None  # an alignment [SEG] has no mask here
+            rows.append((ids, labels, frame, mask_target, target_tokens, answer.count(SEG_TOKEN)))
         length = max(len(ids) for ids, *_ in rows)
         input_ids = torch.full((len(rows), length), tokenizer.pad_token_id, device=device)
         labels = torch.full((len(rows), length), IGNORE_INDEX, device=device)
@@ -354,9 +360,9 @@ class Trainer:
             labels[b, :len(ids)] = torch.tensor(row_labels)
             attention[b, :len(ids)] = 1
         if self._projector_trains:  # the cached projection would be stale: project again, with autograd
-            image_tokens = torch.cat([lisa.project_image_features(frame.encoder_features) for _, _, frame, _, _ in rows])
+            image_tokens = torch.cat([lisa.project_image_features(row[2].encoder_features) for row in rows])
         else:
-            image_tokens = torch.cat([frame.image_tokens for _, _, frame, _, _ in rows])
+            image_tokens = torch.cat([row[2].image_tokens for row in rows])
         num_image_tokens = image_tokens.shape[1]
         spliced = lisa.embed_with_image_tokens(input_ids, image_tokens, attention)
         expanded = expand_at_image(labels, input_ids, num_image_tokens, IGNORE_INDEX)
@@ -367,8 +373,9 @@ class Trainer:
         ce_sum = torch.nn.functional.cross_entropy(logits, expanded[:, 1:][supervised], reduction="sum")
         ce_count = int(supervised.sum())
         mask_logits, targets, point_errors = [], [], []
-        for b, (ids, _labels, frame, mask_target, token) in enumerate(rows):
+        for b, (ids, _labels, frame, mask_target, tokens, answer_segs) in enumerate(rows):
             states = gather_seg_states(hidden[b], ids, tokenizer.seg_token_id, num_image_tokens)
+            states = states[len(states) - answer_segs:]  # the last answer's [SEG]s, not the history's
             if not len(states):
                 continue
             prompts = lisa.project_seg_hidden_states(states)
@@ -376,8 +383,8 @@ class Trainer:
                 decoded = lisa.decode_mask_logits(prompts, frame.image_embedding, frame.resized_size, frame.original_size)
                 mask_logits += list(decoded)
                 targets += [torch.from_numpy(mask_target).to(device)] * decoded.shape[0]
-            if self.weights.point and token.numel():
-                point_errors += [((p.float() - token.to(p.device)) ** 2).mean() for p in prompts]
+            if self.weights.point and tokens.numel():  # the k-th [SEG] points at the k-th target
+                point_errors += [((p.float() - token.to(p.device)) ** 2).mean() for p, token in zip(prompts, tokens)]
         return combine(ce_sum, ce_count, mask_logits, targets, self.weights,
                        point_errors if self.weights.point else None)
 
@@ -487,9 +494,9 @@ class Trainer:
             for name, value in chosen.items():
                 parameters[name].copy_(value.to(parameters[name].device, parameters[name].dtype))
         if any("mm_object_encoder" in name for name in chosen) and state.get("objects_trained", False):
-            self.objects_trained = True
+            self.objects_trained = "objects" not in self.config.retrain
         if any("mask_decoder" in name for name in chosen) and state.get("warmed_up", False):
-            self.warmed_up = True
+            self.warmed_up = "decoder" not in self.config.retrain
 
     def export(self) -> Path:
         """Merge LoRA into the weights and write a released-layout folder the loader reads strictly."""

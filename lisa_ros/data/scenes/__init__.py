@@ -17,8 +17,29 @@ small step of reasoning rather than the object's name:
 ``hold_water``         the only open container (a cup) among solid objects
 =====================  =====================================================================
 
-The ``train`` and ``val`` splits use one set of query phrasings, ``test`` a different one
-(:data:`PHRASINGS`), so the test split checks that a model generalises to new wordings.
+and plain commands, what a person types first (:mod:`.referring`, phrasings in :mod:`.commands`):
+
+=======================  ===================================================================
+``refer_colour``         the only object of a colour ("Segment the blue thing.")
+``refer_shape``          the only object of a shape ("Where is the star?")
+``refer_colour_shape``   the only (colour, shape); others share one of the two ("the red ball")
+``refer_position``       one of two alike objects by place ("the red ball on the left", "...
+                         next to the blue cup"), or the object furthest towards a side
+``refer_size``           the big or the small one of two objects of one shape
+``all_of_colour``        every object of a colour, 2-3 of them: one ``[SEG]`` per object
+``all_of_shape``         every object of a shape, 2-3 of them
+``two_named``            two named objects ("the cup and the star")
+``follow_up``            a session's second turn ("And the other one?", "Now the smallest one.",
+                         "What about the green one?"): the first command and its answer are
+                         the sample's ``history``
+=======================  ===================================================================
+
+A share of the train and val scenes (:data:`CAMERA_SHARE`), and the whole ``camera`` probe split,
+are camera-like: the sizes cameras give (:data:`CAMERA_SIZES`), objects larger and smaller,
+solid colours, light, dark or grey backgrounds with uneven light and grain.
+
+The ``train`` and ``val`` splits use one set of query phrasings, ``test`` (and ``camera``) a
+different one (:data:`PHRASINGS`), so the test split checks that a model generalises to new wordings.
 
 Files written by :func:`write_split` (one pair per sample, read by
 :func:`lisa_ros.data.reasonseg.read_reasonseg`): ``NNNNN.jpg`` (JPEG quality 95, no chroma subsampling) and ``NNNNN.json``::
@@ -29,11 +50,15 @@ Files written by :func:`write_split` (one pair per sample, read by
      "explanation": "It is round, so it would roll down a slope.", "nothing_fits": false,
      "query_type": "roll", "target_index": 2,
      "objects": [{"label": "red ball", "points": [[x, y], ...]}, ...],
+     "target_indices": [2], "slots": {"colour": "red", ...},
      "imageWidth": 320, "imageHeight": 240}
 
 ``answer`` first says what it looks for (:data:`LOOK_FOR`), then names the target before
 ``[SEG]``, or says without ``[SEG]`` that nothing here fits (``nothing_fits``, about 10 % of a
-split, ``shapes`` empty, ``target_index`` null). ``answer``, ``explanation``, ``query_type``, ``target_index``, ``objects`` (every object, target included,
+split, ``shapes`` empty, ``target_index`` null). ``answer``, ``explanation``, ``query_type``, ``target_index`` (the first target),
+``target_indices`` (every target, in the order the answer names them), ``slots`` (the words
+filled into the phrasing), ``history`` (a follow-up's earlier turns) with ``history_targets``, ``camera`` (a camera-like
+scene), ``objects`` (every object, target included,
 in drawing order) and the LabelMe ``imageWidth``/``imageHeight`` are our extension; the reader
 ignores them. Points are integer pixel coordinates (x right, y down). Every object is drawn by
 filling exactly the mask its polygon rasterises to (``cv2.polylines`` + ``cv2.fillPoly``, as
@@ -50,6 +75,13 @@ with seed ``SPLIT_SEEDS[split] + K``.
 from lisa_ros.data.scenes.generator import Scene, SceneObject, make_scene, scene_annotation, scene_rng
 from lisa_ros.data.scenes.layout import polygon_mask
 from lisa_ros.data.scenes.vocabulary import (
+    CAMERA_SHARE,
+    CAMERA_SIZES,
+    FOLLOW_UP,
+    FOLLOW_UP_KINDS,
+    REASONING_TYPES,
+    REFERRING_TYPES,
+    SEVERAL_TYPES,
     COLOUR_CUES,
     COLOURS,
     CONTAINER_SHAPES,
@@ -76,4 +108,6 @@ from lisa_ros.data.scenes.writing import split_scene, write_split
 __all__ = ["COLOUR_CUES", "COLOURS", "CONTAINER_SHAPES", "DEFAULT_SIZE", "EXPLANATIONS", "PALETTE", "PHRASINGS",
            "QUERY_TYPES", "ROUND_SHAPES", "SHAPES", "SPLIT_SEEDS", "SPLITS", "TEXTURES", "Scene", "SceneObject",
            "make_scene", "polygon_mask", "scene_annotation", "scene_rng", "split_scene", "write_split",
-           "LOOK_FOR", "PLURALS", "REFUSALS", "TRAINING_CUES", "cue_slots", "region", "word_runs"]
+           "LOOK_FOR", "PLURALS", "REFUSALS", "TRAINING_CUES", "cue_slots", "region", "word_runs",
+           "CAMERA_SHARE", "CAMERA_SIZES", "FOLLOW_UP", "FOLLOW_UP_KINDS", "REASONING_TYPES", "REFERRING_TYPES",
+           "SEVERAL_TYPES"]

@@ -8,10 +8,18 @@ import numpy as np
 
 import cv2
 
+from lisa_ros.model.prompts import with_suffix
+
 from lisa_ros.data.scenes.layout import NOTHING_FITS_PLANS, PLANS, Builder, PlanRetry, place, polygon_mask
-from lisa_ros.data.scenes.rendering import background, render
+from lisa_ros.data.scenes.referring import NOTHING_FITS_PLANS as COMMAND_NOTHING_FITS_PLANS
+from lisa_ros.data.scenes.referring import PLANS as COMMAND_PLANS
+from lisa_ros.data.scenes.referring import article
+from lisa_ros.data.scenes.rendering import background, camera_background, render, sensor_noise
 from lisa_ros.data.scenes.vocabulary import (
+    CAMERA_SHARE,
+    CAMERA_SIZES,
     DEFAULT_SIZE,
+    SEVERAL_ANSWER,
     EXPLANATIONS,
     LOOK_FOR,
     NOTHING_FITS_SHARE,
@@ -82,6 +90,11 @@ class Scene:
     background: np.ndarray | None = None
     answer: str = ""
     paraphrases: tuple[str, ...] = ()
+    target_indices: tuple[int, ...] = ()
+    history: tuple[tuple[str, str], ...] = ()  # earlier turns (user text as the engine sends it, answer)
+    history_targets: tuple[tuple[int, ...], ...] = ()  # each earlier turn's target indices
+    camera: bool = False
+    slots: dict | None = None  # the words filled into the query's phrasing ({"colour": "red", ...})
 
     @property
     def target(self) -> SceneObject | None:
@@ -89,74 +102,106 @@ class Scene:
 
 
 def phrasing_split(split: str) -> str:
-    """The phrasing set of ``split`` ("test" for the test split, "train" otherwise); ValueError
-    for an unknown split."""
+    """The phrasing set of ``split`` ("train" for train and val, "test" for the test and camera
+    splits); ValueError for an unknown split."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r} (one of {', '.join(SPLITS)})")
-    return "test" if split == "test" else "train"
+    return "train" if split in ("train", "val") else "test"
 
 
 def make_scene(rng: np.random.Generator, query_type: str, size: tuple[int, int] = DEFAULT_SIZE,
                split: str = "train", nothing_fits: bool = False, paraphrase_rng: np.random.Generator | None = None,
-               paraphrases: int = 0) -> Scene:
+               paraphrases: int = 0, camera: dict | None = None) -> Scene:
     """One scene of ``query_type`` at ``size`` = (width, height), with the phrasings of ``split``.
 
-    Deterministic given the generators' states. The returned :class:`Scene` has exactly one valid
-    target, ``scene.objects[scene.target_index]``, or with ``nothing_fits`` none (the same kind
-    of query about a scene where no object answers it). ``paraphrases``: that many more
-    phrasings of the query, drawn with ``paraphrase_rng`` (so they change nothing else).
+    Deterministic given the generators' states. The returned :class:`Scene` has its valid
+    targets ``scene.objects[i] for i in scene.target_indices`` (one, or several for the
+    several-target types), or with ``nothing_fits`` none (the same kind of query about a scene
+    where no object answers it; a type that cannot miss, such as ``refer_position``, ignores the
+    flag). ``paraphrases``: that many more phrasings of the query, drawn with ``paraphrase_rng``
+    (so they change nothing else). ``camera``: a camera-like scene (:func:`camera_style`; its
+    size replaces ``size``).
     """
-    if query_type not in PLANS:
+    if query_type not in PLANS and query_type not in COMMAND_PLANS:
         raise ValueError(f"unknown query type {query_type!r} (one of {', '.join(QUERY_TYPES)})")
     phrasing = phrasing_split(split)
-    width, height = int(size[0]), int(size[1])
+    width, height = (int(v) for v in (camera["size"] if camera else size))
     if min(width, height) < 48:
         raise ValueError(f"image size {width}x{height} is too small (short side >= 48)")
-    builder = Builder(rng, width, height)
-    plan = (NOTHING_FITS_PLANS if nothing_fits else PLANS)[query_type]
+    builder = Builder(rng, width, height, camera)
+    nothing_plans = {**NOTHING_FITS_PLANS, **COMMAND_NOTHING_FITS_PLANS}
+    nothing_fits = nothing_fits and query_type in nothing_plans
+    plan = (nothing_plans if nothing_fits else {**PLANS, **COMMAND_PLANS})[query_type]
     for _ in range(500):
+        if camera:
+            builder.scale = float(rng.uniform(0.55, 1.45))
         try:
-            target, others, slots = plan(builder)
-            pieces = ([target] if target is not None else []) + others
-            order = rng.permutation(len(pieces))  # the target's position is random
+            targets, others, slots = plan(builder)
+            targets = targets if isinstance(targets, list) else ([] if targets is None else [targets])
+            pieces = targets + others
+            order = rng.permutation(len(pieces))  # the targets' positions are random
             pieces = [pieces[i] for i in order]
-            target_index = None if target is None else int(np.flatnonzero(order == 0)[0])
+            target_indices = [int(np.flatnonzero(order == k)[0]) for k in range(len(targets))]
             offsets = place(pieces, width, height, rng)
+            objects = []
+            for piece, (x, y) in zip(pieces, offsets):
+                polygon = piece.polygon + np.array([x, y], np.int32)
+                objects.append(SceneObject(f"{piece.colour} {piece.shape}", piece.colour, piece.shape,
+                                           polygon, polygon_mask(polygon, height, width), piece.texture))
+            resolve = slots.pop("resolve", None)
+            if resolve is not None:  # the answer depends on where the pieces landed
+                target_indices, more = resolve(objects, target_indices, width, height)
+                slots.update(more)
         except PlanRetry:
             continue
         break
     else:  # pragma: no cover - only for absurd sizes
         raise RuntimeError(f"could not lay out a {query_type} scene at {width}x{height}")
 
-    plain_background = background(rng, width, height)
+    plain_background = camera_background(rng, width, height, camera["tone"]) if camera else background(rng, width, height)
     image = render(pieces, offsets, plain_background, rng)
     gain = np.float32(rng.uniform(0.92, 1.08))  # per-image brightness jitter
+    if camera:  # the same grain on the image and on its empty background
+        grain = sensor_noise(rng, np.zeros_like(image))
+        image, plain_background = image + grain, plain_background + grain
     rgb = np.clip(np.rint(image * gain), 0, 255).astype(np.uint8)
     plain = np.clip(np.rint(plain_background * gain), 0, 255).astype(np.uint8)
 
-    objects = []
-    for piece, (x, y) in zip(pieces, offsets):
-        polygon = piece.polygon + np.array([x, y], np.int32)
-        objects.append(SceneObject(f"{piece.colour} {piece.shape}", piece.colour, piece.shape,
-                                   polygon, polygon_mask(polygon, height, width), piece.texture))
-
-    chosen = objects[target_index] if target_index is not None else None
+    if query_type in ("all_of_colour", "all_of_shape"):  # named left to right, in the answer and the annotation
+        target_indices = sorted(target_indices, key=lambda i: objects[i].point[0])
+    chosen = objects[target_indices[0]] if target_indices else None
     cue = slots.get("cue", "")
     fields = {"colour": chosen.colour if chosen else slots.get("colour", ""),
               "shape": chosen.shape if chosen else slots.get("shape", ""), **cue_slots(cue),
-              **{k: v for k, v in slots.items() if k not in ("cue", "colour", "shape")}}
-    templates = PHRASINGS[query_type][phrasing]
+              **{k: v for k, v in slots.items() if k not in ("cue", "colour", "shape", "first_turn")}}
+    if query_type == "follow_up":
+        fields["colour"] = slots.get("colour", fields["colour"])
+    fields.update(_derived(fields))
+    key = slots["kind"] if query_type == "follow_up" else query_type
+    templates = PHRASINGS[key][phrasing]
     query = pick(rng, templates).format(**fields)
-    look = LOOK_FOR[query_type].format(**fields)
+    look = LOOK_FOR[key].format(**fields)
+    history: tuple[tuple[str, str], ...] = ()
+    history_targets: tuple[tuple[int, ...], ...] = ()
+    if "first_turn" in slots:  # a follow-up: the session's first command and the answer it got
+        first_type, first_index, first_fields = slots["first_turn"]
+        first_fields = {**first_fields, **_derived(first_fields)}
+        first_query = pick(rng, PHRASINGS[first_type][phrasing]).format(**first_fields)
+        first_answer = _answer(LOOK_FOR[first_type].format(**first_fields), objects, [first_index], width, height)
+        history = ((with_suffix(first_query, explain=False), first_answer),)
+        history_targets = ((int(first_index),),)
     if chosen is None:
         explanation = ""
-        answer = pick(rng, REFUSALS[query_type]).format(look=look, shapes=PLURALS.get(fields["shape"], ""), **fields)
+        answer = pick(rng, REFUSALS[query_type]).format(look=look, shapes=PLURALS.get(fields["shape"], ""),
+                                                        **{k: v for k, v in fields.items() if k != "shapes"})
     else:
-        explanation_key = f"odd_one_out_{slots['kind']}" if query_type == "odd_one_out" else query_type
+        explanation_key = f"odd_one_out_{slots['kind']}" if query_type == "odd_one_out" else key
         explanation = pick(rng, EXPLANATIONS[explanation_key]).format(**fields)
-        template = ODD_ONE_OUT_ANSWER if query_type == "odd_one_out" else TARGET_ANSWER
-        answer = template.format(look=look, colour=chosen.colour, shape=chosen.shape, others=slots.get("others", ""),
-                                 where=region(*chosen.point, width, height))
+        if query_type == "odd_one_out":
+            answer = ODD_ONE_OUT_ANSWER.format(look=look, colour=chosen.colour, shape=chosen.shape,
+                                               others=slots.get("others", ""), where=region(*chosen.point, width, height))
+        else:
+            answer = _answer(look, objects, list(target_indices), width, height)
     more: list[str] = []
     if paraphrases and paraphrase_rng is not None:
         for _ in range(paraphrases):
@@ -168,7 +213,34 @@ def make_scene(rng: np.random.Generator, query_type: str, size: tuple[int, int] 
             text = templates[int(paraphrase_rng.integers(len(templates)))].format(**more_fields)
             if text != query and text not in more:
                 more.append(text)
-    return Scene(rgb, query, query_type, explanation, target_index, objects, plain, answer, tuple(more))
+    return Scene(rgb, query, query_type, explanation, target_indices[0] if target_indices else None, objects, plain,
+                 answer, tuple(more), tuple(target_indices), history, history_targets, camera is not None,
+                 {k: v for k, v in fields.items() if isinstance(v, str) and v})
+
+
+def _derived(fields: dict) -> dict:
+    """Slots spelled from others: ``a_shape`` ("a ball"), ``shapes`` and ``shape_plural``."""
+    shape = fields.get("shape", "")
+    return {"a_shape": article(shape) if shape else "", "shape_plural": PLURALS.get(shape, ""),
+            "shapes": fields.get("shapes") or PLURALS.get(shape, "")}
+
+
+def _answer(look: str, objects: list[SceneObject], indices: list[int], width: int, height: int) -> str:
+    """The answer naming ``objects[i] for i in indices``, each before its own [SEG]."""
+    if len(indices) == 1:
+        obj = objects[indices[0]]
+        return TARGET_ANSWER.format(look=look, colour=obj.colour, shape=obj.shape, where=region(*obj.point, width, height))
+    names = [f"the {objects[i].label} {region(*objects[i].point, width, height)} [SEG]" for i in indices]
+    return SEVERAL_ANSWER.format(look=look, listing=", ".join(names[:-1]) + " and " + names[-1])
+
+
+def camera_style(rng: np.random.Generator) -> dict:
+    """How a camera-like scene looks: its size (:data:`CAMERA_SIZES`), the background's tone
+    (light, dark or grey; the colour it would hide is not drawn), and smaller minimum sizes
+    (objects 0.55-1.45x the default scenes' sizes, short box side >= 7 % of the image)."""
+    tone = pick(rng, ("light", "dark", "grey"))
+    return {"size": CAMERA_SIZES[int(rng.integers(len(CAMERA_SIZES)))], "tone": tone,
+            "hidden": {"light": ("white",), "dark": ("black",)}.get(tone, ()), "min_side": 0.07, "min_extent": 0.6}
 
 
 def scene_annotation(scene: Scene) -> dict:
@@ -178,11 +250,16 @@ def scene_annotation(scene: Scene) -> dict:
     return {
         "text": [scene.query, *scene.paraphrases],
         "is_sentence": True,
-        "shapes": [] if target is None else [{"label": "target", "points": target.polygon.tolist()}],
+        "shapes": [{"label": "target", "points": scene.objects[i].polygon.tolist()} for i in scene.target_indices],
         "answer": scene.answer,
         "explanation": scene.explanation,
         "query_type": scene.query_type,
         "target_index": scene.target_index,
+        "target_indices": list(scene.target_indices),
+        **({"history": [list(turn) for turn in scene.history],
+            "history_targets": [list(t) for t in scene.history_targets]} if scene.history else {}),
+        **({"camera": True} if scene.camera else {}),
+        "slots": dict(scene.slots or {}),
         "nothing_fits": target is None,
         "objects": [{"label": obj.label, "points": obj.polygon.tolist(), "point": list(obj.point), "area": obj.area}
                     for obj in scene.objects],
@@ -205,6 +282,15 @@ def nothing_fits(seed: int, split: str, index: int) -> bool:
     generator: the other samples' images stay what they were before such scenes existed."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(split.encode()), index, 1]))
     return bool(rng.random() < NOTHING_FITS_SHARE)
+
+
+def camera_scene(seed: int, split: str, index: int) -> dict | None:
+    """The camera style of sample ``index`` (:func:`camera_style`), or None for a default scene:
+    every sample of the "camera" split, :data:`CAMERA_SHARE` of the train and val splits, none
+    of the test split. From its own generator, so the other samples stay as they were."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(split.encode()), index, 3]))
+    share = {"camera": 1.0, "test": 0.0}.get(split, CAMERA_SHARE)
+    return camera_style(rng) if rng.random() < share else None
 
 
 def paraphrase_rng(seed: int, split: str, index: int) -> np.random.Generator:

@@ -108,16 +108,27 @@ def _outline(shape: str, size: float, min_side: float, rng: np.random.Generator)
 class Builder:
     """Turns (colour, shape, size fraction) into a local polygon + mask for one image size."""
 
-    def __init__(self, rng: np.random.Generator, width: int, height: int):
+    def __init__(self, rng: np.random.Generator, width: int, height: int, camera: dict | None = None):
         self.rng = rng
         self.width, self.height = width, height
         self.short = min(width, height)
-        self.min_side = MIN_SIDE_FRACTION * self.short
+        self.camera = camera
+        self.min_side = (camera["min_side"] if camera else MIN_SIDE_FRACTION) * self.short
+        self.scale = 1.0  # camera-like scenes draw one per layout attempt (larger and smaller objects)
+
+    def colours(self) -> tuple[str, ...]:
+        """The colours an object may take here: a camera-like background near white (dark) hides
+        white (black) objects."""
+        return tuple(c for c in COLOURS if c not in (self.camera or {}).get("hidden", ()))
 
     def piece(self, colour: str, shape: str, size: float, texture: str | None = None,
               style: dict | None = None) -> Piece:
-        """``size`` is a fraction of the short side (raised to the shape's minimum)."""
-        extent = max(size, SHAPE_MIN_EXTENT[shape]) * self.short
+        """``size`` is a fraction of the short side, times :attr:`scale` (raised to the shape's
+        minimum). Camera-like scenes paint solid colours only."""
+        minimum = SHAPE_MIN_EXTENT[shape] * (self.camera["min_extent"] if self.camera else 1.0)
+        extent = max(size * self.scale, minimum) * self.short
+        if self.camera:
+            texture = "solid"
         outline = _outline(shape, extent, self.min_side, self.rng)
         polygon = np.round(outline - outline.min(axis=0)).astype(np.int32)
         w, h = (polygon.max(axis=0) + 1).tolist()
@@ -149,8 +160,8 @@ def _plan_only_one_of_a_kind(b: Builder, shape: str, kind: tuple[str, ...], targ
     take any other shape. ``target_size(rng)`` draws the target's size (after its colour)."""
     rng = b.rng
     n = _count(rng)
-    target = b.piece(pick(rng, COLOURS), shape, target_size(rng))
-    others = [b.piece(pick(rng, COLOURS), pick(rng, _others(SHAPES, *kind)), _default_size(rng))
+    target = b.piece(pick(rng, b.colours()), shape, target_size(rng))
+    others = [b.piece(pick(rng, b.colours()), pick(rng, _others(SHAPES, *kind)), _default_size(rng))
               for _ in range(n - 1)]
     return target, others, {}
 
@@ -166,9 +177,9 @@ def _plan_hold_water(b: Builder):
 def _plan_colour_knowledge(b: Builder):
     rng = b.rng
     n = _count(rng)
-    colour = pick(rng, COLOURS)
+    colour = pick(rng, b.colours())
     target = b.piece(colour, pick(rng, SHAPES), _default_size(rng))
-    others = [b.piece(pick(rng, _others(COLOURS, colour)), pick(rng, SHAPES), _default_size(rng))
+    others = [b.piece(pick(rng, _others(b.colours(), colour)), pick(rng, SHAPES), _default_size(rng))
               for _ in range(n - 1)]
     return target, others, {"cue": pick(rng, COLOUR_CUES[colour])}
 
@@ -182,8 +193,8 @@ def _plan_extreme_of_colour(b: Builder, largest: bool):
     rng = b.rng
     group = int(rng.integers(2, 4))
     n = max(_count(rng), group + 1)
-    colour = pick(rng, COLOURS)
-    other_colours = _others(COLOURS, colour)
+    colour = pick(rng, b.colours())
+    other_colours = _others(b.colours(), colour)
     if largest:
         target_size, group_size, foil_size = (0.24, 0.33), (0.13, 0.2), (0.36, 0.46)
     else:
@@ -211,13 +222,13 @@ def _plan_odd_one_out(b: Builder):
     rng = b.rng
     n = _count(rng)
     texture, style = pick(rng, TEXTURES), texture_style(rng)
-    shape, colour = pick(rng, SHAPES), pick(rng, COLOURS)
+    shape, colour = pick(rng, SHAPES), pick(rng, b.colours())
     sizes = [float(rng.uniform(0.2, 0.28)) for _ in range(n)]
     if rng.random() < 0.5:
         odd_shape, odd_colour, kind = pick(rng, _others(SHAPES, shape)), colour, "shape"
         extra = {"a_shape": f"{_article(odd_shape)} {odd_shape}", "others": PLURALS[shape]}
     else:
-        odd_shape, odd_colour, kind = shape, pick(rng, _others(COLOURS, colour)), "colour"
+        odd_shape, odd_colour, kind = shape, pick(rng, _others(b.colours(), colour)), "colour"
         extra = {"others": colour}
     target = b.piece(odd_colour, odd_shape, sizes[0], texture, style)
     others = [b.piece(colour, shape, size, texture, style) for size in sizes[1:]]
@@ -238,15 +249,15 @@ PLANS = {
 # Each returns (None, objects, slots): no target.
 def _plan_none_of_a_kind(b: Builder, kind: frozenset):
     rng = b.rng
-    return None, [b.piece(pick(rng, COLOURS), pick(rng, _others(SHAPES, *kind)), _default_size(rng))
+    return None, [b.piece(pick(rng, b.colours()), pick(rng, _others(SHAPES, *kind)), _default_size(rng))
                   for _ in range(_count(rng))], {}
 
 
 def _plan_no_colour(b: Builder, with_cue: bool):
     """No object of the colour the query names."""
     rng = b.rng
-    colour = pick(rng, COLOURS)
-    objects = [b.piece(pick(rng, _others(COLOURS, colour)), pick(rng, SHAPES), _default_size(rng))
+    colour = pick(rng, b.colours())
+    objects = [b.piece(pick(rng, _others(b.colours(), colour)), pick(rng, SHAPES), _default_size(rng))
                for _ in range(_count(rng))]
     slots = {"colour": colour}
     if with_cue:
@@ -258,7 +269,7 @@ def _plan_all_alike(b: Builder):
     """Objects of one shape, colour and texture, similar sizes: none is the odd one out."""
     rng = b.rng
     texture, style = pick(rng, TEXTURES), texture_style(rng)
-    shape, colour = pick(rng, SHAPES), pick(rng, COLOURS)
+    shape, colour = pick(rng, SHAPES), pick(rng, b.colours())
     return None, [b.piece(colour, shape, float(rng.uniform(0.2, 0.28)), texture, style)
                   for _ in range(_count(rng))], {"colour": colour, "shape": shape}
 

@@ -3,7 +3,8 @@
 They teach a new model to read its image tokens with dense text supervision (as LLaVA's first
 stage does), before and beside the reasoning queries, and measure on a validation split whether
 it does (``lisa-ros eval --mode alignment``). Answers name objects the way the scene answers do
-("the yellow ball at the bottom left"); only "refer" answers with ``[SEG]``.
+("the yellow ball at the bottom left"); only "refer" answers with ``[SEG]``, as the referring
+scenes do ("I look for the red ball: it is the red ball on the left [SEG].").
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def alignment_example(sample: Sample, rng: random.Random, task: str | None = Non
     if task == "refer" and unique:
         obj = rng.choice(unique)
         question = rng.choice(REFER_QUESTIONS).format(label=obj["label"])
-        return task, question, f"Sure, it is the {obj['label']} {obj['where']} [SEG]."
+        return task, question, f"I look for the {obj['label']}: it is the {obj['label']} {obj['where']} [SEG]."
     if task == "colour":
         shapes = [o["shape"] for o in objects]
         single = [o for o in objects if shapes.count(o["shape"]) == 1]
@@ -60,7 +61,9 @@ def alignment_example(sample: Sample, rng: random.Random, task: str | None = Non
             return task, f"What colour is the {obj['shape']}?", f"The {obj['shape']} is {obj['colour']}."
     if task == "where" and unique:
         obj = rng.choice(unique)
-        return task, f"Where is the {obj['label']}?", f"The {obj['label']} is {obj['where']}."
+        # "in words": a plain "Where is the red ball?" is a referring command (the engine adds the
+        # segmentation suffix), answered with a mask.
+        return task, f"Where is the {obj['label']}? Answer in words.", f"The {obj['label']} is {obj['where']}."
     if task == "count":
         colour = rng.choice(COLOURS)
         count = sum(o["colour"] == colour for o in objects)

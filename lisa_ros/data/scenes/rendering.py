@@ -31,6 +31,25 @@ def background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     return image
 
 
+def camera_background(rng: np.random.Generator, width: int, height: int, tone: str) -> np.ndarray:
+    """Float32 (H, W, 3) of a camera-like scene: ``tone`` "light" (near white, 200-245), "dark"
+    (15-55) or "grey" (:func:`background`), lit unevenly (a smooth brightness ramp)."""
+    if tone == "grey":
+        image = background(rng, width, height)
+    else:
+        value = rng.uniform(200, 245) if tone == "light" else rng.uniform(15, 55)
+        image = np.full((height, width, 3), value, np.float32) + rng.uniform(-6, 6, 3).astype(np.float32)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = (np.cos(angle) * xs / width + np.sin(angle) * ys / height)[..., None]
+    return np.clip(image * (1 + 0.08 * (ramp - 0.5)), 0, 255)
+
+
+def sensor_noise(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """``image`` (float32 H, W, 3) with a camera's grain (sigma 2-4 grey levels)."""
+    return image + float(rng.uniform(2, 4)) * rng.standard_normal(image.shape[:2] + (1,), dtype=np.float32)
+
+
 # Which shades keep a colour's name: d(arker), l(ighter). A lighter red looks pink, a darker
 # orange red and a darker yellow olive; the others take either.
 _SHADE_DIRECTIONS = {"red": "d", "orange": "l", "yellow": "l"}

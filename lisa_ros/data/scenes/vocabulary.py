@@ -8,7 +8,10 @@ import re
 
 import numpy as np
 
-QUERY_TYPES: tuple[str, ...] = (
+from lisa_ros.data.scenes.commands import COMMAND_PHRASINGS
+
+# Queries that need a step of reasoning or world knowledge (the first six types).
+REASONING_TYPES: tuple[str, ...] = (
     "roll",
     "colour_knowledge",
     "largest_of_colour",
@@ -16,9 +19,23 @@ QUERY_TYPES: tuple[str, ...] = (
     "odd_one_out",
     "hold_water",
 )
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-SPLIT_SEEDS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
+# Plain referring commands (issue 31): the target named by colour, shape, both, place or size.
+REFERRING_TYPES: tuple[str, ...] = ("refer_colour", "refer_shape", "refer_colour_shape", "refer_position", "refer_size")
+# Commands with several targets: one [SEG] and one mask per object.
+SEVERAL_TYPES: tuple[str, ...] = ("all_of_colour", "all_of_shape", "two_named")
+# The second turn of a session: the scene's first command and its answer come as history.
+FOLLOW_UP = "follow_up"
+FOLLOW_UP_KINDS: tuple[str, ...] = ("follow_other", "follow_extreme", "follow_colour")
+QUERY_TYPES: tuple[str, ...] = REASONING_TYPES + REFERRING_TYPES + SEVERAL_TYPES + (FOLLOW_UP,)
+# "camera": a probe split of camera-like scenes with the test phrasings (seed 3).
+SPLITS: tuple[str, ...] = ("train", "val", "test", "camera")
+SPLIT_SEEDS: dict[str, int] = {"train": 0, "val": 1, "test": 2, "camera": 3}
 DEFAULT_SIZE: tuple[int, int] = (320, 240)  # (width, height)
+# Camera-like scenes (issue 31): the sizes cameras give, objects larger and smaller than the
+# default scenes', solid colours, backgrounds near white or dark as well as grey, sensor noise.
+# A share of the train and val scenes; the "camera" probe split is all camera-like.
+CAMERA_SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1280, 720), (848, 480), (424, 240))
+CAMERA_SHARE = 0.3
 # Named object colours (RGB), far apart from each other (>= 80 in RGB distance) and from the
 # low-saturation backgrounds. Tests check that an object's mean colour is nearest its name.
 PALETTE: dict[str, tuple[int, int, int]] = {
@@ -381,6 +398,8 @@ PHRASINGS: dict[str, dict[str, tuple[str, ...]]] = {
         ),
     },
 }
+# The referring, several-target and follow-up commands' phrasings (their own module: many words).
+PHRASINGS.update(COMMAND_PHRASINGS)
 
 # Explanations (one sentence each). Slots: {colour} {shape} of the target, {cue}, {Cue}
 # (capitalised), {others} (the colour or plural shape the other objects share).
@@ -413,6 +432,17 @@ EXPLANATIONS: dict[str, tuple[str, ...]] = {
         "It is an open container, so it can hold water.",
         "The {colour} cup is open at the top, so water can stay inside it.",
     ),
+    "refer_colour": ("It is the only {colour} object here.",),
+    "refer_shape": ("It is the only {shape} here.",),
+    "refer_colour_shape": ("The other {colour} objects are not {shape_plural}, and the other {shape_plural} are not {colour}.",),
+    "refer_position": ("It is the {thing} {position}.",),
+    "refer_size": ("It is clearly {sizer} than the other {thing}.",),
+    "all_of_colour": ("These are all the {colour} objects here.",),
+    "all_of_shape": ("These are all the {shapes} here.",),
+    "two_named": ("You asked for both of them.",),
+    "follow_other": ("It is the other {thing}.",),
+    "follow_extreme": ("It is the {extreme} object in the picture.",),
+    "follow_colour": ("It is the only {colour} object here.",),
 }
 
 
@@ -435,8 +465,22 @@ LOOK_FOR: dict[str, str] = {
     "smallest_of_colour": "I look for the smallest {colour} object",
     "odd_one_out": "I look for the one unlike the others",
     "hold_water": "I look for an open container",
+    "refer_colour": "I look for something {colour}",
+    "refer_shape": "I look for {a_shape}",
+    "refer_colour_shape": "I look for the {colour} {shape}",
+    "refer_position": "I look for the {thing} {position}",
+    "refer_size": "I look for the {size} {thing}",
+    "all_of_colour": "I look for every {colour} object",
+    "all_of_shape": "I look for every {shape}",
+    "two_named": "I look for the {first} and the {second}",
+    "follow_other": "I look for the other {thing}",
+    "follow_extreme": "I look for the {extreme} object",
+    "follow_colour": "I look for something {colour}",
 }
 TARGET_ANSWER = "{look}: it is the {colour} {shape} {where} [SEG]."
+# Several targets: each named before its own [SEG], joined as a list ("the red ball on the left
+# [SEG] and the red star at the top [SEG]").
+SEVERAL_ANSWER = "{look}: they are {listing}."
 # odd_one_out says what the others share before it names the one that differs.
 ODD_ONE_OUT_ANSWER = "{look}: the others are all {others}, and it is the {colour} {shape} {where} [SEG]."
 # Where an object is: thirds of the image by its deepest interior point (row, column).
@@ -454,6 +498,11 @@ REFUSALS: dict[str, tuple[str, ...]] = {
     "smallest_of_colour": ("{look}: there is no {colour} object here.",),
     "odd_one_out": ("{look}: they are all {colour} {shapes}, so none is the odd one out.",),
     "hold_water": ("{look}: there is no open container here, so nothing can hold water.",),
+    "refer_colour": ("{look}: there is nothing {colour} here.",),
+    "refer_shape": ("{look}: there is no {shape} here.",),
+    "refer_colour_shape": ("{look}: there is no {colour} {shape} here.",),
+    "all_of_colour": ("{look}: there is nothing {colour} here.",),
+    "all_of_shape": ("{look}: there are no {shapes} here.",),
 }
 NOTHING_FITS_SHARE = 0.1  # of each split
 

@@ -9,6 +9,7 @@ import cv2
 
 from lisa_ros.data.scenes.generator import (
     Scene,
+    camera_scene,
     make_scene,
     nothing_fits,
     paraphrase_rng,
@@ -31,18 +32,20 @@ def split_scene(seed: int, split: str, index: int, size: tuple[int, int] = DEFAU
     """Sample ``index`` of a split exactly as :func:`write_split` writes it."""
     return make_scene(scene_rng(seed, split, index), QUERY_TYPES[index % len(QUERY_TYPES)], size, split,
                       nothing_fits=nothing_fits(seed, split, index), paraphrase_rng=paraphrase_rng(seed, split, index),
-                      paraphrases=0 if split == "test" else PARAPHRASES)
+                      paraphrases=PARAPHRASES if split in ("train", "val") else 0,
+                      camera=camera_scene(seed, split, index))
 
 
 def write_split(folder: str | Path, split: str, count: int, seed: int,
                 size: tuple[int, int] = DEFAULT_SIZE, progress: bool = False) -> Path:
     """Write ``count`` samples of ``split`` into ``folder`` (created): ``00000.jpg`` + ``00000.json``, ...
 
-    Sample ``i`` has query type ``QUERY_TYPES[i % 6]`` (balanced) and is generated from
+    Sample ``i`` has query type ``QUERY_TYPES[i % len(QUERY_TYPES)]`` (balanced) and is generated from
     :func:`scene_rng` ``(seed, split, i)``, so the output is deterministic given (split, count,
     seed, size). About one sample in ten is a "nothing fits" scene (:func:`nothing_fits`). Train
     and val samples list :data:`PARAPHRASES` more phrasings of their query after the first; the
-    test split keeps one. Numbered sample files (``NNNNN.jpg/png/json``) left from an earlier run
+    test and camera splits keep one. A share of the train and val samples, and every sample of
+    the camera split, are camera-like (:func:`~.generator.camera_scene`; their own image size). Numbered sample files (``NNNNN.jpg/png/json``) left from an earlier run
     are removed first. Returns the folder.
     """
     phrasing_split(split)

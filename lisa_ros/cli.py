@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from lisa_ros.data.reasonseg import DATASET_TYPES
-from lisa_ros.data.scenes.vocabulary import DEFAULT_SIZE
+from lisa_ros.data.scenes.vocabulary import CAMERA_SHARE, DEFAULT_SIZE
 from lisa_ros.errors import InvalidCommandError, LisaError, UsageError
 from lisa_ros.model.options import PRECISION_CHOICES, QUANTIZATION_BACKEND_CHOICES, QUANTIZATION_CHOICES, LoadOptions
 
@@ -302,13 +302,15 @@ def _cmd_scenes(args: argparse.Namespace) -> int:
     unknown = [s for s in splits if s not in SPLITS]
     if unknown or not splits:
         raise UsageError(f"unknown split(s) {unknown} (choose from {', '.join(SPLITS)})")
+    if not 0.0 <= args.camera_share <= 1.0:
+        raise UsageError(f"--camera-share must be in [0, 1], got {args.camera_share}")
     counts = {"train": args.count_train, "val": args.count_val, "test": args.count_test, "camera": args.count_camera}
     for split in splits:
         seed = SPLIT_SEEDS[split] + args.seed_offset
         if seed < 0:
             raise UsageError("--seed-offset makes a seed negative")
         folder = write_split(Path(args.out_dir) / split, split, counts[split], seed, args.size,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, camera_share=args.camera_share)
         per_type = Counter(QUERY_TYPES[i % len(QUERY_TYPES)] for i in range(counts[split]))
         summary = ", ".join(f"{name} {per_type[name]}" for name in QUERY_TYPES)
         baseline = f"; any-object baseline gIoU {any_object_baseline(folder)['giou']:.3f}" if counts[split] else ""
@@ -401,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     scenes.add_argument("--count-val", type=int, default=300)
     scenes.add_argument("--count-test", type=int, default=300)
     scenes.add_argument("--count-camera", type=int, default=150)
+    scenes.add_argument("--camera-share", type=float, default=CAMERA_SHARE,
+                        help="share of camera-like train and val scenes, with their own sizes (0.3; the camera "
+                             "split is all camera-like, the test split none)")
     scenes.add_argument("--seed-offset", type=int, default=0, help="added to each split's seed")
     scenes.add_argument("--size", type=_parse_size, default=DEFAULT_SIZE,
                         help="WIDTHxHEIGHT (320x240) of the default scenes (camera-like ones have their own)")

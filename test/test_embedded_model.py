@@ -87,6 +87,8 @@ def test_byte_level_tokenizer_follows_the_training_rules(folder):
     ids = tokenizer.encode("Sure, [SEG].")
     assert ids[-2] == seg and tokenizer.decode([ids[-3]]) == ","  # the space before [SEG] is stripped
     assert tokenizer.decode(ids) == "Sure, [SEG]."
+    several = "they are the red ball on the left [SEG], the cup [SEG] and the star [SEG]."
+    assert tokenizer.decode(tokenizer.encode(several)) == several  # "[SEG] and", not "[SEG]and"
     assert tokenizer.encode("a</s>")[-1] == tokenizer.eos_token_id  # the template's </s> is the model's EOS
     prompt = tokenizer.encode_with_image("USER: <im_start><image><im_end>\nWhat rolls? ASSISTANT:")
     assert prompt[0] == tokenizer.bos_token_id and prompt.count(IMAGE_TOKEN_INDEX) == 1

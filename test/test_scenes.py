@@ -292,8 +292,8 @@ def _check_command(annotation: dict, objects: list[dict], index: int, areas: lis
     slots, kind, targets = annotation["slots"], annotation["query_type"], annotation["target_indices"]
     looked_for = annotation["answer"].split(": ")[0]
     assert looked_for == rs.LOOK_FOR[slots.get("kind", kind)].format(**slots)
-    assert len(targets) == (2 if kind == "two_named" else len(targets)) and len(set(targets)) == len(targets)
-    assert (len(targets) > 1) == (kind in rs.SEVERAL_TYPES)
+    assert len(set(targets)) == len(targets) and (len(targets) > 1) == (kind in rs.SEVERAL_TYPES)
+    assert kind != "two_named" or len(targets) == 2
     if kind == "refer_colour":
         assert [i for i, c in enumerate(colours) if c == slots["colour"]] == [index]
     elif kind == "refer_shape":
@@ -303,6 +303,8 @@ def _check_command(annotation: dict, objects: list[dict], index: int, areas: lis
         assert colours.count(colours[index]) >= 2 and shapes.count(shapes[index]) >= 2
     elif kind == "refer_position":
         position, thing = slots["position"], slots["thing"]
+        opposite = {"on the left": "right", "on the right": "left", "at the top": "bottom", "at the bottom": "top"}
+        assert opposite.get(position, "-") not in rs.region(*points[index], width, height)  # the answer agrees
         if thing == "object":  # furthest towards a side of all objects, by 15 % of the image
             assert _extreme_by(points, position, 0.15, width, height) == index
         else:
@@ -341,7 +343,8 @@ def _check_command(annotation: dict, objects: list[dict], index: int, areas: lis
         elif slots["kind"] == "follow_colour":
             assert colours.count(colours[index]) == 1 and colours[index] == slots["colour"]
             assert colours.count(colours[first]) == 1
-        else:
+        else:  # the first object is one of a kind in colour and shape: "the smallest one" means of all
+            assert colours.count(colours[first]) == 1 and shapes.count(shapes[first]) == 1
             ranked = sorted(range(len(objects)), key=lambda i: areas[i], reverse=slots["extreme"] == "largest")
             assert ranked[0] == index and max(areas[index], areas[ranked[1]]) >= 1.6 * min(areas[index], areas[ranked[1]])
     else:
@@ -511,6 +514,13 @@ def test_command_line(tmp_path, capsys):
     assert (direct / "00006.json").read_bytes() == (tmp_path / "test" / "00006.json").read_bytes()
     assert main(["scenes", str(tmp_path), "--splits", "holdout"]) == 2
     assert "unknown split(s) ['holdout']" in capsys.readouterr().err
+    # --camera-share 0: every train scene has the asked size
+    assert main(["scenes", str(tmp_path / "plain"), "--splits", "train", "--count-train", "15", "--size", "160x120",
+                 "--camera-share", "0", "--no-progress"]) == 0
+    sizes = {json.loads(p.read_text())["imageWidth"] for p in (tmp_path / "plain" / "train").glob("*.json")}
+    assert sizes == {160}
+    assert main(["scenes", str(tmp_path), "--camera-share", "1.5"]) == 2
+    assert "--camera-share must be in [0, 1]" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("known_cues", [False, True])
@@ -602,7 +612,7 @@ def test_camera_like_scenes():
         colours = {obj.colour for obj in scene.objects}
         assert not (level > 190 and "white" in colours) and not (level < 70 and "black" in colours)
         spans += [np.sqrt(obj.area / (width * height)) for obj in scene.objects]
-        assert scene.query not in _train_outputs() or scene.query_type == rs.FOLLOW_UP
+        assert scene.query not in _train_outputs()  # the test phrasings
     assert len(sizes) >= 3 and tones == {"light", "dark", "grey"}
     # objects larger and smaller than the default scenes' (whose sqrt(area share) spans about 0.08-0.3)
     assert min(spans) < 0.06 and max(spans) > 0.3

@@ -61,7 +61,12 @@ def test_several_target_masks_are_matched_one_to_one():
     # one mask over both targets: it matches one of them, by the better IoU; the other is missing
     both = left | right
     per_target, missing, extra = match_masks([both], [left, right])
-    assert sorted(per_target) == pytest.approx([0.0, 0.5], abs=1e-4) and (missing, extra) == (1, 0)
+    assert per_target == pytest.approx([0.5, 0.0], abs=1e-4) and (missing, extra) == (1, 0)  # the first, on a tie
+    # a mask beside every target is no match: the targets are missing and the mask is extra
+    beside = np.zeros((10, 20), bool)
+    beside[0, 18:] = True
+    assert match_masks([beside, left], [left, right]) == (pytest.approx([1.0, 0.0]), 1, 1)
+    assert match_masks([beside], [left, right]) == ([0.0, 0.0], 2, 1)
     several = SeveralAccumulator()
     several.add([right, left], [left, right])
     several.add([half_left], [left, right])
@@ -496,6 +501,35 @@ def test_follow_ups_supervise_the_last_answer_and_each_seg_points_at_its_own_tar
         expected = float(torch.stack([((p - t) ** 2).mean() for p, t in zip(prompts, tokens)]).mean())
     assert losses["as named"] == pytest.approx(expected, rel=1e-4)
     assert losses["swapped"] != pytest.approx(losses["as named"], rel=1e-3)
+
+
+def test_a_several_target_sample_trains_one_mask_and_one_point_per_target(tmp_path, checkpoint):
+    """A scene whose answer names several objects: the k-th [SEG] is trained towards the k-th
+    target's mask and deepest point (the answer's order); an answer with another count of [SEG]
+    than targets is refused as a data error."""
+    from lisa_ros.data.scenes import write_split
+    from lisa_ros.train.trainer import Trainer
+
+    folder = write_split(tmp_path / "scenes", "test", 12, 2)  # sample 11: all_of_colour
+    config = _config(tmp_path, checkpoint, folder, loss_weights={"ce": 1.0, "bce": 1.0, "dice": 1.0, "point": 1.0})
+    config.data = [{"type": "reasonseg", "path": str(folder)}]
+    trainer = Trainer(config, progress=False)
+    sample = next(s for s in trainer.samples if len(s.target_indices or []) > 1)
+    frame, targets, tokens = trainer._frame(sample)
+    assert len(targets) == len(tokens) == len(sample.target_indices) == sample.answer.count("[SEG]")
+    height, width = frame.original_size
+    for k, index in enumerate(sample.target_indices):
+        drawn = rasterize_shapes([{"label": "target", "points": sample.objects[index]["points"]}], height, width)
+        assert np.array_equal(targets[k] > 0, drawn == 1)
+        torch.testing.assert_close(tokens[k], trainer._point_token(tuple(sample.objects[index]["point"]), frame))
+    trainer.conversation = lambda _sample: ([], "Segment all the red objects.", sample.answer, None)
+    trainer.model.eval()
+    with torch.no_grad():
+        parts = trainer.batch_loss([sample])
+    assert float(parts["dice"]) > 0 and float(parts["point"]) > 0
+    trainer.conversation = lambda _sample: ([], "Segment all the red objects.", "It is the red ball [SEG].", None)
+    with pytest.raises(DataError, match="1 \\[SEG\\] for"):
+        trainer.batch_loss([sample])
 
 
 def test_answer_counts_report_naming_false_masks_and_refusals(tmp_path):

@@ -75,7 +75,9 @@ class IoUAccumulator:
 
 def match_masks(predictions: list[np.ndarray], targets: list[np.ndarray]) -> tuple[list[float], int, int]:
     """Match a several-target answer's masks to the targets, one to one, for the largest total
-    IoU (every assignment is tried: answers name a handful of objects).
+    IoU (every assignment is tried, in a fixed order: answers name a handful of objects; of equal
+    totals the one that matches more pairs wins). A mask that does not overlap its target is no
+    match.
 
     Returns (per-target IoU, 0 for a target no mask is matched to; the number of missing masks,
     targets left without one; the number of extra masks, masks left without a target).
@@ -84,14 +86,14 @@ def match_masks(predictions: list[np.ndarray], targets: list[np.ndarray]) -> tup
     from itertools import permutations
 
     ious = np.array([[query_iou(*intersection_union(p, t.astype(np.uint8))) for t in targets] for p in predictions])
-    best: tuple[float, tuple] = (-1.0, ())
-    if predictions and targets:
-        slots = list(range(len(predictions))) + [None] * len(targets)  # None: the target gets no mask
-        for chosen in set(permutations(slots, len(targets))):
-            total = sum(ious[p, t] for t, p in enumerate(chosen) if p is not None)
-            if total > best[0]:
-                best = (total, chosen)
-    chosen = best[1] or (None,) * len(targets)
+    best: tuple[tuple[float, int], tuple] = ((0.0, 0), (None,) * len(targets))
+    slots = list(range(len(predictions))) + [None] * len(targets)  # None: the target gets no mask
+    for chosen in permutations(slots, len(targets)):  # a fixed order: the same answer every run
+        pairs = [(p, t) for t, p in enumerate(chosen) if p is not None and ious[p, t] > 0]
+        score = (sum(ious[p, t] for p, t in pairs), len(pairs))
+        if score > best[0]:
+            best = (score, tuple(p if p is not None and ious[p, t] > 0 else None for t, p in enumerate(chosen)))
+    chosen = best[1]
     per_target = [float(ious[p, t]) if p is not None else 0.0 for t, p in enumerate(chosen)]
     matched = sum(p is not None for p in chosen)
     return per_target, len(targets) - matched, len(predictions) - matched

@@ -1,7 +1,8 @@
 """ReasonSeg evaluation runner (spec §6.1): teacher-forced (the official protocol) or generated.
 
 * teacher-forced: each image's first instruction becomes a conversation whose assistant turn is
-  the literal ``[SEG].``; one forward pass gives the [SEG] state, its mask is the prediction.
+  the literal ``[SEG].`` (a several-target sample's own answer, one [SEG] per target); one
+  forward pass gives the [SEG] states, their masks are the prediction.
 * generate: the model answers freely (greedy, KV cache); the first mask is the prediction (the
   union of all masks for a several-target query, whose masks are also matched to the targets one
   to one: per-target IoU, missing and extra masks), and no mask means an empty prediction. A
@@ -53,14 +54,17 @@ def predict(engine: LisaEngine, sample: Sample, rgb: np.ndarray, mode: str) -> t
     frame = engine.encode_frame(rgb)
     question = evaluation_question(sample)
     history = Conversation([tuple(turn) for turn in sample.history or []])
+    several = len(sample.target_indices or []) > 1
     if mode == "teacher-forced":
+        # the official "[SEG]."; a several-target sample's own answer, one [SEG] per target
+        forced = sample.answer if several and sample.answer else "[SEG]."
         conversation = Conversation(list(history.turns))
         conversation.ask(question)
-        ids = engine.tokenizer.encode_with_image(conversation.prompt() + " [SEG].</s>")
+        ids = engine.tokenizer.encode_with_image(conversation.prompt() + f" {forced}</s>")
         states = engine.teacher_forced_seg_states(frame, ids)
-        logits, _ = engine.decode_masks(states[-1:], frame)
-        mask = (logits[0] > 0).cpu().numpy()
-        return mask, None, [mask]
+        logits, _ = engine.decode_masks(states[len(states) - forced.count("[SEG]"):], frame)  # not the history's
+        masks = [mask for mask in (logits > 0).cpu().numpy()]
+        return (np.logical_or.reduce(masks) if several else masks[0]), None, masks
     if mode == "generate":
         # The question already asks for the mask: no suffix.
         answer, _ = engine.answer(frame, question, history=history if history.turns else None,
@@ -68,9 +72,7 @@ def predict(engine: LisaEngine, sample: Sample, rgb: np.ndarray, mode: str) -> t
         masks = [decoded.mask for decoded in answer.masks]
         if not masks:
             return np.zeros(rgb.shape[:2], bool), answer.text, masks
-        if len(sample.target_indices or []) > 1:
-            return np.logical_or.reduce(masks), answer.text, masks
-        return masks[0], answer.text, masks
+        return (np.logical_or.reduce(masks) if several else masks[0]), answer.text, masks
     raise UsageError(f"mode must be one of {MODES}, got {mode!r}")
 
 

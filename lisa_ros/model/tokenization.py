@@ -167,9 +167,11 @@ class LisaTokenizer:
                 return
             text, spaced = self._decode_text(run)
             text = text.lstrip(" ") if spaced else text
-            leading_space = spaced and (out and not out[-1].endswith((" ", "\n")))
-            if leading_space and (not previous_added or text[:1].isalnum()):
+            after_text = bool(out) and not out[-1].endswith((" ", "\n"))
+            if spaced and after_text and (not previous_added or text[:1].isalnum()):
                 text = " " + text
+            elif previous_added and after_text and text[:1].isalnum():  # byte-level BPE: the space
+                text = " " + text  # after an added token was stripped when encoding, as rule 2 says
             out.append(text)
             run.clear()
             previous_added = False

@@ -101,6 +101,8 @@ class TrainConfig:
             raise UsageError("`embedding_rows` must be all or added")
         if not 0.0 <= self.nothing_fits_share < 1.0:
             raise UsageError("`nothing_fits_share` must be in [0, 1)")
+        if self.retrain and not self.init_from:
+            raise UsageError("`retrain` fine-tunes the stages `init_from` finished: give `init_from`")
         unknown = set(self.retrain) - {"objects", "decoder"}
         if unknown:
             raise UsageError(f"`retrain` takes objects and/or decoder, not {sorted(unknown)}")

@@ -29,7 +29,7 @@ import torch
 from lisa_ros.data.reasonseg import Sample, rasterize_shapes, read_dataset
 from lisa_ros.data.scenes.questions import alignment_example
 from lisa_ros.engine import EncodedFrame, GenerationOptions, LisaEngine
-from lisa_ros.errors import CheckpointError, UsageError
+from lisa_ros.errors import CheckpointError, DataError, UsageError
 from lisa_ros.model.delta import read_delta, trainable_from_delta
 from lisa_ros.model.loading import load_lisa
 from lisa_ros.model.modeling import expand_at_image, gather_seg_states
@@ -137,16 +137,19 @@ class Trainer:
         return bool(self.weights.bce or self.weights.dice or not self.warmed_up or not self._uses_objects)
 
     def _frame(self, sample: Sample) -> tuple[EncodedFrame, np.ndarray, torch.Tensor]:
-        """(encoded image, 0/1 float target, ``[T, 256]`` the point-prompt tokens of the targets'
-        deepest pixels, in the order the answer names them)."""
+        """(encoded image, ``[T, H, W]`` 0/1 float targets, ``[T, 256]`` the point-prompt tokens
+        of the targets' deepest pixels), one per target in the order the answer names them (T = 1
+        for a sample with one target mask, all its target pixels)."""
         key = str(sample.image_path)
         if key not in self._frames:  # the encoders are frozen here: encode each image once
             frame = self._encoded(sample)
             target = np.where(sample.target(*frame.original_size) == 1, 1, 0).astype(np.float32)  # ignore -> 0
+            several = sample.target_masks(*frame.original_size) if len(sample.target_indices or []) > 1 else []
+            targets = np.stack(several).astype(np.float32) if several else target[None]
             tokens = torch.zeros(0)
             if self.weights.point and target.any():  # only the point loss needs them
                 tokens = torch.stack([self._point_token(point, frame) for point in self._target_points(sample, target)])
-            self._frames[key] = (frame, target, tokens)
+            self._frames[key] = (frame, targets, tokens)
         return self._frames[key]
 
     @staticmethod
@@ -252,10 +255,10 @@ class Trainer:
         """Every annotated object of the sample's image (its target when it lists no objects)."""
         key = str(sample.image_path)
         if key not in self._object_masks:
-            frame, target, _ = self._frame(sample)
+            frame, targets, _ = self._frame(sample)
             height, width = frame.original_size
             polygons = [[{"label": "target", "points": o["points"]}] for o in sample.objects or []]
-            masks = [rasterize_shapes(p, height, width) == 1 for p in polygons] or [target > 0]
+            masks = [rasterize_shapes(p, height, width) == 1 for p in polygons] or [t > 0 for t in targets]
             self._object_masks[key] = [m for m in masks if m.any()]
         return self._object_masks[key]
 
@@ -343,14 +346,17 @@ class Trainer:
         tokenizer, lisa, device = self.loaded.tokenizer, self.lisa, self.loaded.device
         rows = []
         for sample in batch:
-            frame, target, target_tokens = self._frame(sample)
+            frame, targets, target_tokens = self._frame(sample)
             history, question, answer, points = self.conversation(sample)
             ids, labels = training_tokens(tokenizer, question, answer, history)
+            segs = answer.count(SEG_TOKEN)
             if points is not None:  # an alignment [SEG]: its own object
                 target_tokens = (torch.stack([self._point_token(p, frame) for p in points])
                                  if self.weights.point else torch.zeros(0))
-            mask_target = target if points is None else None  # an alignment [SEG] has no mask here
-            rows.append((ids, labels, frame, mask_target, target_tokens, answer.count(SEG_TOKEN)))
+            elif len(targets) > 1 and segs != len(targets):
+                raise DataError(f"{sample.image_path}: the answer has {segs} [SEG] for {len(targets)} targets")
+            mask_targets = targets if points is None else None  # an alignment [SEG] has no mask here
+            rows.append((ids, labels, frame, mask_targets, target_tokens, segs))
         length = max(len(ids) for ids, *_ in rows)
         input_ids = torch.full((len(rows), length), tokenizer.pad_token_id, device=device)
         labels = torch.full((len(rows), length), IGNORE_INDEX, device=device)
@@ -373,16 +379,17 @@ class Trainer:
         ce_sum = torch.nn.functional.cross_entropy(logits, expanded[:, 1:][supervised], reduction="sum")
         ce_count = int(supervised.sum())
         mask_logits, targets, point_errors = [], [], []
-        for b, (ids, _labels, frame, mask_target, tokens, answer_segs) in enumerate(rows):
+        for b, (ids, _labels, frame, mask_targets, tokens, answer_segs) in enumerate(rows):
             states = gather_seg_states(hidden[b], ids, tokenizer.seg_token_id, num_image_tokens)
             states = states[len(states) - answer_segs:]  # the last answer's [SEG]s, not the history's
             if not len(states):
                 continue
             prompts = lisa.project_seg_hidden_states(states)
-            if (self.weights.bce or self.weights.dice) and mask_target is not None and frame.image_embedding is not None:
+            if (self.weights.bce or self.weights.dice) and mask_targets is not None and frame.image_embedding is not None:
                 decoded = lisa.decode_mask_logits(prompts, frame.image_embedding, frame.resized_size, frame.original_size)
-                mask_logits += list(decoded)
-                targets += [torch.from_numpy(mask_target).to(device)] * decoded.shape[0]
+                mask_logits += list(decoded)  # the k-th [SEG] against the k-th target (or every one against the one)
+                chosen = mask_targets if len(mask_targets) == decoded.shape[0] else [mask_targets[0]] * decoded.shape[0]
+                targets += [torch.from_numpy(np.ascontiguousarray(t)).to(device) for t in chosen]
             if self.weights.point and tokens.numel():  # the k-th [SEG] points at the k-th target
                 point_errors += [((p.float() - token.to(p.device)) ** 2).mean() for p, token in zip(prompts, tokens)]
         return combine(ce_sum, ce_count, mask_logits, targets, self.weights,

@@ -54,8 +54,9 @@ Files written by :func:`write_split` (one pair per sample, read by
      "imageWidth": 320, "imageHeight": 240}
 
 ``answer`` first says what it looks for (:data:`LOOK_FOR`), then names the target before
-``[SEG]``, or says without ``[SEG]`` that nothing here fits (``nothing_fits``, about 10 % of a
-split, ``shapes`` empty, ``target_index`` null). ``answer``, ``explanation``, ``query_type``, ``target_index`` (the first target),
+``[SEG]``, or says without ``[SEG]`` that nothing here fits (``nothing_fits``: drawn for 10 % of
+the samples, kept for the 11 query types that can miss, so about 7 % of a split; ``shapes`` and
+``target_indices`` empty, ``target_index`` null). ``answer``, ``explanation``, ``query_type``, ``target_index`` (the first target),
 ``target_indices`` (every target, in the order the answer names them), ``slots`` (the words
 filled into the phrasing), ``history`` (a follow-up's earlier turns) with ``history_targets``, ``camera`` (a camera-like
 scene), ``objects`` (every object, target included,

@@ -277,19 +277,20 @@ def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 
 def nothing_fits(seed: int, split: str, index: int) -> bool:
-    """Whether sample ``index`` of a split is a "nothing fits" scene (about
-    :data:`~lisa_ros.data.scenes.vocabulary.NOTHING_FITS_SHARE` of each split), from its own
-    generator: the other samples' images stay what they were before such scenes existed."""
+    """Whether sample ``index`` of a split is drawn as a "nothing fits" scene (about
+    :data:`~lisa_ros.data.scenes.vocabulary.NOTHING_FITS_SHARE` of each split; a query type that
+    cannot miss ignores it), from its own generator: the other samples' images stay what they
+    were before such scenes existed."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(split.encode()), index, 1]))
     return bool(rng.random() < NOTHING_FITS_SHARE)
 
 
-def camera_scene(seed: int, split: str, index: int) -> dict | None:
+def camera_scene(seed: int, split: str, index: int, share: float = CAMERA_SHARE) -> dict | None:
     """The camera style of sample ``index`` (:func:`camera_style`), or None for a default scene:
-    every sample of the "camera" split, :data:`CAMERA_SHARE` of the train and val splits, none
-    of the test split. From its own generator, so the other samples stay as they were."""
+    every sample of the "camera" split, ``share`` of the train and val splits (about), none of
+    the test split. From its own generator, so the other samples stay as they were."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(split.encode()), index, 3]))
-    share = {"camera": 1.0, "test": 0.0}.get(split, CAMERA_SHARE)
+    share = {"camera": 1.0, "test": 0.0}.get(split, share)
     return camera_style(rng) if rng.random() < share else None
 
 

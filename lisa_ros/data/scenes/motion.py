@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from lisa_ros.data.scenes.generator import Scene, make_scene, phrasing_split
-from lisa_ros.data.scenes.vocabulary import QUERY_TYPES
+from lisa_ros.data.scenes.vocabulary import REASONING_TYPES
 
 MOTION_KINDS: tuple[str, ...] = ("move", "pan", "occlusion", "exit")
 OCCLUDER_COLOUR = (96, 112, 128)  # slate grey-blue: not in the palette, not a background tone
@@ -101,7 +101,8 @@ def make_moving_sequence(seed: int, index: int, kind: str, split: str = "test", 
     """Sequence ``index`` of ``kind`` (one of :data:`MOTION_KINDS`) with the phrasings of ``split``.
 
     Deterministic in (seed, split, index, kind, size, seconds, fps). The scene always has a target
-    (no "nothing fits" scenes); its query type cycles through the six types with ``index``.
+    (no "nothing fits" scenes); its query type cycles through the six reasoning types with ``index``
+    (one target each: the sequences' ground truth follows one object).
     Raises ValueError for an unknown kind or split.
     """
     if kind not in MOTION_KINDS:
@@ -110,7 +111,7 @@ def make_moving_sequence(seed: int, index: int, kind: str, split: str = "test", 
     rng = np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(f"motion-{split}".encode()), index,
                                                         zlib.crc32(kind.encode())]))
     width, height = int(size[0]), int(size[1])
-    scene = make_scene(rng, QUERY_TYPES[index % len(QUERY_TYPES)], (width, height), split)
+    scene = make_scene(rng, REASONING_TYPES[index % len(REASONING_TYPES)], (width, height), split)
     count = max(2, int(round(seconds * fps)))
     margin = int(round(0.12 * width)) if kind == "pan" else 0
     world_background = cv2.copyMakeBorder(scene.background, 0, 0, margin, margin, cv2.BORDER_REFLECT)

@@ -7,7 +7,8 @@ with ``point`` (x, y), ``area``, ``label``, ``colour``, ``shape``), the image si
 indices of the planned targets, and returns ``(target_indices, more slots)`` or raises
 :class:`~.layout.PlanRetry` when the scene would be ambiguous (two objects about as far left, as
 big, as near). Margins: a position must single out its object by >= 20 % of the image (15 % for
-"the object on the left" among all objects); a size by an area ratio >= 2; "next to" by a
+"the object on the left" among all objects) and agree with the answer's region phrase; a size by
+an area ratio >= 2 (1.6 for the smallest or largest of all in a follow-up); "next to" by a
 distance ratio >= 1.8.
 """
 from __future__ import annotations
@@ -15,11 +16,12 @@ from __future__ import annotations
 import numpy as np
 
 from lisa_ros.data.scenes.layout import Builder, PlanRetry, _count, _default_size, _others
-from lisa_ros.data.scenes.vocabulary import COLOURS, PLURALS, SHAPES, pick
+from lisa_ros.data.scenes.vocabulary import COLOURS, PLURALS, SHAPES, pick, region
 
 # Where an object is, by the axis and the direction of its extreme: (axis 0 = x, 1 = y; sign).
 POSITIONS: dict[str, tuple[int, int]] = {"on the left": (0, -1), "on the right": (0, 1),
                                          "at the top": (1, -1), "at the bottom": (1, 1)}
+OPPOSITES = {"on the left": "right", "on the right": "left", "at the top": "bottom", "at the bottom": "top"}
 SIZE_WORDS = {"big": ("big", "large", "bigger", "larger"), "small": ("small", "little", "smaller")}
 EXTREMES = ("smallest", "largest")
 
@@ -79,11 +81,14 @@ def plan_refer_colour_shape(b: Builder):
 
 def _extreme(objects, indices, position: str, width: int, height: int, margin: float) -> int:
     """The index among ``indices`` most extreme towards ``position``; PlanRetry unless it leads
-    the next one by ``margin`` of the image along that axis."""
+    the next one by ``margin`` of the image along that axis, and unless the answer's region
+    phrase agrees ("the cup on the left" is never "at the bottom right")."""
     axis, sign = POSITIONS[position]
     size = (width, height)[axis]
     ranked = sorted(indices, key=lambda i: -sign * objects[i].point[axis])
     if abs(objects[ranked[0]].point[axis] - objects[ranked[1]].point[axis]) < margin * size:
+        raise PlanRetry
+    if OPPOSITES[position] in region(*objects[ranked[0]].point, width, height):
         raise PlanRetry
     return ranked[0]
 
@@ -222,7 +227,13 @@ def plan_follow_up(b: Builder):
         a, c = placed[ranked[0]].area, placed[ranked[1]].area
         if max(a, c) < 1.6 * min(a, c):
             raise PlanRetry
-        first = int(ranked[1 + int(rng.integers(len(ranked) - 1))])  # any other object, by its name
+        # the first command names another object whose colour and shape are both one of a kind, so
+        # "the smallest one" cannot mean the smallest of its colour or of its shape
+        alone = [i for i in ranked[1:] if sum(o.colour == placed[i].colour for o in placed) == 1
+                 and sum(o.shape == placed[i].shape for o in placed) == 1]
+        if not alone:
+            raise PlanRetry
+        first = int(alone[int(rng.integers(len(alone)))])
         return [ranked[0]], {"kind": kind, "extreme": extreme,
                              "first_turn": ("refer_colour_shape", first,
                                             {"colour": placed[first].colour, "shape": placed[first].shape})}

@@ -225,7 +225,7 @@ def client(out: Path, scenes: Path, script: list) -> int:
     if not service.wait_for_service(timeout_sec=180):
         print("the node did not come up", file=sys.stderr)
         return 1
-    show_scene(script[0][0])
+    show_scene(first_scene(scenes, script[0][0]))
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:  # until the node is active and has a camera frame
         probe = wait(service.call_async(ReasonSegment.Request(command="ping")))

@@ -221,7 +221,7 @@ def test_node_answers_held_out_scenes_exactly_as_the_engine_does(ros_domain, spa
         height, width = sample.rgb().shape[:2]
         resize = lambda mask: cv2.resize(mask.astype(np.uint8), (rgb.shape[1], rgb.shape[0]),  # noqa: E731
                                          interpolation=cv2.INTER_NEAREST)
-        prediction = (got[0] if len(sample.target_indices or []) <= 1 else np.logical_or.reduce(got)) if got \
+        prediction = (np.logical_or.reduce(got) if sample.several_targets else got[0]) if got \
             else np.zeros(rgb.shape[:2], bool)
         truth_ious.append(query_iou(*intersection_union(prediction, resize(sample.target(height, width)))))
         if sample.query_type in REFERRING_TYPES:

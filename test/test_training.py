@@ -514,7 +514,7 @@ def test_a_several_target_sample_trains_one_mask_and_one_point_per_target(tmp_pa
     config = _config(tmp_path, checkpoint, folder, loss_weights={"ce": 1.0, "bce": 1.0, "dice": 1.0, "point": 1.0})
     config.data = [{"type": "reasonseg", "path": str(folder)}]
     trainer = Trainer(config, progress=False)
-    sample = next(s for s in trainer.samples if len(s.target_indices or []) > 1)
+    sample = next(s for s in trainer.samples if s.several_targets)
     frame, targets, tokens = trainer._frame(sample)
     assert len(targets) == len(tokens) == len(sample.target_indices) == sample.answer.count("[SEG]")
     height, width = frame.original_size

@@ -55,22 +55,27 @@ class Sample:
     history: list[tuple[str, str]] | None = None
 
     @property
+    def all_target_indices(self) -> list[int]:
+        """Every target's index into ``objects``, in the answer's order: ``target_indices``, else
+        ``[target_index]``, else [] (and [] when the annotation lists no objects)."""
+        indices = self.target_indices or ([self.target_index] if self.target_index is not None else [])
+        return [i for i in indices if self.objects is not None and 0 <= i < len(self.objects)]
+
+    @property
+    def several_targets(self) -> bool:
+        """Whether the query names several objects (one [SEG] and one mask each)."""
+        return len(self.all_target_indices) > 1
+
+    @property
     def target_labels(self) -> list[str]:
         """Every target's label (one for most queries, several for "all the red objects")."""
-        indices = self.target_indices if self.target_indices else (
-            [self.target_index] if self.target_index is not None else [])
-        if self.objects is None:
-            return []
-        return [self.objects[i].get("label", "") for i in indices if 0 <= i < len(self.objects)]
+        return [self.objects[i].get("label", "") for i in self.all_target_indices]
 
     def target_masks(self, height: int, width: int) -> list[np.ndarray]:
         """One bool mask per target object (several-target queries), from ``objects``; [] when
         the annotation does not list them."""
-        indices = self.target_indices or ([self.target_index] if self.target_index is not None else [])
-        if self.objects is None:
-            return []
         return [rasterize_shapes([{"label": "target", "points": self.objects[i]["points"]}], height, width) == 1
-                for i in indices if 0 <= i < len(self.objects)]
+                for i in self.all_target_indices]
 
     @property
     def target_label(self) -> str | None:

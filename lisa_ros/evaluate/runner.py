@@ -54,7 +54,7 @@ def predict(engine: LisaEngine, sample: Sample, rgb: np.ndarray, mode: str) -> t
     frame = engine.encode_frame(rgb)
     question = evaluation_question(sample)
     history = Conversation([tuple(turn) for turn in sample.history or []])
-    several = len(sample.target_indices or []) > 1
+    several = sample.several_targets
     if mode == "teacher-forced":
         # the official "[SEG]."; a several-target sample's own answer, one [SEG] per target
         forced = sample.answer if several and sample.answer else "[SEG]."
@@ -166,7 +166,7 @@ def evaluate(engine: LisaEngine, samples: list[Sample], mode: str = "teacher-for
         target = sample.target(*rgb.shape[:2])
         prediction, text, masks = predict(engine, sample, rgb, mode)
         matched = ""
-        if len(sample.target_indices or []) > 1:  # several targets: masks matched one to one
+        if sample.several_targets:  # masks matched to the targets one to one
             targets = sample.target_masks(*rgb.shape[:2])
             for group in ("overall", sample.query_type or "overall"):
                 per_target = several.setdefault(group, SeveralAccumulator()).add(masks, targets)

@@ -144,7 +144,7 @@ class Trainer:
         if key not in self._frames:  # the encoders are frozen here: encode each image once
             frame = self._encoded(sample)
             target = np.where(sample.target(*frame.original_size) == 1, 1, 0).astype(np.float32)  # ignore -> 0
-            several = sample.target_masks(*frame.original_size) if len(sample.target_indices or []) > 1 else []
+            several = sample.target_masks(*frame.original_size) if sample.several_targets else []
             targets = np.stack(several).astype(np.float32) if several else target[None]
             tokens = torch.zeros(0)
             if self.weights.point and target.any():  # only the point loss needs them
@@ -156,8 +156,8 @@ class Trainer:
     def _target_points(sample: Sample, target: np.ndarray) -> list[tuple[float, float]]:
         """(x, y) source pixels deepest inside each target, in the answer's order (from the
         annotation when it has them; else one, inside the whole target mask)."""
-        indices = sample.target_indices or ([sample.target_index] if sample.target_index is not None else [])
-        if sample.objects and indices and all("point" in sample.objects[i] for i in indices):
+        indices = sample.all_target_indices
+        if indices and all("point" in sample.objects[i] for i in indices):
             return [tuple(sample.objects[i]["point"]) for i in indices]
         return [interior_point(target)]
 

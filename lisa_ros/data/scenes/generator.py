@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -58,10 +59,10 @@ class SceneObject:
     def area(self) -> int:
         return int(np.count_nonzero(self.mask))
 
-    @property
+    @cached_property
     def point(self) -> tuple[int, int]:
         """(x, y): the pixel deepest inside the object (the distance transform's maximum; a cup's
-        or a star's centroid can lie outside it)."""
+        or a star's centroid can lie outside it). Computed once (positions compare it often)."""
         depth = cv2.distanceTransform(np.pad(self.mask.astype(np.uint8), 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
         y, x = np.unravel_index(int(depth.argmax()), depth.shape)
         return int(x), int(y)

@@ -124,6 +124,44 @@ def test_training_phrasings_share_no_four_word_run_with_the_test_phrasings():
             assert not rs.word_runs(template) & test_runs, (query_type, template)
 
 
+def test_the_command_grammar_frames_every_target_in_training_structures_only():
+    """Framed commands (data/scenes/framing.py) fill with each type's slots, share no run of four
+    words with the type's test or probe phrasings, agree in number, draw only nouns that are
+    never targets, and exist only for the types with target phrases."""
+    import random
+
+    from lisa_ros.data.scenes import framing
+    from lisa_ros.data.scenes.commands import COMMAND_PHRASINGS, PROBE_COMMAND_PHRASINGS
+
+    assert set(framing.TARGET_PHRASES) == set(COMMAND_PHRASINGS)
+    never_targets = {*rs.SHAPES, *rs.PLURALS.values(), *rs.COLOURS, "object", "thing", "one", "shape"}
+    for nouns in (framing.ENCLOSING_NOUNS, framing.COVERING_NOUNS, framing.RESULT_NOUNS):
+        assert not set(nouns) & never_targets
+    for key in framing.TARGET_PHRASES:
+        per_frame = framing.framed_templates(key)
+        assert len(per_frame) == len(framing.FRAMES) and all(per_frame)  # every structure survives the filter
+        held_out = set().union(*(rs.word_runs(t) for t in (*COMMAND_PHRASINGS[key]["test"], *PROBE_COMMAND_PHRASINGS[key])))
+        templates = [t for frame in per_frame for t in frame]
+        assert len(templates) > 500, key
+        for template in templates:
+            assert not rs.word_runs(template) & held_out, (key, template)
+            text = template.format(**SLOTS)
+            assert "{" not in text and "  " not in text and text[0].isupper(), template
+            assert " are " not in text if key.startswith(("refer_", "follow_")) else True, template
+    many = framing.framed_templates("all_of_colour")
+    assert "Where are all the {colour} objects?" in {t for frame in many for t in frame}
+    assert "Where is every {colour} object?" in {t for frame in many for t in frame}
+    pronoun = framing.framed_templates("refer_colour")
+    assert "The {colour} object - cut it out." in {t for frame in pronoun for t in frame}
+
+    rng = random.Random(0)
+    drawn = {framing.framed_command("refer_colour_shape", {"colour": "red", "shape": "cup"}, rng) for _ in range(300)}
+    assert len(drawn) > 200 and all("red" in text and "cup" in text for text in drawn)
+    assert framing.framed_command("follow_up", {"kind": "follow_colour", "colour": "green"}, rng)
+    assert framing.framed_command("roll", {"colour": "red"}, rng) is None  # a reasoning type: no target phrase
+    assert framing.framed_command("refer_size", {"colour": "red"}, rng) is None  # slots missing (older annotation)
+
+
 def test_training_cues_are_other_knowledge_than_the_test_cues():
     assert set(rs.TRAINING_CUES) == set(rs.COLOUR_CUES) == set(rs.COLOURS)
     test_cues = {cue for cues in rs.COLOUR_CUES.values() for cue in cues}
@@ -572,6 +610,8 @@ def test_new_phrasings_probe_rewrites_every_query_with_words_no_phrasing_uses(sp
     import subprocess
     import sys
 
+    from lisa_ros.data.scenes import framing
+
     script = Path(__file__).resolve().parent.parent / "training" / "probe_new_phrasings.py"
     out = tmp_path / "probe"
     run = subprocess.run([sys.executable, str(script), str(splits["test"]), str(out)], capture_output=True, text=True,
@@ -583,6 +623,8 @@ def test_new_phrasings_probe_rewrites_every_query_with_words_no_phrasing_uses(sp
     slotless = {}  # per query type: the runs of its phrasings without a slot (the query's slots are filled)
     for query_type, phrasings in rs.PHRASINGS.items():
         used = set().union(*(rs.word_runs(t) for split in phrasings.values() for t in split))
+        if query_type in framing.TARGET_PHRASES:  # and the command grammar's training structures
+            used |= set().union(*(rs.word_runs(t) for frame in framing.framed_templates(query_type) for t in frame))
         slotless[query_type] = {words for words in used if not any("{" in word for word in words)}
     for name, annotation in written.items():
         original = originals[name]

@@ -347,13 +347,54 @@ def test_nothing_fits_share_sets_the_share_of_refusal_rows():
 
     samples = [SimpleNamespace(nothing_fits=i % 10 == 0) for i in range(1000)]
     for share, expected in ((0.25, 0.25), (0.0, 0.10)):
-        fake = SimpleNamespace(config=SimpleNamespace(nothing_fits_share=share), rng=random.Random(0), samples=samples,
+        fake = SimpleNamespace(config=SimpleNamespace(nothing_fits_share=share, query_type_weights={}),
+                               rng=random.Random(0), samples=samples,
                                ordinary_samples=[s for s in samples if not s.nothing_fits],
                                nothing_fits_samples=[s for s in samples if s.nothing_fits])
         drawn = [Trainer.draw_sample(fake).nothing_fits for _ in range(20000)]
         assert sum(drawn) / len(drawn) == pytest.approx(expected, abs=0.01)
     with pytest.raises(UsageError, match="nothing_fits_share"):
         TrainConfig(data=[{"type": "reasonseg", "path": "x"}], output_dir="o", model="m", nothing_fits_share=1.0).validate()
+
+
+def test_query_type_weights_and_framed_commands_shape_the_drawn_conversations(tmp_path):
+    """query_type_weights draws ordinary samples in proportion to their type's weight (refusal
+    rows keep their share); framed_commands says a sample's target in a structure of the command
+    grammar, with the sample's own slots and answer; unknown types and bad shares are refused."""
+    import random
+    from types import SimpleNamespace
+
+    from lisa_ros.data.scenes.framing import framed_templates
+    from lisa_ros.errors import UsageError
+    from lisa_ros.train.config import TrainConfig
+    from lisa_ros.train.trainer import Trainer
+
+    samples = [SimpleNamespace(nothing_fits=i % 10 == 0, query_type="a" if i % 2 else "b") for i in range(1000)]
+    ordinary = [s for s in samples if not s.nothing_fits]
+    config = SimpleNamespace(nothing_fits_share=0.2, query_type_weights={"b": 3.0})
+    fake = SimpleNamespace(config=config, rng=random.Random(0), samples=samples, ordinary_samples=ordinary,
+                           nothing_fits_samples=[s for s in samples if s.nothing_fits],
+                           _type_weights={id(pool): [3.0 if s.query_type == "b" else 1.0 for s in pool]
+                                          for pool in (samples, ordinary)})
+    drawn = [Trainer.draw_sample(fake) for _ in range(20000)]
+    assert sum(s.nothing_fits for s in drawn) / len(drawn) == pytest.approx(0.2, abs=0.01)
+    kept = [s for s in drawn if not s.nothing_fits]  # 400 "b" and 500 "a" ordinary samples, b weighs 3
+    assert sum(s.query_type == "b" for s in kept) / len(kept) == pytest.approx(1200 / 1700, abs=0.015)
+
+    sample = Sample(tmp_path / "x.png", ["Find the red cup."], True, None, answer="It is the red cup [SEG].",
+                    query_type="refer_colour_shape", slots={"colour": "red", "shape": "cup"})
+    framed = {t.format(colour="red", shape="cup") for frame in framed_templates("refer_colour_shape") for t in frame}
+    for share in (0.0, 1.0):
+        config = SimpleNamespace(alignment=0.0, explanatory=0.0, framed_commands=share)
+        fake = SimpleNamespace(config=config, rng=random.Random(1))
+        asked = [Trainer.conversation(fake, sample) for _ in range(50)]
+        assert all(a[2] == "It is the red cup [SEG]." and a[0] == [] for a in asked)
+        commands = {question.removesuffix(" Please respond with segmentation mask.")
+                    .removesuffix(" Please output segmentation mask.") for _, question, _, _ in asked}
+        assert commands == {"Find the red cup."} if share == 0.0 else (len(commands) > 30 and commands <= framed)
+    for bad in ({"framed_commands": 1.5}, {"query_type_weights": {"refer_size": -1}}):
+        with pytest.raises(UsageError):
+            TrainConfig(data=[{"type": "reasonseg", "path": "x"}], output_dir="o", model="m", **bad).validate()
 
 
 def test_sample_rejects_unreadable_images(tmp_path):
@@ -506,7 +547,8 @@ def test_follow_ups_supervise_the_last_answer_and_each_seg_points_at_its_own_tar
 def test_a_several_target_sample_trains_one_mask_and_one_point_per_target(tmp_path, checkpoint):
     """A scene whose answer names several objects: the k-th [SEG] is trained towards the k-th
     target's mask and deepest point (the answer's order); an answer with another count of [SEG]
-    than targets is refused as a data error."""
+    than targets is refused as a data error; an alignment question about the image (one [SEG] or
+    none) trains without one."""
     from lisa_ros.data.scenes import write_split
     from lisa_ros.train.trainer import Trainer
 
@@ -530,6 +572,17 @@ def test_a_several_target_sample_trains_one_mask_and_one_point_per_target(tmp_pa
     trainer.conversation = lambda _sample: ([], "Segment all the red objects.", "It is the red ball [SEG].", None)
     with pytest.raises(DataError, match="1 \\[SEG\\] for"):
         trainer.batch_loss([sample])
+    # an alignment question about the same image answers in words: nothing to match, no error
+    trainer.config.alignment = 1.0
+    trainer.conversation = lambda _sample: Trainer.conversation(trainer, _sample)
+    asked = set()
+    for _ in range(40):
+        history, question, answer, points = trainer.conversation(sample)
+        asked.add(answer.count("[SEG]"))
+        assert points is not None and len(points) == answer.count("[SEG]")
+    assert asked == {0, 1}
+    with torch.no_grad():
+        assert float(trainer.batch_loss([sample])["ce"]) > 0
 
 
 def test_answer_counts_report_naming_false_masks_and_refusals(tmp_path):

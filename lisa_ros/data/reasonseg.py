@@ -7,7 +7,8 @@ with ``label`` and ``points``); optionally (ours, e.g. the generated reasoning s
 a template), ``query_type`` (for per-type reports), ``objects`` (every object's polygon),
 ``nothing_fits`` (no object answers the query: no shapes, the answer has no ``[SEG]``),
 ``target_indices`` (the targets among ``objects``, several for "all the red objects") and
-``history`` (earlier turns of a session, ``[[user text, answer], ...]``, for a follow-up). Masks are
+``history`` (earlier turns of a session, ``[[user text, answer], ...]``, for a follow-up) and
+``slots`` (the words filled into the query's phrasing, ``{"colour": "red", ...}``). Masks are
 rasterised with smaller shapes drawn over larger ones:
 value 1 for targets, 255 for shapes whose label contains "ignore"; "flag" shapes are skipped.
 
@@ -53,6 +54,8 @@ class Sample:
     target_indices: list[int] | None = None
     # ours, optional: earlier turns of the session, (user text as the engine sends it, answer)
     history: list[tuple[str, str]] | None = None
+    # ours, optional: the words filled into the query's phrasing ({"colour": "red", ...})
+    slots: dict | None = None
 
     @property
     def all_target_indices(self) -> list[int]:
@@ -150,6 +153,7 @@ def read_reasonseg(folder: str | Path) -> list[Sample]:
                               answer=data.get("answer"), nothing_fits=bool(data.get("nothing_fits", False)),
                               target_index=data.get("target_index"), target_indices=data.get("target_indices"),
                               history=[tuple(turn) for turn in data["history"]] if data.get("history") else None,
+                              slots=data.get("slots") or None,
                               annotation_size=(int(data["imageHeight"]), int(data["imageWidth"]))
                               if "imageHeight" in data and "imageWidth" in data else None))
     if not samples:

@@ -68,6 +68,13 @@ class TrainConfig:
     # Share of batch rows drawn from the "nothing fits" samples (answers without [SEG], issue 12 item 6);
     # 0 = draw uniformly from all samples (their share of the data, about 10 % of generated scenes).
     nothing_fits_share: float = 0.0
+    # Share of conversations whose command is replaced by one in a structure from the command
+    # grammar (data/scenes/framing.py), for samples whose type has target phrases and whose
+    # annotation stores its slots.
+    framed_commands: float = 0.0
+    # Relative weights of query types when drawing ordinary samples ({"refer_position": 2.0}); a
+    # type not named weighs 1. Empty: uniform over the samples.
+    query_type_weights: dict = field(default_factory=dict)
     # Start from another run's finished stages: the trainable weights of that run's checkpoint.pt,
     # or of a delta file (*.safetensors, e.g. the shipped embedded delta), whose names contain one
     # of `init_parts` (e.g. its object encoder and decoder warm-up; [""] = every weight).
@@ -99,6 +106,10 @@ class TrainConfig:
             raise UsageError("`data` lists no dataset")
         if self.embedding_rows not in ("all", "added"):
             raise UsageError("`embedding_rows` must be all or added")
+        if not 0.0 <= self.framed_commands <= 1.0:
+            raise UsageError("`framed_commands` must be in [0, 1]")
+        if any(not isinstance(w, (int, float)) or w < 0 for w in self.query_type_weights.values()):
+            raise UsageError("`query_type_weights` must map query types to weights >= 0")
         if not 0.0 <= self.nothing_fits_share < 1.0:
             raise UsageError("`nothing_fits_share` must be in [0, 1)")
         if self.retrain and not self.init_from:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from lisa_ros.data.reasonseg import Sample, rasterize_shapes, read_dataset
+from lisa_ros.data.scenes.framing import framed_command
 from lisa_ros.data.scenes.questions import alignment_example
 from lisa_ros.engine import EncodedFrame, GenerationOptions, LisaEngine
 from lisa_ros.errors import CheckpointError, DataError, UsageError
@@ -104,6 +105,11 @@ class Trainer:
         self.nothing_fits_samples = [s for s in self.samples if s.nothing_fits]
         if config.nothing_fits_share and not (self.ordinary_samples and self.nothing_fits_samples):
             raise UsageError("nothing_fits_share needs both ordinary and 'nothing fits' samples in `data`")
+        unknown = set(config.query_type_weights) - {s.query_type for s in self.samples}
+        if unknown:
+            raise UsageError(f"`query_type_weights` names query types the data does not have: {sorted(unknown)}")
+        self._type_weights = {id(pool): [float(config.query_type_weights.get(s.query_type, 1.0)) for s in pool]
+                              for pool in (self.samples, self.ordinary_samples)}
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self._projector_trains = any(p.requires_grad for p in self.loaded.model.model.mm_projector.parameters())
         self.lisa = self.loaded.model  # the LisaForCausalLM inside the peft wrapper: its maths, with autograd
@@ -316,28 +322,39 @@ class Trainer:
     # ------------------------------------------------------------------ one micro-batch
     def draw_sample(self) -> Sample:
         """One training sample: uniform over the data, or with ``nothing_fits_share`` > 0 a
-        "nothing fits" sample with that probability and an ordinary one otherwise."""
+        "nothing fits" sample with that probability and an ordinary one otherwise; ordinary ones
+        weighted by their query type with ``query_type_weights``."""
         share = self.config.nothing_fits_share
-        if not share:
-            return self.rng.choice(self.samples)
-        return self.rng.choice(self.nothing_fits_samples if self.rng.random() < share else self.ordinary_samples)
+        if share and self.rng.random() < share:
+            return self.rng.choice(self.nothing_fits_samples)
+        pool = self.ordinary_samples if share else self.samples
+        if not self.config.query_type_weights:
+            return self.rng.choice(pool)
+        weights = self._type_weights[id(pool)]
+        return self.rng.choices(pool, weights=weights)[0]
 
     def conversation(self, sample: Sample) -> tuple[list[tuple[str, str]], str, str, list[tuple[float, float]] | None]:
         """(earlier turns, question, answer, the source pixels the answer's [SEG]s should point
-        at, in order, or None for the sample's own targets) of one training conversation about
+        at, in order (empty for an alignment answer without [SEG]), or None for the sample's own
+        targets) of one training conversation about
         ``sample``: an alignment question with probability ``alignment`` (when the sample lists
-        its objects), else its own query after its history (a follow-up's first turn)."""
+        its objects), else its own query after its history (a follow-up's first turn), said in a
+        structure of the command grammar with probability ``framed_commands``."""
         if self.config.alignment and self.rng.random() < self.config.alignment:
             example = alignment_example(sample, self.rng)
             if example is not None:
                 task, question, answer = example
                 points = None
+                points = []  # no [SEG] in the answer, whatever the sample's own targets
                 if task == "refer":
                     label = answer.split("it is the ", 1)[1]
                     points = [next(tuple(o["point"]) for o in sample.objects if label.startswith(o["label"] + " "))]
                 return [], question, answer, points
         explanatory = bool(sample.explanation) and self.rng.random() < self.config.explanatory
-        question, answer = question_and_answer(sample, self.rng.choice(sample.texts), self.rng, explanatory)
+        text = self.rng.choice(sample.texts)
+        if self.config.framed_commands and sample.slots and self.rng.random() < self.config.framed_commands:
+            text = framed_command(sample.query_type or "", sample.slots, self.rng) or text
+        question, answer = question_and_answer(sample, text, self.rng, explanatory)
         return list(sample.history or []), question, answer, None
 
     def batch_loss(self, batch: list[Sample]) -> dict[str, torch.Tensor]:
@@ -350,9 +367,9 @@ class Trainer:
             history, question, answer, points = self.conversation(sample)
             ids, labels = training_tokens(tokenizer, question, answer, history)
             segs = answer.count(SEG_TOKEN)
-            if points is not None:  # an alignment [SEG]: its own object
+            if points is not None:  # an alignment question: its own object, or none
                 target_tokens = (torch.stack([self._point_token(p, frame) for p in points])
-                                 if self.weights.point else torch.zeros(0))
+                                 if points and self.weights.point else torch.zeros(0))
             elif len(targets) > 1 and segs != len(targets):
                 raise DataError(f"{sample.image_path}: the answer has {segs} [SEG] for {len(targets)} targets")
             mask_targets = targets if points is None else None  # an alignment [SEG] has no mask here

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from lisa_ros.images import compressed, raw
 from lisa_ros.ros import conversions
 from lisa_ros.ros.conversions import (
     ImageConversionError,
@@ -720,7 +721,7 @@ def test_jpeg_and_png_sizes_are_read_from_the_header(height, width):
     pixels = random_pixels("bgr8", height, width, seed=5)
     for fmt in ("jpeg", "png"):
         msg = numpy_to_compressed(pixels, "bgr8", fmt)
-        assert conversions._compressed_size(bytes(msg.data), fmt) == (height, width)
+        assert compressed._compressed_size(bytes(msg.data), fmt) == (height, width)
 
 
 def test_other_formats_labelled_jpeg_or_png_are_refused():
@@ -904,8 +905,8 @@ class _StandInRos2CvBridge:
 @pytest.fixture
 def stand_in_cv_bridge(monkeypatch):
     _StandInRos2CvBridge.calls = 0
-    monkeypatch.setattr(conversions, "_cv_bridge_checked", True)
-    monkeypatch.setattr(conversions, "_cv_bridge_instance", _StandInRos2CvBridge())
+    monkeypatch.setattr(raw, "_cv_bridge_checked", True)
+    monkeypatch.setattr(raw, "_cv_bridge_instance", _StandInRos2CvBridge())
     return _StandInRos2CvBridge
 
 
@@ -938,9 +939,9 @@ def test_malformed_messages_never_reach_cv_bridge(stand_in_cv_bridge):
 
 def test_without_cv_bridge_our_decoder_is_used(monkeypatch):
     monkeypatch.setitem(sys.modules, "cv_bridge", None)  # makes `import cv_bridge` fail
-    monkeypatch.setattr(conversions, "_cv_bridge_checked", False)
-    monkeypatch.setattr(conversions, "_cv_bridge_instance", None)
-    assert conversions._cv_bridge() is None
+    monkeypatch.setattr(raw, "_cv_bridge_checked", False)
+    monkeypatch.setattr(raw, "_cv_bridge_instance", None)
+    assert raw._cv_bridge() is None
     pixels = random_pixels("rgba8", 3, 5, seed=4)
     np.testing.assert_array_equal(image_to_numpy(raw_message(pixels, "rgba8", 2)), pixels)
 
@@ -1004,3 +1005,55 @@ def test_compressed_depth_is_not_segmented_as_colour():
         compressed_to_rgb8(message)
     grey = numpy_to_compressed(depth, "mono16", "png")  # a 16-bit grey camera stays a colour image
     assert compressed_to_rgb8(grey).shape == (3, 4, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages read from a bag: rosbags builds its own message classes (``data`` a uint8 array), and
+# lisa_ros.images decodes them as it decodes rclpy messages.
+
+
+def _through_a_bag(msg, typename: str):
+    """``msg``'s fields in rosbags' class of ``typename``, serialised to CDR and read back as a
+    bag reader returns them."""
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    types = store.types
+    stamp = types["builtin_interfaces/msg/Time"](sec=msg.header.stamp.sec, nanosec=msg.header.stamp.nanosec)
+    header = types["std_msgs/msg/Header"](stamp=stamp, frame_id=msg.header.frame_id)
+    data = np.frombuffer(bytes(msg.data), np.uint8)
+    if typename.endswith("CompressedImage"):
+        built = types[typename](header=header, format=msg.format, data=data)
+    else:
+        built = types[typename](header=header, height=msg.height, width=msg.width, encoding=msg.encoding,
+                                is_bigendian=msg.is_bigendian, step=msg.step, data=data)
+    return store.deserialize_cdr(store.serialize_cdr(built, typename), typename)
+
+
+def test_bag_messages_decode_as_rclpy_messages_do():
+    from lisa_ros import images
+
+    pixels = random_pixels("bgr8", 7, 9, seed=3)
+    rclpy_msg = raw_message(pixels, "bgr8", padding=5)
+    bag_msg = _through_a_bag(rclpy_msg, "sensor_msgs/msg/Image")
+    assert isinstance(bag_msg.data, np.ndarray) and not isinstance(bag_msg, Image)
+    np.testing.assert_array_equal(images.image_to_rgb8(bag_msg), image_to_rgb8(rclpy_msg))
+    np.testing.assert_array_equal(images.image_to_rgb8(bag_msg), pixels[:, :, ::-1])
+
+    depth_mm = np.array([[0, 1500], [2500, 65535]], np.uint16)
+    for msg, typename in ((numpy_to_image(depth_mm, "16UC1"), "sensor_msgs/msg/Image"),
+                          (numpy_to_compressed(depth_mm, "16UC1", "png"), "sensor_msgs/msg/CompressedImage")):
+        bag_msg = _through_a_bag(msg, typename)
+        if typename.endswith("CompressedImage"):  # compressed_depth_image_transport's layout
+            bag_msg.format = "16UC1; compressedDepth png"
+            bag_msg.data = np.frombuffer(struct.pack("<iff", 0, 0.0, 0.0) + bytes(msg.data), np.uint8)
+        depth = images.depth_to_meters(bag_msg)
+        assert np.isnan(depth[0, 0]) and depth[0, 1] == pytest.approx(1.5) and depth[1, 1] == pytest.approx(65.535)
+
+    colour = numpy_to_compressed(pixels, "bgr8", "png")
+    bag_msg = _through_a_bag(colour, "sensor_msgs/msg/CompressedImage")
+    assert images.is_compressed(bag_msg) and not images.is_compressed(rclpy_msg)
+    np.testing.assert_array_equal(images.compressed_to_rgb8(bag_msg), pixels[:, :, ::-1])
+    bag_msg.data = bag_msg.data[:-20]  # cut short, as a truncated bag chunk would leave it
+    with pytest.raises(ImageConversionError, match="corrupt or truncated"):
+        images.compressed_to_rgb8(bag_msg)

@@ -21,6 +21,7 @@ ALLOWED = {
     "geometry": {"errors"},
     "transforms": set(),
     "visualization": {"errors"},
+    "images": {"errors"},  # image encodings <-> numpy, for ROS messages and bag messages alike
     "model": {"errors"},
     "drafting": set(),  # token-id tables only
     "engine": {"errors", "model", "drafting"},
@@ -29,11 +30,11 @@ ALLOWED = {
     "data": {"errors", "model"},  # the scenes' questions use the embedded model's size words
     "evaluate": {"errors", "model", "engine", "data"},
     "train": {"errors", "model", "engine", "data"},
-    "testing": {"errors", "resources", "interfaces", "model", "engine", "ros", "data"},  # ROS requests, scenes
-    "ros": {"errors", "resources", "interfaces", "geometry", "transforms", "visualization", "model", "engine", "tracking",
-            "sessions"},
-    "cli": {"errors", "resources", "interfaces", "geometry", "transforms", "visualization", "model", "engine", "tracking",
-            "sessions", "data", "evaluate", "train", "ros", "package"},
+    "testing": {"errors", "resources", "interfaces", "images", "model", "engine", "ros", "data"},  # ROS requests, scenes
+    "ros": {"errors", "resources", "interfaces", "geometry", "transforms", "visualization", "images", "model", "engine",
+            "tracking", "sessions"},
+    "cli": {"errors", "resources", "interfaces", "geometry", "transforms", "visualization", "images", "model", "engine",
+            "tracking", "sessions", "data", "evaluate", "train", "ros", "package"},
     "package": set(),  # lisa_ros/__init__.py
 }
 

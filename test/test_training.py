@@ -361,6 +361,7 @@ def test_query_type_weights_and_framed_commands_shape_the_drawn_conversations(tm
     """query_type_weights draws ordinary samples in proportion to their type's weight (refusal
     rows keep their share); framed_commands says a sample's target in a structure of the command
     grammar, with the sample's own slots and answer; unknown types and bad shares are refused."""
+    import itertools
     import random
     from types import SimpleNamespace
 
@@ -374,8 +375,8 @@ def test_query_type_weights_and_framed_commands_shape_the_drawn_conversations(tm
     config = SimpleNamespace(nothing_fits_share=0.2, query_type_weights={"b": 3.0})
     fake = SimpleNamespace(config=config, rng=random.Random(0), samples=samples, ordinary_samples=ordinary,
                            nothing_fits_samples=[s for s in samples if s.nothing_fits],
-                           _type_weights={id(pool): [3.0 if s.query_type == "b" else 1.0 for s in pool]
-                                          for pool in (samples, ordinary)})
+                           _cumulative_weights=list(itertools.accumulate(3.0 if s.query_type == "b" else 1.0
+                                                                         for s in ordinary)))
     drawn = [Trainer.draw_sample(fake) for _ in range(20000)]
     assert sum(s.nothing_fits for s in drawn) / len(drawn) == pytest.approx(0.2, abs=0.01)
     kept = [s for s in drawn if not s.nothing_fits]  # 400 "b" and 500 "a" ordinary samples, b weighs 3

@@ -17,6 +17,7 @@ fully trained parameters) and ``embedding_rows: added`` (only the added tokens' 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import time
@@ -108,8 +109,12 @@ class Trainer:
         unknown = set(config.query_type_weights) - {s.query_type for s in self.samples}
         if unknown:
             raise UsageError(f"`query_type_weights` names query types the data does not have: {sorted(unknown)}")
-        self._type_weights = {id(pool): [float(config.query_type_weights.get(s.query_type, 1.0)) for s in pool]
-                              for pool in (self.samples, self.ordinary_samples)}
+        # cumulative weights of the pool draw_sample draws ordinary samples from
+        pool = self.ordinary_samples if config.nothing_fits_share else self.samples
+        self._cumulative_weights = list(itertools.accumulate(
+            float(config.query_type_weights.get(s.query_type, 1.0)) for s in pool))
+        if config.query_type_weights and not (self._cumulative_weights and self._cumulative_weights[-1] > 0):
+            raise UsageError("`query_type_weights` leaves no sample to draw (every type present weighs 0)")
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self._projector_trains = any(p.requires_grad for p in self.loaded.model.model.mm_projector.parameters())
         self.lisa = self.loaded.model  # the LisaForCausalLM inside the peft wrapper: its maths, with autograd
@@ -330,8 +335,7 @@ class Trainer:
         pool = self.ordinary_samples if share else self.samples
         if not self.config.query_type_weights:
             return self.rng.choice(pool)
-        weights = self._type_weights[id(pool)]
-        return self.rng.choices(pool, weights=weights)[0]
+        return self.rng.choices(pool, cum_weights=self._cumulative_weights)[0]
 
     def conversation(self, sample: Sample) -> tuple[list[tuple[str, str]], str, str, list[tuple[float, float]] | None]:
         """(earlier turns, question, answer, the source pixels the answer's [SEG]s should point
@@ -344,7 +348,6 @@ class Trainer:
             example = alignment_example(sample, self.rng)
             if example is not None:
                 task, question, answer = example
-                points = None
                 points = []  # no [SEG] in the answer, whatever the sample's own targets
                 if task == "refer":
                     label = answer.split("it is the ", 1)[1]

@@ -101,6 +101,7 @@ from lisa_ros.data.scenes.vocabulary import (
     TEXTURES,
     TRAINING_CUES,
     cue_slots,
+    phrasing_words,
     region,
     word_runs,
 )
@@ -109,6 +110,6 @@ from lisa_ros.data.scenes.writing import split_scene, write_split
 __all__ = ["COLOUR_CUES", "COLOURS", "CONTAINER_SHAPES", "DEFAULT_SIZE", "EXPLANATIONS", "PALETTE", "PHRASINGS",
            "QUERY_TYPES", "ROUND_SHAPES", "SHAPES", "SPLIT_SEEDS", "SPLITS", "TEXTURES", "Scene", "SceneObject",
            "make_scene", "polygon_mask", "scene_annotation", "scene_rng", "split_scene", "write_split",
-           "LOOK_FOR", "PLURALS", "REFUSALS", "TRAINING_CUES", "cue_slots", "region", "word_runs",
+           "LOOK_FOR", "PLURALS", "REFUSALS", "TRAINING_CUES", "cue_slots", "phrasing_words", "region", "word_runs",
            "CAMERA_SHARE", "CAMERA_SIZES", "FOLLOW_UP", "FOLLOW_UP_KINDS", "REASONING_TYPES", "REFERRING_TYPES",
            "SEVERAL_TYPES"]

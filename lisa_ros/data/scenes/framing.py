@@ -2,23 +2,31 @@
 
 The hand-written phrasings of :mod:`.commands` give each query type about thirty sentences. A
 model trained on them learns those sentences; a newcomer's command comes in a structure it never
-saw ("Put a box on the red ball", "The red ball - where is it?"), and the words of the structure
-("box", "line", "mask") get read as the target. The grammar here separates the two parts of a
-command so that training sees every structure with every target:
+saw, and the words of the structure (a verb it does not know, the noun of "draw a box around
+...") get read as the target. The grammar separates the two parts of a command so that training
+sees every structure with every target:
 
 * a **target phrase** (:data:`TARGET_PHRASES`, per query type, with the type's slots): what is
   asked for ("the {colour} object", "all the {shapes}", "the {first} and the {second}");
 * a **frame** (:data:`FRAMES`): the sentence around it, with ``{np}`` where the target goes:
-  imperatives ("Isolate {np}."), requests ("Would you {verb} {np}?"), drawing frames whose nouns
-  are never targets ("Sketch a {noun} around {np}." for every noun of
-  :data:`ENCLOSING_NOUNS`), questions ("Where {be} {np}?") and bare phrases ("{np}, please.").
+  imperatives and requests ("Would you {verb} {np}?"), drawing frames whose nouns are never
+  targets ("Sketch a {noun} enclosing {np}."), questions ("Where {be} {np}?") and bare phrases.
 
-:func:`framed_templates` spells every combination of a type (one to three thousand), keeping only the
-ones that share no run of four words with that type's test or probe phrasings (the rule of
-:mod:`.commands`; test and probe phrasings are never generated from this grammar);
-:func:`framed_command` draws a frame, then one of its spellings, and fills the slots. The trainer replaces a sample's command by
-a framed one with probability ``framed_commands`` (:class:`~lisa_ros.train.config.TrainConfig`);
-the scenes' own phrasings, the test split and the probes are unchanged.
+:func:`framed_templates` spells every combination of a type and keeps a spelling only when it
+stays clear of the held-out phrasings (the test split's and the probes'):
+
+1. it shares no run of four words with the type's test or probe phrasings (the rule of
+   :mod:`.commands`);
+2. it is more than two words (inserted, dropped or swapped) away from each of them, so that no
+   held-out sentence comes back with a word or two changed;
+3. it uses no word that only held-out phrasings use (:func:`held_out_only_words`: in a test or
+   probe phrasing of any type, in no training phrasing), so the grammar brings none of their
+   vocabulary into training.
+
+:func:`framed_command` draws a frame, then one of its spellings, and fills the slots. The
+trainer replaces a sample's command by a framed one with probability ``framed_commands``
+(:class:`~lisa_ros.train.config.TrainConfig`); the scenes' own phrasings, the test split and the
+probes are unchanged.
 """
 from __future__ import annotations
 
@@ -29,21 +37,22 @@ from functools import lru_cache
 from lisa_ros.data.scenes.referring import article
 
 # The verbs that ask for a segmentation (lower case, as they follow "Please", "Could you", ...).
-VERBS = ("segment", "mask", "highlight", "outline", "isolate", "select", "find", "locate", "pick out",
-         "trace", "circle", "cut out", "spot", "identify", "point out", "colour in", "extract", "separate",
-         "show me", "get", "mark out", "fill in", "detect", "indicate")
+VERBS = ("segment", "mask", "highlight", "outline", "select", "find", "locate", "pick out", "circle",
+         "identify", "point out", "colour in", "extract", "separate", "show me", "get", "detect",
+         "indicate", "frame", "delineate", "single out", "box", "capture")
 
 # Nouns of drawing frames: what is drawn, never what is looked for (no shape or colour word of the
 # scenes is among them; "shape", "object" and "thing" are not either).
-ENCLOSING_NOUNS = ("box", "circle", "ring", "frame", "border", "outline", "contour", "boundary", "line",
-                   "rectangle", "loop", "fence", "edge")
-COVERING_NOUNS = ("mask", "highlight", "overlay", "marker", "mark", "label", "tag", "colour", "sticker",
-                  "layer", "tint", "patch")
-RESULT_NOUNS = ("mask", "segmentation", "cutout", "silhouette", "outline", "contour", "map", "stencil",
-                "footprint", "region")
+ENCLOSING_NOUNS = ("box", "circle", "ring", "frame", "border", "contour", "boundary", "rectangle",
+                   "fence", "polygon", "perimeter")
+COVERING_NOUNS = ("mask", "highlight", "marker", "label", "tag", "sticker", "layer", "tint", "patch",
+                  "stamp", "veil")
+RESULT_NOUNS = ("mask", "segmentation", "cutout", "silhouette", "contour", "map", "stencil",
+                "footprint", "region", "shape mask", "pixel map")
 
 # (frame, nouns): ``{noun}`` takes each noun in turn; ``{np}`` is the target phrase, ``{Np}`` the
-# same capitalised; ``{verb}`` every verb of VERBS; ``{be}``/``{it}`` agree with the phrase.
+# same capitalised; ``{verb}`` every verb of VERBS; ``{be}``, ``{it}``, ``{do}``... agree with the
+# phrase (_AGREEMENT).
 FRAMES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("{Verb} {np}.", ()),
     ("Please {verb} {np}.", ()),
@@ -51,35 +60,29 @@ FRAMES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Would you {verb} {np}?", ()),
     ("Can you {verb} {np}?", ()),
     ("I want you to {verb} {np}.", ()),
-    ("Robot: {verb} {np}.", ()),
     ("Go ahead and {verb} {np}.", ()),
     ("Help me {verb} {np}.", ()),
     ("Your task: {verb} {np}.", ()),
-    ("Sketch a {noun} around {np}.", ENCLOSING_NOUNS),
-    ("Fit a {noun} round {np}.", ENCLOSING_NOUNS),
-    ("I need a {noun} drawn around {np}.", ENCLOSING_NOUNS),
+    ("Sketch a {noun} enclosing {np}.", ENCLOSING_NOUNS),
+    ("I need a {noun} drawn about {np}.", ENCLOSING_NOUNS),
     ("Enclose {np} in a {noun}.", ENCLOSING_NOUNS),
-    ("Lay a {noun} on {np}.", COVERING_NOUNS),
     ("Paint a {noun} onto {np}.", COVERING_NOUNS),
     ("Cover {np} with a {noun}.", COVERING_NOUNS),
     ("Apply a {noun} to {np}.", COVERING_NOUNS),
     ("Give me a {noun} of {np}.", RESULT_NOUNS),
-    ("I'd like a {noun} for {np}.", RESULT_NOUNS),
     ("Produce a {noun} showing {np}.", RESULT_NOUNS),
     ("Make me a {noun} of {np}.", RESULT_NOUNS),
     ("Where {be} {np}?", ()),
     ("Where in the image {be} {np}?", ()),
-    ("Can you see {np}? {Verb} {it}.", ()),
-    ("Which region {be} {np}?", ()),
-    ("What area does {np} cover?", ()),
+    ("Which part of the image {be} {np}?", ()),
+    ("Which part of the view {do} {np} take up?", ()),
     ("Look for {np} and {verb} {it}.", ()),
     ("{Np}, please.", ()),
     ("{Np}?", ()),
-    ("{Np} - {verb} {it}.", ()),
     ("{Np}: {noun} please.", RESULT_NOUNS),
     ("Just {np}.", ()),
     ("I am looking for {np}.", ()),
-    ("My target is {np}.", ()),
+    ("My {target} {be} {np}.", ()),
     ("Focus on {np}.", ()),
 )
 
@@ -112,7 +115,11 @@ TARGET_PHRASES: dict[str, tuple[tuple[str, str], ...]] = {
                       ("the {colour} thing now", "one")),
 }
 
-_AGREEMENT = {"one": {"be": "is", "it": "it"}, "many": {"be": "are", "it": "them"}, "each": {"be": "is", "it": "them"}}
+_AGREEMENT = {
+    "one": {"be": "is", "it": "it", "do": "does", "target": "target"},
+    "many": {"be": "are", "it": "them", "do": "do", "target": "targets"},
+    "each": {"be": "is", "it": "them", "do": "does", "target": "target"},
+}
 
 
 def _capitalised(text: str) -> str:
@@ -145,16 +152,47 @@ def _spell(frame: str, noun: str, verb: str, phrase: str, number: str) -> str:
     return spelled
 
 
+def _word_distance(a: list[str], b: list[str]) -> int:
+    """Words inserted, dropped or replaced to turn ``a`` into ``b`` (Levenshtein over words)."""
+    previous = list(range(len(b) + 1))
+    for i, word in enumerate(a, 1):
+        current = [i]
+        for j, other in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (word != other)))
+        previous = current
+    return previous[-1]
+
+
+@lru_cache(maxsize=None)
+def held_out_only_words() -> frozenset[str]:
+    """The words (:func:`~.vocabulary.phrasing_words`) of the test and probe phrasings of every
+    query type that no training phrasing uses."""
+    from lisa_ros.data.scenes.commands import PROBE_COMMAND_PHRASINGS
+    from lisa_ros.data.scenes.vocabulary import PHRASINGS, phrasing_words
+
+    def words(texts) -> set[str]:
+        return {word for text in texts for word in phrasing_words(text)}
+
+    training = words(t for phrasings in PHRASINGS.values() for t in phrasings["train"])
+    held_out = words(t for phrasings in PHRASINGS.values() for t in phrasings["test"])
+    held_out |= words(t for probe in PROBE_COMMAND_PHRASINGS.values() for t in probe)
+    return frozenset(held_out - training)
+
+
 @lru_cache(maxsize=None)
 def framed_templates(key: str) -> tuple[tuple[str, ...], ...]:
     """The framed templates of ``key`` (a query type of :data:`TARGET_PHRASES`, or a follow-up
     kind), one tuple per frame of :data:`FRAMES` (empty where every spelling was dropped): those
-    that share no run of four words with ``key``'s test or probe phrasings. KeyError for a key
-    without target phrases (the reasoning types: their phrasing is the reasoning)."""
+    that stay clear of ``key``'s test and probe phrasings by the three rules of the module
+    docstring. KeyError for a key without target phrases (the reasoning types: their phrasing is
+    the reasoning)."""
     from lisa_ros.data.scenes.commands import COMMAND_PHRASINGS, PROBE_COMMAND_PHRASINGS
-    from lisa_ros.data.scenes.vocabulary import word_runs
+    from lisa_ros.data.scenes.vocabulary import phrasing_words, word_runs
 
-    held_out = set().union(*(word_runs(t) for t in (*COMMAND_PHRASINGS[key]["test"], *PROBE_COMMAND_PHRASINGS[key])))
+    held_out_texts = (*COMMAND_PHRASINGS[key]["test"], *PROBE_COMMAND_PHRASINGS[key])
+    held_out_runs = set().union(*(word_runs(t) for t in held_out_texts))
+    held_out_words = [phrasing_words(t) for t in held_out_texts]
+    banned = held_out_only_words()
     per_frame = []
     for frame, nouns in FRAMES:
         templates = []
@@ -162,8 +200,11 @@ def framed_templates(key: str) -> tuple[tuple[str, ...], ...]:
             for noun in nouns or ("",):
                 for verb in VERBS if "erb}" in frame else ("",):
                     template = _spell(frame, noun, verb, phrase, number)
-                    if not word_runs(template) & held_out:
-                        templates.append(template)
+                    words = phrasing_words(template)
+                    if ("me show me" in template or word_runs(template) & held_out_runs or banned.intersection(words)
+                            or any(_word_distance(words, other) <= 2 for other in held_out_words)):
+                        continue
+                    templates.append(template)
         per_frame.append(tuple(dict.fromkeys(templates)))
     return tuple(per_frame)
 

@@ -104,11 +104,17 @@ TRAINING_CUES: dict[str, tuple[str, ...]] = {
              "a pig's snout", "Peppa Pig", "a peony", "a ballet slipper", "ham", "a rose quartz stone"),
 }
 
+def phrasing_words(text: str) -> list[str]:
+    """The words of a phrasing as the phrasings are compared: lower case, punctuation dropped
+    (apostrophes split words), slots such as ``{colour}`` kept as words."""
+    return re.findall(r"[a-z{}]+", text.lower())
+
+
 def word_runs(text: str, length: int = 4) -> set[tuple[str, ...]]:
-    """The runs of ``length`` consecutive words of a phrasing (lower case, punctuation dropped,
-    slots such as ``{colour}`` kept as words): how training, test and probe phrasings are kept
-    apart (no shared run of four words within a query type)."""
-    words = re.findall(r"[a-z{}]+", text.lower())
+    """The runs of ``length`` consecutive words of a phrasing (:func:`phrasing_words`): how
+    training, test and probe phrasings are kept apart (no shared run of four words within a query
+    type)."""
+    words = phrasing_words(text)
     return {tuple(words[i:i + length]) for i in range(len(words) - length + 1)}
 
 

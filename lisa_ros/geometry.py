@@ -1,7 +1,7 @@
 """3D from a mask, a registered depth image and pinhole intrinsics. ROS-free (numpy).
 
 Depth is registered (aligned to the colour image, same size) and in metres with NaN where there
-is no return (see ``lisa_ros.ros.conversions.depth_to_meters``). Points are in the camera's
+is no return (see ``lisa_ros.images.depth_to_meters``). Points are in the camera's
 optical frame (REP 103: z forward, x right, y down).
 """
 from __future__ import annotations

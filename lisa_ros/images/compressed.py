@@ -15,6 +15,7 @@ from lisa_ros.errors import ImageConversionError
 from lisa_ros.images.encodings import CompressedFields
 from lisa_ros.images.raw import check_array, to_uint8
 
+
 def _compressed_kind(fmt: str) -> str:
     text = (fmt or "").lower()
     if "compresseddepth" in text:

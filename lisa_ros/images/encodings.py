@@ -15,7 +15,7 @@ class CompressedFields(Protocol):
     """What decoding reads from a ``sensor_msgs/CompressedImage``: ``format`` and ``data``."""
 
     format: str
-    data: bytes
+    data: bytes  # or a uint8 array (rosbags)
 
 
 @dataclass
@@ -29,7 +29,7 @@ class RawImage:
     encoding: str
     is_bigendian: int
     step: int
-    data: bytes
+    data: bytes  # or a uint8 array (rosbags)
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,7 @@ _CV_DTYPES = {
     ("64", "F"): np.float64,
 }
 _CV_LAYOUTS = {1: "mono", 2: "raw", 3: "bgr", 4: "bgra"}
+
 
 def supported_encodings() -> list[str]:
     """The named encodings plus every OpenCV-style ``<bits><U|S|F>C<n>`` type we accept."""

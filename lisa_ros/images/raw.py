@@ -219,7 +219,7 @@ def pack_image(array: np.ndarray, encoding: str) -> RawImage:
     array = np.asarray(array)
     fmt = check_array(array, encoding)
     if fmt.layout in PLANAR_SIZE:
-        raise ImageConversionError(f"numpy_to_image builds packed images; {encoding} is semi-planar")
+        raise ImageConversionError(f"only packed images can be built; {encoding} is semi-planar")
     height, width = array.shape[:2]
     native = np.ascontiguousarray(array, dtype=fmt.dtype.newbyteorder("="))
     return RawImage(int(height), int(width), encoding, int(sys.byteorder == "big" and fmt.dtype.itemsize > 1),

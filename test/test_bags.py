@@ -134,3 +134,97 @@ def test_bags_that_cannot_be_used_are_one_clear_error(tmp_path):
 
     with pytest.raises(DataError, match="no Python interface package 'foo_msgs'"):
         bags.message_class("foo_msgs/msg/Bar")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing (lisa_ros/ros/bag_output.py)
+
+
+def _outputs():
+    from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    from lisa_ros.msg import SegmentationResult, SegmentedObject
+
+    result = _header(SegmentationResult(), STAMPS_NS[2], "camera_color_optical_frame")
+    result.answer = "I look for something red: it is the red ball on the left [SEG]."
+    result.objects = [SegmentedObject(id=7, label="red ball", score=0.9)]
+    result.objects[0].mask = numpy_to_image(np.eye(4, dtype=np.uint8) * 255, "mono8")
+    detections = Detection2DArray(header=result.header)
+    detection = Detection2D(header=result.header, id="7")
+    detection.results = [ObjectHypothesisWithPose()]
+    detection.results[0].hypothesis.class_id = "red ball"
+    detections.detections = [detection]
+    markers = MarkerArray(markers=[Marker(header=result.header, id=7, ns="lisa_ros", text="red ball")])
+    return {"/lisa_ros/result": result, "/lisa_ros/detections": detections, "/lisa_ros/markers": markers}
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_an_output_bag_holds_our_types_with_their_generated_type_hashes(tmp_path, storage):
+    from rclpy.serialization import deserialize_message
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    from lisa_ros.ros import bag_output
+    from test_detections import UPSTREAM_TYPE_HASHES
+
+    input_path = write_bag(tmp_path / "input", "mcap", camera_topics())
+    reader = bags.open_bag(input_path)
+    recorder = bag_output.BagRecorder(tmp_path / "out", storage)
+    try:
+        colour = next(c for c in reader.connections if c.topic == "/camera/color/image_raw")
+        recorder.copy_topic(colour)
+        for _, log_ns, raw in reader.messages(connections=[colour]):
+            recorder.write_raw(colour.topic, log_ns, raw)
+    finally:
+        reader.close()
+    outputs = _outputs()
+    for topic, msg in outputs.items():
+        recorder.write(topic, STAMPS_NS[2], msg)
+    assert not (tmp_path / "out").exists()  # only the partial bag until closed
+    assert recorder.close(complete=True) == tmp_path / "out"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+    reader = bags.open_bag(tmp_path / "out")
+    try:
+        by_topic = {c.topic: c for c in reader.connections}
+        assert set(by_topic) == {"/camera/color/image_raw", *outputs}
+        assert by_topic["/camera/color/image_raw"].digest == colour.digest
+        result_hash = by_topic["/lisa_ros/result"].digest
+        assert result_hash == bag_output.generated_type_hash("lisa_ros/msg/SegmentationResult")
+        store = get_typestore(Stores.ROS2_KILTED)  # the definition in the bag hashes the same, independently
+        definition = by_topic["/lisa_ros/result"].msgdef.data
+        assert "MSG: lisa_ros/SegmentedObject" in definition and "MSG: lisa_ros/Status" in definition
+        for block in definition.split("=" * 80 + "\n"):
+            name = "lisa_ros/msg/SegmentationResult"
+            if block.startswith("MSG: "):
+                name, block = block.split("\n", 1)[0][5:], block.split("\n", 1)[1]
+                name = name.replace("/", "/msg/") if "/msg/" not in name else name
+            store.register(get_types_from_msg(block, name))
+        assert store.hash_rihs01("lisa_ros/msg/SegmentationResult") == result_hash
+        assert by_topic["/lisa_ros/detections"].digest == UPSTREAM_TYPE_HASHES["Detection2DArray"]
+        assert by_topic["/lisa_ros/markers"].digest == get_typestore(Stores.ROS2_KILTED).hash_rihs01(
+            "visualization_msgs/msg/MarkerArray")
+        read = {c.topic: (log_ns, deserialize_message(bytes(raw), type(outputs[c.topic])))
+                for c, log_ns, raw in reader.messages(connections=[by_topic[t] for t in outputs])}
+        assert read["/lisa_ros/result"][1].objects[0].label == "red ball"
+        # the same messages (compared as bytes: a default pose holds NaN, which equals nothing)
+        assert {topic: (log_ns, serialize_message(msg)) for topic, (log_ns, msg) in read.items()} \
+            == {topic: (STAMPS_NS[2], serialize_message(msg)) for topic, msg in outputs.items()}
+        assert reader.topics["/camera/color/image_raw"].msgcount == len(STAMPS_NS)
+    finally:
+        reader.close()
+
+
+def test_an_output_bag_that_fails_leaves_nothing_and_never_overwrites(tmp_path):
+    from lisa_ros.errors import UsageError
+    from lisa_ros.ros import bag_output
+
+    recorder = bag_output.BagRecorder(tmp_path / "out")
+    recorder.write("/lisa_ros/result", 1, _outputs()["/lisa_ros/result"])
+    assert recorder.close(complete=False) is None
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(UsageError, match="already exists"):
+        bag_output.BagRecorder(tmp_path / "taken")
+    with pytest.raises(UsageError, match="unknown bag storage"):
+        bag_output.BagRecorder(tmp_path / "x", "rosbag1")

@@ -166,14 +166,11 @@ class Publishers:
         self.tracks = node.create_publisher(TrackedObjects, "~/tracks", reliable(), **overridable)
         try:
             from vision_msgs.msg import Detection2DArray, Detection3DArray
-
-            from lisa_ros.ros import detections
         except ImportError as exc:  # a ROS 2 install without vision_msgs: everything else still works
             node.get_logger().warning(f"~/detections and ~/detections_3d are off: {exc} (install ros-<distro>-vision-msgs, "
                                       "or `make install`, which builds it)")
             self._detections = self._detections_3d = None
         else:
-            self._to_detections = detections
             self._detections = node.create_publisher(Detection2DArray, "~/detections", reliable(), **overridable)
             self._detections_3d = node.create_publisher(Detection3DArray, "~/detections_3d", reliable(), **overridable)
 
@@ -186,29 +183,49 @@ class Publishers:
                 debug_image: bool, markers: bool, cloud: PointCloud2 | None = None) -> None:
         """One served request: ``result`` as sent to the client, ``outputs`` its converted objects,
         ``rgb`` the ``(H, W, 3)`` uint8 source image, ``answer`` the engine's Answer, ``cloud``
-        the object points for ~/points (None: nobody asked)."""
-        header = result.header
-        public = copy.copy(result)  # the client's own result keeps the session id itself
-        public.session_id = messages.public_session_id(result.session_id)
-        self._result.publish(public)
-        union = np.zeros(rgb.shape[:2], bool)
-        for output in outputs:
-            union |= output.decoded.mask
-        self._mask.publish(mask_to_image(union, header))
-        self._explanation.publish(String(data=result.explanation))
-        if self._detections is not None:
-            self._detections.publish(self._to_detections.detections_2d(result))
-            self._detections_3d.publish(self._to_detections.detections_3d(result))
-        if cloud is not None:
-            self._points.publish(cloud)
-        raw, compressed = (debug_image and publisher.get_subscription_count() > 0
-                           for publisher in (self._debug, self._debug_compressed))
-        if raw or compressed:  # drawn only for someone
-            overlay = messages.debug_overlay(rgb, answer)
-            if raw:
-                self._debug.publish(numpy_to_image(overlay, "rgb8", header))
-            if compressed:
-                self._debug_compressed.publish(numpy_to_compressed(overlay, "rgb8", "jpeg", header))
-        if markers:
-            labels = [" ".join(filter(None, (f"#{o.message.id}", o.message.label, f"{o.message.score:.2f}"))) for o in outputs]
-            self._markers.publish(messages.markers(header, [o.geometry for o in outputs], labels))
+        the object points for ~/points (None: nobody asked). The messages are
+        :func:`answer_messages`'; the debug images are drawn only for a subscriber."""
+        publishers = {"result": self._result, "mask": self._mask, "explanation": self._explanation,
+                      "detections": self._detections, "detections_3d": self._detections_3d, "points": self._points,
+                      "debug_image": self._debug, "debug_image/compressed": self._debug_compressed,
+                      "markers": self._markers}
+        wanted = {name for name in ("debug_image", "debug_image/compressed")
+                  if debug_image and publishers[name].get_subscription_count() > 0}
+        for name, msg in answer_messages(result, outputs, rgb, answer, wanted, markers, cloud,
+                                         detections=self._detections is not None):
+            publishers[name].publish(msg)
+
+
+def answer_messages(result: SegmentationResult, outputs: list[ObjectOutput], rgb: np.ndarray, answer,
+                    debug_images: set[str], markers: bool, cloud: PointCloud2 | None = None,
+                    detections: bool = True) -> list[tuple[str, Any]]:
+    """``(topic under ~/, message)`` of everything one served request sends out, in publishing
+    order (see the module docstring): the node publishes them, a bag replay records them.
+    ``debug_images``: which of "debug_image" and "debug_image/compressed" to draw; ``markers``:
+    whether to send ~/markers; ``cloud``: the ~/points cloud, or None; ``detections``: whether
+    the vision_msgs topics exist (vision_msgs is importable)."""
+    header = result.header
+    public = copy.copy(result)  # the client's own result keeps the session id itself
+    public.session_id = messages.public_session_id(result.session_id)
+    sent: list[tuple[str, Any]] = [("result", public)]
+    union = np.zeros(rgb.shape[:2], bool)
+    for output in outputs:
+        union |= output.decoded.mask
+    sent.append(("mask", mask_to_image(union, header)))
+    sent.append(("explanation", String(data=result.explanation)))
+    if detections:
+        from lisa_ros.ros import detections as to_detections
+
+        sent += [("detections", to_detections.detections_2d(result)), ("detections_3d", to_detections.detections_3d(result))]
+    if cloud is not None:
+        sent.append(("points", cloud))
+    if debug_images:  # drawn only for someone
+        overlay = messages.debug_overlay(rgb, answer)
+        if "debug_image" in debug_images:
+            sent.append(("debug_image", numpy_to_image(overlay, "rgb8", header)))
+        if "debug_image/compressed" in debug_images:
+            sent.append(("debug_image/compressed", numpy_to_compressed(overlay, "rgb8", "jpeg", header)))
+    if markers:
+        labels = [" ".join(filter(None, (f"#{o.message.id}", o.message.label, f"{o.message.score:.2f}"))) for o in outputs]
+        sent.append(("markers", messages.markers(header, [o.geometry for o in outputs], labels)))
+    return sent

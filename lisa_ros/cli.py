@@ -3,6 +3,7 @@
     lisa-ros segment --model M --image PATH --prompt TEXT --out DIR   (one question, files out)
     lisa-ros chat    --model M [--image PATH] [--out DIR]             (interactive, multi-turn)
     lisa-ros ask "COMMAND" [--camera NAME] [--image PATH] [--out DIR] (client of a running node)
+    lisa-ros replay BAG --command TEXT --out OUT_BAG [--every N]      (a recorded bag, answers into a bag)
     lisa-ros train CONFIG.yaml                                         (LoRA/QLoRA fine-tuning, merged export)
     lisa-ros eval --model M --data DIR [--mode teacher-forced|generate] (gIoU / cIoU)
     lisa-ros scenes OUT_DIR [--splits ...] [--count-train N ...]      (scene datasets)
@@ -332,6 +333,27 @@ def _cmd_embedded(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from lisa_ros.ros.bags import open_bag
+    from lisa_ros.ros.replay import ReplayOptions, replay
+
+    if not args.command_text.strip():
+        raise CliError("--command is empty")
+    if args.every < 1:
+        raise CliError("--every must be 1 or more")
+    open_bag(args.bag).close()  # before the (slow) model load: fail fast on a bad bag
+    if Path(args.out).exists():
+        raise CliError(f"{args.out} already exists: choose another --out or remove it")
+    options = ReplayOptions(args.command_text, every=args.every, at=args.at, start=args.start, end=args.end,
+                            explain=args.explain, camera_topic=args.camera_topic, depth_topic=args.depth_topic,
+                            camera_info_topic=args.camera_info_topic, storage=args.storage,
+                            copy_inputs=not args.no_inputs)
+    engine = _load_engine(args)
+    summary = replay(args.bag, args.out, engine, options, progress=not args.no_progress)
+    print(summary.text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lisa-ros", description="Reasoning segmentation (LISA) tools.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -379,6 +401,27 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "DEADLINE_EXCEEDED; default: the node's request_timeout)")
     ask.add_argument("--out", help="folder for result.json and mask_<id>.png")
     ask.set_defaults(func=_cmd_ask)
+
+    replay_parser = sub.add_parser("replay", help="answer a command on the camera frames of a recorded bag (rosbag2, "
+                                                  "MCAP or sqlite3) and write the answers to an output bag, offline")
+    _add_model_arguments(replay_parser)
+    replay_parser.add_argument("bag", help="a rosbag2 folder, or one .mcap file")
+    replay_parser.add_argument("--command", dest="command_text", required=True,
+                               help='what to ask about each chosen frame, e.g. "the red ball"')
+    replay_parser.add_argument("--out", required=True, help="the output bag (a new rosbag2 folder)")
+    replay_parser.add_argument("--every", type=int, default=1, help="answer every N-th colour frame (default 1)")
+    replay_parser.add_argument("--at", type=float, nargs="+",
+                               help="instead: the first frame stamped at or after each of these times (seconds)")
+    replay_parser.add_argument("--start", type=float, help="seconds from the bag's start where replay begins")
+    replay_parser.add_argument("--end", type=float, help="seconds from the bag's start where replay ends")
+    replay_parser.add_argument("--explain", action="store_true", help="ask for an explanation too")
+    replay_parser.add_argument("--camera-topic", help="colour topic (default: found from the bag's types)")
+    replay_parser.add_argument("--depth-topic", help="registered depth topic (default: found, if any)")
+    replay_parser.add_argument("--camera-info-topic", help="CameraInfo topic (default: beside the colour topic)")
+    replay_parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="of the output bag")
+    replay_parser.add_argument("--no-inputs", action="store_true", help="write only the answers, not the input topics")
+    replay_parser.add_argument("--no-progress", action="store_true")
+    replay_parser.set_defaults(func=_cmd_replay)
 
     train = sub.add_parser("train", help="fine-tune (LoRA or QLoRA) from a released LISA checkpoint; see examples/train_robot.yaml")
     train.add_argument("config", help="YAML training config")

@@ -67,14 +67,14 @@ def test_a_bag_is_read_back_as_rclpy_messages_in_log_time_order(tmp_path, storag
         assert found == bags.BagTopics("/camera/color/image_raw", "/camera/aligned_depth_to_color/image_raw",
                                        "/camera/color/camera_info")
         read = list(bags.read_messages(reader, found.all))
-        assert [log_ns for _, log_ns, _ in read] == sorted(t for messages in topics.values() for t, _ in messages)
-        colour = [(log_ns, msg) for topic, log_ns, msg in read if topic == found.colour]
+        assert [m.log_ns for m in read] == sorted(t for messages in topics.values() for t, _ in messages)
+        colour = [(m.log_ns, m.msg) for m in read if m.topic == found.colour]
         assert all(isinstance(msg, Image) for _, msg in colour)
         for (log_ns, msg), (written_ns, original) in zip(colour, topics[found.colour]):
             assert log_ns == written_ns and msg.header == original.header
             np.testing.assert_array_equal(image_to_rgb8(msg), image_to_rgb8(original))
         window = list(bags.read_messages(reader, (found.colour,), STAMPS_NS[1], STAMPS_NS[3] + 5_000_000))
-        assert [log_ns for _, log_ns, _ in window] == [STAMPS_NS[k] + 5_000_000 for k in (1, 2, 3)]
+        assert [m.log_ns for m in window] == [STAMPS_NS[k] + 5_000_000 for k in (1, 2, 3)]
     finally:
         reader.close()
 

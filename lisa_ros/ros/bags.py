@@ -7,8 +7,8 @@ subscription delivers.
 
 :func:`open_bag` opens a bag folder (``metadata.yaml`` plus its storage files) or a single
 ``.mcap`` file; :func:`find_topics` picks the camera's topics (colour, depth, camera_info) by their
-types and contents, or checks the ones asked for; :func:`read_messages` yields ``(topic, log time
-in ns, message)`` in log-time order. Anything wrong with the bag (missing, unreadable, truncated,
+types and contents, or checks the ones asked for; :func:`read_messages` yields each message
+(:class:`BagMessage`: topic, log time in ns, rclpy message, bytes) in log-time order. Anything wrong with the bag (missing, unreadable, truncated,
 no image topic, an unknown topic, a type without an rclpy class here) is a :class:`DataError` with
 the reason.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from lisa_ros.errors import DataError
 
@@ -43,6 +43,15 @@ class BagTopics:
     @property
     def all(self) -> tuple[str, ...]:
         return tuple(t for t in (self.colour, self.depth, self.camera_info, *self.tf) if t)
+
+
+class BagMessage(NamedTuple):
+    """One message of a bag: its topic, log time (ns), rclpy message and serialised bytes."""
+
+    topic: str
+    log_ns: int
+    msg: object
+    raw: bytes
 
 
 def open_bag(path: str | Path):
@@ -148,15 +157,15 @@ def find_topics(reader, colour: str | None = None, depth: str | None = None,
 
 
 def read_messages(reader, topics: tuple[str, ...], start_ns: int | None = None,
-                  end_ns: int | None = None) -> Iterator[tuple[str, int, object]]:
-    """``(topic, log time in ns, rclpy message)`` of ``topics`` in log-time order, from
-    ``start_ns`` to ``end_ns`` (log times, inclusive; None = the bag's start or end). A message
-    that cannot be decoded is a DataError naming its topic (a truncated bag ends with one)."""
+                  end_ns: int | None = None) -> Iterator[BagMessage]:
+    """The messages of ``topics`` (:class:`BagMessage`) in log-time order, from ``start_ns`` to
+    ``end_ns`` (log times, inclusive; None = the bag's start or end). A message that cannot be
+    decoded is a DataError naming its topic (a truncated bag ends with one)."""
     connections = [c for c in reader.connections if c.topic in topics]
     try:
         for connection, log_ns, raw in reader.messages(connections=connections, start=start_ns,
                                                         stop=None if end_ns is None else end_ns + 1):
-            yield connection.topic, log_ns, _deserialise(raw, connection)
+            yield BagMessage(connection.topic, log_ns, _deserialise(raw, connection), raw)
     except DataError:
         raise
     except Exception as exc:

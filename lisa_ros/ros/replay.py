@@ -1,0 +1,236 @@
+"""Replaying recorded data offline: a bag's camera frames through the node's own request path,
+the answers written to an output bag (``lisa-ros replay``). Deterministic; no DDS, no clock.
+
+Each chosen colour frame (every N-th, or the first at or after each asked stamp, within a window
+of log times) becomes a ReasonSegment request that carries the frame itself: its image (a
+compressed one decoded to rgb8 first), the depth frame whose stamp is nearest within
+``depth_slop`` (compressedDepth decoded to 32FC1 metres) and the latest camera_info, as a client
+would send them. :class:`lisa_ros.ros.request.RequestHandler` serves it exactly as the running
+node does (same checks, session, encoding, generation, 3D, result), and
+:func:`lisa_ros.ros.outputs.answer_messages` gives what the node would publish; each is written
+at its source frame's stamp under the node's topic names (``/lisa_ros/result``, ...), next to the
+input topics copied unchanged, so that rviz, Foxglove or ``ros2 bag play`` show the answers over
+the camera stream. A frame the handler refuses (an undecodable image, ...) is counted with its
+reason and the replay goes on.
+
+A chosen frame is answered once the bag's log time has passed it by ``PAIRING_WINDOW_S`` (or the
+bag ends), so that a depth frame recorded a little after its colour frame still pairs.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lisa_ros.errors import DataError, ImageConversionError
+from lisa_ros.ros import bags
+from lisa_ros.ros.bag_output import BagRecorder
+from lisa_ros.ros.conversions import compressed_to_rgb8, depth_to_meters, numpy_to_image
+from lisa_ros.ros.messages import STATUS_NAMES
+from lisa_ros.ros.outputs import answer_messages
+
+PAIRING_WINDOW_S = 0.5  # seconds of log time a chosen frame waits for its depth frame
+NODE_NAMESPACE = "/lisa_ros"  # the topics are written as the default node publishes them
+
+
+@dataclass
+class ReplayOptions:
+    """What to ask and where. ``every``: answer every N-th colour frame (from the first in the
+    window); ``at``: instead, the first colour frame stamped at or after each of these (seconds,
+    header stamps); ``start``/``end``: the window, seconds of log time from the bag's start (None =
+    the whole bag); ``storage``: of the output bag; ``copy_inputs``: write the input topics to the
+    output bag too; ``depth_slop``: largest |depth stamp - colour stamp| paired (seconds)."""
+
+    command: str
+    every: int = 1
+    at: list[float] | None = None
+    start: float | None = None
+    end: float | None = None
+    explain: bool = False
+    camera_topic: str | None = None
+    depth_topic: str | None = None
+    camera_info_topic: str | None = None
+    storage: str = "mcap"
+    copy_inputs: bool = True
+    depth_slop: float = 0.02
+
+
+@dataclass
+class ReplaySummary:
+    """What a replay did: frames seen in the window, answered (with their seconds per answer),
+    refused (reason per frame stamp), the topics found and the output bag."""
+
+    topics: bags.BagTopics
+    out: Path | None = None
+    frames: int = 0
+    answered: int = 0
+    with_objects: int = 0
+    seconds: list[float] = field(default_factory=list)
+    refused: list[tuple[float, str]] = field(default_factory=list)
+
+    def text(self) -> str:
+        per = f", {np.mean(self.seconds):.2f} s per answer" if self.seconds else ""
+        lines = [f"{self.frames} colour frames on {self.topics.colour}; {self.answered} answered "
+                 f"({self.with_objects} with objects){per}; {len(self.refused)} refused"]
+        lines += [f"  frame {stamp:.3f}: {reason}" for stamp, reason in self.refused[:10]]
+        if self.out is not None:
+            lines.append(f"output bag: {self.out}")
+        return "\n".join(lines)
+
+
+def _stamp_s(msg) -> float:
+    return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+
+
+def _stamp_ns(msg) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+def _as_raw_colour(msg):
+    """A colour frame as a raw Image (a CompressedImage decoded to rgb8, same header)."""
+    if hasattr(msg, "encoding"):
+        return msg
+    return numpy_to_image(compressed_to_rgb8(msg), "rgb8", msg.header)
+
+
+def _as_raw_depth(msg):
+    """A depth frame as a raw Image (compressedDepth decoded to 32FC1 metres, same header)."""
+    if hasattr(msg, "encoding"):
+        return msg
+    return numpy_to_image(np.nan_to_num(depth_to_meters(msg), nan=0.0).astype(np.float32), "32FC1", msg.header)
+
+
+class _Outputs:
+    """Stands where the node's Publishers stand: records :func:`answer_messages` in the bag."""
+
+    points_wanted = False
+
+    def __init__(self, recorder: BagRecorder, detections: bool):
+        self.recorder = recorder
+        self.detections = detections
+
+    def publish(self, result, outputs, rgb, answer, debug_image: bool, markers: bool, cloud=None) -> None:
+        images = {"debug_image/compressed"} if debug_image else set()
+        for name, msg in answer_messages(result, outputs, rgb, answer, images, markers, cloud, self.detections):
+            self.recorder.write(f"{NODE_NAMESPACE}/{name}", _stamp_ns(result), msg)
+
+
+class _Chooser:
+    """Which colour frames to answer: every ``every``-th, or with ``at`` the first frame stamped
+    at or after each of those stamps (seconds)."""
+
+    def __init__(self, every: int, at: list[float] | None):
+        self.every, self.count = every, 0
+        self.waiting = sorted(at) if at else None
+
+    def __call__(self, stamp_s: float) -> bool:
+        if self.waiting is not None:
+            hit = bool(self.waiting) and stamp_s >= self.waiting[0]
+            while self.waiting and stamp_s >= self.waiting[0]:
+                self.waiting.pop(0)
+            return hit
+        chosen = self.count % self.every == 0
+        self.count += 1
+        return chosen
+
+
+def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, progress: bool = True,
+           live_changes: dict | None = None) -> ReplaySummary:
+    """Replay ``bag`` into the output bag ``out`` with ``engine`` (a loaded LisaEngine).
+
+    Raises DataError for a bag that cannot be used (see :mod:`lisa_ros.ros.bags`) and UsageError
+    for bad options; the output bag is then removed (nothing half-written at ``out``).
+    ``live_changes``: run-time parameters other than their defaults (``publish_markers``, ...)."""
+    from tqdm import tqdm
+
+    from lisa_ros.ros.cameras import CameraInput
+    from lisa_ros.ros.parameters import default_live
+    from lisa_ros.ros.request import RequestHandler
+    from lisa_ros.ros.serving import Job, RequestError
+    from lisa_ros.sessions import FrameCache, SessionStore
+    from lisa_ros.srv import ReasonSegment
+
+    if options.every < 1:
+        raise DataError("--every must be 1 or more")
+    reader = bags.open_bag(bag)
+    recorder = None
+    try:
+        topics = bags.find_topics(reader, options.camera_topic, options.depth_topic, options.camera_info_topic)
+        summary = ReplaySummary(topics)
+        start_ns = reader.start_time + int(options.start * 1e9) if options.start is not None else None
+        end_ns = reader.start_time + int(options.end * 1e9) if options.end is not None else None
+        recorder = BagRecorder(out, options.storage)
+        try:
+            import vision_msgs.msg  # noqa: F401  (the detection topics exist only with it)
+
+            detections = True
+        except ImportError:
+            detections = False
+        live = default_live(**{"max_frame_age": 0.0, **(live_changes or {})})
+        handler = RequestHandler(engine, SessionStore(), FrameCache(2), {"replay": CameraInput("replay")}, "replay",
+                                 600.0, _Outputs(recorder, detections), read_live=lambda: live)
+        stopping = threading.Event()
+        if options.copy_inputs:
+            for connection in reader.connections:
+                if connection.topic in topics.all:
+                    recorder.copy_topic(connection)
+        choose = _Chooser(options.every, options.at)
+        depths: deque = deque(maxlen=50)
+        info = None
+        pending: list[tuple[int, object]] = []  # (log ns, colour message) chosen, waiting for depth
+
+        def answer(colour) -> None:
+            stamp = _stamp_s(colour)
+            depth = min((d for d in depths if abs(_stamp_s(d) - stamp) <= options.depth_slop),
+                        key=lambda d: abs(_stamp_s(d) - stamp), default=None)
+            request = ReasonSegment.Request(command=options.command, explain=options.explain)
+            try:
+                request.image = _as_raw_colour(colour)
+                if depth is not None:
+                    request.depth = _as_raw_depth(depth)
+                if info is not None:
+                    request.camera_info = info
+            except ImageConversionError as exc:
+                summary.refused.append((stamp, f"INVALID_IMAGE: {exc}"))
+                return
+            started = time.monotonic()
+            job = Job(request=request, received_at=started, deadline=math.inf)
+            try:
+                code, _, _ = handler(job, stopping)
+            except RequestError as exc:
+                summary.refused.append((stamp, f"{STATUS_NAMES.get(exc.code, exc.code)}: {exc}"))
+                return
+            summary.answered += 1
+            summary.with_objects += int(bool(job.result.objects))
+            summary.seconds.append(time.monotonic() - started)
+
+        bar = tqdm(total=None, unit="frame", desc="replaying", disable=not progress)
+        for message in bags.read_messages(reader, topics.all, start_ns, end_ns):
+            if options.copy_inputs:
+                recorder.write_raw(message.topic, message.log_ns, message.raw)
+            while pending and message.log_ns - pending[0][0] > PAIRING_WINDOW_S * 1e9:
+                answer(pending.pop(0)[1])
+            if message.topic == topics.colour:
+                summary.frames += 1
+                bar.update(1)
+                if choose(_stamp_s(message.msg)):
+                    pending.append((message.log_ns, message.msg))
+            elif message.topic == topics.depth:
+                depths.append(message.msg)
+            elif message.topic == topics.camera_info:
+                info = message.msg
+        for _, colour in pending:
+            answer(colour)
+        bar.close()
+        summary.out = recorder.close(complete=True)
+        recorder = None
+        return summary
+    finally:
+        if recorder is not None:  # failed half-way: nothing is left at `out`
+            recorder.close(complete=False)
+        reader.close()

@@ -1,0 +1,126 @@
+"""Replaying recorded data offline (lisa_ros/ros/replay.py, ``lisa-ros replay``): a bag written with
+rosbags from a held-out moving scene (colour, registered depth, camera_info), replayed through the
+node's request path with the embedded model; the output bag is read back with rosbags."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sensor_msgs.msg import CameraInfo
+
+from lisa_ros.errors import DataError
+from lisa_ros.ros import bags
+from lisa_ros.ros.conversions import image_to_numpy, numpy_to_image
+from test_bags import _header, write_bag
+
+FRAME_NS = 100_000_000  # 10 Hz
+START_NS = 5_000_000_000
+EVERY = 3
+# The answered frames' mean IoU against the ground truth: a floor below what the shipped model
+# reaches on this sequence (0.599 with the ninth-run delta, fp32: 0.69, 0.94, 0.77 on frames 0, 3, 6;
+# frame 9's answer names another object, IoU 0). Replay slips (a mask of another frame, a resize)
+# give ~0 everywhere.
+MASK_IOU_FLOOR = 0.45
+
+
+@pytest.fixture(scope="module")
+def sequence():
+    from lisa_ros.data.scenes.motion import make_moving_sequence
+
+    return make_moving_sequence(11, 0, "move", split="test", size=(320, 240), seconds=1.0, fps=10.0)
+
+
+@pytest.fixture(scope="module")
+def recorded(sequence, tmp_path_factory):
+    """The sequence as a camera driver records it: colour at its stamp, depth and camera_info a
+    few milliseconds later in log time."""
+    colour, depth, info = [], [], []
+    height, width = sequence.frames[0].shape[:2]
+    for k, rgb in enumerate(sequence.frames):
+        stamp = START_NS + k * FRAME_NS
+        colour.append((stamp + 4_000_000, _header(numpy_to_image(rgb, "rgb8"), stamp, "camera_color_optical_frame")))
+        depth_mm = np.round(sequence.depths[k] * 1000).astype(np.uint16)
+        depth.append((stamp + 9_000_000, _header(numpy_to_image(depth_mm, "16UC1"), stamp, "camera_color_optical_frame")))
+        camera_info = _header(CameraInfo(), stamp, "camera_color_optical_frame")
+        camera_info.width, camera_info.height = width, height
+        f = float(sequence.focal_px)
+        camera_info.k = [f, 0.0, width / 2, 0.0, f, height / 2, 0.0, 0.0, 1.0]
+        info.append((stamp + 5_000_000, camera_info))
+    topics = {"/camera/color/image_raw": colour, "/camera/aligned_depth_to_color/image_raw": depth,
+              "/camera/color/camera_info": info}
+    return write_bag(tmp_path_factory.mktemp("bags") / "recorded", "mcap", topics), topics
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+
+
+@pytest.mark.slow
+def test_a_bag_replays_into_an_output_bag_with_one_answer_per_asked_frame(recorded, sequence, tmp_path):
+    from lisa_ros.engine import LisaEngine
+    from lisa_ros.model.loading import load_lisa
+    from lisa_ros.model.options import LoadOptions
+    from lisa_ros.msg import SegmentationResult
+    from lisa_ros.ros.replay import ReplayOptions, replay
+
+    path, topics = recorded
+    engine = LisaEngine(load_lisa("embedded", LoadOptions(precision="fp32")))
+    summary = replay(path, tmp_path / "answers", engine, ReplayOptions(sequence.query, every=EVERY), progress=False)
+    asked = list(range(0, len(sequence), EVERY))
+    assert summary.frames == len(sequence) and summary.answered == len(asked) and not summary.refused
+    assert summary.topics.depth == "/camera/aligned_depth_to_color/image_raw"
+
+    reader = bags.open_bag(summary.out)
+    try:
+        found = {c.topic for c in reader.connections}
+        assert set(topics) <= found and {"/lisa_ros/result", "/lisa_ros/mask", "/lisa_ros/detections",
+                                         "/lisa_ros/markers"} <= found
+        assert reader.topics["/camera/color/image_raw"].msgcount == len(sequence)  # the inputs, copied
+        results = [(m.log_ns, m.msg) for m in bags.read_messages(reader, ("/lisa_ros/result",))]
+        masks = [m.msg for m in bags.read_messages(reader, ("/lisa_ros/mask",))]
+    finally:
+        reader.close()
+    assert len(results) == len(asked) and all(isinstance(r, SegmentationResult) for _, r in results)
+    ious = []
+    for (log_ns, result), mask, k in zip(results, masks, asked):
+        source = topics["/camera/color/image_raw"][k][1]
+        assert result.header == source.header and log_ns == START_NS + k * FRAME_NS  # stamped with its source frame
+        assert mask.header == source.header
+        ious.append(_iou(image_to_numpy(mask) > 0, sequence.target_masks[k]))
+        if result.objects:  # 3D from the registered depth, in the colour frame
+            assert result.objects[0].valid_points > 0 and not result.no_3d
+    print("replay IoUs per answered frame:", [round(v, 3) for v in ious])
+    assert np.mean(ious) >= MASK_IOU_FLOOR, ious
+
+    again = replay(path, tmp_path / "at", engine, ReplayOptions(sequence.query, at=[5.35, 5.6], start=0.2,
+                                                                copy_inputs=False, storage="sqlite3"), progress=False)
+    reader = bags.open_bag(again.out)
+    try:
+        assert {c.topic for c in reader.connections} & set(topics) == set()
+        stamps = [m.msg.header.stamp.nanosec for m in bags.read_messages(reader, ("/lisa_ros/result",))]
+    finally:
+        reader.close()
+    assert stamps == [400_000_000, 600_000_000]  # the first frames at or after 5.35 s and 5.6 s
+    assert again.frames == len(sequence) - 2  # the window starts 0.2 s after the bag's start
+
+
+def test_replay_refuses_bad_input_with_a_clear_error_and_writes_nothing(recorded, tmp_path, capsys):
+    from lisa_ros.cli import main
+
+    path, _ = recorded
+    cases = [
+        ([str(tmp_path / "missing"), "--command", "x", "--out", str(tmp_path / "o1")], "does not exist"),
+        ([str(path), "--command", " ", "--out", str(tmp_path / "o2")], "--command is empty"),
+        ([str(path), "--command", "x", "--out", str(tmp_path / "o3"), "--every", "0"], "--every must be 1 or more"),
+        ([str(path), "--command", "x", "--out", str(path)], "already exists"),
+    ]
+    for argv, expected in cases:
+        assert main(["replay", *argv]) == 2, argv
+        assert expected in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+    from lisa_ros.ros.replay import ReplayOptions, replay
+
+    with pytest.raises(DataError, match="has no topic /front/image"):
+        replay(path, tmp_path / "o4", None, ReplayOptions("x", camera_topic="/front/image"), progress=False)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written

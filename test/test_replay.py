@@ -124,3 +124,37 @@ def test_replay_refuses_bad_input_with_a_clear_error_and_writes_nothing(recorded
     with pytest.raises(DataError, match="has no topic /front/image"):
         replay(path, tmp_path / "o4", None, ReplayOptions("x", camera_topic="/front/image"), progress=False)
     assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_frames_the_node_would_refuse_are_counted_and_the_replay_goes_on(recorded, tmp_path):
+    """A colour frame whose data does not match its size (a driver bug) and a compressed frame cut
+    short: each refused with its reason, the others still replayed, the output bag complete.
+    (No model: a refused frame never reaches it.)"""
+    from lisa_ros.ros.conversions import numpy_to_compressed
+    from lisa_ros.ros.replay import ReplayOptions, replay
+
+    _, topics = recorded
+    broken = []
+    for k, (log_ns, msg) in enumerate(topics["/camera/color/image_raw"][:3]):
+        msg = deserialize_copy(msg)
+        msg.data = bytes(msg.data)[:-7]  # step x height no longer matches
+        broken.append((log_ns, msg))
+    path = write_bag(tmp_path / "broken", "mcap", {"/camera/color/image_raw": broken})
+    summary = replay(path, tmp_path / "out", None, ReplayOptions("the ball"), progress=False)
+    assert summary.answered == 0 and len(summary.refused) == 3
+    assert all(reason.startswith("INVALID_IMAGE: ") and "bytes" in reason for _, reason in summary.refused)
+    assert summary.out == tmp_path / "out" and (tmp_path / "out" / "metadata.yaml").is_file()
+
+    rgb = np.zeros((48, 64, 3), np.uint8)
+    cut = numpy_to_compressed(rgb, "rgb8", "jpeg", broken[0][1].header)
+    cut.data = bytes(cut.data)[:40]
+    path = write_bag(tmp_path / "cut", "mcap", {"/camera/color/image_raw": [(broken[0][0], cut)]})
+    summary = replay(path, tmp_path / "out2", None, ReplayOptions("the ball"), progress=False)
+    assert len(summary.refused) == 1 and summary.refused[0][1].startswith("INVALID_IMAGE: ")
+
+
+def deserialize_copy(msg):
+    """An independent copy of an rclpy message (through its bytes)."""
+    from rclpy.serialization import deserialize_message, serialize_message
+
+    return deserialize_message(serialize_message(msg), type(msg))

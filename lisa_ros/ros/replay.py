@@ -10,8 +10,8 @@ node does (same checks, session, encoding, generation, 3D, result), and
 :func:`lisa_ros.ros.outputs.answer_messages` gives what the node would publish; each is written
 at its source frame's stamp under the node's topic names (``/lisa_ros/result``, ...), next to the
 input topics copied unchanged, so that rviz, Foxglove or ``ros2 bag play`` show the answers over
-the camera stream. A frame the handler refuses (an undecodable image, ...) is counted with its
-reason and the replay goes on.
+the camera stream. A frame the handler refuses (an undecodable image, ...) or the model fails on
+is counted with its reason (the status name) and the replay goes on.
 
 A chosen frame is answered once the bag's log time has passed it by ``PAIRING_WINDOW_S`` (or the
 bag ends), so that a depth frame recorded a little after its colour frame still pairs.
@@ -201,9 +201,12 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
             started = time.monotonic()
             job = Job(request=request, received_at=started, deadline=math.inf)
             try:
-                code, _, _ = handler(job, stopping)
+                handler(job, stopping)
             except RequestError as exc:
                 summary.refused.append((stamp, f"{STATUS_NAMES.get(exc.code, exc.code)}: {exc}"))
+                return
+            except Exception as exc:  # as the node's server answers it: a model failure, and the replay goes on
+                summary.refused.append((stamp, f"MODEL_ERROR: {type(exc).__name__}: {exc}"))
                 return
             summary.answered += 1
             summary.with_objects += int(bool(job.result.objects))

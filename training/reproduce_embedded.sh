@@ -35,13 +35,16 @@ resume_from runs/embedded_language_look runs/embedded_language_look2
 #    ...from the seventh run's delta, 700 steps on more varied phrasings (the eighth run)...
 "$BIN/lisa-ros" embedded extract runs/embedded_language_seventh --out runs/delta_seventh.safetensors
 "$BIN/lisa-ros" train training/embedded_model_language_eighth.yaml
-#    ...and from the eighth run's delta, the plain commands and camera-like scenes (the ninth run,
-#    shipped): the object encoder and decoder fine-tuned, then 1000 language steps.
+#    ...and from the eighth run's delta, the plain commands and camera-like scenes (the ninth run):
+#    the object encoder and decoder fine-tuned, then 1000 language steps.
 "$BIN/lisa-ros" embedded extract runs/embedded_language_eighth --out runs/delta_eighth.safetensors
 "$BIN/lisa-ros" scenes runs/scenes --splits train,val,test,camera --no-progress
 "$BIN/lisa-ros" train training/embedded_model_language_ninth.yaml
+#    ...and from the ninth run's delta, 1000 steps with the command grammar (the tenth run, shipped).
+"$BIN/lisa-ros" embedded extract runs/embedded_ninth --out runs/delta_ninth.safetensors
+"$BIN/lisa-ros" train training/embedded_model_language_tenth.yaml
 # 3. The committed file: LoRA factors, new rows and small modules, fp16.
-"$BIN/lisa-ros" embedded extract runs/embedded_ninth
+"$BIN/lisa-ros" embedded extract runs/embedded_tenth
 # 4. Held-out test split, generate mode (the model answers freely; its first mask is scored).
 "$BIN/lisa-ros" eval --model embedded --precision fp32 --data runs/scenes/test --mode generate --out runs/eval_test_reproduced
 "$BIN/lisa-ros" eval --model embedded --precision fp32 --data runs/scenes/camera --mode generate --out runs/eval_camera_reproduced

@@ -17,7 +17,7 @@ stays clear of the held-out phrasings (the test split's and the probes'):
 
 1. it shares no run of four words with the type's test or probe phrasings (the rule of
    :mod:`.commands`);
-2. it is more than two words (inserted, dropped or swapped) away from each of them, so that no
+2. it is more than two words (inserted, dropped or replaced) away from each of them, so that no
    held-out sentence comes back with a word or two changed;
 3. it uses no word that only held-out phrasings use (:func:`held_out_only_words`: in a test or
    probe phrasing of any type, in no training phrasing), so the grammar brings none of their
@@ -36,7 +36,7 @@ from functools import lru_cache
 
 from lisa_ros.data.scenes.referring import article
 
-# The verbs that ask for a segmentation (lower case, as they follow "Please", "Could you", ...).
+# The verbs that ask for a segmentation (lower case, as they follow "Please", "Would you", ...).
 VERBS = ("segment", "mask", "highlight", "outline", "select", "find", "locate", "pick out", "circle",
          "identify", "point out", "colour in", "extract", "separate", "show me", "get", "detect",
          "indicate", "frame", "delineate", "single out", "box", "capture")

@@ -26,13 +26,14 @@ def write_bag(path, storage: str, topics: dict[str, list[tuple[int, object]]]):
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
+    from lisa_ros.ros.bag_output import msgtype_of
+
     store = get_typestore(Stores.ROS2_KILTED)
     plugin = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}[storage]
     with Writer(path, version=9, storage_plugin=plugin) as writer:
         written = []
         for topic, messages in topics.items():
-            msgtype = type(messages[0][1]).__module__.replace(".", "/").rsplit("/_", 1)[0] + "/" + type(messages[0][1]).__name__
-            connection = writer.add_connection(topic, msgtype, typestore=store)
+            connection = writer.add_connection(topic, msgtype_of(messages[0][1]), typestore=store)
             written += [(log_ns, connection, msg) for log_ns, msg in messages]
         for log_ns, connection, msg in sorted(written, key=lambda item: item[0]):
             writer.write(connection, log_ns, serialize_message(msg))

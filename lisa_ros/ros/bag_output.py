@@ -122,7 +122,6 @@ class BagRecorder:
         self._writer = Writer(self.partial / self.out.name, version=9, storage_plugin=plugin)
         self._writer.open()
         self._connections: dict[str, object] = {}
-        self.counts: dict[str, int] = {}
 
     def copy_topic(self, connection) -> None:
         """Add an input bag's topic (a rosbags connection) with its own definition and hash."""
@@ -137,7 +136,6 @@ class BagRecorder:
     def write_raw(self, topic: str, log_ns: int, raw: bytes) -> None:
         """Write serialised bytes on a topic added by :meth:`copy_topic`."""
         self._writer.write(self._connections[topic], int(log_ns), bytes(raw))
-        self.counts[topic] = self.counts.get(topic, 0) + 1
 
     def write(self, topic: str, log_ns: int, msg) -> None:
         """Write an rclpy message at log time ``log_ns`` (ns); the topic is added on first use."""
@@ -150,7 +148,6 @@ class BagRecorder:
             rihs01 = generated_type_hash(msgtype) or self.store.hash_rihs01(msgtype)
             self._connections[topic] = self._writer.add_connection(topic, msgtype, msgdef=msgdef, rihs01=rihs01)
         self._writer.write(self._connections[topic], int(log_ns), serialize_message(msg))
-        self.counts[topic] = self.counts.get(topic, 0) + 1
 
     def close(self, complete: bool) -> Path | None:
         """Finish the bag: with ``complete`` rename it to ``out`` and return that path; otherwise

@@ -30,6 +30,7 @@ import numpy as np
 from lisa_ros.errors import DataError, ImageConversionError
 from lisa_ros.ros import bags
 from lisa_ros.ros.bag_output import BagRecorder
+from lisa_ros.ros.cameras import CameraInput, stamp_seconds
 from lisa_ros.ros.conversions import compressed_to_rgb8, depth_to_meters, numpy_to_image
 from lisa_ros.ros.messages import STATUS_NAMES
 from lisa_ros.ros.outputs import answer_messages
@@ -81,10 +82,6 @@ class ReplaySummary:
         if self.out is not None:
             lines.append(f"output bag: {self.out}")
         return "\n".join(lines)
-
-
-def _stamp_s(msg) -> float:
-    return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
 
 
 def _stamp_ns(msg) -> int:
@@ -148,7 +145,6 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
     ``live_changes``: run-time parameters other than their defaults (``publish_markers``, ...)."""
     from tqdm import tqdm
 
-    from lisa_ros.ros.cameras import CameraInput
     from lisa_ros.ros.parameters import default_live
     from lisa_ros.ros.request import RequestHandler
     from lisa_ros.ros.serving import Job, RequestError
@@ -185,9 +181,9 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
         pending: list[tuple[int, object]] = []  # (log ns, colour message) chosen, waiting for depth
 
         def answer(colour) -> None:
-            stamp = _stamp_s(colour)
-            depth = min((d for d in depths if abs(_stamp_s(d) - stamp) <= options.depth_slop),
-                        key=lambda d: abs(_stamp_s(d) - stamp), default=None)
+            stamp = stamp_seconds(colour.header)
+            depth = min((d for d in depths if abs(stamp_seconds(d.header) - stamp) <= options.depth_slop),
+                        key=lambda d: abs(stamp_seconds(d.header) - stamp), default=None)
             request = ReasonSegment.Request(command=options.command, explain=options.explain)
             try:
                 request.image = _as_raw_colour(colour)
@@ -221,7 +217,7 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
             if message.topic == topics.colour:
                 summary.frames += 1
                 bar.update(1)
-                if choose(_stamp_s(message.msg)):
+                if choose(stamp_seconds(message.msg.header)):
                     pending.append((message.log_ns, message.msg))
             elif message.topic == topics.depth:
                 depths.append(message.msg)

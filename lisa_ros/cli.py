@@ -3,7 +3,7 @@
     lisa-ros segment --model M --image PATH --prompt TEXT --out DIR   (one question, files out)
     lisa-ros chat    --model M [--image PATH] [--out DIR]             (interactive, multi-turn)
     lisa-ros ask "COMMAND" [--camera NAME] [--image PATH] [--out DIR] (client of a running node)
-    lisa-ros replay BAG --command TEXT --out OUT_BAG [--every N]      (a recorded bag, answers into a bag)
+    lisa-ros replay BAG --command TEXT --out OUT_BAG [--every N] [--annotations MASKS]  (a recorded bag, answers into a bag, scored)
     lisa-ros train CONFIG.yaml                                         (LoRA/QLoRA fine-tuning, merged export)
     lisa-ros eval --model M --data DIR [--mode teacher-forced|generate] (gIoU / cIoU)
     lisa-ros scenes OUT_DIR [--splits ...] [--count-train N ...]      (scene datasets)
@@ -339,18 +339,32 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     if not args.command_text.strip():
         raise CliError("--command is empty")
-    if args.every < 1:
+    if args.every is not None and args.every < 1:
         raise CliError("--every must be 1 or more")
     open_bag(args.bag).close()  # before the (slow) model load: fail fast on a bad bag
     if Path(args.out).exists():
         raise CliError(f"{args.out} already exists: choose another --out or remove it")
+    score, report = None, None
+    if args.annotations:
+        from lisa_ros.evaluate.annotations import read_annotations
+        from lisa_ros.evaluate.recorded import RecordedScore
+
+        score = RecordedScore(read_annotations(args.annotations))
+        report = Path(args.report or f"{args.out}-score")
+        if report.exists():
+            raise CliError(f"{report} already exists: choose another --report or remove it")
+    elif args.report:
+        raise CliError("--report needs --annotations (the masks to score against)")
     options = ReplayOptions(args.command_text, every=args.every, at=args.at, start=args.start, end=args.end,
                             explain=args.explain, camera_topic=args.camera_topic, depth_topic=args.depth_topic,
                             camera_info_topic=args.camera_info_topic, storage=args.storage,
                             copy_inputs=not args.no_inputs)
     engine = _load_engine(args)
-    summary = replay(args.bag, args.out, engine, options, progress=not args.no_progress)
+    summary = replay(args.bag, args.out, engine, options, progress=not args.no_progress, score=score)
     print(summary.text())
+    if score is not None:
+        print(score.text())
+        print(f"score: {score.write(report)}")
     return 0
 
 
@@ -409,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay_parser.add_argument("--command", dest="command_text", required=True,
                                help='what to ask about each chosen frame, e.g. "the red ball"')
     replay_parser.add_argument("--out", required=True, help="the output bag (a new rosbag2 folder)")
-    replay_parser.add_argument("--every", type=int, default=1, help="answer every N-th colour frame (default 1)")
+    replay_parser.add_argument("--every", type=int,
+                               help="answer every N-th colour frame (default: every frame, or the annotated ones)")
     replay_parser.add_argument("--at", type=float, nargs="+",
                                help="instead: the first frame stamped at or after each of these times (seconds)")
     replay_parser.add_argument("--start", type=float, help="seconds from the bag's start where replay begins")
@@ -420,6 +435,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay_parser.add_argument("--camera-info-topic", help="CameraInfo topic (default: beside the colour topic)")
     replay_parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="of the output bag")
     replay_parser.add_argument("--no-inputs", action="store_true", help="write only the answers, not the input topics")
+    replay_parser.add_argument("--annotations", help="ground-truth masks to score the answers against: a folder "
+                               "of mono8 PNG masks named by frame stamp (5.300000000.png) or a COCO RLE JSON file; "
+                               "the annotated frames are answered unless --every/--at choose")
+    replay_parser.add_argument("--report", help="folder for the score (score.json, frames.csv, iou.png; default "
+                               "OUT-score)")
     replay_parser.add_argument("--no-progress", action="store_true")
     replay_parser.set_defaults(func=_cmd_replay)
 

@@ -42,3 +42,35 @@ def draw_overlay(rgb: np.ndarray, masks: list[np.ndarray], boxes: list[tuple[int
         cv2.putText(out, banner, (6, height - 8), cv2.FONT_HERSHEY_SIMPLEX, scale * 0.6,
                     (255, 255, 255), max(1, thickness - 1), cv2.LINE_AA)
     return out
+
+
+def draw_series(xs: list[float], ys: list[float], title: str = "", x_label: str = "", size: tuple[int, int] = (900, 320),
+                y_range: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """A line plot of ``ys`` (within ``y_range``) over ``xs``, dots at the points, horizontal
+    grid lines at the range's quarters, the x range's ends written under the axis. Returns
+    ``(height, width, 3)`` uint8 RGB of ``size`` = (width, height)."""
+    width, height = size
+    out = np.full((height, width, 3), 255, np.uint8)
+    left, right, top, bottom = 50, 15, 30, 40
+    plot_w, plot_h = width - left - right, height - top - bottom
+    low, high = y_range
+    x_low, x_high = (min(xs), max(xs)) if xs else (0.0, 1.0)
+    x_span = (x_high - x_low) or 1.0
+    font, grey, ink = cv2.FONT_HERSHEY_SIMPLEX, (200, 200, 200), (40, 40, 40)
+    for k in range(5):
+        value = low + (high - low) * k / 4
+        y = top + plot_h - int(round(plot_h * k / 4))
+        cv2.line(out, (left, y), (left + plot_w, y), grey, 1)
+        cv2.putText(out, f"{value:.2f}", (4, y + 4), font, 0.4, ink, 1, cv2.LINE_AA)
+    points = [(left + int(round(plot_w * (x - x_low) / x_span)),
+               top + plot_h - int(round(plot_h * (min(max(y, low), high) - low) / ((high - low) or 1.0))))
+              for x, y in zip(xs, ys)]
+    if len(points) > 1:
+        cv2.polylines(out, [np.array(points, np.int32)], False, PALETTE[4], 2, cv2.LINE_AA)
+    for point in points:
+        cv2.circle(out, point, 4, PALETTE[5], -1, cv2.LINE_AA)
+    cv2.putText(out, title, (left, 20), font, 0.5, ink, 1, cv2.LINE_AA)
+    cv2.putText(out, f"{x_low:.2f}", (left, height - 22), font, 0.4, ink, 1, cv2.LINE_AA)
+    cv2.putText(out, f"{x_high:.2f}", (left + plot_w - 40, height - 22), font, 0.4, ink, 1, cv2.LINE_AA)
+    cv2.putText(out, x_label, (left + plot_w // 2 - 4 * len(x_label), height - 8), font, 0.4, ink, 1, cv2.LINE_AA)
+    return out

@@ -28,7 +28,7 @@ ALLOWED = {
     "tracking": {"errors", "model", "engine"},  # ROS-free following of an answer's masks
     "sessions": {"errors", "model"},
     "data": {"errors", "model"},  # the scenes' questions use the embedded model's size words
-    "evaluate": {"errors", "model", "engine", "data"},
+    "evaluate": {"errors", "visualization", "model", "engine", "data"},  # plots of the scores
     "train": {"errors", "model", "engine", "data"},
     "testing": {"errors", "resources", "interfaces", "images", "model", "engine", "ros", "data"},  # ROS requests, scenes
     "ros": {"errors", "resources", "interfaces", "geometry", "transforms", "visualization", "images", "model", "engine",

@@ -104,6 +104,45 @@ def test_a_bag_replays_into_an_output_bag_with_one_answer_per_asked_frame(record
     assert again.frames == len(sequence) - 2  # the window starts 0.2 s after the bag's start
 
 
+@pytest.mark.slow
+def test_a_replay_scored_against_annotations_answers_the_annotated_frames(recorded, sequence, tmp_path, capsys):
+    """``lisa-ros replay --annotations``: PNG masks named by stamp for frames 0, 3 and 6 and one
+    stamp the bag does not hold; only the annotated frames are answered, and the score is the
+    IoU of the masks the output bag holds against the ground truth."""
+    import json
+
+    import cv2
+
+    from lisa_ros.cli import main
+
+    path, topics = recorded
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for k in (0, 3, 6):
+        stamp = START_NS + k * FRAME_NS
+        cv2.imwrite(str(masks / f"{stamp // 10**9}.{stamp % 10**9:09d}.png"), sequence.target_masks[k].astype(np.uint8) * 255)
+    cv2.imwrite(str(masks / "99.000000000.png"), sequence.target_masks[0].astype(np.uint8) * 255)
+    out = tmp_path / "answers"
+    assert main(["replay", str(path), "--command", sequence.query, "--out", str(out), "--annotations", str(masks),
+                 "--precision", "fp32", "--no-progress", "--no-inputs"]) == 0
+    printed = capsys.readouterr().out
+    assert "annotated frames: 4 (3 answered, 0 refused, 0 not asked, 1 not in the bag)" in printed, printed
+    report = json.loads((tmp_path / "answers-score" / "score.json").read_text())
+    assert (tmp_path / "answers-score" / "iou.png").is_file()
+
+    reader = bags.open_bag(out)
+    try:
+        written = [m.msg for m in bags.read_messages(reader, ("/lisa_ros/mask",))]
+    finally:
+        reader.close()
+    assert [m.header.stamp.nanosec for m in written] == [0, 300_000_000, 600_000_000]  # the annotated frames only
+    ious = [_iou(image_to_numpy(m) > 0, sequence.target_masks[k]) for m, k in zip(written, (0, 3, 6))]
+    scored = [f["iou"] for f in report["frames"] if f["status"] == "answered"]
+    assert scored == pytest.approx(ious, abs=1e-3)  # the score is what the output bag shows
+    assert report["overall"]["giou"] == pytest.approx(np.mean(ious), abs=1e-3)
+    assert report["overall"]["giou"] >= MASK_IOU_FLOOR, ious
+
+
 def test_replay_refuses_bad_input_with_a_clear_error_and_writes_nothing(recorded, tmp_path, capsys):
     from lisa_ros.cli import main
 
@@ -124,6 +163,26 @@ def test_replay_refuses_bad_input_with_a_clear_error_and_writes_nothing(recorded
     with pytest.raises(DataError, match="has no topic /front/image"):
         replay(path, tmp_path / "o4", None, ReplayOptions("x", camera_topic="/front/image"), progress=False)
     assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+    import cv2
+
+    from lisa_ros.evaluate.annotations import read_annotations
+    from lisa_ros.evaluate.recorded import RecordedScore
+
+    masks = tmp_path.parent / f"{tmp_path.name}-masks"
+    masks.mkdir()
+    cv2.imwrite(str(masks / "1700000000.5.png"), np.zeros((8, 8), np.uint8))  # another clock's stamp
+    with pytest.raises(DataError, match="none of the 1 annotations .* is for a frame of the bag: its colour frames "
+                                        "are stamped 5.000 to 5.900 s"):
+        replay(path, tmp_path / "o5", None, ReplayOptions("x"), progress=False,
+               score=RecordedScore(read_annotations(masks)))
+    assert list(tmp_path.iterdir()) == []
+    assert main(["replay", str(path), "--command", "x", "--out", str(tmp_path / "o6"), "--report", "r"]) == 2
+    assert "--report needs --annotations" in capsys.readouterr().err
+    assert main(["replay", str(path), "--command", "x", "--out", str(tmp_path / "o7"), "--annotations",
+                 str(tmp_path / "none")]) == 2
+    assert f"annotations {tmp_path / 'none'} do not exist" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_frames_the_node_would_refuse_are_counted_and_the_replay_goes_on(recorded, tmp_path):

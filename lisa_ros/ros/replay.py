@@ -13,6 +13,11 @@ input topics copied unchanged, so that rviz, Foxglove or ``ros2 bag play`` show 
 the camera stream. A frame the handler refuses (an undecodable image, ...) or the model fails on
 is counted with its reason (the status name) and the replay goes on.
 
+With a ``score`` (``lisa-ros replay --annotations``: :class:`lisa_ros.evaluate.recorded.RecordedScore`
+or anything with its methods) the chosen frames are the annotated ones (unless ``every`` or
+``at`` choose), and each answer's masks go to it at the source frame's stamp; a replay whose
+annotations match no frame of the bag fails (a DataError) and writes nothing.
+
 A chosen frame is answered once the bag's log time has passed it by ``PAIRING_WINDOW_S`` (or the
 bag ends), so that a depth frame recorded a little after its colour frame still pairs.
 """
@@ -42,13 +47,13 @@ NODE_NAMESPACE = "/lisa_ros"  # the topics are written as the default node publi
 @dataclass
 class ReplayOptions:
     """What to ask and where. ``every``: answer every N-th colour frame (from the first in the
-    window); ``at``: instead, the first colour frame stamped at or after each of these (seconds,
+    window; None: every frame, or only the annotated ones when the replay is scored); ``at``: instead, the first colour frame stamped at or after each of these (seconds,
     header stamps); ``start``/``end``: the window, seconds of log time from the bag's start (None =
     the whole bag); ``storage``: of the output bag; ``copy_inputs``: write the input topics to the
     output bag too; ``depth_slop``: largest |depth stamp - colour stamp| paired (seconds)."""
 
     command: str
-    every: int = 1
+    every: int | None = None
     at: list[float] | None = None
     start: float | None = None
     end: float | None = None
@@ -119,13 +124,17 @@ class _Outputs:
 
 class _Chooser:
     """Which colour frames to answer: every ``every``-th, or with ``at`` the first frame stamped
-    at or after each of those stamps (seconds)."""
+    at or after each of those stamps (seconds), or with ``annotated`` (stamp ns -> the
+    annotation's stamp or None) the annotated ones."""
 
-    def __init__(self, every: int, at: list[float] | None):
-        self.every, self.count = every, 0
+    def __init__(self, every: int | None, at: list[float] | None, annotated=None):
+        self.every, self.count = every or 1, 0
         self.waiting = sorted(at) if at else None
+        self.annotated = annotated if every is None and not at else None
 
-    def __call__(self, stamp_s: float) -> bool:
+    def __call__(self, stamp_s: float, stamp_ns: int) -> bool:
+        if self.annotated is not None:
+            return self.annotated(stamp_ns) is not None
         if self.waiting is not None:
             hit = bool(self.waiting) and stamp_s >= self.waiting[0]
             while self.waiting and stamp_s >= self.waiting[0]:
@@ -137,11 +146,12 @@ class _Chooser:
 
 
 def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, progress: bool = True,
-           live_changes: dict | None = None) -> ReplaySummary:
+           live_changes: dict | None = None, score=None) -> ReplaySummary:
     """Replay ``bag`` into the output bag ``out`` with ``engine`` (a loaded LisaEngine).
 
-    Raises DataError for a bag that cannot be used (see :mod:`lisa_ros.ros.bags`) and UsageError
-    for bad options; the output bag is then removed (nothing half-written at ``out``).
+    Raises DataError for a bag that cannot be used (see :mod:`lisa_ros.ros.bags`) or whose
+    annotations (``score``) match none of its frames, and UsageError for bad options; the output
+    bag is then removed (nothing half-written at ``out``).
     ``live_changes``: run-time parameters other than their defaults (``publish_markers``, ...)."""
     from tqdm import tqdm
 
@@ -151,7 +161,7 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
     from lisa_ros.sessions import FrameCache, SessionStore
     from lisa_ros.srv import ReasonSegment
 
-    if options.every < 1:
+    if options.every is not None and options.every < 1:
         raise DataError("--every must be 1 or more")
     reader = bags.open_bag(bag)
     recorder = None
@@ -175,10 +185,16 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
             for connection in reader.connections:
                 if connection.topic in topics.all:
                     recorder.copy_topic(connection)
-        choose = _Chooser(options.every, options.at)
+        choose = _Chooser(options.every, options.at, score.annotated_stamp if score is not None else None)
+        first_ns = last_ns = None
         depths: deque = deque(maxlen=50)
         info = None
         pending: list[tuple[int, object]] = []  # (log ns, colour message) chosen, waiting for depth
+
+        def refuse(colour, reason: str) -> None:
+            summary.refused.append((stamp_seconds(colour.header), reason))
+            if score is not None:
+                score.refused(_stamp_ns(colour), reason)
 
         def answer(colour) -> None:
             stamp = stamp_seconds(colour.header)
@@ -192,18 +208,22 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
                 if info is not None:
                     request.camera_info = info
             except ImageConversionError as exc:
-                summary.refused.append((stamp, f"INVALID_IMAGE: {exc}"))
+                refuse(colour, f"INVALID_IMAGE: {exc}")
                 return
             started = time.monotonic()
             job = Job(request=request, received_at=started, deadline=math.inf)
+            answers = []
+            job.on_answer = lambda answer, *_: answers.append(answer)
             try:
                 handler(job, stopping)
             except RequestError as exc:
-                summary.refused.append((stamp, f"{STATUS_NAMES.get(exc.code, exc.code)}: {exc}"))
+                refuse(colour, f"{STATUS_NAMES.get(exc.code, exc.code)}: {exc}")
                 return
             except Exception as exc:  # as the node's server answers it: a model failure, and the replay goes on
-                summary.refused.append((stamp, f"MODEL_ERROR: {type(exc).__name__}: {exc}"))
+                refuse(colour, f"MODEL_ERROR: {type(exc).__name__}: {exc}")
                 return
+            if score is not None:
+                score.answered(_stamp_ns(colour), [m.mask for m in answers[0].masks] if answers else [])
             summary.answered += 1
             summary.with_objects += int(bool(job.result.objects))
             summary.seconds.append(time.monotonic() - started)
@@ -217,7 +237,12 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
             if message.topic == topics.colour:
                 summary.frames += 1
                 bar.update(1)
-                if choose(stamp_seconds(message.msg.header)):
+                stamp_ns = _stamp_ns(message.msg)
+                first_ns, last_ns = stamp_ns if first_ns is None else min(first_ns, stamp_ns), \
+                    stamp_ns if last_ns is None else max(last_ns, stamp_ns)
+                if score is not None:
+                    score.seen(stamp_ns)
+                if choose(stamp_seconds(message.msg.header), stamp_ns):
                     pending.append((message.log_ns, message.msg))
             elif message.topic == topics.depth:
                 depths.append(message.msg)
@@ -226,6 +251,8 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
         for _, colour in pending:
             answer(colour)
         bar.close()
+        if score is not None:
+            score.check_found(first_ns, last_ns)
         summary.out = recorder.close(complete=True)
         recorder = None
         return summary

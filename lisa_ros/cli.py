@@ -358,7 +358,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     options = ReplayOptions(args.command_text, every=args.every, at=args.at, start=args.start, end=args.end,
                             explain=args.explain, camera_topic=args.camera_topic, depth_topic=args.depth_topic,
                             camera_info_topic=args.camera_info_topic, storage=args.storage,
-                            copy_inputs=not args.no_inputs)
+                            copy_inputs=not args.no_inputs, target_frame=args.target_frame.lstrip("/"))
     engine = _load_engine(args)
     summary = replay(args.bag, args.out, engine, options, progress=not args.no_progress, score=score)
     print(summary.text())
@@ -433,6 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay_parser.add_argument("--camera-topic", help="colour topic (default: found from the bag's types)")
     replay_parser.add_argument("--depth-topic", help="registered depth topic (default: found, if any)")
     replay_parser.add_argument("--camera-info-topic", help="CameraInfo topic (default: beside the colour topic)")
+    replay_parser.add_argument("--target-frame", default="", help="frame for the objects' target poses and "
+                               "detections_3d, from the bag's /tf and /tf_static (default: none)")
     replay_parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="of the output bag")
     replay_parser.add_argument("--no-inputs", action="store_true", help="write only the answers, not the input topics")
     replay_parser.add_argument("--annotations", help="ground-truth masks to score the answers against: a folder "

@@ -1,5 +1,5 @@
 """Replaying recorded data offline (lisa_ros/ros/replay.py, ``lisa-ros replay``): a bag written with
-rosbags from a held-out moving scene (colour, registered depth, camera_info), replayed through the
+rosbags from a held-out moving scene (colour, registered depth, camera_info, TF), replayed through the
 node's request path with the embedded model; the output bag is read back with rosbags."""
 from __future__ import annotations
 
@@ -46,8 +46,43 @@ def recorded(sequence, tmp_path_factory):
         camera_info.k = [f, 0.0, width / 2, 0.0, f, height / 2, 0.0, 0.0, 1.0]
         info.append((stamp + 5_000_000, camera_info))
     topics = {"/camera/color/image_raw": colour, "/camera/aligned_depth_to_color/image_raw": depth,
-              "/camera/color/camera_info": info}
+              "/camera/color/camera_info": info, **tf_topics(len(sequence))}
     return write_bag(tmp_path_factory.mktemp("bags") / "recorded", "mcap", topics), topics
+
+
+# The robot drives along odom's x at 1 m/s; the camera is mounted 0.3 m up base_link, looking
+# down (optical z = -base z). /tf at 20 Hz, stamped between the frames (the lookup interpolates).
+DRIVE_M_PER_S, TF_OFFSET_NS, TF_PERIOD_NS = 1.0, 25_000_000, 50_000_000
+CAMERA_IN_BASE = ((0.0, 0.0, 0.3), (0.0, 1.0, 0.0, 0.0))  # translation, quaternion w x y z: 180 deg about x
+
+
+def tf_topics(frames: int) -> dict:
+    from geometry_msgs.msg import TransformStamped
+    from tf2_msgs.msg import TFMessage
+
+    def stamped(stamp_ns, parent, child, translation, wxyz):
+        t = _header(TransformStamped(), stamp_ns, parent)
+        t.child_frame_id = child
+        t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = translation
+        t.transform.rotation.w, t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z = wxyz
+        return t
+
+    static = [(START_NS, TFMessage(transforms=[stamped(START_NS, "base_link", "camera_color_optical_frame",
+                                                       *CAMERA_IN_BASE)]))]
+    moving = []
+    for j in range(-1, 2 * frames + 1):
+        stamp = START_NS + TF_OFFSET_NS + j * TF_PERIOD_NS
+        x = DRIVE_M_PER_S * (stamp - START_NS) / 1e9
+        moving.append((max(START_NS, stamp + 1_000_000),
+                       TFMessage(transforms=[stamped(stamp, "odom", "base_link", (x, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0))])))
+    return {"/tf_static": static, "/tf": moving}
+
+
+def odom_from_optical(stamp_ns: int):
+    from lisa_ros.transforms import Transform
+
+    base = Transform.from_parts((DRIVE_M_PER_S * (stamp_ns - START_NS) / 1e9, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0))
+    return base * Transform.from_parts(*CAMERA_IN_BASE)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -65,9 +100,11 @@ def test_a_bag_replays_into_an_output_bag_with_one_answer_per_asked_frame(record
 
     path, topics = recorded
     engine = LisaEngine(load_lisa("embedded", LoadOptions(precision="fp32")))
-    summary = replay(path, tmp_path / "answers", engine, ReplayOptions(sequence.query, every=EVERY), progress=False)
+    summary = replay(path, tmp_path / "answers", engine, ReplayOptions(sequence.query, every=EVERY, target_frame="odom"),
+                     progress=False)
     asked = list(range(0, len(sequence), EVERY))
     assert summary.frames == len(sequence) and summary.answered == len(asked) and not summary.refused
+    assert not summary.transform_errors
     assert summary.topics.depth == "/camera/aligned_depth_to_color/image_raw"
 
     reader = bags.open_bag(summary.out)
@@ -87,13 +124,21 @@ def test_a_bag_replays_into_an_output_bag_with_one_answer_per_asked_frame(record
         assert result.header == source.header and log_ns == START_NS + k * FRAME_NS  # stamped with its source frame
         assert mask.header == source.header
         ious.append(_iou(image_to_numpy(mask) > 0, sequence.target_masks[k]))
-        if result.objects:  # 3D from the registered depth, in the colour frame
+        if result.objects:  # 3D from the registered depth, in the colour frame, and in odom from the bag's TF
             assert result.objects[0].valid_points > 0 and not result.no_3d
+            assert result.target_frame == "odom" and not result.no_target_pose
+            for obj in result.objects:
+                p, q = obj.pose.pose.position, obj.target_pose.pose.position
+                expected = odom_from_optical(START_NS + k * FRAME_NS).apply(np.array([[p.x, p.y, p.z]]))[0]
+                assert obj.target_pose.header.frame_id == "odom"
+                assert np.allclose([q.x, q.y, q.z], expected, atol=1e-6), (k, [q.x, q.y, q.z], expected)
     print("replay IoUs per answered frame:", [round(v, 3) for v in ious])
     assert np.mean(ious) >= MASK_IOU_FLOOR, ious
 
     again = replay(path, tmp_path / "at", engine, ReplayOptions(sequence.query, at=[5.35, 5.6], start=0.2,
-                                                                copy_inputs=False, storage="sqlite3"), progress=False)
+                                                                copy_inputs=False, storage="sqlite3",
+                                                                target_frame="odom"), progress=False)
+    assert not again.transform_errors  # /tf_static, logged before the window, still read
     reader = bags.open_bag(again.out)
     try:
         assert {c.topic for c in reader.connections} & set(topics) == set()

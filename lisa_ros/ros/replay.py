@@ -19,7 +19,10 @@ or anything with its methods) the chosen frames are the annotated ones (unless `
 annotations match no frame of the bag fails (a DataError) and writes nothing.
 
 A chosen frame is answered once the bag's log time has passed it by ``PAIRING_WINDOW_S`` (or the
-bag ends), so that a depth frame recorded a little after its colour frame still pairs.
+bag ends), so that a depth frame recorded a little after its colour frame still pairs, and the
+transforms around its stamp are read: with ``target_frame`` the bag's ``/tf`` and ``/tf_static``
+give the objects' target poses (and ``detections_3d``) as the node's TF would, interpolated at the
+frame's stamp; a frame whose transform the bag lacks is answered with its transform_error.
 """
 from __future__ import annotations
 
@@ -35,10 +38,12 @@ import numpy as np
 from lisa_ros.errors import DataError, ImageConversionError
 from lisa_ros.ros import bags
 from lisa_ros.ros.bag_output import BagRecorder
-from lisa_ros.ros.cameras import CameraInput, stamp_seconds
+from lisa_ros.ros.cameras import CameraInput, stamp_seconds, time_seconds
 from lisa_ros.ros.conversions import compressed_to_rgb8, depth_to_meters, numpy_to_image
 from lisa_ros.ros.messages import STATUS_NAMES
 from lisa_ros.ros.outputs import answer_messages
+from lisa_ros.ros.tf import add_tf_message
+from lisa_ros.transforms import DEFAULT_CACHE_TIME_S, TransformBuffer
 
 PAIRING_WINDOW_S = 0.5  # seconds of log time a chosen frame waits for its depth frame
 NODE_NAMESPACE = "/lisa_ros"  # the topics are written as the default node publishes them
@@ -50,7 +55,8 @@ class ReplayOptions:
     window; None: every frame, or only the annotated ones when the replay is scored); ``at``: instead, the first colour frame stamped at or after each of these (seconds,
     header stamps); ``start``/``end``: the window, seconds of log time from the bag's start (None =
     the whole bag); ``storage``: of the output bag; ``copy_inputs``: write the input topics to the
-    output bag too; ``depth_slop``: largest |depth stamp - colour stamp| paired (seconds)."""
+    output bag too; ``depth_slop``: largest |depth stamp - colour stamp| paired (seconds);
+    ``target_frame``: the frame of the objects' target poses ("" = none), from the bag's TF."""
 
     command: str
     every: int | None = None
@@ -64,12 +70,14 @@ class ReplayOptions:
     storage: str = "mcap"
     copy_inputs: bool = True
     depth_slop: float = 0.02
+    target_frame: str = ""
 
 
 @dataclass
 class ReplaySummary:
     """What a replay did: frames seen in the window, answered (with their seconds per answer),
-    refused (reason per frame stamp), the topics found and the output bag."""
+    refused (reason per frame stamp), answered without target poses (TF's reason per stamp), the
+    topics found and the output bag."""
 
     topics: bags.BagTopics
     out: Path | None = None
@@ -78,12 +86,16 @@ class ReplaySummary:
     with_objects: int = 0
     seconds: list[float] = field(default_factory=list)
     refused: list[tuple[float, str]] = field(default_factory=list)
+    transform_errors: list[tuple[float, str]] = field(default_factory=list)  # answered without target poses
 
     def text(self) -> str:
         per = f", {np.mean(self.seconds):.2f} s per answer" if self.seconds else ""
         lines = [f"{self.frames} colour frames on {self.topics.colour}; {self.answered} answered "
                  f"({self.with_objects} with objects){per}; {len(self.refused)} refused"]
         lines += [f"  frame {stamp:.3f}: {reason}" for stamp, reason in self.refused[:10]]
+        if self.transform_errors:
+            lines.append(f"{len(self.transform_errors)} answered without target poses, e.g. frame "
+                         f"{self.transform_errors[0][0]:.3f}: {self.transform_errors[0][1]}")
         if self.out is not None:
             lines.append(f"output bag: {self.out}")
         return "\n".join(lines)
@@ -120,6 +132,25 @@ class _Outputs:
         images = {"debug_image/compressed"} if debug_image else set()
         for name, msg in answer_messages(result, outputs, rgb, answer, images, markers, cloud, self.detections):
             self.recorder.write(f"{NODE_NAMESPACE}/{name}", _stamp_ns(result), msg)
+
+
+class _BagTf:
+    """Stands where the node's TfLookup stands: the bag's ``/tf`` and ``/tf_static`` as the replay
+    reads them (log order) in our TransformBuffer. Lookups never wait: a frame is answered only
+    after the transforms logged within ``PAIRING_WINDOW_S`` of it have been read."""
+
+    def __init__(self):
+        self.buffer = TransformBuffer(cache_time_s=DEFAULT_CACHE_TIME_S)
+        self.problems: list[str] = []
+
+    def add(self, message, static: bool) -> None:
+        self.problems += add_tf_message(self.buffer, message, static)
+
+    def keep_history(self, seconds: float) -> None:
+        self.buffer.cache_time_s = max(seconds, PAIRING_WINDOW_S + DEFAULT_CACHE_TIME_S)
+
+    def lookup(self, target_frame: str, source_frame: str, stamp, timeout_s: float):
+        return self.buffer.lookup_transform(target_frame, source_frame, time_seconds(stamp))
 
 
 class _Chooser:
@@ -177,9 +208,10 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
             detections = True
         except ImportError:
             detections = False
-        live = default_live(**{"max_frame_age": 0.0, **(live_changes or {})})
+        live = default_live(**{"max_frame_age": 0.0, "target_frame": options.target_frame, **(live_changes or {})})
+        tf = _BagTf()
         handler = RequestHandler(engine, SessionStore(), FrameCache(2), {"replay": CameraInput("replay")}, "replay",
-                                 600.0, _Outputs(recorder, detections), read_live=lambda: live)
+                                 600.0, _Outputs(recorder, detections), read_live=lambda: live, tf=tf)
         stopping = threading.Event()
         if options.copy_inputs:
             for connection in reader.connections:
@@ -226,8 +258,13 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
                 score.answered(_stamp_ns(colour), [m.mask for m in answers[0].masks] if answers else [])
             summary.answered += 1
             summary.with_objects += int(bool(job.result.objects))
+            if job.result.no_target_pose:
+                summary.transform_errors.append((stamp, job.result.transform_error))
             summary.seconds.append(time.monotonic() - started)
 
+        if start_ns is not None and "/tf_static" in topics.tf:  # latched once, often before the window
+            for message in bags.read_messages(reader, ("/tf_static",), None, start_ns):
+                tf.add(message.msg, static=True)
         bar = tqdm(total=None, unit="frame", desc="replaying", disable=not progress)
         for message in bags.read_messages(reader, topics.all, start_ns, end_ns):
             if options.copy_inputs:
@@ -248,6 +285,8 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
                 depths.append(message.msg)
             elif message.topic == topics.camera_info:
                 info = message.msg
+            elif message.topic in topics.tf:
+                tf.add(message.msg, static=message.topic == "/tf_static")
         for _, colour in pending:
             answer(colour)
         bar.close()

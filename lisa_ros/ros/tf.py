@@ -52,6 +52,19 @@ def transform_from_msg(transform) -> Transform:
     return Transform.from_parts((t.x, t.y, t.z), (q.w, q.x, q.y, q.z))
 
 
+def add_tf_message(buffer: TransformBuffer, message, static: bool) -> list[str]:
+    """Put a tf2_msgs/TFMessage's transforms into ``buffer``; a bad one (not finite, a zero
+    quaternion) is skipped, never the others: returns why, one line per skipped transform."""
+    problems = []
+    for stamped in message.transforms:
+        try:
+            buffer.set_transform(stamped.header.frame_id, stamped.child_frame_id, stamp_seconds(stamped.header),
+                                 transform_from_msg(stamped.transform), static=static)
+        except ValueError as exc:
+            problems.append(f"ignored a transform on {'/tf_static' if static else '/tf'}: {exc}")
+    return problems
+
+
 class TfLookup:
     """``lookup(target_frame, source_frame, stamp, timeout_s) -> Transform`` (target_from_source at
     ``stamp``, a builtin_interfaces/Time; zero = latest), waiting up to ``timeout_s`` seconds for
@@ -108,14 +121,8 @@ class TfLookup:
             self._buffer.cache_time_s = seconds
 
     def _on_tf(self, message, static: bool) -> None:
-        for stamped in message.transforms:
-            try:
-                self._buffer.set_transform(stamped.header.frame_id, stamped.child_frame_id,
-                                           stamp_seconds(stamped.header), transform_from_msg(stamped.transform),
-                                           static=static)
-            except ValueError as exc:  # one bad transform never drops the others, nor the node
-                self._node.get_logger().warning(f"ignored a transform on {'/tf_static' if static else '/tf'}: {exc}",
-                                                throttle_duration_sec=5.0)
+        for problem in add_tf_message(self._buffer, message, static):
+            self._node.get_logger().warning(problem, throttle_duration_sec=5.0)
 
     def lookup(self, target_frame: str, source_frame: str, stamp, timeout_s: float) -> Transform:
         self.start()

@@ -1057,3 +1057,19 @@ def test_bag_messages_decode_as_rclpy_messages_do():
     bag_msg.data = bag_msg.data[:-20]  # cut short, as a truncated bag chunk would leave it
     with pytest.raises(ImageConversionError, match="corrupt or truncated"):
         images.compressed_to_rgb8(bag_msg)
+
+
+def test_depth_compresses_into_the_compressed_depth_layout_and_back():
+    """depth_to_compressed writes what compressed_depth_image_transport's PNG codec writes for
+    16UC1; 32FC1 metres become millimetres, no return (NaN, <= 0, beyond 65.535 m) becomes 0."""
+    from lisa_ros.ros.conversions import depth_to_compressed
+
+    units = np.arange(12, dtype=np.uint16).reshape(3, 4) * 1000
+    msg = depth_to_compressed(units, "16UC1")
+    assert msg.format == "16UC1; compressedDepth png" and struct.unpack_from("<iff", bytes(msg.data)) == (0, 0.0, 0.0)
+    assert np.array_equal(depth_to_meters(msg)[units > 0], units[units > 0] * np.float32(0.001))
+    metres = np.array([[1.2344, np.nan, -1.0, 70.0]], np.float32)
+    back = depth_to_meters(depth_to_compressed(metres, "32FC1"))
+    assert back[0, 0] == pytest.approx(1.234, abs=1e-6) and not np.any(back[0, 1:] > 0)
+    with pytest.raises(ImageConversionError, match="cannot compress depth in 'rgb8'"):
+        depth_to_compressed(np.zeros((2, 2, 3), np.uint8), "rgb8")

@@ -126,6 +126,7 @@ def test_a_bag_replays_into_an_output_bag_with_one_answer_per_asked_frame(record
         ious.append(_iou(image_to_numpy(mask) > 0, sequence.target_masks[k]))
         if result.objects:  # 3D from the registered depth, in the colour frame, and in odom from the bag's TF
             assert result.objects[0].valid_points > 0 and not result.no_3d
+            assert result.camera_info.header == source.header  # the frame's own calibration, not the latest
             assert result.target_frame == "odom" and not result.no_target_pose
             for obj in result.objects:
                 p, q = obj.pose.pose.position, obj.target_pose.pose.position

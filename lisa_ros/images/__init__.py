@@ -32,7 +32,7 @@ Conventions
   (e.g. ``8UC1`` vs ``mono8``, vision_opencv#175).
 """
 from lisa_ros.errors import ImageConversionError
-from lisa_ros.images.compressed import compress, compressed_to_numpy, compressed_to_rgb8
+from lisa_ros.images.compressed import compress, compress_depth, compressed_to_numpy, compressed_to_rgb8
 from lisa_ros.images.depth import depth_to_meters, is_compressed
 from lisa_ros.images.encodings import (
     CompressedFields,
@@ -49,6 +49,7 @@ __all__ = [
     "ImageFormat",
     "RawImage",
     "compress",
+    "compress_depth",
     "compressed_to_numpy",
     "compressed_to_rgb8",
     "depth_to_meters",

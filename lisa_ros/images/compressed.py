@@ -384,3 +384,28 @@ def compress(array: np.ndarray, encoding: str = "bgr8", fmt: str = "jpeg", jpeg_
     channels = 1 if array.ndim == 2 else array.shape[2]
     stored = {1: "mono", 3: "bgr", 4: "bgra"}[channels] + ("16" if array.dtype == np.uint16 else "8")
     return f"{encoding}; {kind} compressed {stored}", encoded.tobytes()
+
+
+def compress_depth(depth: np.ndarray, encoding: str, depth_scale: float = 0.001) -> tuple[str, bytes]:
+    """(format, data) of a compressed_depth_image_transport CompressedImage (PNG), the layout
+    :func:`compressed_depth_to_meters` reads: ``"16UC1; compressedDepth png"``, the 12-byte
+    ConfigHeader (INV_DEPTH, A = B = 0: unused for 16UC1), then a 16-bit PNG.
+
+    ``depth``: ``(H, W)`` uint16 in ``16UC1`` (kept as they are), or float metres in ``32FC1``
+    (written as 16UC1 in units of ``depth_scale`` metres, rounded; no return, NaN, <= 0 or beyond
+    65535 units become 0, as drivers write). ImageConversionError for another encoding."""
+    if encoding in ("16UC1", "mono16"):
+        units = np.asarray(depth, dtype=np.uint16)
+    elif encoding == "32FC1":
+        metres = np.asarray(depth, dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            scaled = np.where(np.isfinite(metres) & (metres > 0), np.round(metres / depth_scale), 0)
+        units = np.where(scaled <= 65535, scaled, 0).astype(np.uint16)
+    else:
+        raise ImageConversionError(f"cannot compress depth in {encoding!r} (16UC1 in units or 32FC1 in metres)")
+    if units.ndim != 2:
+        raise ImageConversionError(f"depth must be (H, W), got {units.shape}")
+    ok, encoded = cv2.imencode(".png", units)
+    if not ok:
+        raise ImageConversionError(f"OpenCV could not encode a {units.shape} depth image as png")
+    return "16UC1; compressedDepth png", _DEPTH_CONFIG.pack(_INV_DEPTH, 0.0, 0.0) + encoded.tobytes()

@@ -16,6 +16,7 @@ from lisa_ros.images import (
     ImageConversionError,
     ImageFormat,
     compress,
+    compress_depth,
     compressed_to_numpy,
     compressed_to_rgb8,
     depth_to_meters,
@@ -42,6 +43,7 @@ __all__ = [
     "compressed_to_numpy",
     "compressed_to_rgb8",
     "numpy_to_compressed",
+    "depth_to_compressed",
 ]
 
 
@@ -78,4 +80,14 @@ def numpy_to_compressed(array: np.ndarray, encoding: str = "bgr8", fmt: str = "j
     msg = CompressedImage()
     msg.header = _header_copy(header)
     msg.format, msg.data = compress(array, encoding, fmt, jpeg_quality)
+    return msg
+
+
+def depth_to_compressed(depth: np.ndarray, encoding: str, header: Header | None = None,
+                        depth_scale: float = 0.001) -> CompressedImage:
+    """A compressedDepth (PNG, 16UC1) CompressedImage of a depth image
+    (:func:`lisa_ros.images.compress_depth`)."""
+    msg = CompressedImage()
+    msg.header = _header_copy(header)
+    msg.format, msg.data = compress_depth(depth, encoding, depth_scale)
     return msg

@@ -4,7 +4,8 @@ the answers written to an output bag (``lisa-ros replay``). Deterministic; no DD
 Each chosen colour frame (every N-th, or the first at or after each asked stamp, within a window
 of log times) becomes a ReasonSegment request that carries the frame itself: its image (a
 compressed one decoded to rgb8 first), the depth frame whose stamp is nearest within
-``depth_slop`` (compressedDepth decoded to 32FC1 metres) and the latest camera_info, as a client
+``depth_slop`` (compressedDepth decoded to 32FC1 metres) and the camera_info stamped nearest to it
+(a camera's calibration can change: a zoom, a new resolution), as a client
 would send them. :class:`lisa_ros.ros.request.RequestHandler` serves it exactly as the running
 node does (same checks, session, encoding, generation, 3D, result), and
 :func:`lisa_ros.ros.outputs.answer_messages` gives what the node would publish; each is written
@@ -220,7 +221,7 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
         choose = _Chooser(options.every, options.at, score.annotated_stamp if score is not None else None)
         first_ns = last_ns = None
         depths: deque = deque(maxlen=50)
-        info = None
+        infos: deque = deque(maxlen=50)
         pending: list[tuple[int, object]] = []  # (log ns, colour message) chosen, waiting for depth
 
         def refuse(colour, reason: str) -> None:
@@ -237,6 +238,7 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
                 request.image = _as_raw_colour(colour)
                 if depth is not None:
                     request.depth = _as_raw_depth(depth)
+                info = min(infos, key=lambda i: abs(stamp_seconds(i.header) - stamp), default=None)
                 if info is not None:
                     request.camera_info = info
             except ImageConversionError as exc:
@@ -284,7 +286,7 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
             elif message.topic == topics.depth:
                 depths.append(message.msg)
             elif message.topic == topics.camera_info:
-                info = message.msg
+                infos.append(message.msg)
             elif message.topic in topics.tf:
                 tf.add(message.msg, static=message.topic == "/tf_static")
         for _, colour in pending:

@@ -3,7 +3,8 @@
     lisa-ros segment --model M --image PATH --prompt TEXT --out DIR   (one question, files out)
     lisa-ros chat    --model M [--image PATH] [--out DIR]             (interactive, multi-turn)
     lisa-ros ask "COMMAND" [--camera NAME] [--image PATH] [--out DIR] (client of a running node)
-    lisa-ros replay BAG --command TEXT --out OUT_BAG [--every N] [--annotations MASKS]  (a recorded bag, answers into a bag, scored)
+    lisa-ros replay BAG --command TEXT --out OUT_BAG [--every N] [--annotations MASKS] [--node]
+                                                                       (a recorded bag, answers into a bag, scored)
     lisa-ros train CONFIG.yaml                                         (LoRA/QLoRA fine-tuning, merged export)
     lisa-ros eval --model M --data DIR [--mode teacher-forced|generate] (gIoU / cIoU)
     lisa-ros scenes OUT_DIR [--splits ...] [--count-train N ...]      (scene datasets)
@@ -359,8 +360,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
                             explain=args.explain, camera_topic=args.camera_topic, depth_topic=args.depth_topic,
                             camera_info_topic=args.camera_info_topic, storage=args.storage,
                             copy_inputs=not args.no_inputs, target_frame=args.target_frame.lstrip("/"))
-    engine = _load_engine(args)
-    summary = replay(args.bag, args.out, engine, options, progress=not args.no_progress, score=score)
+    if args.node:
+        from lisa_ros.ros.live_replay import replay_live
+
+        summary = replay_live(args.bag, args.out, options, node_name=args.node, camera=args.node_camera,
+                              rate=args.rate, progress=not args.no_progress, score=score)
+    else:
+        summary = replay(args.bag, args.out, _load_engine(args), options, progress=not args.no_progress, score=score)
     print(summary.text())
     if score is not None:
         print(score.text())
@@ -437,6 +443,13 @@ def build_parser() -> argparse.ArgumentParser:
                                "detections_3d, from the bag's /tf and /tf_static (default: none)")
     replay_parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="of the output bag")
     replay_parser.add_argument("--no-inputs", action="store_true", help="write only the answers, not the input topics")
+    replay_parser.add_argument("--node", nargs="?", const="/lisa_ros", default="",
+                               help="play the bag in real time (and /clock) to this running node (default "
+                               "/lisa_ros) and ask it through its service; run the node with use_sim_time:=true "
+                               "and its camera topics set to the bag's")
+    replay_parser.add_argument("--node-camera", default="", help="with --node: the node's camera to ask "
+                               "(default: its default camera)")
+    replay_parser.add_argument("--rate", type=float, default=1.0, help="with --node: playback speed (x real time)")
     replay_parser.add_argument("--annotations", help="ground-truth masks to score the answers against: a folder "
                                "of mono8 PNG masks named by frame stamp (5.300000000.png) or a COCO RLE JSON file; "
                                "the annotated frames are answered unless --every/--at choose")

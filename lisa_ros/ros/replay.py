@@ -154,7 +154,7 @@ class _BagTf:
         return self.buffer.lookup_transform(target_frame, source_frame, time_seconds(stamp))
 
 
-class _Chooser:
+class FrameChooser:
     """Which colour frames to answer: every ``every``-th, or with ``at`` the first frame stamped
     at or after each of those stamps (seconds), or with ``annotated`` (stamp ns -> the
     annotation's stamp or None) the annotated ones."""
@@ -218,7 +218,7 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
             for connection in reader.connections:
                 if connection.topic in topics.all:
                     recorder.copy_topic(connection)
-        choose = _Chooser(options.every, options.at, score.annotated_stamp if score is not None else None)
+        choose = FrameChooser(options.every, options.at, score.annotated_stamp if score is not None else None)
         first_ns = last_ns = None
         depths: deque = deque(maxlen=50)
         infos: deque = deque(maxlen=50)

@@ -14,7 +14,11 @@ and writes an overlay (prediction tinted, ground truth outlined in white) to the
 Then a second camera plays a held-out moving scene (the target leaves the view and comes back) and
 the client follows the answer to its command with the ~/track action: per frame the node sends
 the target's mask, state and 3D position; the client prints the states over time, the mean IoU
-against the ground truth of each frame, and writes them as an animation (track.gif).
+against the ground truth of each frame, and writes them as an animation (track.gif). That part is
+also recorded, as `ros2 bag record` would (lisa_ros.ros.recording): the moving camera's stream
+(compressed transports) and the node's tracks in `recording/` (MCAP), with the ground-truth mask of
+every frame in `recording_masks/` (PNG named by stamp), so that `lisa-ros replay` can answer and
+score it offline (the command is printed at the end).
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import argparse
 import json
 import os
 import random
+import shlex
 import subprocess
 import sys
 import threading
@@ -335,14 +340,19 @@ def follow_target(node, out: Path, wait) -> bool:
     """Play a moving scene as the "moving" camera (from its first frame, so the target is in view
     when the command is asked), follow its target with ~/track, print and draw it. Whether the
     goal ran its course."""
+    import shutil
+
+    import cv2
     import numpy as np
     from PIL import Image as PilImage
     from rclpy.action import ActionClient
+    from sensor_msgs.msg import CameraInfo, Image
 
     from lisa_ros.action import Track
     from lisa_ros.data.scenes.motion import make_moving_sequence
-    from lisa_ros.msg import Status, TrackedObject
+    from lisa_ros.msg import Status, TrackedObject, TrackedObjects
     from lisa_ros.ros.conversions import image_to_numpy
+    from lisa_ros.ros.recording import TopicRecorder
     from lisa_ros.ros.messages import STATUS_NAMES, duration
     from lisa_ros.testing.sequence_camera import SequenceCamera
     from lisa_ros.visualization import draw_overlay
@@ -353,11 +363,21 @@ def follow_target(node, out: Path, wait) -> bool:
     playing = threading.Event()
     playing.set()
 
+    recording, masks = out / "recording", out / "recording_masks"
+    for folder in (recording, masks):  # a previous demo's
+        shutil.rmtree(folder, ignore_errors=True)
+    masks.mkdir(parents=True)
+    recorder = TopicRecorder(node, recording, {"/moving/color/image_raw": Image, "/moving/depth/image_raw": Image,
+                                               "/moving/color/camera_info": CameraInfo,
+                                               "/lisa_ros/tracks": TrackedObjects}, compress=True)
+
     def play() -> None:
         count, start = 0, time.monotonic()
         while playing.is_set():
             header = camera.publish(count % len(sequence))
             sent[(header.stamp.sec, header.stamp.nanosec)] = count % len(sequence)
+            truth = sequence.target_masks[count % len(sequence)].astype(np.uint8) * 255
+            cv2.imwrite(str(masks / f"{header.stamp.sec}.{header.stamp.nanosec:09d}.png"), truth)
             count += 1
             time.sleep(max(0.0, start + count / sequence.fps - time.monotonic()))
 
@@ -378,6 +398,8 @@ def follow_target(node, out: Path, wait) -> bool:
     finally:
         playing.clear()
         player.join(5)
+        time.sleep(0.3)  # the last frames reach the recorder
+        recording = recorder.close()
     names = {TrackedObject.TRACKING: "tracking", TrackedObject.OCCLUDED: "occluded",
              TrackedObject.UNCERTAIN: "uncertain", TrackedObject.LOST: "lost"}
     ious, timeline, pictures = [], [], []
@@ -411,6 +433,11 @@ def follow_target(node, out: Path, wait) -> bool:
     if pictures:
         pictures[0].save(out / "track.gif", save_all=True, append_images=pictures[1:], duration=67, loop=0)
         print(f"    animation: {out}/track.gif", flush=True)
+    frames = recorder.counts.get("/moving/color/image_raw/compressed", 0)
+    print(f"    recorded: {recording} ({frames} colour frames, {recorder.counts.get('/lisa_ros/tracks', 0)} track "
+          f"updates) and the ground truth of {len(sent)} frames in {masks}; answer and score it offline:\n"
+          f"      lisa-ros replay {recording} --command {shlex.quote(sequence.query)} --every 10 "
+          f"--annotations {masks} --out {out / 'replay'}", flush=True)
     action.destroy()
     return status.code == Status.OK and result.frames > 0 and bool(pictures)
 

@@ -26,3 +26,28 @@ def test_demo_runs_end_to_end(ros_domain, tmp_path):
     assert f"Pictures (prediction tinted, ground truth outlined in white): {out}" in run.stdout
     assert "[track] following" in run.stdout and (out / "track.gif").is_file()  # ~/track, drawn
     assert "OK: followed for its duration" in run.stdout and "(left the view)" in run.stdout
+
+    # The tracking part is recorded (compressed transports, MCAP) with its ground truth by stamp,
+    # and the replay command the demo prints answers and scores it offline.
+    from lisa_ros.ros import bags
+
+    reader = bags.open_bag(out / "recording")
+    try:
+        counts = {topic: info.msgcount for topic, info in reader.topics.items()}
+    finally:
+        reader.close()
+    assert counts["/moving/color/image_raw/compressed"] >= 60 and counts["/moving/depth/image_raw/compressedDepth"] >= 60
+    assert counts["/moving/color/camera_info"] >= 60 and counts["/lisa_ros/tracks"] >= 10, counts
+    masks = sorted((out / "recording_masks").glob("*.png"))
+    assert len(masks) >= counts["/moving/color/image_raw/compressed"]  # every published frame (DDS may drop some)
+    [printed] = [line.split("lisa-ros ", 1)[1] for line in run.stdout.splitlines() if line.strip().startswith("lisa-ros replay")]
+    import shlex
+
+    argv = [a if a != "10" else "40" for a in shlex.split(printed)]  # every 40th frame: a few answers
+    replay = subprocess.run([str(Path(sys.executable).parent / "lisa-ros"), *argv, "--no-progress"], env=ros_domain.env,
+                            capture_output=True, text=True, timeout=600)
+    assert replay.returncode == 0, replay.stdout[-3000:] + replay.stderr[-3000:]
+    score = json.loads((out / "replay-score" / "score.json").read_text())["overall"]
+    assert score["answered"] >= 2 and score["not_in_bag"] <= len(masks) - counts["/moving/color/image_raw/compressed"]
+    assert score["answered"] + score["not_asked"] + score["not_in_bag"] == len(masks), score
+    assert "gIoU" in replay.stdout and (out / "replay-score" / "iou.png").is_file()

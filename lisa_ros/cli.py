@@ -359,9 +359,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     options = ReplayOptions(args.command_text, every=args.every, at=args.at, start=args.start, end=args.end,
                             explain=args.explain, camera_topic=args.camera_topic, depth_topic=args.depth_topic,
                             camera_info_topic=args.camera_info_topic, storage=args.storage,
-                            copy_inputs=not args.no_inputs, target_frame=args.target_frame.lstrip("/"))
+                            copy_inputs=not args.no_inputs, target_frame=args.target_frame.lstrip("/"),
+                            track=args.track, correct_every=args.correct_every)
     if args.node:
         from lisa_ros.ros.live_replay import replay_live
+
+        if args.track:
+            raise CliError("--track replays offline; with --node, follow through the node's ~/track action")
 
         summary = replay_live(args.bag, args.out, options, node_name=args.node, camera=args.node_camera,
                               rate=args.rate, progress=not args.no_progress, score=score)
@@ -443,6 +447,10 @@ def build_parser() -> argparse.ArgumentParser:
                                "detections_3d, from the bag's /tf and /tf_static (default: none)")
     replay_parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="of the output bag")
     replay_parser.add_argument("--no-inputs", action="store_true", help="write only the answers, not the input topics")
+    replay_parser.add_argument("--track", action="store_true", help="follow the first chosen frame's answer on "
+                               "every later frame (as ~/track does), written to /lisa_ros/tracks; scored per frame")
+    replay_parser.add_argument("--correct-every", type=int, default=5, help="with --track: one model pass (SAM "
+                               "correction, or asking again for a lost object) every N frames (default 5)")
     replay_parser.add_argument("--node", nargs="?", const="/lisa_ros", default="",
                                help="play the bag in real time (and /clock) to this running node (default "
                                "/lisa_ros) and ask it through its service; run the node with use_sim_time:=true "

@@ -19,6 +19,14 @@ or anything with its methods) the chosen frames are the annotated ones (unless `
 ``at`` choose), and each answer's masks go to it at the source frame's stamp; a replay whose
 annotations match no frame of the bag fails (a DataError) and writes nothing.
 
+With ``track`` the first chosen frame's answer is followed on every later frame, as the node's
+``~/track`` action follows it (:class:`lisa_ros.tracking.follow.Follower`), deterministically:
+each frame is stepped, and every ``correct_every`` frames the model makes one pass (a SAM
+correction, or the command asked again for a lost object); each followed frame's
+``/lisa_ros/tracks`` (``TrackedObjects``, 3D and target poses as for answers) is written at its
+stamp, and with a ``score`` the objects not lost are scored on their frames (J, the DAVIS region
+measure, is that IoU). A first answer without a target is asked again at the next chosen frame.
+
 A chosen frame is answered once the bag's log time has passed it by ``PAIRING_WINDOW_S`` (or the
 bag ends), so that a depth frame recorded a little after its colour frame still pairs, and the
 transforms around its stamp are read: with ``target_frame`` the bag's ``/tf`` and ``/tf_static``
@@ -57,7 +65,9 @@ class ReplayOptions:
     header stamps); ``start``/``end``: the window, seconds of log time from the bag's start (None =
     the whole bag); ``storage``: of the output bag; ``copy_inputs``: write the input topics to the
     output bag too; ``depth_slop``: largest |depth stamp - colour stamp| paired (seconds);
-    ``target_frame``: the frame of the objects' target poses ("" = none), from the bag's TF."""
+    ``target_frame``: the frame of the objects' target poses ("" = none), from the bag's TF;
+    ``track``: follow the first chosen frame's answer on every later frame (``correct_every``:
+    a model pass, SAM correction or re-asking a lost object, every that many frames)."""
 
     command: str
     every: int | None = None
@@ -72,6 +82,8 @@ class ReplayOptions:
     copy_inputs: bool = True
     depth_slop: float = 0.02
     target_frame: str = ""
+    track: bool = False
+    correct_every: int = 5
 
 
 @dataclass
@@ -88,12 +100,17 @@ class ReplaySummary:
     seconds: list[float] = field(default_factory=list)
     refused: list[tuple[float, str]] = field(default_factory=list)
     transform_errors: list[tuple[float, str]] = field(default_factory=list)  # answered without target poses
+    tracked: int = 0  # frames followed after the first answer (--track)
+    states: dict[str, int] = field(default_factory=dict)  # object states over the followed frames
 
     def text(self) -> str:
         per = f", {np.mean(self.seconds):.2f} s per answer" if self.seconds else ""
         lines = [f"{self.frames} colour frames on {self.topics.colour}; {self.answered} answered "
                  f"({self.with_objects} with objects){per}; {len(self.refused)} refused"]
         lines += [f"  frame {stamp:.3f}: {reason}" for stamp, reason in self.refused[:10]]
+        if self.tracked:
+            states = ", ".join(f"{state} {count}" for state, count in sorted(self.states.items()))
+            lines.append(f"{self.tracked} frames followed after the first answer (object states: {states})")
         if self.transform_errors:
             lines.append(f"{len(self.transform_errors)} answered without target poses, e.g. frame "
                          f"{self.transform_errors[0][0]:.3f}: {self.transform_errors[0][1]}")
@@ -195,6 +212,8 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
 
     if options.every is not None and options.every < 1:
         raise DataError("--every must be 1 or more")
+    if options.correct_every < 1:
+        raise DataError("--correct-every must be 1 or more")
     reader = bags.open_bag(bag)
     recorder = None
     try:
@@ -222,14 +241,17 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
         first_ns = last_ns = None
         depths: deque = deque(maxlen=50)
         infos: deque = deque(maxlen=50)
-        pending: list[tuple[int, object]] = []  # (log ns, colour message) chosen, waiting for depth
+        pending: list[tuple[int, object, bool]] = []  # (log ns, colour message, chosen), waiting for depth
+        following: dict = {}  # "follower", "ids" (answer mask index -> object id) once a track has started
 
         def refuse(colour, reason: str) -> None:
             summary.refused.append((stamp_seconds(colour.header), reason))
             if score is not None:
                 score.refused(_stamp_ns(colour), reason)
 
-        def answer(colour) -> None:
+        def request_for(colour):
+            """The ReasonSegment request that carries ``colour`` with its depth and camera_info,
+            or None (refused) when it cannot be decoded."""
             stamp = stamp_seconds(colour.header)
             depth = min((d for d in depths if abs(stamp_seconds(d.header) - stamp) <= options.depth_slop),
                         key=lambda d: abs(stamp_seconds(d.header) - stamp), default=None)
@@ -243,11 +265,58 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
                     request.camera_info = info
             except ImageConversionError as exc:
                 refuse(colour, f"INVALID_IMAGE: {exc}")
+                return None
+            return request
+
+        def start_following(answer, rgb, encoded, stamp: float) -> None:
+            from lisa_ros.tracking.follow import FollowOptions, Follower, NoTargetError
+
+            follower = Follower(engine, options.command,
+                                FollowOptions(reacquire=True, reacquire_after_s=live.track_reacquire_after))
+            try:
+                follower.begin(answer, rgb, stamp, encoded)
+            except NoTargetError:  # nothing to follow: the next chosen frame is asked again
+                return
+            following["follower"] = follower
+
+        def follow(colour) -> None:
+            from lisa_ros.ros.request import decode, request_source
+            from lisa_ros.ros.tracks import tracked_objects
+
+            request = request_for(colour)
+            if request is None:
+                return
+            try:
+                decoded = decode(request_source(request), live.max_image_pixels)
+                objects = following["follower"].step(decoded.rgb, stamp_seconds(colour.header))
+            except (RequestError, ValueError) as exc:  # undecodable, or another size than the first frame
+                refuse(colour, f"INVALID_IMAGE: {exc}")
+                return
+            summary.tracked += 1
+            if summary.tracked % options.correct_every == 0:
+                following["follower"].model_pass()
+            for found in objects:
+                summary.states[found.state] = summary.states.get(found.state, 0) + 1
+            message = tracked_objects(colour.header, decoded, objects, following["ids"], tf, live.target_frame)
+            message.track_id, message.command, message.camera = 1, options.command, "replay"
+            recorder.write(f"{NODE_NAMESPACE}/tracks", _stamp_ns(colour), message)
+            if score is not None:
+                score.answered(_stamp_ns(colour), [o.mask for o in objects if o.state != "lost"])
+
+        def answer(colour) -> None:
+            stamp = stamp_seconds(colour.header)
+            request = request_for(colour)
+            if request is None:
                 return
             started = time.monotonic()
             job = Job(request=request, received_at=started, deadline=math.inf)
             answers = []
-            job.on_answer = lambda answer, *_: answers.append(answer)
+
+            def on_answer(answer, rgb, encoded, _source):
+                answers.append(answer)
+                if options.track:
+                    start_following(answer, rgb, encoded, stamp)
+            job.on_answer = on_answer
             try:
                 handler(job, stopping)
             except RequestError as exc:
@@ -263,6 +332,14 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
             if job.result.no_target_pose:
                 summary.transform_errors.append((stamp, job.result.transform_error))
             summary.seconds.append(time.monotonic() - started)
+            if "follower" in following:
+                following["ids"] = {index: obj.id for index, obj in enumerate(job.result.objects)}
+
+        def process(colour, chosen: bool) -> None:
+            if "follower" in following:
+                follow(colour)
+            elif chosen:
+                answer(colour)
 
         if start_ns is not None and "/tf_static" in topics.tf:  # latched once, often before the window
             for message in bags.read_messages(reader, ("/tf_static",), None, start_ns):
@@ -272,7 +349,7 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
             if options.copy_inputs:
                 recorder.write_raw(message.topic, message.log_ns, message.raw)
             while pending and message.log_ns - pending[0][0] > PAIRING_WINDOW_S * 1e9:
-                answer(pending.pop(0)[1])
+                process(*pending.pop(0)[1:])
             if message.topic == topics.colour:
                 summary.frames += 1
                 bar.update(1)
@@ -281,16 +358,17 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
                     stamp_ns if last_ns is None else max(last_ns, stamp_ns)
                 if score is not None:
                     score.seen(stamp_ns)
-                if choose(stamp_seconds(message.msg.header), stamp_ns):
-                    pending.append((message.log_ns, message.msg))
+                chosen = choose(stamp_seconds(message.msg.header), stamp_ns)
+                if chosen or options.track:
+                    pending.append((message.log_ns, message.msg, chosen))
             elif message.topic == topics.depth:
                 depths.append(message.msg)
             elif message.topic == topics.camera_info:
                 infos.append(message.msg)
             elif message.topic in topics.tf:
                 tf.add(message.msg, static=message.topic == "/tf_static")
-        for _, colour in pending:
-            answer(colour)
+        for _, colour, chosen in pending:
+            process(colour, chosen)
         bar.close()
         if score is not None:
             score.check_found(first_ns, last_ns)

@@ -332,17 +332,27 @@ class Tracks:
 
     def _message(self, goal: _Goal, frame: CameraFrame, decoded, objects, target_frame: str) -> TrackedObjects:
         """The TrackedObjects of one followed frame, 3D and target poses as for answers."""
-        header = frame.color.header
-        ids = iter([goal.node_ids.get(o.id, 0) for o in objects])
-        target = TargetTransform(self._tf, target_frame, header, lambda: 0.0)
-        outputs = ObjectOutputs(header, decoded.depth_m, decoded.intrinsics, lambda: next(ids), target)
-        tracked = []
-        for found in objects:
-            output = outputs.get(SimpleNamespace(index=found.id, mask=found.mask, score=found.score, box=found.box,
-                                                 label=found.label))
-            tracked.append(TrackedObject(state=STATE_CODES[found.state], reason=found.reason,
-                                         visible_fraction=float(found.visible_fraction),
-                                         time_in_state=duration(max(0.0, found.seconds_in_state)),
-                                         object=output.message))
-        return TrackedObjects(header=header, track_id=goal.track_id, command=goal.command, camera=goal.camera.name,
-                              objects=tracked, latency=duration(time.monotonic() - frame.received_at))
+        message = tracked_objects(frame.color.header, decoded, objects, goal.node_ids, self._tf, target_frame)
+        message.track_id, message.command, message.camera = goal.track_id, goal.command, goal.camera.name
+        message.latency = duration(time.monotonic() - frame.received_at)
+        return message
+
+
+def tracked_objects(header, decoded, objects, node_ids: dict[int, int], tf, target_frame: str) -> TrackedObjects:
+    """The TrackedObjects of one followed frame (``header``: its colour header; ``decoded``: its
+    :class:`~lisa_ros.ros.request.DecodedFrame`; ``objects``: the follower's step; ``node_ids``:
+    answer mask index -> the SegmentedObject id the first answer gave it), 3D from the frame's
+    depth and target poses in ``target_frame`` through ``tf`` as for answers. track_id, command,
+    camera and latency are the caller's."""
+    ids = iter([node_ids.get(o.id, 0) for o in objects])
+    target = TargetTransform(tf, target_frame, header, lambda: 0.0)
+    outputs = ObjectOutputs(header, decoded.depth_m, decoded.intrinsics, lambda: next(ids), target)
+    tracked = []
+    for found in objects:
+        output = outputs.get(SimpleNamespace(index=found.id, mask=found.mask, score=found.score, box=found.box,
+                                             label=found.label))
+        tracked.append(TrackedObject(state=STATE_CODES[found.state], reason=found.reason,
+                                     visible_fraction=float(found.visible_fraction),
+                                     time_in_state=duration(max(0.0, found.seconds_in_state)),
+                                     object=output.message))
+    return TrackedObjects(header=header, objects=tracked)

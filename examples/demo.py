@@ -363,14 +363,6 @@ def follow_target(node, out: Path, wait) -> bool:
     playing = threading.Event()
     playing.set()
 
-    recording, masks = out / "recording", out / "recording_masks"
-    for folder in (recording, masks):  # a previous demo's
-        shutil.rmtree(folder, ignore_errors=True)
-    masks.mkdir(parents=True)
-    recorder = TopicRecorder(node, recording, {"/moving/color/image_raw": Image, "/moving/depth/image_raw": Image,
-                                               "/moving/color/camera_info": CameraInfo,
-                                               "/lisa_ros/tracks": TrackedObjects}, compress=True)
-
     def play() -> None:
         count, start = 0, time.monotonic()
         while playing.is_set():
@@ -385,6 +377,13 @@ def follow_target(node, out: Path, wait) -> bool:
     if not action.wait_for_server(timeout_sec=60):
         print("no ~/track action server", file=sys.stderr)
         return False
+    recording, masks = out / "recording", out / "recording_masks"
+    for folder in (recording, masks):  # a previous demo's
+        shutil.rmtree(folder, ignore_errors=True)
+    masks.mkdir(parents=True)
+    recorder = TopicRecorder(node, recording, {"/moving/color/image_raw": Image, "/moving/depth/image_raw": Image,
+                                               "/moving/color/camera_info": CameraInfo,
+                                               "/lisa_ros/tracks": TrackedObjects}, compress=True)
     player = threading.Thread(target=play, daemon=True)
     player.start()
     time.sleep(1.0)  # the node has the camera's first frames

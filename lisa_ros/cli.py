@@ -335,15 +335,19 @@ def _cmd_embedded(args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from lisa_ros.ros.bags import open_bag
+    from lisa_ros.ros.bags import find_topics, header_stamps_ns, open_bag
     from lisa_ros.ros.replay import ReplayOptions, replay
 
     if not args.command_text.strip():
         raise CliError("--command is empty")
     if args.every is not None and args.every < 1:
         raise CliError("--every must be 1 or more")
-    open_bag(args.bag).close()  # before the (slow) model load: fail fast on a bad bag
-    if Path(args.out).exists():
+    if args.correct_every < 1:
+        raise CliError("--correct-every must be 1 or more")
+    if args.track and args.node:
+        raise CliError("--track replays offline; with --node, follow through the node's ~/track action")
+    out = Path(args.out)
+    if out.exists():
         raise CliError(f"{args.out} already exists: choose another --out or remove it")
     score, report = None, None
     if args.annotations:
@@ -351,11 +355,20 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         from lisa_ros.evaluate.recorded import RecordedScore
 
         score = RecordedScore(read_annotations(args.annotations))
-        report = Path(args.report or f"{args.out}-score")
+        report = Path(args.report) if args.report else out.with_name(f"{out.name}-score")
         if report.exists():
             raise CliError(f"{report} already exists: choose another --report or remove it")
     elif args.report:
         raise CliError("--report needs --annotations (the masks to score against)")
+    reader = open_bag(args.bag)  # before the (slow) model load: fail fast on a bad bag or annotations
+    try:
+        topics = find_topics(reader, args.camera_topic, args.depth_topic, args.camera_info_topic)
+        if score is not None:
+            start = reader.start_time + int(args.start * 1e9) if args.start is not None else None
+            end = reader.start_time + int(args.end * 1e9) if args.end is not None else None
+            score.check_stamps(header_stamps_ns(reader, topics.colour, start, end))
+    finally:
+        reader.close()
     options = ReplayOptions(args.command_text, every=args.every, at=args.at, start=args.start, end=args.end,
                             explain=args.explain, camera_topic=args.camera_topic, depth_topic=args.depth_topic,
                             camera_info_topic=args.camera_info_topic, storage=args.storage,
@@ -364,10 +377,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     if args.node:
         from lisa_ros.ros.live_replay import replay_live
 
-        if args.track:
-            raise CliError("--track replays offline; with --node, follow through the node's ~/track action")
-
-        summary = replay_live(args.bag, args.out, options, node_name=args.node, camera=args.node_camera,
+        summary = replay_live(args.bag, args.out, options, node_name=args.node_name, camera=args.node_camera,
                               rate=args.rate, progress=not args.no_progress, score=score)
     else:
         summary = replay(args.bag, args.out, _load_engine(args), options, progress=not args.no_progress, score=score)
@@ -451,10 +461,11 @@ def build_parser() -> argparse.ArgumentParser:
                                "every later frame (as ~/track does), written to /lisa_ros/tracks; scored per frame")
     replay_parser.add_argument("--correct-every", type=int, default=5, help="with --track: one model pass (SAM "
                                "correction, or asking again for a lost object) every N frames (default 5)")
-    replay_parser.add_argument("--node", nargs="?", const="/lisa_ros", default="",
-                               help="play the bag in real time (and /clock) to this running node (default "
-                               "/lisa_ros) and ask it through its service; run the node with use_sim_time:=true "
-                               "and its camera topics set to the bag's")
+    replay_parser.add_argument("--node", action="store_true",
+                               help="play the bag in real time (and /clock) to a running node (--node-name) and ask "
+                               "it through its service; run the node with use_sim_time:=true and its camera topics "
+                               "set to the bag's")
+    replay_parser.add_argument("--node-name", default="/lisa_ros", help="with --node: the node (default /lisa_ros)")
     replay_parser.add_argument("--node-camera", default="", help="with --node: the node's camera to ask "
                                "(default: its default camera)")
     replay_parser.add_argument("--rate", type=float, default=1.0, help="with --node: playback speed (x real time)")

@@ -85,7 +85,10 @@ def test_a_coco_file_reads_rle_uncompressed_rle_and_polygons(tmp_path):
     ("no stamp", "gives no stamp"),
     ("unknown image", "is not an image"),
     ("wrong size", "is not the image's"),
-    ("bad counts", "cannot be decoded"),
+    ("bad counts", "neither a COCO string nor a list"),
+    ("short counts", "RLE counts cover 10 pixels, the image 768"),
+    ("short string", "RLE counts cover"),
+    ("cut string", "ends in the middle of a count"),
     ("no annotation", "hold no annotated frame"),
 ])
 def test_malformed_annotations_are_one_clear_data_error_each(tmp_path, case, expected):
@@ -116,10 +119,28 @@ def test_malformed_annotations_are_one_clear_data_error_each(tmp_path, case, exp
             "bad counts": json.dumps({"images": [image], "annotations": [
                 {"image_id": 1, "segmentation": {"size": [H, W], "counts": {"not": "counts"}}}]}),
             "no annotation": json.dumps({"images": [], "annotations": []}),
+            "short counts": json.dumps({"images": [image], "annotations": [
+                {"image_id": 1, "segmentation": {"size": [H, W], "counts": [5, 5]}}]}),
+            "short string": json.dumps({"images": [image], "annotations": [
+                {"image_id": 1, "segmentation": {"size": [H, W], "counts": "52"}}]}),
+            "cut string": json.dumps({"images": [image], "annotations": [
+                {"image_id": 1, "segmentation": {"size": [H, W], "counts": "5o"}}]}),
         }[case]
         path.write_text(content)
     with pytest.raises(DataError, match=expected):
         read_annotations(path)
+
+
+def test_rle_strings_read_as_pycocotools_writes_them():
+    from lisa_ros.evaluate.annotations import rle_string_counts
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        mask = rng.random((H, W)) < rng.uniform(0.05, 0.95)
+        encoded = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+        column = mask.T.reshape(-1).astype(int)
+        runs = np.diff(np.flatnonzero(np.diff(np.r_[-1, column, -1]) != 0)).tolist()
+        assert rle_string_counts(encoded["counts"].decode("ascii")) == ([0, *runs] if column[0] else runs)
 
 
 def _score() -> RecordedScore:
@@ -145,7 +166,8 @@ def test_a_replay_is_scored_by_stamp_with_lisa_metrics_and_every_frame_accounted
     half = _box(0, 0, 5, 10)  # half of `one`: IoU 0.5
     score.answered(1_000_400_000, [half])
     score.answered(1_100_000_000, [_box(20, 0, 30, 10), _box(0, 0, 10, 10), _box(12, 12, 14, 14)])
-    score.answered(1_200_000_000, [half])  # a mask where the target is absent: IoU 0, a false mask
+    score.answered(1_200_000_000, [half, np.zeros((H, W), bool)])  # a mask where the target is absent: IoU 0,
+    # a false mask; the empty one is no mask
     score.refused(1_300_000_000, "INVALID_IMAGE: 7 bytes short")
     score.answered(5_000_000_000, [half])  # not annotated: ignored
     report = score.report()
@@ -156,7 +178,7 @@ def test_a_replay_is_scored_by_stamp_with_lisa_metrics_and_every_frame_accounted
     assert ious[0] == pytest.approx(0.5, abs=1e-4) and ious[1] == pytest.approx(200 / 204, abs=1e-4) and ious[2] == 0
     assert overall["giou"] == pytest.approx(np.mean(ious))
     assert overall["ciou"] == pytest.approx((50 + 200) / (100 + 204 + 50))
-    assert overall["false_masks"] == 1 and overall["target_absent_frames"] == 1
+    assert overall["false_masks"] == 1 and overall["target_absent_frames"] == 1 and report["frames"][2]["masks"] == 1
     several = overall["several_targets"]
     assert several["frames"] == 1 and several["mean_matched_iou"] == pytest.approx(1.0, abs=1e-4)
     assert several["missing_masks"] == 0 and several["extra_masks"] == 1
@@ -174,7 +196,7 @@ def test_a_replay_is_scored_by_stamp_with_lisa_metrics_and_every_frame_accounted
 def test_a_mask_of_another_size_and_annotations_of_no_frame_are_refused():
     score = _score()
     with pytest.raises(DataError, match="is 32x24, the frame 16x12"):
-        score.answered(1_000_000_000, [np.zeros((12, 16), bool)])
+        score.answered(1_000_000_000, [np.ones((12, 16), bool)])
     with pytest.raises(DataError, match="none of the 6 annotations .* is for a frame of the bag: its colour frames "
                                         "are stamped 20.000 to 21.000 s"):
         score.check_found(20_000_000_000, 21_000_000_000)

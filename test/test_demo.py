@@ -43,7 +43,8 @@ def test_demo_runs_end_to_end(ros_domain, tmp_path):
     [printed] = [line.split("lisa-ros ", 1)[1] for line in run.stdout.splitlines() if line.strip().startswith("lisa-ros replay")]
     import shlex
 
-    argv = [a if a != "10" else "40" for a in shlex.split(printed)]  # every 40th frame: a few answers
+    argv = shlex.split(printed)
+    argv[argv.index("--every") + 1] = "40"  # every 40th frame: a few answers
     replay = subprocess.run([str(Path(sys.executable).parent / "lisa-ros"), *argv, "--no-progress"], env=ros_domain.env,
                             capture_output=True, text=True, timeout=600)
     assert replay.returncode == 0, replay.stdout[-3000:] + replay.stderr[-3000:]

@@ -269,6 +269,12 @@ def test_replay_refuses_bad_input_with_a_clear_error_and_writes_nothing(recorded
         replay(path, tmp_path / "o5", None, ReplayOptions("x"), progress=False,
                score=RecordedScore(read_annotations(masks)))
     assert list(tmp_path.iterdir()) == []
+    # before any model work: the bag's colour stamps are read from the raw messages and compared
+    assert main(["replay", str(path), "--command", "x", "--out", str(tmp_path / "o5"), "--annotations", str(masks)]) == 2
+    assert ("none of the 1 annotations (stamp 1700000000.500 s) is for a frame of the bag: its colour frames are "
+            "stamped 5.000 to 5.900 s") in capsys.readouterr().err
+    assert main(["replay", str(path), "--command", "x", "--out", str(tmp_path / "o8"), "--track", "--node"]) == 2
+    assert "--track replays offline" in capsys.readouterr().err
     assert main(["replay", str(path), "--command", "x", "--out", str(tmp_path / "o6"), "--report", "r"]) == 2
     assert "--report needs --annotations" in capsys.readouterr().err
     assert main(["replay", str(path), "--command", "x", "--out", str(tmp_path / "o7"), "--annotations",

@@ -120,6 +120,36 @@ def _coco_stamp(image: dict) -> int | None:
     return None
 
 
+def rle_string_counts(text: str, where: str = "RLE") -> list[int]:
+    """The run lengths a COCO compressed RLE string spells (the format of pycocotools'
+    ``encode``): each count in 5-bit groups, least significant first, as characters from "0"
+    (48); bit 5 of a group says another follows, bit 4 of the last one is the sign; from the
+    third count on, the value is added to the count two before. DataError when it ends mid-count
+    or a count is negative."""
+    counts: list[int] = []
+    position = 0
+    while position < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            if position >= len(text):
+                raise DataError(f"{where}: the RLE string ends in the middle of a count")
+            group = ord(text[position]) - 48
+            if not 0 <= group < 64:
+                raise DataError(f"{where}: {text[position]!r} is not an RLE character")
+            value |= (group & 0x1F) << shift
+            more = bool(group & 0x20)
+            position += 1
+            shift += 5
+            if not more and group & 0x10:
+                value |= -1 << shift
+        if len(counts) > 2:
+            value += counts[-2]
+        if value < 0:
+            raise DataError(f"{where}: the RLE string spells a negative run")
+        counts.append(value)
+    return counts
+
+
 def _decode_segmentation(segmentation, height: int, width: int, where: str) -> np.ndarray:
     from pycocotools import mask as coco_mask
 
@@ -128,12 +158,15 @@ def _decode_segmentation(segmentation, height: int, width: int, where: str) -> n
             if list(segmentation.get("size", [])) != [height, width]:
                 raise DataError(f"{where}: RLE size {segmentation.get('size')} is not the image's "
                                 f"[{height}, {width}]")
-            rle = dict(segmentation)
-            if isinstance(rle.get("counts"), list):
-                rle = coco_mask.frPyObjects(rle, height, width)
-            elif isinstance(rle.get("counts"), str):
-                rle["counts"] = rle["counts"].encode("ascii")
-            decoded = coco_mask.decode(rle)
+            counts = segmentation.get("counts")
+            if isinstance(counts, str):
+                counts = rle_string_counts(counts, where)
+            if not isinstance(counts, list) or not all(isinstance(c, int) and c >= 0 for c in counts):
+                raise DataError(f"{where}: RLE counts are neither a COCO string nor a list of run lengths")
+            if sum(counts) != height * width:  # pycocotools would leave the rest of the mask undefined
+                raise DataError(f"{where}: RLE counts cover {sum(counts)} pixels, the image {height * width}")
+            decoded = coco_mask.decode(coco_mask.frPyObjects({"size": [height, width], "counts": counts},
+                                                             height, width))
         elif isinstance(segmentation, list) and segmentation:
             decoded = coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects(segmentation, height, width)))
         else:

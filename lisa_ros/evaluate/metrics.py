@@ -75,28 +75,58 @@ class IoUAccumulator:
 
 def match_masks(predictions: list[np.ndarray], targets: list[np.ndarray]) -> tuple[list[float], int, int]:
     """Match a several-target answer's masks to the targets, one to one, for the largest total
-    IoU (every assignment is tried, in a fixed order: answers name a handful of objects; of equal
-    totals the one that matches more pairs wins). A mask that does not overlap its target is no
-    match.
+    IoU; of equal totals the one that matches more pairs wins, then the one that gives the
+    earlier targets the earlier masks. A mask that does not overlap its target is no match.
+    Exact (a dynamic programme over the sets of masks used, targets in order) up to
+    :data:`EXACT_MATCH_MASKS` masks; beyond, pairs are taken greedily by IoU.
 
     Returns (per-target IoU, 0 for a target no mask is matched to; the number of missing masks,
     targets left without one; the number of extra masks, masks left without a target).
     ``predictions`` and ``targets``: bool (H, W) masks of one image.
     """
-    from itertools import permutations
-
     ious = np.array([[query_iou(*intersection_union(p, t.astype(np.uint8))) for t in targets] for p in predictions])
-    best: tuple[tuple[float, int], tuple] = ((0.0, 0), (None,) * len(targets))
-    slots = list(range(len(predictions))) + [None] * len(targets)  # None: the target gets no mask
-    for chosen in permutations(slots, len(targets)):  # a fixed order: the same answer every run
-        pairs = [(p, t) for t, p in enumerate(chosen) if p is not None and ious[p, t] > 0]
-        score = (sum(ious[p, t] for p, t in pairs), len(pairs))
-        if score > best[0]:
-            best = (score, tuple(p if p is not None and ious[p, t] > 0 else None for t, p in enumerate(chosen)))
-    chosen = best[1]
+    ious = ious.reshape(len(predictions), len(targets))
+    chosen = _exact_match(ious) if len(predictions) <= EXACT_MATCH_MASKS else _greedy_match(ious)
     per_target = [float(ious[p, t]) if p is not None else 0.0 for t, p in enumerate(chosen)]
     matched = sum(p is not None for p in chosen)
     return per_target, len(targets) - matched, len(predictions) - matched
+
+
+EXACT_MATCH_MASKS = 16  # 2^16 sets of masks x targets: milliseconds
+
+
+def _exact_match(ious: np.ndarray) -> list[int | None]:
+    """Per target the mask matched to it (None: none), for the best (total IoU, pairs)."""
+    from functools import lru_cache
+
+    masks, count = ious.shape
+
+    @lru_cache(maxsize=None)
+    def best(target: int, used: int) -> tuple[tuple[float, int], tuple]:
+        if target == count:
+            return (0.0, 0), ()
+        (total, pairs), rest = best(target + 1, used)
+        found = ((total, pairs), (None, *rest))
+        for mask in range(masks):  # earlier masks first: they keep a tie
+            if used >> mask & 1 or ious[mask, target] <= 0:
+                continue
+            (total, pairs), rest = best(target + 1, used | 1 << mask)
+            value = (ious[mask, target] + total, pairs + 1)
+            if value > found[0] or (value == found[0] and found[1][0] is None):
+                found = (value, (mask, *rest))
+        return found
+
+    return list(best(0, 0)[1])
+
+
+def _greedy_match(ious: np.ndarray) -> list[int | None]:
+    chosen: list[int | None] = [None] * ious.shape[1]
+    used: set[int] = set()
+    for flat in np.argsort(-ious, axis=None, kind="stable"):
+        mask, target = divmod(int(flat), ious.shape[1])
+        if ious[mask, target] > 0 and mask not in used and chosen[target] is None:
+            chosen[target], used = mask, used | {mask}
+    return chosen
 
 
 @dataclass

@@ -79,6 +79,7 @@ class RecordedScore:
         if stamp is None:
             return
         annotation, score = self.annotations[stamp], self.frames[stamp]
+        masks = [mask for mask in masks if mask.any()]  # an empty mask is no mask (no false mask, no extra)
         size = masks[0].shape if masks else None
         if size is not None and tuple(size) != tuple(annotation.size):
             raise DataError(f"annotation {annotation.source} is {annotation.size[1]}x{annotation.size[0]}, "
@@ -103,11 +104,20 @@ class RecordedScore:
         """Raise DataError when no annotation is for a frame of the bag (wrong bag, or stamps
         written in another clock); ``first_ns``/``last_ns``: the bag's colour stamps, for the message."""
         if all(frame.status == "not in the bag" for frame in self.frames.values()):
-            span = (f"its colour frames are stamped {first_ns / NS_PER_S:.3f} to {last_ns / NS_PER_S:.3f} s"
-                    if first_ns is not None else "it has no colour frame in the window")
-            first, last = self._stamps[0] / NS_PER_S, self._stamps[-1] / NS_PER_S
-            stamps = f"stamp {first:.3f} s" if len(self.frames) == 1 else f"stamps {first:.3f} to {last:.3f} s"
-            raise DataError(f"none of the {len(self.frames)} annotations ({stamps}) is for a frame of the bag: {span}")
+            self._none_found(first_ns, last_ns)
+
+    def check_stamps(self, stamps_ns: list[int]) -> None:
+        """:meth:`check_found` before a replay, from the bag's colour stamps
+        (:func:`lisa_ros.ros.bags.header_stamps_ns`): a wrong pairing fails before any model work."""
+        if not any(self.annotated_stamp(stamp) is not None for stamp in stamps_ns):
+            self._none_found(min(stamps_ns, default=None), max(stamps_ns, default=None))
+
+    def _none_found(self, first_ns: int | None, last_ns: int | None) -> None:
+        span = (f"its colour frames are stamped {first_ns / NS_PER_S:.3f} to {last_ns / NS_PER_S:.3f} s"
+                if first_ns is not None else "it has no colour frame in the window")
+        first, last = self._stamps[0] / NS_PER_S, self._stamps[-1] / NS_PER_S
+        stamps = f"stamp {first:.3f} s" if len(self.frames) == 1 else f"stamps {first:.3f} to {last:.3f} s"
+        raise DataError(f"none of the {len(self.frames)} annotations ({stamps}) is for a frame of the bag: {span}")
 
     def report(self) -> dict:
         """Overall figures and one row per annotated frame (JSON-ready)."""
@@ -159,7 +169,8 @@ class RecordedScore:
             writer = csv.writer(stream)
             writer.writerow(["stamp", "source", "status", "iou", "masks", "targets", "reason"])
             for frame in report["frames"]:
-                writer.writerow([f"{frame['stamp_ns'] / NS_PER_S:.9f}", frame["source"], frame["status"],
+                stamp = frame["stamp_ns"]
+                writer.writerow([f"{stamp // NS_PER_S}.{stamp % NS_PER_S:09d}", frame["source"], frame["status"],
                                  "" if frame["iou"] is None else f"{frame['iou']:.4f}", frame["masks"],
                                  frame["targets"], frame["reason"]])
         scored = [f for f in report["frames"] if f["iou"] is not None]

@@ -386,20 +386,21 @@ def compress(array: np.ndarray, encoding: str = "bgr8", fmt: str = "jpeg", jpeg_
     return f"{encoding}; {kind} compressed {stored}", encoded.tobytes()
 
 
-def compress_depth(depth: np.ndarray, encoding: str, depth_scale: float = 0.001) -> tuple[str, bytes]:
+def compress_depth(depth: np.ndarray, encoding: str) -> tuple[str, bytes]:
     """(format, data) of a compressed_depth_image_transport CompressedImage (PNG), the layout
     :func:`compressed_depth_to_meters` reads: ``"16UC1; compressedDepth png"``, the 12-byte
     ConfigHeader (INV_DEPTH, A = B = 0: unused for 16UC1), then a 16-bit PNG.
 
-    ``depth``: ``(H, W)`` uint16 in ``16UC1`` (kept as they are), or float metres in ``32FC1``
-    (written as 16UC1 in units of ``depth_scale`` metres, rounded; no return, NaN, <= 0 or beyond
-    65535 units become 0, as drivers write). ImageConversionError for another encoding."""
-    if encoding in ("16UC1", "mono16"):
+    ``depth``: ``(H, W)`` uint16 in ``16UC1`` (kept as they are: millimetres, as 16UC1 depth is
+    read), or float metres in ``32FC1`` (written as 16UC1 millimetres, rounded; no return, NaN,
+    <= 0 or beyond 65.535 m become 0, as drivers write). ImageConversionError for another
+    encoding."""
+    if encoding == "16UC1":
         units = np.asarray(depth, dtype=np.uint16)
     elif encoding == "32FC1":
         metres = np.asarray(depth, dtype=np.float64)
         with np.errstate(invalid="ignore"):
-            scaled = np.where(np.isfinite(metres) & (metres > 0), np.round(metres / depth_scale), 0)
+            scaled = np.where(np.isfinite(metres) & (metres > 0), np.round(metres * 1000.0), 0)
         units = np.where(scaled <= 65535, scaled, 0).astype(np.uint16)
     else:
         raise ImageConversionError(f"cannot compress depth in {encoding!r} (16UC1 in units or 32FC1 in metres)")

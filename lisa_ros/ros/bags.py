@@ -170,3 +170,25 @@ def read_messages(reader, topics: tuple[str, ...], start_ns: int | None = None,
         raise
     except Exception as exc:
         raise DataError(f"the bag cannot be read to its end: {exc}") from exc
+
+
+def header_stamps_ns(reader, topic: str, start_ns: int | None = None, end_ns: int | None = None) -> list[int]:
+    """The header stamps (ns) of ``topic``'s messages (any type that starts with a
+    std_msgs/Header: Image, CompressedImage, CameraInfo...) in a window of log times, read from
+    the serialised bytes without decoding the messages (a fast pass over a long bag): CDR's
+    4-byte encapsulation, then the stamp's int32 sec and uint32 nanosec. DataError as
+    :func:`read_messages`."""
+    import struct
+
+    connections = [c for c in reader.connections if c.topic == topic]
+    stamps = []
+    try:
+        for _, _, raw in reader.messages(connections=connections, start=start_ns,
+                                         stop=None if end_ns is None else end_ns + 1):
+            order = "<" if raw[1] & 1 else ">"  # CDR_LE / CDR_BE
+            sec, nanosec = struct.unpack_from(f"{order}iI", raw, 4)
+            stamps.append(sec * 1_000_000_000 + nanosec)
+    except Exception as exc:
+        raise DataError(f"the bag cannot be read on {topic}: {type(exc).__name__}: {exc}") from exc
+    return stamps
+

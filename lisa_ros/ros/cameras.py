@@ -37,6 +37,18 @@ def stamp_seconds(header) -> float:
     return time_seconds(header.stamp)
 
 
+def stamp_ns(header) -> int:
+    """A std_msgs/Header's stamp in nanoseconds (exact, as bags log times)."""
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+def time_from_ns(nanoseconds: int):
+    """builtin_interfaces/Time of ``nanoseconds`` (>= 0)."""
+    from builtin_interfaces.msg import Time
+
+    return Time(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
+
+
 @dataclass
 class CameraFrame:
     """A colour frame (Image or CompressedImage) with the depth and camera_info paired to it."""

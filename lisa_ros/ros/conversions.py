@@ -83,11 +83,10 @@ def numpy_to_compressed(array: np.ndarray, encoding: str = "bgr8", fmt: str = "j
     return msg
 
 
-def depth_to_compressed(depth: np.ndarray, encoding: str, header: Header | None = None,
-                        depth_scale: float = 0.001) -> CompressedImage:
-    """A compressedDepth (PNG, 16UC1) CompressedImage of a depth image
+def depth_to_compressed(depth: np.ndarray, encoding: str, header: Header | None = None) -> CompressedImage:
+    """A compressedDepth (PNG, 16UC1 millimetres) CompressedImage of a depth image
     (:func:`lisa_ros.images.compress_depth`)."""
     msg = CompressedImage()
     msg.header = _header_copy(header)
-    msg.format, msg.data = compress_depth(depth, encoding, depth_scale)
+    msg.format, msg.data = compress_depth(depth, encoding)
     return msg

@@ -27,7 +27,7 @@ import numpy as np
 
 from lisa_ros.errors import DataError
 from lisa_ros.ros import bags
-from lisa_ros.ros.cameras import stamp_seconds
+from lisa_ros.ros.cameras import stamp_ns, stamp_seconds, time_from_ns
 from lisa_ros.ros.messages import STATUS_NAMES
 from lisa_ros.ros.replay import FrameChooser, ReplayOptions
 
@@ -86,12 +86,6 @@ def _output_topics(node_name: str) -> dict[str, type]:
     return {f"{node_name}/{name}": kind for name, kind in topics.items()}
 
 
-def _time(ns: int):
-    from builtin_interfaces.msg import Time
-
-    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
-
-
 def replay_live(bag: str | Path, out: str | Path, options: ReplayOptions, node_name: str = "/lisa_ros",
                 camera: str = "", rate: float = 1.0, wait_s: float = 30.0, progress: bool = True,
                 score=None, context=None) -> LiveReplaySummary:
@@ -146,7 +140,8 @@ def replay_live(bag: str | Path, out: str | Path, options: ReplayOptions, node_n
             raise DataError(f"no ReasonSegment service at {node_name}/reason_segment within {wait_s:g} s: start "
                             f"lisa_ros_node with use_sim_time:=true and its camera topics set to the bag's "
                             f"({', '.join(t for t in (topics.colour, topics.depth, topics.camera_info) if t)})")
-        recorder = TopicRecorder(node, out, {**types, **_output_topics(node_name)})
+        inputs = types if options.copy_inputs else {}
+        recorder = TopicRecorder(node, out, {**inputs, **_output_topics(node_name)}, storage=options.storage)
         start_ns = reader.start_time + int(options.start * 1e9) if options.start is not None else None
         end_ns = reader.start_time + int(options.end * 1e9) if options.end is not None else None
         choose = FrameChooser(options.every, options.at, score.annotated_stamp if score is not None else None)
@@ -155,42 +150,58 @@ def replay_live(bag: str | Path, out: str | Path, options: ReplayOptions, node_n
         lock = threading.Lock()
         played = {"first_log": None, "start": 0.0}
         first_ns = last_ns = None
+        asking: dict = {}
 
         def bag_now_ns() -> int:
             if played["first_log"] is None:
                 return reader.start_time
             return played["first_log"] + int((time.monotonic() - played["start"]) * rate * 1e9)
 
+        failure: list[Exception] = []  # raised while taking an answer in (executor thread): re-raised here
+
+        def refuse(asked_ns: int, reason: str) -> None:
+            summary.refused.append((asked_ns / 1e9, reason))
+            if score is not None:
+                score.refused(asked_ns, reason)
+
         def answered(future, asked_ns: int, sent: float) -> None:
             arrived_ns = bag_now_ns()
             try:
+                with lock:
+                    take(future, asked_ns, sent, arrived_ns)
+            except Exception as exc:  # e.g. annotations of another size: ends the replay, clearly
+                failure.append(exc)
+            finally:
+                idle.set()
+
+        def take(future, asked_ns: int, sent: float, arrived_ns: int) -> None:
+            try:
                 response = future.result()
             except Exception as exc:  # the service call itself failed (the node went away)
-                with lock:
-                    summary.refused.append((asked_ns / 1e9, f"no answer: {type(exc).__name__}: {exc}"))
-                idle.set()
+                refuse(asked_ns, f"no answer: {type(exc).__name__}: {exc}")
                 return
             result = response.result
-            with lock:
-                code = result.status.code
-                if code in (Status.OK, Status.NO_TARGET):
-                    summary.answered += 1
-                    summary.with_objects += int(bool(result.objects))
-                    answer_ns = result.header.stamp.sec * 1_000_000_000 + result.header.stamp.nanosec
-                    summary.ages.append((arrived_ns - answer_ns) / 1e9)
-                    summary.round_trips.append(time.monotonic() - sent)
-                    summary.later_frame += int(answer_ns != asked_ns)
-                    if score is not None:
-                        score.answered(answer_ns, [image_to_numpy(o.mask) > 0 for o in result.objects])
-                else:
-                    reason = f"{STATUS_NAMES.get(code, code)}: {result.status.message}"
-                    summary.refused.append((asked_ns / 1e9, reason))
-                    if score is not None:
-                        score.refused(asked_ns, reason)
-            idle.set()
+            code = result.status.code
+            if code not in (Status.OK, Status.NO_TARGET):
+                refuse(asked_ns, f"{STATUS_NAMES.get(code, code)}: {result.status.message}")
+                return
+            summary.answered += 1
+            summary.with_objects += int(bool(result.objects))
+            answer_ns = stamp_ns(result.header)
+            summary.ages.append((arrived_ns - answer_ns) / 1e9)
+            summary.round_trips.append(time.monotonic() - sent)
+            summary.later_frame += int(answer_ns != asked_ns)
+            if score is None:
+                return
+            if answer_ns != asked_ns:
+                score.refused(asked_ns, f"answered on a later frame, {answer_ns / 1e9:.3f} s")
+            if any(o.mask.width == 0 for o in result.objects):
+                raise DataError("the node sends no masks in its results (result_masks is not 'full'): "
+                                "nothing to score; set result_masks:=full")
+            score.answered(answer_ns, [image_to_numpy(o.mask) > 0 for o in result.objects])
 
         def ask(colour) -> None:
-            stamp_ns = colour.header.stamp.sec * 1_000_000_000 + colour.header.stamp.nanosec
+            asked_ns = stamp_ns(colour.header)
             if not idle.is_set():
                 summary.skipped += 1
                 return
@@ -199,22 +210,32 @@ def replay_live(bag: str | Path, out: str | Path, options: ReplayOptions, node_n
             request = ReasonSegment.Request(command=options.command, explain=options.explain, camera=camera,
                                             target_frame=options.target_frame, min_stamp=colour.header.stamp)
             sent = time.monotonic()
-            client.call_async(request).add_done_callback(lambda f: answered(f, stamp_ns, sent))
+            asking["stamp"] = asked_ns
+            client.call_async(request).add_done_callback(lambda f: answered(f, asked_ns, sent))
 
         def wait_until(log_ns: int) -> None:
             while True:
                 left = played["start"] + (log_ns - played["first_log"]) / 1e9 / rate - time.monotonic()
                 if left <= 0:
                     break
-                clock.publish(Clock(clock=_time(min(bag_now_ns(), log_ns))))
+                clock.publish(Clock(clock=time_from_ns(min(bag_now_ns(), log_ns))))
                 time.sleep(min(CLOCK_PERIOD_S, left))
-            clock.publish(Clock(clock=_time(log_ns)))
+            clock.publish(Clock(clock=time_from_ns(log_ns)))
 
+        # The clock first, so that nothing is recorded at time 0: this node's clock must be at the
+        # bag's start before any message is published.
+        start_clock = start_ns if start_ns is not None else reader.start_time
+        until = time.monotonic() + wait_s
+        while node.get_clock().now().nanoseconds < start_clock and time.monotonic() < until:
+            clock.publish(Clock(clock=time_from_ns(start_clock)))
+            time.sleep(CLOCK_PERIOD_S)
         if start_ns is not None and "/tf_static" in topics.tf:  # latched once, often before the window
             for message in bags.read_messages(reader, ("/tf_static",), None, start_ns):
                 publishers["/tf_static"].publish(message.msg)
         bar = tqdm(total=None, unit="frame", desc="playing", disable=not progress)
         for message in bags.read_messages(reader, topics.all, start_ns, end_ns):
+            if failure:
+                raise failure[0]
             if played["first_log"] is None:
                 played["first_log"], played["start"] = message.log_ns, time.monotonic()
             wait_until(message.log_ns)
@@ -222,20 +243,23 @@ def replay_live(bag: str | Path, out: str | Path, options: ReplayOptions, node_n
             if message.topic == topics.colour:
                 summary.frames += 1
                 bar.update(1)
-                stamp_ns = message.msg.header.stamp.sec * 1_000_000_000 + message.msg.header.stamp.nanosec
-                first_ns = stamp_ns if first_ns is None else min(first_ns, stamp_ns)
-                last_ns = stamp_ns if last_ns is None else max(last_ns, stamp_ns)
+                frame_ns = stamp_ns(message.msg.header)
+                first_ns = frame_ns if first_ns is None else min(first_ns, frame_ns)
+                last_ns = frame_ns if last_ns is None else max(last_ns, frame_ns)
                 if score is not None:
-                    score.seen(stamp_ns)
-                if choose(stamp_seconds(message.msg.header), stamp_ns):
+                    score.seen(frame_ns)
+                if choose(stamp_seconds(message.msg.header), frame_ns):
                     ask(message.msg)
         bar.close()
         give_up = time.monotonic() + ANSWER_WAIT_S
         while not idle.is_set() and time.monotonic() < give_up:  # the clock goes on for the last answer
-            clock.publish(Clock(clock=_time(bag_now_ns())))
+            clock.publish(Clock(clock=time_from_ns(bag_now_ns())))
             idle.wait(CLOCK_PERIOD_S)
+        if failure:
+            raise failure[0]
         if not idle.is_set():
-            summary.refused.append((last_ns / 1e9 if last_ns else 0.0, f"no answer within {ANSWER_WAIT_S:g} s"))
+            with lock:
+                refuse(asking["stamp"], f"no answer within {ANSWER_WAIT_S:g} s after the bag ended")
         time.sleep(0.3)  # the node's last outputs reach the recorder
         if score is not None:
             score.check_found(first_ns, last_ns)

@@ -22,7 +22,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from lisa_ros.ros.bag_output import BagRecorder
 from lisa_ros.ros.conversions import ImageConversionError, depth_to_compressed, image_to_numpy, numpy_to_compressed
 
-DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
+DEPTH_ENCODINGS = ("16UC1", "32FC1")  # mono16 is an intensity (infrared) image: PNG on /compressed
 
 RECORD_DEPTH = 100  # messages kept per topic while the writer is busy
 

@@ -47,7 +47,7 @@ import numpy as np
 from lisa_ros.errors import DataError, ImageConversionError
 from lisa_ros.ros import bags
 from lisa_ros.ros.bag_output import BagRecorder
-from lisa_ros.ros.cameras import CameraInput, stamp_seconds, time_seconds
+from lisa_ros.ros.cameras import CameraInput, stamp_ns, stamp_seconds, time_seconds
 from lisa_ros.ros.conversions import compressed_to_rgb8, depth_to_meters, numpy_to_image
 from lisa_ros.ros.messages import STATUS_NAMES
 from lisa_ros.ros.outputs import answer_messages
@@ -55,6 +55,7 @@ from lisa_ros.ros.tf import add_tf_message
 from lisa_ros.transforms import DEFAULT_CACHE_TIME_S, TransformBuffer
 
 PAIRING_WINDOW_S = 0.5  # seconds of log time a chosen frame waits for its depth frame
+TF_BEFORE_WINDOW_NS = 1_000_000_000  # /tf read from this long before a --start window
 NODE_NAMESPACE = "/lisa_ros"  # the topics are written as the default node publishes them
 
 
@@ -102,12 +103,15 @@ class ReplaySummary:
     transform_errors: list[tuple[float, str]] = field(default_factory=list)  # answered without target poses
     tracked: int = 0  # frames followed after the first answer (--track)
     states: dict[str, int] = field(default_factory=dict)  # object states over the followed frames
+    tf_problems: list[str] = field(default_factory=list)  # transforms of the bag that were ignored (not finite...)
 
     def text(self) -> str:
         per = f", {np.mean(self.seconds):.2f} s per answer" if self.seconds else ""
         lines = [f"{self.frames} colour frames on {self.topics.colour}; {self.answered} answered "
                  f"({self.with_objects} with objects){per}; {len(self.refused)} refused"]
         lines += [f"  frame {stamp:.3f}: {reason}" for stamp, reason in self.refused[:10]]
+        if self.tf_problems:
+            lines.append(f"{len(self.tf_problems)} transforms of the bag ignored, e.g. {self.tf_problems[0]}")
         if self.tracked:
             states = ", ".join(f"{state} {count}" for state, count in sorted(self.states.items()))
             lines.append(f"{self.tracked} frames followed after the first answer (object states: {states})")
@@ -117,10 +121,6 @@ class ReplaySummary:
         if self.out is not None:
             lines.append(f"output bag: {self.out}")
         return "\n".join(lines)
-
-
-def _stamp_ns(msg) -> int:
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
 
 
 def _as_raw_colour(msg):
@@ -149,7 +149,7 @@ class _Outputs:
     def publish(self, result, outputs, rgb, answer, debug_image: bool, markers: bool, cloud=None) -> None:
         images = {"debug_image/compressed"} if debug_image else set()
         for name, msg in answer_messages(result, outputs, rgb, answer, images, markers, cloud, self.detections):
-            self.recorder.write(f"{NODE_NAMESPACE}/{name}", _stamp_ns(result), msg)
+            self.recorder.write(f"{NODE_NAMESPACE}/{name}", stamp_ns(result.header), msg)
 
 
 class _BagTf:
@@ -181,9 +181,9 @@ class FrameChooser:
         self.waiting = sorted(at) if at else None
         self.annotated = annotated if every is None and not at else None
 
-    def __call__(self, stamp_s: float, stamp_ns: int) -> bool:
+    def __call__(self, stamp_s: float, frame_ns: int) -> bool:
         if self.annotated is not None:
-            return self.annotated(stamp_ns) is not None
+            return self.annotated(frame_ns) is not None
         if self.waiting is not None:
             hit = bool(self.waiting) and stamp_s >= self.waiting[0]
             while self.waiting and stamp_s >= self.waiting[0]:
@@ -247,7 +247,7 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
         def refuse(colour, reason: str) -> None:
             summary.refused.append((stamp_seconds(colour.header), reason))
             if score is not None:
-                score.refused(_stamp_ns(colour), reason)
+                score.refused(stamp_ns(colour.header), reason)
 
         def request_for(colour):
             """The ReasonSegment request that carries ``colour`` with its depth and camera_info,
@@ -293,15 +293,19 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
                 refuse(colour, f"INVALID_IMAGE: {exc}")
                 return
             summary.tracked += 1
-            if summary.tracked % options.correct_every == 0:
-                following["follower"].model_pass()
+            if summary.tracked % options.correct_every == 0 and not following.get("model_problem"):
+                try:
+                    following["follower"].model_pass()
+                except Exception as exc:  # as the node's track: its corrections stop, the track goes on
+                    following["model_problem"] = f"model passes stopped: {type(exc).__name__}: {exc}"
+                    summary.refused.append((stamp_seconds(colour.header), following["model_problem"]))
             for found in objects:
                 summary.states[found.state] = summary.states.get(found.state, 0) + 1
             message = tracked_objects(colour.header, decoded, objects, following["ids"], tf, live.target_frame)
             message.track_id, message.command, message.camera = 1, options.command, "replay"
-            recorder.write(f"{NODE_NAMESPACE}/tracks", _stamp_ns(colour), message)
+            recorder.write(f"{NODE_NAMESPACE}/tracks", stamp_ns(colour.header), message)
             if score is not None:
-                score.answered(_stamp_ns(colour), [o.mask for o in objects if o.state != "lost"])
+                score.answered(stamp_ns(colour.header), [o.mask for o in objects if o.state != "lost"])
 
         def answer(colour) -> None:
             stamp = stamp_seconds(colour.header)
@@ -326,7 +330,7 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
                 refuse(colour, f"MODEL_ERROR: {type(exc).__name__}: {exc}")
                 return
             if score is not None:
-                score.answered(_stamp_ns(colour), [m.mask for m in answers[0].masks] if answers else [])
+                score.answered(stamp_ns(colour.header), [m.mask for m in answers[0].masks] if answers else [])
             summary.answered += 1
             summary.with_objects += int(bool(job.result.objects))
             if job.result.no_target_pose:
@@ -341,9 +345,16 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
             elif chosen:
                 answer(colour)
 
-        if start_ns is not None and "/tf_static" in topics.tf:  # latched once, often before the window
-            for message in bags.read_messages(reader, ("/tf_static",), None, start_ns):
-                tf.add(message.msg, static=True)
+        if start_ns is not None and topics.tf:
+            # /tf_static is latched once, often before the window (copied too: rviz needs the tree);
+            # /tf from a second before, for the first frames' interpolation.
+            for message in bags.read_messages(reader, topics.tf, None, start_ns - 1):
+                if message.topic == "/tf_static":
+                    tf.add(message.msg, static=True)
+                    if options.copy_inputs:
+                        recorder.write_raw(message.topic, message.log_ns, message.raw)
+                elif message.log_ns >= start_ns - TF_BEFORE_WINDOW_NS:
+                    tf.add(message.msg, static=False)
         bar = tqdm(total=None, unit="frame", desc="replaying", disable=not progress)
         for message in bags.read_messages(reader, topics.all, start_ns, end_ns):
             if options.copy_inputs:
@@ -353,12 +364,12 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
             if message.topic == topics.colour:
                 summary.frames += 1
                 bar.update(1)
-                stamp_ns = _stamp_ns(message.msg)
-                first_ns, last_ns = stamp_ns if first_ns is None else min(first_ns, stamp_ns), \
-                    stamp_ns if last_ns is None else max(last_ns, stamp_ns)
+                frame_ns = stamp_ns(message.msg.header)
+                first_ns = frame_ns if first_ns is None else min(first_ns, frame_ns)
+                last_ns = frame_ns if last_ns is None else max(last_ns, frame_ns)
                 if score is not None:
-                    score.seen(stamp_ns)
-                chosen = choose(stamp_seconds(message.msg.header), stamp_ns)
+                    score.seen(frame_ns)
+                chosen = choose(stamp_seconds(message.msg.header), frame_ns)
                 if chosen or options.track:
                     pending.append((message.log_ns, message.msg, chosen))
             elif message.topic == topics.depth:
@@ -369,6 +380,7 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
                 tf.add(message.msg, static=message.topic == "/tf_static")
         for _, colour, chosen in pending:
             process(colour, chosen)
+        summary.tf_problems = tf.problems
         bar.close()
         if score is not None:
             score.check_found(first_ns, last_ns)

@@ -14,7 +14,7 @@ from test_node import Client
 from test_replay import EVERY, FRAME_NS, START_NS, recorded, sequence  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
-RATE = 0.2  # the 1 s bag takes 5 s: a few answers on two busy cores
+RATE = 0.1  # the 1 s bag takes 10 s: a few answers on two busy cores
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@
     lisa-ros scenes OUT_DIR [--splits ...] [--count-train N ...]      (scene datasets)
     lisa-ros embedded path|base|extract RUN_DIR                        (the embedded default model)
     lisa-ros info                                                      (versions and locations)
+    lisa-ros parameters                                                (the node's parameters, markdown)
 
 Errors (missing file, unreadable image, bad model folder, bad option: every
 :class:`~lisa_ros.errors.LisaError`) print one line on stderr and exit with status 2.
@@ -33,6 +34,13 @@ from lisa_ros.model.options import PRECISION_CHOICES, QUANTIZATION_BACKEND_CHOIC
 
 class CliError(LisaError):
     """A user-facing error of the command line itself (a missing file, an empty prompt)."""
+
+
+def _cmd_parameters(args: argparse.Namespace) -> int:
+    from lisa_ros.ros.parameters import reference_markdown
+
+    print(reference_markdown(), end="")
+    return 0
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -395,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="print versions, interface and DDS profile locations")
     info.set_defaults(func=_cmd_info)
+
+    parameters = sub.add_parser("parameters", help="print the node's parameters (markdown: docs/PARAMETERS.md)")
+    parameters.set_defaults(func=_cmd_parameters)
 
     segment = sub.add_parser("segment", help="answer one command about one image; write masks")
     _add_model_arguments(segment)

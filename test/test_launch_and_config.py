@@ -167,6 +167,18 @@ def test_rviz_config_shows_the_debug_image_markers_and_object_points():
     assert points["Class"] == "rviz_default_plugins/PointCloud2" and points["Channel Name"] == "label"  # coloured by id
 
 
+def test_the_parameters_reference_is_generated_from_the_table():
+    """docs/PARAMETERS.md is `lisa-ros parameters`' output: a parameter added to the table (or a
+    changed default, range or description) without regenerating the file fails here."""
+    from lisa_ros.ros.parameters import reference_markdown
+
+    documented = Path(__file__).resolve().parent.parent / "docs" / "PARAMETERS.md"
+    generated = reference_markdown()
+    assert all(f"| `{s.name}` |" in generated for s in SPECS)
+    assert all(f"| `<name>.{s.name}` |" in generated for s in CAMERA_SPECS)
+    assert documented.read_text() == generated, "docs/PARAMETERS.md is stale: lisa-ros parameters > docs/PARAMETERS.md"
+
+
 def test_typed_configs_have_one_field_per_parameter():
     """NodeConfig, CameraConfig and LiveParameters are views of the Spec tables: the same names
     (parameters.read builds them with **values, so a mismatch would fail at configure)."""

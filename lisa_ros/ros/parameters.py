@@ -392,3 +392,40 @@ def on_set(parameters: list[Parameter], model_roots: list[str] | None = None,
         if reason:
             return SetParametersResult(successful=False, reason=reason)
     return SetParametersResult(successful=True)
+
+
+def _markdown_value(value) -> str:
+    if isinstance(value, bool):
+        return "`true`" if value else "`false`"
+    if isinstance(value, str):
+        return f"`{value!r}`" if value else "`''`"
+    if isinstance(value, list):
+        return f"`{value}`" if value else "`[]`"
+    return f"`{value}`"
+
+
+def _markdown_rows(specs: list[Spec], prefix: str = "") -> list[str]:
+    rows = ["| parameter | default | range | changes | description |", "|---|---|---|---|---|"]
+    for spec in specs:
+        changes = ("fixed at start" if spec.read_only else "reload (deactivate, cleanup, set, configure)"
+                   if spec.name in RELOAD_PARAMETERS else "at run time (next request)")
+        limits = f"{spec.low:g} .. {spec.high:g}" if spec.low is not None else ""
+        description = spec.description.replace("|", "\\|")
+        rows.append(f"| `{prefix}{spec.name}` | {_markdown_value(spec.default)} | {limits} | {changes} | {description} |")
+    return rows
+
+
+def reference_markdown() -> str:
+    """docs/PARAMETERS.md: every parameter of :data:`SPECS` and :data:`CAMERA_SPECS` with its
+    default, range, when it can change and its description (``lisa-ros parameters`` prints it;
+    a test keeps the file equal to it)."""
+    lines = ["# lisa_ros node parameters", "",
+             "Generated from the parameter table (`lisa_ros/ros/parameters.py`) by `lisa-ros parameters`;",
+             "do not edit by hand. Set them in a YAML file (`config/lisa_ros.yaml`), with `--ros-args -p",
+             "name:=value`, or at run time with `ros2 param set` where the table says so; an invalid value is",
+             "refused with its reason and the node keeps running.", "",
+             "## Node", "", *_markdown_rows(SPECS), "",
+             "## Per camera", "",
+             "For each name in `cameras` (default `['camera']`), the parameters `<name>.<parameter>`:", "",
+             *_markdown_rows(CAMERA_SPECS, "<name>."), ""]
+    return "\n".join(lines)

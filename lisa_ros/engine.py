@@ -8,7 +8,7 @@ Like segment-anything's predictor (``set_image`` once, ``predict`` many times):
 2. :meth:`LisaEngine.answer`: prompt (llava_v1, optional history, automatic suffix), greedy
    generation with the KV cache (several drafted tokens verified per forward pass,
    :mod:`lisa_ros.drafting`), and for every generated ``[SEG]`` the final post-norm hidden
-   state of the position that *predicted* it (spec §1.5) -> ``text_hidden_fcs`` -> SAM prompt
+   state of the position that *predicted* it (docs/MODEL.md §1.5) -> ``text_hidden_fcs`` -> SAM prompt
    encoder + mask decoder (single-mask output) -> upsampled to the source size, threshold 0.
    Each mask is handed to ``on_mask`` the moment its [SEG] is generated, before the rest of the
    answer exists.
@@ -291,7 +291,7 @@ class LisaEngine:
     def prefill_image(self, frame: EncodedFrame) -> None:
         """Run the language model once over the start every prompt about ``frame`` shares, and
         keep its KV cache in ``frame.prompt_cache``: the system prompt, ``USER: <im_start>`` and
-        the image tokens (spec §3.3: the image is in the first user turn, whatever the command
+        the image tokens (docs/MODEL.md §3.3: the image is in the first user turn, whatever the command
         and history). A command about the frame then prefills only the rest of its prompt (for
         the embedded model 24 of 93 positions). Adds ``timings["prefill_image"]`` (s)."""
         from transformers import DynamicCache

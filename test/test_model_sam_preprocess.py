@@ -41,7 +41,7 @@ def test_vit_h_sam_has_the_released_key_names_and_shapes():
     assert shapes["mask_decoder.iou_token.weight"] == (1, 256)
     assert "image_encoder.neck.3.weight" in shapes and "mask_decoder.output_upscaling.3.weight" in shapes
     assert not any("pixel_mean" in k or "pixel_std" in k for k in shapes)  # non-persistent
-    assert sum(p.numel() for p in sam.mask_decoder.parameters()) == 4_058_340  # spec §1.6
+    assert sum(p.numel() for p in sam.mask_decoder.parameters()) == 4_058_340  # docs/MODEL.md §1.6
     assert {k.split(".")[0] for k in shapes} == {"image_encoder", "prompt_encoder", "mask_decoder"}
 
 

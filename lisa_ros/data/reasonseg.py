@@ -1,6 +1,6 @@
 """Dataset readers: ReasonSeg folders and a robot's own JSON-lines data, as :class:`Sample` objects.
 
-ReasonSeg (spec §5.7): a folder of ``*.jpg`` images, each with a LabelMe-style ``*.json``:
+ReasonSeg (docs/MODEL.md §5.7): a folder of ``*.jpg`` images, each with a LabelMe-style ``*.json``:
 ``text`` (1-5 instructions), ``is_sentence`` (long sentence vs short phrase), ``shapes`` (polygons
 with ``label`` and ``points``); optionally (ours, e.g. the generated reasoning scenes)
 ``explanation`` (a sentence for explanatory answers), ``answer`` (the reply to train on, instead of
@@ -102,7 +102,7 @@ class Sample:
 
 
 def rasterize_shapes(shapes: list[dict], height: int, width: int) -> np.ndarray:
-    """ReasonSeg polygons -> uint8 mask: 1 target, 255 ignore, 0 background (spec §5.7)."""
+    """ReasonSeg polygons -> uint8 mask: 1 target, 255 ignore, 0 background (docs/MODEL.md §5.7)."""
     drawn = []
     for shape in shapes:
         label = str(shape.get("label", ""))

@@ -1,4 +1,4 @@
-"""gIoU and cIoU exactly as LISA computes them (spec §6.2).
+"""gIoU and cIoU exactly as LISA computes them (docs/MODEL.md §6.2).
 
 Per query (one [SEG] and its ground truth): prediction P and target G are 0/1 maps; G = 255 marks
 ignore pixels, which are excluded from every count (the prediction is set to 255 there). Over the

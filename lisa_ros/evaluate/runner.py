@@ -1,4 +1,4 @@
-"""ReasonSeg evaluation runner (spec §6.1): teacher-forced (the official protocol) or generated.
+"""ReasonSeg evaluation runner (docs/MODEL.md §6.1): teacher-forced (the official protocol) or generated.
 
 * teacher-forced: each image's first instruction becomes a conversation whose assistant turn is
   the literal ``[SEG].`` (a several-target sample's own answer, one [SEG] per target); one

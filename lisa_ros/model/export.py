@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-# The LLaVA/LISA fields every released config.json carries besides the LLaMA ones (spec §2.3).
+# The LLaVA/LISA fields every released config.json carries besides the LLaMA ones (docs/MODEL.md §2.3).
 RELEASED_FIELDS = {
     "architectures": ["LISAForCausalLM"], "model_type": "llava", "train_mask_decoder": True,
     "mm_use_im_start_end": True, "mm_use_im_patch_token": False, "image_aspect_ratio": "square",

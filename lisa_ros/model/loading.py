@@ -1,6 +1,6 @@
 """Loading a released (or released-layout) LISA checkpoint: folder or hub id, strictly.
 
-Spec §2.5 and §4. The LISA weights load through transformers' ``from_pretrained`` (sharded .bin
+docs/MODEL.md §2.5 and docs/MODEL.md §4. The LISA weights load through transformers' ``from_pretrained`` (sharded .bin
 or safetensors, dtype, bitsandbytes, progress bars) into :class:`LisaForCausalLM`, whose keys are
 the released ones, and loading is strict: any missing, unexpected or mis-shaped key is an error.
 The CLIP vision tower comes from ``config.vision_tower`` (or an override): a hub id or a folder

@@ -14,7 +14,7 @@ released checkpoints and is deliberately not a submodule: the loader attaches it
 :meth:`LisaForCausalLM.attach_vision_tower`, which keeps checkpoint loading strict.
 
 As transformers' LLaVA does, the model owns its image features and the placeholder splice; it also
-owns the [SEG] projection, the official [SEG] gather and mask decoding (spec §1). Every method lets
+owns the [SEG] projection, the official [SEG] gather and mask decoding (docs/MODEL.md §1). Every method lets
 autograd follow (training calls them); inference wraps them in ``torch.inference_mode``. Names:
 *encoder features* are what the vision encoder gives (CLIP patches, or pooled SAM cells),
 *image tokens* are the same after ``mm_projector`` (what replaces the ``<image>`` placeholder).
@@ -63,7 +63,7 @@ def floating_dtype(module: nn.Module, default: torch.dtype = torch.float32) -> t
 
 @dataclass
 class SplicedInputs:
-    """Token embeddings with the image tokens spliced in (spec §1.3).
+    """Token embeddings with the image tokens spliced in (docs/MODEL.md §1.3).
 
     ``inputs_embeds``: ``[B, T + P - 1, H]``; ``attention_mask``: ``[B, T + P - 1]`` (1 = real,
     0 = padding); ``image_start``: ``[B]`` position of each row's first image token.
@@ -86,7 +86,7 @@ def expand_at_image(values: torch.Tensor, input_ids: torch.Tensor, num_image_tok
 
 
 def gather_seg_states(hidden: torch.Tensor, ids: list[int], seg_token_id: int, num_image_tokens: int) -> torch.Tensor:
-    """[SEG] states with the official indexing (spec §1.5 items 1-2).
+    """[SEG] states with the official indexing (docs/MODEL.md §1.5 items 1-2).
 
     ``hidden``: ``[T, H]`` final post-norm states over the spliced sequence (T may stop short of
     the last token, as the last step of uncached generation does); ``ids``: the tokens with one
@@ -153,7 +153,7 @@ class LisaForCausalLM(LlamaForCausalLM):
     def sam_image_embedding(self, pixels: torch.Tensor) -> torch.Tensor:
         """``[B, 3, S, S]`` SAM-preprocessed pixels -> ``[B, 256, g, g]`` image embedding.
 
-        In fp16 the ViT neck overflows: it runs in fp32, as LISA does (spec §1.6 item 3)."""
+        In fp16 the ViT neck overflows: it runs in fp32, as LISA does (docs/MODEL.md §1.6 item 3)."""
         encoder = self.visual_model.image_encoder
         pixels = pixels.to(next(encoder.parameters()).device, floating_dtype(encoder, pixels.dtype))
         if pixels.dtype != torch.float16 or not hasattr(encoder, "blocks"):  # TinyViT: no ViT neck
@@ -278,7 +278,7 @@ class LisaForCausalLM(LlamaForCausalLM):
         """``[N, out_dim]`` sparse prompt tokens (projected [SEG] states, or point tokens) on one
         image's ``[1, 256, g, g]`` embedding -> ``[N, H_src, W_src]`` float32 mask logits at the
         source size (threshold 0). Each prompt goes with SAM's empty sparse prompt and the
-        no-mask dense embedding, single-mask output (spec §1.6). :meth:`decode_prompted_masks`
+        no-mask dense embedding, single-mask output (docs/MODEL.md §1.6). :meth:`decode_prompted_masks`
         gives the same with the decoder's predicted IoU and other prompts."""
         return self.decode_prompted_masks(image_embedding, resized_size, original_size, tokens=prompts)[0]
 

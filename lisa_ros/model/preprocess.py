@@ -1,4 +1,5 @@
-"""Image preprocessing for the two branches and mask postprocessing (LISA spec §3.1, §3.2, §1.7).
+"""Image preprocessing for the two branches and mask postprocessing (docs/MODEL.md §3.1,
+docs/MODEL.md §3.2, docs/MODEL.md §1.7).
 
 * SAM branch: longest side resized to 1024 (PIL bilinear), normalised with SAM's pixel mean/std
   on the 0-255 scale, zero-padded bottom/right to 1024x1024 *after* normalisation.
@@ -75,7 +76,7 @@ class SamInput:
 
 def sam_preprocess(image: np.ndarray, image_size: int = 1024, pixel_mean=SAM_PIXEL_MEAN,
                    pixel_std=SAM_PIXEL_STD) -> SamInput:
-    """Prepare an ``(H, W, 3)`` uint8 RGB image for the SAM image encoder (spec §3.2).
+    """Prepare an ``(H, W, 3)`` uint8 RGB image for the SAM image encoder (docs/MODEL.md §3.2).
 
     ``pixel_mean``/``pixel_std`` (0-255 scale) are SAM's unless the checkpoint's encoder was
     trained with others (LiteMedSAM: see ``SamConfig.lite_medsam``)."""

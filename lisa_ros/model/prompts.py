@@ -1,6 +1,6 @@
 """Prompts: the ``llava_v1`` conversation template, segmentation suffixes, answer cleaning.
 
-Spec §3.3-3.6. The template must match byte for byte what the released models were trained on::
+docs/MODEL.md §3.3-3.6. The template must match byte for byte what the released models were trained on::
 
     "<system> USER: <im_start><image><im_end>\\n<text> ASSISTANT:"                  (one turn)
     "<system> USER: <u1> ASSISTANT: <a1></s>USER: <u2> ASSISTANT:"                  (history)
@@ -22,7 +22,7 @@ SYSTEM_PROMPT = (
 USER, ASSISTANT = "USER", "ASSISTANT"
 END_OF_TURN = "</s>"
 
-# The answers LISA is trained to give to a segmentation question (spec §5.5): training draws one per
+# The answers LISA is trained to give to a segmentation question (docs/MODEL.md §5.5): training draws one per
 # sample, and inference seeds its draft table with them (lisa_ros.drafting).
 ANSWER_TEMPLATES = ("It is [SEG].", "Sure, [SEG].", "Sure, it is [SEG].", "Sure, the segmentation result is [SEG].",
                     "[SEG].")
@@ -88,7 +88,7 @@ class Conversation:
 
 
 def clean_answer(text: str) -> str:
-    """Remove newlines and double spaces, as the official demo does (spec §3.6)."""
+    """Remove newlines and double spaces, as the official demo does (docs/MODEL.md §3.6)."""
     text = text.replace("\n", "")
     while "  " in text:
         text = text.replace("  ", " ")

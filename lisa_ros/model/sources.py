@@ -1,6 +1,6 @@
 """Where a model comes from: a local folder, a hub id, or the name of the embedded model.
 
-Spec §4: a released checkpoint is a folder or a Hugging Face hub id (downloaded, or found in the
+docs/MODEL.md §4: a released checkpoint is a folder or a Hugging Face hub id (downloaded, or found in the
 local cache, with huggingface_hub). ``embedded`` / ``embedded-base`` name the small model lisa_ros
 assembles from registry packages (:mod:`lisa_ros.model.embedded`).
 """

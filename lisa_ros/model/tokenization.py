@@ -1,7 +1,7 @@
 """LISA's tokenizer: the released slow LLaMA SentencePiece model plus the added tokens.
 
 The released models were trained with transformers 4.31's slow ``LlamaTokenizer`` (legacy mode).
-Its behaviour, which prompts and training labels must reproduce (spec §2.4):
+Its behaviour, which prompts and training labels must reproduce (docs/MODEL.md §2.4):
 
 1. the text is split on every added token (``[SEG]``, ``<im_start>``, ``<im_end>``,
    ``<im_patch>``) and special token (``<s>``, ``</s>``, ``<unk>``);

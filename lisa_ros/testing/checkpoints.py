@@ -1,7 +1,7 @@
 """Write small LISA checkpoints in the released layout (for tests, benchmarks and demos).
 
 No real weights can be downloaded on the project's machines, so the loading code is exercised on
-folders this module writes exactly as the released ones are laid out (spec §2):
+folders this module writes exactly as the released ones are laid out (docs/MODEL.md §2):
 
 * ``config.json`` with ``architectures: ["LISAForCausalLM"]``, ``model_type: "llava"``, the LLaMA
   fields, ``train_mask_decoder``, ``out_dim`` and the ``mm_*`` fields;

@@ -1,6 +1,6 @@
 """A training run's configuration (``lisa-ros train CONFIG.yaml``) and the LoRA wrapping it asks for.
 
-What trains by default (spec §5.1): LoRA (r 8, alpha 16, dropout 0.05) on the language model's
+What trains by default (docs/MODEL.md §5.1): LoRA (r 8, alpha 16, dropout 0.05) on the language model's
 ``q_proj`` and ``v_proj`` only, plus all of ``embed_tokens`` and ``lm_head``, the SAM mask decoder
 and ``text_hidden_fcs``; ``lora_target``, ``trainable`` and ``embedding_rows`` widen or narrow that.
 """
@@ -124,7 +124,7 @@ class TrainConfig:
 
 
 def add_lora(model, config: TrainConfig):
-    """Wrap with LoRA on the LLM's q/v projections and mark the fully trained modules (§5.1)."""
+    """Wrap with LoRA on the LLM's q/v projections and mark the fully trained modules (docs/MODEL.md §5.1)."""
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,

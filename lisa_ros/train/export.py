@@ -1,6 +1,6 @@
 """What a finished training run produces: a merged released-layout folder, or the compact delta.
 
-* :func:`export_merged`: the merge script's equivalent (spec §7.3), a folder the loader reads strictly;
+* :func:`export_merged`: the merge script's equivalent (docs/MODEL.md §7.3), a folder the loader reads strictly;
 * :func:`extract_delta`: the embedded model's committed file (:mod:`lisa_ros.model.delta`), from a
   run's ``checkpoint.pt`` (``lisa-ros embedded extract RUN_DIR``).
 """
@@ -21,7 +21,7 @@ from lisa_ros.train.config import TrainConfig, add_lora
 
 
 def export_merged(config: TrainConfig, trained: dict[str, torch.Tensor], folder: Path) -> Path:
-    """The merge script's equivalent (spec §7.3): base in full precision + LoRA config + trained
+    """The merge script's equivalent (docs/MODEL.md §7.3): base in full precision + LoRA config + trained
     weights -> merge_and_unload -> released layout with the tokenizer. Works for QLoRA runs too,
     since the base is reloaded unquantized here."""
     base = load_lisa(config.model, LoadOptions(precision="fp32", device="cpu", vision_tower=config.vision_tower))

@@ -1,4 +1,4 @@
-"""Build a LISA starting point from a base LLaVA (v1) folder and a SAM checkpoint (spec §5.1).
+"""Build a LISA starting point from a base LLaVA (v1) folder and a SAM checkpoint (docs/MODEL.md §5.1).
 
 The official training builds LISA inside the model constructor from a LLaVA checkpoint plus
 ``sam_vit_h_4b8939.pth``. Here that is an explicit conversion step producing a released-layout

@@ -1,4 +1,4 @@
-"""LISA's training losses (spec §5.2): causal-LM cross-entropy plus per-mask BCE and DICE.
+"""LISA's training losses (docs/MODEL.md §5.2): causal-LM cross-entropy plus per-mask BCE and DICE.
 
 Mask losses are computed on logits at the original image size, averaged over all masks of the
 micro-batch; total = ce_weight * CE + bce_weight * BCE + dice_weight * DICE (1.0, 2.0, 0.5).

@@ -1,4 +1,4 @@
-"""Training conversations: the question and answer templates of LISA's training (spec §5.5) and
+"""Training conversations: the question and answer templates of LISA's training (docs/MODEL.md §5.5) and
 the token ids and labels of one conversation."""
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ EXPLANATORY_SUFFIXES = [
 
 
 def question_and_answer(sample: Sample, text: str, rng: random.Random, explanatory: bool = False) -> tuple[str, str]:
-    """A training question/answer pair from the templates (spec §5.5).
+    """A training question/answer pair from the templates (docs/MODEL.md §5.5).
 
     A sentence that already asks for a segmentation ("Segment the red ball.") goes as it is most
     of the time, as the engine sends it (:func:`~lisa_ros.model.prompts.with_suffix` adds no
@@ -48,7 +48,7 @@ def question_and_answer(sample: Sample, text: str, rng: random.Random, explanato
 
 def training_tokens(tokenizer: LisaTokenizer, question: str, answer: str,
                     history: list[tuple[str, str]] | None = None) -> tuple[list[int], list[int]]:
-    """Token ids and labels of one training conversation (spec §5.5): ``history`` (earlier
+    """Token ids and labels of one training conversation (docs/MODEL.md §5.5): ``history`` (earlier
     (user, answer) turns, rendered as the engine renders a session), then ``question``.
 
     Labels ignore the BOS, the system prompt, the earlier turns, the last user turn and

@@ -1,6 +1,6 @@
-"""Fine-tuning LISA (spec §5): LoRA or QLoRA, from a released LISA checkpoint, on your own data.
+"""Fine-tuning LISA (docs/MODEL.md §5): LoRA or QLoRA, from a released LISA checkpoint, on your own data.
 
-What trains is set by the run's :class:`~lisa_ros.train.config.TrainConfig` (spec §5.1 by default:
+What trains is set by the run's :class:`~lisa_ros.train.config.TrainConfig` (docs/MODEL.md §5.1 by default:
 LoRA on the language model's ``q_proj``/``v_proj``, plus ``embed_tokens``, ``lm_head``, the SAM mask
 decoder and ``text_hidden_fcs``). Everything else is frozen. Starting from a released checkpoint keeps its trained decoder and projection (the official
 code re-initialises them). QLoRA keeps the frozen base in 4 bit so a 7B fits one 24 GB GPU.
@@ -46,7 +46,7 @@ from lisa_ros.train.point_prompts import interior_point, random_interior_point, 
 from lisa_ros.train.prompts import question_and_answer, training_tokens
 
 
-WARMUP_WEIGHTS = LossWeights()  # BCE 2, DICE 0.5 (spec §5.2)
+WARMUP_WEIGHTS = LossWeights()  # BCE 2, DICE 0.5 (docs/MODEL.md §5.2)
 
 
 def restrict_to_rows(model, rows: list[int]) -> None:

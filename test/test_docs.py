@@ -1,0 +1,92 @@
+"""Section citations in the code point into docs/MODEL.md.
+
+Comments and docstrings cite LISA facts as "docs/MODEL.md" followed by a section sign and a
+section number, N or N.N (a range N.N-N.N cites both ends). Every section sign in the Python
+sources must be such a citation, and every cited number must be a numbered heading of
+docs/MODEL.md ("## 1. ..." is section 1, "### 1.5 ..." is section 1.5). This file writes the sign
+as an escape, so that it does not cite anything itself. Standard library only: this runs with the
+ROS-free core tests.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_DOC = ROOT / "docs" / "MODEL.md"
+SCANNED = ("lisa_ros", "test", "bench", "training", "examples", "scripts")
+
+SECTION = "\N{SECTION SIGN}"
+_NUMBER = r"\d+(?:\.\d+)?"
+CITATION = re.compile(rf"docs/MODEL\.md {SECTION}({_NUMBER})(?:-({_NUMBER}))?(?![\d.]*\d)")
+HEADING = re.compile(r"^#{2,4} (\d+(?:\.\d+)*)\.?\s+\S")
+
+
+def doc_sections(text: str) -> set[str]:
+    """The section numbers of a document's numbered headings."""
+    return {match.group(1) for match in map(HEADING.match, text.splitlines()) if match}
+
+
+def citation_problems(text: str, sections: set[str], where: str = "") -> list[str]:
+    """One message per section sign in ``text`` that is not a citation of an existing section."""
+    problems = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if SECTION not in line:
+            continue
+        cited = []
+        for match in CITATION.finditer(line):
+            cited += [n for n in match.groups() if n is not None]
+        left = CITATION.sub("", line)
+        if SECTION in left:
+            problems.append(f"{where}:{number}: {SECTION} outside a 'docs/MODEL.md {SECTION}N' citation: "
+                            f"{line.strip()}")
+        problems += [f"{where}:{number}: docs/MODEL.md has no section {n}: {line.strip()}"
+                     for n in cited if n not in sections]
+    return problems
+
+
+def python_sources(root: Path = ROOT) -> list[Path]:
+    """Every .py file under the scanned folders, and the extensionless Python scripts of scripts/."""
+    files = []
+    for folder in SCANNED:
+        files += sorted((root / folder).rglob("*.py"))
+    for script in sorted((root / "scripts").glob("*")):
+        if script.is_file() and not script.suffix:
+            first_line = script.read_bytes().split(b"\n", 1)[0]
+            if first_line.startswith(b"#!") and b"python" in first_line:
+                files.append(script)
+    return files
+
+
+def test_model_doc_has_the_numbered_sections():
+    sections = doc_sections(MODEL_DOC.read_text(encoding="utf-8"))
+    cited_by_the_code = {"1", "1.3", "1.5", "1.6", "1.7", "2", "2.3", "2.4", "2.5", "3.1", "3.2", "3.3", "3.6",
+                         "4", "5", "5.1", "5.2", "5.5", "5.7", "6.1", "6.2", "7.3"}
+    assert cited_by_the_code <= sections, sorted(cited_by_the_code - sections)
+
+
+def test_every_section_citation_points_into_model_doc():
+    sections = doc_sections(MODEL_DOC.read_text(encoding="utf-8"))
+    problems, citations = [], 0
+    for path in python_sources():
+        text = path.read_text(encoding="utf-8")
+        citations += len(CITATION.findall(text))
+        problems += citation_problems(text, sections, str(path.relative_to(ROOT)))
+    assert not problems, "\n".join(problems)
+    assert citations > 0, "no docs/MODEL.md citation found: is the scan looking in the right place?"
+
+
+def test_the_check_catches_bad_citations():
+    sections = {"1", "1.5", "3.3", "3.6"}
+
+    def problems(text: str) -> list[str]:
+        return citation_problems(text.replace("$", SECTION), sections)
+
+    assert not problems("x (docs/MODEL.md $1.5 items 1-2) and docs/MODEL.md $1.")
+    assert not problems("docs/MODEL.md $3.3-3.6. The template")
+    assert problems("the gather (spec $1.5)")                # the old form
+    assert problems("the gather ($1.5)")                     # bare
+    assert problems("docs/MODEL.md $2")                      # no such section
+    assert problems("docs/MODEL.md $1.5.2")                  # deeper than a citation goes
+    assert problems("docs/MODEL.md $3.3-3.7")                # range end missing
+    assert problems("docs/MODEL.md $1.5 and $3.3")           # the second one bare

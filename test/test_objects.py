@@ -39,6 +39,27 @@ def _maps(grid: int = 16) -> dict[str, torch.Tensor]:
     return {"heatmap": heat, "colour": colour, "shape": shape, "log_area": log_area, "offset": offset}
 
 
+def test_the_scene_vocabulary_is_the_visual_words():
+    """What the scenes draw and say (lisa_ros.data.scenes.vocabulary) is what the object encoder
+    names (the visual words the language model reads): the same colours and shapes in the same
+    order (the encoder's class indices), and the answers' region phrases agree with the row and
+    column words of the same point (both thirds of the image)."""
+    from lisa_ros.data.scenes.vocabulary import COLOURS, REGIONS, SHAPES, region
+    from lisa_ros.model.objects import COLUMN_WORDS, ROW_WORDS, DetectedObject, object_words
+
+    assert COLOURS == COLOUR_WORDS and SHAPES == SHAPE_WORDS
+    width, height = 320, 240
+    for x in range(0, width, 7):
+        for y in range(0, height, 7):
+            # normalised to the padded square (the width here), as the encoder gives them
+            obj = DetectedObject(score=1.0, x=x / width, y=y / width, colour="red", shape="ball", area=0.01)
+            row, column = object_words(obj, (height, width), width)[3:5]
+            assert region(x, y, width, height) == REGIONS[(ROW_WORDS.index(row), COLUMN_WORDS.index(column))], (x, y)
+    for (row, column), phrase in REGIONS.items():  # and the phrases say the words
+        assert ROW_WORDS[row] in phrase or row == 1, phrase
+        assert COLUMN_WORDS[column] in phrase or column == 1, phrase
+
+
 def test_the_encoder_maps_a_sam_input_to_a_16th_resolution_grid():
     maps = ObjectEncoder()(torch.zeros(2, 3, 256, 256))
     assert maps["heatmap"].shape == (2, 1, 16, 16) and maps["colour"].shape == (2, len(COLOUR_WORDS), 16, 16)

@@ -25,7 +25,7 @@ import torch
 
 from lisa_ros.data.scenes import write_split
 from lisa_ros.train.config import TrainConfig
-from lisa_ros.train.prompts import training_tokens
+from lisa_ros.train.conversations import training_tokens
 from lisa_ros.train.trainer import Trainer
 
 

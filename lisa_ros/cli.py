@@ -332,7 +332,7 @@ def _cmd_embedded(args: argparse.Namespace) -> int:
     from lisa_ros.model.embedded import embedded_checkpoint
 
     if args.action == "extract":
-        from lisa_ros.train.export import extract_delta
+        from lisa_ros.train.run_outputs import extract_delta
 
         if not args.run_dir:
             raise CliError("extract needs RUN_DIR (the output_dir of a lisa-ros train run)")

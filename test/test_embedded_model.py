@@ -130,7 +130,7 @@ def test_the_shipped_object_encoder_finds_held_out_objects_with_their_colour_and
     from lisa_ros.model.options import LoadOptions
     import tempfile
 
-    from lisa_ros.train.objects import evaluate_encoder, load_split
+    from lisa_ros.train.object_encoder import evaluate_encoder, load_split
 
     model = load_lisa("embedded", LoadOptions(precision="fp32", device="cpu")).model
     sam = model.config.sam

@@ -1,5 +1,5 @@
 """The embedded model's object encoder and object phrases (lisa_ros.model.objects), and training it
-(lisa_ros.train.objects) on generated scenes."""
+(lisa_ros.train.object_encoder) on generated scenes."""
 from __future__ import annotations
 
 import math
@@ -101,7 +101,7 @@ def test_phrase_features_are_word_one_hots_with_the_objects_position():
 
 
 def test_targets_put_the_peak_and_attributes_at_the_centre_cell():
-    from lisa_ros.train.objects import targets
+    from lisa_ros.train.object_encoder import targets
 
     objects = [{"x": 0.5 + 0.2 / 16, "y": 0.25 + 0.7 / 16, "colour": 3, "shape": 5, "area": 0.01}]
     t = targets(objects, 16)
@@ -120,7 +120,7 @@ def test_the_object_encoder_learns_the_scenes_objects(tmp_path):
     from lisa_ros.data.reasonseg import read_reasonseg
     from lisa_ros.data.scenes import write_split
     from lisa_ros.model.sam import SamConfig
-    from lisa_ros.train.objects import evaluate_encoder, load_split, train_object_encoder
+    from lisa_ros.train.object_encoder import evaluate_encoder, load_split, train_object_encoder
 
     sam = SamConfig.lite_medsam()
     samples = read_reasonseg(write_split(tmp_path / "train", "train", 48, seed=0))

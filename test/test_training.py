@@ -19,7 +19,7 @@ from lisa_ros.errors import DataError
 from lisa_ros.evaluate.metrics import IoUAccumulator, intersection_union
 from lisa_ros.testing.checkpoints import write_tiny_lisa_checkpoint
 from lisa_ros.train.losses import IGNORE_INDEX, LossWeights, combine, mask_bce, mask_dice
-from lisa_ros.train.prompts import training_tokens
+from lisa_ros.train.conversations import training_tokens
 
 LISA_ROS = str(Path(sys.executable).parent / "lisa-ros")
 
@@ -247,7 +247,7 @@ def test_a_run_starts_from_an_extracted_delta_with_every_trained_weight(tmp_path
     LoRA factors and the added rows included, comes back to fp16 precision; a delta made with
     another LoRA scale is refused."""
     from lisa_ros.errors import UsageError
-    from lisa_ros.train.export import extract_delta
+    from lisa_ros.train.run_outputs import extract_delta
     from lisa_ros.train.trainer import Trainer
 
     data = write_robot_jsonl(tmp_path / "d", count=4)

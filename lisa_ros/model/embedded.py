@@ -37,7 +37,7 @@ from lisa_ros.errors import CheckpointError
 from lisa_ros.model import assets
 from lisa_ros.model.configuration import LisaConfig
 from lisa_ros.model.delta import DELTA_FILE, apply_delta, read_delta
-from lisa_ros.model.export import save_released_checkpoint
+from lisa_ros.model.released_layout import save_released_checkpoint
 from lisa_ros.model.modeling import LisaForCausalLM
 from lisa_ros.model.objects import VISUAL_WORDS
 from lisa_ros.model.sam import SamConfig

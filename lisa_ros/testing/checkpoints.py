@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from lisa_ros.model.configuration import LisaConfig
-from lisa_ros.model.export import save_released_checkpoint
+from lisa_ros.model.released_layout import save_released_checkpoint
 from lisa_ros.model.modeling import LisaForCausalLM
 from lisa_ros.model.prompts import SYSTEM_PROMPT
 from lisa_ros.model.sam import SamConfig

@@ -62,7 +62,7 @@ class TrainConfig:
     decoder_warmup_lr: float = 3e-4
     decoder_warmup_noise: float = 0.1  # std of the noise added to the point token during the warm-up
     decoder_warmup_images: int = 0  # warm up on the first N training images only (0 = all): their SAM embeddings stay in memory
-    object_encoder_epochs: int = 0  # an `objects` model: train its object encoder first (train/objects.py)
+    object_encoder_epochs: int = 0  # an `objects` model: train its object encoder first (train/object_encoder.py)
     object_encoder_lr: float = 2e-3
     alignment: float = 0.0  # share of training conversations replaced by alignment questions (data/scenes/questions.py)
     # Share of batch rows drawn from the "nothing fits" samples (answers without [SEG], issue 12 item 6);

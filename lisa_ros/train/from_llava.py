@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from lisa_ros.model.configuration import LisaConfig
-from lisa_ros.model.export import TOKENIZER_FILES, save_released_checkpoint
+from lisa_ros.model.released_layout import TOKENIZER_FILES, save_released_checkpoint
 from lisa_ros.model.sam import SamConfig
 from lisa_ros.model.tokenization import IM_END_TOKEN, IM_START_TOKEN, SEG_TOKEN, LisaTokenizer
 

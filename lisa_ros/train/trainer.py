@@ -40,10 +40,10 @@ from lisa_ros.model.preprocess import sam_preprocess
 from lisa_ros.model.sam import point_prompt_tokens
 from lisa_ros.model.tokenization import SEG_TOKEN
 from lisa_ros.train.config import TrainConfig, add_lora
-from lisa_ros.train.export import export_merged
+from lisa_ros.train.run_outputs import export_merged
 from lisa_ros.train.losses import IGNORE_INDEX, LossWeights, combine, mask_bce, mask_dice
 from lisa_ros.train.point_prompts import interior_point, random_interior_point, to_sam_frame
-from lisa_ros.train.prompts import question_and_answer, training_tokens
+from lisa_ros.train.conversations import question_and_answer, training_tokens
 
 
 WARMUP_WEIGHTS = LossWeights()  # BCE 2, DICE 0.5 (docs/MODEL.md §5.2)
@@ -243,8 +243,8 @@ class Trainer:
     # ------------------------------------------------------------------ object encoder
     def train_object_encoder(self) -> dict:
         """An ``objects`` model: train its object encoder on the training scenes (validated on
-        ``eval_data`` when given), then freeze it. See :mod:`lisa_ros.train.objects`."""
-        from lisa_ros.train.objects import load_split, train_object_encoder
+        ``eval_data`` when given), then freeze it. See :mod:`lisa_ros.train.object_encoder`."""
+        from lisa_ros.train.object_encoder import load_split, train_object_encoder
 
         config, sam = self.config, self.lisa.config.sam
         encoder = self.lisa.model.mm_object_encoder

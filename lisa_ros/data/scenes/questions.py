@@ -15,7 +15,7 @@ from lisa_ros.data.scenes.vocabulary import COLOURS, region
 from lisa_ros.model.objects import size_word
 
 ALIGNMENT_TASKS = ("refer", "colour", "where", "count", "list")
-# LISA's short-query templates (docs/MODEL.md §5.5), as train.prompts.SHORT_QUESTIONS words them.
+# LISA's short-query templates (docs/MODEL.md §5.5), as train.conversations.SHORT_QUESTIONS words them.
 REFER_QUESTIONS = ("Can you segment the {label} in this image?", "Please segment the {label} in this image.",
                    "What is {label} in this image? Please respond with segmentation mask.",
                    "What is {label} in this image? Please output segmentation mask.")

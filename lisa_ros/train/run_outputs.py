@@ -12,7 +12,7 @@ import torch
 
 from lisa_ros.errors import CheckpointError
 from lisa_ros.model.delta import DELTA_FILE, delta_from_trainable, write_delta
-from lisa_ros.model.export import copy_tokenizer, save_released_checkpoint
+from lisa_ros.model.released_layout import copy_tokenizer, save_released_checkpoint
 from lisa_ros.model.loading import load_lisa
 from lisa_ros.model.options import LoadOptions
 from lisa_ros.model.sources import resolve_folder

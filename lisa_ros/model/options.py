@@ -92,7 +92,7 @@ class LoadOptions:
     quantize_heads: also quantize lm_head, mm_projector and text_hidden_fcs (official behaviour).
     """
 
-    precision: str = "bf16"
+    precision: str = "auto"  # as the CLI and the node: one default for every way in
     quantization: str = "none"
     quantization_backend: str = "auto"
     device: str = "auto"

@@ -24,6 +24,7 @@ from lisa_ros.model.options import (
     PRECISION_CHOICES,
     QUANTIZATION_BACKEND_CHOICES,
     QUANTIZATION_CHOICES,
+    LoadOptions,
     is_valid_device,
 )
 from lisa_ros.model.prompts import DEFAULT_EXPLAIN_SUFFIX, DEFAULT_SEGMENT_SUFFIX
@@ -53,14 +54,14 @@ SPECS = [
     Spec("model", "embedded", "LISA checkpoint: folder or hub id (xinlai/LISA-7B-v1, ...) or 'embedded' (the small "
                               "offline model shipped with lisa_ros); changes need a reload"),
     Spec("vision_tower", "", "CLIP tower folder or hub id; empty = the one in the checkpoint's config.json"),
-    Spec("precision", "auto", "fp32 | bf16 | fp16 | auto (CUDA: bf16, fp16 when bitsandbytes quantizes; CPU: bf16 with AMX or "
+    Spec("precision", LoadOptions.precision, "fp32 | bf16 | fp16 | auto (CUDA: bf16, fp16 when bitsandbytes quantizes; CPU: bf16 with AMX or "
                                   "AVX512-BF16, else fp32; quantized on the CPU: bf16 by bitsandbytes, fp32 by torchao)"),
-    Spec("quantization", "none", "none | 4bit | 8bit of the language model; SAM always stays 16-bit; 4bit fits a 7B in ~5 GB"),
-    Spec("quantization_backend", "auto", "bitsandbytes (4bit NF4, 8bit LLM.int8) | torchao (int4/int8 weight-only; any "
+    Spec("quantization", LoadOptions.quantization, "none | 4bit | 8bit of the language model; SAM always stays 16-bit; 4bit fits a 7B in ~5 GB"),
+    Spec("quantization_backend", LoadOptions.quantization_backend, "bitsandbytes (4bit NF4, 8bit LLM.int8) | torchao (int4/int8 weight-only; any "
                                          "CUDA device incl. Jetson, and the CPU) | auto (torchao on aarch64/Jetson or "
                                          "without bitsandbytes, else bitsandbytes)"),
-    Spec("quantize_heads", False, "also quantize lm_head, mm_projector, text_hidden_fcs (official behaviour)"),
-    Spec("device", "auto", "auto | cpu | cuda | cuda:N"),
+    Spec("quantize_heads", LoadOptions.quantize_heads, "also quantize lm_head, mm_projector, text_hidden_fcs (official behaviour)"),
+    Spec("device", LoadOptions.device, "auto | cpu | cuda | cuda:N"),
     Spec("max_new_tokens", 512, "generation limit per answer (tokens)", low=1, high=4096),
     Spec("max_masks", 8, "most [SEG] masks per answer; more stop generation with a warning (runaway [SEG])",
          low=1, high=256),

@@ -29,7 +29,13 @@ from pathlib import Path
 from lisa_ros.data.reasonseg import DATASET_TYPES
 from lisa_ros.data.scenes.vocabulary import CAMERA_SHARE, DEFAULT_SIZE
 from lisa_ros.errors import InvalidCommandError, LisaError, UsageError
-from lisa_ros.model.options import PRECISION_CHOICES, QUANTIZATION_BACKEND_CHOICES, QUANTIZATION_CHOICES, LoadOptions
+from lisa_ros.model.options import (
+    PRECISION_CHOICES,
+    QUANTIZATION_BACKEND_CHOICES,
+    QUANTIZATION_CHOICES,
+    GenerationOptions,
+    LoadOptions,
+)
 
 
 class CliError(LisaError):
@@ -92,16 +98,16 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quantize-heads", action="store_true",
                         help="also quantize lm_head, mm_projector, text_hidden_fcs (official behaviour)")
     parser.add_argument("--device", default=LoadOptions.device, help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--max-new-tokens", type=int, default=512)
+    parser.add_argument("--max-new-tokens", type=int, default=GenerationOptions.max_new_tokens)
     parser.add_argument("--no-stop-after-seg", action="store_true",
                         help="keep generating after the [SEG] sentence when no explanation is asked")
-    parser.add_argument("--draft-tokens", type=int, default=8,
+    parser.add_argument("--draft-tokens", type=int, default=GenerationOptions.draft_tokens,
                         help="tokens guessed from earlier answers and checked per forward pass (the same greedy answer "
                              "in fewer passes); 0: one token per pass")
 
 
 def _load_engine(args: argparse.Namespace):
-    from lisa_ros.engine import GenerationOptions, LisaEngine
+    from lisa_ros.engine import LisaEngine
     from lisa_ros.model.loading import load_lisa
     from lisa_ros.model.packed_linear import pack_language_model
 

@@ -39,41 +39,17 @@ from lisa_ros.model.preprocess import clip_preprocess, sam_preprocess
 from lisa_ros.model.prompts import (
     ANSWER_TEMPLATES,
     ASSISTANT,
-    DEFAULT_EXPLAIN_SUFFIX,
-    DEFAULT_SEGMENT_SUFFIX,
     Conversation,
     clean_answer,
     split_explanation,
     target_label,
     with_suffix,
 )
+from lisa_ros.model.options import GenerationOptions  # noqa: F401  (the engine's options, torch-free)
 from lisa_ros.model.tokenization import IMAGE_TOKEN_INDEX
 
 if TYPE_CHECKING:
     from transformers import DynamicCache
-
-
-@dataclass(frozen=True)
-class GenerationOptions:
-    """Generation limits and prompt suffixes (immutable: pass changed copies per call).
-
-    stop_after_seg: when no explanation is asked for, stop as soon as the first sentence ends:
-    it holds the [SEG] tokens ("Sure, [SEG]."), or, without one, says why there is no target
-    ("Sorry, nothing here is round."); the answer does not run on to max_new_tokens.
-    max_masks: the most [SEG] tokens one answer may decode; one more ends generation with
-    ``stop_reason`` ``max_masks`` and a warning (runaway [SEG] tokens are a known failure of fp16
-    and quantized LISA, issue #153 upstream).
-    draft_tokens: the most tokens guessed from earlier answers and checked in one forward pass
-    (:mod:`lisa_ros.drafting`); 0 generates one token per pass. The answer is greedy either way
-    and the same up to rounding (a near-tie can go the other way in a pass over several tokens).
-    """
-
-    max_new_tokens: int = 512
-    stop_after_seg: bool = True
-    max_masks: int = 8
-    draft_tokens: int = 8
-    segment_suffix: str = DEFAULT_SEGMENT_SUFFIX
-    explain_suffix: str = DEFAULT_EXPLAIN_SUFFIX
 
 
 @dataclass

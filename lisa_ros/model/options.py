@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lisa_ros.errors import UsageError
+from lisa_ros.model.prompts import DEFAULT_EXPLAIN_SUFFIX, DEFAULT_SEGMENT_SUFFIX
 
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 QUANTIZATION_CHOICES = ("none", "4bit", "8bit")
@@ -130,3 +131,26 @@ class LoadOptions:
                    else resolve_quantization_backend(self.quantization_backend, self.device))
         return replace(self, quantization_backend=backend,
                        precision=resolve_precision(self.precision, self.quantization, self.device, backend))
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """Generation limits and prompt suffixes (immutable: pass changed copies per call).
+
+    stop_after_seg: when no explanation is asked for, stop as soon as the first sentence ends:
+    it holds the [SEG] tokens ("Sure, [SEG]."), or, without one, says why there is no target
+    ("Sorry, nothing here is round."); the answer does not run on to max_new_tokens.
+    max_masks: the most [SEG] tokens one answer may decode; one more ends generation with
+    ``stop_reason`` ``max_masks`` and a warning (runaway [SEG] tokens are a known failure of fp16
+    and quantized LISA, issue #153 upstream).
+    draft_tokens: the most tokens guessed from earlier answers and checked in one forward pass
+    (:mod:`lisa_ros.drafting`); 0 generates one token per pass. The answer is greedy either way
+    and the same up to rounding (a near-tie can go the other way in a pass over several tokens).
+    """
+
+    max_new_tokens: int = 512
+    stop_after_seg: bool = True
+    max_masks: int = 8
+    draft_tokens: int = 8
+    segment_suffix: str = DEFAULT_SEGMENT_SUFFIX
+    explain_suffix: str = DEFAULT_EXPLAIN_SUFFIX

@@ -24,10 +24,10 @@ from lisa_ros.model.options import (
     PRECISION_CHOICES,
     QUANTIZATION_BACKEND_CHOICES,
     QUANTIZATION_CHOICES,
+    GenerationOptions,
     LoadOptions,
     is_valid_device,
 )
-from lisa_ros.model.prompts import DEFAULT_EXPLAIN_SUFFIX, DEFAULT_SEGMENT_SUFFIX
 from lisa_ros.model.tokenization import IM_END_TOKEN, IM_START_TOKEN, IMAGE_PLACEHOLDER, SEG_TOKEN
 
 # Offered unchanged: "auto" precision is resolved by load_lisa, not here.
@@ -62,17 +62,17 @@ SPECS = [
                                          "without bitsandbytes, else bitsandbytes)"),
     Spec("quantize_heads", LoadOptions.quantize_heads, "also quantize lm_head, mm_projector, text_hidden_fcs (official behaviour)"),
     Spec("device", LoadOptions.device, "auto | cpu | cuda | cuda:N"),
-    Spec("max_new_tokens", 512, "generation limit per answer (tokens)", low=1, high=4096),
-    Spec("max_masks", 8, "most [SEG] masks per answer; more stop generation with a warning (runaway [SEG])",
+    Spec("max_new_tokens", GenerationOptions.max_new_tokens, "generation limit per answer (tokens)", low=1, high=4096),
+    Spec("max_masks", GenerationOptions.max_masks, "most [SEG] masks per answer; more stop generation with a warning (runaway [SEG])",
          low=1, high=256),
-    Spec("stop_after_seg", True, "without explain: stop generating once the sentence holding [SEG] ends"),
-    Spec("draft_tokens", 8, "tokens guessed from earlier answers and checked per forward pass of the language model; "
+    Spec("stop_after_seg", GenerationOptions.stop_after_seg, "without explain: stop generating once the sentence holding [SEG] ends"),
+    Spec("draft_tokens", GenerationOptions.draft_tokens, "tokens guessed from earlier answers and checked per forward pass of the language model; "
                             "the same greedy answer (up to rounding) in fewer passes (docs/PERFORMANCE.md); 0 = one token per pass",
          low=0, high=64),
-    Spec("segment_suffix", DEFAULT_SEGMENT_SUFFIX, "appended to commands that do not ask for a mask ('' = never); "
+    Spec("segment_suffix", GenerationOptions.segment_suffix, "appended to commands that do not ask for a mask ('' = never); "
                                                    "plain text: prompt syntax (<image>, [SEG], the model's special "
                                                    "tokens) is refused, as is a suffix too long for the context"),
-    Spec("explain_suffix", DEFAULT_EXPLAIN_SUFFIX, "appended when explain is requested (plain text, as segment_suffix)"),
+    Spec("explain_suffix", GenerationOptions.explain_suffix, "appended when explain is requested (plain text, as segment_suffix)"),
     Spec("model_roots", ["embedded"], "what a run-time change of model or vision_tower may name: folders (absolute; "
                                       "anything under them), hub id prefixes ending in '/' (e.g. 'xinlai/'), or exact values; "
                                       "the values given at start are always allowed", True),

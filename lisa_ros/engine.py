@@ -58,8 +58,8 @@ class EncodedFrame:
 
     ``image_embedding``: ``[1, 256, g, g]`` SAM encoder output (None when encoded without it);
     ``image_tokens``: ``[1, P, H]``, what replaces the ``<image>`` placeholder (P = 256 CLIP
-    patches for ViT-L/14 at 224 px; grid² pooled SAM cells for a ``mm_vision_source: sam`` model;
-    6 phrase tokens per object slot for ``objects``); ``encoder_features``:
+    patches for ViT-L/14 at 224 px; 6 phrase tokens per object slot for ``mm_vision_source:
+    objects``); ``encoder_features``:
     ``[1, P, mm_hidden_size]`` the same before the projector (training projects them itself);
     sizes in (height, width); ``timings`` in seconds per stage. ``prompt_cache``: the language
     model's KV cache over the start every prompt about this frame shares (system prompt, ``USER:``,
@@ -242,18 +242,16 @@ class LisaEngine:
             encoder_features = model.clip_encoder_features(clip_pixels)
             self._sync()
             timings["clip"] = time.perf_counter() - start
-        elif source == "objects":
+        else:  # "objects"
             start = time.perf_counter()
             encoder_features = model.object_encoder_features(sam_pixels, [sam_input.resized_size])
             self._sync()
             timings["objects"] = time.perf_counter() - start
 
         embedding = None
-        if image_embedding or source == "sam":
+        if image_embedding:
             start = time.perf_counter()
             embedding = model.sam_image_embedding(sam_pixels)
-            if source == "sam":
-                encoder_features = model.sam_encoder_features(embedding, sam_pixels)
             self._sync()
             timings["sam_encoder"] = time.perf_counter() - start
         frame = EncodedFrame(embedding, model.project_image_features(encoder_features), sam_input.resized_size,

@@ -17,7 +17,7 @@ from transformers import LlamaConfig
 from lisa_ros.model.sam import SamConfig
 
 DEFAULT_VISION_TOWER = "openai/clip-vit-large-patch14"
-VISION_SOURCES = ("clip", "sam", "objects")
+VISION_SOURCES = ("clip", "objects")
 
 
 class LisaConfig(LlamaConfig):
@@ -31,11 +31,8 @@ class LisaConfig(LlamaConfig):
     all use SAM ViT-H; small test checkpoints record their SAM shapes there.
 
     ``mm_vision_source`` is ours too: ``"clip"`` (released LISA: CLIP patch features feed the
-    projector) or ``"sam"`` (the embedded model, which has no CLIP: the SAM image embedding pooled
-    to ``mm_vision_grid`` x ``mm_vision_grid`` cells, with each cell's mean input colour and SAM's
-    positional encoding of its centre; see ``LisaForCausalLM.sam_encoder_features``), or
-    ``"objects"`` (the embedded model: object phrases from a small CNN over the SAM input, at most
-    ``mm_max_objects`` objects; see :mod:`lisa_ros.model.objects`).
+    projector) or ``"objects"`` (the embedded model, which has no CLIP: object phrases from a small
+    CNN over the SAM input, at most ``mm_max_objects`` objects; see :mod:`lisa_ros.model.objects`).
     """
 
     model_type = "llava"
@@ -54,7 +51,6 @@ class LisaConfig(LlamaConfig):
         use_mm_proj: bool = True,
         sam_config: dict[str, Any] | None = None,
         mm_vision_source: str = "clip",
-        mm_vision_grid: int = 8,
         mm_max_objects: int = 6,
         **kwargs: Any,
     ):
@@ -72,7 +68,6 @@ class LisaConfig(LlamaConfig):
         if mm_vision_source not in VISION_SOURCES:
             raise ValueError(f"mm_vision_source must be one of {VISION_SOURCES}, got {mm_vision_source!r}")
         self.mm_vision_source = mm_vision_source
-        self.mm_vision_grid = mm_vision_grid
         self.mm_max_objects = mm_max_objects
         kwargs.setdefault("tie_word_embeddings", False)
         super().__init__(**kwargs)

@@ -128,7 +128,7 @@ class ClipPreprocessing:
 class LoadedLisa:
     """Everything inference needs, on one device.
 
-    ``clip_preprocessing`` is None for a ``mm_vision_source: sam`` model (no CLIP tower);
+    ``clip_preprocessing`` is None for a ``mm_vision_source: objects`` model (no CLIP tower);
     ``options`` are the resolved ones (``precision`` is never ``auto``)."""
 
     model: LisaForCausalLM

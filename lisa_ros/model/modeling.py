@@ -25,7 +25,6 @@ import copy
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from lisa_ros.model.quiet_imports import import_torchao_quietly
 
@@ -140,7 +139,7 @@ class LisaForCausalLM(LlamaForCausalLM):
 
     @property
     def vision_tower(self):
-        """The CLIP ``CLIPVisionModel`` (None for a ``mm_vision_source: sam`` model or before
+        """The CLIP ``CLIPVisionModel`` (None for a ``mm_vision_source: objects`` model or before
         :meth:`attach_vision_tower`)."""
         return self.__dict__.get("_vision_tower")
 
@@ -180,27 +179,6 @@ class LisaForCausalLM(LlamaForCausalLM):
             features = features[:, 1:]
         return features
 
-    def sam_encoder_features(self, image_embedding: torch.Tensor, sam_pixels: torch.Tensor) -> torch.Tensor:
-        """The encoder features of a ``mm_vision_source: sam`` model (the embedded one).
-
-        ``image_embedding``: ``[B, C, g, g]`` SAM encoder output; ``sam_pixels``: ``[B, 3, S, S]``
-        the normalised, padded SAM input. Returns ``[B, G*G, C + 3 + C]`` for G = mm_vision_grid:
-        per cell (row-major) the mean SAM feature, the mean normalised colour (SAM features of
-        small encoders carry little hue, and colour is what many commands are about) and SAM's
-        own positional encoding of the cell centre, i.e. what a point prompt there would carry,
-        so the [SEG] state can say *where* the target is in the decoder's own terms.
-        """
-        grid = self.config.mm_vision_grid
-        features = F.adaptive_avg_pool2d(image_embedding, grid).flatten(2).transpose(1, 2)
-        colour = F.adaptive_avg_pool2d(sam_pixels.to(features.dtype), grid).flatten(2).transpose(1, 2)
-        prompt_encoder = self.visual_model.prompt_encoder
-        gaussian = prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
-        centres = (torch.arange(grid, device=gaussian.device, dtype=gaussian.dtype) + 0.5) / grid
-        ys, xs = torch.meshgrid(centres, centres, indexing="ij")
-        position = positional_encoding(prompt_encoder, torch.stack([xs, ys], dim=-1)).reshape(1, grid * grid, -1)
-        position = position.to(features.dtype).expand(features.shape[0], -1, -1)
-        return torch.cat([features, colour, position], dim=-1)
-
     def detect_objects(self, sam_pixels: torch.Tensor) -> list[list[objects.DetectedObject]]:
         """The objects the object encoder finds in ``[B, 3, S, S]`` SAM-preprocessed pixels
         (a ``mm_vision_source: objects`` model), at most ``mm_max_objects`` each, in reading order."""
@@ -226,18 +204,14 @@ class LisaForCausalLM(LlamaForCausalLM):
         tokens = projector(encoder_features.to(floating_dtype(projector, encoder_features.dtype)))
         return tokens.to(floating_dtype(self.model.embed_tokens, tokens.dtype))
 
-    def get_image_features(self, sam_pixels: torch.Tensor | None = None, image_embedding: torch.Tensor | None = None,
-                           clip_pixels: torch.Tensor | None = None,
+    def get_image_features(self, sam_pixels: torch.Tensor | None = None, clip_pixels: torch.Tensor | None = None,
                            resized_sizes: list[tuple[int, int]] | None = None) -> torch.Tensor:
         """The image tokens ``[B, P, H]`` of one batch of images through the projector: CLIP patches
-        (``clip_pixels``); for ``mm_vision_source: sam`` the pooled SAM cells (``image_embedding``
-        and ``sam_pixels``); for ``objects`` the object phrases (``sam_pixels``, ``resized_sizes``)."""
-        source = self.config.mm_vision_source
-        if source == "clip":
+        (``clip_pixels``); for ``mm_vision_source: objects`` the object phrases (``sam_pixels``,
+        ``resized_sizes``)."""
+        if self.config.mm_vision_source == "clip":
             return self.project_image_features(self.clip_encoder_features(clip_pixels))
-        if source == "objects":
-            return self.project_image_features(self.object_encoder_features(sam_pixels, resized_sizes))
-        return self.project_image_features(self.sam_encoder_features(image_embedding, sam_pixels))
+        return self.project_image_features(self.object_encoder_features(sam_pixels, resized_sizes))
 
     # ------------------------------------------------------------------ the splice
     def embed_with_image_tokens(self, input_ids: torch.Tensor, image_tokens: torch.Tensor,

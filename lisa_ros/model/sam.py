@@ -217,7 +217,7 @@ def positional_encoding(prompt_encoder, coords):
     ``coords``: ``[..., 2]`` in [0, 1] (x right, y down, over the padded SAM input) ->
     ``[..., prompt_dim]``. Computed in the Gaussian matrix's own dtype, as LISA does; SAM's own
     point path casts to fp32, which fails on a bf16 model. The one caller of SAM's private
-    ``_pe_encoding`` (dense image PE, point tokens and the embedded model's cell positions use it).
+    ``_pe_encoding`` (dense image PE, point tokens and the object phrases' positions use it).
     """
     pe_layer = prompt_encoder.pe_layer
     gaussian = pe_layer.positional_encoding_gaussian_matrix

@@ -350,7 +350,7 @@ def _cmd_embedded(args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from lisa_ros.ros.bags import find_topics, header_stamps_ns, open_bag
+    from lisa_ros.ros.bags import find_topics, header_stamps_ns, log_window, open_bag
     from lisa_ros.ros.replay import ReplayOptions, replay
 
     if not args.command_text.strip():
@@ -379,9 +379,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     try:
         topics = find_topics(reader, args.camera_topic, args.depth_topic, args.camera_info_topic)
         if score is not None:
-            start = reader.start_time + int(args.start * 1e9) if args.start is not None else None
-            end = reader.start_time + int(args.end * 1e9) if args.end is not None else None
-            score.check_stamps(header_stamps_ns(reader, topics.colour, start, end))
+            score.check_stamps(header_stamps_ns(reader, topics.colour, *log_window(reader, args.start, args.end)))
     finally:
         reader.close()
     options = ReplayOptions(args.command_text, every=args.every, at=args.at, start=args.start, end=args.end,

@@ -192,3 +192,11 @@ def header_stamps_ns(reader, topic: str, start_ns: int | None = None, end_ns: in
         raise DataError(f"the bag cannot be read on {topic}: {type(exc).__name__}: {exc}") from exc
     return stamps
 
+
+def log_window(reader, start_s: float | None, end_s: float | None) -> tuple[int | None, int | None]:
+    """(start, end) log times in ns of a window given in seconds from the bag's start (None: the
+    bag's start or end), as :func:`read_messages` takes them."""
+    start = reader.start_time + int(start_s * 1e9) if start_s is not None else None
+    end = reader.start_time + int(end_s * 1e9) if end_s is not None else None
+    return start, end
+

@@ -142,8 +142,7 @@ def replay_live(bag: str | Path, out: str | Path, options: ReplayOptions, node_n
                             f"({', '.join(t for t in (topics.colour, topics.depth, topics.camera_info) if t)})")
         inputs = types if options.copy_inputs else {}
         recorder = TopicRecorder(node, out, {**inputs, **_output_topics(node_name)}, storage=options.storage)
-        start_ns = reader.start_time + int(options.start * 1e9) if options.start is not None else None
-        end_ns = reader.start_time + int(options.end * 1e9) if options.end is not None else None
+        start_ns, end_ns = bags.log_window(reader, options.start, options.end)
         choose = FrameChooser(options.every, options.at, score.annotated_stamp if score is not None else None)
         idle = threading.Event()
         idle.set()

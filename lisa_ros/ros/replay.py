@@ -219,8 +219,7 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
     try:
         topics = bags.find_topics(reader, options.camera_topic, options.depth_topic, options.camera_info_topic)
         summary = ReplaySummary(topics)
-        start_ns = reader.start_time + int(options.start * 1e9) if options.start is not None else None
-        end_ns = reader.start_time + int(options.end * 1e9) if options.end is not None else None
+        start_ns, end_ns = bags.log_window(reader, options.start, options.end)
         recorder = BagRecorder(out, options.storage)
         try:
             import vision_msgs.msg  # noqa: F401  (the detection topics exist only with it)

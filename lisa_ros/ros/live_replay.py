@@ -27,7 +27,7 @@ import numpy as np
 
 from lisa_ros.errors import DataError
 from lisa_ros.ros import bags
-from lisa_ros.ros.cameras import stamp_ns, stamp_seconds, time_from_ns
+from lisa_ros.ros.cameras import stamp_ns, time_from_ns
 from lisa_ros.ros.messages import STATUS_NAMES
 from lisa_ros.ros.replay import FrameChooser, ReplayOptions
 
@@ -143,12 +143,11 @@ def replay_live(bag: str | Path, out: str | Path, options: ReplayOptions, node_n
         inputs = types if options.copy_inputs else {}
         recorder = TopicRecorder(node, out, {**inputs, **_output_topics(node_name)}, storage=options.storage)
         start_ns, end_ns = bags.log_window(reader, options.start, options.end)
-        choose = FrameChooser(options.every, options.at, score.annotated_stamp if score is not None else None)
+        chooser = FrameChooser(options.every, options.at, score)
         idle = threading.Event()
         idle.set()
         lock = threading.Lock()
         played = {"first_log": None, "start": 0.0}
-        first_ns = last_ns = None
         asking: dict = {}
 
         def bag_now_ns() -> int:
@@ -242,12 +241,7 @@ def replay_live(bag: str | Path, out: str | Path, options: ReplayOptions, node_n
             if message.topic == topics.colour:
                 summary.frames += 1
                 bar.update(1)
-                frame_ns = stamp_ns(message.msg.header)
-                first_ns = frame_ns if first_ns is None else min(first_ns, frame_ns)
-                last_ns = frame_ns if last_ns is None else max(last_ns, frame_ns)
-                if score is not None:
-                    score.seen(frame_ns)
-                if choose(stamp_seconds(message.msg.header), frame_ns):
+                if chooser.see(message.msg.header):
                     ask(message.msg)
         bar.close()
         give_up = time.monotonic() + ANSWER_WAIT_S
@@ -260,8 +254,7 @@ def replay_live(bag: str | Path, out: str | Path, options: ReplayOptions, node_n
             with lock:
                 refuse(asking["stamp"], f"no answer within {ANSWER_WAIT_S:g} s after the bag ended")
         time.sleep(0.3)  # the node's last outputs reach the recorder
-        if score is not None:
-            score.check_found(first_ns, last_ns)
+        chooser.check_found()
         summary.recorded = dict(recorder.counts)
         summary.out = recorder.close(complete=True)
         recorder = None

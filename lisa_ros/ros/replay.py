@@ -172,18 +172,29 @@ class _BagTf:
 
 
 class FrameChooser:
-    """Which colour frames to answer: every ``every``-th, or with ``at`` the first frame stamped
-    at or after each of those stamps (seconds), or with ``annotated`` (stamp ns -> the
-    annotation's stamp or None) the annotated ones."""
+    """The colour frames of a replay as they are read: which to answer (every ``every``-th, or
+    with ``at`` the first frame stamped at or after each of those stamps (seconds), or with a
+    ``score`` and neither of those the annotated ones), and the span of their stamps; a
+    ``score`` is told of every frame (:meth:`see`) and checked at the end (:meth:`check_found`)."""
 
-    def __init__(self, every: int | None, at: list[float] | None, annotated=None):
+    def __init__(self, every: int | None, at: list[float] | None, score=None):
         self.every, self.count = every or 1, 0
         self.waiting = sorted(at) if at else None
-        self.annotated = annotated if every is None and not at else None
+        self.score = score
+        self.annotated = score.annotated_stamp if score is not None and every is None and not at else None
+        self.first_ns: int | None = None
+        self.last_ns: int | None = None
 
-    def __call__(self, stamp_s: float, frame_ns: int) -> bool:
+    def see(self, header) -> bool:
+        """A colour frame of the bag, by its header: whether to answer it."""
+        frame_ns = stamp_ns(header)
+        self.first_ns = frame_ns if self.first_ns is None else min(self.first_ns, frame_ns)
+        self.last_ns = frame_ns if self.last_ns is None else max(self.last_ns, frame_ns)
+        if self.score is not None:
+            self.score.seen(frame_ns)
         if self.annotated is not None:
             return self.annotated(frame_ns) is not None
+        stamp_s = stamp_seconds(header)
         if self.waiting is not None:
             hit = bool(self.waiting) and stamp_s >= self.waiting[0]
             while self.waiting and stamp_s >= self.waiting[0]:
@@ -192,6 +203,11 @@ class FrameChooser:
         chosen = self.count % self.every == 0
         self.count += 1
         return chosen
+
+    def check_found(self) -> None:
+        """With a score: DataError when none of its annotations is for a frame seen."""
+        if self.score is not None:
+            self.score.check_found(self.first_ns, self.last_ns)
 
 
 def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, progress: bool = True,
@@ -236,8 +252,7 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
             for connection in reader.connections:
                 if connection.topic in topics.all:
                     recorder.copy_topic(connection)
-        choose = FrameChooser(options.every, options.at, score.annotated_stamp if score is not None else None)
-        first_ns = last_ns = None
+        chooser = FrameChooser(options.every, options.at, score)
         depths: deque = deque(maxlen=50)
         infos: deque = deque(maxlen=50)
         pending: list[tuple[int, object, bool]] = []  # (log ns, colour message, chosen), waiting for depth
@@ -363,12 +378,7 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
             if message.topic == topics.colour:
                 summary.frames += 1
                 bar.update(1)
-                frame_ns = stamp_ns(message.msg.header)
-                first_ns = frame_ns if first_ns is None else min(first_ns, frame_ns)
-                last_ns = frame_ns if last_ns is None else max(last_ns, frame_ns)
-                if score is not None:
-                    score.seen(frame_ns)
-                chosen = choose(stamp_seconds(message.msg.header), frame_ns)
+                chosen = chooser.see(message.msg.header)
                 if chosen or options.track:
                     pending.append((message.log_ns, message.msg, chosen))
             elif message.topic == topics.depth:
@@ -381,8 +391,7 @@ def replay(bag: str | Path, out: str | Path, engine, options: ReplayOptions, pro
             process(colour, chosen)
         summary.tf_problems = tf.problems
         bar.close()
-        if score is not None:
-            score.check_found(first_ns, last_ns)
+        chooser.check_found()
         summary.out = recorder.close(complete=True)
         recorder = None
         return summary

@@ -95,7 +95,7 @@ test-pythons:
 # (transformers, numpy and pillow one release line older: the newest need 3.11), tested on this
 # machine's Python 3.11, since no torch for 3.10 is here. Its own venv.
 PY310_STACK := .venv-py310-stack
-MODEL_TESTS := test/test_model.py test/test_model_sam_preprocess.py test/test_tiny_vit.py test/test_objects.py \
+MODEL_TESTS := test/test_model.py test/test_benchmarks.py test/test_model_sam_preprocess.py test/test_tiny_vit.py test/test_objects.py \
 	test/test_sessions.py test/test_embedded_model.py
 test-py310-stack:
 	test -x $(PY310_STACK)/bin/python || $(PYTHON) -m venv $(PY310_STACK)

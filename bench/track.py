@@ -46,9 +46,7 @@ import torch
 from lisa_ros.data.scenes import split_scene
 from lisa_ros.data.scenes.motion import MOTION_KINDS, make_moving_sequence
 from lisa_ros.engine import LisaEngine
-from lisa_ros.model.loading import load_lisa
 from lisa_ros.model.options import LoadOptions
-from lisa_ros.model.packed_linear import pack_language_model
 from lisa_ros.tracking import LOST, TRACKING
 from lisa_ros.tracking.follow import FollowOptions, Follower, NoTargetError
 from lisa_ros.tracking.tracker import Tracker, iou
@@ -232,9 +230,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     cv2.setNumThreads(1)
-    loaded = load_lisa("embedded", LoadOptions(precision="fp32", device="cpu"))
-    pack_language_model(loaded.model)
-    engine = LisaEngine(loaded)
+    engine = LisaEngine.load("embedded", LoadOptions(precision="fp32", device="cpu"))
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     print(f"{cpu}, {torch.get_num_threads()} torch threads, camera {args.fps:g} Hz, {args.seconds:g} s sequences",
           flush=True)

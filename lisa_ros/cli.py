@@ -20,10 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 from lisa_ros.data.reasonseg import DATASET_TYPES
@@ -108,8 +108,6 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load_engine(args: argparse.Namespace):
     from lisa_ros.engine import LisaEngine
-    from lisa_ros.model.loading import load_lisa
-    from lisa_ros.model.packed_linear import pack_language_model
 
     if args.max_new_tokens < 1:
         raise CliError("--max-new-tokens must be at least 1")
@@ -118,10 +116,8 @@ def _load_engine(args: argparse.Namespace):
     options = LoadOptions(precision=args.precision, quantization=args.quantization,
                           quantization_backend=args.quantization_backend, device=args.device,
                           vision_tower=args.vision_tower, quantize_heads=args.quantize_heads)
-    loaded = load_lisa(args.model, options)
-    pack_language_model(loaded.model)  # fp32 on the CPU: oneDNN-packed linear layers (lisa_ros.model.packed_linear)
-    return LisaEngine(loaded, GenerationOptions(max_new_tokens=args.max_new_tokens, stop_after_seg=not args.no_stop_after_seg,
-                                                draft_tokens=args.draft_tokens))
+    return LisaEngine.load(args.model, options, GenerationOptions(
+        max_new_tokens=args.max_new_tokens, stop_after_seg=not args.no_stop_after_seg, draft_tokens=args.draft_tokens))
 
 
 def read_rgb(path: str | Path):
@@ -137,38 +133,35 @@ def read_rgb(path: str | Path):
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def _json_number(value: float):
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else round(value, 6)
-
-
-def write_outputs(answer, rgb, out: Path, prefix: str = "") -> dict:
-    """Write masks, overlay and result.json for one answer; returns the JSON object."""
+def write_outputs(answer, rgb, out: Path, prefix: str = "", read_s: float = 0.0) -> dict:
+    """Write ``mask_<i>.png`` (0/255), ``overlay.png`` and result.json (:mod:`lisa_ros.result_file`,
+    the format ``lisa-ros ask`` writes) for one answer; returns the JSON object. ``read_s``:
+    seconds the image took to read (the ``preprocess`` stage)."""
     import cv2
 
+    from lisa_ros.msg import Status
+    from lisa_ros.result_file import object_entry, result_entry
+    from lisa_ros.timing import engine_stages
     from lisa_ros.visualization import draw_overlay
 
+    started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    names = []
+    objects = []
     for decoded in answer.masks:
         name = f"{prefix}mask_{decoded.index}.png"
         cv2.imwrite(str(out / name), decoded.mask.astype("uint8") * 255)
-        names.append(name)
+        objects.append(object_entry(decoded.index, decoded.label, decoded.score, decoded.box, mask=name))
     overlay = draw_overlay(rgb, [m.mask for m in answer.masks], [m.box for m in answer.masks],
                            [m.score for m in answer.masks], answer.text)
     cv2.imwrite(str(out / f"{prefix}overlay.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
-    result = {
-        "command": answer.command,
-        "answer": answer.text,
-        "explanation": answer.explanation,
-        "notes": answer.caveats,  # no target segmented and why; warnings; history trimmed to fit the context
-        "warnings": answer.warnings,  # a degenerate mask, runaway [SEG]: check before acting
-        "masks": names,
-        "scores": [round(m.score, 6) for m in answer.masks],
-        "boxes": [list(m.box) for m in answer.masks],
-        "generated_tokens": answer.generated_tokens,
-        "image_size": [int(rgb.shape[0]), int(rgb.shape[1])],
-        "timings": {k: _json_number(v) for k, v in answer.timings.items()},
-    }
+    name = "OK" if answer.masks else "NO_TARGET"
+    timings = {"preprocess": read_s, **engine_stages(answer.timings),
+               "postprocess": time.perf_counter() - started}
+    timings["total"] = read_s + answer.timings.get("total", 0.0) + timings["postprocess"]
+    result = result_entry(status_code=getattr(Status, name), status_name=name, status_message="; ".join(answer.caveats),
+                          command=answer.command, answer=answer.text, explanation=answer.explanation, objects=objects,
+                          warnings=answer.warnings, timings=timings, generated_tokens=answer.generated_tokens,
+                          image_size=rgb.shape[:2])
     (out / f"{prefix}result.json").write_text(json.dumps(result, indent=2))
     return result
 
@@ -176,11 +169,12 @@ def write_outputs(answer, rgb, out: Path, prefix: str = "") -> dict:
 def _cmd_segment(args: argparse.Namespace) -> int:
     if not args.prompt.strip():
         raise CliError("--prompt is empty")
+    started = time.perf_counter()
     rgb = read_rgb(args.image)  # before the (slow) model load: fail fast on a bad path
+    read_s = time.perf_counter() - started
     engine = _load_engine(args)
     answer, _ = engine.answer(rgb, args.prompt, explain=args.explain)
-    result = write_outputs(answer, rgb, Path(args.out))
-    print(json.dumps({k: result[k] for k in ("answer", "explanation", "notes", "warnings", "masks", "scores", "boxes")}))
+    print(json.dumps(write_outputs(answer, rgb, Path(args.out), read_s=read_s)))  # as `ask` prints its result
     return 0
 
 

@@ -33,7 +33,7 @@ import torch
 
 from lisa_ros.drafting import NGramDrafter, agreeing_prefix
 from lisa_ros.errors import InvalidCommandError
-from lisa_ros.model.loading import LoadedLisa
+from lisa_ros.model.loading import LoadedLisa, load_lisa
 from lisa_ros.model.modeling import gather_seg_states
 from lisa_ros.model.preprocess import clip_preprocess, sam_preprocess
 from lisa_ros.model.prompts import (
@@ -45,7 +45,8 @@ from lisa_ros.model.prompts import (
     target_label,
     with_suffix,
 )
-from lisa_ros.model.options import GenerationOptions  # noqa: F401  (the engine's options, torch-free)
+from lisa_ros.model.options import GenerationOptions, LoadOptions
+from lisa_ros.model.packed_linear import pack_language_model
 from lisa_ros.model.tokenization import IMAGE_TOKEN_INDEX
 
 if TYPE_CHECKING:
@@ -61,7 +62,8 @@ class EncodedFrame:
     patches for ViT-L/14 at 224 px; 6 phrase tokens per object slot for ``mm_vision_source:
     objects``); ``encoder_features``:
     ``[1, P, mm_hidden_size]`` the same before the projector (training projects them itself);
-    sizes in (height, width); ``timings`` in seconds per stage. ``prompt_cache``: the language
+    sizes in (height, width); ``timings``: seconds per part (``image_preparation``, ``clip`` or
+    ``objects``, ``sam_encoder``, ``prefill_image``; :data:`lisa_ros.timing.PARTS`). ``prompt_cache``: the language
     model's KV cache over the start every prompt about this frame shares (system prompt, ``USER:``,
     the image tokens; :meth:`LisaEngine.prefill_image`), None until computed;
     ``prompt_cache_ids``: the token ids it covers, the image placeholder (-200) last;
@@ -122,7 +124,7 @@ class Answer:
     caller to report. ``warnings``: signs that the answer itself is broken, to check before acting
     on it (:func:`mask_warning`, the [SEG] limit). ``forward_passes``: the language model's
     passes this answer took, the prefill included (fewer than its tokens when drafted tokens were
-    accepted). ``timings`` in seconds: ``prefill``, the first pass (the prompt after the frame's
+    accepted). ``timings`` in seconds per part (:data:`lisa_ros.timing.PARTS`): ``prefill``, the first pass (the prompt after the frame's
     cached start, the first guesses, the LM head); ``decode``, the later passes (LM head
     included); ``mask_decode``; ``time_to_first_mask``; ``total``; and the encoding stages when
     :meth:`LisaEngine.answer` was given an image.
@@ -205,6 +207,20 @@ class LisaEngine:
         # Tokens an image takes in the prompt, known once a frame is encoded (the same for every
         # frame of a model); check_options counts them.
         self.image_token_count: int | None = None
+        self.packed_layers = 0  # linear layers packed by oneDNN (load)
+
+    @classmethod
+    def load(cls, model: str, options: LoadOptions, generation: GenerationOptions | None = None) -> "LisaEngine":
+        """The engine over ``model`` (a checkpoint folder, a hub id or "embedded"; loaded by
+        :func:`lisa_ros.model.loading.load_lisa` with ``options``), its language model's linear
+        layers packed by oneDNN where that is faster (fp32 on the CPU,
+        :mod:`lisa_ros.model.packed_linear`; ``packed_layers`` says how many). What the CLI, the
+        node and the benchmarks serve with. Raises what ``load_lisa`` raises (a missing or
+        malformed checkpoint: :class:`lisa_ros.errors.CheckpointError`)."""
+        loaded = load_lisa(model, options)
+        engine = cls(loaded, generation)
+        engine.packed_layers = pack_language_model(loaded.model)
+        return engine
 
     def _answer_ids(self, text: str) -> list[int]:
         """The ids ``text`` has as an answer, after "ASSISTANT:" (as generation produces them)."""
@@ -227,26 +243,19 @@ class LisaEngine:
         the prompt's start through the image (:meth:`prefill_image`), for a frame encoded before
         its command arrives. Raises ValueError for an array that is not an RGB image."""
         model, timings = self.model, {}
-        source = model.config.mm_vision_source
         start = time.perf_counter()
         sam_config = model.config.sam
         sam_input = sam_preprocess(rgb, sam_config.image_size, sam_config.pixel_mean, sam_config.pixel_std)
-        clip = self.loaded.clip_preprocessing
+        clip, clip_pixels = self.loaded.clip_preprocessing, None
         if clip is not None:
             clip_pixels = clip_preprocess(rgb, clip.image_size, clip.mean, clip.std).to(self.device)
-        timings["preprocess"] = time.perf_counter() - start
+        timings["image_preparation"] = time.perf_counter() - start
 
         sam_pixels = sam_input.pixels.to(self.device)
-        if source == "clip":
-            start = time.perf_counter()
-            encoder_features = model.clip_encoder_features(clip_pixels)
-            self._sync()
-            timings["clip"] = time.perf_counter() - start
-        else:  # "objects"
-            start = time.perf_counter()
-            encoder_features = model.object_encoder_features(sam_pixels, [sam_input.resized_size])
-            self._sync()
-            timings["objects"] = time.perf_counter() - start
+        start = time.perf_counter()  # timed under the source's name: "clip" or "objects"
+        encoder_features = model.encoder_features(sam_pixels, clip_pixels, [sam_input.resized_size])
+        self._sync()
+        timings[model.config.mm_vision_source] = time.perf_counter() - start
 
         embedding = None
         if image_embedding:
@@ -274,7 +283,7 @@ class LisaEngine:
         ids = self.tokenizer.encode_with_image(Conversation([("", None)]).prompt())
         head = ids[:ids.index(IMAGE_TOKEN_INDEX) + 1]
         cache = DynamicCache()
-        self.model.model(inputs_embeds=self._inputs_embeds(head, frame), past_key_values=cache, use_cache=True)
+        self.model.language_model_states(self._inputs_embeds(head, frame), past_key_values=cache)
         self._sync()
         frame.prompt_cache, frame.prompt_cache_ids, frame.prompt_cache_model = cache, tuple(head), id(self.model)
         frame.timings["prefill_image"] = time.perf_counter() - start
@@ -288,7 +297,7 @@ class LisaEngine:
         if (frame.prompt_cache is not None and frame.prompt_cache_model == id(self.model)
                 and tuple(ids[:cut]) == frame.prompt_cache_ids):
             rest = torch.tensor([ids[cut:]], device=self.device)
-            return copy.deepcopy(frame.prompt_cache), self.model.model.get_input_embeddings()(rest)
+            return copy.deepcopy(frame.prompt_cache), self.model.embed_text(rest)
         return DynamicCache(), self._inputs_embeds(ids, frame)
 
     # ------------------------------------------------------------------ prompt, embeddings, masks
@@ -526,17 +535,17 @@ class LisaEngine:
             if pending_embeds is not None:
                 embeds = pending_embeds
                 if drafts:
-                    drafted = self.model.model.get_input_embeddings()(torch.tensor([drafts], device=self.device))
+                    drafted = self.model.embed_text(torch.tensor([drafts], device=self.device))
                     embeds = torch.cat([pending_embeds, drafted.to(pending_embeds.dtype)], dim=1)
-                outputs = self.model.model(inputs_embeds=embeds, past_key_values=cache, use_cache=True)
+                states = self.model.language_model_states(embeds, past_key_values=cache)
                 pending_embeds = None
             else:
-                outputs = self.model.model(input_ids=torch.tensor([[generated[-1], *drafts]], device=self.device),
-                                           past_key_values=cache, use_cache=True)
+                states = self.model.language_model_states(
+                    input_ids=torch.tensor([[generated[-1], *drafts]], device=self.device), past_key_values=cache)
             # Post-norm states at the last fed token and at each guess, [1 + guesses, H]: each
             # predicts the token after it.
-            predicting_states = outputs.last_hidden_state[0, -(len(drafts) + 1):]
-            greedy_ids = self.model.lm_head(predicting_states).float().argmax(dim=-1).tolist()
+            predicting_states = states[0, -(len(drafts) + 1):]
+            greedy_ids = self.model.token_logits(predicting_states).float().argmax(dim=-1).tolist()
             self._sync()
             if passes == 0:  # the prompt's pass (with the first guesses)
                 timings["prefill"] = time.perf_counter() - prefill_start
@@ -584,8 +593,8 @@ class LisaEngine:
         """``[V]`` float32 logits of the token after ``ids`` (a prompt from :meth:`build_prompt`
         encoded with its -200 placeholder, plus any teacher-forced answer tokens): one
         full-sequence forward, no cache. For probes and for comparing loadings of one model."""
-        return self.model.lm_head(self._full_sequence_states(frame, ids)[-1]).float()
+        return self.model.token_logits(self._full_sequence_states(frame, ids)[-1]).float()
 
     def _full_sequence_states(self, frame: EncodedFrame, ids: list[int]) -> torch.Tensor:
         """``[L + P - 1, H]`` final hidden states of one forward over ``ids``, no cache."""
-        return self.model.model(inputs_embeds=self._inputs_embeds(ids, frame), use_cache=False).last_hidden_state[0]
+        return self.model.language_model_states(self._inputs_embeds(ids, frame))[0]

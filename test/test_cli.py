@@ -11,9 +11,15 @@ import numpy as np
 import pytest
 
 from lisa_ros.cli import main
+from lisa_ros.result_file import result_entry
 from lisa_ros.testing.checkpoints import write_tiny_lisa_checkpoint
+from lisa_ros.timing import STAGES
 
 LISA_ROS = str(Path(sys.executable).parent / "lisa-ros")
+# result.json's keys, as `lisa-ros ask` writes them too (test_node checks the node's side).
+ASK_RESULT_KEYS = tuple(result_entry(status_code=0, status_name="OK", status_message="", command="", answer="",
+                                     explanation="", objects=[], warnings=[], timings={}, generated_tokens=0,
+                                     image_size=(1, 1)))
 
 
 @pytest.fixture(scope="module")
@@ -38,17 +44,21 @@ def test_segment_writes_masks_overlay_and_result(checkpoint, image, tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads((out / "result.json").read_text())
-    assert set(result) >= {"answer", "explanation", "masks", "scores", "boxes", "timings"}
-    assert result["masks"] and len(result["masks"]) == len(result["scores"]) == len(result["boxes"])
-    assert result["answer"].count("[SEG]") == len(result["masks"])
-    for name, box in zip(result["masks"], result["boxes"]):
-        mask = cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED)
+    assert set(result) == set(ASK_RESULT_KEYS)  # the format `lisa-ros ask` writes (lisa_ros.result_file)
+    assert result["command"] == "what should I use to reach the shelf?" and result["image_size"] == [120, 160]
+    assert result["objects"] and result["answer"].count("[SEG]") == len(result["objects"])
+    assert result["success"] and result["status"]["name"] == "OK" and result["status"]["code"] == 0
+    for obj in result["objects"]:
+        mask = cv2.imread(str(out / obj["mask"]), cv2.IMREAD_UNCHANGED)
         assert mask.shape == (120, 160) and set(np.unique(mask)) <= {0, 255}
-        assert len(box) == 4
+        assert len(obj["box"]) == 4 and 0 <= obj["score"] <= 1 and obj["pose"] is None
     overlay = cv2.imread(str(out / "overlay.png"))
     assert overlay.shape == (120, 160, 3)
-    assert {"preprocess", "clip", "sam_encoder", "prefill", "decode", "mask_decode", "total"} <= set(result["timings"])
-    assert json.loads(run.stdout.strip().splitlines()[-1])["masks"] == result["masks"]
+    timings = result["timings"]
+    assert list(timings) == list(STAGES) and timings["queue_wait"] == 0
+    assert timings["image_encoding"] > 0 and timings["generation"] > 0 and timings["mask_decoding"] > 0
+    assert timings["total"] >= timings["image_encoding"] + timings["generation"]
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == result
 
 
 @pytest.mark.parametrize("case,expected", [
@@ -88,7 +98,7 @@ def test_chat_keeps_the_conversation_and_writes_each_turn(checkpoint, image, tmp
     assert run.stdout.count("masks:") == 3
     for turn in range(3):
         result = json.loads((out / f"turn{turn}_result.json").read_text())
-        assert len(result["masks"]) == result["answer"].count("[SEG]")
+        assert len(result["objects"]) == result["answer"].count("[SEG]")
 
 
 def test_chat_history_reaches_the_prompt(checkpoint, image):

@@ -394,7 +394,7 @@ def test_torchao_int8_end_to_end_through_the_cli_and_the_node(ros_domain, spawn,
     assert "Failed to load" not in run.stderr  # torchao's import noise is summarised, not printed
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert result["answer"] == expected[0].text
-    mask_files = result["masks"]
+    mask_files = [obj["mask"] for obj in result["objects"]]
     got = cv2.imread(str(tmp_path / "out" / mask_files[0]), cv2.IMREAD_GRAYSCALE) > 0 if mask_files else \
         np.zeros(samples[0].rgb().shape[:2], bool)
     assert same_mask(got, expected[0])

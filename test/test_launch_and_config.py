@@ -224,3 +224,14 @@ def test_the_start_model_may_always_be_set_again():
     assert on_set([Parameter("model", value="/data/lisa-7b")], ["embedded"], start).successful
     refused = on_set([Parameter("model", value="/data/other")], ["embedded"], start)
     assert not refused.successful and "model_roots" in refused.reason
+
+
+def test_intrinsics_follow_the_topic_unless_set():
+    from lisa_ros.ros.parameters import CameraConfig, validate_value
+
+    def camera(topic, intrinsics="auto"):
+        return CameraConfig("front", topic, False, "", "", 0.02, 0.001, True, 0.0, intrinsics)
+
+    assert camera("camera/color/image_rect_color").rectified and not camera("camera/color/image_raw").rectified
+    assert camera("camera/color/image_raw", "p").rectified and not camera("camera/image_rect", "k").rectified
+    assert validate_value("front.intrinsics", "x") and validate_value("front.intrinsics", "p") is None

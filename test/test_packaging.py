@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_interfaces_have_the_documented_fields():
     from lisa_ros.action import ReasonSegment as Action
+    from lisa_ros import timing
     from lisa_ros.msg import SegmentationResult, SegmentedObject, StageTimings, Status
     from lisa_ros.srv import ReasonSegment
 
@@ -50,6 +51,7 @@ def test_interfaces_have_the_documented_fields():
     assert StageTimings.get_fields_and_field_types() == dict.fromkeys(
         ("total", "queue_wait", "preprocess", "image_encoding", "generation", "mask_decoding", "postprocess"),
         "builtin_interfaces/Duration")
+    assert tuple(StageTimings.get_fields_and_field_types()) == timing.STAGES  # one vocabulary, in message order
     assert Action.Feedback.get_fields_and_field_types() == {
         "stage": "string", "elapsed": "builtin_interfaces/Duration", "partial_answer": "string",
         "generated_tokens": "uint32", "objects": "sequence<lisa_ros/SegmentedObject>"}

@@ -204,14 +204,37 @@ class LisaForCausalLM(LlamaForCausalLM):
         tokens = projector(encoder_features.to(floating_dtype(projector, encoder_features.dtype)))
         return tokens.to(floating_dtype(self.model.embed_tokens, tokens.dtype))
 
+    def encoder_features(self, sam_pixels: torch.Tensor | None = None, clip_pixels: torch.Tensor | None = None,
+                         resized_sizes: list[tuple[int, int]] | None = None) -> torch.Tensor:
+        """What the projector reads of one batch of images, ``[B, P, mm_hidden_size]``: CLIP patch
+        features (``clip_pixels``), or for ``mm_vision_source: objects`` the object phrases
+        (``sam_pixels``, ``resized_sizes``). The one place the vision source is chosen."""
+        if self.config.mm_vision_source == "clip":
+            return self.clip_encoder_features(clip_pixels)
+        return self.object_encoder_features(sam_pixels, resized_sizes)
+
     def get_image_features(self, sam_pixels: torch.Tensor | None = None, clip_pixels: torch.Tensor | None = None,
                            resized_sizes: list[tuple[int, int]] | None = None) -> torch.Tensor:
-        """The image tokens ``[B, P, H]`` of one batch of images through the projector: CLIP patches
-        (``clip_pixels``); for ``mm_vision_source: objects`` the object phrases (``sam_pixels``,
-        ``resized_sizes``)."""
-        if self.config.mm_vision_source == "clip":
-            return self.project_image_features(self.clip_encoder_features(clip_pixels))
-        return self.project_image_features(self.object_encoder_features(sam_pixels, resized_sizes))
+        """The image tokens ``[B, P, H]`` of one batch of images: :meth:`encoder_features` through
+        the projector."""
+        return self.project_image_features(self.encoder_features(sam_pixels, clip_pixels, resized_sizes))
+
+    # ------------------------------------------------------------------ the language model
+    def embed_text(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """``[B, T]`` token ids (no image placeholder) -> ``[B, T, H]`` input embeddings."""
+        return self.model.embed_tokens(input_ids)
+
+    def language_model_states(self, inputs_embeds: torch.Tensor | None = None, input_ids: torch.Tensor | None = None,
+                              past_key_values=None) -> torch.Tensor:
+        """``[B, T, H]`` final post-norm hidden states of the decoder over ``inputs_embeds``
+        (``[B, T, H]``) or ``input_ids`` (``[B, T]``); with ``past_key_values`` (a transformers
+        ``DynamicCache``) the sequence continues the cached one and the cache is extended in place."""
+        return self.model(inputs_embeds=inputs_embeds, input_ids=input_ids, past_key_values=past_key_values,
+                          use_cache=past_key_values is not None).last_hidden_state
+
+    def token_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """``[..., H]`` final hidden states -> ``[..., V]`` logits of the token each one predicts."""
+        return self.lm_head(hidden_states)
 
     # ------------------------------------------------------------------ the splice
     def embed_with_image_tokens(self, input_ids: torch.Tensor, image_tokens: torch.Tensor,

@@ -176,6 +176,14 @@ class CameraInput:
         self.describe_silence: Callable[[], str] | None = None
         self._listeners: list[Callable[[CameraFrame], None]] = []  # add_listener
 
+    @classmethod
+    def from_config(cls, config, stamp_clock: Callable[[], float]) -> "CameraInput":
+        """The input of one camera as the node's parameters describe it
+        (:class:`lisa_ros.ros.parameters.CameraConfig`); ``stamp_clock``: the node's clock in seconds."""
+        return cls(config.name, config.depth_slop, depth_scale=config.depth_scale, rectified=config.rectified,
+                   expected_rate_hz=config.expected_rate, stamp_clock=stamp_clock,
+                   check_depth_frame=config.check_depth_frame)
+
     def on_color(self, msg: Any) -> None:
         now, arrived_s = self._clock(), self._stamp_clock()
         latency = arrived_s - stamp_seconds(msg.header)

@@ -9,13 +9,13 @@ plain JSON-ready summary of the answer; with ``out`` it also writes ``mask_<id>.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from lisa_ros.errors import ImageConversionError, LisaError
+from lisa_ros.result_file import number, object_entry, result_entry
 from lisa_ros.ros.cameras import stamp_seconds
 from lisa_ros.ros.messages import CLOUD_DTYPE, STAGES, STATUS_NAMES, duration_seconds
 from lisa_ros.ros.qos import REQUEST_QOS, action_qos
@@ -36,11 +36,6 @@ class ClientError(LisaError):
     malformed answer); a refusal by the node is not an error (``success`` false in the summary)."""
 
 
-def _number(value: float, digits: int = 6) -> float | None:
-    """``value`` rounded for JSON; None for NaN (no 3D)."""
-    return None if math.isnan(value) else round(value, digits)
-
-
 def format_feedback(feedback) -> str:
     """One progress line for a ReasonSegment action feedback: elapsed seconds, stage, the objects
     it carries (id, label and score) and the answer so far."""
@@ -53,34 +48,31 @@ def _pose(stamped) -> dict | None:
     if not stamped.header.frame_id:
         return None
     p, q = stamped.pose.position, stamped.pose.orientation
-    return {"frame_id": stamped.header.frame_id, "position": [_number(p.x), _number(p.y), _number(p.z)],
+    return {"frame_id": stamped.header.frame_id, "position": [number(p.x), number(p.y), number(p.z)],
             "orientation": [round(q.x, 6), round(q.y, 6), round(q.z, 6), round(q.w, 6)]}
 
 
 def summarize(response) -> dict:
-    """A ReasonSegment response (or action result) as JSON-ready values: ``success``, ``status``
-    (code, its name, message), the answer, the source frame (frame_id, stamp in seconds), the
-    target frame and the ``no_3d`` / ``no_target_pose`` flags, and per object: id, label, score,
-    box [x, y, w, h] in pixels, pose (position in metres, None without depth, and quaternion
-    [x, y, z, w], in the optical frame), extent along the pose axes in metres, valid depth points
-    and target_pose (None when there is none); the warnings and the timings in seconds per stage."""
+    """A ReasonSegment response (or action result) as result.json's object
+    (:mod:`lisa_ros.result_file`: success, status, the answer, the source frame, 3D, the objects
+    with their poses in the optical frame and target poses, warnings, timings per stage); an
+    object's ``mask`` is None until :func:`write_masks` names its file."""
     result = response.result
-    return {
-        "success": response.success,
-        "status": {"code": result.status.code, "name": STATUS_NAMES.get(result.status.code, "?"),
-                   "message": result.status.message},
-        "answer": result.answer, "explanation": result.explanation, "session_id": result.session_id,
-        "frame_id": result.header.frame_id, "stamp": stamp_seconds(result.header),
-        "target_frame": result.target_frame, "transform_error": result.transform_error,
-        "no_3d": result.no_3d, "no_target_pose": result.no_target_pose,
-        "points": result.point_cloud.width * result.point_cloud.height,
-        "objects": [{"id": o.id, "label": o.label, "score": round(float(o.score), 4),
-                     "box": [o.box.x_offset, o.box.y_offset, o.box.width, o.box.height],
-                     "pose": _pose(o.pose), "extent": [_number(o.extent.x), _number(o.extent.y), _number(o.extent.z)],
-                     "valid_points": o.valid_points, "target_pose": _pose(o.target_pose)} for o in result.objects],
-        "warnings": list(result.warnings),
-        "timings": {stage: round(duration_seconds(getattr(result.timings, stage)), 4) for stage in STAGES},
-    }
+    labels = result.instance_labels
+    sizes = [(labels.height, labels.width)] + [(o.mask.height, o.mask.width) for o in result.objects]
+    image_size = next((size for size in sizes if size[0] and size[1]), (0, 0))
+    objects = [object_entry(o.id, o.label, o.score, (o.box.x_offset, o.box.y_offset, o.box.width, o.box.height),
+                            pose=_pose(o.pose), extent=(o.extent.x, o.extent.y, o.extent.z),
+                            valid_points=o.valid_points, target_pose=_pose(o.target_pose)) for o in result.objects]
+    return result_entry(
+        status_code=result.status.code, status_name=STATUS_NAMES.get(result.status.code, "?"),
+        status_message=result.status.message, command=result.command, answer=result.answer,
+        explanation=result.explanation, objects=objects, warnings=list(result.warnings),
+        timings={stage: duration_seconds(getattr(result.timings, stage)) for stage in STAGES},
+        generated_tokens=result.generated_tokens, image_size=image_size, session_id=result.session_id,
+        frame_id=result.header.frame_id, stamp=stamp_seconds(result.header), target_frame=result.target_frame,
+        transform_error=result.transform_error, no_3d=result.no_3d, no_target_pose=result.no_target_pose,
+        points=result.point_cloud.width * result.point_cloud.height)
 
 
 def write_masks(result, out: Path) -> list[str | None]:

@@ -67,6 +67,31 @@ def device_description(device) -> str:
     return f"{device.type} {model} ({os.cpu_count()} cores)".replace("  ", " ")
 
 
+def model_values(model: str, engine, hardware_id: str, weights_bytes: int, load_error: str,
+                 queue_fill: int) -> tuple[dict, dict]:
+    """(model_info, memory) for :func:`build`: the ``model`` parameter, and with a loaded
+    ``engine`` (lisa_ros.engine.LisaEngine, None while unconfigured) its device, ``hardware_id``
+    (:func:`device_description`), precision and quantization; the load error (when one); the
+    queue's fill. ``memory``: weights and, on CUDA, allocated and peak GPU memory (bytes)."""
+    model_info, memory = {"model": model}, {}
+    if engine is not None:
+        loaded = engine.loaded
+        model_info.update(device=str(loaded.device), hardware=hardware_id,
+                          precision=str(loaded.dtype).replace("torch.", ""), quantization=loaded.options.quantization)
+        if loaded.options.quantization != "none":
+            model_info["quantization_backend"] = loaded.options.quantization_backend
+        memory = {"weights": weights_bytes}
+        if loaded.device.type == "cuda":
+            import torch
+
+            memory["gpu_allocated"] = torch.cuda.memory_allocated(loaded.device)
+            memory["gpu_peak"] = torch.cuda.max_memory_allocated(loaded.device)
+    if load_error:
+        model_info["error"] = load_error
+    model_info["queue"] = queue_fill
+    return model_info, memory
+
+
 def camera_values(camera, now: float, max_age_s: float) -> dict:
     """The diagnostics of one lisa_ros.ros.cameras.CameraInput: name, frame_id, age of its latest
     frame (s, None before the first), colour rate, its expected value and jitter (Hz, Hz or None,

@@ -17,15 +17,16 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from lisa_ros.geometry import NO_GEOMETRY, Intrinsics, MaskGeometry, mask_geometry
 from lisa_ros.transforms import Transform
+from lisa_ros import timing
 from lisa_ros.msg import SegmentationResult, SegmentedObject, StageTimings, Status
 from lisa_ros.ros.cameras import time_seconds
 from lisa_ros.ros.conversions import numpy_to_image
 from lisa_ros.visualization import PALETTE, draw_overlay
 
 MARKER_NAMESPACE = "lisa_ros"
-# The timed stages of a request, in message order: the fields of msg/StageTimings.msg (total,
-# queue_wait, preprocess, image_encoding, generation, mask_decoding, postprocess).
-STAGES: tuple[str, ...] = tuple(StageTimings.get_fields_and_field_types())
+# The timed stages of a request, in message order (lisa_ros.timing; test_packaging ties them to
+# the fields of msg/StageTimings.msg).
+STAGES = timing.STAGES
 # The name of each status code (lisa_ros/msg/Status's constants): 0 -> "OK", 12 -> "NO_TARGET", ...
 STATUS_NAMES: dict[int, str] = {getattr(Status, name): name for name in dir(Status)
                                 if name.isupper() and isinstance(getattr(Status, name), int)}

@@ -30,24 +30,22 @@ from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
 from diagnostic_msgs.msg import DiagnosticArray
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from lisa_ros.action import ReasonSegment as ReasonSegmentAction
 from lisa_ros.action import Track as TrackAction
-from lisa_ros.ros import diagnostics, graph, parameters
+from lisa_ros.resources import keep_large_blocks_out_of_the_heap, release_freed_memory
+from lisa_ros.ros import camera_topics, diagnostics, parameters
 from lisa_ros.ros.cameras import CameraInput
 from lisa_ros.ros.outputs import Publishers
-from lisa_ros.ros.qos import INPUT_QOS, REQUEST_QOS, RESULT_TIMEOUT_S, action_qos, every_policy, fresh
+from lisa_ros.ros.qos import REQUEST_QOS, RESULT_TIMEOUT_S, action_qos
 from lisa_ros.ros.request import RequestHandler, options_problem
-from lisa_ros.ros.tf import TfLookup, history_seconds
-from lisa_ros.resources import keep_large_blocks_out_of_the_heap, release_freed_memory
-from lisa_ros.transforms import TransformError
 from lisa_ros.ros.serving import Server
-from lisa_ros.ros.tracks import Tracks
 from lisa_ros.ros.spinning import spin
+from lisa_ros.ros.tf import TfLookup, history_seconds
+from lisa_ros.ros.tracks import Tracks
 from lisa_ros.srv import ReasonSegment
+from lisa_ros.transforms import TransformError
 
 class LisaNode(LifecycleNodeMixin, Node):
     """See the module docstring. Node name ``lisa_ros``; everything is under ``~/``."""
@@ -117,19 +115,12 @@ class LisaNode(LifecycleNodeMixin, Node):
             group.add_entity(service)
 
     def _on_set_parameters(self, changes):
-        result = parameters.on_set(changes, self.get_parameter("model_roots").value, self._start_models)
-        suffixes = {c.name: c.value for c in changes if c.name in parameters.SUFFIX_PARAMETERS}
-        engine = self.engine
-        if result.successful and suffixes and engine is not None:  # what the loaded model's tokenizer refuses
-            problem = options_problem(engine, dataclasses.replace(parameters.read_live(self), **suffixes))
-            result.successful, result.reason = not problem, problem
-        if result.successful and self.state_name not in ("unconfigured", "error"):
-            reload = [c.name for c in changes if c.name in parameters.RELOAD_PARAMETERS]
-            if reload:
-                result.successful = False
-                result.reason = (f"{', '.join(reload)} can only change while the node is unconfigured "
-                                 "(deactivate, cleanup, set, configure)")
-        return result
+        engine = self.engine  # new suffixes must suit the loaded model's tokenizer
+
+        def suffix_problem(suffixes: dict) -> str:
+            return options_problem(engine, dataclasses.replace(parameters.read_live(self), **suffixes)) if engine else ""
+        return parameters.on_set(changes, self.get_parameter("model_roots").value, self._start_models,
+                                 self.state_name, suffix_problem)
 
     @property
     def state_name(self) -> str:
@@ -161,23 +152,13 @@ class LisaNode(LifecycleNodeMixin, Node):
                 raise ValueError("invalid parameters: " + "; ".join(self.parameter_problems))
             config = self.config = parameters.read(self)
             from lisa_ros.engine import LisaEngine
-            from lisa_ros.model.loading import load_lisa
-            from lisa_ros.model.options import LoadOptions
-            from lisa_ros.model.packed_linear import pack_language_model
             from lisa_ros.sessions import FrameCache, SessionStore
 
             self.get_logger().info(f"loading {config.model} (precision {config.precision}, quantization "
                                    f"{config.quantization} by {config.quantization_backend}, device {config.device}); "
                                    "this can take minutes")
             started = time.monotonic()
-            loaded = load_lisa(config.model, LoadOptions(
-                precision=config.precision, quantization=config.quantization,
-                quantization_backend=config.quantization_backend, device=config.device,
-                vision_tower=config.vision_tower or None, quantize_heads=config.quantize_heads))
-            packed = pack_language_model(loaded.model)  # fp32 on the CPU: oneDNN-packed linear layers
-            if packed:
-                self.get_logger().info(f"{packed} linear layers of the language model packed by oneDNN (fp32 CPU)")
-            self.engine = LisaEngine(loaded)  # generation options are passed per request
+            self.engine = LisaEngine.load(config.model, config.load_options())  # options are passed per request
             problem = options_problem(self.engine, parameters.read_live(self))
             if problem:
                 raise ValueError(problem)
@@ -186,14 +167,13 @@ class LisaNode(LifecycleNodeMixin, Node):
             self.get_logger().error(f"configure failed: {self.load_error}")
             self._free_model()
             return TransitionCallbackReturn.FAILURE
+        loaded = self.engine.loaded
         self._weights_bytes = loaded.memory_bytes()["total"]
         self._hardware_id = diagnostics.device_description(loaded.device)
         self.get_logger().info(f"model ready on {loaded.device} ({loaded.options.precision}) in "
-                               f"{time.monotonic() - started:.1f} s ({self._weights_bytes / 2**20:.0f} MB of weights)")
-        self.cameras = {c.name: CameraInput(c.name, c.depth_slop, depth_scale=c.depth_scale, rectified=c.rectified,
-                                            expected_rate_hz=c.expected_rate, stamp_clock=self._now_seconds,
-                                            check_depth_frame=c.check_depth_frame)
-                        for c in config.cameras}
+                               f"{time.monotonic() - started:.1f} s ({self._weights_bytes / 2**20:.0f} MB of weights; "
+                               f"{self.engine.packed_layers} linear layers packed by oneDNN)")
+        self.cameras = {c.name: CameraInput.from_config(c, self._now_seconds) for c in config.cameras}
         self._handler = RequestHandler(
             self.engine, SessionStore(config.session_timeout, config.max_sessions), FrameCache(config.frame_cache_size),
             self.cameras, config.default_camera_name, config.session_timeout, self._outputs,
@@ -206,7 +186,8 @@ class LisaNode(LifecycleNodeMixin, Node):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             for camera in self.config.cameras:
-                self._subscribe(camera)
+                self._camera_subscriptions += camera_topics.subscribe(self, camera, self.cameras[camera.name],
+                                                                      self._input_group)
         except Exception as exc:  # e.g. an invalid topic name: say so, stay inactive
             self.get_logger().error(f"activate failed: {type(exc).__name__}: {exc}")
             self._unsubscribe()
@@ -217,28 +198,12 @@ class LisaNode(LifecycleNodeMixin, Node):
         self.get_logger().info(f"active: serving {self.resolve_service_name('~/reason_segment')}; cameras: {names}")
         return super().on_activate(state)
 
-    def _subscribe(self, camera: parameters.CameraConfig) -> None:
-        inputs = self.cameras[camera.name]
-        qos = dict(qos_overriding_options=every_policy(), callback_group=self._input_group)
-        colour = self.create_subscription(CompressedImage if camera.compressed else Image, camera.image_topic,
-                                          inputs.on_color, fresh(INPUT_QOS), **qos)
-        self._camera_subscriptions.append(colour)
-        inputs.describe_silence = functools.partial(graph.silence_reason, self, colour)
-        if camera.depth_topic:
-            # A few depth frames so the one matching a colour stamp can be found.
-            self._camera_subscriptions.append(self.create_subscription(
-                CompressedImage if camera.compressed_depth else Image, camera.depth_topic, inputs.on_depth,
-                fresh(qos_profile_sensor_data), **qos))
-        if camera.camera_info_topic:
-            self._camera_subscriptions.append(self.create_subscription(
-                CameraInfo, camera.camera_info_topic, inputs.on_camera_info, fresh(INPUT_QOS), **qos))
-
     def _unsubscribe(self) -> None:
         for subscription in self._camera_subscriptions:
             self.destroy_subscription(subscription)
         for camera in self.cameras.values():
             camera.describe_silence = None
-        self._camera_subscriptions = []  # not _subscriptions/_publishers: rclpy's Node uses those names
+        self._camera_subscriptions = []
 
     def _stop_serving(self) -> None:
         """No new jobs, the running one stopped, the queued ones answered, the tracks ended; then
@@ -274,7 +239,6 @@ class LisaNode(LifecycleNodeMixin, Node):
             self._handler = None
         release_freed_memory()
 
-    # ------------------------------------------------------------------ diagnostics
     def _start_tf(self) -> None:
         """Start the TF subscriptions (once), so the buffer holds history before a request names a
         target frame (a failure is logged; such requests then report it as transform_error)."""
@@ -289,27 +253,12 @@ class LisaNode(LifecycleNodeMixin, Node):
         """The node's clock in seconds: ROS time, so sim time (/clock) under use_sim_time."""
         return self.get_clock().now().nanoseconds * 1e-9
 
+    # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
         try:
-            model_info = {"model": self.get_parameter("model").value}
-            memory = {}
-            engine = self.engine
-            if engine is not None:
-                loaded = engine.loaded
-                model_info.update(device=str(loaded.device), hardware=self._hardware_id,
-                                  precision=str(loaded.dtype).replace("torch.", ""),
-                                  quantization=loaded.options.quantization)
-                if loaded.options.quantization != "none":
-                    model_info["quantization_backend"] = loaded.options.quantization_backend
-                memory = {"weights": self._weights_bytes}
-                if loaded.device.type == "cuda":
-                    import torch
-
-                    memory["gpu_allocated"] = torch.cuda.memory_allocated(loaded.device)
-                    memory["gpu_peak"] = torch.cuda.max_memory_allocated(loaded.device)
-            if self.load_error:
-                model_info["error"] = self.load_error
-            model_info["queue"] = self._server.queue_fill
+            model_info, memory = diagnostics.model_values(
+                self.get_parameter("model").value, self.engine, self._hardware_id, self._weights_bytes, self.load_error,
+                self._server.queue_fill)
             now, max_age = time.monotonic(), self.get_parameter("max_frame_age").value
             cameras = [diagnostics.camera_values(camera, now, max_age) for camera in self.cameras.values()]
             self._diagnostics_pub.publish(diagnostics.build(
@@ -317,7 +266,6 @@ class LisaNode(LifecycleNodeMixin, Node):
                 model_info, self._server.stats, cameras, memory))
         except Exception as exc:  # diagnostics must never take the node down
             self.get_logger().warning(f"diagnostics failed: {exc}", throttle_duration_sec=30.0)
-
 
 def main(args: list[str] | None = None, node_class: type[LisaNode] = LisaNode) -> int:
     keep_large_blocks_out_of_the_heap()  # reloads must not grow the process

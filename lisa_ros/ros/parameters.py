@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.parameter import Parameter
@@ -235,6 +236,12 @@ class NodeConfig:
     def default_camera_name(self) -> str:
         return self.default_camera or self.cameras[0].name
 
+    def load_options(self) -> LoadOptions:
+        """How the model is loaded (:class:`lisa_ros.model.options.LoadOptions`)."""
+        return LoadOptions(precision=self.precision, quantization=self.quantization,
+                           quantization_backend=self.quantization_backend, device=self.device,
+                           vision_tower=self.vision_tower or None, quantize_heads=self.quantize_heads)
+
 
 @dataclass(frozen=True)
 class LiveParameters:
@@ -379,10 +386,14 @@ def model_source_allowed(value: str, roots: list[str]) -> bool:
 
 
 def on_set(parameters: list[Parameter], model_roots: list[str] | None = None,
-           start_values: dict[str, str] | None = None) -> SetParametersResult:
+           start_values: dict[str, str] | None = None, state: str = "unconfigured",
+           suffix_problem: Callable[[dict], str] | None = None) -> SetParametersResult:
     """Reject invalid run-time changes with a reason; ``model``/``vision_tower`` outside
     ``model_roots`` too (any node allowed to set parameters could otherwise make this one load
-    any file or hub id), except back to the value it had at start (``start_values``)."""
+    any file or hub id), except back to the value it had at start (``start_values``); a
+    :data:`RELOAD_PARAMETERS` change unless the node's ``state`` is unconfigured or error; new
+    prompt suffixes that ``suffix_problem`` ({name: value} -> a reason, "" when the loaded
+    model's tokenizer takes them) refuses."""
     for parameter in parameters:
         reason = validate_value(parameter.name, parameter.value)
         if reason is None and parameter.name in MODEL_SOURCE_PARAMETERS and model_roots is not None \
@@ -392,6 +403,14 @@ def on_set(parameters: list[Parameter], model_roots: list[str] | None = None,
                       "(read-only: set it at start to allow more)")
         if reason:
             return SetParametersResult(successful=False, reason=reason)
+    suffixes = {p.name: p.value for p in parameters if p.name in SUFFIX_PARAMETERS}
+    problem = suffix_problem(suffixes) if suffixes and suffix_problem is not None else ""
+    if problem:
+        return SetParametersResult(successful=False, reason=problem)
+    reload = [p.name for p in parameters if p.name in RELOAD_PARAMETERS]
+    if reload and state not in ("unconfigured", "error"):
+        return SetParametersResult(successful=False, reason=(
+            f"{', '.join(reload)} can only change while the node is unconfigured (deactivate, cleanup, set, configure)"))
     return SetParametersResult(successful=True)
 
 

@@ -61,6 +61,7 @@ from lisa_ros.ros.outputs import GoalFeedback, ObjectOutputs, Publishers, Stage,
 from lisa_ros.ros.parameters import LiveParameters
 from lisa_ros.ros.serving import IDLE_POLL_S, Codes, Job, RequestError, past_deadline
 from lisa_ros.ros.tf import TargetTransform, TfLookup, history_seconds, wait_until
+from lisa_ros.timing import engine_stages
 
 
 @dataclass(frozen=True)
@@ -510,8 +511,8 @@ class RequestHandler:
 
         if answer.stop_reason == STOP_REQUESTED and time.monotonic() > job.deadline:
             raise RequestError(Codes.DEADLINE_EXCEEDED, past_deadline(job, "while generating"))
-        timings["generation"] = answer.timings.get("prefill", 0.0) + answer.timings.get("decode", 0.0)
-        timings["mask_decoding"] = answer.timings.get("mask_decode", 0.0)
+        stages = engine_stages(answer.timings)  # the image was encoded above, timed as the node saw it
+        timings["generation"], timings["mask_decoding"] = stages["generation"], stages["mask_decoding"]
         self.sessions.save(session_id, conversation)
 
         # -- result and outputs

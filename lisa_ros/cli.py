@@ -8,7 +8,7 @@
     lisa-ros train CONFIG.yaml                                         (LoRA/QLoRA fine-tuning, merged export)
     lisa-ros eval --model M --data DIR [--mode teacher-forced|generate] (gIoU / cIoU)
     lisa-ros scenes OUT_DIR [--splits ...] [--count-train N ...]      (scene datasets)
-    lisa-ros embedded path|base|extract RUN_DIR                        (the embedded default model)
+    lisa-ros embedded path|base|extract RUN_DIR|average A B            (the embedded default model)
     lisa-ros info                                                      (versions and locations)
     lisa-ros parameters                                                (the node's parameters, markdown)
 
@@ -335,9 +335,20 @@ def _cmd_embedded(args: argparse.Namespace) -> int:
     if args.action == "extract":
         from lisa_ros.train.run_outputs import extract_delta
 
-        if not args.run_dir:
+        if len(args.paths) != 1:
             raise CliError("extract needs RUN_DIR (the output_dir of a lisa-ros train run)")
-        print(extract_delta(args.run_dir, *([args.out] if args.out else [])))
+        print(extract_delta(args.paths[0], *([args.out] if args.out else [])))
+    elif args.action == "average":
+        from lisa_ros.model.delta import average_deltas, read_delta, write_delta
+
+        if len(args.paths) != 2 or not args.out or args.weight is None:
+            raise CliError("average needs two delta files, --weight W (of the second, 0 to 1) and --out FILE")
+        if not 0.0 <= args.weight <= 1.0:
+            raise CliError(f"--weight {args.weight} is outside 0 to 1")
+        for path in args.paths:
+            if not Path(path).is_file():
+                raise CliError(f"{path} does not exist")
+        print(write_delta(args.out, *average_deltas(read_delta(args.paths[0]), read_delta(args.paths[1]), args.weight)))
     else:
         print(embedded_checkpoint(trained=args.action == "path"))
     return 0
@@ -520,11 +531,15 @@ def build_parser() -> argparse.ArgumentParser:
     scenes.set_defaults(func=_cmd_scenes)
 
     embedded = sub.add_parser("embedded", help="the embedded default model: assemble it, or extract a run's delta")
-    embedded.add_argument("action", choices=("path", "base", "extract"),
+    embedded.add_argument("action", choices=("path", "base", "extract", "average"),
                           help="path: the trained model's folder (assembled once); base: the untrained base "
-                               "(what training starts from); extract: write RUN_DIR's trained delta")
-    embedded.add_argument("run_dir", nargs="?", help="for extract: the output_dir of a lisa-ros train run")
-    embedded.add_argument("--out", help="for extract: the delta file (default: the package's own)")
+                               "(what training starts from); extract: write RUN_DIR's trained delta; average: "
+                               "the weight average of two deltas of one base, one trained on from the other")
+    embedded.add_argument("paths", nargs="*", metavar="PATH",
+                          help="for extract: RUN_DIR, the output_dir of a lisa-ros train run; for average: two delta files")
+    embedded.add_argument("--out", help="for extract: the delta file (default: the package's own); for average: the "
+                                        "delta file to write")
+    embedded.add_argument("--weight", type=float, help="for average: the second delta's weight, 0 to 1")
     embedded.set_defaults(func=_cmd_embedded)
     return parser
 

@@ -10,14 +10,17 @@ wrong [SEG] position or a resize/padding slip drops it below the floor.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
+from lisa_ros.errors import CheckpointError
 from lisa_ros.model.delta import DELTA_FILE, apply_delta, delta_from_trainable
 from lisa_ros.model.embedded import ADDED_TOKENS, embedded_checkpoint
 from lisa_ros.model.tokenization import IMAGE_TOKEN_INDEX, SEG_TOKEN, ByteLevelLisaTokenizer, load_tokenizer
@@ -58,6 +61,39 @@ def test_delta_merges_lora_rows_and_whole_tensors():
     assert torch.equal(base["model.embed_tokens.weight"][:3], torch.zeros(3, 2))  # untouched rows
     assert torch.equal(base["model.embed_tokens.weight"][3:], torch.arange(6.0, 10.0).view(2, 2))
     assert torch.equal(base["head.bias"], torch.ones(3))
+
+
+def test_two_deltas_average_entry_by_entry_and_through_the_cli(tmp_path):
+    """``lisa-ros embedded average``: the shipped delta is such an average (training/README.md)."""
+    from lisa_ros.model.delta import average_deltas, read_delta, write_delta
+
+    first = ({"lora.layer.A": torch.zeros(1, 2), "full.head.bias": torch.full((3,), 2.0)},
+             {"lora_scale": "2.0", "rows": "[3, 4]", "trained_steps": "1000"})
+    second = ({"lora.layer.A": torch.ones(1, 2), "full.head.bias": torch.full((3,), 4.0)},
+              {"lora_scale": "2.0", "rows": "[3, 4]", "trained_steps": "1000"})
+    tensors, metadata = average_deltas(first, second, 0.75)
+    assert torch.equal(tensors["lora.layer.A"], torch.full((1, 2), 0.75, dtype=torch.float16))
+    assert torch.equal(tensors["full.head.bias"], torch.full((3,), 3.5, dtype=torch.float16))
+    assert metadata["lora_scale"] == "2.0" and metadata["rows"] == "[3, 4]"
+    assert json.loads(metadata["averaged"])["weight_of_second"] == 0.75
+    for other, problem in (({**second[1], "rows": "[3]"}, "rows"), ({**second[1], "lora_scale": "1.0"}, "lora_scale")):
+        with pytest.raises(CheckpointError, match=problem):
+            average_deltas(first, (second[0], other), 0.5)
+    with pytest.raises(CheckpointError, match="shape"):
+        average_deltas(first, ({**second[0], "full.head.bias": torch.zeros(4)}, second[1]), 0.5)
+    with pytest.raises(CheckpointError, match="other entries"):
+        average_deltas(first, ({"lora.layer.A": torch.ones(1, 2)}, second[1]), 0.5)
+
+    paths = [write_delta(tmp_path / f"{name}.safetensors", *delta) for name, delta in (("a", first), ("b", second))]
+    lisa_ros = str(Path(sys.executable).parent / "lisa-ros")
+    run = subprocess.run([lisa_ros, "embedded", "average", *map(str, paths), "--weight", "0.75", "--out",
+                          str(tmp_path / "avg.safetensors")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    written, _ = read_delta(tmp_path / "avg.safetensors")
+    assert all(torch.equal(written[key], tensors[key]) for key in tensors)
+    bad = subprocess.run([lisa_ros, "embedded", "average", str(paths[0]), "--weight", "2", "--out", "x"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "two delta files" in bad.stderr
 
 
 def test_embedded_folder_is_a_released_layout_checkpoint_with_a_byte_level_tokenizer(folder):

@@ -173,7 +173,9 @@ def test_a_camera_flooding_at_1_khz_does_not_stop_serving(node):
     flooder.start()
     try:
         time.sleep(1.0)
-        answers = [node.ask(command="where is the cup?", camera="flood") for _ in range(5)]
+        # Three answers in a row while the flood goes on (each takes ~20 s on 2 cores: the flood
+        # holds them); five took two minutes of the suite and showed nothing three do not.
+        answers = [node.ask(command="where is the cup?", camera="flood") for _ in range(3)]
     finally:
         stop.set()
         flooder.join(10)

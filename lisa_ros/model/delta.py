@@ -8,7 +8,7 @@ A delta is one safetensors file (fp16) whose keys say how each entry applies to 
 * ``full.<name>``: a tensor stored whole (the projector, ``text_hidden_fcs``, decoder parts).
 
 Metadata: ``lora_scale`` (alpha / r), ``rows`` (JSON list of token ids) and, from training,
-``trained_steps``.
+``trained_steps``, or for an average of two deltas (:func:`average_deltas`) ``averaged``.
 """
 from __future__ import annotations
 
@@ -103,6 +103,34 @@ def trainable_from_delta(tensors: dict[str, torch.Tensor], metadata: dict, lora_
             raise CheckpointError(f"delta {key} has shape {tuple(value.shape)}, the model {tuple(parameters[name].shape)}")
         values[name] = value.float()
     return values
+
+
+def average_deltas(first: tuple[dict, dict], second: tuple[dict, dict], weight: float) -> tuple[dict, dict]:
+    """``(1 - weight) * first + weight * second``, entry by entry, of two deltas (tensors, metadata)
+    of one base and one layout: a weight average of two runs where one was trained on from the
+    other ("model soup", Wortsman et al., 2022). A LoRA pair's two factors are each averaged, as
+    the runs' own parameters (not the merged products). The result is fp16, with the first's
+    ``lora_scale`` and ``rows`` and ``averaged`` in its metadata saying what was averaged.
+    Raises :class:`CheckpointError` when the two differ in keys, shapes, ``lora_scale`` or ``rows``,
+    and ValueError for a weight outside [0, 1]."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight {weight} is outside [0, 1]")
+    (tensors_a, meta_a), (tensors_b, meta_b) = first, second
+    if set(tensors_a) != set(tensors_b):
+        raise CheckpointError(f"the deltas hold other entries: {sorted(set(tensors_a) ^ set(tensors_b))[:5]}")
+    for field in ("lora_scale", "rows"):
+        if meta_a.get(field) != meta_b.get(field):
+            raise CheckpointError(f"the deltas differ in {field}: {meta_a.get(field)} and {meta_b.get(field)}")
+    averaged = {}
+    for key, value in tensors_a.items():
+        other = tensors_b[key]
+        if value.shape != other.shape:
+            raise CheckpointError(f"{key} has shape {tuple(value.shape)} in one delta, {tuple(other.shape)} in the other")
+        averaged[key] = ((1 - weight) * value.float() + weight * other.float()).to(torch.float16).contiguous()
+    metadata = {"lora_scale": meta_a["lora_scale"], "rows": meta_a["rows"],
+                "averaged": json.dumps({"weight_of_second": weight, "first_trained_steps": meta_a.get("trained_steps"),
+                                        "second_trained_steps": meta_b.get("trained_steps")})}
+    return averaged, metadata
 
 
 def write_delta(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict) -> Path:

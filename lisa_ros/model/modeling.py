@@ -213,6 +213,12 @@ class LisaForCausalLM(LlamaForCausalLM):
             return self.clip_encoder_features(clip_pixels)
         return self.object_encoder_features(sam_pixels, resized_sizes)
 
+    @property
+    def encoder_reads_sam_input(self) -> bool:
+        """Whether :meth:`encoder_features` reads the SAM-preprocessed pixels through a module of
+        this model that training may change (the object encoder), rather than a frozen CLIP tower."""
+        return self.config.mm_vision_source == "objects"
+
     def get_image_features(self, sam_pixels: torch.Tensor | None = None, clip_pixels: torch.Tensor | None = None,
                            resized_sizes: list[tuple[int, int]] | None = None) -> torch.Tensor:
         """The image tokens ``[B, P, H]`` of one batch of images: :meth:`encoder_features` through

@@ -139,8 +139,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ encoded images
     @property
-    def _uses_objects(self) -> bool:
-        return self.lisa.config.mm_vision_source == "objects"
+    def _uses_objects(self) -> bool:  # image tokens from the (trainable) object encoder: never cached
+        return self.lisa.encoder_reads_sam_input
 
     def _needs_embedding(self) -> bool:
         """Whether frames need the SAM image embedding: for mask losses, the decoder warm-up, or

@@ -198,7 +198,7 @@ def client(out: Path, scenes: Path, script: list) -> int:
     from lisa_ros.ros.conversions import image_to_numpy
     from lisa_ros.ros.messages import STATUS_NAMES, duration_seconds
     from lisa_ros.srv import ReasonSegment
-    from lisa_ros.visualization import draw_overlay
+    from lisa_ros.visualization import contact_sheet, draw_overlay
 
     rclpy.init()
     node = rclpy.create_node("demo_client")
@@ -327,9 +327,12 @@ def client(out: Path, scenes: Path, script: list) -> int:
     print(f"\n[bad input] a request for an unknown camera: {STATUS_NAMES.get(bad.result.status.code)} "
           f"{bad.result.status.message!r} (the node keeps serving)")
     (out / "results.json").write_text(json.dumps(records, indent=2))
+    sheet = contact_sheet([cv2.cvtColor(cv2.imread(str(out / r["overlay"])), cv2.COLOR_BGR2RGB) for r in records],
+                          [f"[{i}] {r['command']}" for i, r in enumerate(records, 1)])
+    cv2.imwrite(str(out / "overview.png"), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     mean_iou = sum(r["iou"] for r in records) / max(1, len(records))
     print(f"\n{len(records)} answers, mean IoU {mean_iou:.3f}. Pictures (prediction tinted, ground truth outlined "
-          f"in white): {out}/*.png; details: {out}/results.json")
+          f"in white): {out}/*.png, all on one page: {out}/overview.png; details: {out}/results.json")
     action.destroy()
     executor.shutdown()
     rclpy.try_shutdown()

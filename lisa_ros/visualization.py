@@ -74,3 +74,41 @@ def draw_series(xs: list[float], ys: list[float], title: str = "", x_label: str 
     cv2.putText(out, f"{x_high:.2f}", (left + plot_w - 40, height - 22), font, 0.4, ink, 1, cv2.LINE_AA)
     cv2.putText(out, x_label, (left + plot_w // 2 - 4 * len(x_label), height - 8), font, 0.4, ink, 1, cv2.LINE_AA)
     return out
+
+
+def _wrapped(text: str, width_px: int, scale: float) -> list[str]:
+    """``text`` cut into lines of at most ``width_px`` pixels in OpenCV's simplex font."""
+    lines, line = [], ""
+    for word in text.split():
+        candidate = f"{line} {word}".strip()
+        if line and cv2.getTextSize(candidate, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > width_px:
+            lines.append(line)
+            line = word
+        else:
+            line = candidate
+    return lines + [line] if line else lines
+
+
+def contact_sheet(tiles: list[np.ndarray], captions: list[str], columns: int = 3, tile_width: int = 320) -> np.ndarray:
+    """The ``tiles`` (``(H, W, 3)`` uint8 RGB, e.g. overlays) on a grid of ``columns``, each scaled
+    to ``tile_width`` pixels wide with its caption (wrapped, dark on white) above it. Returns
+    ``(height, width, 3)`` uint8 RGB. Raises ValueError when tiles and captions differ in number
+    or there is no tile."""
+    if not tiles or len(tiles) != len(captions):
+        raise ValueError(f"{len(tiles)} tiles and {len(captions)} captions: one caption per tile, at least one")
+    scale, gap, line_h = 0.45, 8, 16
+    scaled = [cv2.resize(t, (tile_width, max(1, round(t.shape[0] * tile_width / t.shape[1]))),
+                         interpolation=cv2.INTER_AREA) for t in tiles]
+    wrapped = [_wrapped(c, tile_width - 4, scale) for c in captions]
+    caption_h = line_h * max(len(w) for w in wrapped) + 6
+    cell_h = caption_h + max(t.shape[0] for t in scaled)
+    rows = -(-len(tiles) // columns)
+    sheet = np.full((gap + rows * (cell_h + gap), gap + min(columns, len(tiles)) * (tile_width + gap), 3), 255, np.uint8)
+    for index, (tile, lines) in enumerate(zip(scaled, wrapped)):
+        x = gap + (index % columns) * (tile_width + gap)
+        y = gap + (index // columns) * (cell_h + gap)
+        for number, line in enumerate(lines):
+            cv2.putText(sheet, line, (x + 2, y + line_h * (number + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                        (30, 30, 30), 1, cv2.LINE_AA)
+        sheet[y + caption_h:y + caption_h + tile.shape[0], x:x + tile_width] = tile
+    return sheet

@@ -23,6 +23,10 @@ def test_demo_runs_end_to_end(ros_domain, tmp_path):
     records = json.loads((out / "results.json").read_text())
     assert len(records) == 2 and all(r["served"] for r in records)
     assert all((out / r["overlay"]).is_file() for r in records)
+    import cv2
+
+    overview = cv2.imread(str(out / "overview.png"))  # both overlays on one page, each with its command
+    assert overview is not None and overview.shape[1] == 8 + 2 * (320 + 8) and overview.shape[0] > 200
     assert f"Pictures (prediction tinted, ground truth outlined in white): {out}" in run.stdout
     assert "[track] following" in run.stdout and (out / "track.gif").is_file()  # ~/track, drawn
     assert "OK: followed for its duration" in run.stdout and "(left the view)" in run.stdout

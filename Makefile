@@ -77,7 +77,7 @@ test-ros: $(PKG_STAMP)
 # ROS-free core's tests from the source tree. Interpreters from pyenv or PATH.
 OTHER_PYTHONS ?= 3.10 3.12
 CORE_TESTS := test/test_python_versions.py test/test_geometry.py test/test_transforms.py test/test_sessions.py \
-	test/test_scenes.py test/test_layers.py test/test_annotations.py test/test_docs.py test/test_visualization.py
+	test/test_scenes.py test/test_layers.py test/test_annotations.py test/test_docs.py test/test_visualization.py test/test_result_file.py
 test-pythons:
 	set -e; for version in $(OTHER_PYTHONS); do \
 		python=$$(ls -d $$HOME/.pyenv/versions/$$version.*/bin/python$$version 2>/dev/null | tail -1); \

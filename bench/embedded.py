@@ -62,7 +62,8 @@ from lisa_ros.model.tiny_vit import set_fast_inference
 
 VARIANTS = ("before", "encoder", "drafted", "ahead", "drafted+ahead", "drafted+packed", "drafted+packed+ahead",
             "encoder+int8", "encoder+bf16", "bf16+ahead", "bf16+drafted+ahead")
-STAGES = ("preprocess", "objects", "sam_encoder", "prefill", "decode", "mask_decode", "time_to_first_mask", "total")
+# The engine's parts and latencies (lisa_ros.timing), in the order a request meets them.
+STAGES = ("image_preparation", "objects", "sam_encoder", "prefill", "decode", "mask_decode", "time_to_first_mask", "total")
 # Per request beside the stages: the answer's tokens, the language model's forward passes (the
 # prefill's included), and decode seconds per pass after the prefill (answers of different lengths
 # make the decode stage alone unfair between variants that answer differently).

@@ -139,8 +139,7 @@ def write_outputs(answer, rgb, out: Path, prefix: str = "", read_s: float = 0.0)
     seconds the image took to read (the ``preprocess`` stage)."""
     import cv2
 
-    from lisa_ros.msg import Status
-    from lisa_ros.result_file import object_entry, result_entry
+    from lisa_ros.result_file import STATUS_CODES, object_entry, result_entry
     from lisa_ros.timing import engine_stages
     from lisa_ros.visualization import draw_overlay
 
@@ -158,7 +157,7 @@ def write_outputs(answer, rgb, out: Path, prefix: str = "", read_s: float = 0.0)
     timings = {"preprocess": read_s, **engine_stages(answer.timings),
                "postprocess": time.perf_counter() - started}
     timings["total"] = read_s + answer.timings.get("total", 0.0) + timings["postprocess"]
-    result = result_entry(status_code=getattr(Status, name), status_name=name, status_message="; ".join(answer.caveats),
+    result = result_entry(status_code=STATUS_CODES[name], status_name=name, status_message="; ".join(answer.caveats),
                           command=answer.command, answer=answer.text, explanation=answer.explanation, objects=objects,
                           warnings=answer.warnings, timings=timings, generated_tokens=answer.generated_tokens,
                           image_size=rgb.shape[:2])
@@ -350,6 +349,8 @@ def _cmd_embedded(args: argparse.Namespace) -> int:
                 raise CliError(f"{path} does not exist")
         print(write_delta(args.out, *average_deltas(read_delta(args.paths[0]), read_delta(args.paths[1]), args.weight)))
     else:
+        if args.paths or args.weight is not None or args.out:
+            raise CliError(f"{args.action} takes no paths, --out or --weight")
         print(embedded_checkpoint(trained=args.action == "path"))
     return 0
 

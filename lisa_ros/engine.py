@@ -126,8 +126,9 @@ class Answer:
     passes this answer took, the prefill included (fewer than its tokens when drafted tokens were
     accepted). ``timings`` in seconds per part (:data:`lisa_ros.timing.PARTS`): ``prefill``, the first pass (the prompt after the frame's
     cached start, the first guesses, the LM head); ``decode``, the later passes (LM head
-    included); ``mask_decode``; ``time_to_first_mask``; ``total``; and the encoding stages when
-    :meth:`LisaEngine.answer` was given an image.
+    included); ``mask_decode``; ``time_to_first_mask``; ``total``; and the frame's encoding parts
+    (``image_preparation``, ``clip`` or ``objects``, ``sam_encoder``) when :meth:`LisaEngine.answer`
+    was given an image.
     """
 
     command: str
@@ -214,8 +215,8 @@ class LisaEngine:
         """The engine over ``model`` (a checkpoint folder, a hub id or "embedded"; loaded by
         :func:`lisa_ros.model.loading.load_lisa` with ``options``), its language model's linear
         layers packed by oneDNN where that is faster (fp32 on the CPU,
-        :mod:`lisa_ros.model.packed_linear`; ``packed_layers`` says how many). What the CLI, the
-        node and the benchmarks serve with. Raises what ``load_lisa`` raises (a missing or
+        :mod:`lisa_ros.model.packed_linear`; ``packed_layers`` says how many). What the CLI and
+        the node serve with. Raises what ``load_lisa`` raises (a missing or
         malformed checkpoint: :class:`lisa_ros.errors.CheckpointError`)."""
         loaded = load_lisa(model, options)
         engine = cls(loaded, generation)

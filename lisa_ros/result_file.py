@@ -8,7 +8,9 @@ Keys (values JSON-ready; lengths in pixels, positions in metres, times in second
   warnings, history dropped to fit the context);
 - ``command``, ``answer``, ``explanation`` ("" unless asked for), ``session_id`` ("" outside a
   session), ``generated_tokens``;
-- the frame: ``frame_id``, ``stamp`` (seconds, None for a file), ``image_size`` [height, width];
+- the frame: ``frame_id``, ``stamp`` (seconds, None for a file), ``image_size`` [height, width]
+  (None when the node's answer carried neither masks nor camera_info: ``result_masks: none``
+  without 3D);
 - 3D: ``target_frame``, ``transform_error``, ``no_3d``, ``no_target_pose``, ``points`` (points in
   the result's cloud);
 - ``objects``: per mask ``id``, ``label``, ``score``, ``box`` [x, y, width, height], ``pose``
@@ -28,9 +30,18 @@ import math
 from lisa_ros.timing import STAGES
 
 
+# lisa_ros/msg/Status's outcome codes by name, for writers without the ROS interfaces (`lisa-ros
+# segment` needs no ROS install); test_packaging ties them to the message's constants.
+STATUS_CODES: dict[str, int] = {name: code for code, name in enumerate((
+    "OK", "INVALID_COMMAND", "INVALID_IMAGE", "NO_FRAME", "STALE_FRAME", "UNKNOWN_CAMERA", "UNKNOWN_SESSION", "BUSY",
+    "NOT_READY", "MODEL_ERROR", "CANCELLED", "DEADLINE_EXCEEDED", "NO_TARGET"))}
 def number(value: float | None, digits: int = 6) -> float | None:
-    """``value`` rounded for JSON; None for None and NaN (JSON has no NaN)."""
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else round(float(value), digits)
+    """``value`` (a Python or numpy number) rounded for JSON; None for None, NaN and infinities
+    (JSON has none of them)."""
+    if value is None:
+        return None
+    value = float(value)
+    return round(value, digits) if math.isfinite(value) else None
 
 
 def object_entry(object_id: int, label: str, score: float, box: tuple[int, int, int, int], mask: str | None = None,
@@ -44,12 +55,12 @@ def object_entry(object_id: int, label: str, score: float, box: tuple[int, int, 
 
 def result_entry(*, status_code: int, status_name: str, status_message: str, command: str, answer: str,
                  explanation: str, objects: list[dict], warnings: list[str], timings: dict[str, float],
-                 generated_tokens: int, image_size: tuple[int, int], session_id: str = "", frame_id: str = "",
+                 generated_tokens: int, image_size: tuple[int, int] | None, session_id: str = "", frame_id: str = "",
                  stamp: float | None = None, target_frame: str = "", transform_error: str = "", no_3d: bool = True,
                  no_target_pose: bool = False, points: int = 0) -> dict:
-    """result.json's object (see the module docstring); ``success`` is ``status_name == "OK"``.
-    ``timings``: seconds per stage; a stage not given is 0. Raises ValueError for a timing that
-    is not a stage."""
+    """result.json's object (see the module docstring); ``success`` is
+    ``status_name == "OK"``. ``timings``: seconds per stage; a stage not given is 0. Raises
+    ValueError for a timing that is not a stage."""
     unknown = set(timings) - set(STAGES)
     if unknown:
         raise ValueError(f"not stages of lisa_ros.timing.STAGES: {sorted(unknown)}")
@@ -58,7 +69,8 @@ def result_entry(*, status_code: int, status_name: str, status_message: str, com
         "status": {"code": int(status_code), "name": status_name, "message": status_message},
         "command": command, "answer": answer, "explanation": explanation, "session_id": session_id,
         "generated_tokens": int(generated_tokens),
-        "frame_id": frame_id, "stamp": stamp, "image_size": [int(image_size[0]), int(image_size[1])],
+        "frame_id": frame_id, "stamp": stamp,
+        "image_size": [int(image_size[0]), int(image_size[1])] if image_size is not None else None,
         "target_frame": target_frame, "transform_error": transform_error, "no_3d": bool(no_3d),
         "no_target_pose": bool(no_target_pose), "points": int(points),
         "objects": objects, "warnings": list(warnings),

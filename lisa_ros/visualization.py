@@ -96,6 +96,8 @@ def contact_sheet(tiles: list[np.ndarray], captions: list[str], columns: int = 3
     or there is no tile."""
     if not tiles or len(tiles) != len(captions):
         raise ValueError(f"{len(tiles)} tiles and {len(captions)} captions: one caption per tile, at least one")
+    if columns < 1 or tile_width < 8:
+        raise ValueError(f"columns {columns} and tile_width {tile_width}: at least 1 column of 8 pixels")
     scale, gap, line_h = 0.45, 8, 16
     scaled = [cv2.resize(t, (tile_width, max(1, round(t.shape[0] * tile_width / t.shape[1]))),
                          interpolation=cv2.INTER_AREA) for t in tiles]
@@ -107,8 +109,9 @@ def contact_sheet(tiles: list[np.ndarray], captions: list[str], columns: int = 3
     for index, (tile, lines) in enumerate(zip(scaled, wrapped)):
         x = gap + (index % columns) * (tile_width + gap)
         y = gap + (index // columns) * (cell_h + gap)
+        caption = sheet[y:y + caption_h, x:x + tile_width]  # a view: a word wider than the tile is cut there
         for number, line in enumerate(lines):
-            cv2.putText(sheet, line, (x + 2, y + line_h * (number + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale,
+            cv2.putText(caption, line, (2, line_h * (number + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale,
                         (30, 30, 30), 1, cv2.LINE_AA)
         sheet[y + caption_h:y + caption_h + tile.shape[0], x:x + tile_width] = tile
     return sheet

@@ -21,6 +21,9 @@ def test_model_benchmark_runs_and_reports_the_ratio(tmp_path):
     report = json.loads(out.read_text())
     assert report["tokens"] == 8 and report["masks"] == 1 and report["same_tokens"]
     assert report["ours"]["total"] > 0 and report["official"]["total"] > 0
+    # every engine part reaches the report under its lisa_ros.timing name (a renamed part would read 0)
+    assert report["ours"]["image_preparation"] > 0 and report["ours"]["sam_encoder"] > 0
+    assert report["ours"]["prefill"] > 0 and report["ours"]["mask_decode"] > 0
 
 
 def test_gpu_benchmark_dry_run_measures_every_loading(tmp_path):

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 
 from lisa_ros.cli import main
-from lisa_ros.result_file import result_entry
 from lisa_ros.testing.checkpoints import write_tiny_lisa_checkpoint
 from lisa_ros.timing import STAGES
 
 LISA_ROS = str(Path(sys.executable).parent / "lisa-ros")
-# result.json's keys, as `lisa-ros ask` writes them too (test_node checks the node's side).
-ASK_RESULT_KEYS = tuple(result_entry(status_code=0, status_name="OK", status_message="", command="", answer="",
-                                     explanation="", objects=[], warnings=[], timings={}, generated_tokens=0,
-                                     image_size=(1, 1)))
+# result.json's keys as docs/INTERFACES.md lists them, for `lisa-ros segment` and `lisa-ros ask`
+# alike (test_node checks the node's side).
+ASK_RESULT_KEYS = ("success", "status", "command", "answer", "explanation", "session_id", "generated_tokens",
+                   "frame_id", "stamp", "image_size", "target_frame", "transform_error", "no_3d", "no_target_pose",
+                   "points", "objects", "warnings", "timings")
 
 
 @pytest.fixture(scope="module")

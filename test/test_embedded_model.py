@@ -67,13 +67,18 @@ def test_two_deltas_average_entry_by_entry_and_through_the_cli(tmp_path):
     """``lisa-ros embedded average``: the shipped delta is such an average (training/README.md)."""
     from lisa_ros.model.delta import average_deltas, read_delta, write_delta
 
-    first = ({"lora.layer.A": torch.zeros(1, 2), "full.head.bias": torch.full((3,), 2.0)},
+    pair_a, pair_b = torch.tensor([[1.0, 2.0]]), torch.tensor([[1.0], [0.0], [-1.0]])
+    first = ({"lora.layer.A": pair_a, "lora.layer.B": pair_b, "full.head.bias": torch.full((3,), 2.0)},
              {"lora_scale": "2.0", "rows": "[3, 4]", "trained_steps": "1000"})
-    second = ({"lora.layer.A": torch.ones(1, 2), "full.head.bias": torch.full((3,), 4.0)},
+    second = ({"lora.layer.A": pair_a + 0.25, "lora.layer.B": pair_b - 0.5, "full.head.bias": torch.full((3,), 4.0)},
               {"lora_scale": "2.0", "rows": "[3, 4]", "trained_steps": "1000"})
     tensors, metadata = average_deltas(first, second, 0.75)
-    assert torch.equal(tensors["lora.layer.A"], torch.full((1, 2), 0.75, dtype=torch.float16))
+    assert torch.equal(tensors["lora.layer.A"], (pair_a + 0.1875).half())
+    assert torch.equal(tensors["lora.layer.B"], (pair_b - 0.375).half())
     assert torch.equal(tensors["full.head.bias"], torch.full((3,), 3.5, dtype=torch.float16))
+    merged = {"layer.weight": torch.zeros(3, 2), "head.bias": torch.zeros(3)}  # the pair merges as one update
+    apply_delta(merged, tensors, metadata)
+    assert torch.allclose(merged["layer.weight"], 2.0 * (pair_b - 0.375) @ (pair_a + 0.1875), atol=1e-3)
     assert metadata["lora_scale"] == "2.0" and metadata["rows"] == "[3, 4]"
     assert json.loads(metadata["averaged"])["weight_of_second"] == 0.75
     for other, problem in (({**second[1], "rows": "[3]"}, "rows"), ({**second[1], "lora_scale": "1.0"}, "lora_scale")):
@@ -82,7 +87,7 @@ def test_two_deltas_average_entry_by_entry_and_through_the_cli(tmp_path):
     with pytest.raises(CheckpointError, match="shape"):
         average_deltas(first, ({**second[0], "full.head.bias": torch.zeros(4)}, second[1]), 0.5)
     with pytest.raises(CheckpointError, match="other entries"):
-        average_deltas(first, ({"lora.layer.A": torch.ones(1, 2)}, second[1]), 0.5)
+        average_deltas(first, ({"lora.layer.A": pair_a, "lora.layer.B": pair_b}, second[1]), 0.5)
 
     paths = [write_delta(tmp_path / f"{name}.safetensors", *delta) for name, delta in (("a", first), ("b", second))]
     lisa_ros = str(Path(sys.executable).parent / "lisa-ros")
@@ -215,9 +220,7 @@ def test_node_answers_held_out_scenes_exactly_as_the_engine_does(ros_domain, spa
     from lisa_ros.engine import LisaEngine
     from lisa_ros.evaluate.metrics import intersection_union, match_masks, query_iou
     from lisa_ros.engine import GenerationOptions
-    from lisa_ros.model.loading import load_lisa
     from lisa_ros.model.options import LoadOptions
-    from lisa_ros.model.packed_linear import pack_language_model
     from lisa_ros.data.scenes import REFERRING_TYPES, SEVERAL_TYPES
     from lisa_ros.msg import Status
     from lisa_ros.ros.conversions import image_to_numpy
@@ -225,10 +228,9 @@ def test_node_answers_held_out_scenes_exactly_as_the_engine_does(ros_domain, spa
 
     samples = _held_out_scenes(tmp_path_factory)
     # precision "auto", as the node's default: bf16 on a CPU with native bf16, fp32 elsewhere;
-    # in fp32 the node packs the language model's linear layers, so the reference does too
-    loaded = load_lisa("embedded", LoadOptions(precision="auto", device="cpu"))
-    pack_language_model(loaded.model)
-    engine = LisaEngine(loaded, GenerationOptions(max_new_tokens=E2E_TOKENS))
+    # loaded as the node loads it (LisaEngine.load: in fp32 the linear layers are packed)
+    engine = LisaEngine.load("embedded", LoadOptions(precision="auto", device="cpu"),
+                             GenerationOptions(max_new_tokens=E2E_TOKENS))
     expected = []
     for index, sample in enumerate(samples):
         _, rgb = _variant(sample.rgb(), index)
@@ -236,7 +238,7 @@ def test_node_answers_held_out_scenes_exactly_as_the_engine_does(ros_domain, spa
         for command in _turns(sample):  # the last turn's answer is the sample's
             answer, history = engine.answer(rgb, command, history=history)
         expected.append((answer.text, [m.label for m in answer.masks], [m.mask for m in answer.masks]))
-    del engine, loaded
+    del engine
 
     node, ask = _served_node(ros_domain, spawn, _variant(samples[0].rgb(), 0)[0])
     truth_ious, referring, several = [], [], []
@@ -474,8 +476,9 @@ def test_embedded_benchmark_times_every_variant_with_the_same_masks(tmp_path, fo
     assert report["native_bf16"] in ("AMX", "AVX512-BF16", "none")
     assert report["timed_requests_per_variant"] == 1
     for name, variant in report["variants"].items():
-        encoder_s = variant["median_s"]["sam_encoder"]
+        encoder_s, preparation_s = variant["median_s"]["sam_encoder"], variant["median_s"]["image_preparation"]
         assert variant["median_s"]["total"] > encoder_s and (encoder_s == 0 if name.endswith("ahead") else encoder_s > 0), name
+        assert preparation_s == 0 if name.endswith("ahead") else preparation_s > 0, name  # the part's name is read
         assert variant["median_generated_tokens"] >= 1 and 0 < variant["median_decode_per_pass"] < variant["median_s"]["total"], name
         tokens, passes = variant["median_generated_tokens"], variant["median_forward_passes"]
         assert (passes < tokens if name.startswith("drafted") else passes == tokens), (name, passes, tokens)

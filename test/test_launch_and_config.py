@@ -221,9 +221,35 @@ def test_the_start_model_may_always_be_set_again():
     from lisa_ros.ros.parameters import on_set
 
     start = {"model": "/data/lisa-7b", "vision_tower": ""}
-    assert on_set([Parameter("model", value="/data/lisa-7b")], ["embedded"], start).successful
-    refused = on_set([Parameter("model", value="/data/other")], ["embedded"], start)
+    assert on_set([Parameter("model", value="/data/lisa-7b")], ["embedded"], start, state="unconfigured").successful
+    refused = on_set([Parameter("model", value="/data/other")], ["embedded"], start, state="unconfigured")
     assert not refused.successful and "model_roots" in refused.reason
+
+
+def test_reload_parameters_change_only_while_unconfigured_and_suffixes_must_suit_the_model():
+    from rclpy.parameter import Parameter
+
+    from lisa_ros.ros.parameters import on_set
+
+    quantize = [Parameter("quantization", value="4bit")]
+    for state, allowed in (("unconfigured", True), ("error", True), ("inactive", False), ("active", False)):
+        result = on_set(quantize, None, None, state=state)
+        assert result.successful == allowed, state
+        assert allowed or "only change while the node is unconfigured" in result.reason
+    asked = []
+
+    def suffix_problem(suffixes: dict) -> str:
+        asked.append(suffixes)
+        return "too long for this model" if "long" in suffixes.get("segment_suffix", "") else ""
+
+    assert on_set([Parameter("segment_suffix", value=" Please.")], None, None, state="active",
+                  suffix_problem=suffix_problem).successful
+    refused = on_set([Parameter("segment_suffix", value=" A long one."), Parameter("max_new_tokens", value=64)], None,
+                     None, state="active", suffix_problem=suffix_problem)
+    assert not refused.successful and refused.reason == "too long for this model"
+    assert asked == [{"segment_suffix": " Please."}, {"segment_suffix": " A long one."}]  # the suffixes, when set
+    assert on_set([Parameter("max_new_tokens", value=64)], None, None, state="active",
+                  suffix_problem=suffix_problem).successful and len(asked) == 2
 
 
 def test_intrinsics_follow_the_topic_unless_set():

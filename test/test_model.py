@@ -481,6 +481,25 @@ def test_drafting_keeps_to_max_new_tokens_max_masks_and_the_sentence_end(seg_eng
         engine.drafter = saved
 
 
+def test_every_part_the_engine_times_has_its_stage(seg_engine):
+    """The node and the CLI add the engine's parts up into stages (lisa_ros.timing): a part the
+    engine measured under a name the vocabulary lacks would be left out of every stage."""
+    from dataclasses import replace
+
+    from lisa_ros.timing import LATENCIES, PARTS, engine_stages
+
+    engine, frame = seg_engine
+    prefilled = replace(frame, timings=dict(frame.timings))
+    engine.prefill_image(prefilled)
+    from_image, _ = engine.answer(np.zeros((30, 40, 3), np.uint8), "where is the cup?")
+    measured = set(prefilled.timings) | set(from_image.timings)
+    assert measured <= set(PARTS) | set(LATENCIES), measured - set(PARTS) - set(LATENCIES)
+    assert {"image_preparation", "clip", "sam_encoder", "prefill_image", "prefill", "decode"} <= measured
+    stages = engine_stages(from_image.timings)
+    assert stages["image_encoding"] > 0 and stages["generation"] > 0
+    assert stages["generation"] == pytest.approx(from_image.timings["prefill"] + from_image.timings["decode"])
+
+
 def test_a_frame_prefilled_ahead_answers_as_one_prefilled_with_its_command(seg_engine, monkeypatch):
     """prefill_image keeps the KV cache of the prompt through the image in the frame; answers
     (with or without history) continue from a copy of it and equal those prefilled whole."""

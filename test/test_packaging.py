@@ -59,6 +59,10 @@ def test_interfaces_have_the_documented_fields():
     codes = ("OK", "INVALID_COMMAND", "INVALID_IMAGE", "NO_FRAME", "STALE_FRAME", "UNKNOWN_CAMERA",
              "UNKNOWN_SESSION", "BUSY", "NOT_READY", "MODEL_ERROR", "CANCELLED", "DEADLINE_EXCEEDED", "NO_TARGET")
     assert {name: getattr(Status, name) for name in codes} == {name: index for index, name in enumerate(codes)}
+    from lisa_ros.result_file import STATUS_CODES  # the ROS-free copy `lisa-ros segment` writes with
+
+    assert STATUS_CODES == {name: getattr(Status, name) for name in dir(Status)
+                            if name.isupper() and isinstance(getattr(Status, name), int)}
     # Declared once: no interface but Status carries status constants.
     for interface in (ReasonSegment.Response, Action.Result, SegmentationResult):
         assert not [name for name in dir(interface) if name in codes]

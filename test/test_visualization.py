@@ -39,3 +39,12 @@ def test_a_contact_sheet_needs_one_caption_per_tile():
         contact_sheet([np.zeros((4, 4, 3), np.uint8)], [])
     with pytest.raises(ValueError):
         contact_sheet([], [])
+    with pytest.raises(ValueError, match="column"):
+        contact_sheet([np.zeros((4, 4, 3), np.uint8)], ["a"], columns=0)
+
+
+def test_a_caption_word_wider_than_its_tile_stays_in_its_cell():
+    tiles = [np.full((20, 100, 3), 128, np.uint8)] * 2
+    sheet = contact_sheet(tiles, ["W" * 60, ""], columns=2, tile_width=100)
+    right_cell = sheet[:, 8 + 100 + 8:]
+    assert (right_cell[:20] == 255).all()  # the long word of the left caption did not spill over

@@ -107,10 +107,14 @@ def trainable_from_delta(tensors: dict[str, torch.Tensor], metadata: dict, lora_
 
 def average_deltas(first: tuple[dict, dict], second: tuple[dict, dict], weight: float) -> tuple[dict, dict]:
     """``(1 - weight) * first + weight * second``, entry by entry, of two deltas (tensors, metadata)
-    of one base and one layout: a weight average of two runs where one was trained on from the
-    other ("model soup", Wortsman et al., 2022). A LoRA pair's two factors are each averaged, as
-    the runs' own parameters (not the merged products). The result is fp16, with the first's
-    ``lora_scale`` and ``rows`` and ``averaged`` in its metadata saying what was averaged.
+    of one base and one layout: a weight average of two runs where the second was trained on from
+    the first (``init_from`` the first's delta, LoRA included: "model soup", Wortsman et al.,
+    2022). A LoRA pair's two factors are each averaged, as the runs' own parameters; the merged
+    update is then the average of the two runs' updates up to ``w (1 - w) dB dA`` (small when
+    the second run moved the factors little). Two runs whose LoRA factors started apart pass
+    these checks but do not average meaningfully. The result is fp16, with the first's
+    ``lora_scale`` and ``rows`` and ``averaged`` in its metadata saying what was averaged (the
+    inputs' own ``averaged`` entries kept within it).
     Raises :class:`CheckpointError` when the two differ in keys, shapes, ``lora_scale`` or ``rows``,
     and ValueError for a weight outside [0, 1]."""
     if not 0.0 <= weight <= 1.0:
@@ -129,7 +133,9 @@ def average_deltas(first: tuple[dict, dict], second: tuple[dict, dict], weight: 
         averaged[key] = ((1 - weight) * value.float() + weight * other.float()).to(torch.float16).contiguous()
     metadata = {"lora_scale": meta_a["lora_scale"], "rows": meta_a["rows"],
                 "averaged": json.dumps({"weight_of_second": weight, "first_trained_steps": meta_a.get("trained_steps"),
-                                        "second_trained_steps": meta_b.get("trained_steps")})}
+                                        "second_trained_steps": meta_b.get("trained_steps"),
+                                        "first_averaged": json.loads(meta_a.get("averaged", "null")),
+                                        "second_averaged": json.loads(meta_b.get("averaged", "null"))})}
     return averaged, metadata
 
 

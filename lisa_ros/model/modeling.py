@@ -208,9 +208,14 @@ class LisaForCausalLM(LlamaForCausalLM):
                          resized_sizes: list[tuple[int, int]] | None = None) -> torch.Tensor:
         """What the projector reads of one batch of images, ``[B, P, mm_hidden_size]``: CLIP patch
         features (``clip_pixels``), or for ``mm_vision_source: objects`` the object phrases
-        (``sam_pixels``, ``resized_sizes``). The one place the vision source is chosen."""
+        (``sam_pixels``, ``resized_sizes``). The one place the vision source is chosen. Raises
+        ValueError when the input the source reads is missing."""
         if self.config.mm_vision_source == "clip":
+            if clip_pixels is None:
+                raise ValueError("a CLIP-source model reads clip_pixels (the CLIP-preprocessed image)")
             return self.clip_encoder_features(clip_pixels)
+        if sam_pixels is None or resized_sizes is None:
+            raise ValueError("an objects-source model reads sam_pixels and resized_sizes")
         return self.object_encoder_features(sam_pixels, resized_sizes)
 
     @property

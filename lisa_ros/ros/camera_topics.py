@@ -23,17 +23,24 @@ def subscribe(node, camera: CameraConfig, inputs: CameraInput, callback_group) -
     """Subscribe ``inputs``' callbacks on ``node`` to ``camera``'s topics (in ``callback_group``);
     the subscriptions, colour first. ``inputs.describe_silence`` then says, from the graph, why
     colour may not arrive (:func:`lisa_ros.ros.graph.silence_reason`). Raises what rclpy raises
-    for an invalid topic name."""
+    for an invalid topic name, after destroying the subscriptions already made (a failed
+    activate leaves nothing subscribed)."""
     qos = dict(qos_overriding_options=every_policy(), callback_group=callback_group)
-    colour = node.create_subscription(CompressedImage if camera.compressed else Image, camera.image_topic,
-                                      inputs.on_color, fresh(INPUT_QOS), **qos)
-    subscriptions = [colour]
+    subscriptions = []
+    try:
+        colour = node.create_subscription(CompressedImage if camera.compressed else Image, camera.image_topic,
+                                          inputs.on_color, fresh(INPUT_QOS), **qos)
+        subscriptions.append(colour)
+        if camera.depth_topic:
+            subscriptions.append(node.create_subscription(
+                CompressedImage if camera.compressed_depth else Image, camera.depth_topic, inputs.on_depth,
+                fresh(qos_profile_sensor_data), **qos))
+        if camera.camera_info_topic:
+            subscriptions.append(node.create_subscription(
+                CameraInfo, camera.camera_info_topic, inputs.on_camera_info, fresh(INPUT_QOS), **qos))
+    except Exception:
+        for subscription in subscriptions:
+            node.destroy_subscription(subscription)
+        raise
     inputs.describe_silence = functools.partial(graph.silence_reason, node, colour)
-    if camera.depth_topic:
-        subscriptions.append(node.create_subscription(
-            CompressedImage if camera.compressed_depth else Image, camera.depth_topic, inputs.on_depth,
-            fresh(qos_profile_sensor_data), **qos))
-    if camera.camera_info_topic:
-        subscriptions.append(node.create_subscription(
-            CameraInfo, camera.camera_info_topic, inputs.on_camera_info, fresh(INPUT_QOS), **qos))
     return subscriptions

@@ -58,9 +58,10 @@ def summarize(response) -> dict:
     with their poses in the optical frame and target poses, warnings, timings per stage); an
     object's ``mask`` is None until :func:`write_masks` names its file."""
     result = response.result
-    labels = result.instance_labels
-    sizes = [(labels.height, labels.width)] + [(o.mask.height, o.mask.width) for o in result.objects]
-    image_size = next((size for size in sizes if size[0] and size[1]), (0, 0))
+    labels, info = result.instance_labels, result.camera_info
+    sizes = [(labels.height, labels.width), (info.height, info.width)] + [(o.mask.height, o.mask.width)
+                                                                          for o in result.objects]
+    image_size = next((size for size in sizes if size[0] and size[1]), None)  # none: result_masks none, no 3D
     objects = [object_entry(o.id, o.label, o.score, (o.box.x_offset, o.box.y_offset, o.box.width, o.box.height),
                             pose=_pose(o.pose), extent=(o.extent.x, o.extent.y, o.extent.z),
                             valid_points=o.valid_points, target_pose=_pose(o.target_pose)) for o in result.objects]

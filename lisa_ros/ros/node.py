@@ -120,7 +120,7 @@ class LisaNode(LifecycleNodeMixin, Node):
         def suffix_problem(suffixes: dict) -> str:
             return options_problem(engine, dataclasses.replace(parameters.read_live(self), **suffixes)) if engine else ""
         return parameters.on_set(changes, self.get_parameter("model_roots").value, self._start_models,
-                                 self.state_name, suffix_problem)
+                                 state=self.state_name, suffix_problem=suffix_problem)
 
     @property
     def state_name(self) -> str:
@@ -171,8 +171,9 @@ class LisaNode(LifecycleNodeMixin, Node):
         self._weights_bytes = loaded.memory_bytes()["total"]
         self._hardware_id = diagnostics.device_description(loaded.device)
         self.get_logger().info(f"model ready on {loaded.device} ({loaded.options.precision}) in "
-                               f"{time.monotonic() - started:.1f} s ({self._weights_bytes / 2**20:.0f} MB of weights; "
-                               f"{self.engine.packed_layers} linear layers packed by oneDNN)")
+                               f"{time.monotonic() - started:.1f} s ({self._weights_bytes / 2**20:.0f} MB of weights"
+                               + (f"; {self.engine.packed_layers} linear layers packed by oneDNN)"
+                                  if self.engine.packed_layers else ")"))
         self.cameras = {c.name: CameraInput.from_config(c, self._now_seconds) for c in config.cameras}
         self._handler = RequestHandler(
             self.engine, SessionStore(config.session_timeout, config.max_sessions), FrameCache(config.frame_cache_size),

@@ -385,9 +385,8 @@ def model_source_allowed(value: str, roots: list[str]) -> bool:
     return False
 
 
-def on_set(parameters: list[Parameter], model_roots: list[str] | None = None,
-           start_values: dict[str, str] | None = None, state: str = "unconfigured",
-           suffix_problem: Callable[[dict], str] | None = None) -> SetParametersResult:
+def on_set(parameters: list[Parameter], model_roots: list[str] | None, start_values: dict[str, str] | None, *,
+           state: str, suffix_problem: Callable[[dict], str] | None = None) -> SetParametersResult:
     """Reject invalid run-time changes with a reason; ``model``/``vision_tower`` outside
     ``model_roots`` too (any node allowed to set parameters could otherwise make this one load
     any file or hub id), except back to the value it had at start (``start_values``); a

@@ -203,7 +203,7 @@ class Trainer:
         sam_input = sam_preprocess(rgb, sam_config.image_size, sam_config.pixel_mean, sam_config.pixel_std)
         pixels = sam_input.pixels.to(self.loaded.device)
         with torch.no_grad():
-            features = self.lisa.object_encoder_features(pixels, [sam_input.resized_size])
+            features = self.lisa.encoder_features(pixels, None, [sam_input.resized_size])
             tokens = self.lisa.project_image_features(features)
             embedding = None
             if self._needs_embedding():

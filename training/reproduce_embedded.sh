@@ -40,11 +40,18 @@ resume_from runs/embedded_language_look runs/embedded_language_look2
 "$BIN/lisa-ros" embedded extract runs/embedded_language_eighth --out runs/delta_eighth.safetensors
 "$BIN/lisa-ros" scenes runs/scenes --splits train,val,test,camera --no-progress
 "$BIN/lisa-ros" train training/embedded_model_language_ninth.yaml
-#    ...and from the ninth run's delta, 1000 steps with the command grammar (the tenth run, shipped).
+#    ...from the ninth run's delta, 1000 steps with the command grammar (the tenth run)...
 "$BIN/lisa-ros" embedded extract runs/embedded_ninth --out runs/delta_ninth.safetensors
 "$BIN/lisa-ros" train training/embedded_model_language_tenth.yaml
-# 3. The committed file: LoRA factors, new rows and small modules, fp16.
-"$BIN/lisa-ros" embedded extract runs/embedded_tenth
+#    ...and from the tenth run's delta, 1000 steps with the weak types drawn more often (the eleventh).
+"$BIN/lisa-ros" embedded extract runs/embedded_tenth --out runs/delta_tenth.safetensors
+"$BIN/lisa-ros" train training/embedded_model_language_eleventh.yaml
+# 3. The committed file (LoRA factors, new rows and small modules, fp16): the weight average of the
+#    tenth and eleventh runs' deltas, 0.7 on the eleventh (chosen on the val split), written where
+#    the installed package reads it.
+"$BIN/lisa-ros" embedded extract runs/embedded_eleventh --out runs/delta_eleventh.safetensors
+"$BIN/lisa-ros" embedded average runs/delta_tenth.safetensors runs/delta_eleventh.safetensors --weight 0.7 \
+  --out "$("$BIN/python" -c 'from lisa_ros.model.delta import DELTA_FILE; print(DELTA_FILE)')"
 # 4. Held-out test split, generate mode (the model answers freely; its first mask is scored).
 "$BIN/lisa-ros" eval --model embedded --precision fp32 --data runs/scenes/test --mode generate --out runs/eval_test_reproduced
 "$BIN/lisa-ros" eval --model embedded --precision fp32 --data runs/scenes/camera --mode generate --out runs/eval_camera_reproduced

@@ -328,7 +328,8 @@ def client(out: Path, scenes: Path, script: list) -> int:
           f"{bad.result.status.message!r} (the node keeps serving)")
     (out / "results.json").write_text(json.dumps(records, indent=2))
     sheet = contact_sheet([cv2.cvtColor(cv2.imread(str(out / r["overlay"])), cv2.COLOR_BGR2RGB) for r in records],
-                          [f"[{i}] {r['command']}" for i, r in enumerate(records, 1)])
+                          [f"[{i}] {r['command']} -> {r['answer'].replace(' [SEG]', '')}"
+                           for i, r in enumerate(records, 1)])
     cv2.imwrite(str(out / "overview.png"), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     mean_iou = sum(r["iou"] for r in records) / max(1, len(records))
     print(f"\n{len(records)} answers, mean IoU {mean_iou:.3f}. Pictures (prediction tinted, ground truth outlined "

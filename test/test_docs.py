@@ -90,3 +90,81 @@ def test_the_check_catches_bad_citations():
     assert problems("docs/MODEL.md $1.5.2")                  # deeper than a citation goes
     assert problems("docs/MODEL.md $3.3-3.7")                # range end missing
     assert problems("docs/MODEL.md $1.5 and $3.3")           # the second one bare
+
+
+# ------------------------------------------------------------------------------ links in the docs
+LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)|!\[[^\]]*\]\(([^)\s]+)\)")
+FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+def markdown_files(root: Path = ROOT) -> list[Path]:
+    """The documentation a reader follows: the README, docs/ and training/README.md."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md")), root / "training" / "README.md"]
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lowercase, markup and punctuation other than - and _ dropped,
+    spaces -> '-'."""
+    text = re.sub(r"`|\*\*|\[([^\]]*)\]\([^)]*\)", r"\1", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(text: str) -> set[str]:
+    """The anchors of a markdown text's headings (outside code blocks); a repeated heading gets
+    -1, -2, ... as on GitHub."""
+    seen: dict[str, int] = {}
+    found, fenced = set(), False
+    for line in text.splitlines():
+        if FENCE.match(line):
+            fenced = not fenced
+        elif not fenced and re.match(r"^#{1,6} ", line):
+            base = slug(line.lstrip("#"))
+            count = seen.get(base, 0)
+            seen[base] = count + 1
+            found.add(base if count == 0 else f"{base}-{count}")
+    return found
+
+
+def link_problems(path: Path, root: Path = ROOT) -> list[str]:
+    """One message per relative link of ``path`` whose file does not exist or whose #anchor is no
+    heading of its file (links to the web and mail are not followed)."""
+    problems, fenced = [], False
+    text = path.read_text(encoding="utf-8")
+    for number, line in enumerate(text.splitlines(), 1):
+        if FENCE.match(line):
+            fenced = not fenced
+            continue
+        if fenced:
+            continue
+        for match in LINK.finditer(re.sub(r"`[^`]*`", "", line)):
+            target = match.group(1) or match.group(2)
+            if re.match(r"^[a-z][a-z0-9+.-]*:", target):
+                continue
+            file_part, _, anchor = target.partition("#")
+            linked = (path.parent / file_part).resolve() if file_part else path
+            where = f"{path.relative_to(root)}:{number}: {target}"
+            if not linked.exists():
+                problems.append(f"{where}: no such file")
+            elif anchor and linked.suffix == ".md" and anchor not in anchors(linked.read_text(encoding="utf-8")):
+                problems.append(f"{where}: no heading with this anchor")
+    return problems
+
+
+def test_every_link_in_the_docs_resolves():
+    files = markdown_files()
+    problems = [problem for path in files for problem in link_problems(path)]
+    assert not problems, "\n".join(problems)
+    assert sum(len(LINK.findall(path.read_text(encoding="utf-8"))) for path in files) > 20  # the scan sees links
+
+
+def test_the_link_check_catches_missing_files_and_anchors(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "A.md").write_text("# Title\n## The node's `topics` (ROS 2)\n## Again\n## Again\n")
+    page = tmp_path / "README.md"
+    page.write_text("[ok](docs/A.md#the-nodes-topics-ros-2) [ok2](docs/A.md#again-1) [web](https://x.org/#y)\n"
+                    "[gone](docs/B.md) [bad](docs/A.md#nope) ![pic](docs/pic.png)\n"
+                    "```\n[in code](nowhere.md)\n```\n[self](#title-missing)\n")
+    problems = link_problems(page, tmp_path)
+    assert [p.split(": ", 1)[1] for p in problems] == [
+        "docs/B.md: no such file", "docs/A.md#nope: no heading with this anchor", "docs/pic.png: no such file",
+        "#title-missing: no heading with this anchor"], problems

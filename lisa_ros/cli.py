@@ -30,6 +30,8 @@ from lisa_ros.data.reasonseg import DATASET_TYPES
 from lisa_ros.data.scenes.vocabulary import CAMERA_SHARE, DEFAULT_SIZE
 from lisa_ros.errors import InvalidCommandError, LisaError, UsageError
 from lisa_ros.model.options import (
+    BACKEND_RULE,
+    PRECISION_AUTO_RULE,
     PRECISION_CHOICES,
     QUANTIZATION_BACKEND_CHOICES,
     QUANTIZATION_CHOICES,
@@ -88,13 +90,12 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "small offline model shipped with lisa_ros)")
     parser.add_argument("--vision-tower", help="CLIP tower folder or hub id (default: from config.json)")
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default=LoadOptions.precision,
-                        help="auto: CUDA bf16 (fp16 when quantizing, as the official code); CPU fp32 (bf16 when quantizing)")
+                        help=PRECISION_AUTO_RULE)
     parser.add_argument("--quantization", choices=QUANTIZATION_CHOICES, default="none",
                         help="4bit or 8bit weights for the language model (SAM stays 16-bit)")
     parser.add_argument("--quantization-backend", choices=QUANTIZATION_BACKEND_CHOICES,
                         default=LoadOptions.quantization_backend,
-                        help="bitsandbytes (NF4 / LLM.int8) or torchao (int4 / int8 weight-only: any CUDA device, "
-                             "Jetson included, and the CPU); auto: torchao on aarch64 or without bitsandbytes")
+                        help=BACKEND_RULE)
     parser.add_argument("--quantize-heads", action="store_true",
                         help="also quantize lm_head, mm_projector, text_hidden_fcs (official behaviour)")
     parser.add_argument("--device", default=LoadOptions.device, help="auto, cpu, cuda or cuda:N")

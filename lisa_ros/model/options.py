@@ -60,6 +60,13 @@ def resolve_quantization_backend(backend: str, device: str) -> str:
     return "bitsandbytes"
 
 
+# The choices in one line each (the CLI's help and the node's parameter descriptions).
+BACKEND_RULE = ("bitsandbytes (4bit NF4, 8bit LLM.int8) | torchao (int4/int8 weight-only; any CUDA device incl. "
+                "Jetson, and the CPU) | auto (torchao on aarch64/Jetson or without bitsandbytes, else bitsandbytes)")
+PRECISION_AUTO_RULE = ("auto: CUDA bf16, fp16 when bitsandbytes quantizes; CPU bf16 with AMX or AVX512-BF16, else fp32; "
+                       "quantized on the CPU: bf16 by bitsandbytes, fp32 by torchao")
+
+
 def resolve_precision(precision: str, quantization: str, device: str, backend: str = "bitsandbytes") -> str:
     """``auto`` -> on CUDA bf16, or when quantized fp16 compute (bitsandbytes, as the official
     tools) or bf16 (torchao: its int4 kernel, tinygemm, computes in bf16). On the CPU: bf16 when

@@ -22,6 +22,8 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.parameter import Parameter
 
 from lisa_ros.model.options import (
+    BACKEND_RULE,
+    PRECISION_AUTO_RULE,
     PRECISION_CHOICES,
     QUANTIZATION_BACKEND_CHOICES,
     QUANTIZATION_CHOICES,
@@ -55,12 +57,9 @@ SPECS = [
     Spec("model", "embedded", "LISA checkpoint: folder or hub id (xinlai/LISA-7B-v1, ...) or 'embedded' (the small "
                               "offline model shipped with lisa_ros); changes need a reload"),
     Spec("vision_tower", "", "CLIP tower folder or hub id; empty = the one in the checkpoint's config.json"),
-    Spec("precision", LoadOptions.precision, "fp32 | bf16 | fp16 | auto (CUDA: bf16, fp16 when bitsandbytes quantizes; CPU: bf16 with AMX or "
-                                  "AVX512-BF16, else fp32; quantized on the CPU: bf16 by bitsandbytes, fp32 by torchao)"),
+    Spec("precision", LoadOptions.precision, f"fp32 | bf16 | fp16 | {PRECISION_AUTO_RULE}"),
     Spec("quantization", LoadOptions.quantization, "none | 4bit | 8bit of the language model; SAM always stays 16-bit; 4bit fits a 7B in ~5 GB"),
-    Spec("quantization_backend", LoadOptions.quantization_backend, "bitsandbytes (4bit NF4, 8bit LLM.int8) | torchao (int4/int8 weight-only; any "
-                                         "CUDA device incl. Jetson, and the CPU) | auto (torchao on aarch64/Jetson or "
-                                         "without bitsandbytes, else bitsandbytes)"),
+    Spec("quantization_backend", LoadOptions.quantization_backend, BACKEND_RULE),
     Spec("quantize_heads", LoadOptions.quantize_heads, "also quantize lm_head, mm_projector, text_hidden_fcs (official behaviour)"),
     Spec("device", LoadOptions.device, "auto | cpu | cuda | cuda:N"),
     Spec("max_new_tokens", GenerationOptions.max_new_tokens, "generation limit per answer (tokens)", low=1, high=4096),

@@ -27,6 +27,7 @@ import json
 import os
 import random
 import shlex
+import shutil
 import subprocess
 import sys
 import threading
@@ -152,6 +153,8 @@ def main(argv=None) -> int:
                                    str(config_path("fastdds_localhost.xml")))
     os.environ.update(env)
     out = Path(args.out).resolve()
+    for stale in ("replay", "replay-score"):  # what the replay command printed last time wrote
+        shutil.rmtree(out / stale, ignore_errors=True)
     scenes = write_scenes(out / "scenes")
     if args.model == "embedded":  # assemble it here, with progress, rather than silently in the node
         from lisa_ros.model.embedded import embedded_checkpoint
@@ -198,7 +201,7 @@ def client(out: Path, scenes: Path, script: list) -> int:
     from lisa_ros.ros.conversions import image_to_numpy
     from lisa_ros.ros.messages import STATUS_NAMES, duration_seconds
     from lisa_ros.srv import ReasonSegment
-    from lisa_ros.visualization import contact_sheet, draw_overlay
+    from lisa_ros.visualization import PALETTE, contact_sheet, draw_overlay
 
     rclpy.init()
     node = rclpy.create_node("demo_client")
@@ -272,12 +275,21 @@ def client(out: Path, scenes: Path, script: list) -> int:
             matched, missing, extra = match_masks(masks, targets)
             print(f"    {len(targets)} targets, {len(masks)} masks: matched IoUs "
                   f"{', '.join(f'{v:.3f}' for v in matched)}; {missing} missing, {extra} extra")
+        # A light tint and each mask's outline in its colour, so the objects keep the colours the
+        # commands are about; the answer is the overview's caption (and in results.json).
         overlay = draw_overlay(scene["rgb"], masks, [(o.box.x_offset, o.box.y_offset, o.box.width, o.box.height)
                                                      for o in result.objects],
-                               [o.score for o in result.objects], result.answer)
-        outline, _ = cv2.findContours(target.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        cv2.drawContours(overlay, outline, -1, (255, 255, 255), 1)
+                               [o.score for o in result.objects], alpha=0.2)
         overlay = cv2.resize(overlay, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+        for index, mask in enumerate(masks):
+            edges, _ = cv2.findContours(cv2.resize(mask.astype(np.uint8), overlay.shape[1::-1],
+                                                   interpolation=cv2.INTER_NEAREST), cv2.RETR_EXTERNAL,
+                                        cv2.CHAIN_APPROX_NONE)
+            cv2.drawContours(overlay, edges, -1, PALETTE[index % len(PALETTE)], 3)
+        truth, _ = cv2.findContours(cv2.resize(target.astype(np.uint8), overlay.shape[1::-1],
+                                               interpolation=cv2.INTER_NEAREST), cv2.RETR_EXTERNAL,
+                                    cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(overlay, truth, -1, (255, 255, 255), 1)
         name = f"{number:02d}_{scene['annotation']['query_type']}.png"
         cv2.imwrite(str(out / name), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
         records.append({"command": command, "how": how, "served": served,
@@ -439,8 +451,8 @@ def follow_target(node, out: Path, wait) -> bool:
     frames = recorder.counts.get("/moving/color/image_raw/compressed", 0)
     print(f"    recorded: {recording} ({frames} colour frames, {recorder.counts.get('/lisa_ros/tracks', 0)} track "
           f"updates) and the ground truth of {len(sent)} frames in {masks}; answer and score it offline:\n"
-          f"      lisa-ros replay {recording} --command {shlex.quote(sequence.query)} --every 10 "
-          f"--annotations {masks} --out {out / 'replay'}", flush=True)
+          f"      {Path(sys.executable).parent / 'lisa-ros'} replay {recording} --command "
+          f"{shlex.quote(sequence.query)} --every 10 --annotations {masks} --out {out / 'replay'}", flush=True)
     action.destroy()
     return status.code == Status.OK and result.frames > 0 and bool(pictures)
 

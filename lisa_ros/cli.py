@@ -174,8 +174,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     read_s = time.perf_counter() - started
     engine = _load_engine(args)
     answer, _ = engine.answer(rgb, args.prompt, explain=args.explain)
-    print(json.dumps(write_outputs(answer, rgb, Path(args.out), read_s=read_s)))  # as `ask` prints its result
-    return 0
+    result = write_outputs(answer, rgb, Path(args.out), read_s=read_s)
+    print(json.dumps(result))  # as `ask` prints its result, and with its exit status: 3 when nothing is segmented
+    return 0 if result["success"] else 3
 
 
 def _cmd_chat(args: argparse.Namespace) -> int:

@@ -61,6 +61,17 @@ def test_segment_writes_masks_overlay_and_result(checkpoint, image, tmp_path):
     assert json.loads(run.stdout.strip().splitlines()[-1]) == result
 
 
+def test_segment_without_a_mask_says_no_target_and_exits_3(checkpoint, image, tmp_path):
+    """One token allowed: the answer is cut before any [SEG] (as `lisa-ros ask`: exit 3, NO_TARGET)."""
+    out = tmp_path / "out"
+    run = subprocess.run([LISA_ROS, "segment", "--model", str(checkpoint), "--image", str(image), "--prompt", "where?",
+                          "--out", str(out), "--max-new-tokens", "1"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 3, run.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    assert not result["success"] and result["status"]["name"] == "NO_TARGET" and result["objects"] == []
+    assert "max_new_tokens" in result["status"]["message"]
+
+
 @pytest.mark.parametrize("case,expected", [
     ("missing_image", "does not exist"),
     ("not_an_image", "cannot read"),

@@ -44,13 +44,13 @@ def test_demo_runs_end_to_end(ros_domain, tmp_path):
     assert counts["/moving/color/camera_info"] >= 60 and counts["/lisa_ros/tracks"] >= 10, counts
     masks = sorted((out / "recording_masks").glob("*.png"))
     assert len(masks) >= counts["/moving/color/image_raw/compressed"]  # every published frame (DDS may drop some)
-    [printed] = [line.split("lisa-ros ", 1)[1] for line in run.stdout.splitlines() if line.strip().startswith("lisa-ros replay")]
     import shlex
 
-    argv = shlex.split(printed)
+    # The printed command names the venv's lisa-ros, so it runs in a shell without the venv activated.
+    [argv] = [shlex.split(line) for line in run.stdout.splitlines() if " replay " in line and "lisa-ros" in line]
+    assert argv[0] == str(Path(sys.executable).parent / "lisa-ros") and argv[1] == "replay", argv
     argv[argv.index("--every") + 1] = "40"  # every 40th frame: a few answers
-    replay = subprocess.run([str(Path(sys.executable).parent / "lisa-ros"), *argv, "--no-progress"], env=ros_domain.env,
-                            capture_output=True, text=True, timeout=600)
+    replay = subprocess.run([*argv, "--no-progress"], env=ros_domain.env, capture_output=True, text=True, timeout=600)
     assert replay.returncode == 0, replay.stdout[-3000:] + replay.stderr[-3000:]
     score = json.loads((out / "replay-score" / "score.json").read_text())["overall"]
     assert score["answered"] >= 2 and score["not_in_bag"] <= len(masks) - counts["/moving/color/image_raw/compressed"]

@@ -428,9 +428,9 @@ def test_torchao_int8_end_to_end_through_the_cli_and_the_node(ros_domain, spawn,
     run = subprocess.run([lisa_ros, "segment", "--model", "embedded", "--image", str(image), "--prompt", samples[0].texts[0],
                           "--precision", "fp32", "--quantization", "8bit", "--quantization-backend", "torchao",
                           "--max-new-tokens", "48", "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "Failed to load" not in run.stderr  # torchao's import noise is summarised, not printed
     result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert run.returncode == (0 if result["objects"] else 3), run.stderr[-2000:]  # 3: nothing segmented
+    assert "Failed to load" not in run.stderr  # torchao's import noise is summarised, not printed
     assert result["answer"] == expected[0].text
     mask_files = [obj["mask"] for obj in result["objects"]]
     got = cv2.imread(str(tmp_path / "out" / mask_files[0]), cv2.IMREAD_GRAYSCALE) > 0 if mask_files else \

@@ -186,6 +186,16 @@ def main(argv=None) -> int:
                 process.kill()
 
 
+def outline(image, mask, colour, thickness: int) -> None:
+    """Draw the outer outline of ``mask`` ((h, w) bool, scaled to the image's size) on ``image``."""
+    import cv2
+    import numpy as np
+
+    scaled = cv2.resize(mask.astype(np.uint8), image.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+    edges, _ = cv2.findContours(scaled, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(image, edges, -1, colour, thickness)
+
+
 def client(out: Path, scenes: Path, script: list) -> int:
     import cv2
     import numpy as np
@@ -282,14 +292,8 @@ def client(out: Path, scenes: Path, script: list) -> int:
                                [o.score for o in result.objects], alpha=0.2)
         overlay = cv2.resize(overlay, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
         for index, mask in enumerate(masks):
-            edges, _ = cv2.findContours(cv2.resize(mask.astype(np.uint8), overlay.shape[1::-1],
-                                                   interpolation=cv2.INTER_NEAREST), cv2.RETR_EXTERNAL,
-                                        cv2.CHAIN_APPROX_NONE)
-            cv2.drawContours(overlay, edges, -1, PALETTE[index % len(PALETTE)], 3)
-        truth, _ = cv2.findContours(cv2.resize(target.astype(np.uint8), overlay.shape[1::-1],
-                                               interpolation=cv2.INTER_NEAREST), cv2.RETR_EXTERNAL,
-                                    cv2.CHAIN_APPROX_NONE)
-        cv2.drawContours(overlay, truth, -1, (255, 255, 255), 1)
+            outline(overlay, mask, PALETTE[index % len(PALETTE)], 3)
+        outline(overlay, target, (255, 255, 255), 1)
         name = f"{number:02d}_{scene['annotation']['query_type']}.png"
         cv2.imwrite(str(out / name), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
         records.append({"command": command, "how": how, "served": served,
